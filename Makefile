@@ -1,0 +1,29 @@
+# Two entry points a fresh machine needs: `make demo` and `make test`.
+# Both build .venv idempotently from the project's own files.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: venv demo test test-fast bench clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(VENV)/bin/truth-forge demo
+
+test: venv
+	$(PY) -m pytest
+
+# Everything except the BigQuery-emulator contract tests.
+test-fast: venv
+	$(PY) -m pytest -m "not bigquery"
+
+clean:
+	rm -rf $(VENV) .venv-bqemu .pytest_cache build *.egg-info

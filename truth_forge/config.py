@@ -1,0 +1,93 @@
+"""Settings for every part of truth-forge, read from the environment and an optional `.env` file.
+
+Each setting can be given as `TRUTH_FORGE_<NAME>`; the few that users already know under another
+name (`TWENTY_BASE_URL`, `GOOGLE_CLOUD_PROJECT`) are accepted under that name too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TWENTY_BASE_URL = "https://api.twenty.com"
+DEFAULT_WAREHOUSE_URL = "duckdb:///truth_forge.duckdb"
+
+
+def _env(name: str, *aliases: str) -> AliasChoices:
+    return AliasChoices(f"TRUTH_FORGE_{name}", *aliases)
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Construct with keyword arguments to override the environment."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    twenty_base_url: str = Field(
+        DEFAULT_TWENTY_BASE_URL,
+        validation_alias=_env("TWENTY_BASE_URL", "TWENTY_BASE_URL"),
+        description="Twenty server: https://api.twenty.com or a self-hosted URL",
+    )
+    warehouse_url: str = Field(
+        DEFAULT_WAREHOUSE_URL,
+        validation_alias=_env("WAREHOUSE_URL"),
+        description="duckdb:///path/file.duckdb (default) or bigquery://PROJECT/DATASET",
+    )
+    gcp_project_id: str | None = Field(
+        None,
+        validation_alias=_env("GCP_PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "GCP_PROJECT"),
+        description="Project holding the Secret Manager secrets; unset means Secret Manager is skipped",
+    )
+    twenty_batch_size: int = Field(
+        60,
+        ge=1,
+        le=200,
+        validation_alias=_env("TWENTY_BATCH_SIZE"),
+        description="Records per batch write; Twenty documents 60, its server code accepts 200",
+    )
+    twenty_requests_per_minute: int = Field(
+        100,
+        ge=1,
+        validation_alias=_env("TWENTY_REQUESTS_PER_MINUTE"),
+        description="Client-side request budget per workspace (Twenty allows about 100 a minute)",
+    )
+    twenty_timeout_seconds: float = Field(
+        30.0, gt=0, validation_alias=_env("TWENTY_TIMEOUT_SECONDS"), description="Per-request timeout"
+    )
+    twenty_max_retries: int = Field(
+        6,
+        ge=0,
+        validation_alias=_env("TWENTY_MAX_RETRIES"),
+        description="Retries of one request on 429, 5xx and connection errors before giving up",
+    )
+    warehouse_tables: dict[str, str] = Field(
+        default_factory=dict,
+        validation_alias=_env("WAREHOUSE_TABLES"),
+        description='Rename warehouse tables, as JSON: {"contacts": "people_master"}',
+    )
+    crm_schema_file: Path | None = Field(
+        None,
+        validation_alias=_env("CRM_SCHEMA_FILE"),
+        description="JSON or TOML file adding user-defined custom fields to the CRM schema",
+    )
+
+    @field_validator("twenty_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"twenty_base_url must start with http:// or https://, got {value!r}")
+        return value
+
+
+def get_settings() -> Settings:
+    """Settings as the environment says now (cheap; read afresh so a changed env is seen)."""
+    return Settings()
+
+
+def __getattr__(name: str) -> Settings:
+    # `from truth_forge.config import settings` reads `settings.twenty_base_url`, as the seed does.
+    if name == "settings":
+        return get_settings()
+    raise AttributeError(name)
