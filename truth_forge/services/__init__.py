@@ -1,0 +1,1 @@
+"""Facades with the names and call shapes of the user's seed document."""

@@ -1,0 +1,210 @@
+"""Retry, backoff and budget rules of the transport, with mocked HTTP (the one place mocks are allowed).
+
+Everything that touches a real server is tested against the sandbox instead (test_client_sandbox.py).
+"""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import pytest
+import respx
+
+from truth_forge.twenty.errors import (
+    NextStep,
+    TwentyAuthError,
+    TwentyRateLimited,
+    TwentyRecordRejected,
+    TwentyTransientError,
+)
+from truth_forge.twenty.transport import RequestBudget, RetryPolicy, Transport
+
+BASE = "https://crm.example.test"
+KEY = "secret-key-value-123"
+
+
+class FakeClock:
+    """Time that only moves when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def make_transport(clock: FakeClock, *, max_retries: int = 4, per_minute: float = 6000) -> Transport:
+    return Transport(
+        BASE,
+        KEY,
+        requests_per_minute=per_minute,
+        retry=RetryPolicy(max_retries=max_retries, rng=random.Random(7)),
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+
+def ok(payload: object = None) -> httpx.Response:
+    return httpx.Response(200, json=payload if payload is not None else {"data": {"people": []}})
+
+
+def test_retry_after_header_is_honoured(clock: FakeClock) -> None:
+    with respx.mock(base_url=BASE, assert_all_called=True) as mock:
+        route = mock.get("/rest/people").mock(
+            side_effect=[httpx.Response(429, headers={"Retry-After": "7"}, json={"messages": ["slow down"]}), ok()]
+        )
+        body = make_transport(clock).request("GET", "/rest/people")
+    assert body == {"data": {"people": []}}
+    assert route.call_count == 2
+    assert 7.0 <= clock.sleeps[-1] <= 7.0 + 0.5  # what the server asked, plus a little jitter
+
+
+def test_ratelimit_reset_header_is_honoured(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("truth_forge.twenty.transport.time.time", lambda: 5000.0)
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/rest/people").mock(
+            side_effect=[httpx.Response(429, headers={"X-RateLimit-Reset": "5012"}), ok()]
+        )
+        make_transport(clock).request("GET", "/rest/people")
+    assert 12.0 <= clock.sleeps[-1] <= 12.5
+
+
+def test_legacy_429_without_headers_backs_off_and_drains_budget(clock: FakeClock) -> None:
+    transport = make_transport(clock, per_minute=100)
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/rest/people").mock(
+            side_effect=[httpx.Response(429, json={"messages": ["Limit reached (100 tokens per 60000 ms)"]}), ok()]
+        )
+        transport.request("GET", "/rest/people")
+    assert transport.stats.rate_limited == 1
+    # After a 429 the bucket is empty: the retry waited for a refilled token (0.6 s at 100/min) at least.
+    assert sum(clock.sleeps) >= 0.6
+
+
+def test_gives_up_after_max_retries_with_typed_error(clock: FakeClock) -> None:
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get("/rest/people").mock(return_value=httpx.Response(429, json={"messages": ["nope"]}))
+        with pytest.raises(TwentyRateLimited) as info:
+            make_transport(clock, max_retries=3).request("GET", "/rest/people")
+    assert route.call_count == 4
+    assert info.value.next_step is NextStep.RETRY
+    assert info.value.messages == ["nope"]
+
+
+def test_backoff_grows_exponentially_with_bounded_jitter() -> None:
+    policy = RetryPolicy(base_delay=1.0, max_delay=30.0, rng=random.Random(1))
+    for attempt in range(8):
+        step = min(30.0, 2.0**attempt)
+        for _ in range(20):
+            assert step * 0.5 <= policy.backoff(attempt) <= step
+
+
+def test_5xx_on_get_is_retried(clock: FakeClock) -> None:
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get("/rest/people").mock(side_effect=[httpx.Response(502), httpx.Response(500), ok()])
+        make_transport(clock).request("GET", "/rest/people")
+    assert route.call_count == 3
+    assert len(clock.sleeps) == 2 and clock.sleeps[1] > clock.sleeps[0] * 0.9
+
+
+def test_plain_create_is_not_resent_after_an_ambiguous_failure(clock: FakeClock) -> None:
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.post("/rest/batch/people").mock(side_effect=httpx.ReadError("connection reset"))
+        with pytest.raises(TwentyTransientError) as info:
+            make_transport(clock).request("POST", "/rest/batch/people", json_body=[{}])
+    assert route.call_count == 1
+    assert info.value.maybe_applied is True
+
+
+def test_plain_create_is_not_resent_after_a_500(clock: FakeClock) -> None:
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.post("/rest/people").mock(return_value=httpx.Response(500))
+        with pytest.raises(TwentyTransientError) as info:
+            make_transport(clock).request("POST", "/rest/people", json_body={})
+    assert route.call_count == 1
+    assert info.value.maybe_applied is True
+
+
+def test_upsert_is_resent_after_an_ambiguous_failure(clock: FakeClock) -> None:
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.post("/rest/batch/people").mock(
+            side_effect=[httpx.ReadError("reset"), httpx.Response(201, json={"data": {"createPeople": []}})]
+        )
+        make_transport(clock).request("POST", "/rest/batch/people", json_body=[], idempotent=True)
+    assert route.call_count == 2
+
+
+def test_connect_errors_are_resent_even_for_creates(clock: FakeClock) -> None:
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.post("/rest/people").mock(
+            side_effect=[httpx.ConnectError("refused"), httpx.Response(201, json={"data": {"createPerson": {}}})]
+        )
+        make_transport(clock).request("POST", "/rest/people", json_body={})
+    assert route.call_count == 2
+
+
+def test_400_is_not_retried_and_carries_twentys_message(clock: FakeClock) -> None:
+    body = {"statusCode": 400, "error": "BadRequestException",
+            "messages": ['Object person doesn\'t have any "email" field.']}
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.post("/rest/people").mock(return_value=httpx.Response(400, json=body))
+        with pytest.raises(TwentyRecordRejected) as info:
+            make_transport(clock).request("POST", "/rest/people", json_body={"email": "x"})
+    assert route.call_count == 1
+    assert info.value.next_step is NextStep.SKIP_RECORD
+    assert 'doesn\'t have any "email" field' in str(info.value)
+    assert info.value.error_code == "BadRequestException"
+
+
+def test_auth_error_never_shows_the_key(clock: FakeClock) -> None:
+    echo = {"statusCode": 401, "error": "UNAUTHENTICATED", "messages": [f"Token invalid: {KEY}"]}
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/rest/people").mock(return_value=httpx.Response(401, json=echo))
+        with pytest.raises(TwentyAuthError) as info:
+            make_transport(clock).request("GET", "/rest/people")
+    assert info.value.next_step is NextStep.FIX_CONFIG
+    for text in (str(info.value), repr(info.value.to_dict()), info.value.body_excerpt or ""):
+        assert KEY not in text
+    assert "***" in str(info.value)
+
+
+def test_metadata_validation_errors_are_surfaced(clock: FakeClock) -> None:
+    body = {"statusCode": 400, "error": "METADATA_VALIDATION_ERROR", "message": "Validation failed",
+            "errors": {"fieldMetadata": [{"type": "create", "errors": [
+                {"code": "NOT_AVAILABLE", "message": 'Name "contactId" is not available'}]}]}}
+    with respx.mock(base_url=BASE) as mock:
+        mock.post("/rest/metadata/fields").mock(return_value=httpx.Response(400, json=body))
+        with pytest.raises(TwentyRecordRejected) as info:
+            make_transport(clock).request("POST", "/rest/metadata/fields", json_body={})
+    assert "NOT_AVAILABLE" in str(info.value) and "contactId" in str(info.value)
+
+
+def test_budget_never_exceeds_its_rate(clock: FakeClock) -> None:
+    budget = RequestBudget(per_minute=60, burst=5, clock=clock, sleep=clock.sleep)
+    sent_at = []
+    for _ in range(65):
+        budget.acquire()
+        sent_at.append(clock.now)
+    # Over any window of w seconds at most burst + w * rate requests went out.
+    for i, start in enumerate(sent_at):
+        for j in range(i, len(sent_at)):
+            window = sent_at[j] - start
+            assert j - i + 1 <= 5 + window * 1.0 + 1e-9
+    assert sent_at[-1] - sent_at[0] >= 59.9  # 65 requests at 1/s after a burst of 5
+
+
+def test_transport_repr_hides_key() -> None:
+    transport = Transport(BASE, KEY)
+    assert KEY not in repr(transport)
+    transport.close()

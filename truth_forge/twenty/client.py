@@ -1,0 +1,73 @@
+"""One object that holds a connection to a Twenty workspace: records and metadata over one transport."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from truth_forge.config import Settings
+from truth_forge.twenty.metadata import MetadataApi
+from truth_forge.twenty.records import RecordsApi
+from truth_forge.twenty.transport import RetryPolicy, Transport
+
+
+class TwentyClient:
+    """Low-level Twenty API client in Twenty's own shapes (camelCase, composites).
+
+    The seed's friendly interface (`TwentyCRMClient`) is built on top of this one.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        batch_size: int = 60,
+        requests_per_minute: float = 100,
+        burst: int | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 6,
+        http_transport: httpx.BaseTransport | None = None,
+        **transport_options: Any,
+    ) -> None:
+        self.transport = Transport(
+            base_url,
+            api_key,
+            timeout=timeout,
+            requests_per_minute=requests_per_minute,
+            burst=burst,
+            retry=RetryPolicy(max_retries=max_retries),
+            http_transport=http_transport,
+            **transport_options,
+        )
+        self.records = RecordsApi(self.transport, batch_size=batch_size)
+        self.metadata = MetadataApi(self.transport)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *, api_key: str | None = None, **options: Any) -> "TwentyClient":
+        """Build from settings; the key comes from Secret Manager or the environment unless given."""
+        settings = settings or Settings()
+        if api_key is None:
+            from truth_forge.secrets import resolve_api_key
+
+            api_key = resolve_api_key(settings)
+        defaults: dict[str, Any] = {
+            "batch_size": settings.twenty_batch_size,
+            "requests_per_minute": settings.twenty_requests_per_minute,
+            "timeout": settings.twenty_timeout_seconds,
+            "max_retries": settings.twenty_max_retries,
+        }
+        return cls(settings.twenty_base_url, api_key, **{**defaults, **options})
+
+    def __repr__(self) -> str:
+        return f"TwentyClient(base_url={self.transport.base_url!r})"
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> "TwentyClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

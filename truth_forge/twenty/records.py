@@ -1,0 +1,270 @@
+"""Records of any Twenty object (people, companies, ...) over the REST core API.
+
+Reads page with cursors until `pageInfo.hasNextPage` says stop. Writes go in batches no larger than
+the server takes (60 by Twenty's docs; more where the server says it accepts more), and a batch that
+Twenty rejects because of one bad record is split until the bad record stands alone, so one poison
+row never stalls the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from truth_forge.twenty.errors import (
+    NextStep,
+    TwentyError,
+    TwentyNotFound,
+    TwentyProtocolError,
+    TwentyRecordRejected,
+)
+from truth_forge.twenty.transport import Transport
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 200  # Twenty lowers any larger limit to this
+_MAX_RECORDS_RE = re.compile(r"Maximum number of records to \w+ is (\d+)")
+
+
+@dataclass
+class Page:
+    records: list[dict[str, Any]]
+    has_next_page: bool
+    end_cursor: str | None
+    total_count: int | None
+
+
+@dataclass
+class RecordFailure:
+    """One input record Twenty would not take, with its position in the caller's list."""
+
+    index: int
+    record: dict[str, Any]
+    error: TwentyError
+
+
+@dataclass
+class BatchOutcome:
+    """Result of a batch write: the records Twenty returned, aligned with the input, and what failed.
+
+    `results[i]` is the stored record for input `i`, or None when it failed or was never sent.
+    `aborted` is set when a failure that is not about one record (auth, outage) stopped the run; the
+    inputs from `aborted_at` on were not sent.
+    """
+
+    results: list[dict[str, Any] | None]
+    failures: list[RecordFailure] = field(default_factory=list)
+    aborted: TwentyError | None = None
+    aborted_at: int | None = None
+    requests: int = 0
+
+    @property
+    def succeeded(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if r is not None]
+
+
+def _data(body: Any, method: str, path: str) -> Any:
+    """The payload inside Twenty's `{"data": {"<operation>": ...}}` envelope."""
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict) or len(body["data"]) != 1:
+        raise TwentyProtocolError(
+            "Twenty's answer does not have the expected {data: {...}} envelope",
+            method=method,
+            path=path,
+            body_excerpt=str(body)[:300],
+        )
+    return next(iter(body["data"].values()))
+
+
+class RecordsApi:
+    """CRUD, batch writes and paging for the records of any object, named by its plural."""
+
+    def __init__(self, transport: Transport, *, batch_size: int = 60) -> None:
+        if not 1 <= batch_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"batch_size must be between 1 and {MAX_PAGE_SIZE}, got {batch_size}")
+        self.transport = transport
+        self.batch_size = batch_size
+        self._restore_path_style: str | None = None  # "new" or "old", learnt on first use
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get(self, plural: str, record_id: str, *, depth: int = 0) -> dict[str, Any]:
+        path = f"/rest/{plural}/{record_id}"
+        return _data(self.transport.request("GET", path, params={"depth": depth}), "GET", path)
+
+    def find_page(
+        self,
+        plural: str,
+        *,
+        filter: str | None = None,
+        order_by: str | None = None,
+        limit: int = 60,
+        starting_after: str | None = None,
+        fields: Sequence[str] | None = None,
+        depth: int = 0,
+    ) -> Page:
+        path = f"/rest/{plural}"
+        params = {
+            "filter": filter,
+            "order_by": order_by,
+            "limit": max(1, min(limit, MAX_PAGE_SIZE)),
+            "starting_after": starting_after,
+            "fields": ",".join(fields) if fields else None,
+            "depth": depth,
+        }
+        body = self.transport.request("GET", path, params=params)
+        records = _data(body, "GET", path)
+        if not isinstance(records, list):
+            raise TwentyProtocolError("Expected a list of records", method="GET", path=path)
+        info = body.get("pageInfo") or {}
+        return Page(
+            records=records,
+            has_next_page=bool(info.get("hasNextPage")),
+            end_cursor=info.get("endCursor"),
+            total_count=body.get("totalCount"),
+        )
+
+    def iter_pages(
+        self,
+        plural: str,
+        *,
+        filter: str | None = None,
+        order_by: str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        fields: Sequence[str] | None = None,
+        starting_after: str | None = None,
+    ) -> Iterator[Page]:
+        """Every page of a query, in order; stops on `hasNextPage: false`, never on a null cursor alone."""
+        cursor = starting_after
+        while True:
+            page = self.find_page(
+                plural, filter=filter, order_by=order_by, limit=page_size, starting_after=cursor, fields=fields
+            )
+            yield page
+            if not page.has_next_page or not page.records:
+                return
+            if not page.end_cursor or page.end_cursor == cursor:
+                # A server that says "more" but gives no new cursor would loop us forever.
+                raise TwentyProtocolError(
+                    "Twenty said there are more pages but gave no new cursor", method="GET", path=f"/rest/{plural}"
+                )
+            cursor = page.end_cursor
+
+    def iter_records(self, plural: str, *, max_records: int | None = None, **query: Any) -> Iterator[dict[str, Any]]:
+        seen = 0
+        for page in self.iter_pages(plural, **query):
+            for record in page.records:
+                if max_records is not None and seen >= max_records:
+                    return
+                seen += 1
+                yield record
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def create(self, plural: str, record: dict[str, Any], *, upsert: bool = False) -> dict[str, Any]:
+        path = f"/rest/{plural}"
+        params = {"upsert": "true"} if upsert else None
+        body = self.transport.request("POST", path, params=params, json_body=record, idempotent=upsert)
+        return _data(body, "POST", path)
+
+    def create_many(
+        self, plural: str, records: Sequence[dict[str, Any]], *, upsert: bool = False
+    ) -> BatchOutcome:
+        """Create (or upsert) records in batches; isolate records Twenty rejects; stop on outages."""
+        outcome = BatchOutcome(results=[None] * len(records))
+        start = 0
+        while start < len(records):
+            chunk = list(range(start, min(start + self.batch_size, len(records))))
+            try:
+                self._write_chunk(plural, records, chunk, upsert, outcome)
+            except TwentyError as exc:
+                if exc.next_step is NextStep.SKIP_RECORD:
+                    raise  # _write_chunk handles these itself; reaching here is a bug
+                outcome.aborted, outcome.aborted_at = exc, start
+                log.warning("Batch write to %s stopped at record %d: %s", plural, start, exc)
+                return outcome
+            start += len(chunk)
+        return outcome
+
+    def _write_chunk(
+        self,
+        plural: str,
+        records: Sequence[dict[str, Any]],
+        indexes: list[int],
+        upsert: bool,
+        outcome: BatchOutcome,
+    ) -> None:
+        path = f"/rest/batch/{plural}"
+        params = {"upsert": "true"} if upsert else None
+        try:
+            outcome.requests += 1
+            body = self.transport.request(
+                "POST", path, params=params, json_body=[records[i] for i in indexes], idempotent=upsert
+            )
+        except TwentyRecordRejected as exc:
+            smaller = self._learn_max_batch(exc)
+            if smaller is not None and smaller < len(indexes):
+                for part_start in range(0, len(indexes), smaller):
+                    self._write_chunk(plural, records, indexes[part_start : part_start + smaller], upsert, outcome)
+                return
+            if len(indexes) == 1:
+                outcome.failures.append(RecordFailure(indexes[0], records[indexes[0]], exc))
+                return
+            # One bad record fails the whole batch: split it to find the bad ones and save the rest.
+            middle = len(indexes) // 2
+            self._write_chunk(plural, records, indexes[:middle], upsert, outcome)
+            self._write_chunk(plural, records, indexes[middle:], upsert, outcome)
+            return
+        created = _data(body, "POST", path)
+        if not isinstance(created, list) or len(created) != len(indexes):
+            raise TwentyProtocolError(
+                f"Twenty returned {len(created) if isinstance(created, list) else 'no list of'} records "
+                f"for a batch of {len(indexes)}",
+                method="POST",
+                path=path,
+            )
+        for i, record in zip(indexes, created):
+            outcome.results[i] = record
+
+    def _learn_max_batch(self, exc: TwentyRecordRejected) -> int | None:
+        for message in exc.messages:
+            match = _MAX_RECORDS_RE.search(message)
+            if match:
+                limit = int(match.group(1))
+                if limit < self.batch_size:
+                    log.info("Twenty takes at most %d records a batch; lowering the batch size", limit)
+                    self.batch_size = max(1, limit)
+                return max(1, limit)
+        return None
+
+    def update(self, plural: str, record_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        path = f"/rest/{plural}/{record_id}"
+        return _data(self.transport.request("PATCH", path, json_body=patch), "PATCH", path)
+
+    def delete(self, plural: str, record_id: str, *, soft: bool = True) -> dict[str, Any]:
+        """Soft delete by default (restorable); `soft=False` destroys the record for good."""
+        path = f"/rest/{plural}/{record_id}"
+        params = {"soft_delete": "true"} if soft else None
+        return _data(self.transport.request("DELETE", path, params=params), "DELETE", path)
+
+    def restore(self, plural: str, record_id: str) -> dict[str, Any]:
+        """Restore a soft-deleted record: the current path first, the pre-2026 one if the server is older."""
+        new_path, old_path = f"/rest/{plural}/{record_id}/restore", f"/rest/restore/{plural}/{record_id}"
+        if self._restore_path_style == "old":
+            return _data(self.transport.request("PATCH", old_path), "PATCH", old_path)
+        try:
+            result = _data(self.transport.request("PATCH", new_path), "PATCH", new_path)
+        except (TwentyRecordRejected, TwentyNotFound) as first_error:
+            if self._restore_path_style == "new":
+                raise
+            log.info("Restore path %s refused (%s); trying the older form", new_path, first_error.status)
+            try:
+                result = _data(self.transport.request("PATCH", old_path), "PATCH", old_path)
+            except (TwentyRecordRejected, TwentyNotFound):
+                raise first_error from None  # both refused: the current form's answer is the one to show
+            self._restore_path_style = "old"
+            return result
+        self._restore_path_style = "new"
+        return result

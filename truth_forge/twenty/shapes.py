@@ -1,0 +1,195 @@
+"""Translate between the seed's friendly record dicts and Twenty's real record shapes.
+
+The seed (and many users' scripts) speak in `{"name": "Jane Doe", "email": ..., "phone": ...,
+"customFields": {"contact_id": ...}}`. Twenty wants `name: {firstName, lastName}`, whole `emails` /
+`phones` / `domainName` composites, and custom fields as top-level camelCase keys. Composites are
+always written whole: whether Twenty keeps the subfields a partial update leaves out is not settled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import phonenumbers
+
+FRIENDLY_KEYS = {"name", "email", "emails", "phone", "phones", "customFields", "domainName", "id"}
+
+
+def snake_to_camel(name: str) -> str:
+    """`contact_id` -> `contactId`; a name already in camelCase is returned as it is."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def camel_to_snake(name: str) -> str:
+    """`contactId` -> `contact_id`."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def split_full_name(name: str | Mapping[str, Any] | None) -> dict[str, str]:
+    """`"Jane van Doe"` -> `{"firstName": "Jane", "lastName": "van Doe"}` (split at the first space)."""
+    if isinstance(name, Mapping):
+        return {"firstName": str(name.get("firstName") or ""), "lastName": str(name.get("lastName") or "")}
+    first, _, last = " ".join(str(name or "").split()).partition(" ")
+    return {"firstName": first, "lastName": last}
+
+
+def join_full_name(name: Any) -> str:
+    if isinstance(name, Mapping):
+        return " ".join(p for p in (name.get("firstName"), name.get("lastName")) if p)
+    return str(name or "")
+
+
+def emails_value(primary: str | None, additional: Iterable[str] = ()) -> dict[str, Any]:
+    extra = [e.strip() for e in additional if e and e.strip() and e.strip().lower() != (primary or "").lower()]
+    return {"primaryEmail": (primary or "").strip(), "additionalEmails": extra}
+
+
+def _parse_phone(number: str, default_region: str | None) -> phonenumbers.PhoneNumber:
+    try:
+        parsed = phonenumbers.parse(number, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(
+            f"Phone number {number!r} cannot be read: {exc}. Give it in international form (+<country code>...)"
+        ) from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValueError(f"Phone number {number!r} is not a possible number")
+    return parsed
+
+
+def phone_parts(number: str, default_region: str | None = None) -> dict[str, str]:
+    """`+33 6 12 34 56 78` -> national number, ISO country code and calling code, as Twenty stores them."""
+    parsed = _parse_phone(number, default_region)
+    region = phonenumbers.region_code_for_number(parsed) or ""
+    return {
+        "number": phonenumbers.national_significant_number(parsed),
+        "countryCode": region if region != "ZZ" else "",
+        "callingCode": f"+{parsed.country_code}",
+    }
+
+
+def phones_value(
+    primary: str | None, additional: Iterable[str] = (), *, default_region: str | None = None
+) -> dict[str, Any]:
+    main = phone_parts(primary, default_region) if primary else {"number": "", "countryCode": "", "callingCode": ""}
+    return {
+        "primaryPhoneNumber": main["number"],
+        "primaryPhoneCountryCode": main["countryCode"],
+        "primaryPhoneCallingCode": main["callingCode"],
+        "additionalPhones": [phone_parts(p, default_region) for p in additional if p and p != primary],
+    }
+
+
+def phone_to_e164(number: str | None, calling_code: str | None) -> str | None:
+    """Twenty's national number + calling code back to one E.164 string."""
+    if not number:
+        return None
+    if number.startswith("+"):
+        return number
+    digits = re.sub(r"\D", "", number)
+    code = re.sub(r"\D", "", calling_code or "")
+    return f"+{code}{digits}" if code else digits
+
+
+def phones_to_list(phones: Mapping[str, Any] | None) -> list[str]:
+    if not phones:
+        return []
+    found = [phone_to_e164(phones.get("primaryPhoneNumber"), phones.get("primaryPhoneCallingCode"))]
+    for extra in phones.get("additionalPhones") or []:
+        found.append(phone_to_e164(extra.get("number"), extra.get("callingCode")))
+    return [p for p in found if p]
+
+
+def link_value(url: str | None) -> dict[str, Any]:
+    url = (url or "").strip()
+    if url and "://" not in url:
+        url = "https://" + url  # the seed passes bare domains ("acme.com")
+    return {"primaryLinkUrl": url, "primaryLinkLabel": "", "secondaryLinks": []}
+
+
+def text_value(value: Any) -> Any:
+    """TEXT fields hold the seed's JSON columns as strings; dicts and lists are serialised here."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return value
+
+
+def custom_fields_to_twenty(custom: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {snake_to_camel(k): text_value(v) for k, v in (custom or {}).items()}
+
+
+def _passthrough(friendly: Mapping[str, Any]) -> dict[str, Any]:
+    # Anything that is not a friendly key is assumed to be in Twenty's own form already (jobTitle, ...).
+    return {k: v for k, v in friendly.items() if k not in FRIENDLY_KEYS}
+
+
+def person_to_twenty(friendly: Mapping[str, Any], *, default_region: str | None = None) -> dict[str, Any]:
+    """A friendly person dict (or a Twenty-shaped one) -> a Twenty person body."""
+    body = _passthrough(friendly)
+    if "name" in friendly:
+        body["name"] = split_full_name(friendly["name"])
+    if "email" in friendly or "emails" in friendly:
+        emails = friendly.get("emails")
+        if isinstance(emails, Mapping):  # already Twenty-shaped
+            body["emails"] = emails_value(emails.get("primaryEmail"), emails.get("additionalEmails") or [])
+        else:
+            listed = list(emails or [])
+            primary = friendly.get("email") or (listed[0] if listed else None)
+            body["emails"] = emails_value(primary, listed)
+    if "phone" in friendly or "phones" in friendly:
+        phones = friendly.get("phones")
+        if isinstance(phones, Mapping):
+            body["phones"] = dict(phones)
+        else:
+            listed = list(phones or [])
+            primary = friendly.get("phone") or (listed[0] if listed else None)
+            body["phones"] = phones_value(primary, listed, default_region=default_region)
+    body.update(custom_fields_to_twenty(friendly.get("customFields")))
+    return body
+
+
+def company_to_twenty(friendly: Mapping[str, Any]) -> dict[str, Any]:
+    """A friendly company dict -> a Twenty company body (`domainName` as a URL string is accepted)."""
+    body = _passthrough(friendly)
+    if "name" in friendly:
+        body["name"] = str(friendly["name"] or "")
+    if "domainName" in friendly:
+        domain = friendly["domainName"]
+        body["domainName"] = dict(domain) if isinstance(domain, Mapping) else link_value(domain)
+    body.update(custom_fields_to_twenty(friendly.get("customFields")))
+    return body
+
+
+def _custom_from_twenty(record: Mapping[str, Any], custom_field_names: Iterable[str]) -> dict[str, Any]:
+    return {camel_to_snake(name): record.get(name) for name in custom_field_names if name in record}
+
+
+def person_from_twenty(record: Mapping[str, Any], custom_field_names: Iterable[str] = ()) -> dict[str, Any]:
+    """A Twenty person -> the friendly form, with `raw` holding the record as Twenty sent it."""
+    emails = record.get("emails") or {}
+    email_list = [e for e in [emails.get("primaryEmail"), *(emails.get("additionalEmails") or [])] if e]
+    phone_list = phones_to_list(record.get("phones"))
+    return {
+        "id": record.get("id"),
+        "name": join_full_name(record.get("name")),
+        "email": email_list[0] if email_list else None,
+        "emails": email_list,
+        "phone": phone_list[0] if phone_list else None,
+        "phones": phone_list,
+        "customFields": _custom_from_twenty(record, custom_field_names),
+        "raw": dict(record),
+    }
+
+
+def company_from_twenty(record: Mapping[str, Any], custom_field_names: Iterable[str] = ()) -> dict[str, Any]:
+    domain = record.get("domainName")
+    return {
+        "id": record.get("id"),
+        "name": record.get("name"),
+        "domainName": (domain.get("primaryLinkUrl") if isinstance(domain, Mapping) else domain) or None,
+        "customFields": _custom_from_twenty(record, custom_field_names),
+        "raw": dict(record),
+    }

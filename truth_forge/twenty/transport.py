@@ -1,0 +1,336 @@
+"""The one place that sends HTTP requests to Twenty.
+
+Twenty allows about 100 requests a minute per workspace, so requests are what a sync spends. This
+module keeps the client under that budget on its own (a token bucket), retries what can be retried
+(429, 5xx, broken connections) with exponential backoff and jitter while honouring `Retry-After` and
+`X-RateLimit-Reset`, refuses to resend a non-idempotent write whose outcome is unknown, and turns
+every failure into a typed error from `errors.py`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from truth_forge.twenty.errors import (
+    TwentyAuthError,
+    TwentyConfigError,
+    TwentyError,
+    TwentyNotFound,
+    TwentyProtocolError,
+    TwentyRateLimited,
+    TwentyRecordRejected,
+    TwentyTransientError,
+)
+
+log = logging.getLogger(__name__)
+
+BODY_EXCERPT_CHARS = 500
+USER_AGENT = "truth-forge (+https://github.com/truth-forge)"
+
+
+class RequestBudget:
+    """A token bucket: at most `per_minute` requests a minute, with bursts of up to `burst`.
+
+    Twenty's own limiter is a bucket of 100 tokens refilled at 100 per minute; a client whose bucket is
+    no larger and refills no faster can never be the one that trips it.
+    """
+
+    def __init__(
+        self,
+        per_minute: float,
+        burst: int | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.rate = per_minute / 60.0
+        self.capacity = float(burst if burst is not None else max(1, int(per_minute)))
+        self._tokens = self.capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
+        self._lock = threading.Lock()
+        self.waited_seconds = 0.0
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+
+    def acquire(self) -> None:
+        """Take one token, sleeping until one is there."""
+        while True:
+            with self._lock:
+                self._refill()
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                wait = (1.0 - self._tokens) / self.rate
+            self.waited_seconds += wait
+            self._sleep(wait)
+
+    def drain(self) -> None:
+        """The server said 429: whatever we thought was left is not, so start refilling from zero."""
+        with self._lock:
+            self._refill()
+            self._tokens = min(self._tokens, 0.0)
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how long to wait before sending a failed request again."""
+
+    max_retries: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 60.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def backoff(self, attempt: int) -> float:
+        # Exponential with jitter in [50%, 100%] of the step, so many clients do not retry in lockstep.
+        step = min(self.max_delay, self.base_delay * (2**attempt))
+        return step * (0.5 + self.rng.random() / 2)
+
+
+@dataclass
+class TransportStats:
+    """What the requests cost: read by sync reports and benchmarks."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+def _retry_after_seconds(headers: Mapping[str, str], clock_now: float) -> float | None:
+    """Seconds the server asked us to wait, from `Retry-After` or `X-RateLimit-Reset`, if it said."""
+    value = headers.get("retry-after")
+    if value:
+        value = value.strip()
+        if value.replace(".", "", 1).isdigit():
+            return float(value)
+        try:  # the header's other form is an HTTP date
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+    reset = headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - clock_now)
+        except ValueError:
+            return None
+    return None
+
+
+def _error_fields(response: httpx.Response, secret: str) -> dict[str, Any]:
+    """Twenty's messages, error code and a redacted body excerpt."""
+    text = response.text
+    if secret:
+        text = text.replace(secret, "***")
+    messages: list[str] = []
+    code: str | None = None
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        raw = body.get("messages")
+        if isinstance(raw, list):
+            messages = [str(m) for m in raw]
+        elif isinstance(body.get("message"), str):
+            messages = [body["message"]]
+        # Metadata validation errors nest their reasons; surface them rather than a generic line.
+        nested = body.get("errors")
+        if isinstance(nested, dict):
+            for entries in nested.values():
+                for entry in entries if isinstance(entries, list) else []:
+                    for err in entry.get("errors", []) if isinstance(entry, dict) else []:
+                        if isinstance(err, dict) and err.get("message"):
+                            messages.append(f"{err.get('code', '')}: {err['message']}".lstrip(": "))
+        code = body.get("error") if isinstance(body.get("error"), str) else None
+        code = body.get("code", code) if isinstance(body.get("code"), str) else code
+    return {
+        "status": response.status_code,
+        "messages": messages,
+        "error_code": code,
+        "body_excerpt": text[:BODY_EXCERPT_CHARS],
+        "request_id": response.headers.get("x-request-id"),
+    }
+
+
+def error_for_response(response: httpx.Response, method: str, path: str, secret: str = "") -> TwentyError:
+    """Map a non-2xx answer to the typed error that says what to do next."""
+    status = response.status_code
+    fields = _error_fields(response, secret)
+    where = {"method": method, "path": path}
+    if status in (401, 403):
+        return TwentyAuthError("Twenty refused the API key or its permissions", **fields, **where)
+    if status == 402:
+        return TwentyConfigError("Twenty says the workspace's paid allowance is exhausted", **fields, **where)
+    if status == 404:
+        return TwentyNotFound("Not found in Twenty", **fields, **where)
+    if status == 429:
+        return TwentyRateLimited("Twenty rate limit still hit after every retry", **fields, **where)
+    if status >= 500:
+        return TwentyTransientError("Twenty server error", **fields, **where)
+    return TwentyRecordRejected("Twenty rejected the request", **fields, **where)
+
+
+class Transport:
+    """Authenticated, budgeted, retrying JSON requests against one Twenty workspace."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 30.0,
+        requests_per_minute: float = 100,
+        burst: int | None = None,
+        retry: RetryPolicy | None = None,
+        http_transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not api_key:
+            raise ValueError("Twenty API key is empty")
+        self._api_key = api_key
+        self._sleep = sleep
+        self._clock = clock
+        self.retry = retry or RetryPolicy()
+        self.budget = RequestBudget(requests_per_minute, burst, clock=clock, sleep=sleep)
+        self.stats = TransportStats()
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            transport=http_transport,
+            headers={
+                "Authorization": f"Bearer {api_key}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            },
+        )
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Transport(base_url={str(self._http.base_url)!r})"
+
+    @property
+    def base_url(self) -> str:
+        return str(self._http.base_url)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Send one request and return its decoded JSON body, retrying what is safe to retry.
+
+        `idempotent` defaults to True for everything but POST. A POST that upserts is idempotent too;
+        the caller says so. A request that is not idempotent is resent only when we know the server
+        did not apply it (429, or a connection that was never made).
+        """
+        if idempotent is None:
+            idempotent = method.upper() != "POST"
+        clean_params = {k: v for k, v in (params or {}).items() if v is not None}
+        attempt = 0
+        while True:
+            self.budget.acquire()
+            self.stats.requests += 1
+            started = self._clock()
+            try:
+                response = self._http.request(method, path, params=clean_params or None, json=json_body)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # Nothing reached the server: always safe to resend.
+                failure: TwentyError = TwentyTransientError(
+                    f"Could not connect to Twenty at {self.base_url}: {type(exc).__name__}",
+                    method=method,
+                    path=path,
+                )
+                retryable = True
+            except httpx.TransportError as exc:
+                # The request may have been applied before the connection broke.
+                failure = TwentyTransientError(
+                    f"Connection to Twenty broke before an answer came: {type(exc).__name__}",
+                    method=method,
+                    path=path,
+                    maybe_applied=not idempotent,
+                )
+                retryable = idempotent
+            else:
+                elapsed = self._clock() - started
+                status = response.status_code
+                self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+                log.debug("%s %s -> %s in %.3fs", method, path, status, elapsed)
+                if 200 <= status < 300:
+                    return self._decode(response, method, path)
+                failure = error_for_response(response, method, path, self._api_key)
+                if status == 429:
+                    self.stats.rate_limited += 1
+                    self.budget.drain()
+                    retryable = True
+                elif status >= 500 or status == 408:
+                    if not idempotent and isinstance(failure, TwentyTransientError):
+                        failure.maybe_applied = True
+                    retryable = idempotent or status == 503
+                else:
+                    raise failure
+                if retryable and attempt < self.retry.max_retries:
+                    wait = self._wait_after(response, attempt)
+                    self._pause(wait, method, path, f"HTTP {status}", attempt)
+                    attempt += 1
+                    continue
+                raise failure
+            if retryable and attempt < self.retry.max_retries:
+                self._pause(self.retry.backoff(attempt), method, path, str(failure.summary), attempt)
+                attempt += 1
+                continue
+            raise failure
+
+    def _wait_after(self, response: httpx.Response, attempt: int) -> float:
+        asked = _retry_after_seconds(response.headers, time.time())
+        backoff = self.retry.backoff(attempt)
+        if asked is not None:
+            # The server knows when its bucket refills; a little jitter on top avoids a thundering herd.
+            return min(self.retry.max_delay, asked) + backoff * 0.1
+        if response.status_code == 429:
+            # Legacy limiter: no headers. A token comes back every 60 s / 100; wait a few of them.
+            return max(backoff, 0.6 * (attempt + 1))
+        return backoff
+
+    def _pause(self, wait: float, method: str, path: str, why: str, attempt: int) -> None:
+        self.stats.retries += 1
+        log.info("Retrying %s %s in %.2fs after %s (retry %d of %d)", method, path, wait, why, attempt + 1,
+                 self.retry.max_retries)
+        self._sleep(wait)
+
+    def _decode(self, response: httpx.Response, method: str, path: str) -> Any:
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise TwentyProtocolError(
+                "Twenty answered with something that is not JSON (is the base URL right?)",
+                status=response.status_code,
+                method=method,
+                path=path,
+                body_excerpt=response.text[:BODY_EXCERPT_CHARS].replace(self._api_key, "***"),
+            ) from None
