@@ -7,6 +7,8 @@ record exactly as Twenty sent it under `raw`.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +17,8 @@ from truth_forge.crm_schema import CrmSchema, FieldSpec, ObjectName, to_option_v
 from truth_forge.twenty import shapes
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import TwentyNotFound
+
+log = logging.getLogger(__name__)
 
 PLURAL: dict[ObjectName, str] = {"person": "people", "company": "companies"}
 EXTERNAL_ID: dict[ObjectName, str] = {"person": "contact_id", "company": "business_id"}
@@ -30,6 +34,14 @@ def _custom_value(spec: FieldSpec | None, value: Any) -> Any:
     if spec.type == "TEXT":
         return shapes.text_value(value) if isinstance(value, (dict, list)) else str(value)
     return value
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 class TwentyCRMClient:
@@ -68,6 +80,10 @@ class TwentyCRMClient:
     # -- generic operations ------------------------------------------------------------------------
 
     def _get(self, obj: ObjectName, record_id: str) -> dict[str, Any] | None:
+        if not _is_uuid(record_id):
+            # Twenty ids are UUIDs; anything else cannot name a record (Twenty would answer 400).
+            log.info("%r is not a Twenty record id (a UUID); no %s has it", record_id, obj)
+            return None
         try:
             return self.from_twenty(obj, self.api.records.get(PLURAL[obj], record_id))
         except TwentyNotFound:

@@ -1,0 +1,3 @@
+from truth_forge.cli import app
+
+app()
