@@ -1,0 +1,1 @@
+"""The two-way sync between the warehouse and Twenty: mapping, state, push, pull, runs."""

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from truth_forge.config import Settings
-from truth_forge.crm_schema import CrmSchema, FieldSpec, ObjectName, to_option_value
+from truth_forge.crm_schema import CrmSchema, ObjectName
+from truth_forge.sync.mapping import to_twenty_value
 from truth_forge.twenty import shapes
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import TwentyNotFound
@@ -22,18 +23,6 @@ log = logging.getLogger(__name__)
 
 PLURAL: dict[ObjectName, str] = {"person": "people", "company": "companies"}
 EXTERNAL_ID: dict[ObjectName, str] = {"person": "contact_id", "company": "business_id"}
-
-
-def _custom_value(spec: FieldSpec | None, value: Any) -> Any:
-    if spec is None or value is None:
-        return shapes.text_value(value)
-    if spec.type == "SELECT":
-        return to_option_value(value)
-    if spec.type == "MULTI_SELECT":
-        return [to_option_value(v) for v in value]
-    if spec.type == "TEXT":
-        return shapes.text_value(value) if isinstance(value, (dict, list)) else str(value)
-    return value
 
 
 def _is_uuid(value: str) -> bool:
@@ -65,7 +54,11 @@ class TwentyCRMClient:
     def _normalise_custom(self, obj: ObjectName, data: Mapping[str, Any]) -> dict[str, Any]:
         by_column = self.schema.by_column(obj)
         custom = dict(data.get("customFields") or {})
-        return {**data, "customFields": {k: _custom_value(by_column.get(k), v) for k, v in custom.items()}}
+        converted = {
+            key: to_twenty_value(by_column[key], value) if key in by_column else shapes.text_value(value)
+            for key, value in custom.items()
+        }
+        return {**data, "customFields": converted}
 
     def to_twenty(self, obj: ObjectName, data: Mapping[str, Any]) -> dict[str, Any]:
         friendly = self._normalise_custom(obj, data)

@@ -1,0 +1,108 @@
+"""Canonical warehouse rows <-> Twenty records, with per-field ownership.
+
+The warehouse speaks snake_case and keeps computed context as JSON; Twenty speaks camelCase with
+composite fields. Fields marked `sync="push"` in the CRM schema (computed context, external ids)
+flow only to Twenty; the rest are human-editable and flow both ways. The hash of the CRM-side values
+lets a pull recognise the echo of our own push.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from truth_forge.crm_schema import CrmSchema, FieldSpec, to_option_value
+from truth_forge.twenty import shapes
+
+# Human-editable standard fields, by warehouse column. Custom ones come from the CRM schema.
+PERSON_EDITABLE_COLUMNS = ("canonical_name", "primary_email", "additional_emails", "primary_phone",
+                           "additional_phones")
+COMPANY_EDITABLE_COLUMNS = ("business_name", "website")
+
+
+def to_twenty_value(spec: FieldSpec, value: Any) -> Any:
+    """A warehouse value -> the value Twenty stores in the field `spec` describes."""
+    if value is None:
+        return None
+    if spec.type == "SELECT":
+        return to_option_value(value)
+    if spec.type == "MULTI_SELECT":
+        return [to_option_value(v) for v in value]
+    if spec.type == "TEXT":
+        return shapes.text_value(value) if isinstance(value, (dict, list)) else str(value)
+    return value
+
+
+def from_twenty_value(spec: FieldSpec, value: Any) -> Any:
+    """A Twenty value -> the warehouse's: empty strings are Twenty's way of saying 'no value'."""
+    if value == "" or value is None:
+        return None
+    return value
+
+
+def _custom_fields(schema: CrmSchema, obj: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    return {spec.name: to_twenty_value(spec, row.get(spec.column))
+            for spec in schema.for_object(obj) if spec.column in row}  # type: ignore[arg-type]
+
+
+def contact_to_person(
+    row: Mapping[str, Any], schema: CrmSchema, *, company_crm_id: str | None = None, default_region: str | None = None
+) -> dict[str, Any]:
+    """A row of the warehouse's CRM-facing contact view -> a whole Twenty person body."""
+    body: dict[str, Any] = {
+        "name": shapes.split_full_name(row.get("canonical_name")),
+        "emails": shapes.emails_value(row.get("primary_email"), row.get("additional_emails") or []),
+        "phones": shapes.phones_value(row.get("primary_phone"), row.get("additional_phones") or [],
+                                      default_region=default_region),
+        **_custom_fields(schema, "person", row),
+    }
+    if "business_id" in row:
+        body["companyId"] = company_crm_id
+    return body
+
+
+def business_to_company(row: Mapping[str, Any], schema: CrmSchema) -> dict[str, Any]:
+    """A row of the warehouse's CRM-facing business view -> a whole Twenty company body."""
+    return {
+        "name": str(row.get("business_name") or ""),
+        "domainName": shapes.link_value(row.get("website")),
+        **_custom_fields(schema, "company", row),
+    }
+
+
+def _editable_custom(schema: CrmSchema, obj: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    return {spec.column: from_twenty_value(spec, record.get(spec.name))
+            for spec in schema.for_object(obj)  # type: ignore[arg-type]
+            if spec.sync == "both" and spec.name in record}
+
+
+def person_to_contact(record: Mapping[str, Any], schema: CrmSchema) -> dict[str, Any]:
+    """A Twenty person -> the human-editable columns of a warehouse contact (computed ones stay ours)."""
+    emails = record.get("emails") or {}
+    phones = shapes.phones_to_list(record.get("phones"))
+    return {
+        "canonical_name": shapes.join_full_name(record.get("name")) or None,
+        "primary_email": emails.get("primaryEmail") or None,
+        "additional_emails": list(emails.get("additionalEmails") or []),
+        "primary_phone": phones[0] if phones else None,
+        "additional_phones": phones[1:],
+        **_editable_custom(schema, "person", record),
+    }
+
+
+def company_to_business(record: Mapping[str, Any], schema: CrmSchema) -> dict[str, Any]:
+    """A Twenty company -> the human-editable columns of a warehouse business."""
+    domain = record.get("domainName") or {}
+    return {
+        "business_name": record.get("name") or None,
+        "website": (domain.get("primaryLinkUrl") if isinstance(domain, Mapping) else domain) or None,
+        **_editable_custom(schema, "company", record),
+    }
+
+
+def crm_hash(values: Mapping[str, Any]) -> str:
+    """A stable hash of CRM-side values, to tell our own echoes from real edits."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
