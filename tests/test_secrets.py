@@ -502,3 +502,13 @@ def test_resolved_api_key_is_frozen() -> None:
 def test_redact(text: str, hidden: tuple[str, ...], expected: str) -> None:
     assert redact(text, *hidden) == expected
 
+
+
+def test_key_in_a_dotenv_file_is_found(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("TWENTY_API_KEY=from-dotenv-123\n")
+    found = find_api_key(Settings(gcp_project_id=None))
+    assert found.value == "from-dotenv-123"
+    assert found.source == "environment variable TWENTY_API_KEY (from .env)"

@@ -225,7 +225,10 @@ def load_extra_fields(path: Path) -> list[FieldSpec]:
         try:
             specs.append(FieldSpec.model_validate(entry))
         except ValidationError as exc:
-            raise ValueError(f"CRM schema file {path}, field #{position + 1}: {exc}") from None
+            reasons = "; ".join(
+                f"{'.'.join(str(part) for part in err['loc']) or 'field'}: {err['msg']}" for err in exc.errors()
+            )
+            raise ValueError(f"CRM schema file {path}, field #{position + 1}: {reasons}") from None
     return specs
 
 

@@ -97,20 +97,31 @@ def find_api_key(
             "(set TRUTH_FORGE_GCP_PROJECT_ID or GOOGLE_CLOUD_PROJECT)"
         )
 
+    dotenv = _dotenv_values()
     for var in ENV_VARS:
         raw = os.environ.get(var)
+        where = f"environment variable {var}"
+        if raw is None and dotenv.get(var) is not None:
+            # Settings read `.env` too; a key kept there is as good as one exported.
+            raw, where = dotenv[var], f"environment variable {var} (from .env)"
         if raw is None:
             failures.append(f"environment variable {var}: not set")
         elif not raw.strip():
             failures.append(f"environment variable {var}: set but empty")
         else:
-            return _won(ResolvedApiKey(value=raw.strip(), source=f"environment variable {var}"))
+            return _won(ResolvedApiKey(value=raw.strip(), source=where))
 
     tried = "\n".join(f"  - {line}" for line in failures)
     raise ValueError(
         f"{NOT_FOUND_PREFIX}. Tried, in order:\n{tried}\n"
         f"Store the key in Secret Manager as {SECRET_NAMES[0]} or set {ENV_VARS[0]}."
     )
+
+
+def _dotenv_values(path: str = ".env") -> dict[str, str | None]:
+    from dotenv import dotenv_values
+
+    return dict(dotenv_values(path)) if os.path.isfile(path) else {}
 
 
 def _won(found: ResolvedApiKey) -> ResolvedApiKey:
