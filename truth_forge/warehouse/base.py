@@ -1,0 +1,524 @@
+"""The `Warehouse` interface: every operation a sync needs from the canonical store, set-based.
+
+Why it exists: the sync talks to one interface whatever the engine. The operations are
+implemented here once, on top of a handful of engine primitives (run a statement with bound
+parameters, stream a result, open a transaction), so DuckDB and BigQuery run the same SQL
+(`queries.py`) on the same tables (`schema.py`) and pass the same contract tests.
+
+Row shapes (plain dicts, snake_case; JSON columns are Python objects; timestamps are aware UTC
+datetimes):
+
+* view row (`changed_rows`, `get_rows`), person: contact_id, canonical_name, primary_email,
+  additional_emails (list), primary_phone, additional_phones (list), category_code,
+  subcategory_code, relationship_category, llm_context, communication_stats, social_network,
+  ai_insights, recommendations, sync_metadata, business_id, deleted_at, updated_at, row_hash;
+  `changed_rows` adds crm_id, sync_status and synced_hash from the sync state (None if none).
+  Company: business_id, business_name, website, industry, business_type, llm_context,
+  business_data, relationship_stats, sync_metadata, deleted_at, updated_at, row_hash (+ the same 3).
+* contact input (`upsert_contacts`): contact_id plus any of the person view fields (not
+  row_hash) and updated_at. Fields left out of a batch are left untouched in the warehouse.
+  primary_email/additional_emails and primary_phone/additional_phones come in pairs and replace
+  that contact's emails/phones; business_id sets the primary business link (None clears it).
+* business input (`upsert_businesses`): business_id plus any business column.
+* sync state row: object_type ('person'|'company'), record_key (str), crm_id, warehouse_hash,
+  crm_hash, crm_updated_at, last_synced_at, status ('synced'|'failed'|'pending'|'deleted'),
+  attempts, last_error.
+* error row: run_id, object_type, record_key, crm_id, operation, error_class, error_message,
+  http_status, attempt, occurred_at (default now), error_id (default a new uuid), resolved_at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from truth_forge.warehouse import queries as q
+from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseDataError
+from truth_forge.warehouse.schema import (
+    BOOL,
+    BUSINESSES,
+    CONTACTS,
+    CRM_SYNC_ERRORS,
+    CRM_SYNC_STATE,
+    INT64,
+    JSON,
+    STRING,
+    TABLES,
+    TIMESTAMP,
+    TableNames,
+)
+from truth_forge.warehouse.validate import STRING_LIST, validate_rows
+
+ObjectType = Literal["person", "company"]
+OBJECT_TYPES: tuple[str, ...] = get_args(ObjectType)
+SYNC_STATUSES = ("synced", "failed", "pending", "deleted")
+MAX_ERROR_MESSAGE = 4000  # keep evidence, not megabytes of HTML error pages
+
+CONTACT_FIELDS: dict[str, str] = {
+    **{c.name: c.type for c in CONTACTS.columns},
+    "primary_email": STRING,
+    "additional_emails": STRING_LIST,
+    "primary_phone": STRING,
+    "additional_phones": STRING_LIST,
+    "business_id": INT64,
+}
+BUSINESS_FIELDS: dict[str, str] = {c.name: c.type for c in BUSINESSES.columns}
+SYNC_STATE_FIELDS: dict[str, str] = {c.name: c.type for c in CRM_SYNC_STATE.columns}
+ERROR_FIELDS: dict[str, str] = {c.name: c.type for c in CRM_SYNC_ERRORS.columns}
+
+
+# --- what the engines bind ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """`@name` in the SQL."""
+
+    name: str
+    type: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """`x IN {keys_name}` in the SQL: a list of keys of one type."""
+
+    name: str
+    type: str
+    values: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class RowSet:
+    """`FROM {rows_name} AS r` in the SQL: a batch of typed rows (JSON as canonical text)."""
+
+    name: str
+    columns: Sequence[tuple[str, str]]
+    rows: Sequence[Mapping[str, Any]]
+
+
+Bind = Scalar | KeySet | RowSet
+
+
+class Warehouse(ABC):
+    """The canonical contacts store. Use as a context manager; see the module doc for row shapes."""
+
+    def __init__(self, tables: TableNames) -> None:
+        self.tables = tables
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection (DuckDB also checkpoints, so the file is compact and complete)."""
+
+    def checkpoint(self) -> None:
+        """Flush buffered writes to durable storage where the engine buffers them (DuckDB)."""
+
+    def ensure_tables(self) -> None:
+        """Create missing tables; check that existing (possibly user-owned) ones have our columns."""
+        existing = self._existing_columns()
+        for table in TABLES.values():
+            physical = self.tables[table.name]
+            if physical not in existing:
+                self._run(table.ddl("{" + table.name + "}"), ())
+                continue
+            missing = [c for c in table.column_names if c.lower() not in existing[physical]]
+            if missing:
+                raise WarehouseConfigError(
+                    f"table {physical!r} (used as {table.name!r}) lacks columns {missing}; "
+                    "add them, or map the name to another table in warehouse_tables"
+                )
+
+    def count_rows(self, table: str) -> int:
+        """Rows in a table, by logical name (e.g. 'contacts')."""
+        if table not in TABLES:
+            raise WarehouseConfigError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+        rows, _ = self._run(f"SELECT COUNT(*) AS n FROM {{{table}}}", (), fetch=True)
+        return int(rows[0]["n"])
+
+    # --- change detection ------------------------------------------------------------------------
+
+    def changed_rows(self, object_type: ObjectType, *, batch_size: int = 500) -> Iterator[list[dict[str, Any]]]:
+        """Stream, in batches, the view rows whose hash differs from the sync state's, that have no
+        state yet, or whose last push failed or is pending. The hash is computed in the engine."""
+        _check_object_type(object_type)
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        sql = q.changed_select(object_type)
+        for batch in self._stream(sql, (Scalar("object_type", STRING, object_type),), batch_size):
+            yield [_view_row(r) for r in batch]
+
+    def get_rows(self, object_type: ObjectType, keys: Iterable[int]) -> list[dict[str, Any]]:
+        """The current view rows (with row_hash) for the given contact_ids / business_ids."""
+        _check_object_type(object_type)
+        key_list = _int_keys(object_type, keys)
+        if not key_list:
+            return []
+        rows, _ = self._run(q.view_select(object_type, True), (KeySet("keys", INT64, key_list),), fetch=True)
+        return [_view_row(r) for r in rows]
+
+    def row_hashes(self, object_type: ObjectType, keys: Iterable[int]) -> dict[int, str]:
+        """The current row hash of each given key that exists (to record after merging CRM edits)."""
+        _check_object_type(object_type)
+        key_list = _int_keys(object_type, keys)
+        if not key_list:
+            return {}
+        rows, _ = self._run(q.hash_select(object_type), (KeySet("keys", INT64, key_list),), fetch=True)
+        return {int(r["record_key"]): r["row_hash"] for r in rows}
+
+    # --- canonical writes ------------------------------------------------------------------------
+
+    def upsert_contacts(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or update contacts, their emails/phones and primary business link, set-based.
+
+        Returns the number of distinct contacts written. A bad row raises WarehouseDataError
+        before anything is written.
+        """
+        clean, fields = validate_rows(
+            "contacts",
+            rows,
+            CONTACT_FIELDS,
+            "contact_id",
+            required_together=[("primary_email", "additional_emails"), ("primary_phone", "additional_phones")],
+        )
+        if not clean:
+            return 0
+        columns = [(c.name, c.type) for c in CONTACTS.columns if c.name in fields]
+        keys = KeySet("batch", INT64, [r["contact_id"] for r in clean])
+        kinds = [k for k, f in (("email", "primary_email"), ("phone", "primary_phone")) if f in fields]
+        with self._atomic():
+            self._run(
+                q.upsert_merge("contacts", ("contact_id",), columns, touch_updated_at=True),
+                (RowSet("rows", columns, clean),),
+            )
+            if kinds:
+                self._run(
+                    q.identifiers_merge(kinds),
+                    (RowSet("ids", _IDENTIFIER_COLUMNS, _identifier_rows(clean, kinds)), keys),
+                )
+            if "business_id" in fields:
+                links = [
+                    {"contact_id": r["contact_id"], "business_id": r["business_id"]}
+                    for r in clean
+                    if r["business_id"] is not None
+                ]
+                self._run(
+                    q.PRIMARY_LINK_MERGE,
+                    (RowSet("links", [("contact_id", INT64), ("business_id", INT64)], links), keys),
+                )
+        return len(clean)
+
+    def upsert_businesses(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or update businesses (only the fields the batch carries); returns rows written."""
+        clean, fields = validate_rows("businesses", rows, BUSINESS_FIELDS, "business_id")
+        if not clean:
+            return 0
+        columns = [(c.name, c.type) for c in BUSINESSES.columns if c.name in fields]
+        self._run(
+            q.upsert_merge("businesses", ("business_id",), columns, touch_updated_at=True),
+            (RowSet("rows", columns, clean),),
+        )
+        return len(clean)
+
+    def soft_delete(
+        self, object_type: ObjectType, keys: Iterable[int], deleted_at: dt.datetime | None = None
+    ) -> int:
+        """Set deleted_at on rows not yet deleted; returns how many were newly deleted."""
+        _check_object_type(object_type)
+        key_list = _int_keys(object_type, keys)
+        if not key_list:
+            return 0
+        table, key = ("contacts", "contact_id") if object_type == "person" else ("businesses", "business_id")
+        ts = _timestamp_param("deleted_at", deleted_at)
+        _, affected = self._run(
+            q.soft_delete_update(table, key), (KeySet("keys", INT64, key_list), Scalar("deleted_at", TIMESTAMP, ts))
+        )
+        return int(affected or 0)
+
+    def allocate_ids(self, object_type: ObjectType, count: int) -> list[int]:
+        """Reserve `count` new contact_ids / business_ids (for records created in the CRM).
+
+        Ids come from a sequence in crm_sync_kv that never goes below the table's largest id, so
+        two calls in a row never hand out the same id, even before either is inserted. On BigQuery
+        two *concurrent* callers could race (no transaction there); run one sync per warehouse.
+        """
+        _check_object_type(object_type)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be a non-negative int, got {count!r}")
+        if count == 0:
+            return []
+        table, key = ("contacts", "contact_id") if object_type == "person" else ("businesses", "business_id")
+        seq = f"seq:{key}"
+        with self._atomic():
+            self._run(q.allocate_merge(table, key, seq, count), ())
+            rows, _ = self._run(q.kv_select(seq), (), fetch=True)
+        last = int(rows[0]["value"])
+        return list(range(last - count + 1, last + 1))
+
+    # --- sync state ------------------------------------------------------------------------------
+
+    def upsert_sync_state(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert or update sync state rows keyed by (object_type, record_key), one MERGE per call.
+        Fields a batch leaves out are left untouched."""
+        clean, fields = validate_rows(
+            "crm_sync_state", rows, SYNC_STATE_FIELDS, ("object_type", "record_key")
+        )
+        for index, row in enumerate(clean):
+            if row["object_type"] not in OBJECT_TYPES:
+                raise WarehouseDataError("crm_sync_state", index, f"object_type must be one of {OBJECT_TYPES}")
+            if row.get("status") is not None and row["status"] not in SYNC_STATUSES:
+                raise WarehouseDataError("crm_sync_state", index, f"status must be one of {SYNC_STATUSES}")
+        if not clean:
+            return 0
+        columns = [(c.name, c.type) for c in CRM_SYNC_STATE.columns if c.name in fields]
+        self._run(
+            q.upsert_merge("crm_sync_state", ("object_type", "record_key"), columns, touch_updated_at=False),
+            (RowSet("rows", columns, clean),),
+        )
+        return len(clean)
+
+    def read_sync_state(self, object_type: ObjectType, record_keys: Iterable[str | int]) -> dict[str, dict[str, Any]]:
+        """Sync state rows by record_key (keys may be given as ints; they are stored as text)."""
+        return self._read_state(object_type, "record_key", [str(k) for k in record_keys])
+
+    def read_sync_state_by_crm_id(self, object_type: ObjectType, crm_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Sync state rows by crm_id (the pull maps CRM records back to warehouse keys)."""
+        return self._read_state(object_type, "crm_id", list(crm_ids))
+
+    def _read_state(self, object_type: ObjectType, by: str, values: list[str]) -> dict[str, dict[str, Any]]:
+        _check_object_type(object_type)
+        if not values:
+            return {}
+        cols = ", ".join(f"t.{c}" for c in CRM_SYNC_STATE.column_names)
+        sql = f"SELECT {cols} FROM {{crm_sync_state}} AS t WHERE t.object_type = @object_type AND t.{by} IN {{keys_keys}}"
+        rows, _ = self._run(
+            sql, (Scalar("object_type", STRING, object_type), KeySet("keys", STRING, sorted(set(values)))), fetch=True
+        )
+        return {r[by]: _plain_row(r) for r in rows}
+
+    def get_watermark(self, name: str) -> str | None:
+        """A named watermark (e.g. the pull's last seen updatedAt per object), or None."""
+        rows, _ = self._run(
+            "SELECT t.value AS value FROM {crm_sync_kv} AS t WHERE t.key = @key",
+            (Scalar("key", STRING, f"watermark:{name}"),),
+            fetch=True,
+        )
+        return rows[0]["value"] if rows else None
+
+    def set_watermark(self, name: str, value: str) -> None:
+        if not isinstance(value, str):
+            raise WarehouseDataError("crm_sync_kv", None, f"watermark {name!r} must be a string, got {value!r}")
+        self._run(
+            """MERGE {crm_sync_kv} AS t USING (SELECT @key AS key, @value AS value) AS s ON t.key = s.key
+WHEN MATCHED THEN UPDATE SET value = s.value, updated_at = CURRENT_TIMESTAMP()
+WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CURRENT_TIMESTAMP())""",
+            (Scalar("key", STRING, f"watermark:{name}"), Scalar("value", STRING, value)),
+        )
+
+    # --- runs and errors -------------------------------------------------------------------------
+
+    def start_run(self, run_id: str | None = None, started_at: dt.datetime | None = None) -> str:
+        """Append a run row with status 'running'; returns its run_id."""
+        run_id = run_id or uuid.uuid4().hex
+        self._run(
+            "INSERT INTO {crm_sync_runs} (run_id, started_at, finished_at, status, counts) "
+            "VALUES (@run_id, COALESCE(@started_at, CURRENT_TIMESTAMP()), NULL, 'running', NULL)",
+            (Scalar("run_id", STRING, run_id), Scalar("started_at", TIMESTAMP, _timestamp_param("started_at", started_at))),
+        )
+        return run_id
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        counts: Mapping[str, Any] | None = None,
+        finished_at: dt.datetime | None = None,
+    ) -> None:
+        """Close a run with its final status and counts (any JSON-serialisable mapping)."""
+        try:
+            counts_text = json.dumps(dict(counts or {}), sort_keys=True, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise WarehouseDataError("crm_sync_runs", None, f"counts must be JSON-serialisable: {exc}") from exc
+        self._run(
+            "UPDATE {crm_sync_runs} AS t SET finished_at = COALESCE(@finished_at, CURRENT_TIMESTAMP()), "
+            "status = @status, counts = PARSE_JSON(@counts) WHERE t.run_id = @run_id",
+            (
+                Scalar("run_id", STRING, run_id),
+                Scalar("status", STRING, status),
+                Scalar("counts", STRING, counts_text),
+                Scalar("finished_at", TIMESTAMP, _timestamp_param("finished_at", finished_at)),
+            ),
+        )
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        rows, _ = self._run(
+            "SELECT t.run_id AS run_id, t.started_at AS started_at, t.finished_at AS finished_at, "
+            "t.status AS status, TO_JSON_STRING(t.counts) AS counts FROM {crm_sync_runs} AS t WHERE t.run_id = @run_id",
+            (Scalar("run_id", STRING, run_id),),
+            fetch=True,
+        )
+        if not rows:
+            return None
+        row = _plain_row(rows[0])
+        row["counts"] = _json_value(row["counts"]) or {}
+        return row
+
+    def record_errors(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Append error rows (one INSERT per call); returns how many were written."""
+        prepared = []
+        for row in rows:
+            # Every column present (None when not given), so rows of one batch may carry different fields.
+            row = {**{c: None for c in ERROR_FIELDS if c != "resolved_at"}, **row}
+            row["error_id"] = row["error_id"] or uuid.uuid4().hex
+            row["occurred_at"] = row["occurred_at"] or dt.datetime.now(dt.timezone.utc)
+            if isinstance(row.get("error_message"), str):
+                row["error_message"] = row["error_message"][:MAX_ERROR_MESSAGE]
+            prepared.append(row)
+        clean, fields = validate_rows("crm_sync_errors", prepared, ERROR_FIELDS, "error_id")
+        if not clean:
+            return 0
+        columns = [(c.name, c.type) for c in CRM_SYNC_ERRORS.columns if c.name in fields]
+        names = ", ".join(n for n, _ in columns)
+        self._run(
+            f"INSERT INTO {{crm_sync_errors}} ({names}) {q.source_select('rows', columns)}",
+            (RowSet("rows", columns, clean),),
+        )
+        return len(clean)
+
+    def open_errors(self, object_type: ObjectType | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Unresolved errors, oldest first."""
+        if object_type is not None:
+            _check_object_type(object_type)
+        cols = ", ".join(f"t.{c} AS {c}" for c in CRM_SYNC_ERRORS.column_names)
+        rows, _ = self._run(
+            f"SELECT {cols} FROM {{crm_sync_errors}} AS t WHERE t.resolved_at IS NULL "
+            "AND (@object_type IS NULL OR t.object_type = @object_type) "
+            f"ORDER BY t.occurred_at, t.error_id LIMIT {int(limit)}",
+            (Scalar("object_type", STRING, object_type),),
+            fetch=True,
+        )
+        return [_plain_row(r) for r in rows]
+
+    def resolve_errors(
+        self, object_type: ObjectType, record_keys: Iterable[str | int], resolved_at: dt.datetime | None = None
+    ) -> int:
+        """Mark the open errors of these records resolved (they synced since); returns how many."""
+        _check_object_type(object_type)
+        keys = sorted({str(k) for k in record_keys})
+        if not keys:
+            return 0
+        _, affected = self._run(
+            "UPDATE {crm_sync_errors} AS t SET resolved_at = COALESCE(@resolved_at, CURRENT_TIMESTAMP()) "
+            "WHERE t.object_type = @object_type AND t.record_key IN {keys_keys} AND t.resolved_at IS NULL",
+            (
+                Scalar("object_type", STRING, object_type),
+                KeySet("keys", STRING, keys),
+                Scalar("resolved_at", TIMESTAMP, _timestamp_param("resolved_at", resolved_at)),
+            ),
+        )
+        return int(affected or 0)
+
+    # --- engine primitives -----------------------------------------------------------------------
+
+    @abstractmethod
+    def _existing_columns(self) -> dict[str, set[str]]:
+        """Physical table name -> lower-cased column names, for the tables that exist."""
+
+    @abstractmethod
+    def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
+        """Run one statement; return (rows if fetch else [], affected row count if DML)."""
+
+    @abstractmethod
+    def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+        """Run a query and yield its rows in batches, never holding the whole result in Python."""
+
+    @abstractmethod
+    def _atomic(self) -> contextlib.AbstractContextManager[None]:
+        """All-or-nothing where the engine can (DuckDB); statements in order where not (BigQuery)."""
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+_IDENTIFIER_COLUMNS = [("contact_id", INT64), ("kind", STRING), ("value", STRING), ("is_primary", BOOL), ("position", INT64)]
+
+
+def _identifier_rows(rows: Sequence[Mapping[str, Any]], kinds: Sequence[str]) -> list[dict[str, Any]]:
+    """Flatten primary + additional values into identifier rows, primary first, duplicates dropped."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        for kind in kinds:
+            primary = row[f"primary_{kind}"] or None  # Twenty sends "" for "no primary"
+            seen: set[str] = set()
+            values = ([(primary, True)] if primary else []) + [(v, False) for v in row[f"additional_{kind}s"]]
+            for position, (value, is_primary) in enumerate(values):
+                if value in seen:
+                    continue
+                seen.add(value)
+                out.append(
+                    {"contact_id": row["contact_id"], "kind": kind, "value": value, "is_primary": is_primary, "position": position}
+                )
+    return out
+
+
+def _check_object_type(object_type: str) -> None:
+    if object_type not in OBJECT_TYPES:
+        raise ValueError(f"object_type must be one of {OBJECT_TYPES}, got {object_type!r}")
+
+
+def _int_keys(object_type: str, keys: Iterable[int]) -> list[int]:
+    out = []
+    for k in keys:
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise WarehouseDataError(
+                "contacts" if object_type == "person" else "businesses", None, f"keys must be ints, got {k!r}"
+            )
+        out.append(k)
+    return sorted(set(out))
+
+
+def _timestamp_param(name: str, value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise WarehouseDataError(name, None, f"expects a timezone-aware datetime, got {value!r}")
+    return value.astimezone(dt.timezone.utc)
+
+
+def _json_value(value: Any) -> Any:
+    # Text from TO_JSON_STRING on both engines; an engine may already have parsed it.
+    if isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+def _plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for name, value in out.items():
+        if isinstance(value, dt.datetime):
+            out[name] = value.astimezone(dt.timezone.utc)
+    return out
+
+
+def _view_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = _plain_row(row)
+    for name in q.VIEW_JSON_COLUMNS & out.keys():
+        out[name] = _json_value(out[name])
+    for name in q.VIEW_LIST_COLUMNS & out.keys():
+        out[name] = list(out[name] or [])
+    return out
+
+
+__all__ = ["Warehouse", "ObjectType", "Scalar", "KeySet", "RowSet", "Bind", "JSON"]

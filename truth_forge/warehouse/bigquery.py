@@ -1,0 +1,176 @@
+"""The warehouse on BigQuery, through the official `google-cloud-bigquery` client.
+
+Why it exists: at millions of contacts the canonical store lives in BigQuery, and change
+detection must run there (only changed rows leave the warehouse). Batches travel as one
+ARRAY<STRUCT> query parameter per MERGE (one job per statement, no streaming inserts, no
+multipart loads). Credentials are the application defaults unless a client is injected or an
+`endpoint` (an emulator such as bqemulator) is given.
+
+BigQuery has no multi-statement transaction for parameterised statements here, so a contact
+upsert is up to three MERGEs in order; each is idempotent, so re-running a failed batch converges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import bigquery
+
+from truth_forge.warehouse.base import Bind, KeySet, RowSet, Scalar, Warehouse
+from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseQueryError
+from truth_forge.warehouse.schema import JSON, STRING, TABLES, TableNames
+
+_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$|^[a-z][a-z0-9-]*$")
+_DATASET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+_PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _param_type(type_: str) -> str:
+    # JSON travels as canonical text and is parsed by PARSE_JSON in SQL: JSON-typed query
+    # parameters are not handled alike by every BigQuery implementation (bqemulator double-encodes).
+    return STRING if type_ == JSON else type_
+
+
+class BigQueryWarehouse(Warehouse):
+    """`bigquery://PROJECT/DATASET`."""
+
+    def __init__(
+        self,
+        project: str | None,
+        dataset: str,
+        tables: TableNames | None = None,
+        *,
+        client: bigquery.Client | None = None,
+        endpoint: str | None = None,
+        location: str | None = None,
+    ) -> None:
+        super().__init__(tables or TableNames())
+        self._owns_client = client is None
+        if client is None:
+            client = _make_client(project, endpoint)
+        self.client = client
+        self.project = project or client.project
+        if not self.project or not _PROJECT.match(self.project):
+            raise WarehouseConfigError(
+                f"BigQuery project {self.project!r} is missing or not a valid project id; "
+                "use bigquery://PROJECT/DATASET or set GOOGLE_CLOUD_PROJECT"
+            )
+        if not _DATASET.match(dataset):
+            raise WarehouseConfigError(f"BigQuery dataset {dataset!r} is not a valid dataset name")
+        self.dataset = dataset
+        self.location = location
+        self._refs = {name: f"`{self.project}.{dataset}.{self.tables[name]}`" for name in TABLES}
+        self._ensure_dataset()
+        self.ensure_tables()
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    # --- primitives ------------------------------------------------------------------------------
+
+    def _render(self, template: str, binds: Sequence[Bind]) -> str:
+        fills: dict[str, str] = dict(self._refs)
+        for b in binds:
+            if isinstance(b, RowSet):
+                fills[f"rows_{b.name}"] = f"UNNEST(@{b.name})"
+            elif isinstance(b, KeySet):
+                fills[f"keys_{b.name}"] = f"UNNEST(@{b.name})"
+        return template.format(**fills)
+
+    def _job_config(self, sql: str, binds: Sequence[Bind]) -> bigquery.QueryJobConfig:
+        used = set(_PARAM.findall(sql))
+        params: list[Any] = []
+        for b in binds:
+            if b.name not in used:
+                continue
+            if isinstance(b, Scalar):
+                params.append(bigquery.ScalarQueryParameter(b.name, _param_type(b.type), b.value))
+            elif isinstance(b, KeySet):
+                params.append(bigquery.ArrayQueryParameter(b.name, _param_type(b.type), list(b.values)))
+            else:
+                struct_type = bigquery.StructQueryParameterType(
+                    *(bigquery.ScalarQueryParameterType(_param_type(t), name=n) for n, t in b.columns)
+                )
+                values = [
+                    bigquery.StructQueryParameter(
+                        None, *(bigquery.ScalarQueryParameter(n, _param_type(t), r.get(n)) for n, t in b.columns)
+                    )
+                    for r in b.rows
+                ]
+                params.append(bigquery.ArrayQueryParameter(b.name, struct_type, values))
+        return bigquery.QueryJobConfig(query_parameters=params)
+
+    def _query(self, sql: str, binds: Sequence[Bind]) -> bigquery.QueryJob:
+        return self.client.query(sql, job_config=self._job_config(sql, binds), location=self.location)
+
+    def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
+        sql = self._render(template, binds)
+        try:
+            job = self._query(sql, binds)
+            result = job.result()
+            rows = [dict(r.items()) for r in result] if fetch else []
+        except gexc.GoogleAPICallError as exc:
+            raise WarehouseQueryError(f"BigQuery failed: {exc}\n-- statement:\n{sql}") from exc
+        return rows, job.num_dml_affected_rows
+
+    def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+        sql = self._render(template, binds)
+        try:
+            result = self._query(sql, binds).result(page_size=batch_size)
+            # Pages are fetched one at a time from the query's result table, so memory stays at one page.
+            for page in result.pages:
+                batch = [dict(r.items()) for r in page]
+                if batch:
+                    yield batch
+        except gexc.GoogleAPICallError as exc:
+            raise WarehouseQueryError(f"BigQuery failed: {exc}\n-- statement:\n{sql}") from exc
+
+    def _atomic(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def _existing_columns(self) -> dict[str, set[str]]:
+        ours = {self.tables[name] for name in TABLES}
+        out: dict[str, set[str]] = {}
+        try:
+            for item in self.client.list_tables(f"{self.project}.{self.dataset}"):
+                if item.table_id in ours:
+                    table = self.client.get_table(item.reference)
+                    out[item.table_id] = {f.name.lower() for f in table.schema}
+        except gexc.GoogleAPICallError as exc:
+            raise WarehouseQueryError(f"BigQuery failed listing {self.project}.{self.dataset}: {exc}") from exc
+        return out
+
+    def _ensure_dataset(self) -> None:
+        ref = bigquery.DatasetReference(self.project, self.dataset)
+        try:
+            self.client.get_dataset(ref)
+        except gexc.NotFound:
+            dataset = bigquery.Dataset(ref)
+            if self.location:
+                dataset.location = self.location
+            try:
+                self.client.create_dataset(dataset, exists_ok=True)
+            except gexc.GoogleAPICallError as exc:
+                raise WarehouseConfigError(
+                    f"BigQuery dataset {self.project}.{self.dataset} does not exist and could not be created: {exc}"
+                ) from exc
+
+
+def _make_client(project: str | None, endpoint: str | None) -> bigquery.Client:
+    if endpoint:
+        # An emulator: no Google credentials involved.
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+
+        return bigquery.Client(
+            project=project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
+        )
+    try:
+        return bigquery.Client(project=project)  # application default credentials
+    except Exception as exc:  # google.auth raises several types; all mean "fix credentials/config"
+        raise WarehouseConfigError(f"cannot create a BigQuery client (application default credentials): {exc}") from exc

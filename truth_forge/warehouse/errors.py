@@ -1,0 +1,43 @@
+"""Typed warehouse errors, named by what the caller should do next.
+
+Why it exists: the sync must tell "fix your configuration" from "this record is bad, skip it" from
+"the warehouse is busy, try later" without parsing engine-specific messages.
+"""
+
+from __future__ import annotations
+
+
+class WarehouseError(Exception):
+    """Base class of every error raised by `truth_forge.warehouse`."""
+
+
+class WarehouseConfigError(WarehouseError):
+    """The warehouse URL or table configuration is wrong: fix the settings, retrying won't help."""
+
+
+class WarehouseLockedError(WarehouseError):
+    """Another process holds the embedded DuckDB file open for writing: wait for it, or stop it."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(
+            f"warehouse file {path!r} is in use by another process, and DuckDB allows only one "
+            "writer per file. Wait for that process (e.g. a running `truth-forge sync` or server) "
+            "to finish or stop it, or point TRUTH_FORGE_WAREHOUSE_URL at another file. "
+            f"DuckDB said: {detail}"
+        )
+
+
+class WarehouseDataError(WarehouseError):
+    """A row given to the warehouse is invalid (missing key, wrong type): nothing of the batch was written."""
+
+    def __init__(self, table: str, row_index: int | None, message: str) -> None:
+        self.table = table
+        self.row_index = row_index
+        where = f"{table} row {row_index}" if row_index is not None else table
+        super().__init__(f"{where}: {message}")
+
+
+class WarehouseQueryError(WarehouseError):
+    """The engine rejected or failed a statement; the message keeps the engine's own words."""

@@ -1,0 +1,104 @@
+"""`open_warehouse`: turn `warehouse_url` (or Settings) into a connected `Warehouse`.
+
+Why it exists: callers name a warehouse by one URL setting and never import an engine module:
+  duckdb:///relative/file.duckdb   duckdb:////absolute/file.duckdb   duckdb:///:memory:
+    optional ?read_only=true (several readers may share a file; no writer then)
+  bigquery://PROJECT/DATASET       bigquery:///DATASET (project from gcp_project_id or the client)
+    optional ?endpoint=http://127.0.0.1:9050 (an emulator: anonymous credentials) &location=EU
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from truth_forge.warehouse.base import Warehouse
+from truth_forge.warehouse.errors import WarehouseConfigError
+from truth_forge.warehouse.schema import TableNames
+
+if TYPE_CHECKING:
+    from truth_forge.config import Settings
+
+
+@dataclass(frozen=True)
+class WarehouseURL:
+    engine: str  # 'duckdb' | 'bigquery'
+    path: str = ""  # duckdb file path or ':memory:'
+    project: str | None = None
+    dataset: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+
+_KNOWN_OPTIONS = {"duckdb": {"read_only"}, "bigquery": {"endpoint", "location"}}
+
+
+def parse_warehouse_url(url: str) -> WarehouseURL:
+    """Parse and check a warehouse URL; raise WarehouseConfigError saying what is wrong."""
+    parts = urlsplit(url.strip())
+    options = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    engine = parts.scheme.lower()
+    if engine not in _KNOWN_OPTIONS:
+        raise WarehouseConfigError(
+            f"warehouse_url {url!r}: scheme must be duckdb:// or bigquery:// "
+            "(e.g. duckdb:///truth_forge.duckdb or bigquery://my-project/my_dataset)"
+        )
+    unknown = sorted(set(options) - _KNOWN_OPTIONS[engine])
+    if unknown:
+        raise WarehouseConfigError(f"warehouse_url {url!r}: unknown options {unknown}")
+    if engine == "duckdb":
+        if parts.netloc:
+            raise WarehouseConfigError(
+                f"warehouse_url {url!r}: a DuckDB URL has three slashes, duckdb:///file.duckdb "
+                "(four for an absolute path: duckdb:////var/data/file.duckdb)"
+            )
+        path = unquote(parts.path[1:])  # one slash separates the empty host from the path
+        if not path:
+            raise WarehouseConfigError(f"warehouse_url {url!r}: missing the file path (or :memory:)")
+        return WarehouseURL("duckdb", path=path, options=options)
+    segments = [s for s in parts.path.split("/") if s]
+    if len(segments) != 1:
+        raise WarehouseConfigError(f"warehouse_url {url!r}: expected bigquery://PROJECT/DATASET")
+    return WarehouseURL("bigquery", project=parts.netloc or None, dataset=segments[0], options=options)
+
+
+def open_warehouse(
+    url_or_settings: str | Settings | None = None,
+    *,
+    tables: Mapping[str, str] | None = None,
+    client: Any = None,
+) -> Warehouse:
+    """Connect to the warehouse and create missing tables. Use as a context manager.
+
+    `tables` renames tables (default: the settings' `warehouse_tables`); `client` injects a
+    `google.cloud.bigquery.Client` (tests, custom credentials) for bigquery:// URLs.
+    """
+    project_hint: str | None = None
+    if url_or_settings is None or not isinstance(url_or_settings, str):
+        from truth_forge.config import get_settings
+
+        settings = url_or_settings if url_or_settings is not None else get_settings()
+        url = settings.warehouse_url
+        project_hint = settings.gcp_project_id
+        if tables is None:
+            tables = settings.warehouse_tables
+    else:
+        url = url_or_settings
+    names = TableNames(dict(tables or {}))
+    parsed = parse_warehouse_url(url)
+    if parsed.engine == "duckdb":
+        from truth_forge.warehouse.duckdb import DuckDBWarehouse
+
+        read_only = parsed.options.get("read_only", "false").lower() in {"1", "true", "yes"}
+        return DuckDBWarehouse(parsed.path, names, read_only=read_only)
+    from truth_forge.warehouse.bigquery import BigQueryWarehouse
+
+    return BigQueryWarehouse(
+        project=parsed.project or project_hint,
+        dataset=parsed.dataset,
+        tables=names,
+        client=client,
+        endpoint=parsed.options.get("endpoint"),
+        location=parsed.options.get("location"),
+    )

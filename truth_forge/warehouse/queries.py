@@ -1,0 +1,254 @@
+"""Every SQL statement of the warehouse, written once in the BigQuery dialect.
+
+Why it exists: one text per operation serves both engines (BigQuery runs it as is, DuckDB runs the
+sqlglot transpilation), so the two backends cannot drift apart. The statements follow the rules
+that keep them valid on real BigQuery and on bqemulator: explicit column lists (no INSERT ROW),
+aliased STRUCT and UNNEST fields, timestamps formatted explicitly inside hashes, no FARM_FINGERPRINT,
+and MERGE sources de-duplicated (in `validate.py`) before they are sent.
+
+Placeholders, filled by `Warehouse._render`:
+  {contacts}, {crm_sync_state}, ...  the table references (renamable)
+  {rows_NAME}                         a batch of rows: `UNNEST(@NAME)` on BigQuery, an Arrow view on DuckDB
+  {keys_NAME}                         a key set for `x IN {keys_NAME}`: `UNNEST(@NAME)` / `(SELECT ...)`
+  @NAME                               a scalar query parameter
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from truth_forge.warehouse.schema import BUSINESS_JSON_COLUMNS, CONTACT_JSON_COLUMNS
+
+TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+# The CRM-facing view: what a sync pushes, and therefore what the row hash covers.
+CONTACT_VIEW_COLUMNS: tuple[str, ...] = (
+    "contact_id",
+    "canonical_name",
+    "primary_email",
+    "additional_emails",
+    "primary_phone",
+    "additional_phones",
+    "category_code",
+    "subcategory_code",
+    "relationship_category",
+    *CONTACT_JSON_COLUMNS,
+    "business_id",
+    "deleted_at",
+)
+BUSINESS_VIEW_COLUMNS: tuple[str, ...] = (
+    "business_id",
+    "business_name",
+    "website",
+    "industry",
+    "business_type",
+    *BUSINESS_JSON_COLUMNS,
+    "deleted_at",
+)
+VIEW_JSON_COLUMNS = frozenset(CONTACT_JSON_COLUMNS) | frozenset(BUSINESS_JSON_COLUMNS)
+VIEW_LIST_COLUMNS = frozenset({"additional_emails", "additional_phones"})
+
+
+def _hash_expr(alias: str, columns: Sequence[str]) -> str:
+    # Explicit STRUCT aliases (bqemulator drops unaliased names) and an explicit timestamp format
+    # (engines print timestamps differently) keep the hash stable within and across engines.
+    fields = ", ".join(
+        f"FORMAT_TIMESTAMP('{TS_FORMAT}', {alias}.{c}) AS {c}" if c == "deleted_at" else f"{alias}.{c} AS {c}"
+        for c in columns
+    )
+    return f"TO_HEX(MD5(TO_JSON_STRING(STRUCT({fields}))))"
+
+
+def _output_columns(alias: str, columns: Sequence[str]) -> str:
+    # JSON leaves the engine as text on both engines, parsed once in Python: engines and emulators
+    # disagree on how they type JSON results, text they all agree on.
+    return ", ".join(
+        f"TO_JSON_STRING({alias}.{c}) AS {c}" if c in VIEW_JSON_COLUMNS else f"{alias}.{c} AS {c}"
+        for c in columns
+    )
+
+
+def contact_view_ctes(restricted: bool) -> str:
+    """CTEs ending in `h`: one row per contact, CRM-facing columns, `updated_at` and `row_hash`."""
+    where_c = "WHERE c0.contact_id IN {keys_keys}" if restricted else ""
+    and_i = "AND i.contact_id IN {keys_keys}" if restricted else ""
+    and_l = "AND l.contact_id IN {keys_keys}" if restricted else ""
+    json_cols = ", ".join(f"c.{c} AS {c}" for c in CONTACT_JSON_COLUMNS)
+    return f"""
+c AS (
+  SELECT c0.contact_id AS contact_id, c0.canonical_name AS canonical_name,
+    c0.category_code AS category_code, c0.subcategory_code AS subcategory_code,
+    c0.relationship_category AS relationship_category,
+    {", ".join(f"c0.{c} AS {c}" for c in CONTACT_JSON_COLUMNS)},
+    c0.updated_at AS updated_at, c0.deleted_at AS deleted_at
+  FROM {{contacts}} AS c0 {where_c}
+),
+ids AS (
+  SELECT i.contact_id AS contact_id,
+    MAX(IF(i.kind = 'email' AND i.is_primary, i.value, NULL)) AS primary_email,
+    ARRAY_AGG(IF(i.kind = 'email' AND NOT i.is_primary, i.value, NULL) IGNORE NULLS
+              ORDER BY i.position, i.value) AS additional_emails,
+    MAX(IF(i.kind = 'phone' AND i.is_primary, i.value, NULL)) AS primary_phone,
+    ARRAY_AGG(IF(i.kind = 'phone' AND NOT i.is_primary, i.value, NULL) IGNORE NULLS
+              ORDER BY i.position, i.value) AS additional_phones
+  FROM {{contact_identifiers}} AS i
+  WHERE i.kind IN ('email', 'phone') {and_i}
+  GROUP BY i.contact_id
+),
+biz AS (
+  SELECT l.contact_id AS contact_id, MIN(l.business_id) AS business_id
+  FROM {{contact_businesses}} AS l
+  WHERE l.is_primary {and_l}
+  GROUP BY l.contact_id
+),
+v AS (
+  SELECT c.contact_id AS contact_id, c.canonical_name AS canonical_name,
+    ids.primary_email AS primary_email, ids.additional_emails AS additional_emails,
+    ids.primary_phone AS primary_phone, ids.additional_phones AS additional_phones,
+    c.category_code AS category_code, c.subcategory_code AS subcategory_code,
+    c.relationship_category AS relationship_category, {json_cols},
+    biz.business_id AS business_id, c.deleted_at AS deleted_at, c.updated_at AS updated_at
+  FROM c
+  LEFT JOIN ids ON ids.contact_id = c.contact_id
+  LEFT JOIN biz ON biz.contact_id = c.contact_id
+),
+h AS (
+  SELECT v.*, {_hash_expr("v", CONTACT_VIEW_COLUMNS)} AS row_hash FROM v
+)"""
+
+
+def business_view_ctes(restricted: bool) -> str:
+    """CTEs ending in `h`: one row per business, CRM-facing columns, `updated_at` and `row_hash`."""
+    where_b = "WHERE b.business_id IN {keys_keys}" if restricted else ""
+    cols = ", ".join(f"b.{c} AS {c}" for c in BUSINESS_VIEW_COLUMNS)
+    return f"""
+v AS (
+  SELECT {cols}, b.updated_at AS updated_at FROM {{businesses}} AS b {where_b}
+),
+h AS (
+  SELECT v.*, {_hash_expr("v", BUSINESS_VIEW_COLUMNS)} AS row_hash FROM v
+)"""
+
+
+def view_select(object_type: str, restricted: bool) -> str:
+    """The CRM-facing rows (for given keys when restricted)."""
+    ctes, cols, key = _view_parts(object_type, restricted)
+    return f"WITH {ctes}\nSELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash FROM h ORDER BY h.{key}"
+
+
+def hash_select(object_type: str) -> str:
+    ctes, _cols, key = _view_parts(object_type, True)
+    return f"WITH {ctes}\nSELECT h.{key} AS record_key, h.row_hash AS row_hash FROM h"
+
+
+def changed_select(object_type: str) -> str:
+    """Rows whose hash differs from the recorded one, that have no state yet, or whose push failed.
+
+    A soft-deleted row that was never synced is skipped: there is nothing in the CRM to delete.
+    """
+    ctes, cols, key = _view_parts(object_type, False)
+    return f"""WITH {ctes}
+SELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash,
+  s.crm_id AS crm_id, s.status AS sync_status, s.warehouse_hash AS synced_hash
+FROM h
+LEFT JOIN {{crm_sync_state}} AS s
+  ON s.object_type = @object_type AND s.record_key = CAST(h.{key} AS STRING)
+WHERE (s.record_key IS NULL AND h.deleted_at IS NULL)
+   OR (s.record_key IS NOT NULL AND (
+        s.warehouse_hash IS NULL OR s.warehouse_hash != h.row_hash
+        OR s.status IN ('failed', 'pending')))
+ORDER BY h.{key}"""
+
+
+def _view_parts(object_type: str, restricted: bool) -> tuple[str, tuple[str, ...], str]:
+    if object_type == "person":
+        return contact_view_ctes(restricted), CONTACT_VIEW_COLUMNS, "contact_id"
+    return business_view_ctes(restricted), BUSINESS_VIEW_COLUMNS, "business_id"
+
+
+def source_select(source: str, columns: Sequence[tuple[str, str]]) -> str:
+    """`SELECT r.a AS a, ... FROM {rows_source} AS r`, JSON arriving as text and parsed in SQL."""
+    cols = ", ".join(
+        f"PARSE_JSON(r.{name}) AS {name}" if type_ == "JSON" else f"r.{name} AS {name}"
+        for name, type_ in columns
+    )
+    return f"SELECT {cols} FROM {{rows_{source}}} AS r"
+
+
+def upsert_merge(
+    table: str,
+    key: Sequence[str],
+    columns: Sequence[tuple[str, str]],
+    *,
+    touch_updated_at: bool,
+    source: str = "rows",
+) -> str:
+    """MERGE a batch into `table` on `key`, updating only the given columns.
+
+    `updated_at` is set to now unless the batch gives it, so the table says when a row last changed.
+    """
+    names = [n for n, _ in columns]
+    non_key = [n for n in names if n not in key]
+    sets = [f"{n} = s.{n}" for n in non_key]
+    ins_cols, ins_vals = list(names), [f"s.{n}" for n in names]
+    if touch_updated_at and "updated_at" not in names:
+        sets.append("updated_at = CURRENT_TIMESTAMP()")
+        ins_cols.append("updated_at")
+        ins_vals.append("CURRENT_TIMESTAMP()")
+    on = " AND ".join(f"t.{k} = s.{k}" for k in key)
+    matched = f"WHEN MATCHED THEN UPDATE SET {', '.join(sets)}\n" if sets else ""
+    return f"""MERGE {{{table}}} AS t
+USING ({source_select(source, columns)}) AS s
+ON {on}
+{matched}WHEN NOT MATCHED THEN INSERT ({", ".join(ins_cols)}) VALUES ({", ".join(ins_vals)})"""
+
+
+def identifiers_merge(kinds: Sequence[str]) -> str:
+    """Replace the given kinds (email and/or phone) of the batch's contacts with the source rows."""
+    kind_list = ", ".join(f"'{k}'" for k in kinds)  # from a fixed vocabulary, never user input
+    columns = [("contact_id", "INT64"), ("kind", "STRING"), ("value", "STRING"), ("is_primary", "BOOL"), ("position", "INT64")]
+    return f"""MERGE {{contact_identifiers}} AS t
+USING ({source_select("ids", columns)}) AS s
+ON t.contact_id = s.contact_id AND t.kind = s.kind AND t.value = s.value
+WHEN MATCHED THEN UPDATE SET is_primary = s.is_primary, position = s.position, updated_at = CURRENT_TIMESTAMP()
+WHEN NOT MATCHED THEN INSERT (contact_id, kind, value, is_primary, position, updated_at)
+  VALUES (s.contact_id, s.kind, s.value, s.is_primary, s.position, CURRENT_TIMESTAMP())
+WHEN NOT MATCHED BY SOURCE AND t.kind IN ({kind_list}) AND t.contact_id IN {{keys_batch}} THEN DELETE"""
+
+
+# The person's company: the given link becomes primary; a former primary link is kept but demoted,
+# so nothing the warehouse knew about past relationships is lost.
+PRIMARY_LINK_MERGE = f"""MERGE {{contact_businesses}} AS t
+USING ({source_select("links", [("contact_id", "INT64"), ("business_id", "INT64")])}) AS s
+ON t.contact_id = s.contact_id AND t.business_id = s.business_id
+WHEN MATCHED THEN UPDATE SET is_primary = TRUE, updated_at = CURRENT_TIMESTAMP()
+WHEN NOT MATCHED THEN INSERT (contact_id, business_id, role, is_primary, updated_at)
+  VALUES (s.contact_id, s.business_id, NULL, TRUE, CURRENT_TIMESTAMP())
+WHEN NOT MATCHED BY SOURCE AND t.is_primary AND t.contact_id IN {{keys_batch}}
+  THEN UPDATE SET is_primary = FALSE, updated_at = CURRENT_TIMESTAMP()"""
+
+
+def soft_delete_update(table: str, key: str) -> str:
+    return f"""UPDATE {{{table}}} AS t
+SET deleted_at = COALESCE(@deleted_at, CURRENT_TIMESTAMP()), updated_at = CURRENT_TIMESTAMP()
+WHERE t.{key} IN {{keys_keys}} AND t.deleted_at IS NULL"""
+
+
+def allocate_merge(table: str, key: str, seq_name: str, count: int) -> str:
+    """Advance the id sequence past both its last value and the table's largest id.
+
+    `count` is a validated int, inlined so the statement can run inside a parameter-free script.
+    """
+    return f"""MERGE {{crm_sync_kv}} AS t
+USING (SELECT '{seq_name}' AS key,
+              (SELECT COALESCE(MAX(x.{key}), 0) FROM {{{table}}} AS x) AS max_id) AS s
+ON t.key = s.key
+WHEN MATCHED THEN UPDATE SET
+  value = CAST(GREATEST(COALESCE(SAFE_CAST(t.value AS INT64), 0), s.max_id) + {int(count)} AS STRING),
+  updated_at = CURRENT_TIMESTAMP()
+WHEN NOT MATCHED THEN INSERT (key, value, updated_at)
+  VALUES (s.key, CAST(s.max_id + {int(count)} AS STRING), CURRENT_TIMESTAMP())"""
+
+
+def kv_select(seq_name: str) -> str:
+    return f"SELECT t.value AS value FROM {{crm_sync_kv}} AS t WHERE t.key = '{seq_name}'"

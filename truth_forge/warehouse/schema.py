@@ -1,0 +1,216 @@
+"""The warehouse tables, defined once as Python data and rendered as BigQuery DDL.
+
+Why it exists: both engines must hold exactly the same tables. The DDL is written in the BigQuery
+dialect from this single spec; the DuckDB backend transpiles it with sqlglot, so a column added
+here appears in both engines and in the row validation (`validate.py`) at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from truth_forge.warehouse.errors import WarehouseConfigError
+
+# BigQuery type names; DuckDB's follow from sqlglot (INT64->BIGINT, JSON->JSON, TIMESTAMP->TIMESTAMPTZ).
+INT64 = "INT64"
+STRING = "STRING"
+BOOL = "BOOL"
+TIMESTAMP = "TIMESTAMP"
+JSON = "JSON"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table: its logical name (what code says) and columns; the physical name is configurable."""
+
+    name: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    doc: str = ""
+    column_types: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "column_types", {c.name: c.type for c in self.columns})
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    def ddl(self, ref: str) -> str:
+        """`CREATE TABLE IF NOT EXISTS` in the BigQuery dialect, for the table reference `ref`."""
+        cols = ",\n  ".join(
+            f"{c.name} {c.type}{' NOT NULL' if c.required else ''}" for c in self.columns
+        )
+        return f"CREATE TABLE IF NOT EXISTS {ref} (\n  {cols}\n)"
+
+
+def _cols(*spec: tuple[str, str] | tuple[str, str, bool]) -> tuple[Column, ...]:
+    return tuple(Column(*s) for s in spec)
+
+
+CONTACT_JSON_COLUMNS = (
+    "llm_context",
+    "communication_stats",
+    "social_network",
+    "ai_insights",
+    "recommendations",
+    "sync_metadata",
+)
+BUSINESS_JSON_COLUMNS = ("llm_context", "business_data", "relationship_stats", "sync_metadata")
+
+CONTACTS = Table(
+    "contacts",
+    _cols(
+        ("contact_id", INT64, True),
+        ("canonical_name", STRING),
+        ("category_code", STRING),
+        ("subcategory_code", STRING),
+        ("relationship_category", STRING),
+        *((c, JSON) for c in CONTACT_JSON_COLUMNS),
+        ("updated_at", TIMESTAMP),
+        ("deleted_at", TIMESTAMP),
+    ),
+    key=("contact_id",),
+    doc="one row per person; deleted_at set = soft-deleted",
+)
+CONTACT_IDENTIFIERS = Table(
+    "contact_identifiers",
+    _cols(
+        ("contact_id", INT64, True),
+        ("kind", STRING, True),  # 'email' | 'phone'
+        ("value", STRING, True),
+        ("is_primary", BOOL, True),
+        ("position", INT64),  # order of the additional values, as the user gave them
+        ("updated_at", TIMESTAMP),
+    ),
+    key=("contact_id", "kind", "value"),
+    doc="emails and phones; one primary per contact and kind",
+)
+BUSINESSES = Table(
+    "businesses",
+    _cols(
+        ("business_id", INT64, True),
+        ("business_name", STRING),
+        ("website", STRING),
+        ("industry", STRING),
+        ("business_type", STRING),
+        *((c, JSON) for c in BUSINESS_JSON_COLUMNS),
+        ("updated_at", TIMESTAMP),
+        ("deleted_at", TIMESTAMP),
+    ),
+    key=("business_id",),
+)
+CONTACT_BUSINESSES = Table(
+    "contact_businesses",
+    _cols(
+        ("contact_id", INT64, True),
+        ("business_id", INT64, True),
+        ("role", STRING),
+        ("is_primary", BOOL),  # the link shown as the person's company
+        ("updated_at", TIMESTAMP),
+    ),
+    key=("contact_id", "business_id"),
+)
+CRM_SYNC_STATE = Table(
+    "crm_sync_state",
+    _cols(
+        ("object_type", STRING, True),  # 'person' | 'company'
+        ("record_key", STRING, True),  # contact_id / business_id as text
+        ("crm_id", STRING),
+        ("warehouse_hash", STRING),  # row hash last pushed or merged
+        ("crm_hash", STRING),  # hash of the CRM-side values last seen (computed by the sync)
+        ("crm_updated_at", TIMESTAMP),
+        ("last_synced_at", TIMESTAMP),
+        ("status", STRING),  # 'synced' | 'failed' | 'pending' | 'deleted'
+        ("attempts", INT64),
+        ("last_error", STRING),
+    ),
+    key=("object_type", "record_key"),
+)
+CRM_SYNC_RUNS = Table(
+    "crm_sync_runs",
+    _cols(
+        ("run_id", STRING, True),
+        ("started_at", TIMESTAMP),
+        ("finished_at", TIMESTAMP),
+        ("status", STRING),  # 'running' | 'succeeded' | 'failed' | anything the sync chooses
+        ("counts", JSON),
+    ),
+    key=("run_id",),
+)
+CRM_SYNC_ERRORS = Table(
+    "crm_sync_errors",
+    _cols(
+        ("error_id", STRING, True),
+        ("run_id", STRING),
+        ("object_type", STRING),
+        ("record_key", STRING),
+        ("crm_id", STRING),
+        ("operation", STRING),
+        ("error_class", STRING),
+        ("error_message", STRING),
+        ("http_status", INT64),
+        ("attempt", INT64),
+        ("occurred_at", TIMESTAMP),
+        ("resolved_at", TIMESTAMP),
+    ),
+    key=("error_id",),
+)
+CRM_SYNC_KV = Table(
+    "crm_sync_kv",
+    _cols(("key", STRING, True), ("value", STRING), ("updated_at", TIMESTAMP)),
+    key=("key",),
+    doc="watermarks and id sequences",
+)
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        CONTACTS,
+        CONTACT_IDENTIFIERS,
+        BUSINESSES,
+        CONTACT_BUSINESSES,
+        CRM_SYNC_STATE,
+        CRM_SYNC_RUNS,
+        CRM_SYNC_ERRORS,
+        CRM_SYNC_KV,
+    )
+}
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+@dataclass(frozen=True)
+class TableNames:
+    """Logical table name -> physical name; renames come from `Settings.warehouse_tables`."""
+
+    renames: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.renames) - set(TABLES))
+        if unknown:
+            raise WarehouseConfigError(
+                f"warehouse_tables renames unknown tables {unknown}; known: {sorted(TABLES)}"
+            )
+        for logical, physical in self.renames.items():
+            # Names are spliced into SQL, so only plain identifiers are allowed.
+            if not isinstance(physical, str) or not _IDENT.match(physical):
+                raise WarehouseConfigError(
+                    f"warehouse_tables: {logical!r} -> {physical!r} is not a plain table name "
+                    "(letters, digits, underscores; not starting with a digit)"
+                )
+        physical_names = [self[name] for name in TABLES]
+        if len(set(physical_names)) != len(physical_names):
+            raise WarehouseConfigError(f"warehouse_tables maps two tables to one name: {physical_names}")
+
+    def __getitem__(self, logical: str) -> str:
+        return self.renames.get(logical, logical)
