@@ -1,0 +1,199 @@
+"""The ASGI application: routing, error bodies, and the outer layer every API request crosses.
+
+The outer layer (`SandboxASGI`) is plain ASGI on purpose: it runs in front of Starlette so it
+can inject faults (including closing the socket with no response at all), check the Bearer
+key, apply the rate limit to record requests, and log every request with its final status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from truth_forge.sandbox.errors import ApiError, invalid_token, missing_token
+from truth_forge.sandbox.faults import FaultSettings
+from truth_forge.sandbox.routes_core import CoreRoutes, read_json
+from truth_forge.sandbox.routes_metadata import MetadataRoutes
+from truth_forge.sandbox.runtime import SandboxRuntime
+
+log = logging.getLogger(__name__)
+
+_METADATA_PREFIXES = ("/rest/metadata", "/rest/webhooks", "/rest/open-api")
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+def api_key_from(scope: Scope, keys: list[str]) -> str:
+    """The caller's key, or Twenty's 403 (no token) / 401 (bad token)."""
+    header = ""
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            header = value.decode("latin-1")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise missing_token()
+    if token not in keys:
+        raise invalid_token()
+    return token
+
+
+class AdminRoutes:
+    """`/_sandbox/*`: control a running sandbox over HTTP (for a sandbox in a subprocess)."""
+
+    def __init__(self, runtime: SandboxRuntime) -> None:
+        self.rt = runtime
+
+    async def health(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "workspaceId": self.rt.config.workspace_id})
+
+    async def requests(self, request: Request) -> JSONResponse:
+        return JSONResponse([e.to_dict() for e in self.rt.request_log.entries()])
+
+    async def deliveries(self, request: Request) -> JSONResponse:
+        return JSONResponse([d.to_dict() for d in self.rt.dispatcher.deliveries()])
+
+    async def reset(self, request: Request) -> JSONResponse:
+        self.rt.reset()
+        return JSONResponse({"reset": True})
+
+    async def faults(self, request: Request) -> JSONResponse:
+        if request.method == "POST":
+            body = await read_json(request)
+            if not isinstance(body, dict):
+                raise ApiError(400, "BadRequestException", "Body must be a JSON object")
+            try:
+                self.rt.faults.configure(FaultSettings(**_fault_kwargs(body)))
+            except (TypeError, ValueError) as exc:
+                raise ApiError(400, "BadRequestException", str(exc)) from None
+        return JSONResponse(self.rt.faults.settings.to_dict())
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/_sandbox/health", self.health, methods=["GET"]),
+            Route("/_sandbox/requests", self.requests, methods=["GET"]),
+            Route("/_sandbox/webhook-deliveries", self.deliveries, methods=["GET"]),
+            Route("/_sandbox/reset", self.reset, methods=["POST"]),
+            Route("/_sandbox/faults", self.faults, methods=["GET", "POST"]),
+        ]
+
+
+def _fault_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    out = dict(body)
+    if isinstance(out.get("latency_ms"), list):
+        out["latency_ms"] = tuple(out["latency_ms"])
+    if isinstance(out.get("error_statuses"), list):
+        out["error_statuses"] = tuple(out["error_statuses"])
+    return out
+
+
+class SandboxASGI:
+    def __init__(self, runtime: SandboxRuntime, inner: ASGIApp) -> None:
+        self.rt = runtime
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.inner(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path.startswith("/_sandbox/"):
+            try:
+                api_key_from(scope, self.rt.config.api_keys)
+            except ApiError as exc:
+                await error_response(exc)(scope, receive, send)
+                return
+            await self.inner(scope, receive, send)
+            return
+        if not path.startswith("/rest"):
+            await self.inner(scope, receive, send)
+            return
+        await self._api_request(scope, receive, send, path)
+
+    async def _api_request(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        started = time.perf_counter()
+        status: list[int] = []
+        fault: str | None = None
+        scope.setdefault("state", {})
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        decision = self.rt.faults.decide(path)
+        try:
+            if decision.latency_s:
+                await asyncio.sleep(decision.latency_s)
+            if decision.action == "drop":
+                fault = "drop"
+                await self._drop(send)
+                return
+            if decision.action == "error":
+                fault = "error"
+                body = {"statusCode": decision.status, "error": "InternalServerErrorException",
+                        "messages": ["Injected fault: internal server error"]}
+                await JSONResponse(body, status_code=decision.status or 500)(scope, receive,
+                                                                              capture)
+                return
+            try:
+                key = api_key_from(scope, self.rt.config.api_keys)
+                if decision.action == "rate_limit":
+                    fault = "rate_limit"
+                    raise self.rt.rate_limiter.too_many_requests(_key_id(key), 60.0)
+                if not path.startswith(_METADATA_PREFIXES):
+                    # Twenty throttles record queries (common query runner), per workspace.
+                    self.rt.rate_limiter.check(_key_id(key))
+            except ApiError as exc:
+                await error_response(exc)(scope, receive, capture)
+                return
+            await self.inner(scope, receive, capture)
+        finally:
+            query = scope.get("query_string", b"").decode("latin-1")
+            self.rt.request_log.add(
+                scope["method"], path, query, status[0] if status else None,
+                scope["state"].get("batch_size"), (time.perf_counter() - started) * 1000, fault)
+
+    @staticmethod
+    async def _drop(send: Send) -> None:
+        """Close the connection without a byte of response (the client sees no response)."""
+        # uvicorn passes its RequestResponseCycle.send; the cycle holds the asyncio transport.
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if transport is not None:
+            transport.abort()
+            # Let uvicorn process connection_lost, so it knows not to answer with a 500.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return
+        # Another server: start a response and break it; the client sees a broken response.
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"64")]})
+        raise ConnectionAbortedError("injected connection drop")
+
+
+def _key_id(key: str) -> str:
+    # Never echo a key in a response body: identify it by a short, stable digest.
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def build_app(runtime: SandboxRuntime) -> SandboxASGI:
+    routes = (AdminRoutes(runtime).routes() + MetadataRoutes(runtime).routes()
+              + CoreRoutes(runtime).routes())
+    starlette = Starlette(routes=routes, exception_handlers={ApiError: _api_error})
+    return SandboxASGI(runtime, starlette)

@@ -1,0 +1,59 @@
+"""`truth-forge sandbox`: run a local Twenty-compatible API for trying truth-forge out.
+
+A plain function with Typer annotations, so the project CLI can register it as a command and
+`python -m truth_forge.sandbox` can run it on its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from truth_forge.sandbox.config import DEFAULT_API_KEY, SandboxConfig
+from truth_forge.sandbox.server import serve_forever
+
+
+def sandbox_command(
+    port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 3000,
+    host: Annotated[str, typer.Option(help="Loopback address to bind.")] = "127.0.0.1",
+    api_key: Annotated[list[str], typer.Option(
+        "--api-key", help="Accepted Bearer API key (repeat for several).")] = [DEFAULT_API_KEY],
+    db: Annotated[Optional[Path], typer.Option(
+        help="SQLite file that keeps the workspace across restarts (default: in memory).")] = None,
+    rate_limit: Annotated[int, typer.Option(
+        help="Requests per minute per workspace (0 disables the limit).")] = 100,
+    rate_limit_burst: Annotated[Optional[int], typer.Option(
+        help="Token bucket size (default: same as --rate-limit).")] = None,
+    rate_limit_v2: Annotated[bool, typer.Option(
+        help="Answer 429 in the 'rate limits v2' style (Retry-After, X-RateLimit-*).")] = False,
+    docs_batch_limit: Annotated[bool, typer.Option(
+        help="Reject batches above 60 records (the documented limit) instead of 200.")] = False,
+    legacy_metadata: Annotated[bool, typer.Option(
+        help="Answer the metadata API in the legacy envelope format.")] = False,
+) -> None:
+    """Start a local Twenty-compatible API server and print how to point truth-forge at it."""
+    try:
+        config = SandboxConfig(
+            api_keys=list(api_key) or [DEFAULT_API_KEY], host=host, port=port,
+            db_path=str(db) if db else None,
+            rate_limit_per_minute=rate_limit or None, rate_limit_burst=rate_limit_burst,
+            rate_limit_style="v2" if rate_limit_v2 else "legacy",
+            enforce_docs_batch_limit=docs_batch_limit,
+            metadata_format="legacy" if legacy_metadata else "new",
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    url_host = f"[{host}]" if ":" in host else host
+    message = "\n".join([
+        f"Twenty sandbox listening on http://{url_host}:{{port}}"
+        + (f" (data in {db})" if db else " (in memory)"),
+        f"export TWENTY_BASE_URL=http://{url_host}:{{port}}",
+        f"export TWENTY_API_KEY={config.api_keys[0]}",
+    ])
+    serve_forever(config, ready_message=message)
+
+
+def main() -> None:
+    typer.run(sandbox_command)

@@ -1,0 +1,57 @@
+"""Timestamps the way Twenty serialises them, and strictly increasing.
+
+Incremental pulls filter on `updatedAt[gte]:<watermark>`; if two writes share a millisecond a
+client cannot tell them apart, so the sandbox never hands out the same timestamp twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def format_ms(epoch_ms: int) -> str:
+    """ISO-8601 with milliseconds and `Z`, as JavaScript's Date.toISOString() writes it."""
+    dt = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+class MonotonicClock:
+    """Wall-clock milliseconds, bumped by 1 ms whenever the wall clock has not moved on."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = 0
+
+    def now_ms(self) -> int:
+        with self._lock:
+            wall = time.time_ns() // 1_000_000
+            self._last_ms = max(wall, self._last_ms + 1)
+            return self._last_ms
+
+    def now_iso(self) -> str:
+        return format_ms(self.now_ms())
+
+    def observe(self, iso: str | None) -> None:
+        """After loading persisted rows, never hand out a timestamp older than they carry."""
+        if not iso:
+            return
+        ms = parse_iso_ms(iso)
+        if ms is not None:
+            with self._lock:
+                self._last_ms = max(self._last_ms, ms)
+
+
+def parse_iso_ms(value: str) -> int | None:
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    # Integer arithmetic: float timestamps can land one millisecond short.
+    return (dt - _EPOCH) // timedelta(milliseconds=1)

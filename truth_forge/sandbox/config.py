@@ -1,0 +1,68 @@
+"""Configuration of one sandbox server.
+
+Exists so that tests, benchmarks, the CLI and `make demo` describe a sandbox the same way: one
+plain dataclass, no environment lookups hidden inside the server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+DEFAULT_API_KEY = "sandbox-api-key"
+# A fixed workspace id keeps object/field metadata ids stable across restarts (SQLite mode).
+DEFAULT_WORKSPACE_ID = "3b8e6458-5fc1-4e63-8563-008ccddaa6db"
+
+
+@dataclass
+class SandboxConfig:
+    """Everything a sandbox needs to start; every field has a Twenty-like default."""
+
+    api_keys: list[str] = field(default_factory=lambda: [DEFAULT_API_KEY])
+    host: str = "127.0.0.1"
+    port: int = 0
+    workspace_id: str = DEFAULT_WORKSPACE_ID
+    # Name written into createdBy/updatedBy for records made with an API key.
+    api_key_name: str = "Sandbox API key"
+    # None = in memory; a path = every mutation is written through to that SQLite file.
+    db_path: str | None = None
+    # Token bucket per workspace (Twenty: API_RATE_LIMITING_LONG_LIMIT=100 per 60000 ms).
+    # None disables rate limiting.
+    rate_limit_per_minute: int | None = 100
+    rate_limit_burst: int | None = None  # None = same as the limit (Twenty's bucket size)
+    rate_limit_window_ms: int = 60_000
+    rate_limit_style: Literal["legacy", "v2"] = "legacy"
+    # QUERY_MAX_RECORDS=200 in the server code; the docs say 60 per call.
+    enforce_docs_batch_limit: bool = False
+    # IS_REST_METADATA_API_NEW_FORMAT_DIRECT: new workspaces get the new format.
+    metadata_format: Literal["new", "legacy"] = "new"
+    webhook_timeout_s: float = 5.0
+    # Real Twenty blocks private targets; the sandbox does the opposite for safety:
+    # only loopback targets are contacted unless this is switched on.
+    webhook_allow_non_loopback: bool = False
+    # Upper bound on the in-memory request log so a long benchmark cannot exhaust memory.
+    request_log_limit: int = 200_000
+
+    def __post_init__(self) -> None:
+        if not self.api_keys:
+            raise ValueError("at least one API key is required")
+        if not is_loopback_host(self.host):
+            raise ValueError(f"the sandbox binds loopback addresses only, not {self.host!r}")
+
+    @property
+    def batch_max(self) -> int:
+        return 60 if self.enforce_docs_batch_limit else 200
+
+    @property
+    def effective_burst(self) -> int:
+        return self.rate_limit_burst or self.rate_limit_per_minute or 0
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

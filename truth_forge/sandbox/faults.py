@@ -1,0 +1,114 @@
+"""Seeded fault injection: 5xx errors, latency, dropped connections, 429 storms.
+
+Retry and resume logic can only be trusted if it has met failures; these faults are drawn from
+a seeded RNG (the same number of draws per request, whatever happens) so a test or benchmark
+that replays the same requests sees the same failures. All knobs are bounded and can be changed
+while the server runs.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+MAX_LATENCY_MS = 10_000
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    error_rate: float = 0.0  # share of requests answered with a 5xx
+    latency_ms: float | tuple[float, float] = 0.0  # fixed delay, or (min, max) drawn uniformly
+    drop_rate: float = 0.0  # share of requests whose connection is closed with no response
+    rate_limit_storm: float = 0.0  # share of requests answered with a 429
+    seed: int = 0
+    max_faults: int | None = None  # stop injecting after this many faults (None = no cap)
+    error_statuses: tuple[int, ...] = (500, 502, 503)
+    path_prefix: str = "/rest/"  # only requests under this prefix are affected
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "drop_rate", "rate_limit_storm"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        low, high = self.latency_range
+        if not 0 <= low <= high <= MAX_LATENCY_MS:
+            raise ValueError(f"latency_ms must be within 0..{MAX_LATENCY_MS} ms")
+        if not self.error_statuses or any(not 500 <= s <= 599 for s in self.error_statuses):
+            raise ValueError("error_statuses must be 5xx codes")
+
+    @property
+    def latency_range(self) -> tuple[float, float]:
+        if isinstance(self.latency_ms, (tuple, list)):
+            return float(self.latency_ms[0]), float(self.latency_ms[1])
+        return float(self.latency_ms), float(self.latency_ms)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.error_rate or self.drop_rate or self.rate_limit_storm
+                    or self.latency_range[1])
+
+    def to_dict(self) -> dict[str, Any]:
+        low, high = self.latency_range
+        return {"error_rate": self.error_rate, "latency_ms": [low, high],
+                "drop_rate": self.drop_rate, "rate_limit_storm": self.rate_limit_storm,
+                "seed": self.seed, "max_faults": self.max_faults,
+                "error_statuses": list(self.error_statuses), "path_prefix": self.path_prefix}
+
+
+@dataclass
+class FaultDecision:
+    latency_s: float = 0.0
+    action: str | None = None  # None | "drop" | "error" | "rate_limit"
+    status: int | None = None
+
+
+@dataclass
+class FaultInjector:
+    settings: FaultSettings = field(default_factory=FaultSettings)
+    injected: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rng = random.Random(self.settings.seed)
+
+    def configure(self, settings: FaultSettings) -> None:
+        with self._lock:
+            self.settings = settings
+            self._rng = random.Random(settings.seed)
+            self.injected = 0
+
+    def update(self, **changes: Any) -> FaultSettings:
+        if isinstance(changes.get("latency_ms"), list):
+            changes["latency_ms"] = tuple(changes["latency_ms"])
+        if isinstance(changes.get("error_statuses"), list):
+            changes["error_statuses"] = tuple(changes["error_statuses"])
+        settings = replace(self.settings, **changes)
+        self.configure(settings)
+        return settings
+
+    def clear(self) -> None:
+        self.configure(FaultSettings())
+
+    def decide(self, path: str) -> FaultDecision:
+        with self._lock:
+            s = self.settings
+            if not s.active or not path.startswith(s.path_prefix):
+                return FaultDecision()
+            # Always draw the same five numbers so one request's outcome never shifts the next.
+            r_drop, r_error, r_storm, r_latency, r_status = (self._rng.random() for _ in range(5))
+            low, high = s.latency_range
+            decision = FaultDecision(latency_s=(low + (high - low) * r_latency) / 1000)
+            if s.max_faults is not None and self.injected >= s.max_faults:
+                return decision
+            if r_drop < s.drop_rate:
+                decision.action = "drop"
+            elif r_error < s.error_rate:
+                decision.action = "error"
+                decision.status = s.error_statuses[int(r_status * len(s.error_statuses))]
+            elif r_storm < s.rate_limit_storm:
+                decision.action = "rate_limit"
+            if decision.action:
+                self.injected += 1
+            return decision

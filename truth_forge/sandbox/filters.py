@@ -1,0 +1,307 @@
+"""Twenty's REST `filter` grammar: parse, check against metadata, evaluate on records.
+
+`field[comparator]:value`, comma-separated conditions AND-ed at the root, nested `and()`,
+`or()`, `not()`, dotted composite subfields. Parsing follows Twenty's own steps (bracket
+balance check, default `and(...)`, top-level split, base-filter split) and reuses its error
+texts, so a client's malformed filter fails here the way it fails on a real server.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+from truth_forge.sandbox.clock import parse_iso_ms
+from truth_forge.sandbox.errors import bad_request, unknown_field
+from truth_forge.sandbox.metadata import COMPOSITE_TYPES, ObjectDef
+
+COMPARATORS = (
+    "eq", "neq", "in", "containsAny", "is", "gt", "gte", "lt", "lte", "startsWith", "endsWith",
+    "like", "ilike",
+)
+_CONJUNCTIONS = ("and", "or", "not")
+_BASE = re.compile(r"^([^\[]+)\[([^\]]+)\]:(.+)$", re.DOTALL)
+_NUMERIC_TYPES = frozenset({"NUMBER", "NUMERIC", "POSITION"})
+
+
+@dataclass
+class Condition:
+    path: list[str]
+    comparator: str
+    raw: str
+    # Filled in by `bind`:
+    leaf_type: str = ""
+    value: Any = None
+
+
+@dataclass
+class Conjunction:
+    kind: str
+    children: list["Node"]
+
+
+Node = Union[Condition, Conjunction]
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_filter(text: str) -> Node:
+    _check_brackets(text)
+    if not _is_wrapped_conjunction(text):
+        text = f"and({text})"
+    return _parse(text)
+
+
+def _check_brackets(text: str) -> None:
+    diff = text.count("(") - text.count(")")
+    if diff:
+        hint = (f"{diff} close bracket{'s are' if diff > 1 else ' is'}" if diff > 0
+                else f"{-diff} open bracket{'s are' if -diff > 1 else ' is'}")
+        raise bad_request(f"'filter' invalid. {hint} missing in the query")
+
+
+def _is_wrapped_conjunction(text: str) -> bool:
+    """True when the text is exactly `and(...)`, `or(...)` or `not(...)`."""
+    for conj in _CONJUNCTIONS:
+        if text.startswith(conj + "(") and _matching_paren(text, len(conj)) == len(text) - 1:
+            return True
+    return False
+
+
+def _matching_paren(text: str, open_at: int) -> int:
+    depth = 0
+    quote: str | None = None
+    for i in range(open_at, len(text)):
+        c = text[i]
+        if quote:
+            if c == quote:
+                quote = None
+            continue
+        if c in "\"'":
+            quote = c
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def _split_top_level(content: str) -> list[str]:
+    """Split on commas outside quotes, brackets and nested parentheses."""
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
+    in_brackets = False
+    quote: str | None = None
+    for c in content:
+        if quote:
+            if c == quote:
+                quote = None
+        elif c in "\"'":
+            quote = c
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c in "[]":
+            in_brackets = c == "["
+        elif c == "," and depth == 0 and not in_brackets:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(c)
+    parts.append("".join(current))
+    return parts
+
+
+def _parse(text: str) -> Node:
+    if _is_wrapped_conjunction(text):
+        kind = text[: text.index("(")]
+        children = [_parse(part) for part in _split_top_level(text[len(kind) + 1: -1])]
+        if kind == "not" and len(children) > 1:
+            raise bad_request("'filter' invalid. 'not' conjunction should contain only 1 "
+                              "condition. eg: not(field[eq]:1)")
+        return Conjunction(kind, children)
+    match = _BASE.match(text)
+    if match is None:
+        raise bad_request(f"'filter' invalid for '{text}'. eg: price[gte]:10")
+    fields, comparator, raw = match.groups()
+    if comparator not in COMPARATORS:
+        raise bad_request(f"'filter' invalid for '{text}', comparator {comparator} not in "
+                          f"{', '.join(COMPARATORS)}")
+    return Condition(fields.split("."), comparator, raw)
+
+
+# --------------------------------------------------------------------------------------------
+# Binding to metadata
+
+
+def bind(node: Node, obj: ObjectDef) -> Node:
+    """Resolve each condition's field and cast its value; unknown fields give 400."""
+    if isinstance(node, Conjunction):
+        for child in node.children:
+            bind(child, obj)
+        return node
+    node.leaf_type = _leaf_type(node.path, obj)
+    node.value = _cast_value(node, obj)
+    return node
+
+
+def _leaf_type(path: list[str], obj: ObjectDef) -> str:
+    name = path[0]
+    joins = obj.join_columns()
+    if name in joins:
+        if len(path) > 1:
+            raise unknown_field(obj.name_singular, ".".join(path))
+        return "UUID"
+    f = obj.field(name)
+    if f is None:
+        raise unknown_field(obj.name_singular, name)
+    if f.type == "RELATION":
+        hint = f" Use '{f.join_column}' instead." if f.join_column else ""
+        raise bad_request(f"Filtering on relation field '{name}' is not supported.{hint}")
+    if f.is_composite:
+        if len(path) != 2 or path[1] not in COMPOSITE_TYPES[f.type]:
+            sub = path[1] if len(path) > 1 else ""
+            raise bad_request(f'Invalid subfield {sub} for {f.type.lower()} field "{name}"')
+        sub_type = COMPOSITE_TYPES[f.type][path[1]]
+        # Tag email subfields so the filter value is lower-cased like stored emails.
+        return "EMAIL_TEXT" if f.type == "EMAILS" else sub_type
+    if len(path) > 1:
+        raise unknown_field(obj.name_singular, ".".join(path))
+    return f.type
+
+
+def _strip_quotes(value: str) -> str:
+    if len(value) >= 2 and value[0] in "\"'" and value[-1] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def _cast_value(cond: Condition, obj: ObjectDef) -> Any:
+    raw = cond.raw
+    if cond.comparator in ("in", "containsAny"):
+        if not (raw.startswith("[") and raw.endswith("]")):
+            raise bad_request(
+                f"'filter' invalid for '{cond.comparator}' operator. Received '{raw}' but array "
+                f"value expected eg: 'field[{cond.comparator}]:[value_1,value_2]'")
+        inner = raw[1:-1]
+        items = _split_top_level(inner) if inner.strip() else []
+        return [_cast_one(item.strip(), cond) for item in items]
+    if cond.comparator == "is":
+        value = _strip_quotes(raw).upper()
+        if value not in ("NULL", "NOT_NULL"):
+            raise bad_request(f"'filter' invalid for 'is' operator. Received '{raw}' but "
+                              "NULL or NOT_NULL expected")
+        return value
+    return _cast_one(raw, cond)
+
+
+def _cast_one(raw: str, cond: Condition) -> Any:
+    text = _strip_quotes(raw)
+    kind = cond.leaf_type
+    if kind in _NUMERIC_TYPES:
+        try:
+            return float(text)
+        except ValueError:
+            raise bad_request(f'invalid input syntax for type numeric: "{text}"') from None
+    if kind == "BOOLEAN":
+        return text.lower() == "true"
+    if kind == "DATE_TIME":
+        ms = parse_iso_ms(text)
+        if ms is None:
+            raise bad_request(f'invalid input syntax for type timestamp with time zone: "{text}"')
+        return ms
+    if kind == "EMAIL_TEXT" and cond.comparator in ("eq", "neq", "in"):
+        return text.strip().lower()
+    if kind == "UUID":
+        return text.lower()
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def mentions_deleted_at(node: Node) -> bool:
+    if isinstance(node, Conjunction):
+        return any(mentions_deleted_at(c) for c in node.children)
+    return node.path[0] == "deletedAt"
+
+
+def evaluate(node: Node, record: dict[str, Any]) -> bool:
+    if isinstance(node, Conjunction):
+        if node.kind == "and":
+            return all(evaluate(c, record) for c in node.children)
+        if node.kind == "or":
+            return any(evaluate(c, record) for c in node.children)
+        return not evaluate(node.children[0], record)
+    return _evaluate_condition(node, record)
+
+
+def _record_value(cond: Condition, record: dict[str, Any]) -> Any:
+    value = record.get(cond.path[0])
+    if len(cond.path) == 2:
+        value = value.get(cond.path[1]) if isinstance(value, dict) else None
+    if value is None:
+        return None
+    if cond.leaf_type == "DATE_TIME" and isinstance(value, str):
+        return parse_iso_ms(value)
+    if cond.leaf_type in _NUMERIC_TYPES and not isinstance(value, bool):
+        return float(value)
+    if cond.leaf_type == "UUID" and isinstance(value, str):
+        return value.lower()
+    return value
+
+
+def _like(pattern: str, ignore_case: bool) -> Callable[[str], bool]:
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    compiled = re.compile(regex, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+    return lambda s: compiled.fullmatch(s) is not None
+
+
+def _evaluate_condition(cond: Condition, record: dict[str, Any]) -> bool:
+    value = _record_value(cond, record)
+    target = cond.value
+    op = cond.comparator
+    if op == "is":
+        # "Null-equivalent": Twenty stores '' as the empty value of text columns.
+        empty = value is None or value == ""
+        return empty if target == "NULL" else not empty
+    if value is None:
+        return False  # SQL semantics: no comparison matches NULL
+    try:
+        if op == "eq":
+            return bool(value == target)
+        if op == "neq":
+            return bool(value != target)
+        if op == "gt":
+            return bool(value > target)
+        if op == "gte":
+            return bool(value >= target)
+        if op == "lt":
+            return bool(value < target)
+        if op == "lte":
+            return bool(value <= target)
+    except TypeError:
+        raise bad_request(f"Cannot compare field '{'.'.join(cond.path)}' with "
+                          f"'{cond.raw}'") from None
+    if op == "in":
+        return value in target
+    if op == "containsAny":
+        return isinstance(value, list) and any(t in value for t in target)
+    text = str(value)
+    if op == "startsWith":
+        return text.startswith(str(target))
+    if op == "endsWith":
+        return text.endswith(str(target))
+    if op == "like":
+        return _like(str(target), ignore_case=False)(text)
+    if op == "ilike":
+        return _like(str(target), ignore_case=True)(text)
+    raise bad_request(f"comparator {op} is not supported")

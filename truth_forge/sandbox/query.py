@@ -1,0 +1,172 @@
+"""Find-many query parameters: `limit`, `order_by`, cursors, `depth`, `fields`.
+
+Kept apart from the record service so the paging rules (default 60, max 200, id tie-breaker,
+base64-JSON cursors holding the order values) are in one readable place and can be checked
+against the reference line by line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from truth_forge.sandbox.errors import bad_request, unknown_field
+from truth_forge.sandbox.metadata import COMPOSITE_TYPES, ObjectDef
+
+DEFAULT_LIMIT = 60
+MAX_LIMIT = 200
+DIRECTIONS = ("AscNullsFirst", "AscNullsLast", "DescNullsFirst", "DescNullsLast")
+_ALLOWED = "', '".join(DIRECTIONS)
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    path: tuple[str, ...]
+    direction: str
+
+    @property
+    def descending(self) -> bool:
+        return self.direction.startswith("Desc")
+
+    @property
+    def nulls_first(self) -> bool:
+        return self.direction.endswith("NullsFirst")
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"limit '{raw}' is invalid. Should be an integer") from None
+    if value < 0:
+        raise bad_request(f"limit '{raw}' is invalid. Should be an integer")
+    return min(value, MAX_LIMIT)  # a larger limit is silently lowered
+
+
+def parse_depth(raw: str | None) -> int:
+    if raw is None:
+        return 0
+    if raw not in ("0", "1"):
+        raise bad_request(f"'depth={raw}' parameter invalid. Allowed values are 0, 1")
+    return int(raw)
+
+
+def parse_order_by(raw: str | None, obj: ObjectDef) -> list[OrderItem]:
+    items: list[OrderItem] = []
+    if raw:
+        for part in raw.split(","):
+            if "[" in part and "]" in part:
+                name, rest = part.split("[", 1)
+                direction = rest.replace("]", "")
+                if direction not in DIRECTIONS:
+                    raise bad_request(
+                        f"'order_by' direction '{direction}' invalid. Allowed values are "
+                        f"'{_ALLOWED}'. eg: ?order_by=field_1[AscNullsFirst],"
+                        "field_2[DescNullsLast],field_3")
+            else:
+                name, direction = part, "AscNullsFirst"
+            path = tuple(name.strip().split("."))
+            _check_order_path(path, obj)
+            items.append(OrderItem(path, direction))
+    if not any(item.path == ("id",) for item in items):
+        items.append(OrderItem(("id",), "AscNullsFirst"))  # id is always the tie-breaker
+    return items
+
+
+def _check_order_path(path: tuple[str, ...], obj: ObjectDef) -> None:
+    name = path[0]
+    if name in obj.join_columns() and len(path) == 1:
+        return
+    f = obj.field(name)
+    if f is None:
+        raise unknown_field(obj.name_singular, ".".join(path))
+    if f.type == "RELATION":
+        raise bad_request(f"Cannot order by relation field '{name}'")
+    if f.is_composite:
+        if len(path) != 2 or path[1] not in COMPOSITE_TYPES[f.type]:
+            raise bad_request(f"Cannot order by composite field '{name}' without a subfield. "
+                              f"eg: ?order_by={name}.{next(iter(COMPOSITE_TYPES[f.type]))}")
+    elif len(path) > 1:
+        raise unknown_field(obj.name_singular, ".".join(path))
+
+
+def parse_fields(raw: str | None, obj: ObjectDef) -> list[str] | None:
+    if raw is None or raw == "":
+        return None
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    joins = obj.join_columns()
+    for name in names:
+        if obj.field(name) is None and name not in joins:
+            raise unknown_field(obj.name_singular, name)
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Sorting and cursors
+
+
+def _value_at(record: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = record
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _compare_values(a: Any, b: Any) -> int:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return (a > b) - (a < b)
+    sa, sb = str(a), str(b)
+    return (sa > sb) - (sa < sb)
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], order: list[OrderItem]) -> int:
+    for item in order:
+        va, vb = _value_at(a, item.path), _value_at(b, item.path)
+        if va is None and vb is None:
+            continue
+        if va is None or vb is None:
+            a_null_first = item.nulls_first
+            if va is None:
+                return -1 if a_null_first else 1
+            return 1 if a_null_first else -1
+        result = _compare_values(va, vb)
+        if result:
+            return -result if item.descending else result
+    return 0
+
+
+def sort_records(records: list[dict[str, Any]], order: list[OrderItem]) -> list[dict[str, Any]]:
+    return sorted(records, key=functools.cmp_to_key(lambda a, b: compare(a, b, order)))
+
+
+def encode_cursor(record: dict[str, Any], order: list[OrderItem]) -> str:
+    """base64 of a JSON object holding the order_by values plus the id."""
+    payload: dict[str, Any] = {}
+    for item in order:
+        target = payload
+        for key in item.path[:-1]:
+            target = target.setdefault(key, {})
+        target[item.path[-1]] = _value_at(record, item.path)
+    return base64.b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+
+
+def decode_cursor(cursor: str, order: list[OrderItem]) -> dict[str, Any]:
+    try:
+        payload = json.loads(base64.b64decode(cursor.encode(), validate=False).decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad_request(f"Invalid cursor: {cursor}") from None
+    if not isinstance(payload, dict) or "id" not in payload:
+        raise bad_request(f"Invalid cursor: {cursor}")
+    for item in order:
+        holder: Any = payload
+        for key in item.path[:-1]:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or item.path[-1] not in holder:
+            raise bad_request(f"Invalid cursor: {cursor} does not match order_by")
+    return payload

@@ -1,0 +1,99 @@
+"""Twenty's API rate limit: one token bucket per workspace, shared by every API key.
+
+Defaults mirror the self-hosted config (100 tokens, refilled continuously over 60 000 ms). The
+429 comes in two dialects: the legacy ThrottlerException body with no headers (the default), or
+the "API rate limits v2" body with `Retry-After` and `X-RateLimit-*` headers.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Callable, Literal
+
+from truth_forge.sandbox.errors import ApiError
+
+Style = Literal["legacy", "v2"]
+
+
+class TokenBucket:
+    def __init__(self, capacity: int, refill_per_s: float,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = capacity
+        self.refill_per_s = refill_per_s
+        self._monotonic = monotonic
+        self._tokens = float(capacity)
+        self._stamp = monotonic()
+
+    def _refill(self) -> None:
+        now = self._monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.refill_per_s)
+        self._stamp = now
+
+    def try_take(self) -> tuple[bool, int, float]:
+        """(allowed, tokens left, seconds until the next token)."""
+        self._refill()
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True, int(self._tokens), 0.0
+        wait = (1 - self._tokens) / self.refill_per_s if self.refill_per_s > 0 else math.inf
+        return False, 0, wait
+
+
+class RateLimiter:
+    def __init__(self, per_window: int | None, window_ms: int, burst: int | None,
+                 style: Style) -> None:
+        self._lock = threading.Lock()
+        self.configure(per_window, window_ms, burst, style)
+
+    def configure(self, per_window: int | None, window_ms: int, burst: int | None,
+                  style: Style) -> None:
+        with self._lock:
+            self.per_window = per_window
+            self.window_ms = window_ms
+            self.style: Style = style
+            self._bucket = None if per_window is None else TokenBucket(
+                burst or per_window, per_window / (window_ms / 1000))
+
+    def reset(self) -> None:
+        self.configure(self.per_window, self.window_ms,
+                       self._bucket.capacity if self._bucket else None, self.style)
+
+    def check(self, api_key_id: str) -> None:
+        """Take one token or raise the 429 Twenty would send."""
+        with self._lock:
+            if self._bucket is None:
+                return
+            allowed, _, wait = self._bucket.try_take()
+        if not allowed:
+            raise self.too_many_requests(api_key_id, wait)
+
+    def too_many_requests(self, api_key_id: str, wait_s: float) -> ApiError:
+        limit = self.per_window or 0
+        if self.style == "legacy":
+            return ApiError(429, "TooManyRequestsException",
+                            f"Limit reached ({limit} tokens per {self.window_ms} ms)")
+        retry_after = max(1, math.ceil(wait_s)) if math.isfinite(wait_s) else 60
+        period_s = max(1, self.window_ms // 1000)
+        body = {
+            "statusCode": 429,
+            "error": "RATE_LIMITED",
+            "messages": [f"Rate limit exceeded for apiKey: {limit} requests per {period_s}s."],
+            "limitKind": "speed",
+            "exhaustedKind": "limit",
+            "scope": {"spenderType": "apiKey", "spenderId": api_key_id,
+                      "operationType": "API_REQUEST"},
+            "limit": limit,
+            "remaining": 0,
+            "periodCount": period_s,
+            "periodUnit": "second",
+            "retryAfterSeconds": retry_after,
+        }
+        headers = {
+            "Retry-After": str(retry_after),
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(math.ceil(time.time() + retry_after)),
+        }
+        return ApiError(429, "RATE_LIMITED", body["messages"], body=body, headers=headers)
