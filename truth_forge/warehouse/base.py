@@ -130,10 +130,11 @@ class Warehouse(ABC):
     def ensure_tables(self) -> None:
         """Create missing tables; check that existing (possibly user-owned) ones have our columns."""
         existing = self._existing_columns()
+        missing_tables: list[str] = []
         for table in TABLES.values():
             physical = self.tables[table.name]
             if physical not in existing:
-                self._run(table.ddl("{" + table.name + "}"), ())
+                missing_tables.append(table.ddl("{" + table.name + "}"))
                 continue
             missing = [c for c in table.column_names if c.lower() not in existing[physical]]
             if missing:
@@ -141,6 +142,13 @@ class Warehouse(ABC):
                     f"table {physical!r} (used as {table.name!r}) lacks columns {missing}; "
                     "add them, or map the name to another table in warehouse_tables"
                 )
+        if missing_tables:
+            self._run_ddl(missing_tables)
+
+    def _run_ddl(self, statements: Sequence[str]) -> None:
+        """Run parameter-free DDL statements (an engine may send them as one script)."""
+        for statement in statements:
+            self._run(statement, ())
 
     def count_rows(self, table: str) -> int:
         """Rows in a table, by logical name (e.g. 'contacts')."""

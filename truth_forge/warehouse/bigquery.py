@@ -105,23 +105,25 @@ class BigQueryWarehouse(Warehouse):
                 params.append(bigquery.ArrayQueryParameter(b.name, struct_type, values))
         return bigquery.QueryJobConfig(query_parameters=params)
 
-    def _query(self, sql: str, binds: Sequence[Bind]) -> bigquery.QueryJob:
-        return self.client.query(sql, job_config=self._job_config(sql, binds), location=self.location)
+    def _query(self, sql: str, binds: Sequence[Bind], page_size: int | None = None) -> Any:
+        # query_and_wait: the jobs.query API, fewer round trips than insert-job-then-poll.
+        return self.client.query_and_wait(
+            sql, job_config=self._job_config(sql, binds), location=self.location, page_size=page_size
+        )
 
     def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
         sql = self._render(template, binds)
         try:
-            job = self._query(sql, binds)
-            result = job.result()
+            result = self._query(sql, binds)
             rows = [dict(r.items()) for r in result] if fetch else []
         except gexc.GoogleAPICallError as exc:
             raise WarehouseQueryError(f"BigQuery failed: {exc}\n-- statement:\n{sql}") from exc
-        return rows, job.num_dml_affected_rows
+        return rows, result.num_dml_affected_rows
 
     def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Iterator[list[dict[str, Any]]]:
         sql = self._render(template, binds)
         try:
-            result = self._query(sql, binds).result(page_size=batch_size)
+            result = self._query(sql, binds, page_size=batch_size)
             # Pages are fetched one at a time from the query's result table, so memory stays at one page.
             for page in result.pages:
                 batch = [dict(r.items()) for r in page]
@@ -129,6 +131,10 @@ class BigQueryWarehouse(Warehouse):
                     yield batch
         except gexc.GoogleAPICallError as exc:
             raise WarehouseQueryError(f"BigQuery failed: {exc}\n-- statement:\n{sql}") from exc
+
+    def _run_ddl(self, statements: Sequence[str]) -> None:
+        # One script job instead of one job per table: each BigQuery job costs a round trip or more.
+        self._run(";\n".join(statements) + ";", ())
 
     def _atomic(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
