@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test test-fast bench clean bqemu
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,16 @@ venv: $(STAMP)
 demo: venv
 	$(VENV)/bin/truth-forge demo
 
-test: venv
+# The BigQuery emulator's own venv (pins that clash with the project venv), used by the tests.
+BQEMU_STAMP := .venv-bqemu/.installed-stamp
+
+$(BQEMU_STAMP): scripts/install-bqemulator.sh requirements/bqemulator.txt
+	PYTHON=$(PYTHON) bash scripts/install-bqemulator.sh
+	@touch $(BQEMU_STAMP)
+
+bqemu: $(BQEMU_STAMP)
+
+test: venv bqemu
 	$(PY) -m pytest
 
 # Everything except the BigQuery-emulator contract tests.
