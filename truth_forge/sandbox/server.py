@@ -147,7 +147,12 @@ class SandboxServer:
         return self.runtime.dispatcher.deliveries()
 
     def wait_for_deliveries(self, count: int, timeout: float = 5.0) -> list[WebhookDelivery]:
+        """Block until `count` delivery outcomes exist (or `timeout`); returns them all."""
         return self.runtime.dispatcher.wait_for(count, timeout)
+
+    def wait_webhooks_idle(self, timeout: float = 10.0) -> bool:
+        """Block until no delivery is queued or in flight; False on timeout."""
+        return self.runtime.dispatcher.wait_idle(timeout)
 
 
 def serve_forever(config: SandboxConfig, *, ready_message: str | None = None) -> None:

@@ -1,0 +1,88 @@
+"""Rate limiting: a per-workspace token bucket, legacy and v2 429s (reference §6)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from truth_forge.sandbox import SandboxConfig, SandboxServer
+
+
+def test_legacy_429_body_and_no_headers(sandbox: SandboxServer,
+                                        sandbox_client: httpx.Client) -> None:
+    sandbox.set_rate_limit(100)
+    statuses = [sandbox_client.get("/rest/people").status_code for _ in range(101)]
+    assert statuses[:100] == [200] * 100 and statuses[100] == 429
+    response = sandbox_client.get("/rest/people")
+    assert response.json() == {"statusCode": 429, "error": "TooManyRequestsException",
+                               "messages": ["Limit reached (100 tokens per 60000 ms)"]}
+    assert "retry-after" not in response.headers
+    assert not any(h.lower().startswith("x-ratelimit") for h in response.headers)
+
+
+def test_v2_429_headers_and_body(sandbox: SandboxServer, sandbox_client: httpx.Client) -> None:
+    sandbox.set_rate_limit(3, window_ms=60_000, style="v2")
+    for _ in range(3):
+        assert sandbox_client.get("/rest/people").status_code == 200
+    before = time.time()
+    response = sandbox_client.get("/rest/people")
+    assert response.status_code == 429
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= 20  # one token comes back every 20 s
+    assert response.headers["X-RateLimit-Limit"] == "3"
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert int(response.headers["X-RateLimit-Reset"]) >= int(before) + retry_after
+    body = response.json()
+    assert body["error"] == "RATE_LIMITED" and body["statusCode"] == 429
+    assert body["messages"] == ["Rate limit exceeded for apiKey: 3 requests per 60s."]
+    assert body["retryAfterSeconds"] == retry_after
+    assert (body["limit"], body["remaining"], body["periodUnit"]) == (3, 0, "second")
+    assert sandbox.api_key not in response.text
+
+
+def test_bucket_refills_continuously(sandbox: SandboxServer,
+                                     sandbox_client: httpx.Client) -> None:
+    sandbox.set_rate_limit(2, window_ms=400)  # one token per 200 ms
+    assert [sandbox_client.get("/rest/people").status_code for _ in range(3)] == [200, 200, 429]
+    deadline = time.monotonic() + 2
+    while sandbox_client.get("/rest/people").status_code == 429:
+        assert time.monotonic() < deadline, "bucket never refilled"
+        time.sleep(0.05)
+
+
+def test_burst_can_differ_from_the_rate(sandbox: SandboxServer,
+                                        sandbox_client: httpx.Client) -> None:
+    sandbox.set_rate_limit(100, burst=5)
+    statuses = [sandbox_client.get("/rest/people").status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+
+
+def test_bucket_is_shared_by_every_key_of_the_workspace(sandbox: SandboxServer) -> None:
+    sandbox.set_rate_limit(2)
+    first, second = sandbox.config.api_keys[:2]
+    for key in (first, second):
+        response = httpx.get(f"{sandbox.base_url}/rest/people",
+                             headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200
+    third = httpx.get(f"{sandbox.base_url}/rest/people",
+                      headers={"Authorization": f"Bearer {second}"})
+    assert third.status_code == 429
+
+
+def test_metadata_and_unauthenticated_requests_spend_no_tokens(
+        sandbox: SandboxServer, sandbox_client: httpx.Client) -> None:
+    sandbox.set_rate_limit(1)
+    for _ in range(3):
+        assert sandbox_client.get("/rest/metadata/objects").status_code == 200
+        assert httpx.get(f"{sandbox.base_url}/rest/people").status_code == 403
+    assert sandbox_client.get("/rest/people").status_code == 200
+    assert sandbox_client.get("/rest/people").status_code == 429
+
+
+def test_default_config_limits_at_100_and_can_be_disabled() -> None:
+    assert SandboxConfig().rate_limit_per_minute == 100
+    with SandboxServer(SandboxConfig(api_keys=["k"], rate_limit_per_minute=None)) as server:
+        with httpx.Client(base_url=server.base_url,
+                          headers={"Authorization": "Bearer k"}) as client:
+            assert all(client.get("/rest/people").status_code == 200 for _ in range(120))
