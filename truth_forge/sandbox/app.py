@@ -129,12 +129,27 @@ class SandboxASGI:
     async def _api_request(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         started = time.perf_counter()
         status: list[int] = []
-        fault: str | None = None
+        fault: list[str] = []
+        logged = False
         scope.setdefault("state", {})
+
+        def log_once() -> None:
+            nonlocal logged
+            if logged:
+                return
+            logged = True
+            self.rt.request_log.add(
+                scope["method"], path, scope.get("query_string", b"").decode("latin-1"),
+                status[0] if status else None, scope["state"].get("batch_size"),
+                (time.perf_counter() - started) * 1000, fault[0] if fault else None)
 
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Log before the last byte leaves: a client that reads the log right after
+                # its response must already find the entry there.
+                log_once()
             await send(message)
 
         decision = self.rt.faults.decide(path)
@@ -142,11 +157,12 @@ class SandboxASGI:
             if decision.latency_s:
                 await asyncio.sleep(decision.latency_s)
             if decision.action == "drop":
-                fault = "drop"
+                fault.append("drop")
+                log_once()
                 await self._drop(send)
                 return
             if decision.action == "error":
-                fault = "error"
+                fault.append("error")
                 body = {"statusCode": decision.status, "error": "InternalServerErrorException",
                         "messages": ["Injected fault: internal server error"]}
                 await JSONResponse(body, status_code=decision.status or 500)(scope, receive,
@@ -155,7 +171,7 @@ class SandboxASGI:
             try:
                 key = api_key_from(scope, self.rt.config.api_keys)
                 if decision.action == "rate_limit":
-                    fault = "rate_limit"
+                    fault.append("rate_limit")
                     raise self.rt.rate_limiter.too_many_requests(_key_id(key), 60.0)
                 if not path.startswith(_METADATA_PREFIXES):
                     # Twenty throttles record queries (common query runner), per workspace.
@@ -165,10 +181,7 @@ class SandboxASGI:
                 return
             await self.inner(scope, receive, capture)
         finally:
-            query = scope.get("query_string", b"").decode("latin-1")
-            self.rt.request_log.add(
-                scope["method"], path, query, status[0] if status else None,
-                scope["state"].get("batch_size"), (time.perf_counter() - started) * 1000, fault)
+            log_once()  # responses that never completed are logged too
 
     @staticmethod
     async def _drop(send: Send) -> None:

@@ -159,6 +159,8 @@ def serve_forever(config: SandboxConfig, *, ready_message: str | None = None) ->
     """Run in the foreground until interrupted (the CLI path)."""
     runtime = SandboxRuntime(config)
     sock = _bind(config.host, config.port)
+    # Listen before announcing: connections made right after the message wait in the backlog.
+    sock.listen(2048)
     try:
         if ready_message:
             print(ready_message.format(port=sock.getsockname()[1]), flush=True)

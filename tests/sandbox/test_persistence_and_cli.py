@@ -1,0 +1,112 @@
+"""SQLite persistence across restarts, and the sandbox as a subprocess (`python -m`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.sandbox.util import create_field, create_person, person
+from truth_forge.sandbox import SandboxConfig, SandboxServer
+
+
+def _config(db: Path) -> SandboxConfig:
+    return SandboxConfig(api_keys=["k"], rate_limit_per_minute=None, db_path=str(db))
+
+
+def _client(server: SandboxServer) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, headers={"Authorization": "Bearer k"})
+
+
+def test_sqlite_keeps_records_fields_webhooks_across_restarts(tmp_path: Path) -> None:
+    db = tmp_path / "sandbox.sqlite"
+    with SandboxServer(_config(db)) as server, _client(server) as client:
+        assert create_field(client, "person", type="TEXT", name="contactId", label="Contact",
+                            isUnique=True).status_code == 201
+        ada = create_person(client, first="Ada", email="ada@example.com", contactId="C-1")
+        gone = create_person(client, first="Gone")
+        client.delete(f"/rest/people/{gone['id']}", params={"soft_delete": "true"})
+        hook = client.post("/rest/metadata/webhooks",
+                           json={"targetUrl": "http://127.0.0.1:9/x"}).json()
+        last_stamp = client.patch(f"/rest/people/{ada['id']}", json={"city": "Paris"}).json()[
+            "data"]["updatePerson"]["updatedAt"]
+        objects_before = client.get("/rest/metadata/objects").json()
+    with SandboxServer(_config(db)) as server, _client(server) as client:
+        again = client.get(f"/rest/people/{ada['id']}").json()["data"]["person"]
+        assert again["city"] == "Paris" and again["contactId"] == "C-1"
+        assert again["updatedAt"] == last_stamp
+        assert client.get("/rest/people", params={"filter": "deletedAt[is]:NOT_NULL"}).json()[
+            "data"]["people"][0]["id"] == gone["id"]
+        assert client.get("/rest/metadata/objects").json() == objects_before  # same ids
+        assert client.get(f"/rest/metadata/webhooks/{hook['id']}").json()["secret"] == \
+            hook["secret"]
+        # The unique index and the clock come back too.
+        assert client.post("/rest/people", json=person("Eve", contactId="C-1")).status_code == 400
+        newer = client.patch(f"/rest/people/{ada['id']}", json={"city": "Lyon"}).json()
+        assert newer["data"]["updatePerson"]["updatedAt"] > last_stamp
+        server.reset()
+    with SandboxServer(_config(db)) as server, _client(server) as client:
+        assert client.get("/rest/people").json()["totalCount"] == 0  # reset reached the file
+
+
+def test_a_failed_batch_is_not_persisted(tmp_path: Path) -> None:
+    db = tmp_path / "sandbox.sqlite"
+    with SandboxServer(_config(db)) as server, _client(server) as client:
+        response = client.post("/rest/batch/people", json=[person("A"), {"bogus": True}])
+        assert response.status_code == 400
+    with SandboxServer(_config(db)) as server, _client(server) as client:
+        assert client.get("/rest/people").json()["totalCount"] == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_python_dash_m_starts_a_server_and_prints_the_key() -> None:
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "truth_forge.sandbox", "--port", str(port), "--api-key", "cli-key"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 20
+        while not any("TWENTY_API_KEY" in line for line in lines):
+            assert time.monotonic() < deadline, f"no key printed: {lines}"
+            line = proc.stdout.readline()
+            assert line, f"sandbox exited early: {lines}"
+            lines.append(line)
+        text = "".join(lines)
+        assert "export TWENTY_API_KEY=cli-key" in text
+        url = re.search(r"export TWENTY_BASE_URL=(\S+)", text)
+        assert url and url.group(1) == f"http://127.0.0.1:{port}"
+        for _ in range(200):  # the key is printed just before uvicorn starts listening
+            try:
+                response = httpx.get(f"{url.group(1)}/rest/people",
+                                     headers={"Authorization": "Bearer cli-key"})
+                break
+            except httpx.ConnectError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("server never accepted a connection")
+        assert response.status_code == 200 and response.json()["totalCount"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_non_loopback_hosts_are_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="loopback"):
+        SandboxConfig(host="0.0.0.0")
