@@ -46,6 +46,8 @@ def _print_schema_report(report: dict[str, Any]) -> None:
         typer.echo("created: " + ", ".join(report["created"]))
     for field, values in (report.get("options_added") or {}).items():
         typer.echo(f"options added to {field}: {', '.join(values)}")
+    for problem in report.get("errors") or []:
+        typer.echo(f"refused     {problem['field']}: {problem['error']}")
     typer.echo("complete" if report["all_complete"] else "INCOMPLETE")
 
 

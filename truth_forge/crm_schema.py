@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import tomllib
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +42,14 @@ RESERVED_FIELD_NAMES = frozenset(
     objects index relation relations aggregate connect create disconnect search searches""".split()
 )
 OPTION_COLORS = ("blue", "green", "orange", "purple", "red", "turquoise", "yellow", "pink", "sky", "gray")
+
+
+def lodash_camel_case(name: str) -> str:
+    """What lodash's camelCase makes of `name`; Twenty accepts a field name only if it is unchanged by it."""
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", name)
+    if not words:
+        return ""
+    return words[0].lower() + "".join(w[:1].upper() + w[1:].lower() for w in words[1:])
 
 
 def to_option_value(value: Any) -> str | None:
@@ -87,6 +96,8 @@ class FieldSpec(BaseModel):
     def _twenty_name(cls, name: str) -> str:
         if not FIELD_NAME_RE.fullmatch(name):
             raise ValueError(f"field name {name!r} must be camelCase: a lower-case letter, then letters/digits")
+        if lodash_camel_case(name) != name:
+            raise ValueError(f"field name {name!r} must be written {lodash_camel_case(name)!r} (Twenty's camelCase rule)")
         if name in RESERVED_FIELD_NAMES:
             raise ValueError(f"field name {name!r} is reserved by Twenty")
         return name
@@ -116,9 +127,10 @@ class FieldSpec(BaseModel):
 
 
 def _option_payloads(options: Iterable[SelectOption], start: int) -> list[dict[str, Any]]:
+    # Ids are ours to give: some Twenty versions require one on every option sent.
     return [
-        {"value": o.value, "label": o.label, "color": OPTION_COLORS[(start + i) % len(OPTION_COLORS)],
-         "position": start + i}
+        {"id": str(uuid.uuid4()), "value": o.value, "label": o.label,
+         "color": OPTION_COLORS[(start + i) % len(OPTION_COLORS)], "position": start + i}
         for i, o in enumerate(options)
     ]
 
@@ -300,6 +312,7 @@ def setup_schema(client: TwentyClient, schema: CrmSchema) -> dict[str, Any]:
     created: list[str] = []
     options_added: dict[str, list[str]] = {}
     raced: list[str] = []
+    errors: list[dict[str, Any]] = []
     for obj in ("person", "company"):
         target = _require_object(objects, obj)
         fields = {f.get("name"): f for f in target.get("fields") or []}
@@ -313,7 +326,9 @@ def setup_schema(client: TwentyClient, schema: CrmSchema) -> dict[str, Any]:
                     if exc.status == 409 or any(h in str(exc) for h in _ALREADY_EXISTS_HINTS):
                         raced.append(f"{obj}.{spec.name}")  # made by someone else meanwhile: re-read below
                     else:
-                        raise
+                        # Keep going: one refused field should not hide what happens to the others.
+                        errors.append({"field": f"{obj}.{spec.name}", "error": str(exc)})
+                        log.error("Twenty refused to create %s.%s: %s", obj, spec.name, exc)
                 continue
             if found.get("type") == spec.type and spec.options:
                 have = found.get("options") or []
@@ -321,10 +336,14 @@ def setup_schema(client: TwentyClient, schema: CrmSchema) -> dict[str, Any]:
                 new = [o for o in spec.options if o.value not in have_values]
                 if new:
                     start = max((o.get("position", -1) for o in have), default=-1) + 1
-                    client.metadata.update_field(found["id"], {"options": [*have, *_option_payloads(new, start)]})
-                    options_added[f"{obj}.{spec.name}"] = [o.value for o in new]
+                    try:
+                        client.metadata.update_field(found["id"], {"options": [*have, *_option_payloads(new, start)]})
+                        options_added[f"{obj}.{spec.name}"] = [o.value for o in new]
+                    except TwentyRecordRejected as exc:
+                        errors.append({"field": f"{obj}.{spec.name}", "error": str(exc)})
+                        log.error("Twenty refused new options for %s.%s: %s", obj, spec.name, exc)
     if created or raced:
         log.info("Created %d custom fields in Twenty: %s", len(created), ", ".join(created) or "-")
     verification = verify_schema(client, schema)
     return {"created": created, "options_added": options_added, "already_existed_on_create": raced,
-            **verification}
+            "errors": errors, **verification, "all_complete": verification["all_complete"] and not errors}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import date, datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from truth_forge.crm_schema import CrmSchema, FieldSpec, to_option_value
@@ -32,6 +34,13 @@ def to_twenty_value(spec: FieldSpec, value: Any) -> Any:
         return [to_option_value(v) for v in value]
     if spec.type == "TEXT":
         return shapes.text_value(value) if isinstance(value, (dict, list)) else str(value)
+    if spec.type == "DATE_TIME" and isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return aware.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    if spec.type == "DATE" and isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):  # warehouses return NUMERIC as Decimal, which JSON cannot carry
+        return float(value)
     return value
 
 
@@ -58,7 +67,8 @@ def contact_to_person(
                                       default_region=default_region),
         **_custom_fields(schema, "person", row),
     }
-    if "business_id" in row:
+    if company_crm_id is not None:
+        # Only a known company is linked; an unknown one is left alone rather than unlinked.
         body["companyId"] = company_crm_id
     return body
 

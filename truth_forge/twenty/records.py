@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from truth_forge.twenty.errors import (
-    NextStep,
+    TwentyConfigError,
     TwentyError,
     TwentyNotFound,
     TwentyProtocolError,
@@ -170,65 +170,53 @@ class RecordsApi:
         return _data(body, "POST", path)
 
     def create_many(
-        self, plural: str, records: Sequence[dict[str, Any]], *, upsert: bool = False
+        self,
+        plural: str,
+        records: Sequence[dict[str, Any]],
+        *,
+        upsert: bool = False,
+        match_key: str | None = None,
     ) -> BatchOutcome:
-        """Create (or upsert) records in batches; isolate records Twenty rejects; stop on outages."""
+        """Create (or upsert) records in batches; isolate records Twenty rejects; stop on outages.
+
+        Twenty does not promise to return a batch in input order (it writes updates before inserts
+        and re-reads by id), so results are matched to inputs by `match_key`, a unique field every
+        input carries (`contactId`), or by `id` when every input has one. Without either, results
+        are taken in order. Inputs sharing a key in one call: only the last is sent.
+        """
         outcome = BatchOutcome(results=[None] * len(records))
+        key = match_key or ("id" if records and all(r.get("id") for r in records) else None)
+        to_send = self._drop_duplicate_keys(records, key, outcome)
+        writer = _ChunkWriter(self, plural, records, upsert, key, outcome)
         start = 0
-        while start < len(records):
-            chunk = list(range(start, min(start + self.batch_size, len(records))))
+        while start < len(to_send):
+            chunk = to_send[start : start + self.batch_size]
             try:
-                self._write_chunk(plural, records, chunk, upsert, outcome)
+                writer.write(chunk)
             except TwentyError as exc:
-                if exc.next_step is NextStep.SKIP_RECORD:
-                    raise  # _write_chunk handles these itself; reaching here is a bug
-                outcome.aborted, outcome.aborted_at = exc, start
-                log.warning("Batch write to %s stopped at record %d: %s", plural, start, exc)
+                outcome.aborted, outcome.aborted_at = exc, chunk[0]
+                log.warning("Batch write to %s stopped at record %d: %s", plural, chunk[0], exc)
                 return outcome
             start += len(chunk)
         return outcome
 
-    def _write_chunk(
-        self,
-        plural: str,
-        records: Sequence[dict[str, Any]],
-        indexes: list[int],
-        upsert: bool,
-        outcome: BatchOutcome,
-    ) -> None:
-        path = f"/rest/batch/{plural}"
-        params = {"upsert": "true"} if upsert else None
-        try:
-            outcome.requests += 1
-            body = self.transport.request(
-                "POST", path, params=params, json_body=[records[i] for i in indexes], idempotent=upsert
-            )
-        except TwentyRecordRejected as exc:
-            smaller = self._learn_max_batch(exc)
-            if smaller is not None and smaller < len(indexes):
-                for part_start in range(0, len(indexes), smaller):
-                    self._write_chunk(plural, records, indexes[part_start : part_start + smaller], upsert, outcome)
-                return
-            if len(indexes) == 1:
-                outcome.failures.append(RecordFailure(indexes[0], records[indexes[0]], exc))
-                return
-            # One bad record fails the whole batch: split it to find the bad ones and save the rest.
-            middle = len(indexes) // 2
-            self._write_chunk(plural, records, indexes[:middle], upsert, outcome)
-            self._write_chunk(plural, records, indexes[middle:], upsert, outcome)
-            return
-        created = _data(body, "POST", path)
-        if not isinstance(created, list) or len(created) != len(indexes):
-            raise TwentyProtocolError(
-                f"Twenty returned {len(created) if isinstance(created, list) else 'no list of'} records "
-                f"for a batch of {len(indexes)}",
-                method="POST",
-                path=path,
-            )
-        for i, record in zip(indexes, created):
-            outcome.results[i] = record
+    @staticmethod
+    def _drop_duplicate_keys(records: Sequence[dict[str, Any]], key: str | None, outcome: BatchOutcome) -> list[int]:
+        if key is None:
+            return list(range(len(records)))
+        last_for_key = {str(r.get(key)): i for i, r in enumerate(records)}
+        kept = []
+        for i, record in enumerate(records):
+            if last_for_key[str(record.get(key))] == i:
+                kept.append(i)
+            else:
+                outcome.failures.append(RecordFailure(i, record, TwentyRecordRejected(
+                    f"Another record later in the same write has {key}={record.get(key)!r}; only the last is sent"
+                )))
+        return kept
 
-    def _learn_max_batch(self, exc: TwentyRecordRejected) -> int | None:
+    def learn_max_batch(self, exc: TwentyRecordRejected) -> int | None:
+        """Twenty named its batch limit in the error: remember it, and say it."""
         for message in exc.messages:
             match = _MAX_RECORDS_RE.search(message)
             if match:
@@ -268,3 +256,76 @@ class RecordsApi:
             return result
         self._restore_path_style = "new"
         return result
+
+
+# A request-wide problem (a field missing in the workspace, say) rejects every record alike; after
+# this many single-record rejections with one reason and no success, the write stops instead of
+# spending two requests per record on finding that out.
+SAME_REASON_LIMIT = 5
+
+
+class _ChunkWriter:
+    """Sends the chunks of one `create_many` call, splitting rejected ones down to the bad records."""
+
+    def __init__(self, api: RecordsApi, plural: str, records: Sequence[dict[str, Any]], upsert: bool,
+                 key: str | None, outcome: BatchOutcome) -> None:
+        self.api, self.records, self.upsert, self.key, self.outcome = api, records, upsert, key, outcome
+        self.path = f"/rest/batch/{plural}"
+        self.last_reason: str | None = None
+        self.same_reason_count = 0
+        self.any_success = False
+
+    def write(self, indexes: list[int]) -> None:
+        params = {"upsert": "true"} if self.upsert else None
+        try:
+            self.outcome.requests += 1
+            body = self.api.transport.request("POST", self.path, params=params,
+                                              json_body=[self.records[i] for i in indexes], idempotent=self.upsert)
+        except TwentyRecordRejected as exc:
+            self._split(indexes, exc)
+            return
+        created = _data(body, "POST", self.path)
+        if not isinstance(created, list):
+            raise TwentyProtocolError("Twenty's batch answer holds no list of records", method="POST", path=self.path)
+        self._match(indexes, created)
+
+    def _split(self, indexes: list[int], exc: TwentyRecordRejected) -> None:
+        smaller = self.api.learn_max_batch(exc)
+        if smaller is not None and smaller < len(indexes):
+            for part in range(0, len(indexes), smaller):
+                self.write(indexes[part : part + smaller])
+            return
+        if len(indexes) > 1:
+            # One bad record fails the whole batch: split it to find the bad ones and save the rest.
+            middle = len(indexes) // 2
+            self.write(indexes[:middle])
+            self.write(indexes[middle:])
+            return
+        self.outcome.failures.append(RecordFailure(indexes[0], self.records[indexes[0]], exc))
+        reason = "; ".join(exc.messages) or exc.summary
+        self.same_reason_count = self.same_reason_count + 1 if reason == self.last_reason else 1
+        self.last_reason = reason
+        if not self.any_success and self.same_reason_count >= SAME_REASON_LIMIT:
+            raise TwentyConfigError(
+                f"Twenty rejects every record for the same reason ({reason}); this looks like a setup "
+                "problem (has `truth-forge setup` run on this workspace?)",
+                status=exc.status, method="POST", path=self.path, messages=exc.messages,
+            )
+
+    def _match(self, indexes: list[int], created: list[Any]) -> None:
+        if self.key is None:
+            if len(created) != len(indexes):
+                raise TwentyProtocolError(f"Twenty returned {len(created)} records for a batch of {len(indexes)}",
+                                          method="POST", path=self.path)
+            pairs = list(zip(indexes, created))
+        else:
+            by_key = {str(r.get(self.key)): r for r in created if isinstance(r, dict)}
+            pairs = [(i, by_key.get(str(self.records[i].get(self.key)))) for i in indexes]
+        for i, record in pairs:
+            if record is None:
+                self.outcome.failures.append(RecordFailure(i, self.records[i], TwentyProtocolError(
+                    f"Twenty's answer holds no record with {self.key}={self.records[i].get(self.key)!r}",
+                    method="POST", path=self.path)))
+            else:
+                self.outcome.results[i] = record
+                self.any_success = True

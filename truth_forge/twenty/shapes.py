@@ -66,7 +66,8 @@ def phone_parts(number: str, default_region: str | None = None) -> dict[str, str
     region = phonenumbers.region_code_for_number(parsed) or ""
     return {
         "number": phonenumbers.national_significant_number(parsed),
-        "countryCode": region if region != "ZZ" else "",
+        # Non-geographic numbers (+800 ...) have region "001", which Twenty refuses as a country code.
+        "countryCode": region if re.fullmatch(r"[A-Z]{2}", region) and region != "ZZ" else "",
         "callingCode": f"+{parsed.country_code}",
     }
 
@@ -118,7 +119,8 @@ def text_value(value: Any) -> Any:
 
 
 def custom_fields_to_twenty(custom: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {snake_to_camel(k): text_value(v) for k, v in (custom or {}).items()}
+    """Rename custom fields to Twenty's names; values must already be in Twenty's form."""
+    return {snake_to_camel(k): v for k, v in (custom or {}).items()}
 
 
 def _passthrough(friendly: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,8 +41,8 @@ USER_AGENT = "truth-forge (+https://github.com/truth-forge)"
 class RequestBudget:
     """A token bucket: at most `per_minute` requests a minute, with bursts of up to `burst`.
 
-    Twenty's own limiter is a bucket of 100 tokens refilled at 100 per minute; a client whose bucket is
-    no larger and refills no faster can never be the one that trips it.
+    Twenty's own limiter is a bucket of 100 tokens refilled at 100 per minute, shared by every key of
+    the workspace; a client whose bucket is smaller and refills no faster does not trip it on its own.
     """
 
     def __init__(
@@ -55,8 +55,12 @@ class RequestBudget:
     ) -> None:
         if per_minute <= 0:
             raise ValueError("per_minute must be positive")
+        if burst is not None and burst < 1:
+            raise ValueError("burst must be at least 1 (a bucket of 0 never lets a request through)")
         self.rate = per_minute / 60.0
-        self.capacity = float(burst if burst is not None else max(1, int(per_minute)))
+        # The server's bucket starts counting at each request's arrival, ours at its departure, and the
+        # first request also pays for the connection: keep a 10% margin so we never reach its last token.
+        self.capacity = float(burst if burst is not None else max(1, int(per_minute * 0.9)))
         self._tokens = self.capacity
         self._clock = clock
         self._sleep = sleep
@@ -174,6 +178,10 @@ def error_for_response(response: httpx.Response, method: str, path: str, secret:
     status = response.status_code
     fields = _error_fields(response, secret)
     where = {"method": method, "path": path}
+    if 300 <= status < 400:
+        target = response.headers.get("location", "another address")
+        return TwentyConfigError(f"Twenty's base URL redirects to {target}; configure that URL instead",
+                                 **fields, **where)
     if status in (401, 403):
         return TwentyAuthError("Twenty refused the API key or its permissions", **fields, **where)
     if status == 402:
@@ -182,8 +190,8 @@ def error_for_response(response: httpx.Response, method: str, path: str, secret:
         return TwentyNotFound("Not found in Twenty", **fields, **where)
     if status == 429:
         return TwentyRateLimited("Twenty rate limit still hit after every retry", **fields, **where)
-    if status >= 500:
-        return TwentyTransientError("Twenty server error", **fields, **where)
+    if status >= 500 or status == 408:
+        return TwentyTransientError("Twenty server error or timeout", **fields, **where)
     return TwentyRecordRejected("Twenty rejected the request", **fields, **where)
 
 

@@ -55,7 +55,7 @@ class TwentyCRMClient:
         by_column = self.schema.by_column(obj)
         custom = dict(data.get("customFields") or {})
         converted = {
-            key: to_twenty_value(by_column[key], value) if key in by_column else shapes.text_value(value)
+            key: to_twenty_value(by_column[key], value) if key in by_column else value
             for key, value in custom.items()
         }
         return {**data, "customFields": converted}

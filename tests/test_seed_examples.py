@@ -1,0 +1,73 @@
+"""The seed document's Python examples, run as written against the sandbox.
+
+The examples build their clients with no arguments, so the key and URL come from the environment,
+exactly as a user's would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.seed_examples import seed_example
+from truth_forge.services.sync import TwentyCRMService
+
+
+@pytest.fixture
+def seed_env(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    for name in ("TWENTY_CRM_API_KEY", "GOOGLE_CLOUD_PROJECT", "GCP_PROJECT", "TRUTH_FORGE_GCP_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TWENTY_API_KEY", sandbox.api_key)
+    monkeypatch.setenv("TWENTY_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE", "100000")
+    return sandbox
+
+
+def run_example(heading: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {}
+    exec(compile(seed_example(heading), f"<seed: {heading}>", "exec"), namespace)
+    return namespace
+
+
+def test_verify_setup_example_reports_incomplete_on_an_empty_workspace(seed_env: Any, capsys: Any) -> None:
+    namespace = run_example("Step 3: Verify Setup")
+    result = namespace["result"]
+    assert result["all_complete"] is False
+    assert "contactId" in result["person"]["missing"]
+    assert "all_complete" in capsys.readouterr().out
+
+
+def test_test_setup_example_passes_after_setup(seed_env: Any) -> None:
+    with pytest.raises(AssertionError, match="Setup incomplete"):
+        run_example("Test Setup")
+    with TwentyCRMService() as service:
+        service.setup_crm()
+    run_example("Test Setup")
+
+
+def test_direct_client_usage_example(seed_env: Any) -> None:
+    with TwentyCRMService() as service:
+        service.setup_crm()
+    namespace = run_example("Direct Client Usage")
+    assert namespace["new_contact"]["name"] == "John Doe"
+    assert namespace["new_contact"]["email"] == "john@example.com"
+    assert namespace["new_contact"]["customFields"]["contact_id"] == "12345"
+    assert namespace["new_contact"]["customFields"]["subcategory_code"] == "B1_BEST_FRIENDS"
+    assert namespace["contact"]["customFields"]["contact_id"] == "67890"
+    assert namespace["contact"]["name"] == "Jane Doe"
+    # The upsert matches on contactId: sending Jane again updates her instead of adding a second Jane.
+    client_cls = namespace["TwentyCRMClient"]
+    with client_cls() as client:
+        again = client.upsert_contact({"name": "Jane Q Doe", "customFields": {"contact_id": "67890"}})
+        assert again["id"] == namespace["contact"]["id"]
+        assert [c["name"] for c in client.list_contacts(limit=10)].count("Jane Q Doe") == 1
+
+
+def test_test_api_connection_example(seed_env: Any, capsys: Any) -> None:
+    with TwentyCRMService() as service:
+        service.setup_crm()
+        for i in range(7):
+            service.client.create_contact({"name": f"P {i}", "email": f"p{i}@example.com"})
+    run_example("Test API Connection")
+    assert "Found 5 contacts" in capsys.readouterr().out

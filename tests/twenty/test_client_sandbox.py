@@ -1,0 +1,140 @@
+"""The Twenty client against the sandbox over real loopback HTTP: shapes, paging, batches, faults."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from truth_forge.twenty import TwentyClient, TwentyRateLimited, TwentyRecordRejected
+from truth_forge.twenty import shapes
+
+
+def client_for(sandbox: Any, **options: Any) -> TwentyClient:
+    options.setdefault("requests_per_minute", 100_000)
+    options.setdefault("timeout", 5.0)
+    return TwentyClient(sandbox.base_url, sandbox.api_key, **options)
+
+
+def person(i: int) -> dict[str, Any]:
+    return shapes.person_to_twenty(
+        {"name": f"Person {i:04d}", "email": f"Person{i}@Example.com", "phone": f"+1415555{i:04d}"}
+    )
+
+
+def batch_posts(sandbox: Any) -> list[Any]:
+    return [e for e in sandbox.request_log if e.method == "POST" and e.path.startswith("/rest/batch/people")]
+
+
+def test_crud_round_trip_in_twenty_shapes(sandbox: Any) -> None:
+    with client_for(sandbox) as client:
+        created = client.records.create("people", person(1))
+        assert created["name"] == {"firstName": "Person", "lastName": "0001"}
+        assert created["emails"]["primaryEmail"] == "person1@example.com"  # Twenty lower-cases emails
+        assert shapes.phones_to_list(created["phones"]) == ["+14155550001"]
+
+        fetched = client.records.get("people", created["id"])
+        assert fetched["id"] == created["id"]
+
+        updated = client.records.update("people", created["id"], {"jobTitle": "Analyst"})
+        assert updated["jobTitle"] == "Analyst"
+
+        client.records.delete("people", created["id"])  # soft
+        assert [p["id"] for p in client.records.iter_records("people")] == []
+        restored = client.records.restore("people", created["id"])
+        assert restored["deletedAt"] is None
+        assert [p["id"] for p in client.records.iter_records("people")] == [created["id"]]
+
+
+def test_paging_follows_cursors_until_has_next_page_is_false(sandbox: Any) -> None:
+    with client_for(sandbox) as client:
+        outcome = client.records.create_many("people", [person(i) for i in range(450)])
+        assert not outcome.failures and outcome.aborted is None
+        before = sandbox.request_count(method="GET", path_prefix="/rest/people")
+        ids = [r["id"] for r in client.records.iter_records("people", page_size=200)]
+        pages = sandbox.request_count(method="GET", path_prefix="/rest/people") - before
+    assert len(ids) == 450 and len(set(ids)) == 450
+    assert pages == 3
+
+
+def test_batches_are_chunked_to_the_batch_size(sandbox: Any) -> None:
+    with client_for(sandbox, batch_size=60) as client:
+        outcome = client.records.create_many("people", [person(i) for i in range(130)])
+    assert len(outcome.succeeded) == 130
+    assert [e.batch_size for e in batch_posts(sandbox)] == [60, 60, 10]
+
+
+def test_one_bad_record_does_not_sink_its_batch(sandbox: Any) -> None:
+    records = [person(i) for i in range(10)]
+    records[6] = {**records[6], "notAField": "x"}
+    with client_for(sandbox) as client:
+        outcome = client.records.create_many("people", records)
+        stored = list(client.records.iter_records("people"))
+    assert len(stored) == 9
+    assert [f.index for f in outcome.failures] == [6]
+    assert isinstance(outcome.failures[0].error, TwentyRecordRejected)
+    assert "notAField" in str(outcome.failures[0].error)
+    assert outcome.results[6] is None and all(outcome.results[i] for i in range(10) if i != 6)
+
+
+def test_upsert_matches_on_a_unique_email_and_does_not_duplicate(sandbox: Any) -> None:
+    with client_for(sandbox) as client:
+        first = client.records.create_many("people", [person(i) for i in range(5)], upsert=True)
+        changed = [{**person(i), "jobTitle": "CTO"} for i in range(5)]
+        second = client.records.create_many("people", changed, upsert=True)
+        stored = list(client.records.iter_records("people"))
+    assert [r["id"] for r in first.succeeded] == [r["id"] for r in second.succeeded]
+    assert len(stored) == 5 and {r["jobTitle"] for r in stored} == {"CTO"}
+
+
+def test_rate_limit_storm_every_call_finishes_and_no_batch_is_sent_twice(sandbox: Any) -> None:
+    sandbox.set_faults(rate_limit_storm=0.5, seed=11)
+    with client_for(sandbox, batch_size=20, max_retries=12) as client:
+        client.transport.retry.base_delay = 0.01
+        client.transport.retry.max_delay = 0.05
+        outcome = client.records.create_many("people", [person(i) for i in range(100)], upsert=True)
+        sandbox.set_faults(seed=0)
+        stored = list(client.records.iter_records("people"))
+    assert outcome.aborted is None and len(outcome.succeeded) == 100
+    assert len(stored) == 100
+    posts = batch_posts(sandbox)
+    assert any(e.status == 429 for e in posts), "the storm should have hit some batches"
+    assert sum(1 for e in posts if 200 <= (e.status or 0) < 300) == 5  # each of the 5 batches landed exactly once
+
+
+def test_flaky_server_upserts_converge_without_duplicates(sandbox: Any) -> None:
+    sandbox.set_faults(error_rate=0.3, drop_rate=0.1, seed=5)
+    with client_for(sandbox, batch_size=10, max_retries=15, timeout=2.0) as client:
+        client.transport.retry.base_delay = 0.01
+        client.transport.retry.max_delay = 0.05
+        outcome = client.records.create_many("people", [person(i) for i in range(60)], upsert=True)
+        sandbox.set_faults(seed=0)
+        stored = list(client.records.iter_records("people"))
+    assert outcome.aborted is None and not outcome.failures
+    assert len(stored) == 60
+    assert len({r["emails"]["primaryEmail"] for r in stored}) == 60
+    successes = [e for e in batch_posts(sandbox) if 200 <= (e.status or 0) < 300]
+    assert len(successes) == 6
+
+
+def test_client_budget_keeps_a_long_run_clear_of_429(sandbox: Any) -> None:
+    # Twenty's limiter scaled up for speed: 120 tokens, refilled at 120 a minute. A client with the
+    # same budget (bursting to 90% of it) sends 118 requests, about 5 s of waiting, and never sees a 429.
+    sandbox.set_rate_limit(120, window_ms=60_000)
+    with client_for(sandbox, requests_per_minute=120, max_retries=0) as client:
+        for _ in range(118):
+            client.records.find_page("people", limit=1)
+        assert client.transport.stats.rate_limited == 0
+        assert client.transport.budget.waited_seconds > 4
+    assert sandbox.request_count() == 118
+    assert all(e.status == 200 for e in sandbox.request_log)
+
+
+def test_without_the_budget_the_same_run_is_throttled(sandbox: Any) -> None:
+    # The control for the test above: the server's limit is real, so the budget is what avoids it.
+    sandbox.set_rate_limit(120, window_ms=60_000)
+    with client_for(sandbox, requests_per_minute=100_000, max_retries=0) as client:
+        with pytest.raises(TwentyRateLimited):
+            for _ in range(130):
+                client.records.find_page("people", limit=1)
