@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from truth_forge.twenty import TwentyClient, TwentyRateLimited, TwentyRecordRejected
+from truth_forge.twenty import TwentyClient, TwentyConfigError, TwentyRateLimited, TwentyRecordRejected
 from truth_forge.twenty import shapes
 
 
@@ -138,3 +138,43 @@ def test_without_the_budget_the_same_run_is_throttled(sandbox: Any) -> None:
         with pytest.raises(TwentyRateLimited):
             for _ in range(130):
                 client.records.find_page("people", limit=1)
+
+
+def with_contact_id(i: int) -> dict[str, Any]:
+    return {**person(i), "contactId": f"C{i}"}
+
+
+def test_batch_results_are_matched_by_external_key(sandbox: Any) -> None:
+    from truth_forge.crm_schema import CrmSchema, setup_schema
+
+    with client_for(sandbox) as client:
+        setup_schema(client, CrmSchema.load())
+        client.records.create_many("people", [with_contact_id(i) for i in range(0, 20, 2)], upsert=True)
+        mixed = [with_contact_id(i) for i in range(20)]  # half updates, half inserts
+        outcome = client.records.create_many("people", mixed, upsert=True, match_key="contactId")
+    assert not outcome.failures
+    assert [r["contactId"] for r in outcome.results] == [f"C{i}" for i in range(20)]
+
+
+def test_inputs_sharing_a_key_send_only_the_last(sandbox: Any) -> None:
+    from truth_forge.crm_schema import CrmSchema, setup_schema
+
+    with client_for(sandbox) as client:
+        setup_schema(client, CrmSchema.load())
+        first, second = with_contact_id(1), {**with_contact_id(2), "contactId": "C1"}
+        outcome = client.records.create_many("people", [first, second], upsert=True, match_key="contactId")
+        stored = list(client.records.iter_records("people"))
+    assert [f.index for f in outcome.failures] == [0]
+    assert "only the last is sent" in str(outcome.failures[0].error)
+    assert [r["emails"]["primaryEmail"] for r in stored] == ["person2@example.com"]
+
+
+def test_a_request_wide_rejection_stops_the_write_early(sandbox: Any) -> None:
+    # contactId does not exist before setup: every record fails alike. Bisecting all 120 would cost
+    # about 240 requests; the write must stop after a handful and say it is a setup problem.
+    with client_for(sandbox) as client:
+        outcome = client.records.create_many("people", [with_contact_id(i) for i in range(120)], upsert=True)
+    assert isinstance(outcome.aborted, TwentyConfigError)
+    assert "truth-forge setup" in str(outcome.aborted) and "contactId" in str(outcome.aborted)
+    assert outcome.requests <= 15
+    assert sandbox.request_count(method="POST") == outcome.requests

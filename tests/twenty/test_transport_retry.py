@@ -14,6 +14,7 @@ import respx
 from truth_forge.twenty.errors import (
     NextStep,
     TwentyAuthError,
+    TwentyConfigError,
     TwentyRateLimited,
     TwentyRecordRejected,
     TwentyTransientError,
@@ -208,3 +209,17 @@ def test_transport_repr_hides_key() -> None:
     transport = Transport(BASE, KEY)
     assert KEY not in repr(transport)
     transport.close()
+
+
+def test_a_redirect_is_a_configuration_error_not_a_rejected_record(clock: FakeClock) -> None:
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.post("/rest/batch/people").mock(
+            return_value=httpx.Response(301, headers={"Location": "https://crm.example.test/new/rest/batch/people"}))
+        with pytest.raises(TwentyConfigError, match="redirects to https://crm.example.test/new"):
+            make_transport(clock).request("POST", "/rest/batch/people", json_body=[])
+    assert route.call_count == 1
+
+
+def test_budget_refuses_an_empty_bucket() -> None:
+    with pytest.raises(ValueError, match="burst"):
+        RequestBudget(per_minute=100, burst=0)
