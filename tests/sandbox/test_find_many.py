@@ -188,6 +188,8 @@ def test_contains_any_on_a_multi_select(sandbox_client: httpx.Client) -> None:
     create_person(sandbox_client, first="C")
     assert _firsts(sandbox_client, "tags[containsAny]:[NEW,QUALIFIED]") == ["A", "B"]
     assert _firsts(sandbox_client, 'tags[containsAny]:["LOST_2024"]') == ["A"]
+    bad = sandbox_client.get("/rest/people", params={"filter": "tags[containsAny]:[WON]"})
+    assert error_of(bad, 400) == 'invalid input value for enum person_tags_enum: "WON"'
 
 
 @pytest.mark.parametrize(("flt", "message"), [

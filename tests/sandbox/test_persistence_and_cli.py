@@ -110,3 +110,21 @@ def test_non_loopback_hosts_are_refused() -> None:
 
     with pytest.raises(ValueError, match="loopback"):
         SandboxConfig(host="0.0.0.0")
+
+
+def test_sandbox_command_registers_as_a_typer_command() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from truth_forge.sandbox.cli import sandbox_command
+
+    app = typer.Typer()
+    app.command("sandbox")(sandbox_command)
+    app.command("noop")(lambda: None)  # two commands, so `sandbox` is a real subcommand
+    result = CliRunner().invoke(app, ["sandbox", "--help"])
+    assert result.exit_code == 0, result.output
+    for option in ("--port", "--host", "--api-key", "--db", "--rate-limit", "--rate-limit-v2",
+                   "--docs-batch-limit", "--legacy-metadata"):
+        assert option in result.output
+    refused = CliRunner().invoke(app, ["sandbox", "--host", "0.0.0.0"])
+    assert refused.exit_code != 0 and "loopback" in refused.output

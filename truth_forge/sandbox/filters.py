@@ -149,7 +149,22 @@ def bind(node: Node, obj: ObjectDef) -> Node:
         return node
     node.leaf_type = _leaf_type(node.path, obj)
     node.value = _cast_value(node, obj)
+    _check_enum_values(node, obj)
     return node
+
+
+def _check_enum_values(cond: Condition, obj: ObjectDef) -> None:
+    """Postgres rejects unknown enum literals: `invalid input value for enum ...` (a 400)."""
+    f = obj.field(cond.path[0])
+    if f is None or f.type not in ("SELECT", "MULTI_SELECT") or cond.comparator == "is":
+        return
+    if cond.comparator in ("like", "ilike", "startsWith", "endsWith"):
+        return
+    values = cond.value if isinstance(cond.value, list) else [cond.value]
+    for value in values:
+        if value not in f.option_values:
+            raise bad_request(f'invalid input value for enum {obj.name_singular}_{f.name}_enum: '
+                              f'"{value}"')
 
 
 def _leaf_type(path: list[str], obj: ObjectDef) -> str:

@@ -63,10 +63,6 @@ class SqlitePersistence:
             self._conn.execute("INSERT OR REPLACE INTO documents (name, data) VALUES (?, ?)",
                                (name, json.dumps(data)))
 
-    def rename_object(self, old: str, new: str) -> None:
-        with self._lock:
-            self._conn.execute("UPDATE records SET object = ? WHERE object = ?", (new, old))
-
     def clear(self) -> None:
         with self._lock:
             self._conn.execute("DELETE FROM records")
