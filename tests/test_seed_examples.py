@@ -71,3 +71,23 @@ def test_test_api_connection_example(seed_env: Any, capsys: Any) -> None:
             service.client.create_contact({"name": f"P {i}", "email": f"p{i}@example.com"})
     run_example("Test API Connection")
     assert "Found 5 contacts" in capsys.readouterr().out
+
+
+def test_initialize_service_example(seed_env: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("TRUTH_FORGE_WAREHOUSE_URL", f"duckdb:///{tmp_path / 'seed.duckdb'}")
+    with TwentyCRMService() as service:
+        service.setup_crm()
+        made = service.client.create_contact({"name": "Ada Lovelace", "email": "ada@example.com",
+                                              "customFields": {"category_code": "b"}})
+    namespace = run_example("Initialize Service")
+    # The example's placeholder id names nobody: reported in sync_errors, not raised.
+    # Its last line, sync_all_from_crm, then brought Ada into the warehouse.
+    result = namespace["result"]
+    assert result["status"] == "succeeded" and result["counts"]["pull_person"]["created"] == 1
+    with TwentyCRMService() as service:
+        single = service.sync_contact_from_crm("crm-contact-id")
+        assert single["success"] is False and "no person" in single["sync_errors"][0]["error_message"]
+        again = service.sync_contact_from_crm(made["id"])
+        assert again["success"] is True and again["counts"]["unchanged"] == 1
+        [row] = service.warehouse.get_rows("person", [again["contact_id"]])
+        assert row["canonical_name"] == "Ada Lovelace" and row["category_code"] == "B"

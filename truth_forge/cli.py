@@ -78,5 +78,17 @@ def verify(as_json: bool = typer.Option(False, "--json", help="Print the report 
     _run_schema_command("verify", as_json)
 
 
+def _register_component_commands() -> None:
+    # Each component keeps its command beside the code it drives; this file only wires them up.
+    from truth_forge.sandbox.cli import sandbox_command
+    from truth_forge.warehouse.cli import sample_data_command
+
+    app.command("sandbox")(sandbox_command)
+    app.command("sample-data")(sample_data_command)
+
+
+_register_component_commands()
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m truth_forge`
     sys.exit(app())

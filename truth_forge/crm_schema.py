@@ -144,9 +144,9 @@ CATEGORY_CODES = _options(
 )
 RELATIONSHIP_CATEGORIES = _options(
     [("FAMILY", "Family"), ("PARTNER", "Partner"), ("FRIEND", "Friend"), ("CLOSE_FRIEND", "Close friend"),
-     ("COLLEAGUE", "Colleague"), ("PROFESSIONAL", "Professional"), ("CLIENT", "Client"),
-     ("ACQUAINTANCE", "Acquaintance"), ("COMMUNITY", "Community"), ("SERVICE_PROVIDER", "Service provider"),
-     ("OTHER", "Other")]
+     ("COLLEAGUE", "Colleague"), ("PROFESSIONAL", "Professional"), ("BUSINESS", "Business"), ("CLIENT", "Client"),
+     ("MENTOR", "Mentor"), ("ACQUAINTANCE", "Acquaintance"), ("COMMUNITY", "Community"), ("SERVICE", "Service"),
+     ("SERVICE_PROVIDER", "Service provider"), ("OTHER", "Other")]
 )
 BUSINESS_TYPES = _options(
     [("SOLE_PROPRIETORSHIP", "Sole proprietorship"), ("PARTNERSHIP", "Partnership"), ("LLC", "LLC"),

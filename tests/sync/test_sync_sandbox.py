@@ -1,0 +1,189 @@
+"""The two-way sync end to end: a real DuckDB file, the sandbox over loopback HTTP, no mocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from truth_forge.crm_schema import CrmSchema, setup_schema
+from truth_forge.sync.runner import run_sync
+from truth_forge.twenty import TwentyClient
+from truth_forge.warehouse import open_warehouse
+from truth_forge.warehouse.sample_data import generate_sample_data
+
+SCHEMA = CrmSchema.load()
+SEED = 6
+WRITES = {"POST", "PATCH", "PUT", "DELETE"}
+
+
+@pytest.fixture
+def client(sandbox: Any) -> Iterator[TwentyClient]:
+    with TwentyClient(sandbox.base_url, sandbox.api_key, requests_per_minute=100_000, timeout=5) as c:
+        setup_schema(c, SCHEMA)
+        yield c
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Any]:
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        wh.ensure_tables()
+        generate_sample_data(wh, 40, 8, seed=7)
+        yield wh
+
+
+def people(client: TwentyClient) -> list[dict[str, Any]]:
+    return list(client.records.iter_records("people"))
+
+
+def record_writes(sandbox: Any) -> list[Any]:
+    return [e for e in sandbox.request_log if e.method in WRITES and not e.path.startswith("/rest/metadata")]
+
+
+def crm(sandbox: Any) -> httpx.Client:
+    """Someone editing in Twenty: plain HTTP, not our client."""
+    return httpx.Client(base_url=sandbox.base_url, headers={"Authorization": f"Bearer {sandbox.api_key}"})
+
+
+def test_first_run_pushes_everything_and_links_companies(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    result = run_sync(store, client, SCHEMA)
+    assert result.status == "succeeded", result.sync_errors
+    assert result.counts["push_person"]["upserted"] == 40 and result.counts["push_company"]["upserted"] == 8
+    crm_people = people(client)
+    assert sorted(int(p["contactId"]) for p in crm_people) == list(range(1, 41))
+    companies = {c["id"]: int(c["businessId"]) for c in client.records.iter_records("companies")}
+    linked = {int(p["contactId"]): companies[p["companyId"]] for p in crm_people if p.get("companyId")}
+    expected = {r["contact_id"]: r["business_id"] for r in store.get_rows("person", range(1, 41)) if r["business_id"]}
+    assert linked == expected and linked
+    run = store.get_run(result.run_id)
+    assert run["status"] == "succeeded" and run["counts"]["requests"] == result.counts["requests"]
+
+
+def test_second_run_writes_nothing(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    sandbox.clear_request_log()
+    result = run_sync(store, client, SCHEMA)
+    assert result.status == "succeeded"
+    assert record_writes(sandbox) == []
+    assert result.counts["push_person"] == {"upserted": 0, "deleted": 0, "failed": 0}
+    assert result.counts["pull_person"]["unchanged"] == 40  # our own writes, recognised as echoes
+
+
+def test_a_warehouse_edit_sends_exactly_that_record(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    store.upsert_contacts([{"contact_id": 5, "category_code": "X", "llm_context": {"note": "moved abroad"}}])
+    sandbox.clear_request_log()
+    run_sync(store, client, SCHEMA)
+    [write] = record_writes(sandbox)
+    assert write.path == "/rest/batch/people" and write.batch_size == 1
+    [five] = [p for p in people(client) if p["contactId"] == "5"]
+    assert five["categoryCode"] == "X" and "moved abroad" in five["llmContext"]
+
+
+def test_an_edit_in_twenty_comes_back_and_is_not_echoed(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    [seven] = [p for p in people(client) if p["contactId"] == "7"]
+    with crm(sandbox) as http:
+        http.patch(f"/rest/people/{seven['id']}", json={
+            "name": {"firstName": "Grace", "lastName": "Hopper"}, "relationshipCategory": "FAMILY",
+            "llmContext": "typed into the CRM by hand"}).raise_for_status()
+    result = run_sync(store, client, SCHEMA)
+    assert result.counts["pull_person"]["updated"] == 1
+    [row] = store.get_rows("person", [7])
+    assert row["canonical_name"] == "Grace Hopper" and row["relationship_category"] == "FAMILY"
+    assert row["llm_context"] != "typed into the CRM by hand"  # computed fields belong to the warehouse
+    # The pulled edit is not pushed back...
+    assert result.counts["push_person"]["upserted"] == 0
+    sandbox.clear_request_log()
+    # ...and the next run is quiet too.
+    run_sync(store, client, SCHEMA)
+    assert record_writes(sandbox) == []
+
+
+def test_a_person_created_in_twenty_gets_a_contact_id(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    with crm(sandbox) as http:
+        made = http.post("/rest/people", json={"name": {"firstName": "New", "lastName": "Person"},
+                                                "emails": {"primaryEmail": "new@example.org"}}).json()
+    new_id = made["data"]["createPerson"]["id"]
+    result = run_sync(store, client, SCHEMA)
+    assert result.counts["pull_person"]["created"] == 1
+    [state] = store.read_sync_state_by_crm_id("person", [new_id]).values()
+    contact_id = int(state["record_key"])
+    assert contact_id > 40
+    [row] = store.get_rows("person", [contact_id])
+    assert row["canonical_name"] == "New Person" and row["primary_email"] == "new@example.org"
+    assert client.records.get("people", new_id)["contactId"] == str(contact_id)
+    run_sync(store, client, SCHEMA)
+    assert store.count_rows("contacts") == 41 and len(people(client)) == 41
+
+
+def test_deletions_travel_both_ways(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    [three] = [p for p in people(client) if p["contactId"] == "3"]
+    with crm(sandbox) as http:
+        http.delete(f"/rest/people/{three['id']}", params={"soft_delete": "true"}).raise_for_status()
+    store.soft_delete("person", [4])
+    result = run_sync(store, client, SCHEMA)
+    assert result.counts["pull_person"]["deleted"] == 1 and result.counts["push_person"]["deleted"] == 1
+    assert store.get_rows("person", [3])[0]["deleted_at"] is not None
+    assert {p["contactId"] for p in people(client)} == {str(i) for i in range(1, 41)} - {"3", "4"}
+    sandbox.clear_request_log()
+    run_sync(store, client, SCHEMA)
+    assert record_writes(sandbox) == []
+
+
+def test_a_conflict_is_recorded_and_twenty_wins(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    [nine] = [p for p in people(client) if p["contactId"] == "9"]
+    with crm(sandbox) as http:
+        http.patch(f"/rest/people/{nine['id']}", json={"categoryCode": "A"}).raise_for_status()
+    store.upsert_contacts([{"contact_id": 9, "category_code": "H", "ai_insights": {"score": 3}}])
+    result = run_sync(store, client, SCHEMA)
+    assert result.status == "partial" and result.counts["pull_person"]["conflicts"] == 1
+    [conflict] = [e for e in result.sync_errors if e["operation"] == "conflict"]
+    assert conflict["record_key"] == "9" and conflict["run_id"] == result.run_id
+    assert store.count_rows("crm_sync_errors") == 1
+    # The merged row went out in the same run's push, so the conflict is closed, not left open.
+    assert store.open_errors("person") == []
+    assert store.get_rows("person", [9])[0]["category_code"] == "A"
+    [nine_after] = [p for p in people(client) if p["contactId"] == "9"]
+    assert nine_after["categoryCode"] == "A" and '"score":3' in nine_after["aiInsights"]
+
+
+def test_a_bad_row_is_recorded_and_the_rest_sync(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    store.upsert_contacts([{"contact_id": 2, "primary_phone": "not a phone", "additional_phones": []}])
+    result = run_sync(store, client, SCHEMA)
+    assert result.status == "partial" and result.counts["push_person"]["failed"] == 1
+    [error] = result.sync_errors
+    assert error["record_key"] == "2" and "not a phone" in error["error_message"]
+    assert len(people(client)) == 39
+    assert [e["record_key"] for e in store.open_errors("person")] == ["2"]
+    # Fixed in the warehouse: the next run sends it and closes the error.
+    store.upsert_contacts([{"contact_id": 2, "primary_phone": "+14155550199", "additional_phones": []}])
+    result = run_sync(store, client, SCHEMA)
+    assert result.status == "succeeded" and len(people(client)) == 40
+    assert store.open_errors("person") == []
+
+
+def test_a_run_killed_midway_converges_without_duplicates(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    store.upsert_contacts([{"contact_id": i, "subcategory_code": f"S{i}"} for i in range(1, 41)])
+    client.transport.retry.max_retries = 0
+    client.records.batch_size = 10
+    # A seeded outage on the people batches: some land, then one fails and the run stops there.
+    sandbox.set_faults(error_rate=0.5, error_statuses=(503,), path_prefix="/rest/batch/people", seed=SEED)
+    broken = run_sync(store, client, SCHEMA)
+    assert broken.status == "aborted"
+    landed = sum(1 for p in people(client) if p["subcategoryCode"].startswith("S"))
+    assert 0 < landed < 40, landed
+    assert store.get_run(broken.run_id)["status"] == "aborted"
+    assert any(e["http_status"] == 503 for e in broken.sync_errors)
+    sandbox.clear_faults()
+    healed = run_sync(store, client, SCHEMA)
+    assert healed.status == "succeeded" and healed.counts["push_person"]["upserted"] == 40 - landed
+    crm_people = people(client)
+    assert len(crm_people) == 40 and {p["subcategoryCode"] for p in crm_people} == {f"S{i}" for i in range(1, 41)}

@@ -1,0 +1,57 @@
+"""The two kinds of record the sync moves, and what differs between them (names, keys, mapping)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from truth_forge.crm_schema import CrmSchema
+from truth_forge.sync import mapping
+
+
+@dataclass(frozen=True)
+class SyncedObject:
+    object_type: str  # "person" | "company", as the warehouse's sync state names it
+    plural: str  # Twenty's REST path segment
+    key_column: str  # warehouse key: contact_id / business_id
+    key_field: str  # Twenty's unique external-id field: contactId / businessId
+    editable_from_crm: Callable[[Mapping[str, Any], CrmSchema], dict[str, Any]]
+
+    def crm_hash(self, record: Mapping[str, Any], schema: CrmSchema) -> str:
+        """Hash of the values a person can edit in Twenty: equal hashes mean nothing new to pull."""
+        return mapping.crm_hash(self.editable_from_crm(record, schema))
+
+
+PERSON = SyncedObject("person", "people", "contact_id", "contactId", mapping.person_to_contact)
+COMPANY = SyncedObject("company", "companies", "business_id", "businessId", mapping.company_to_business)
+# Companies go first: a person links to its company by the company's Twenty id.
+SYNC_ORDER = (COMPANY, PERSON)
+
+
+def parse_timestamp(value: Any) -> dt.datetime | None:
+    """Twenty's ISO-8601 timestamps ("...Z") -> aware datetimes."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.datetime):
+        return value
+    parsed = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def format_timestamp(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def write_states(warehouse: Any, states: list[dict[str, Any]]) -> None:
+    """Write sync state rows; one MERGE per set of fields (a failed row leaves its hashes untouched)."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for state in states:
+        groups.setdefault(frozenset(state), []).append(state)
+    for rows in groups.values():
+        warehouse.upsert_sync_state(rows)

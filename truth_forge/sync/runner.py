@@ -1,0 +1,84 @@
+"""One sync run: pull Twenty's edits, push the warehouse's changes, record everything.
+
+Pull goes first so that edits made in Twenty are in the warehouse before the push decides what
+changed (the CRM wins for the fields people edit, by default). Every error becomes a row in
+`crm_sync_errors` and an entry in the result's `sync_errors`; the run itself is a row in
+`crm_sync_runs` with its counts and the requests it spent. Runs are safe to repeat or to kill:
+state is written after every batch and page, and all writes to Twenty are keyed upserts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from truth_forge.crm_schema import CrmSchema
+from truth_forge.reporting import ErrorReporter
+from truth_forge.sync.objects import SYNC_ORDER
+from truth_forge.sync.pull import ConflictPolicy, pull_object
+from truth_forge.sync.push import PushAborted, push_object
+from truth_forge.twenty.client import TwentyClient
+from truth_forge.twenty.errors import TwentyError
+
+log = logging.getLogger(__name__)
+
+Direction = Literal["both", "push", "pull"]
+
+
+@dataclass
+class SyncResult:
+    run_id: str
+    status: str  # "succeeded" | "partial" (some records failed) | "aborted" (stopped early)
+    counts: dict[str, Any]
+    sync_errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "status": self.status, "counts": self.counts,
+                "sync_errors": [{k: (str(v) if k == "occurred_at" else v) for k, v in e.items()}
+                                for e in self.sync_errors]}
+
+
+def run_sync(
+    warehouse: Any,
+    client: TwentyClient,
+    schema: CrmSchema,
+    *,
+    direction: Direction = "both",
+    conflict_policy: ConflictPolicy = "crm_wins",
+    secrets: tuple[str, ...] = (),
+) -> SyncResult:
+    warehouse.ensure_tables()
+    run_id = warehouse.start_run()
+    reporter = ErrorReporter(run_id, secrets)
+    requests_before = client.transport.stats.requests
+    counts: dict[str, Any] = {}
+    aborted = False
+    try:
+        if direction in ("both", "pull"):
+            for obj in SYNC_ORDER:
+                counts[f"pull_{obj.object_type}"] = pull_object(
+                    warehouse, client, schema, obj, reporter, conflict_policy=conflict_policy).as_dict()
+        if direction in ("both", "push"):
+            for obj in SYNC_ORDER:
+                counts[f"push_{obj.object_type}"] = push_object(warehouse, client, schema, obj, reporter).as_dict()
+    except PushAborted as exc:
+        aborted = True
+        reporter.record(object_type=None, operation="push", error=exc.cause)
+    except TwentyError as exc:
+        aborted = True
+        reporter.record(object_type=None, operation="run", error=exc)
+    except BaseException as exc:
+        # Not Twenty's doing (a warehouse failure, a bug, Ctrl-C): close the run as aborted, then re-raise.
+        aborted = True
+        reporter.record(object_type=None, operation="run", error=exc)
+        raise
+    finally:
+        counts["errors"] = reporter.count
+        counts["requests"] = client.transport.stats.requests - requests_before
+        status = "aborted" if aborted else ("partial" if reporter.count else "succeeded")
+        reporter.flush(warehouse)
+        warehouse.finish_run(run_id, status, counts)
+        warehouse.checkpoint()
+    log.info("Sync run %s %s: %s", run_id, status, counts)
+    return SyncResult(run_id, status, counts, list(reporter.sync_errors))
