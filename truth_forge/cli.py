@@ -78,6 +78,55 @@ def verify(as_json: bool = typer.Option(False, "--json", help="Print the report 
     _run_schema_command("verify", as_json)
 
 
+@app.command()
+def sync(
+    direction: str = typer.Option("both", help="both | push (warehouse -> Twenty) | pull (Twenty -> warehouse)"),
+    conflict_policy: str = typer.Option("crm_wins", help="Who wins a field edited on both sides: crm_wins | warehouse_wins"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Run one sync. Exit 0 when every record synced, 1 when some failed, 2 when the run stopped early."""
+    from truth_forge.services.sync import TwentyCRMService
+    from truth_forge.sync.runner import run_sync
+    from truth_forge.warehouse import WarehouseError
+
+    if direction not in ("both", "push", "pull"):
+        fail(f"--direction must be both, push or pull, not {direction!r}", 2)
+    if conflict_policy not in ("crm_wins", "warehouse_wins"):
+        fail(f"--conflict-policy must be crm_wins or warehouse_wins, not {conflict_policy!r}", 2)
+    try:
+        with TwentyCRMService() as service:
+            result = run_sync(service.warehouse, service.client.api, service.schema,
+                              direction=direction, conflict_policy=conflict_policy)  # type: ignore[arg-type]
+    except (TwentyError, WarehouseError, ValueError) as exc:
+        fail(str(exc), 2)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        typer.echo(f"run {result.run_id}: {result.status}")
+        for name, value in result.counts.items():
+            typer.echo(f"  {name}: {value}")
+        for error in result.sync_errors[:20]:
+            typer.echo(f"  error {error['operation']} {error['object_type'] or ''} {error['record_key'] or ''}: "
+                       f"{error['error_message']}")
+        if len(result.sync_errors) > 20:
+            typer.echo(f"  ... {len(result.sync_errors) - 20} more in crm_sync_errors")
+    raise typer.Exit({"succeeded": 0, "partial": 1}.get(result.status, 2))
+
+
+@app.command()
+def demo(
+    workdir: str = typer.Option(".demo", help="Folder for the demo's DuckDB file (emptied first)."),
+    contacts: int = typer.Option(200, min=1, help="Sample contacts to generate."),
+) -> None:
+    """Run the whole loop on the bundled Twenty sandbox and a DuckDB file: setup, sync, edit, sync."""
+    from pathlib import Path
+
+    from truth_forge.demo import run_demo
+
+    figures = run_demo(Path(workdir), contacts=contacts, say=typer.echo)
+    raise typer.Exit(0 if figures["open_errors"] == 0 else 1)
+
+
 def _register_component_commands() -> None:
     # Each component keeps its command beside the code it drives; this file only wires them up.
     from truth_forge.sandbox.cli import sandbox_command

@@ -48,10 +48,15 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def write_states(warehouse: Any, states: list[dict[str, Any]]) -> None:
-    """Write sync state rows; one MERGE per set of fields (a failed row leaves its hashes untouched)."""
+def write_by_field_set(write: Callable[[list[dict[str, Any]]], Any], rows: list[dict[str, Any]]) -> None:
+    """Call a warehouse upsert once per set of fields the rows carry.
+
+    The warehouse wants every row of a call to carry the same fields (a field left out means "leave
+    it as it is"), and the sync's rows differ: a failed push must not touch the hashes, a pulled
+    person may or may not bring a company link.
+    """
     groups: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for state in states:
-        groups.setdefault(frozenset(state), []).append(state)
-    for rows in groups.values():
-        warehouse.upsert_sync_state(rows)
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(row)
+    for group in groups.values():
+        write(group)

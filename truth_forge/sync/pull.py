@@ -18,7 +18,14 @@ from typing import Any, Literal
 
 from truth_forge.crm_schema import CrmSchema
 from truth_forge.reporting import ErrorReporter
-from truth_forge.sync.objects import PERSON, SyncedObject, format_timestamp, now_utc, parse_timestamp
+from truth_forge.sync.objects import (
+    PERSON,
+    SyncedObject,
+    format_timestamp,
+    now_utc,
+    parse_timestamp,
+    write_by_field_set,
+)
 from truth_forge.twenty.client import TwentyClient
 
 log = logging.getLogger(__name__)
@@ -157,7 +164,7 @@ def _apply_page(
             row["business_id"] = company_keys[record["companyId"]]
         rows.append(row)
     writer = warehouse.upsert_contacts if obj is PERSON else warehouse.upsert_businesses
-    writer(rows)
+    write_by_field_set(writer, rows)
     hashes_after = warehouse.row_hashes(obj.object_type, [r[obj.key_column] for r in rows])
 
     now, state_rows = now_utc(), []
@@ -174,7 +181,7 @@ def _apply_page(
             stats.updated += 1
         else:
             stats.created += 1
-    warehouse.upsert_sync_state(state_rows)
+    write_by_field_set(warehouse.upsert_sync_state, state_rows)
     if new_records:
         _write_back_keys(client, obj, [(r, k) for r, k, _ in keyed if r["id"] not in states], reporter)
 

@@ -16,7 +16,7 @@ from typing import Any
 from truth_forge.crm_schema import CrmSchema
 from truth_forge.reporting import ErrorReporter
 from truth_forge.sync import mapping
-from truth_forge.sync.objects import PERSON, SyncedObject, now_utc, parse_timestamp, write_states
+from truth_forge.sync.objects import PERSON, SyncedObject, now_utc, parse_timestamp, write_by_field_set
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import TwentyError, TwentyNotFound
 
@@ -63,7 +63,7 @@ def push_object(
             states += _push_upserts(warehouse, client, schema, obj, live, reporter, stats, default_region)
         finally:
             # Whatever landed is remembered even when the batch ends early.
-            write_states(warehouse, states)
+            write_by_field_set(warehouse.upsert_sync_state, states)
             synced = [s["record_key"] for s in states if s["status"] in ("synced", "deleted")]
             warehouse.resolve_errors(obj.object_type, synced)
             reporter.flush(warehouse)
@@ -158,6 +158,6 @@ def _push_upserts(
         ))
         stats.upserted += 1
     if outcome.aborted is not None:
-        write_states(warehouse, states)
+        write_by_field_set(warehouse.upsert_sync_state, states)
         raise PushAborted(outcome.aborted)
     return states
