@@ -9,6 +9,7 @@ state is written after every batch and page, and all writes to Twenty are keyed 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,7 +17,7 @@ from typing import Any, Literal
 from truth_forge.crm_schema import CrmSchema
 from truth_forge.reporting import ErrorReporter
 from truth_forge.sync.objects import SYNC_ORDER
-from truth_forge.sync.pull import ConflictPolicy, pull_object
+from truth_forge.sync.pull import DEFAULT_OVERLAP, ConflictPolicy, pull_object
 from truth_forge.sync.push import PushAborted, push_object
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import TwentyError
@@ -46,6 +47,7 @@ def run_sync(
     *,
     direction: Direction = "both",
     conflict_policy: ConflictPolicy = "crm_wins",
+    pull_overlap: dt.timedelta = DEFAULT_OVERLAP,
     secrets: tuple[str, ...] = (),
 ) -> SyncResult:
     warehouse.ensure_tables()
@@ -58,7 +60,7 @@ def run_sync(
         if direction in ("both", "pull"):
             for obj in SYNC_ORDER:
                 counts[f"pull_{obj.object_type}"] = pull_object(
-                    warehouse, client, schema, obj, reporter, conflict_policy=conflict_policy).as_dict()
+                    warehouse, client, schema, obj, reporter, conflict_policy=conflict_policy, overlap=pull_overlap).as_dict()
         if direction in ("both", "push"):
             for obj in SYNC_ORDER:
                 counts[f"push_{obj.object_type}"] = push_object(warehouse, client, schema, obj, reporter).as_dict()
