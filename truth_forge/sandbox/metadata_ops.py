@@ -8,6 +8,7 @@ workspace lock and rewrite the affected rows together with the metadata.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from truth_forge.sandbox.errors import ApiError, bad_request
@@ -95,14 +96,8 @@ def create_field(ws: Workspace, body: Any) -> FieldDef:
             is_label_synced_with_name=bool(body.get("isLabelSyncedWithName", False)),
         )
         obj.fields[name] = f
-        table = ws.table(obj)
         default = _field_record_default(f)
-        rows = [{**rec, name: default} for rec in table.values()]
-        for rec in rows:
-            table.put(rec)
-        table.rebuild_indexes()
-        ws.persist(obj.name_singular, rows, [])
-        ws.save_metadata()
+        _rewrite_records(ws, obj, lambda rec: {**rec, name: default})
         return f
 
 
@@ -199,13 +194,7 @@ def delete_field(ws: Workspace, field_id: str) -> FieldDef:
         if not f.is_custom:
             raise _mutation_not_allowed("Standard fields cannot be deleted")
         del obj.fields[f.name]
-        table = ws.table(obj)
-        rows = [{k: v for k, v in rec.items() if k != f.name} for rec in table.values()]
-        for rec in rows:
-            table.put(rec)
-        table.rebuild_indexes()
-        ws.persist(obj.name_singular, rows, [])
-        ws.save_metadata()
+        _rewrite_records(ws, obj, lambda rec: {k: v for k, v in rec.items() if k != f.name})
         return f
 
 
@@ -242,3 +231,14 @@ def create_object(ws: Workspace, body: Any) -> ObjectDef:
         ws.tables[singular] = RecordTable(obj)
         ws.save_metadata()
         return obj
+
+
+def _rewrite_records(ws: Workspace, obj: ObjectDef, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """A field was added or removed: rewrite every record of the object, then save the metadata."""
+    table = ws.table(obj)
+    rows = [change(rec) for rec in table.values()]
+    for rec in rows:
+        table.put(rec)
+    table.rebuild_indexes()
+    ws.persist(obj.name_singular, rows, [])
+    ws.save_metadata()

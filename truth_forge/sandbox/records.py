@@ -8,8 +8,10 @@ batches, `createdBy`/`updatedAt` bookkeeping, cursor pagination and `depth`/`fie
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import uuid
+from collections.abc import Iterator
 from typing import Any, Mapping
 
 from truth_forge.sandbox.errors import bad_request, not_found
@@ -143,6 +145,21 @@ class RecordService:
         puts, deletes = batch.changes()
         self.ws.persist(obj.name_singular, puts, deletes)
 
+    @contextlib.contextmanager
+    def _writing(self, obj: ObjectDef) -> Iterator[tuple[_Batch, list[RecordEvent]]]:
+        """One atomic write: under the workspace lock, committed whole or rolled back whole;
+        its webhook events go out only after it committed."""
+        events: list[RecordEvent] = []
+        with self.ws.lock:
+            batch = _Batch(self.ws.table(obj))
+            try:
+                yield batch, events
+                self._commit(obj, batch)
+            except BaseException:
+                batch.rollback()
+                raise
+        self.ws.emit(events)
+
     def _event(self, action: str, obj: ObjectDef, rec: dict[str, Any],
                updated: list[str] | None = None) -> RecordEvent:
         return RecordEvent(action, obj, self.render(obj, rec), self.ws.clock.now_iso(), updated)
@@ -151,29 +168,20 @@ class RecordService:
     # create / upsert
 
     def create(self, obj: ObjectDef, items: list[Any], *, upsert: bool) -> list[dict[str, Any]]:
-        events: list[RecordEvent] = []
         results: list[dict[str, Any]] = []
-        with self.ws.lock:
-            table = self.ws.table(obj)
-            batch = _Batch(table)
-            try:
-                for item in items:
-                    data = normalize_input(obj, item)
-                    rid = data.pop("id", None)
-                    self._check_relations(obj, data)
-                    match = self._upsert_match(obj, table, rid, data) if upsert else None
-                    if match is not None:
-                        rec, changed = self._update(obj, batch, match, data, revive=True)
-                        events.append(self._event("updated", obj, rec, changed))
-                    else:
-                        rec = self._insert(obj, batch, rid, data)
-                        events.append(self._event("created", obj, rec))
-                    results.append(rec)
-                self._commit(obj, batch)
-            except Exception:
-                batch.rollback()
-                raise
-        self.ws.emit(events)
+        with self._writing(obj) as (batch, events):
+            for item in items:
+                data = normalize_input(obj, item)
+                rid = data.pop("id", None)
+                self._check_relations(obj, data)
+                match = self._upsert_match(obj, batch.table, rid, data) if upsert else None
+                if match is not None:
+                    rec, changed = self._update(obj, batch, match, data, revive=True)
+                    events.append(self._event("updated", obj, rec, changed))
+                else:
+                    rec = self._insert(obj, batch, rid, data)
+                    events.append(self._event("created", obj, rec))
+                results.append(rec)
         return results
 
     def _insert(self, obj: ObjectDef, batch: _Batch, rid: str | None,
@@ -312,24 +320,16 @@ class RecordService:
         return rec
 
     def _update_rows(self, obj: ObjectDef, select: Any, body: Any) -> list[dict[str, Any]]:
-        events: list[RecordEvent] = []
         results: list[dict[str, Any]] = []
-        with self.ws.lock:
-            batch = _Batch(self.ws.table(obj))
-            try:
-                data = normalize_input(obj, body)
-                self._check_relations(obj, data)
-                for rec in select():
-                    if "id" in data and data["id"] != rec["id"]:
-                        raise bad_request("The id of a record cannot be changed")
-                    new, changed = self._update(obj, batch, rec, data)
-                    events.append(self._event("updated", obj, new, changed))
-                    results.append(new)
-                self._commit(obj, batch)
-            except Exception:
-                batch.rollback()
-                raise
-        self.ws.emit(events)
+        with self._writing(obj) as (batch, events):
+            data = normalize_input(obj, body)
+            self._check_relations(obj, data)
+            for rec in select():
+                if "id" in data and data["id"] != rec["id"]:
+                    raise bad_request("The id of a record cannot be changed")
+                new, changed = self._update(obj, batch, rec, data)
+                events.append(self._event("updated", obj, new, changed))
+                results.append(new)
         return results
 
     # ----------------------------------------------------------------------------------------
@@ -354,29 +354,21 @@ class RecordService:
         return self._delete_rows(obj, lambda: self._filtered(obj, filter_text), soft=soft)
 
     def _delete_rows(self, obj: ObjectDef, select: Any, *, soft: bool) -> list[dict[str, Any]]:
-        events: list[RecordEvent] = []
         results: list[dict[str, Any]] = []
-        with self.ws.lock:
-            batch = _Batch(self.ws.table(obj))
-            try:
-                for rec in select():
-                    if soft:
-                        now = self.ws.clock.now_iso()
-                        new = {**rec, "deletedAt": now, "updatedAt": now}
-                        batch.put(new)
-                        events.append(self._event("deleted", obj, new))
-                        results.append(new)
-                    else:
-                        batch.remove(rec["id"])
-                        events.append(self._event("destroyed", obj, rec))
-                        results.append({"id": rec["id"]})
-                self._commit(obj, batch)
-                if not soft:
-                    self._null_dangling_references(obj, [r["id"] for r in results])
-            except Exception:
-                batch.rollback()
-                raise
-        self.ws.emit(events)
+        with self._writing(obj) as (batch, events):
+            for rec in select():
+                if soft:
+                    now = self.ws.clock.now_iso()
+                    new = {**rec, "deletedAt": now, "updatedAt": now}
+                    batch.put(new)
+                    events.append(self._event("deleted", obj, new))
+                    results.append(new)
+                else:
+                    batch.remove(rec["id"])
+                    events.append(self._event("destroyed", obj, rec))
+                    results.append({"id": rec["id"]})
+            if not soft:
+                self._null_dangling_references(obj, [r["id"] for r in results])
         return results
 
     def _null_dangling_references(self, obj: ObjectDef, ids: list[str]) -> None:
@@ -410,23 +402,15 @@ class RecordService:
             obj, lambda: self._filtered(obj, filter_text, deleted_only=True))
 
     def _restore_rows(self, obj: ObjectDef, select: Any) -> list[dict[str, Any]]:
-        events: list[RecordEvent] = []
         results: list[dict[str, Any]] = []
-        with self.ws.lock:
-            batch = _Batch(self.ws.table(obj))
-            try:
-                for rec in select():
-                    if rec.get("deletedAt") is None:
-                        results.append(rec)  # already live: nothing to restore
-                        continue
-                    new = {**rec, "deletedAt": None, "updatedAt": self.ws.clock.now_iso()}
-                    self._check_unique(obj, batch.table, new)
-                    batch.put(new)
-                    events.append(self._event("restored", obj, new))
-                    results.append(new)
-                self._commit(obj, batch)
-            except Exception:
-                batch.rollback()
-                raise
-        self.ws.emit(events)
+        with self._writing(obj) as (batch, events):
+            for rec in select():
+                if rec.get("deletedAt") is None:
+                    results.append(rec)  # already live: nothing to restore
+                    continue
+                new = {**rec, "deletedAt": None, "updatedAt": self.ws.clock.now_iso()}
+                self._check_unique(obj, batch.table, new)
+                batch.put(new)
+                events.append(self._event("restored", obj, new))
+                results.append(new)
         return results

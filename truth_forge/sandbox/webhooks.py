@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import re
@@ -25,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from truth_forge.sandbox.clock import MonotonicClock
-from truth_forge.sandbox.config import SandboxConfig
+from truth_forge.sandbox.config import SandboxConfig, is_loopback_host
 from truth_forge.sandbox.errors import ApiError, bad_request
 from truth_forge.sandbox.workspace import RecordEvent
 
@@ -67,13 +66,7 @@ def operation_matches(operations: list[str], event_name: str) -> bool:
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 class WebhookRegistry:
