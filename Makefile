@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-fast bench clean bqemu
+.PHONY: venv demo test test-fast lint bench clean bqemu
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,12 +27,21 @@ $(BQEMU_STAMP): scripts/install-bqemulator.sh requirements/bqemulator.txt
 
 bqemu: $(BQEMU_STAMP)
 
-test: venv bqemu
+# Unused or undefined names and syntax errors fail the build before the tests run.
+lint: venv
+	$(VENV)/bin/ruff check truth_forge tests benchmarks scripts
+
+test: venv bqemu lint
 	$(PY) -m pytest
 
 # Everything except the BigQuery-emulator contract tests.
-test-fast: venv
+test-fast: venv lint
 	$(PY) -m pytest -m "not bigquery"
+
+# By hand, never in the test suite; the results go into BENCHMARKS.md with the machine they ran on.
+bench: venv
+	$(PY) benchmarks/bench_change_detection.py
+	$(PY) benchmarks/bench_sync_requests.py
 
 clean:
 	rm -rf $(VENV) .venv-bqemu .pytest_cache build *.egg-info
