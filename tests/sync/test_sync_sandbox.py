@@ -187,3 +187,19 @@ def test_a_run_killed_midway_converges_without_duplicates(sandbox: Any, client: 
     assert healed.status == "succeeded" and healed.counts["push_person"]["upserted"] == 40 - landed
     crm_people = people(client)
     assert len(crm_people) == 40 and {p["subcategoryCode"] for p in crm_people} == {f"S{i}" for i in range(1, 41)}
+
+
+def test_the_loop_on_both_warehouse_engines(sandbox: Any, client: TwentyClient, warehouse: Any) -> None:
+    """The same sync on DuckDB and on BigQuery (bqemulator): push, a Twenty edit back, then quiet."""
+    generate_sample_data(warehouse, 15, 3, seed=3)
+    first = run_sync(warehouse, client, SCHEMA)
+    assert first.status == "succeeded" and first.counts["push_person"]["upserted"] == 15
+    [four] = [p for p in people(client) if p["contactId"] == "4"]
+    with crm(sandbox) as http:
+        http.patch(f"/rest/people/{four['id']}", json={"jobTitle": "ignored", "categoryCode": "G"}).raise_for_status()
+    second = run_sync(warehouse, client, SCHEMA)
+    assert second.counts["pull_person"]["updated"] == 1 and second.counts["push_person"]["upserted"] == 0
+    assert warehouse.get_rows("person", [4])[0]["category_code"] == "G"
+    sandbox.clear_request_log()
+    assert run_sync(warehouse, client, SCHEMA).status == "succeeded"
+    assert record_writes(sandbox) == []
