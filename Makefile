@@ -21,7 +21,7 @@ demo: venv
 # The BigQuery emulator's own venv (pins that clash with the project venv), used by the tests.
 BQEMU_STAMP := .venv-bqemu/.installed-stamp
 
-$(BQEMU_STAMP): scripts/install-bqemulator.sh requirements/bqemulator.txt
+$(BQEMU_STAMP): scripts/install-bqemulator.sh requirements/bqemulator.txt requirements/bqemulator-constraints.txt
 	PYTHON=$(PYTHON) bash scripts/install-bqemulator.sh
 	@touch $(BQEMU_STAMP)
 

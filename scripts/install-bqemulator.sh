@@ -18,7 +18,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -r "$REQ"
+"$VENV/bin/python" -m pip install -q -r "$REQ" -c requirements/bqemulator-constraints.txt
 
 mkdir -p "$EMU_HOME"
 # Same HOME as the server will use: DuckDB looks for extensions under $HOME/.duckdb/extensions.
