@@ -203,3 +203,107 @@ def test_the_loop_on_both_warehouse_engines(sandbox: Any, client: TwentyClient, 
     sandbox.clear_request_log()
     assert run_sync(warehouse, client, SCHEMA).status == "succeeded"
     assert record_writes(sandbox) == []
+
+
+def person_by_key(client: TwentyClient, key: int) -> dict[str, Any]:
+    [found] = [p for p in people(client) if p["contactId"] == str(key)]
+    return found
+
+
+def test_a_new_contact_sharing_an_email_never_takes_over_another_record(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    taken = person_by_key(client, 1)
+    email = taken["emails"]["primaryEmail"]
+    store.upsert_contacts([
+        {"contact_id": 100, "canonical_name": "Other Person", "primary_email": email, "additional_emails": []},
+        {"contact_id": 101, "canonical_name": "Twin A", "primary_email": "twin@example.org", "additional_emails": []},
+        {"contact_id": 102, "canonical_name": "Twin B", "primary_email": "twin@example.org", "additional_emails": []},
+    ])
+    result = run_sync(store, client, SCHEMA)
+    assert result.status == "partial"
+    assert sorted(e["record_key"] for e in result.sync_errors) == ["100", "102"]
+    assert all("duplicate" in e["error_message"].lower() for e in result.sync_errors)
+    after = person_by_key(client, 1)  # untouched: same record, same owner, same name
+    assert after["id"] == taken["id"] and after["name"] == taken["name"]
+    assert person_by_key(client, 101)["name"] == {"firstName": "Twin", "lastName": "A"}
+    assert store.read_sync_state("person", [100, 102]).get("100", {}).get("crm_id") is None
+
+
+def test_a_key_typed_in_twenty_links_to_its_warehouse_row_with_warehouse_values(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    store.upsert_contacts([{"contact_id": 300, "canonical_name": "Warehouse Name", "category_code": "C",
+                            "primary_email": "w300@example.org", "additional_emails": []}])
+    with crm(sandbox) as http:
+        typed = http.post("/rest/people", json={"name": {"firstName": "Typed", "lastName": "ByHand"},
+                                                "contactId": "300"}).json()["data"]["createPerson"]
+        bad = http.post("/rest/people", json={"name": {"firstName": "Bad", "lastName": "Key"},
+                                              "contactId": "abc"}).json()["data"]["createPerson"]
+    result = run_sync(store, client, SCHEMA)
+    linked = client.records.get("people", typed["id"])
+    assert linked["name"] == {"firstName": "Warehouse", "lastName": "Name"} and linked["categoryCode"] == "C"
+    assert store.get_rows("person", [300])[0]["canonical_name"] == "Warehouse Name"
+    assert store.count_rows("contacts") == 41  # neither Twenty record made a new contact
+    assert any(e["crm_id"] == bad["id"] and "not a warehouse key" in e["error_message"] for e in result.sync_errors)
+    # Someone clears the bad key in Twenty: the record, kept on the retry list, now comes in.
+    with crm(sandbox) as http:
+        http.patch(f"/rest/people/{bad['id']}", json={"contactId": None}).raise_for_status()
+    second = run_sync(store, client, SCHEMA)
+    assert second.counts["pull_person"]["created"] == 1 and store.count_rows("contacts") == 42
+
+
+def test_company_links_follow_edits_on_both_sides(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    linked = [r for r in store.get_rows("person", range(1, 41)) if r["business_id"]]
+    first, second = linked[0]["contact_id"], linked[1]["contact_id"]
+    store.upsert_contacts([{"contact_id": first, "business_id": None}])  # unlinked in the warehouse
+    with crm(sandbox) as http:  # unlinked in Twenty
+        http.patch(f"/rest/people/{person_by_key(client, second)['id']}", json={"companyId": None}).raise_for_status()
+    run_sync(store, client, SCHEMA)
+    assert person_by_key(client, first)["companyId"] is None
+    assert store.get_rows("person", [second])[0]["business_id"] is None
+    sandbox.clear_request_log()
+    run_sync(store, client, SCHEMA)
+    assert record_writes(sandbox) == []
+
+
+def test_a_person_whose_company_is_not_in_twenty_yet_is_linked_later(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    store.upsert_businesses([{"business_id": 1, "business_type": "no such legal form"}])
+    first = run_sync(store, client, SCHEMA)
+    assert first.counts["push_company"]["failed"] == 1
+    waiting = [r["contact_id"] for r in store.get_rows("person", range(1, 41)) if r["business_id"] == 1]
+    assert waiting and all(person_by_key(client, k)["companyId"] is None for k in waiting)
+    store.upsert_businesses([{"business_id": 1, "business_type": "LLC"}])
+    run_sync(store, client, SCHEMA)
+    company = next(c for c in client.records.iter_records("companies") if c["businessId"] == "1")
+    assert all(person_by_key(client, k)["companyId"] == company["id"] for k in waiting)
+
+
+def test_delete_against_edit_is_a_recorded_conflict(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    with crm(sandbox) as http:
+        http.delete(f"/rest/people/{person_by_key(client, 12)['id']}", params={"soft_delete": "true"})
+        http.patch(f"/rest/people/{person_by_key(client, 13)['id']}", json={"jobTitle": "x", "categoryCode": "E"})
+    store.upsert_contacts([{"contact_id": 12, "category_code": "F"}])
+    store.soft_delete("person", [13])
+    result = run_sync(store, client, SCHEMA)  # crm_wins: 12 stays deleted, 13 comes back to life
+    assert sorted(e["record_key"] for e in result.sync_errors if e["operation"] == "conflict") == ["12", "13"]
+    assert store.get_rows("person", [12])[0]["deleted_at"] is not None
+    row13 = store.get_rows("person", [13])[0]
+    assert row13["deleted_at"] is None and row13["category_code"] == "E"
+    assert person_by_key(client, 13)["deletedAt"] is None
+
+
+def test_warehouse_wins_puts_the_warehouse_value_in_twenty(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    with crm(sandbox) as http:
+        http.patch(f"/rest/people/{person_by_key(client, 8)['id']}", json={"categoryCode": "A"})
+    store.upsert_contacts([{"contact_id": 8, "category_code": "H"}])
+    run_sync(store, client, SCHEMA, conflict_policy="warehouse_wins")
+    assert person_by_key(client, 8)["categoryCode"] == "H"
+    assert store.get_rows("person", [8])[0]["category_code"] == "H"
+    sandbox.clear_request_log()
+    run_sync(store, client, SCHEMA, conflict_policy="warehouse_wins")
+    assert record_writes(sandbox) == []

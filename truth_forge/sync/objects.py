@@ -18,13 +18,15 @@ class SyncedObject:
     key_column: str  # warehouse key: contact_id / business_id
     key_field: str  # Twenty's unique external-id field: contactId / businessId
     editable_from_crm: Callable[[Mapping[str, Any], CrmSchema], dict[str, Any]]
+    link_fields: tuple[str, ...] = ()  # relations a person can change in Twenty (by Twenty id)
 
     def crm_hash(self, record: Mapping[str, Any], schema: CrmSchema) -> str:
         """Hash of the values a person can edit in Twenty: equal hashes mean nothing new to pull."""
-        return mapping.crm_hash(self.editable_from_crm(record, schema))
+        links = {name: record.get(name) for name in self.link_fields}
+        return mapping.crm_hash({**self.editable_from_crm(record, schema), **links})
 
 
-PERSON = SyncedObject("person", "people", "contact_id", "contactId", mapping.person_to_contact)
+PERSON = SyncedObject("person", "people", "contact_id", "contactId", mapping.person_to_contact, ("companyId",))
 COMPANY = SyncedObject("company", "companies", "business_id", "businessId", mapping.company_to_business)
 # Companies go first: a person links to its company by the company's Twenty id.
 SYNC_ORDER = (COMPANY, PERSON)

@@ -18,7 +18,7 @@ from truth_forge.reporting import ErrorReporter
 from truth_forge.sync import mapping
 from truth_forge.sync.objects import PERSON, SyncedObject, now_utc, parse_timestamp, write_by_field_set
 from truth_forge.twenty.client import TwentyClient
-from truth_forge.twenty.errors import TwentyError, TwentyNotFound
+from truth_forge.twenty.errors import NextStep, TwentyError, TwentyNotFound
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,10 @@ def push_object(
         gone = [r for r in rows if r.get("deleted_at") is not None]
         states: list[dict[str, Any]] = []
         try:
-            states += _push_deletions(client, obj, gone, reporter, stats)
-            states += _push_upserts(warehouse, client, schema, obj, live, reporter, stats, default_region)
+            _push_deletions(client, obj, gone, reporter, stats, states)
+            _push_upserts(warehouse, client, schema, obj, live, reporter, stats, default_region, states)
         finally:
-            # Whatever landed is remembered even when the batch ends early.
+            # Whatever landed is remembered, and its old errors closed, even when the batch ends early.
             write_by_field_set(warehouse.upsert_sync_state, states)
             synced = [s["record_key"] for s in states if s["status"] in ("synced", "deleted")]
             warehouse.resolve_errors(obj.object_type, synced)
@@ -74,16 +74,20 @@ def _state(obj: SyncedObject, row: Mapping[str, Any], **values: Any) -> dict[str
     return {"object_type": obj.object_type, "record_key": str(row[obj.key_column]), **values}
 
 
-def _failed_state(obj: SyncedObject, row: Mapping[str, Any], error: BaseException) -> dict[str, Any]:
+def _fail(reporter: ErrorReporter, obj: SyncedObject, row: Mapping[str, Any], error: BaseException | str,
+          operation: str, stats: PushStats, states: list[dict[str, Any]]) -> None:
+    entry = reporter.record(object_type=obj.object_type, operation=operation, error=error,
+                            record_key=row[obj.key_column], crm_id=row.get("crm_id"))
     # warehouse_hash stays as it was, so the row is still "changed" and is retried next run.
-    return _state(obj, row, status="failed", last_error=str(error)[:1000], last_synced_at=now_utc())
+    states.append(_state(obj, row, status="failed", last_error=entry["error_message"][:1000],
+                         last_synced_at=now_utc()))
+    stats.failed += 1
 
 
 def _push_deletions(
     client: TwentyClient, obj: SyncedObject, rows: Sequence[Mapping[str, Any]], reporter: ErrorReporter,
-    stats: PushStats,
-) -> list[dict[str, Any]]:
-    states = []
+    stats: PushStats, states: list[dict[str, Any]],
+) -> None:
     for row in rows:
         if row.get("crm_id"):
             try:
@@ -91,73 +95,133 @@ def _push_deletions(
             except TwentyNotFound:
                 log.info("%s %s was already gone from Twenty", obj.object_type, row[obj.key_column])
             except TwentyError as exc:
-                if exc.next_step.value != "skip_record":
+                if exc.next_step is not NextStep.SKIP_RECORD:
                     raise PushAborted(exc) from exc
-                reporter.record(object_type=obj.object_type, operation="delete", error=exc,
-                                record_key=row[obj.key_column], crm_id=row["crm_id"])
-                states.append(_failed_state(obj, row, exc))
-                stats.failed += 1
+                _fail(reporter, obj, row, exc, "delete", stats, states)
                 continue
         states.append(_state(obj, row, status="deleted", warehouse_hash=row["row_hash"], last_synced_at=now_utc(),
                              last_error=None))
         stats.deleted += 1
-    return states
 
 
-def _company_ids(warehouse: Any, rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+# A company link to a business that has no Twenty record yet cannot be sent; None means "unlink".
+_NOT_YET = object()
+
+
+def _company_links(warehouse: Any, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """business_id -> its Twenty id, None when the business is deleted, _NOT_YET when never pushed."""
     business_ids = {r["business_id"] for r in rows if r.get("business_id") is not None}
     found = warehouse.read_sync_state("company", business_ids)
-    return {key: s["crm_id"] for key, s in found.items() if s.get("crm_id") and s.get("status") != "deleted"}
+    links: dict[str, Any] = {}
+    for key in map(str, business_ids):
+        state = found.get(key)
+        if state is None or not state.get("crm_id"):
+            links[key] = _NOT_YET
+        else:
+            links[key] = None if state.get("status") == "deleted" else state["crm_id"]
+    return links
 
 
-def _body(schema: CrmSchema, obj: SyncedObject, row: Mapping[str, Any], company_ids: Mapping[str, str],
-          default_region: str | None) -> dict[str, Any]:
+def _body(schema: CrmSchema, obj: SyncedObject, row: Mapping[str, Any], links: Mapping[str, Any],
+          default_region: str | None) -> tuple[dict[str, Any], bool]:
+    """The Twenty body for a row, and whether it still waits for its company to reach Twenty."""
+    waiting = False
     if obj is PERSON:
-        company = company_ids.get(str(row.get("business_id")))
-        body = mapping.contact_to_person(row, schema, company_crm_id=company, default_region=default_region)
+        body = mapping.contact_to_person(row, schema, default_region=default_region)
+        link = None if row.get("business_id") is None else links.get(str(row["business_id"]), _NOT_YET)
+        if link is _NOT_YET:
+            waiting = True  # sent without a link now; linked on a later run, once the company is there
+        else:
+            body["companyId"] = link
     else:
         body = mapping.business_to_company(row, schema)
     if row.get("crm_id"):
         body["id"] = row["crm_id"]
-    return body
+    return body, waiting
 
 
 def _push_upserts(
     warehouse: Any, client: TwentyClient, schema: CrmSchema, obj: SyncedObject, rows: Sequence[Mapping[str, Any]],
-    reporter: ErrorReporter, stats: PushStats, default_region: str | None,
-) -> list[dict[str, Any]]:
+    reporter: ErrorReporter, stats: PushStats, default_region: str | None, states: list[dict[str, Any]],
+) -> None:
     if not rows:
-        return []
-    company_ids = _company_ids(warehouse, rows) if obj is PERSON else {}
-    states: list[dict[str, Any]] = []
-    sendable: list[Mapping[str, Any]] = []
-    bodies: list[dict[str, Any]] = []
+        return
+    links = _company_links(warehouse, rows) if obj is PERSON else {}
+    known: list[tuple[Mapping[str, Any], dict[str, Any], bool]] = []
+    new: list[tuple[Mapping[str, Any], dict[str, Any], bool]] = []
     for row in rows:
         try:
-            bodies.append(_body(schema, obj, row, company_ids, default_region))
-            sendable.append(row)
+            body, waiting = _body(schema, obj, row, links, default_region)
         except ValueError as exc:  # bad data in this row (an unreadable phone...): skip it, keep going
-            reporter.record(object_type=obj.object_type, operation="push", error=exc, record_key=row[obj.key_column],
-                            crm_id=row.get("crm_id"))
-            states.append(_failed_state(obj, row, exc))
-            stats.failed += 1
-    outcome = client.records.create_many(obj.plural, bodies, upsert=True, match_key=obj.key_field)
-    for failure in outcome.failures:
-        row = sendable[failure.index]
-        reporter.record(object_type=obj.object_type, operation="push", error=failure.error,
-                        record_key=row[obj.key_column], crm_id=row.get("crm_id"))
-        states.append(_failed_state(obj, row, failure.error))
-        stats.failed += 1
-    for row, record in zip(sendable, outcome.results):
-        if record is None:
+            _fail(reporter, obj, row, exc, "push", stats, states)
             continue
-        states.append(_state(
-            obj, row, crm_id=record["id"], warehouse_hash=row["row_hash"], crm_hash=obj.crm_hash(record, schema),
-            crm_updated_at=parse_timestamp(record.get("updatedAt")), last_synced_at=now_utc(), status="synced",
-            attempts=0, last_error=None,
-        ))
-        stats.upserted += 1
+        (known if row.get("crm_id") else new).append((row, body, waiting))
+    # Rows Twenty already has are upserted by their Twenty id. New rows are plainly created: an upsert
+    # would also match on a unique email or website and silently take over someone else's record.
+    _send(client, schema, obj, known, True, reporter, stats, states)
+    refused = _send(client, schema, obj, new, False, reporter, stats, states)
+    if refused:
+        _resume_or_fail(client, schema, obj, refused, reporter, stats, states)
+
+
+def _send(
+    client: TwentyClient, schema: CrmSchema, obj: SyncedObject,
+    items: Sequence[tuple[Mapping[str, Any], dict[str, Any], bool]], upsert: bool, reporter: ErrorReporter,
+    stats: PushStats, states: list[dict[str, Any]],
+) -> list[tuple[tuple[Mapping[str, Any], dict[str, Any], bool], TwentyError]]:
+    """Write items; record what landed; return the refused ones (when creating) or record them as failed."""
+    if not items:
+        return []
+    outcome = client.records.create_many(obj.plural, [body for _, body, _ in items], upsert=upsert,
+                                         match_key=obj.key_field)
+    refused = []
+    for failure in outcome.failures:
+        if upsert:
+            _fail(reporter, obj, items[failure.index][0], failure.error, "push", stats, states)
+        else:
+            refused.append((items[failure.index], failure.error))
+    for (row, _, waiting), record in zip(items, outcome.results, strict=True):
+        if record is not None:
+            _landed(schema, obj, row, record, waiting, stats, states)
     if outcome.aborted is not None:
-        write_by_field_set(warehouse.upsert_sync_state, states)
         raise PushAborted(outcome.aborted)
-    return states
+    return refused
+
+
+def _landed(schema: CrmSchema, obj: SyncedObject, row: Mapping[str, Any], record: Mapping[str, Any],
+            waiting: bool, stats: PushStats, states: list[dict[str, Any]]) -> None:
+    states.append(_state(
+        obj, row, crm_id=record["id"], crm_hash=obj.crm_hash(record, schema),
+        crm_updated_at=parse_timestamp(record.get("updatedAt")), last_synced_at=now_utc(),
+        # A row still waiting for its company keeps no hash, so the next run sends it again.
+        warehouse_hash=None if waiting else row["row_hash"], status="pending" if waiting else "synced",
+        attempts=0, last_error=None,
+    ))
+    stats.upserted += 1
+
+
+def _resume_or_fail(
+    client: TwentyClient, schema: CrmSchema, obj: SyncedObject,
+    refused: Sequence[tuple[tuple[Mapping[str, Any], dict[str, Any], bool], TwentyError]],
+    reporter: ErrorReporter, stats: PushStats, states: list[dict[str, Any]],
+) -> None:
+    """Creates Twenty refused: a record with our key already there is ours (a run died before saving
+    its state, or someone typed the key in Twenty): claim it by id. Anything else is a real failure,
+    such as a primary email that another Twenty record already has."""
+    keys = [str(row[obj.key_column]) for (row, _, _), _ in refused]
+    quoted = ",".join(f'"{k}"' for k in keys)
+    try:
+        found = {str(r.get(obj.key_field)): r["id"]
+                 for r in client.records.iter_records(obj.plural, filter=f"{obj.key_field}[in]:[{quoted}]")}
+    except TwentyError as exc:
+        if exc.next_step is not NextStep.SKIP_RECORD:
+            raise PushAborted(exc) from exc
+        found = {}  # the lookup itself was refused: the creates' own errors are the ones to report
+    retry = []
+    for (row, body, waiting), error in refused:
+        crm_id = found.get(str(row[obj.key_column]))
+        if crm_id is None:
+            _fail(reporter, obj, row, error, "push", stats, states)
+        else:
+            retry.append((row, {**body, "id": crm_id}, waiting))
+    _send(client, schema, obj, retry, True, reporter, stats, states)

@@ -14,13 +14,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from truth_forge.crm_schema import CrmSchema
+from truth_forge.crm_schema import CrmSchema, verify_schema
 from truth_forge.reporting import ErrorReporter
 from truth_forge.sync.objects import SYNC_ORDER
 from truth_forge.sync.pull import DEFAULT_OVERLAP, ConflictPolicy, pull_object
 from truth_forge.sync.push import PushAborted, push_object
 from truth_forge.twenty.client import TwentyClient
-from truth_forge.twenty.errors import TwentyError
+from truth_forge.twenty.errors import TwentyConfigError, TwentyError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,24 @@ class SyncResult:
                                 for e in self.sync_errors]}
 
 
+class SetupIncomplete(TwentyConfigError):
+    """The workspace lacks (or has conflicting) custom fields: nothing can sync until setup runs."""
+
+
+def _require_setup(client: TwentyClient, schema: CrmSchema) -> None:
+    # One metadata read per run; without our fields every write would be refused record by record.
+    report = verify_schema(client, schema)
+    if report["all_complete"]:
+        return
+    problems = [f"{obj}.{name} missing" for obj in ("person", "company") for name in report[obj]["missing"]]
+    problems += [f"{obj}.{m['field']}: {'; '.join(m['problems'])}"
+                 for obj in ("person", "company") for m in report[obj]["mismatched"]]
+    raise SetupIncomplete(
+        "The Twenty workspace is not set up for truth-forge (" + ", ".join(problems[:5])
+        + (", ..." if len(problems) > 5 else "") + "): run `truth-forge setup`"
+    )
+
+
 def run_sync(
     warehouse: Any,
     client: TwentyClient,
@@ -52,11 +70,12 @@ def run_sync(
 ) -> SyncResult:
     warehouse.ensure_tables()
     run_id = warehouse.start_run()
-    reporter = ErrorReporter(run_id, secrets)
+    reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
     requests_before = client.transport.stats.requests
     counts: dict[str, Any] = {}
     aborted = False
     try:
+        _require_setup(client, schema)
         if direction in ("both", "pull"):
             for obj in SYNC_ORDER:
                 counts[f"pull_{obj.object_type}"] = pull_object(

@@ -234,6 +234,11 @@ class Transport:
         return f"Transport(base_url={str(self._http.base_url)!r})"
 
     @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never be written anywhere (error reporters redact them)."""
+        return (self._api_key,)
+
+    @property
     def base_url(self) -> str:
         return str(self._http.base_url)
 

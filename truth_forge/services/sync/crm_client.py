@@ -25,7 +25,8 @@ PLURAL: dict[ObjectName, str] = {"person": "people", "company": "companies"}
 EXTERNAL_ID: dict[ObjectName, str] = {"person": "contact_id", "company": "business_id"}
 
 
-def _is_uuid(value: str) -> bool:
+def is_twenty_id(value: str) -> bool:
+    """Twenty record ids are UUIDs; anything else cannot name a record."""
     try:
         uuid.UUID(str(value))
     except ValueError:
@@ -73,7 +74,7 @@ class TwentyCRMClient:
     # -- generic operations ------------------------------------------------------------------------
 
     def _get(self, obj: ObjectName, record_id: str) -> dict[str, Any] | None:
-        if not _is_uuid(record_id):
+        if not is_twenty_id(record_id):
             # Twenty ids are UUIDs; anything else cannot name a record (Twenty would answer 400).
             log.info("%r is not a Twenty record id (a UUID); no %s has it", record_id, obj)
             return None

@@ -7,7 +7,7 @@ from typing import Any
 from truth_forge.config import Settings
 from truth_forge.crm_schema import CrmSchema, setup_schema, verify_schema
 from truth_forge.reporting import ErrorReporter
-from truth_forge.services.sync.crm_client import TwentyCRMClient
+from truth_forge.services.sync.crm_client import TwentyCRMClient, is_twenty_id
 from truth_forge.sync.objects import PERSON
 from truth_forge.sync.pull import pull_records
 from truth_forge.sync.runner import run_sync
@@ -52,20 +52,32 @@ class TwentyCRMService:
         return verify_schema(self.client.api, self.schema)
 
     def sync_contact_from_crm(self, crm_contact_id: str) -> dict[str, Any]:
-        """Bring one Twenty person into the warehouse now. Returns what happened and any errors."""
+        """Bring one Twenty person into the warehouse now (a soft-deleted one is deleted there too).
+
+        Returns what happened; problems are in `sync_errors`, as the seed describes, not raised.
+        """
         warehouse = self.warehouse
-        reporter = ErrorReporter(run_id=f"single:{crm_contact_id}")
+        api = self.client.api
+        reporter = ErrorReporter(run_id=f"single:{crm_contact_id}", secrets=api.transport.secrets)
         friendly = self.client.get_contact(crm_contact_id)
-        if friendly is None:
+        record = friendly["raw"] if friendly else self._soft_deleted_person(crm_contact_id)
+        if record is None:
             reporter.record(object_type="person", operation="pull", crm_id=crm_contact_id,
                             error=f"Twenty has no person with id {crm_contact_id!r}")
             reporter.flush(warehouse)
             return {"crm_id": crm_contact_id, "contact_id": None, "counts": {}, "sync_errors": reporter.sync_errors,
                     "success": False}
-        stats = pull_records(warehouse, self.client.api, self.schema, PERSON, [friendly["raw"]], reporter)
+        stats = pull_records(warehouse, api, self.schema, PERSON, [record], reporter)
         state = warehouse.read_sync_state_by_crm_id("person", [crm_contact_id]).get(crm_contact_id)
         return {"crm_id": crm_contact_id, "contact_id": int(state["record_key"]) if state else None,
                 "counts": stats.as_dict(), "sync_errors": reporter.sync_errors, "success": not reporter.count}
+
+    def _soft_deleted_person(self, crm_id: str) -> dict[str, Any] | None:
+        if not is_twenty_id(crm_id):
+            return None
+        page = self.client.api.records.find_page(
+            "people", filter=f'and(id[eq]:"{crm_id}",deletedAt[is]:NOT_NULL)', limit=1)
+        return page.records[0] if page.records else None
 
     def sync_all_from_crm(self) -> dict[str, Any]:
         """Pull every change made in Twenty since the last pull into the warehouse."""
