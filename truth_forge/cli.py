@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from typing import Any
 
 import typer
@@ -137,7 +136,3 @@ def _register_component_commands() -> None:
 
 
 _register_component_commands()
-
-
-def run() -> None:  # pragma: no cover - console entry for `python -m truth_forge`
-    sys.exit(app())

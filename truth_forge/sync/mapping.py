@@ -18,12 +18,6 @@ from typing import Any
 from truth_forge.crm_schema import CrmSchema, FieldSpec, to_option_value
 from truth_forge.twenty import shapes
 
-# Human-editable standard fields, by warehouse column. Custom ones come from the CRM schema.
-PERSON_EDITABLE_COLUMNS = ("canonical_name", "primary_email", "additional_emails", "primary_phone",
-                           "additional_phones")
-COMPANY_EDITABLE_COLUMNS = ("business_name", "website")
-
-
 def to_twenty_value(spec: FieldSpec, value: Any) -> Any:
     """A warehouse value -> the value Twenty stores in the field `spec` describes."""
     if value is None:
