@@ -25,6 +25,9 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log reques
     )
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpcore's debug log prints every header sent and received (the API key, a redirect's Location):
+    # kept below that level even under -v.
+    logging.getLogger("httpcore").setLevel(logging.INFO)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -136,3 +139,7 @@ def _register_component_commands() -> None:
 
 
 _register_component_commands()
+
+
+if __name__ == "__main__":  # `python -m truth_forge.cli`, as the tests run it
+    app()
