@@ -355,11 +355,15 @@ class Doctor:
             self.add("deleted visibility", "INFO", "a deletedAt filter returned no rows: no soft-deleted people "
                      "to see, so this is inconclusive", "rerun with --probe-writes to check with a probe record",
                      visible=None)
-        elif page.records[0].get("deletedAt"):
-            self.add("deleted visibility", "OK", "deletedAt[is]:NOT_NULL returns soft-deleted people (the pull "
-                     "finds deletions this way)", visible=True)
         else:
-            self.add("deleted visibility", "FAIL", "deletedAt[is]:NOT_NULL returned a live person",
+            self._report_deleted_visibility(bool(page.records[0].get("deletedAt")), "soft-deleted people")
+
+    def _report_deleted_visibility(self, visible: bool, what: str) -> None:
+        if visible:
+            self.add("deleted visibility", "OK", f"a deletedAt filter returns {what} (the pull finds deletions "
+                     "this way)", visible=True)
+        else:
+            self.add("deleted visibility", "FAIL", f"a deletedAt filter does NOT return {what}",
                      "the pull cannot see deletions on this server", visible=False)
 
     # -- 8: probe writes on one record ---------------------------------------------------------
@@ -450,13 +454,7 @@ class Doctor:
         self.deleted_updated_at = deleted.get("updatedAt") if isinstance(deleted, dict) else None
         page = self.client.records.find_page(
             "people", filter=f'id[eq]:"{self.probe_id}",deletedAt[is]:NOT_NULL', limit=1)
-        visible = bool(page.records)
-        if visible:
-            self.add("deleted visibility", "OK", "a deletedAt filter returns the soft-deleted probe (the pull "
-                     "finds deletions this way)", visible=True)
-        else:
-            self.add("deleted visibility", "FAIL", "a deletedAt filter does NOT return the soft-deleted probe",
-                     "the pull cannot see deletions on this server", visible=False)
+        self._report_deleted_visibility(bool(page.records), "the soft-deleted probe")
 
     def _probe_restore(self) -> None:
         before = self.deleted_updated_at
