@@ -131,11 +131,13 @@ def demo(
 
 def _register_component_commands() -> None:
     # Each component keeps its command beside the code it drives; this file only wires them up.
+    from truth_forge.doctor_cli import doctor_command
     from truth_forge.sandbox.cli import sandbox_command
     from truth_forge.warehouse.cli import sample_data_command
 
     app.command("sandbox")(sandbox_command)
     app.command("sample-data")(sample_data_command)
+    app.command("doctor")(doctor_command)
 
 
 _register_component_commands()
