@@ -264,6 +264,8 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
         else:
             stats.created += 1
     write_by_field_set(warehouse.upsert_sync_state, state_rows)
+    ctx.emit("records_pulled", phase="pull", object_type=obj.object_type, count=len(plans),
+             detail={"keys": [p.key for p in plans if p.row is not None]})
     if to_key:
         _write_back_keys(ctx, obj, to_key)
     return page.failed

@@ -13,7 +13,7 @@ missing fields, an outage that outlasted the retries several writes in a row).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +68,27 @@ class _Item:
 
 def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
+    return _push_batches(ctx, obj, ctx.warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH))
+
+
+def push_keys(ctx: SyncContext, obj: SyncedObject, keys: Sequence[int]) -> PushStats:
+    """Push these rows now, if they changed since they were last synced (one contact, say)."""
+    states = ctx.warehouse.read_sync_state(obj.object_type, keys)
+    rows = []
+    for row in ctx.warehouse.get_rows(obj.object_type, keys):
+        state = states.get(str(row[obj.key_column]), {})
+        if state and row["row_hash"] == state.get("warehouse_hash") and state.get("status") not in ("failed", "pending"):
+            continue  # nothing new since the last sync: nothing to send
+        if not state and row.get("deleted_at") is not None:
+            continue  # never in Twenty, nothing to delete there
+        rows.append({**row, "crm_id": state.get("crm_id")})
+    return _push_batches(ctx, obj, [rows])
+
+
+def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[list[dict[str, Any]]]) -> PushStats:
     push = _Push(ctx, obj)
     try:
-        for rows in ctx.warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH):
+        for rows in batches:
             push.delete([r for r in rows if r.get("deleted_at") is not None])
             push.upsert([r for r in rows if r.get("deleted_at") is None])
     except PushAborted as stop:
