@@ -58,8 +58,10 @@ class PullStats:
 def _since_filter(field: str, watermark: str | None, overlap: dt.timedelta) -> str | None:
     if watermark is None:
         return None
-    since = parse_timestamp(watermark) - overlap  # type: ignore[operator]
-    return f'{field}[gte]:"{format_timestamp(since)}"'
+    mark = parse_timestamp(watermark)
+    if mark is None:
+        return None
+    return f'{field}[gte]:"{format_timestamp(mark - overlap)}"'
 
 
 def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = DEFAULT_OVERLAP) -> PullStats:
@@ -134,7 +136,8 @@ class _RetryList:
 
 
 def _latest(records: Sequence[Mapping[str, Any]], field: str) -> str:
-    return format_timestamp(max(parse_timestamp(r[field]) for r in records if r.get(field)))  # type: ignore[type-var]
+    stamps = [t for t in (parse_timestamp(r.get(field)) for r in records) if t is not None]
+    return format_timestamp(max(stamps))
 
 
 def _typed_key(obj: SyncedObject, record: Mapping[str, Any]) -> int | None:
@@ -296,7 +299,7 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
         if policy == "warehouse_wins":  # the push sends the deletion
             return _Plan(record, key, None, dict(state.get("base") or {}) if state else {}, True)
         revive = True
-    if revive or state is None:
+    if revive or state is None or row is None:
         # New to the warehouse, or alive again in Twenty: Twenty's values, whole.
         written = {obj.key_column: key, **theirs, **({"deleted_at": None} if row is not None else {})}
         return _Plan(record, key, written, dict(theirs), False)

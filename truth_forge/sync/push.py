@@ -290,7 +290,7 @@ class _Push:
         keys = [r[self.obj.key_column] for r in rows]
         fresh = {r[self.obj.key_column]: r for r in self.warehouse.get_rows(self.obj.object_type, keys)}
         states = self.warehouse.read_sync_state(self.obj.object_type, keys)
-        out = []
+        out: list[Mapping[str, Any]] = []
         for key in keys:
             row, state = fresh.get(key), states.get(str(key), {})
             if row is not None and row.get("deleted_at") is None:
