@@ -68,7 +68,15 @@ class _Item:
 
 def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
-    return _push_batches(ctx, obj, ctx.warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH))
+    batches = ctx.warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH)
+    try:
+        return _push_batches(ctx, obj, batches)
+    finally:
+        # A push that stops early must not leave the warehouse's result stream open (DuckDB cannot
+        # checkpoint with a read still running).
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def push_keys(ctx: SyncContext, obj: SyncedObject, keys: Sequence[int]) -> PushStats:
