@@ -190,11 +190,12 @@ class RecordService:
         a failing insert leaves the updates applied; the answer lists updates, then inserts.
         """
         inputs = []
-        for item in items:
-            data = normalize_input(obj, item, self.rules)
-            rid = data.pop("id", None)
-            self._check_relations(obj, data)
-            inputs.append((rid, data))
+        with self.ws.lock:
+            for item in items:
+                data = normalize_input(obj, item, self.rules)
+                rid = data.pop("id", None)
+                self._check_relations(obj, data)
+                inputs.append((rid, data))
         if not upsert:
             with self._writing(obj) as (batch, events):
                 created = [self._insert(obj, batch, rid, data) for rid, data in inputs]

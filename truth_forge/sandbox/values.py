@@ -35,9 +35,12 @@ SERVER_MAINTAINED = frozenset({"updatedAt", "updatedBy"})
 _URL_PARTS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*://)?([^/?#]*)(.*)$", re.DOTALL)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _RATING = re.compile(r"^RATING_[1-5]$")
-# The address check Twenty's email validators use (zod's default `z.email()` pattern).
+# The newest email validator uses zod's default `z.email()` pattern: ASCII only, no leading
+# dot or "..", a dotted domain with a 2+ letter TLD.
 _EMAIL = re.compile(r"^(?!\.)(?!.*\.\.)([A-Za-z0-9_'+\-.]*)[A-Za-z0-9_+-]@"
                     r"([A-Za-z0-9][A-Za-z0-9\-]*\.)+[A-Za-z]{2,}$")
+# The older one passed zod's loose Unicode pattern: one "@", no spaces or '"', length limits.
+_UNICODE_EMAIL = re.compile(r'^[^\s@"]{1,64}@[^\s@]{1,255}$')
 # twenty-shared `isValidUrl`: optional http(s) scheme, a dotted host, an IPv4 or localhost,
 # optional port, path and query; case-insensitive. `acme.example` passes, `javascript:...` and
 # `not a url` do not.
@@ -333,7 +336,7 @@ def _checked_email(value: Any, label: str, rules: Behaviour) -> str | None:
             raise refused
         return value.strip()
     canonical = value.strip().lower()
-    if canonical and not _EMAIL.match(canonical):
+    if canonical and not _UNICODE_EMAIL.match(canonical):
         raise refused
     return canonical
 
