@@ -23,7 +23,8 @@ class SandboxRuntime:
         self.webhooks = WebhookRegistry(self.workspace.clock, self.workspace)
         self.dispatcher = WebhookDispatcher(config, self.webhooks)
         self.rate_limiter = RateLimiter(config.rate_limit_per_minute, config.rate_limit_window_ms,
-                                        config.rate_limit_burst, config.rate_limit_style)
+                                        config.rate_limit_burst, config.rate_limit_style,
+                                        config.behaviour.rate_limit_refill)
         self.faults = FaultInjector()
         self.request_log = RequestLog(config.request_log_limit)
 
@@ -40,7 +41,8 @@ class SandboxRuntime:
         self.faults.clear()
         self.rate_limiter.configure(self.config.rate_limit_per_minute,
                                     self.config.rate_limit_window_ms,
-                                    self.config.rate_limit_burst, self.config.rate_limit_style)
+                                    self.config.rate_limit_burst, self.config.rate_limit_style,
+                                    self.config.behaviour.rate_limit_refill)
 
     def close(self) -> None:
         self.dispatcher.close()
