@@ -34,6 +34,7 @@ from truth_forge.twenty.errors import (
     TwentyProtocolError,
     TwentyRateLimited,
     TwentyRecordRejected,
+    TwentySchemaMismatch,
     TwentyTransientError,
 )
 
@@ -287,12 +288,12 @@ class Doctor:
         try:
             body = self.client.transport.request("POST", "/rest/batch/people",
                                                  json_body=[{PROBE_FIELD: 1}] * BATCH_PROBE_SIZE, idempotent=False)
-        except TwentyRecordRejected as exc:
+        except (TwentyRecordRejected, TwentySchemaMismatch) as exc:  # the unknown field or the count
             self._judge_batch_refusal(exc, configured)
             return
         self._undo_accepted_batch(body)
 
-    def _judge_batch_refusal(self, exc: TwentyRecordRejected, configured: int) -> None:
+    def _judge_batch_refusal(self, exc: TwentyError, configured: int) -> None:
         limit = self.client.records.learn_max_batch(exc)
         if limit is None:
             field_first = any(PROBE_FIELD in m for m in exc.messages)

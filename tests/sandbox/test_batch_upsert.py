@@ -23,6 +23,13 @@ def test_batch_limit_is_200_with_twentys_message(sandbox_client: httpx.Client) -
     assert error_of(response, 400) == "Maximum number of records to upsert is 200."
 
 
+def test_an_oversized_batch_naming_an_unknown_field_is_refused_for_the_field(sandbox_client: httpx.Client) -> None:
+    # Twenty processes every record's fields before it counts them, so no read-only probe learns
+    # the limit from it (common-base-query-runner.service.ts: processArgs runs before run()).
+    response = sandbox_client.post("/rest/batch/people", json=[{"truthForgeProbe": 1}] * 201)
+    assert "truthForgeProbe" in error_of(response, 400)
+
+
 def test_docs_batch_limit_switch_enforces_60() -> None:
     config = SandboxConfig(api_keys=["k"], rate_limit_per_minute=None,
                            enforce_docs_batch_limit=True)

@@ -89,10 +89,11 @@ class RateLimiter:
                             f"Limit reached ({limit} tokens per {self.window_ms} ms)")
         retry_after = max(1, math.ceil(wait_s)) if math.isfinite(wait_s) else 60
         period_s = max(1, self.window_ms // 1000)
+        messages = [f"Rate limit exceeded for apiKey: {limit} requests per {period_s}s."]
         body = {
             "statusCode": 429,
             "error": "RATE_LIMITED",
-            "messages": [f"Rate limit exceeded for apiKey: {limit} requests per {period_s}s."],
+            "messages": messages,
             "limitKind": "speed",
             "exhaustedKind": "limit",
             "scope": {"spenderType": "apiKey", "spenderId": api_key_id,
@@ -109,4 +110,4 @@ class RateLimiter:
             "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset": str(math.ceil(time.time() + retry_after)),
         }
-        return ApiError(429, "RATE_LIMITED", body["messages"], body=body, headers=headers)
+        return ApiError(429, "RATE_LIMITED", messages, body=body, headers=headers)

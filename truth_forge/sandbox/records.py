@@ -297,7 +297,10 @@ class RecordService:
     @staticmethod
     def _page(rows: list[dict[str, Any]], order: list[OrderItem], limit: int,
               after: str | None, before: str | None) -> tuple[list[dict[str, Any]], bool, bool]:
-        key = functools.cmp_to_key(lambda a, b: compare(a, b, order))
+        def by_order(a: dict[str, Any], b: dict[str, Any]) -> int:
+            return compare(a, b, order)
+
+        key = functools.cmp_to_key(by_order)
         if after:
             start = bisect.bisect_right(rows, key(decode_cursor(after, order)), key=key)
             window = rows[start:]

@@ -6,6 +6,8 @@ The HTTP app, the Python `SandboxServer` API and the admin endpoints all act on 
 
 from __future__ import annotations
 
+from typing import Any
+
 from truth_forge.sandbox.config import SandboxConfig
 from truth_forge.sandbox.faults import FaultInjector
 from truth_forge.sandbox.ratelimit import RateLimiter
@@ -28,7 +30,7 @@ class SandboxRuntime:
         self.faults = FaultInjector()
         self.request_log = RequestLog(config.request_log_limit)
 
-    def _on_events(self, events: list) -> None:  # type: ignore[type-arg]
+    def _on_events(self, events: list[Any]) -> None:
         self.dispatcher.on_events(events)
 
     def reset(self) -> None:

@@ -492,7 +492,7 @@ def merge_values(record: dict[str, Any], changes: dict[str, Any], obj: ObjectDef
             stored = out.get(key) if isinstance(out.get(key), dict) and not fresh else None
             out[key] = finish_links(stored, value, rules)
         elif f is not None and f.is_composite and isinstance(value, dict):
-            base = out.get(key) if isinstance(out.get(key), dict) else {
+            base: dict[str, Any] = out[key] if isinstance(out.get(key), dict) else {
                 sub: None for sub in COMPOSITE_TYPES[f.type]}
             out[key] = {**base, **value}
         else:

@@ -221,7 +221,7 @@ class RecordsApi:
                 )))
         return kept
 
-    def learn_max_batch(self, exc: TwentyRecordRejected) -> int | None:
+    def learn_max_batch(self, exc: TwentyError) -> int | None:
         """Twenty named its batch limit in the error: remember it, and say it."""
         for message in exc.messages:
             match = _MAX_RECORDS_RE.search(message)
