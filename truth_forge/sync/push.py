@@ -1,8 +1,11 @@
 """Warehouse -> Twenty: send the rows whose hash changed, in batches, and remember what landed.
 
 Change detection happens in the warehouse (`changed_rows`), so only changed rows reach Python.
-Rows Twenty already has are upserted by their Twenty id; new rows are created (an upsert would also
-match on a unique email and take over someone else's record). What every write request stored is
+Rows Twenty already has are updated through a batch upsert keyed on their Twenty id, carrying only
+the fields that changed since the merge base; before each such batch one read brings the records
+as Twenty has them now, and edits made there meanwhile are merged first (`pull.apply_records`).
+New rows are created whole (an upsert would also match on a unique email and take over someone
+else's record); `PushStats.upserted` counts both. What every write request stored is
 saved in the sync state before the next request goes out, so a run killed anywhere loses at most
 the answer of the request in flight, and the next run recovers that by rule: a refused create is
 always checked for "is this record already ours" (our key, live or soft-deleted) before it is
