@@ -10,7 +10,7 @@ compared with this module's own reading of how a value looks on each side:
 * phones: digits of the E.164 number against calling code + national number;
 * SELECT fields: the option value (`family friend` -> `FAMILY_FRIEND`);
 * computed JSON fields: the JSON Twenty holds as text parses back to the warehouse's value;
-* company link and website (origin lower-cased, `https://` added to a bare domain, one trailing slash dropped).
+* company link and website (origin lower-cased, `https://` added to a bare domain, trailing slashes dropped).
 
 Beyond values: every live contact and business is in Twenty exactly once under its key, and the sync
 state names that very record; no live Twenty record lacks a key or has one the warehouse does not have
@@ -53,7 +53,8 @@ class Discrepancy:
 
     def __str__(self) -> str:
         who = f"{self.object_type} {self.key or '?'}" + (f" (Twenty {self.crm_id})" if self.crm_id else "")
-        return f"{who} {self.field}: {self.detail}"
+        detail = self.detail if len(self.detail) <= 300 else self.detail[:297] + "..."
+        return f"{who} {self.field}: {detail}"
 
 
 # --- each side's reading of a value ------------------------------------------------------------
@@ -107,15 +108,16 @@ def norm_text(value: Any) -> str | None:
 
 
 def norm_url(value: Any) -> str:
+    """Scheme and host lower-cased, `https://` before a bare domain, trailing slashes dropped."""
     text = str(value or "").strip()
     if not text:
         return ""
-    if "://" not in text:
+    if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*:", text):
         text = "https://" + text
     match = re.match(r"^([a-zA-Z][a-zA-Z0-9+.\-]*://)([^/?#]*)(.*)$", text, re.DOTALL)
     if match:
         text = match.group(1).lower() + match.group(2).lower() + match.group(3)
-    return text[:-1] if text.endswith("/") else text
+    return text.rstrip("/")
 
 
 def json_matches(warehouse_value: Any, twenty_value: Any) -> bool:
@@ -292,7 +294,7 @@ def compare(side: WarehouseSide, people: Sequence[Mapping[str, Any]],
             person_pairs.add(key, person["id"], field, f"warehouse {_short(want)} != Twenty {_short(have)}")
     for error in side.open_errors:
         found.append(Discrepancy(error["object_type"] or "run", error["record_key"], error["crm_id"], "open_error",
-                                 f"{error['operation']}: {_short(error['error_message'])}"))
+                                 f"{error['operation']}: {error['error_message']}"))
     return found
 
 

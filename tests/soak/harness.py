@@ -166,6 +166,13 @@ class PlainTwenty:
         data = self._ok(self.http.post(f"/rest/{plural}", json=body))["data"]
         return next(iter(data.values()))
 
+    def try_create(self, plural: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create, or None when Twenty refuses the record itself (400): hostile input may not get in at all."""
+        response = self.http.post(f"/rest/{plural}", json=body)
+        if response.status_code == 400:
+            return None
+        return next(iter(self._ok(response)["data"].values()))
+
     def update(self, plural: str, record_id: str, patch: dict[str, Any]) -> dict[str, Any]:
         data = self._ok(self.http.patch(f"/rest/{plural}/{record_id}", json=patch))["data"]
         return next(iter(data.values()))
