@@ -5,11 +5,15 @@ as a real `truth-forge sync` subprocess (its own DuckDB connection, its own HTTP
 counts N, the record requests (reads and writes, not the schema check) a whole first sync is answered.
 Then, for every k in 1..N, from a fresh workspace and a fresh warehouse: start the sync, poll the
 sandbox's request log until it holds k answered record requests, SIGKILL the process at once. The
-sandbox logs an answer just before its last byte leaves and sleeps the latency before it handles the
-next request, so the kill lands after the k-th request took effect and before the (k+1)-th is answered:
-the k-th response may be lost, and a (k+1)-th request already sent still lands after the kill. The test
-waits for the sandbox to go quiet, then runs the sync once more, without latency, to its end. That run
-must exit 0, and both sides must agree (tests/soak/convergence.py): every contact in Twenty once, under
+sandbox logs an answer just before its last byte leaves and sleeps the latency before it reads the
+next request's body, so the kill lands after the k-th request took effect and before the (k+1)-th does:
+a (k+1)-th request already sent finds its client gone when the latency is over and is not applied. Each
+k is killed at two moments (KILL_MOMENTS): at once, when the sync has most likely not read the k-th
+answer (the write landed, the sync never learnt it), and half a latency later, when it has read it and
+saved what it learnt. Where the sync is inside its own work between two requests is not controlled, on
+purpose. The test waits for the sandbox to go quiet, then runs the sync once more, without latency, to
+its end. That run must exit 0, and both sides must agree (tests/soak/convergence.py): every contact in
+Twenty once, under
 its `contactId`; every person created in Twenty given a `contact_id` and the same `contactId` there; all
 field values equal; no open errors. The first sync pulls three people made in Twenty (contact ids
 allocated, keys written back), then pushes 4 companies and 16 contacts in batches of 3, so the kill
