@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +54,37 @@ def test_sync_without_setup_stops_with_a_setup_hint(env: str) -> None:
 def test_bad_options_are_refused(env: str) -> None:
     result = CliRunner().invoke(app, ["sync", "--direction", "sideways"])
     assert result.exit_code == 2 and "--direction" in result.output
+
+
+class _RedirectWithKey(http.server.BaseHTTPRequestHandler):
+    """A base URL that answers 302 with the caller's key in the Location (a login page, say)."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        key = self.headers.get("Authorization", "").partition(" ")[2]
+        self.send_response(302)
+        self.send_header("Location", f"https://login.example.test/sso?token={key}")
+        self.send_header("X-Echo-Key", key)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return None  # keep the test output to what truth-forge prints
+
+
+@pytest.mark.parametrize("command", [["setup"], ["-v", "verify"], ["-v", "sync"]])
+def test_a_redirect_with_the_key_in_it_never_prints_the_key(tmp_path: Path, command: list[str]) -> None:
+    key = "tf-secret-key-0123456789abcdef"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RedirectWithKey)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWENTY", "TRUTH_FORGE"))}
+    env.update(TWENTY_API_KEY=key, TWENTY_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}",
+               TRUTH_FORGE_WAREHOUSE_URL=f"duckdb:///{tmp_path / 'w.duckdb'}")
+    try:
+        done = subprocess.run([sys.executable, "-m", "truth_forge.cli", *command], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "redirects to https://login.example.test/sso" in output, output
+    assert key not in output

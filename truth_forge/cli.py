@@ -25,6 +25,9 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log reques
     )
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpcore's debug log prints every header sent and received (the API key, a redirect's Location):
+    # kept below that level even under -v.
+    logging.getLogger("httpcore").setLevel(logging.INFO)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -128,11 +131,17 @@ def demo(
 
 def _register_component_commands() -> None:
     # Each component keeps its command beside the code it drives; this file only wires them up.
+    from truth_forge.doctor_cli import doctor_command
     from truth_forge.sandbox.cli import sandbox_command
     from truth_forge.warehouse.cli import sample_data_command
 
     app.command("sandbox")(sandbox_command)
     app.command("sample-data")(sample_data_command)
+    app.command("doctor")(doctor_command)
 
 
 _register_component_commands()
+
+
+if __name__ == "__main__":  # `python -m truth_forge.cli`, as the tests run it
+    app()

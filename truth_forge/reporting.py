@@ -38,7 +38,10 @@ class ErrorReporter:
         record_key: str | int | None = None,
         crm_id: str | None = None,
         attempt: int | None = None,
+        settled: bool = False,
     ) -> dict[str, Any]:
+        """Record one error. `settled`: already decided (a conflict the policy resolved); it is kept
+        as evidence, closed from the start, and does not make the run a partial one."""
         if isinstance(error, TwentyError):
             error_class, status = type(error).__name__, error.status
         elif isinstance(error, BaseException):
@@ -57,6 +60,7 @@ class ErrorReporter:
             "attempt": attempt,
             "occurred_at": dt.datetime.now(dt.timezone.utc),
         }
+        entry["resolved_at"] = entry["occurred_at"] if settled else None
         self.sync_errors.append(entry)
         self._unflushed.append(entry)
         log.warning("%s %s %s failed: %s", operation, object_type or "", record_key or "", entry["error_message"])
@@ -75,4 +79,5 @@ class ErrorReporter:
 
     @property
     def count(self) -> int:
-        return len(self.sync_errors)
+        """Errors that still need someone (settled conflicts are not among them)."""
+        return sum(1 for e in self.sync_errors if e["resolved_at"] is None)

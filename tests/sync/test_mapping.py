@@ -37,7 +37,7 @@ def test_contact_becomes_a_whole_twenty_person() -> None:
     body = contact_to_person(ROW, SCHEMA, company_crm_id="c0ffee00-0000-4000-8000-000000000000")
     assert body["name"] == {"firstName": "Ada", "lastName": "van Lovelace"}
     # The primary is not repeated among the additional emails.
-    assert body["emails"] == {"primaryEmail": "Ada@Example.com", "additionalEmails": ["ada@work.example"]}
+    assert body["emails"] == {"primaryEmail": "ada@example.com", "additionalEmails": ["ada@work.example"]}  # as Twenty stores it
     assert body["phones"] == {
         "primaryPhoneNumber": "612345678", "primaryPhoneCountryCode": "FR", "primaryPhoneCallingCode": "+33",
         "additionalPhones": [{"number": "4155550100", "countryCode": "US", "callingCode": "+1"}],
@@ -77,7 +77,7 @@ def test_business_round_trip() -> None:
     row = {"business_id": 7, "business_name": "Acme", "website": "acme.example", "industry": "Tools",
            "business_type": "llc", "business_data": {"employees": 12}}
     body = business_to_company(row, SCHEMA)
-    assert body["domainName"] == {"primaryLinkUrl": "https://acme.example", "primaryLinkLabel": "",
+    assert body["domainName"] == {"primaryLinkUrl": "https://acme.example", "primaryLinkLabel": None,
                                   "secondaryLinks": []}
     assert body["businessType"] == "LLC" and body["businessId"] == "7"
     back = company_to_business({**body, "id": "x"}, SCHEMA)

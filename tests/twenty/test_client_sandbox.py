@@ -8,6 +8,7 @@ import pytest
 
 from truth_forge.twenty import TwentyClient, TwentyConfigError, TwentyRateLimited, TwentyRecordRejected
 from truth_forge.twenty import shapes
+from truth_forge.twenty.errors import TwentySchemaMismatch
 
 
 def client_for(sandbox: Any, **options: Any) -> TwentyClient:
@@ -66,15 +67,46 @@ def test_batches_are_chunked_to_the_batch_size(sandbox: Any) -> None:
 
 def test_one_bad_record_does_not_sink_its_batch(sandbox: Any) -> None:
     records = [person(i) for i in range(10)]
-    records[6] = {**records[6], "notAField": "x"}
+    records[6] = {**records[6], "phones": {"primaryPhoneNumber": "612345678", "primaryPhoneCountryCode": "XX"}}
     with client_for(sandbox) as client:
         outcome = client.records.create_many("people", records)
         stored = list(client.records.iter_records("people"))
     assert len(stored) == 9
     assert [f.index for f in outcome.failures] == [6]
     assert isinstance(outcome.failures[0].error, TwentyRecordRejected)
-    assert "notAField" in str(outcome.failures[0].error)
+    assert "XX" in str(outcome.failures[0].error)
     assert outcome.results[6] is None and all(outcome.results[i] for i in range(10) if i != 6)
+
+
+def test_a_field_the_workspace_lacks_stops_the_write_after_one_request(sandbox: Any) -> None:
+    # Every record would be refused alike: no splitting, no request per record.
+    records = [{**person(i), "notAField": "x"} for i in range(10)]
+    with client_for(sandbox) as client:
+        outcome = client.records.create_many("people", records)
+    assert isinstance(outcome.aborted, TwentySchemaMismatch) and outcome.aborted_at == 0
+    assert len(batch_posts(sandbox)) == 1 and outcome.succeeded == []
+
+
+def test_a_create_refused_for_a_taken_value_is_not_split(sandbox: Any) -> None:
+    # The caller finds the holders in one read; splitting 10 records to find them would cost ~7 requests.
+    with client_for(sandbox) as client:
+        client.records.create_many("people", [person(3)])
+        before = len(batch_posts(sandbox))
+        outcome = client.records.create_many("people", [person(i) for i in range(10)])
+    assert len(batch_posts(sandbox)) - before == 1
+    assert sorted(f.index for f in outcome.failures) == list(range(10))
+    assert all(isinstance(f.error, TwentyRecordRejected) and f.error.is_duplicate for f in outcome.failures)
+
+
+def test_delete_many_soft_deletes_by_id_and_takes_gone_ids_as_done(sandbox: Any) -> None:
+    with client_for(sandbox, batch_size=2) as client:
+        ids = [r["id"] for r in client.records.create_many("people", [person(i) for i in range(5)]).succeeded]
+        client.records.delete("people", ids[0], soft=False)  # destroyed: the batch delete still succeeds
+        deleted = client.records.delete_many("people", ids, soft=True)
+        left = list(client.records.iter_records("people"))
+        trash = list(client.records.iter_records("people", filter="deletedAt[is]:NOT_NULL"))
+    assert sorted(d["id"] for d in deleted) == sorted(ids[1:])
+    assert left == [] and sorted(t["id"] for t in trash) == sorted(ids[1:])
 
 
 def test_upsert_matches_on_a_unique_email_and_does_not_duplicate(sandbox: Any) -> None:

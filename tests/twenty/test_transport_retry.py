@@ -15,14 +15,17 @@ from truth_forge.twenty.errors import (
     NextStep,
     TwentyAuthError,
     TwentyConfigError,
+    TwentyNotFound,
     TwentyRateLimited,
     TwentyRecordRejected,
+    TwentySchemaMismatch,
     TwentyTransientError,
 )
 from truth_forge.twenty.transport import RequestBudget, RetryPolicy, Transport
 
 BASE = "https://crm.example.test"
 KEY = "secret-key-value-123"
+UUID = "0b0f8a2e-6d3c-4c1e-9a57-1f2d3c4b5a69"
 
 
 class FakeClock:
@@ -157,15 +160,59 @@ def test_connect_errors_are_resent_even_for_creates(clock: FakeClock) -> None:
 
 def test_400_is_not_retried_and_carries_twentys_message(clock: FakeClock) -> None:
     body = {"statusCode": 400, "error": "BadRequestException",
-            "messages": ['Object person doesn\'t have any "email" field.']}
+            "messages": ['Invalid value "Z" for field "categoryCode"']}
     with respx.mock(base_url=BASE) as mock:
         route = mock.post("/rest/people").mock(return_value=httpx.Response(400, json=body))
         with pytest.raises(TwentyRecordRejected) as info:
-            make_transport(clock).request("POST", "/rest/people", json_body={"email": "x"})
+            make_transport(clock).request("POST", "/rest/people", json_body={"categoryCode": "Z"})
     assert route.call_count == 1
     assert info.value.next_step is NextStep.SKIP_RECORD
-    assert 'doesn\'t have any "email" field' in str(info.value)
+    assert 'for field "categoryCode"' in str(info.value)
     assert info.value.error_code == "BadRequestException"
+
+
+def test_a_400_naming_a_missing_field_is_a_setup_problem_for_every_record(clock: FakeClock) -> None:
+    body = {"statusCode": 400, "error": "BadRequestException",
+            "messages": ['Object person doesn\'t have any "contactId" field.']}
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.post("/rest/batch/people").mock(return_value=httpx.Response(400, json=body))
+        with pytest.raises(TwentySchemaMismatch) as info:
+            make_transport(clock).request("POST", "/rest/batch/people", json_body=[{"contactId": "1"}])
+    assert route.call_count == 1
+    assert info.value.next_step is NextStep.FIX_CONFIG and "truth-forge setup" in str(info.value)
+
+
+@pytest.mark.parametrize("message", [
+    "deadlock detected",
+    "canceling statement due to statement timeout",
+    "could not serialize access due to concurrent update",
+])
+def test_a_database_error_answered_400_is_retried_even_for_a_create(clock: FakeClock, message: str) -> None:
+    # Twenty maps every QueryFailedError to 400; these ones say nothing about the record, and the
+    # failed statement was rolled back, so sending it again is safe even for a plain create.
+    body = {"statusCode": 400, "error": "QueryFailedError", "messages": [message]}
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.post("/rest/batch/people").mock(side_effect=[
+            httpx.Response(400, json=body), httpx.Response(201, json={"data": {"createPeople": [{"id": "a"}]}})])
+        answer = make_transport(clock).request("POST", "/rest/batch/people", json_body=[{}])
+    assert route.call_count == 2 and answer["data"]["createPeople"] == [{"id": "a"}]
+
+
+def test_a_database_error_that_outlasts_the_retries_is_transient_not_a_bad_record(clock: FakeClock) -> None:
+    body = {"statusCode": 400, "error": "QueryFailedError", "messages": ["deadlock detected"]}
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.post("/rest/batch/people").mock(return_value=httpx.Response(400, json=body))
+        with pytest.raises(TwentyTransientError) as info:
+            make_transport(clock, max_retries=2).request("POST", "/rest/batch/people", json_body=[{}])
+    assert route.call_count == 3 and info.value.next_step is NextStep.RETRY
+
+
+def test_record_not_found_answered_400_is_not_found(clock: FakeClock) -> None:
+    body = {"statusCode": 400, "error": "BadRequestException", "messages": ["Record not found"]}
+    with respx.mock(base_url=BASE) as mock:
+        mock.delete(f"/rest/people/{UUID}").mock(return_value=httpx.Response(400, json=body))
+        with pytest.raises(TwentyNotFound):
+            make_transport(clock).request("DELETE", f"/rest/people/{UUID}")
 
 
 def test_auth_error_never_shows_the_key(clock: FakeClock) -> None:
@@ -209,6 +256,16 @@ def test_transport_repr_hides_key() -> None:
     transport = Transport(BASE, KEY)
     assert KEY not in repr(transport)
     transport.close()
+
+
+def test_a_redirect_never_shows_a_key_that_rides_in_its_location(clock: FakeClock) -> None:
+    location = f"https://login.example.test/auth?token={KEY}&next=/rest"
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/rest/metadata/objects").mock(return_value=httpx.Response(302, headers={"Location": location}))
+        with pytest.raises(TwentyConfigError) as info:
+            make_transport(clock).request("GET", "/rest/metadata/objects")
+    assert KEY not in str(info.value) and KEY not in repr(info.value.to_dict())
+    assert "https://login.example.test/auth" in str(info.value)
 
 
 def test_a_redirect_is_a_configuration_error_not_a_rejected_record(clock: FakeClock) -> None:

@@ -50,13 +50,55 @@ def _custom_fields(schema: CrmSchema, obj: str, row: Mapping[str, Any]) -> dict[
             for spec in schema.for_object(obj) if spec.column in row}  # type: ignore[arg-type]
 
 
+def _checked_emails(row: Mapping[str, Any], left_out: list[str] | None) -> dict[str, Any]:
+    """The EMAILS composite, without addresses Twenty would refuse (which would fail the whole batch)."""
+    emails = shapes.emails_value(row.get("primary_email"), row.get("additional_emails") or [])
+    primary = emails["primaryEmail"]
+    if primary is not None and not shapes.is_valid_email(primary):
+        _leave_out(left_out, f"primary_email {primary!r} is not an address Twenty accepts")
+        emails["primaryEmail"] = None
+    for extra in [e for e in emails["additionalEmails"] if not shapes.is_valid_email(e)]:
+        _leave_out(left_out, f"additional email {extra!r} is not an address Twenty accepts")
+        emails["additionalEmails"].remove(extra)
+    return emails
+
+
+def _leave_out(left_out: list[str] | None, reason: str) -> None:
+    if left_out is None:
+        raise ValueError(reason)
+    left_out.append(reason)
+
+
+def check_storable(body: Mapping[str, Any]) -> None:
+    """Refuse text Twenty's Postgres cannot store (a NUL character), naming the field."""
+    for name, value in body.items():
+        for text in _strings(value):
+            if "\x00" in text:
+                raise ValueError(f"{name} contains a NUL character, which Twenty's database cannot store")
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _strings(v)]
+    return []
+
+
 def contact_to_person(
-    row: Mapping[str, Any], schema: CrmSchema, *, company_crm_id: str | None = None, default_region: str | None = None
+    row: Mapping[str, Any], schema: CrmSchema, *, company_crm_id: str | None = None,
+    default_region: str | None = None, left_out: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A row of the warehouse's CRM-facing contact view -> a whole Twenty person body."""
+    """A row of the warehouse's CRM-facing contact view -> a whole Twenty person body.
+
+    An email Twenty would refuse is left out and explained in `left_out` (a ValueError when no list
+    is given), so the rest of the person still syncs.
+    """
     body: dict[str, Any] = {
         "name": shapes.split_full_name(row.get("canonical_name")),
-        "emails": shapes.emails_value(row.get("primary_email"), row.get("additional_emails") or []),
+        "emails": _checked_emails(row, left_out),
         "phones": shapes.phones_value(row.get("primary_phone"), row.get("additional_phones") or [],
                                       default_region=default_region),
         **_custom_fields(schema, "person", row),
@@ -64,16 +106,25 @@ def contact_to_person(
     if company_crm_id is not None:
         # Only a known company is linked; an unknown one is left alone rather than unlinked.
         body["companyId"] = company_crm_id
+    check_storable(body)
     return body
 
 
-def business_to_company(row: Mapping[str, Any], schema: CrmSchema) -> dict[str, Any]:
+def business_to_company(row: Mapping[str, Any], schema: CrmSchema, *, left_out: list[str] | None = None
+                        ) -> dict[str, Any]:
     """A row of the warehouse's CRM-facing business view -> a whole Twenty company body."""
-    return {
+    domain = shapes.link_value(row.get("website"))
+    url = domain["primaryLinkUrl"]
+    if url is not None and not shapes.is_valid_link(url):
+        _leave_out(left_out, f"website {row.get('website')!r} is not a URL Twenty accepts")
+        domain["primaryLinkUrl"] = None
+    body = {
         "name": str(row.get("business_name") or ""),
-        "domainName": shapes.link_value(row.get("website")),
+        "domainName": domain,
         **_custom_fields(schema, "company", row),
     }
+    check_storable(body)
+    return body
 
 
 def _editable_custom(schema: CrmSchema, obj: str, record: Mapping[str, Any]) -> dict[str, Any]:

@@ -197,11 +197,10 @@ def _keys_for(
                 _pull_failed(reporter, obj, record, f"{obj.key_field} {key} already belongs to Twenty record "
                              f"{owner['crm_id']}; two Twenty records cannot share it", stats, failed)
             elif key in existing:
-                # Someone linked a Twenty record to an existing warehouse row by typing its key:
-                # the push claims the record (by this key) with the warehouse's values.
-                reporter.record(object_type=obj.object_type, operation="pull", record_key=key, crm_id=record["id"],
-                                error=f"{obj.key_field} {key} typed in Twenty names an existing warehouse row; "
-                                      "the next push links them, keeping the warehouse's values")
+                # Our key on a record we do not know: typed there by someone, or created by a push
+                # that died before its bookkeeping. Either way the push claims it by this key.
+                log.info("%s %s %s in Twenty names an existing warehouse row; the push links them",
+                         obj.object_type, obj.key_field, key)
             else:
                 keys[record["id"]] = key
     return keys
@@ -250,25 +249,28 @@ def _apply_page(
     write_by_field_set(warehouse.upsert_contacts if obj is PERSON else warehouse.upsert_businesses, rows)
     hashes_after = warehouse.row_hashes(obj.object_type, [r[obj.key_column] for r in rows])
 
-    now, state_rows = now_utc(), []
+    now, state_rows, to_key = now_utc(), [], []
     for record in changed:
         key = keys[record["id"]]
         state_row = {"object_type": obj.object_type, "record_key": str(key), "crm_id": record["id"],
                      "crm_hash": obj.crm_hash(record, schema), "crm_updated_at": parse_timestamp(record.get("updatedAt")),
                      "last_synced_at": now, "status": "synced", "last_error": None}
-        if key not in merged_keys:
-            # Nothing else changed in the warehouse: its new row is exactly what Twenty has, so the
-            # push must not send it back. After a conflict the merged row still has to go out.
-            state_row["warehouse_hash"] = hashes_after.get(key)
+        # Nothing else changed in the warehouse: its new row is exactly what Twenty has, so the push
+        # must not send it back. After a conflict the merged row still has to go out (no hash).
+        state_row["warehouse_hash"] = None if key in merged_keys else hashes_after.get(key)
+        if str(record.get(obj.key_field) or "") != str(key):
+            # Two steps: the row is written, the key is not yet in Twenty. Pending, with no hash,
+            # until the write-back is confirmed; if it never is, the push sends the row with its key.
+            state_row.update(status="pending", warehouse_hash=None)
+            to_key.append((record, key, hashes_after.get(key) if key not in merged_keys else None))
         state_rows.append(state_row)
         if record["id"] in page.states:
             stats.updated += 1
         else:
             stats.created += 1
     write_by_field_set(warehouse.upsert_sync_state, state_rows)
-    warehouse.resolve_errors(obj.object_type, [s["record_key"] for s in state_rows])
-    if fresh:
-        _write_back_keys(client, obj, [(r, keys[r["id"]]) for r in fresh], reporter)
+    if to_key:
+        _write_back_keys(warehouse, client, schema, obj, to_key, reporter)
     return failed
 
 
@@ -292,7 +294,7 @@ def _rows_to_write(
             reporter.record(
                 object_type=obj.object_type, operation="conflict", record_key=key, crm_id=record["id"],
                 error=f"edited in Twenty (updatedAt {record.get('updatedAt')}) and {what} since the last sync; "
-                      f"resolved by {policy}",
+                      f"resolved by {policy}", settled=True,
             )
             if policy == "warehouse_wins":
                 continue  # the push sends the warehouse's values (or its deletion) over Twenty's
@@ -316,17 +318,25 @@ def _company_keys(warehouse: Any, records: Sequence[Mapping[str, Any]]) -> dict[
 
 
 def _write_back_keys(
-    client: TwentyClient, obj: SyncedObject, pairs: Sequence[tuple[Mapping[str, Any], int | None]],
-    reporter: ErrorReporter,
+    warehouse: Any, client: TwentyClient, schema: CrmSchema, obj: SyncedObject,
+    pending: Sequence[tuple[Mapping[str, Any], int, str | None]], reporter: ErrorReporter,
 ) -> None:
-    """Give records created in Twenty their warehouse key, so every later write matches them."""
-    missing = [(r, k) for r, k in pairs if str(r.get(obj.key_field) or "") != str(k)]
-    if not missing:
-        return
-    bodies = [{"id": r["id"], obj.key_field: str(k)} for r, k in missing]
-    outcome = client.records.create_many(obj.plural, bodies, upsert=True, match_key="id")
+    """Give records created in Twenty their warehouse key, so every later write matches them; each
+    confirmed write-back turns its pending state into synced before the next request goes out."""
+    bodies = [{"id": r["id"], obj.key_field: str(k)} for r, k, _ in pending]
+
+    def confirmed(landed: list[tuple[int, dict[str, Any]]]) -> None:
+        now = now_utc()
+        warehouse.upsert_sync_state([
+            {"object_type": obj.object_type, "record_key": str(pending[i][1]), "crm_id": record["id"],
+             "crm_hash": obj.crm_hash(record, schema), "crm_updated_at": parse_timestamp(record.get("updatedAt")),
+             "warehouse_hash": pending[i][2], "last_synced_at": now, "status": "synced", "last_error": None}
+            for i, record in landed
+        ])
+
+    outcome = client.records.create_many(obj.plural, bodies, upsert=True, match_key="id", on_write=confirmed)
     for failure in outcome.failures:
-        record, key = missing[failure.index]
+        record, key, _ = pending[failure.index]
         reporter.record(object_type=obj.object_type, operation="write_key", error=failure.error, record_key=key,
                         crm_id=record["id"])
     if outcome.aborted is not None:
@@ -344,7 +354,7 @@ def _apply_deletions(warehouse: Any, obj: SyncedObject, records: Sequence[Mappin
             stats.conflicts += 1
             reporter.record(object_type=obj.object_type, operation="conflict", record_key=key, crm_id=state["crm_id"],
                             error=f"deleted in Twenty and edited in the warehouse since the last sync; "
-                                  f"resolved by {policy}")
+                                  f"resolved by {policy}", settled=True)
             if policy == "warehouse_wins":
                 continue  # the push upserts it by id, which brings it back in Twenty
         keys.append(key)

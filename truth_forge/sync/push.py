@@ -1,9 +1,13 @@
 """Warehouse -> Twenty: send the rows whose hash changed, in batches, and remember what landed.
 
 Change detection happens in the warehouse (`changed_rows`), so only changed rows reach Python.
-Each batch becomes one batch upsert keyed on the external id (`contactId` / `businessId`), plus
-the Twenty `id` when we know it, so a record is never matched to someone else by a shared email.
-The sync state of a whole batch is written back with one MERGE.
+Rows Twenty already has are upserted by their Twenty id; new rows are created (an upsert would also
+match on a unique email and take over someone else's record). What every write request stored is
+saved in the sync state before the next request goes out, so a run killed anywhere loses at most
+the answer of the request in flight, and the next run recovers that by rule: a refused create is
+always checked for "is this record already ours" (our key, live or soft-deleted) before it is
+reported. Record-level refusals never stop a run; only what no record can get past does (auth,
+missing fields, an outage that outlasted the retries several writes in a row).
 """
 
 from __future__ import annotations
@@ -18,18 +22,23 @@ from truth_forge.reporting import ErrorReporter
 from truth_forge.sync import mapping
 from truth_forge.sync.objects import PERSON, SyncedObject, now_utc, parse_timestamp, write_by_field_set
 from truth_forge.twenty.client import TwentyClient
-from truth_forge.twenty.errors import NextStep, TwentyError, TwentyNotFound
+from truth_forge.twenty.errors import NextStep, TwentyError, TwentyRecordRejected
 
 log = logging.getLogger(__name__)
 
 READ_BATCH = 600  # rows fetched from the warehouse at a time: ten write batches of 60
+# Write requests in a row that failed after every retry: past this, Twenty is taken to be down and
+# the rest of the push waits for the next run. Fewer failures are recorded and the push goes on.
+CONSECUTIVE_FAILURE_BUDGET = 3
+LOOKUP_CHUNK = 50  # values per `[in]` filter, to keep the URL short
 
 
 class PushAborted(Exception):
-    """Twenty stopped answering usefully (auth, outage): the rest of the push waits for the next run."""
+    """Twenty stopped answering usefully (auth, missing fields, outage): the rest waits for the next run."""
 
     def __init__(self, cause: TwentyError) -> None:
         self.cause = cause
+        self.stats: PushStats | None = None  # what the push did before it stopped
         super().__init__(str(cause))
 
 
@@ -43,6 +52,16 @@ class PushStats:
         return {"upserted": self.upserted, "deleted": self.deleted, "failed": self.failed}
 
 
+@dataclass
+class _Item:
+    """One row on its way to Twenty: its body, and whether it still waits for its company."""
+
+    row: Mapping[str, Any]
+    body: dict[str, Any]
+    waiting: bool
+    left_out: list[str]
+
+
 def push_object(
     warehouse: Any,
     client: TwentyClient,
@@ -53,55 +72,259 @@ def push_object(
     default_region: str | None = None,
 ) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
-    stats = PushStats()
-    for rows in warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH):
-        live = [r for r in rows if r.get("deleted_at") is None]
-        gone = [r for r in rows if r.get("deleted_at") is not None]
-        states: list[dict[str, Any]] = []
-        try:
-            _push_deletions(client, obj, gone, reporter, stats, states)
-            _push_upserts(warehouse, client, schema, obj, live, reporter, stats, default_region, states)
-        finally:
-            # Whatever landed is remembered, and its old errors closed, even when the batch ends early.
-            write_by_field_set(warehouse.upsert_sync_state, states)
-            synced = [s["record_key"] for s in states if s["status"] in ("synced", "deleted")]
-            warehouse.resolve_errors(obj.object_type, synced)
-            reporter.flush(warehouse)
-    return stats
+    push = _Push(warehouse, client, schema, obj, reporter, default_region)
+    try:
+        for rows in warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH):
+            push.delete([r for r in rows if r.get("deleted_at") is not None])
+            push.upsert([r for r in rows if r.get("deleted_at") is None])
+    except PushAborted as stop:
+        stop.stats = push.stats
+        raise
+    return push.stats
 
 
-def _state(obj: SyncedObject, row: Mapping[str, Any], **values: Any) -> dict[str, Any]:
-    return {"object_type": obj.object_type, "record_key": str(row[obj.key_column]), **values}
+class _Push:
+    """One object's push: who it talks to, what it counted, and the bookkeeping after every write."""
 
+    def __init__(self, warehouse: Any, client: TwentyClient, schema: CrmSchema, obj: SyncedObject,
+                 reporter: ErrorReporter, default_region: str | None) -> None:
+        self.warehouse, self.client, self.schema, self.obj = warehouse, client, schema, obj
+        self.reporter, self.default_region = reporter, default_region
+        self.stats = PushStats()
+        self.failures_in_a_row = 0
 
-def _fail(reporter: ErrorReporter, obj: SyncedObject, row: Mapping[str, Any], error: BaseException | str,
-          operation: str, stats: PushStats, states: list[dict[str, Any]]) -> None:
-    entry = reporter.record(object_type=obj.object_type, operation=operation, error=error,
-                            record_key=row[obj.key_column], crm_id=row.get("crm_id"))
-    # warehouse_hash stays as it was, so the row is still "changed" and is retried next run.
-    states.append(_state(obj, row, status="failed", last_error=entry["error_message"][:1000],
-                         last_synced_at=now_utc()))
-    stats.failed += 1
+    # -- bookkeeping --------------------------------------------------------------------------
 
+    def _save(self, states: list[dict[str, Any]]) -> None:
+        """Write what one request changed (one statement per set of fields), with its error rows."""
+        write_by_field_set(self.warehouse.upsert_sync_state, states)
+        self.reporter.flush(self.warehouse)
 
-def _push_deletions(
-    client: TwentyClient, obj: SyncedObject, rows: Sequence[Mapping[str, Any]], reporter: ErrorReporter,
-    stats: PushStats, states: list[dict[str, Any]],
-) -> None:
-    for row in rows:
-        if row.get("crm_id"):
+    def _state(self, row: Mapping[str, Any], **values: Any) -> dict[str, Any]:
+        return {"object_type": self.obj.object_type, "record_key": str(row[self.obj.key_column]), **values}
+
+    def _failed(self, row: Mapping[str, Any], error: BaseException | str, operation: str = "push") -> dict[str, Any]:
+        entry = self.reporter.record(object_type=self.obj.object_type, operation=operation, error=error,
+                                     record_key=row[self.obj.key_column], crm_id=row.get("crm_id"))
+        self.stats.failed += 1
+        # warehouse_hash stays as it was, so the row is still "changed" and is retried next run.
+        return self._state(row, status="failed", last_error=entry["error_message"][:1000], last_synced_at=now_utc())
+
+    def _landed(self, item: _Item, record: Mapping[str, Any]) -> dict[str, Any]:
+        self.stats.upserted += 1
+        note = "; ".join(item.left_out) or None
+        if note:
+            # Synced without a value Twenty would refuse: the error stays open until the row changes.
+            self.reporter.record(object_type=self.obj.object_type, operation="push", record_key=item.row[self.obj.key_column],
+                                 crm_id=record["id"], error=f"synced without a value: {note}")
+        return self._state(
+            item.row, crm_id=record["id"], crm_hash=self.obj.crm_hash(record, self.schema),
+            crm_updated_at=parse_timestamp(record.get("updatedAt")), last_synced_at=now_utc(),
+            # A row still waiting for its company keeps no hash, so the next run sends it again.
+            warehouse_hash=None if item.waiting else item.row["row_hash"],
+            status="pending" if item.waiting else "synced", attempts=0, last_error=note,
+        )
+
+    def _outage(self, error: TwentyError, rows: Sequence[Mapping[str, Any]], operation: str) -> None:
+        """A write that failed as a whole: record it on its rows; abort when Twenty looks down or misconfigured."""
+        if error.next_step is NextStep.FIX_CONFIG:
+            raise PushAborted(error)
+        self._save([self._failed(row, error, operation) for row in rows])
+        self.failures_in_a_row += 1
+        if self.failures_in_a_row >= CONSECUTIVE_FAILURE_BUDGET:
+            raise PushAborted(error)
+
+    # -- deletions ----------------------------------------------------------------------------
+
+    def delete(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Soft-delete in Twenty, by id, a batch per request; records already gone count as done."""
+        in_twenty = [r for r in rows if r.get("crm_id")]
+        done = [self._gone(r) for r in rows if not r.get("crm_id")]
+        if done:
+            self._save(done)
+        size = self.client.records.batch_size
+        for start in range(0, len(in_twenty), size):
+            chunk = in_twenty[start : start + size]
             try:
-                client.records.delete(obj.plural, row["crm_id"], soft=True)
-            except TwentyNotFound:
-                log.info("%s %s was already gone from Twenty", obj.object_type, row[obj.key_column])
+                self.client.records.delete_many(self.obj.plural, [r["crm_id"] for r in chunk], soft=True)
+            except TwentyError as exc:
+                self._outage(exc, chunk, "delete")
+                continue
+            self.failures_in_a_row = 0
+            self._save([self._gone(r) for r in chunk])
+
+    def _gone(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        self.stats.deleted += 1
+        return self._state(row, status="deleted", warehouse_hash=row["row_hash"], last_synced_at=now_utc(),
+                           last_error=None)
+
+    # -- creates and updates ------------------------------------------------------------------
+
+    def upsert(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        links = _company_links(self.warehouse, rows) if self.obj is PERSON else {}
+        known: list[_Item] = []
+        new: list[_Item] = []
+        refused_here: list[dict[str, Any]] = []
+        for row in rows:
+            try:
+                item = self._item(row, links)
+            except ValueError as exc:  # data Twenty cannot take (a NUL, an unreadable phone...): this row only
+                refused_here.append(self._failed(row, exc))
+                continue
+            (known if row.get("crm_id") else new).append(item)
+        if refused_here:
+            self._save(refused_here)
+        size = self.client.records.batch_size
+        for start in range(0, len(known), size):
+            self._write(known[start : start + size], upsert=True)
+        for start in range(0, len(new), size):
+            refused = self._write(new[start : start + size], upsert=False)
+            if refused:
+                self._recover(refused)
+
+    def _item(self, row: Mapping[str, Any], links: Mapping[str, Any]) -> _Item:
+        left_out: list[str] = []
+        waiting = False
+        if self.obj is PERSON:
+            body = mapping.contact_to_person(row, self.schema, default_region=self.default_region, left_out=left_out)
+            link = None if row.get("business_id") is None else links.get(str(row["business_id"]), _NOT_YET)
+            if link is _NOT_YET:
+                waiting = True  # sent without a link now; linked on a later run, once the company is there
+            else:
+                body["companyId"] = link
+        else:
+            body = mapping.business_to_company(row, self.schema, left_out=left_out)
+        if row.get("crm_id"):
+            body["id"] = row["crm_id"]
+        return _Item(row, body, waiting, left_out)
+
+    def _write(self, items: Sequence[_Item], *, upsert: bool) -> list[tuple[_Item, TwentyRecordRejected]]:
+        """One batch (split only to isolate bad records); saves after every request.
+
+        Returns the creates refused for a taken unique value, for `_recover`; every other refusal
+        is recorded as that record's failure.
+        """
+        if not items:
+            return []
+
+        def saved(landed: list[tuple[int, dict[str, Any]]]) -> None:
+            self._save([self._landed(items[i], record) for i, record in landed])
+
+        outcome = self.client.records.create_many(self.obj.plural, [i.body for i in items], upsert=upsert,
+                                                  match_key=self.obj.key_field, on_write=saved)
+        duplicates = []
+        failed = []
+        for failure in outcome.failures:
+            error = failure.error
+            if not upsert and isinstance(error, TwentyRecordRejected) and error.is_duplicate:
+                duplicates.append((items[failure.index], error))
+            else:
+                failed.append(self._failed(items[failure.index].row, error))
+        if failed:
+            self._save(failed)
+        if outcome.aborted is not None:
+            refused = {f.index for f in outcome.failures}
+            unsent = [items[n].row for n, result in enumerate(outcome.results) if result is None and n not in refused]
+            self._outage(outcome.aborted, unsent, "push")
+        elif outcome.succeeded:
+            self.failures_in_a_row = 0
+        return duplicates
+
+    def _recover(self, refused: Sequence[tuple[_Item, TwentyRecordRejected]], *, last_try: bool = False) -> None:
+        """Creates refused for a taken unique value. A record holding our key is ours (a run died
+        before saving, or someone typed the key in Twenty; soft-deleted ones included, and claiming
+        it by id revives it); a value held by another record fails this row, naming the holder; a
+        refusal with no holder in sight (two new rows sharing an email) is created once more, record
+        by record where refused again, and what is still refused comes back here for its holder."""
+        holders = self._holders([item for item, _ in refused])
+        claim: list[_Item] = []
+        again: list[_Item] = []
+        failed: list[dict[str, Any]] = []
+        for item, error in refused:
+            mine = holders.by_key.get(str(item.row[self.obj.key_column]))
+            other = holders.by_unique.get(_unique_value(self.obj, item.body) or "")
+            if mine is not None:
+                claim.append(_Item(item.row, {**item.body, "id": mine["id"]}, item.waiting, item.left_out))
+            elif other is not None:
+                failed.append(self._failed(item.row, _taken_message(self.obj, item.body, other)))
+            elif last_try:
+                failed.append(self._failed(item.row, error))
+            else:
+                again.append(item)
+        if failed:
+            self._save(failed)
+        size = self.client.records.batch_size
+        for start in range(0, len(claim), size):
+            self._write(claim[start : start + size], upsert=True)
+        still_refused: list[tuple[_Item, TwentyRecordRejected]] = []
+        for start in range(0, len(again), size):
+            refused_again = self._write(again[start : start + size], upsert=False)
+            for item, error in refused_again if len(refused_again) > 1 else ():
+                still_refused += self._write([item], upsert=False)
+            if len(refused_again) == 1:
+                still_refused += refused_again
+        if still_refused:
+            self._recover(still_refused, last_try=True)
+
+    def _holders(self, items: Sequence[_Item]) -> _Holders:
+        """Twenty records, live or soft-deleted, holding these items' keys, then (for the items whose
+        key is not there) their unique values: one read per 50 values, usually just the first."""
+        holders = _Holders({}, {})
+        self._look_up(holders, self.obj.key_field, [str(i.row[self.obj.key_column]) for i in items])
+        unclaimed = [i for i in items if str(i.row[self.obj.key_column]) not in holders.by_key]
+        # Twenty's `in` splits on every comma, quoted or not: such a value cannot be looked up.
+        uniques = [v for v in (_unique_value(self.obj, i.body) for i in unclaimed) if v and "," not in v]
+        self._look_up(holders, "emails.primaryEmail" if self.obj is PERSON else "domainName.primaryLinkUrl", uniques)
+        return holders
+
+    def _look_up(self, holders: _Holders, field: str, values: Sequence[str]) -> None:
+        for start in range(0, len(values), LOOKUP_CHUNK):
+            quoted = ",".join(f'"{v}"' for v in values[start : start + LOOKUP_CHUNK])
+            # Naming deletedAt makes Twenty search soft-deleted records too (graphql-query.parser.ts).
+            query = f"and({field}[in]:[{quoted}],or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL))"
+            try:
+                found = list(self.client.records.iter_records(self.obj.plural, filter=query))
             except TwentyError as exc:
                 if exc.next_step is not NextStep.SKIP_RECORD:
                     raise PushAborted(exc) from exc
-                _fail(reporter, obj, row, exc, "delete", stats, states)
+                log.warning("Could not look up which records hold %s values: %s", field, exc)
                 continue
-        states.append(_state(obj, row, status="deleted", warehouse_hash=row["row_hash"], last_synced_at=now_utc(),
-                             last_error=None))
-        stats.deleted += 1
+            for record in found:
+                if record.get(self.obj.key_field) not in (None, ""):
+                    holders.by_key.setdefault(str(record[self.obj.key_field]), record)
+                value = _unique_value(self.obj, record)
+                if value:
+                    holders.by_unique.setdefault(value, record)
+
+
+@dataclass
+class _Holders:
+    by_key: dict[str, dict[str, Any]]  # our external key -> the Twenty record that carries it
+    by_unique: dict[str, dict[str, Any]]  # primary email / website -> the Twenty record that holds it
+
+
+def _unique_value(obj: SyncedObject, body: Mapping[str, Any]) -> str | None:
+    """The standard unique value of a body or record: a person's primary email, a company's website."""
+    composite = body.get("emails" if obj is PERSON else "domainName")
+    if not isinstance(composite, Mapping):
+        return None
+    value = composite.get("primaryEmail" if obj is PERSON else "primaryLinkUrl")
+    return str(value).lower().rstrip("/") if value else None
+
+
+def _taken_message(obj: SyncedObject, body: Mapping[str, Any], holder: Mapping[str, Any]) -> str:
+    what = "primary email" if obj is PERSON else "website"
+    owner = f"Twenty {obj.object_type} {holder['id']}"
+    if holder.get(obj.key_field):
+        owner += f" ({obj.key_field} {holder[obj.key_field]})"
+    if holder.get("deletedAt"):
+        return (f"{what} {_unique_value(obj, body)} is held by {owner}, which is in Twenty's trash (deleted "
+                f"{holder['deletedAt']}); Twenty keeps unique values of deleted records. Restore that record and "
+                f"set its {obj.key_field}, or delete it permanently from the trash, then sync again")
+    return (f"{what} {_unique_value(obj, body)} already belongs to {owner}; Twenty allows one {obj.object_type} "
+            f"per {what}. Merge the two in the warehouse or change one {what}, then sync again")
 
 
 # A company link to a business that has no Twenty record yet cannot be sent; None means "unlink".
@@ -120,108 +343,3 @@ def _company_links(warehouse: Any, rows: Sequence[Mapping[str, Any]]) -> dict[st
         else:
             links[key] = None if state.get("status") == "deleted" else state["crm_id"]
     return links
-
-
-def _body(schema: CrmSchema, obj: SyncedObject, row: Mapping[str, Any], links: Mapping[str, Any],
-          default_region: str | None) -> tuple[dict[str, Any], bool]:
-    """The Twenty body for a row, and whether it still waits for its company to reach Twenty."""
-    waiting = False
-    if obj is PERSON:
-        body = mapping.contact_to_person(row, schema, default_region=default_region)
-        link = None if row.get("business_id") is None else links.get(str(row["business_id"]), _NOT_YET)
-        if link is _NOT_YET:
-            waiting = True  # sent without a link now; linked on a later run, once the company is there
-        else:
-            body["companyId"] = link
-    else:
-        body = mapping.business_to_company(row, schema)
-    if row.get("crm_id"):
-        body["id"] = row["crm_id"]
-    return body, waiting
-
-
-def _push_upserts(
-    warehouse: Any, client: TwentyClient, schema: CrmSchema, obj: SyncedObject, rows: Sequence[Mapping[str, Any]],
-    reporter: ErrorReporter, stats: PushStats, default_region: str | None, states: list[dict[str, Any]],
-) -> None:
-    if not rows:
-        return
-    links = _company_links(warehouse, rows) if obj is PERSON else {}
-    known: list[tuple[Mapping[str, Any], dict[str, Any], bool]] = []
-    new: list[tuple[Mapping[str, Any], dict[str, Any], bool]] = []
-    for row in rows:
-        try:
-            body, waiting = _body(schema, obj, row, links, default_region)
-        except ValueError as exc:  # bad data in this row (an unreadable phone...): skip it, keep going
-            _fail(reporter, obj, row, exc, "push", stats, states)
-            continue
-        (known if row.get("crm_id") else new).append((row, body, waiting))
-    # Rows Twenty already has are upserted by their Twenty id. New rows are plainly created: an upsert
-    # would also match on a unique email or website and silently take over someone else's record.
-    _send(client, schema, obj, known, True, reporter, stats, states)
-    refused = _send(client, schema, obj, new, False, reporter, stats, states)
-    if refused:
-        _resume_or_fail(client, schema, obj, refused, reporter, stats, states)
-
-
-def _send(
-    client: TwentyClient, schema: CrmSchema, obj: SyncedObject,
-    items: Sequence[tuple[Mapping[str, Any], dict[str, Any], bool]], upsert: bool, reporter: ErrorReporter,
-    stats: PushStats, states: list[dict[str, Any]],
-) -> list[tuple[tuple[Mapping[str, Any], dict[str, Any], bool], TwentyError]]:
-    """Write items; record what landed; return the refused ones (when creating) or record them as failed."""
-    if not items:
-        return []
-    outcome = client.records.create_many(obj.plural, [body for _, body, _ in items], upsert=upsert,
-                                         match_key=obj.key_field)
-    refused = []
-    for failure in outcome.failures:
-        if upsert:
-            _fail(reporter, obj, items[failure.index][0], failure.error, "push", stats, states)
-        else:
-            refused.append((items[failure.index], failure.error))
-    for (row, _, waiting), record in zip(items, outcome.results, strict=True):
-        if record is not None:
-            _landed(schema, obj, row, record, waiting, stats, states)
-    if outcome.aborted is not None:
-        raise PushAborted(outcome.aborted)
-    return refused
-
-
-def _landed(schema: CrmSchema, obj: SyncedObject, row: Mapping[str, Any], record: Mapping[str, Any],
-            waiting: bool, stats: PushStats, states: list[dict[str, Any]]) -> None:
-    states.append(_state(
-        obj, row, crm_id=record["id"], crm_hash=obj.crm_hash(record, schema),
-        crm_updated_at=parse_timestamp(record.get("updatedAt")), last_synced_at=now_utc(),
-        # A row still waiting for its company keeps no hash, so the next run sends it again.
-        warehouse_hash=None if waiting else row["row_hash"], status="pending" if waiting else "synced",
-        attempts=0, last_error=None,
-    ))
-    stats.upserted += 1
-
-
-def _resume_or_fail(
-    client: TwentyClient, schema: CrmSchema, obj: SyncedObject,
-    refused: Sequence[tuple[tuple[Mapping[str, Any], dict[str, Any], bool], TwentyError]],
-    reporter: ErrorReporter, stats: PushStats, states: list[dict[str, Any]],
-) -> None:
-    """Creates Twenty refused: a record with our key already there is ours (a run died before saving
-    its state, or someone typed the key in Twenty): claim it by id. Anything else is a real failure,
-    such as a primary email that another Twenty record already has."""
-    keys = [str(row[obj.key_column]) for (row, _, _), _ in refused]
-    quoted = ",".join(f'"{k}"' for k in keys)
-    try:
-        found = {str(r.get(obj.key_field)): r["id"]
-                 for r in client.records.iter_records(obj.plural, filter=f"{obj.key_field}[in]:[{quoted}]")}
-    except TwentyError as exc:
-        if exc.next_step is not NextStep.SKIP_RECORD:
-            raise PushAborted(exc) from exc
-        found = {}  # the lookup itself was refused: the creates' own errors are the ones to report
-    retry = []
-    for (row, body, waiting), error in refused:
-        crm_id = found.get(str(row[obj.key_column]))
-        if crm_id is None:
-            _fail(reporter, obj, row, error, "push", stats, states)
-        else:
-            retry.append((row, {**body, "id": crm_id}, waiting))
-    _send(client, schema, obj, retry, True, reporter, stats, states)

@@ -4,7 +4,9 @@ Pull goes first so that edits made in Twenty are in the warehouse before the pus
 changed (the CRM wins for the fields people edit, by default). Every error becomes a row in
 `crm_sync_errors` and an entry in the result's `sync_errors`; the run itself is a row in
 `crm_sync_runs` with its counts and the requests it spent. Runs are safe to repeat or to kill:
-state is written after every batch and page, and all writes to Twenty are keyed upserts.
+what each write request stored is in the sync state before the next request goes out, and a
+refused create is checked for "already ours" before it counts as a failure. Errors close when their
+record next syncs cleanly; run-level errors close with the next run that succeeds.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal
 
 from truth_forge.crm_schema import CrmSchema, verify_schema
 from truth_forge.reporting import ErrorReporter
-from truth_forge.sync.objects import SYNC_ORDER
+from truth_forge.sync.objects import SYNC_ORDER, now_utc
 from truth_forge.sync.pull import DEFAULT_OVERLAP, ConflictPolicy, pull_object
 from truth_forge.sync.push import PushAborted, push_object
 from truth_forge.twenty.client import TwentyClient
@@ -69,7 +71,8 @@ def run_sync(
     secrets: tuple[str, ...] = (),
 ) -> SyncResult:
     warehouse.ensure_tables()
-    run_id = warehouse.start_run()
+    started_at = now_utc()
+    run_id = warehouse.start_run(started_at=started_at)
     reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
     requests_before = client.transport.stats.requests
     counts: dict[str, Any] = {}
@@ -82,7 +85,11 @@ def run_sync(
                     warehouse, client, schema, obj, reporter, conflict_policy=conflict_policy, overlap=pull_overlap).as_dict()
         if direction in ("both", "push"):
             for obj in SYNC_ORDER:
-                counts[f"push_{obj.object_type}"] = push_object(warehouse, client, schema, obj, reporter).as_dict()
+                try:
+                    counts[f"push_{obj.object_type}"] = push_object(warehouse, client, schema, obj, reporter).as_dict()
+                except PushAborted as stop:
+                    counts[f"push_{obj.object_type}"] = stop.stats.as_dict() if stop.stats else {}
+                    raise
     except PushAborted as exc:
         aborted = True
         reporter.record(object_type=None, operation="push", error=exc.cause)
@@ -99,6 +106,8 @@ def run_sync(
         counts["requests"] = client.transport.stats.requests - requests_before
         status = "aborted" if aborted else ("partial" if reporter.count else "succeeded")
         reporter.flush(warehouse)
+        counts["errors_closed"] = warehouse.close_settled_errors(run_succeeded=status == "succeeded",
+                                                                 run_started_at=started_at)
         warehouse.finish_run(run_id, status, counts)
         warehouse.checkpoint()
     log.info("Sync run %s %s: %s", run_id, status, counts)

@@ -79,10 +79,24 @@ class TwentyAuthError(TwentyConfigError):
     """401/403: the key is missing, invalid, expired or lacks the permission."""
 
 
+class TwentySchemaMismatch(TwentyConfigError):
+    """400 naming a field the workspace does not have: every record would be refused alike."""
+
+
 class TwentyRecordRejected(TwentyError):
-    """400: Twenty refused this input (unknown field, bad value, duplicate unique value...)."""
+    """400: Twenty refused this input (bad value, duplicate unique value...)."""
 
     next_step = NextStep.SKIP_RECORD
+
+    @property
+    def is_duplicate(self) -> bool:
+        """A unique value (email, domain, external id, id) is already taken, live or soft-deleted."""
+        text = " ".join(self.messages) or self.summary
+        return any(marker in text for marker in DUPLICATE_MARKERS)
+
+
+# How Twenty words a unique violation: the ORM's message, and the older "id already exists" one.
+DUPLICATE_MARKERS = ("duplicate entry", "Duplicate", "already exists", "duplicate key value")
 
 
 class TwentyNotFound(TwentyError):

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from truth_forge.twenty.errors import (
-    TwentyConfigError,
     TwentyError,
     TwentyNotFound,
     TwentyProtocolError,
@@ -26,6 +25,7 @@ from truth_forge.twenty.transport import Transport
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 200  # Twenty lowers any larger limit to this
+OnWrite = Callable[[list[tuple[int, dict[str, Any]]]], None]
 _MAX_RECORDS_RE = re.compile(r"Maximum number of records to \w+ is (\d+)")
 
 
@@ -176,8 +176,14 @@ class RecordsApi:
         *,
         upsert: bool = False,
         match_key: str | None = None,
+        on_write: OnWrite | None = None,
     ) -> BatchOutcome:
         """Create (or upsert) records in batches; isolate records Twenty rejects; stop on outages.
+
+        `on_write` is called after every request that stored records, with `(input index, stored
+        record)` pairs, so a caller can save its bookkeeping before the next request goes out.
+        A plain create refused for a taken unique value fails its whole chunk (each input gets a
+        failure whose error `is_duplicate`): finding the holders is the caller's one read.
 
         Twenty does not promise to return a batch in input order (it writes updates before inserts
         and re-reads by id), so results are matched to inputs by `match_key`, a unique field every
@@ -187,7 +193,7 @@ class RecordsApi:
         outcome = BatchOutcome(results=[None] * len(records))
         key = match_key or ("id" if records and all(r.get("id") for r in records) else None)
         to_send = self._drop_duplicate_keys(records, key, outcome)
-        writer = _ChunkWriter(self, plural, records, upsert, key, outcome)
+        writer = _ChunkWriter(self, plural, records, upsert, key, outcome, on_write)
         start = 0
         while start < len(to_send):
             chunk = to_send[start : start + self.batch_size]
@@ -237,6 +243,22 @@ class RecordsApi:
         params = {"soft_delete": "true"} if soft else None
         return _data(self.transport.request("DELETE", path, params=params), "DELETE", path)
 
+    def delete_many(self, plural: str, record_ids: Sequence[str], *, soft: bool = True) -> list[dict[str, Any]]:
+        """Delete records by id, one request per batch; ids already gone are simply not in the answer.
+
+        A filtered delete only sees live records, so a record already soft-deleted or destroyed is
+        left as it is, which is what a caller repeating a delete wants.
+        """
+        deleted: list[dict[str, Any]] = []
+        path = f"/rest/{plural}"
+        for start in range(0, len(record_ids), self.batch_size):
+            chunk = record_ids[start : start + self.batch_size]
+            params = {"filter": "id[in]:[" + ",".join(f'"{i}"' for i in chunk) + "]",
+                      "soft_delete": "true" if soft else None}
+            result = _data(self.transport.request("DELETE", path, params=params), "DELETE", path)
+            deleted += result if isinstance(result, list) else []
+        return deleted
+
     def restore(self, plural: str, record_id: str) -> dict[str, Any]:
         """Restore a soft-deleted record: the current path first, the pre-2026 one if the server is older."""
         new_path, old_path = f"/rest/{plural}/{record_id}/restore", f"/rest/restore/{plural}/{record_id}"
@@ -258,22 +280,14 @@ class RecordsApi:
         return result
 
 
-# A request-wide problem (a field missing in the workspace, say) rejects every record alike; after
-# this many single-record rejections with one reason and no success, the write stops instead of
-# spending two requests per record on finding that out.
-SAME_REASON_LIMIT = 5
-
-
 class _ChunkWriter:
     """Sends the chunks of one `create_many` call, splitting rejected ones down to the bad records."""
 
     def __init__(self, api: RecordsApi, plural: str, records: Sequence[dict[str, Any]], upsert: bool,
-                 key: str | None, outcome: BatchOutcome) -> None:
+                 key: str | None, outcome: BatchOutcome, on_write: OnWrite | None) -> None:
         self.api, self.records, self.upsert, self.key, self.outcome = api, records, upsert, key, outcome
+        self.on_write = on_write
         self.path = f"/rest/batch/{plural}"
-        self.last_reason: str | None = None
-        self.same_reason_count = 0
-        self.any_success = False
 
     def write(self, indexes: list[int]) -> None:
         params = {"upsert": "true"} if self.upsert else None
@@ -295,6 +309,11 @@ class _ChunkWriter:
             for part in range(0, len(indexes), smaller):
                 self.write(indexes[part : part + smaller])
             return
+        if not self.upsert and exc.is_duplicate:
+            # A create refused for a taken unique value: the caller finds the holders in one read,
+            # which costs less than splitting the batch down to them.
+            self.outcome.failures.extend(RecordFailure(i, self.records[i], exc) for i in indexes)
+            return
         if len(indexes) > 1:
             # One bad record fails the whole batch: split it to find the bad ones and save the rest.
             middle = len(indexes) // 2
@@ -302,15 +321,6 @@ class _ChunkWriter:
             self.write(indexes[middle:])
             return
         self.outcome.failures.append(RecordFailure(indexes[0], self.records[indexes[0]], exc))
-        reason = "; ".join(exc.messages) or exc.summary
-        self.same_reason_count = self.same_reason_count + 1 if reason == self.last_reason else 1
-        self.last_reason = reason
-        if not self.any_success and self.same_reason_count >= SAME_REASON_LIMIT:
-            raise TwentyConfigError(
-                f"Twenty rejects every record for the same reason ({reason}); this looks like a setup "
-                "problem (has `truth-forge setup` run on this workspace?)",
-                status=exc.status, method="POST", path=self.path, messages=exc.messages,
-            )
 
     def _match(self, indexes: list[int], created: list[Any]) -> None:
         if self.key is None:
@@ -321,6 +331,7 @@ class _ChunkWriter:
         else:
             by_key = {str(r.get(self.key)): r for r in created if isinstance(r, dict)}
             pairs = [(i, by_key.get(str(self.records[i].get(self.key)))) for i in indexes]
+        landed = []
         for i, record in pairs:
             if record is None:
                 self.outcome.failures.append(RecordFailure(i, self.records[i], TwentyProtocolError(
@@ -328,4 +339,6 @@ class _ChunkWriter:
                     method="POST", path=self.path)))
             else:
                 self.outcome.results[i] = record
-                self.any_success = True
+                landed.append((i, record))
+        if self.on_write is not None and landed:
+            self.on_write(landed)

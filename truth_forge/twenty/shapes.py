@@ -43,9 +43,33 @@ def join_full_name(name: Any) -> str:
     return str(name or "")
 
 
+# The rule Twenty's email validator applies (zod's `email()` in validate-email-value-or-throw.util.ts):
+# ASCII only, no leading dot or double dots, a domain of dotted labels ending in 2+ letters.
+_EMAIL = re.compile(
+    r"^(?!\.)(?!.*\.\.)[A-Za-z0-9_'+\-.]*[A-Za-z0-9_+\-]@([A-Za-z0-9][A-Za-z0-9\-]*\.)+[A-Za-z]{2,}$"
+)
+
+
+def canonical_email(value: str | None) -> str | None:
+    """An address as Twenty stores it (trimmed, lower-cased), or None when there is none."""
+    text = (value or "").strip().lower()
+    return text or None
+
+
+def is_valid_email(value: str) -> bool:
+    """Whether Twenty accepts this (already canonical) address."""
+    return bool(_EMAIL.fullmatch(value))
+
+
 def emails_value(primary: str | None, additional: Iterable[str] = ()) -> dict[str, Any]:
-    extra = [e.strip() for e in additional if e and e.strip() and e.strip().lower() != (primary or "").lower()]
-    return {"primaryEmail": (primary or "").strip(), "additionalEmails": extra}
+    """Twenty's EMAILS composite: lower-cased, trimmed, null for no primary (Twenty refuses "")."""
+    main = canonical_email(primary)
+    extra: list[str] = []
+    for email in additional:
+        text = canonical_email(email)
+        if text and text != main and text not in extra:
+            extra.append(text)
+    return {"primaryEmail": main, "additionalEmails": extra}
 
 
 def _parse_phone(number: str, default_region: str | None) -> phonenumbers.PhoneNumber:
@@ -104,11 +128,25 @@ def phones_to_list(phones: Mapping[str, Any] | None) -> list[str]:
     return [p for p in found if p]
 
 
+def link_url(url: str | None) -> str | None:
+    """A website as Twenty takes it: trimmed, with a scheme (the seed passes bare "acme.com"), or None."""
+    text = (url or "").strip()
+    if text and "://" not in text:
+        text = "https://" + text
+    return text or None
+
+
+# What a link must look like for truth-forge to send it: an http(s) URL with a dotted host (or
+# localhost) and no spaces. Twenty refuses others ("The URL of the link is not valid").
+_LINK = re.compile(r"^https?://(localhost|[^\s/?#.:@]+(\.[^\s/?#.:@]+)+)(:\d{1,5})?([/?#]\S*)?$", re.IGNORECASE)
+
+
+def is_valid_link(url: str) -> bool:
+    return bool(_LINK.fullmatch(url))
+
+
 def link_value(url: str | None) -> dict[str, Any]:
-    url = (url or "").strip()
-    if url and "://" not in url:
-        url = "https://" + url  # the seed passes bare domains ("acme.com")
-    return {"primaryLinkUrl": url, "primaryLinkLabel": "", "secondaryLinks": []}
+    return {"primaryLinkUrl": link_url(url), "primaryLinkLabel": None, "secondaryLinks": []}
 
 
 def text_value(value: Any) -> Any:

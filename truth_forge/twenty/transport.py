@@ -13,6 +13,7 @@ import email.utils
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ from truth_forge.twenty.errors import (
     TwentyProtocolError,
     TwentyRateLimited,
     TwentyRecordRejected,
+    TwentySchemaMismatch,
     TwentyTransientError,
 )
 
@@ -173,15 +175,46 @@ def _error_fields(response: httpx.Response, secret: str) -> dict[str, Any]:
     }
 
 
+# Twenty answers 400 to every database error (`QueryFailedError` in http-exception-handler.service.ts),
+# including ones that say nothing about the record: these are worth sending again.
+_TRANSIENT_DATABASE_ERRORS = re.compile(
+    r"deadlock detected|canceling statement due to (statement|lock) timeout|could not serialize access"
+    r"|could not obtain lock|Connection terminated|too many clients|terminating connection|Query read timeout",
+    re.IGNORECASE,
+)
+# Some versions answer a missing record with BadRequestException('Record not found') instead of a 404.
+_NOT_FOUND_400 = re.compile(r"^Record not found", re.IGNORECASE)
+# `Object person doesn't have any "contactId" field.`: the workspace lacks a field; no record can pass.
+_UNKNOWN_FIELD = re.compile(r'''doesn't have any "[^"]+" field''')
+
+
+def redirect_target(location: str | None, secret: str = "") -> str:
+    """Where a redirect points, without its query string or anything secret (a key can ride in either)."""
+    if not location:
+        return "another address"
+    url = httpx.URL(location)
+    shown = str(url.copy_with(query=None, fragment=None)) if url.is_absolute_url else location.split("?")[0]
+    return shown.replace(secret, "***") if secret else shown
+
+
 def error_for_response(response: httpx.Response, method: str, path: str, secret: str = "") -> TwentyError:
     """Map a non-2xx answer to the typed error that says what to do next."""
     status = response.status_code
     fields = _error_fields(response, secret)
     where = {"method": method, "path": path}
+    said = " ".join(fields["messages"])
     if 300 <= status < 400:
-        target = response.headers.get("location", "another address")
+        target = redirect_target(response.headers.get("location"), secret)
         return TwentyConfigError(f"Twenty's base URL redirects to {target}; configure that URL instead",
                                  **fields, **where)
+    if status == 400 and _TRANSIENT_DATABASE_ERRORS.search(said):
+        return TwentyTransientError("Twenty's database failed the request (it can succeed if sent again)",
+                                    **fields, **where)
+    if status == 400 and any(_NOT_FOUND_400.match(m) for m in fields["messages"]):
+        return TwentyNotFound("Not found in Twenty", **fields, **where)
+    if status == 400 and _UNKNOWN_FIELD.search(said):
+        return TwentySchemaMismatch("Twenty's workspace lacks a field truth-forge writes (run `truth-forge setup`)",
+                                    **fields, **where)
     if status in (401, 403):
         return TwentyAuthError("Twenty refused the API key or its permissions", **fields, **where)
     if status == 402:
@@ -303,6 +336,8 @@ class Transport:
                     if not idempotent and isinstance(failure, TwentyTransientError):
                         failure.maybe_applied = True
                     retryable = idempotent or status == 503
+                elif isinstance(failure, TwentyTransientError):
+                    retryable = True  # a database error: the statement was rolled back, nothing applied
                 else:
                     raise failure
                 if retryable and attempt < self.retry.max_retries:

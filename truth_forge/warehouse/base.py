@@ -389,7 +389,7 @@ WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CU
         prepared = []
         for row in rows:
             # Every column present (None when not given), so rows of one batch may carry different fields.
-            row = {**{c: None for c in ERROR_FIELDS if c != "resolved_at"}, **row}
+            row = {**{c: None for c in ERROR_FIELDS}, **row}
             row["error_id"] = row["error_id"] or uuid.uuid4().hex
             row["occurred_at"] = row["occurred_at"] or dt.datetime.now(dt.timezone.utc)
             if isinstance(row.get("error_message"), str):
@@ -405,6 +405,15 @@ WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CU
             (RowSet("rows", columns, clean),),
         )
         return len(clean)
+
+    def close_settled_errors(self, *, run_succeeded: bool, run_started_at: dt.datetime) -> int:
+        """Close the errors whose record has synced cleanly since, and (after a run that succeeded)
+        the run-level errors of earlier runs; returns how many closed."""
+        _, affected = self._run(q.CLOSE_SETTLED_ERRORS, (
+            Scalar("run_succeeded", BOOL, run_succeeded),
+            Scalar("run_started_at", TIMESTAMP, _timestamp_param("run_started_at", run_started_at)),
+        ))
+        return int(affected or 0)
 
     def open_errors(self, object_type: ObjectType | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Unresolved errors, oldest first."""

@@ -117,7 +117,7 @@ class BigQueryWarehouse(Warehouse):
             result = self._query(sql, binds)
             rows = [dict(r.items()) for r in result] if fetch else []
         except gexc.GoogleAPICallError as exc:
-            raise WarehouseQueryError(f"BigQuery failed: {exc}\n-- statement:\n{sql}") from exc
+            raise WarehouseQueryError("BigQuery", str(exc), sql) from exc
         return rows, result.num_dml_affected_rows
 
     def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Iterator[list[dict[str, Any]]]:
@@ -130,7 +130,7 @@ class BigQueryWarehouse(Warehouse):
                 if batch:
                     yield batch
         except gexc.GoogleAPICallError as exc:
-            raise WarehouseQueryError(f"BigQuery failed: {exc}\n-- statement:\n{sql}") from exc
+            raise WarehouseQueryError("BigQuery", str(exc), sql) from exc
 
     def _run_ddl(self, statements: Sequence[str]) -> None:
         # One script job instead of one job per table: each BigQuery job costs a round trip or more.
@@ -148,7 +148,7 @@ class BigQueryWarehouse(Warehouse):
                     table = self.client.get_table(item.reference)
                     out[item.table_id] = {f.name.lower() for f in table.schema}
         except gexc.GoogleAPICallError as exc:
-            raise WarehouseQueryError(f"BigQuery failed listing {self.project}.{self.dataset}: {exc}") from exc
+            raise WarehouseQueryError("BigQuery", str(exc), f"(listing the tables of {self.project}.{self.dataset})") from exc
         return out
 
     def _ensure_dataset(self) -> None:

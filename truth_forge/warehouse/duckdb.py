@@ -116,7 +116,7 @@ class DuckDBWarehouse(Warehouse):
             names = [d[0] for d in cur.description or []]
             rows = cur.fetchall()  # always drain: an unfinished result blocks the connection (2.0)
         except duckdb.Error as exc:
-            raise WarehouseQueryError(f"DuckDB failed: {exc}\n-- statement:\n{sql}") from exc
+            raise WarehouseQueryError("DuckDB", str(exc), sql) from exc
         finally:
             for name in registered:
                 self._con.unregister(name)
@@ -133,7 +133,7 @@ class DuckDBWarehouse(Warehouse):
             try:
                 reader = cur.sql(sql, params=params).to_arrow_reader(batch_size)
             except duckdb.Error as exc:
-                raise WarehouseQueryError(f"DuckDB failed: {exc}\n-- statement:\n{sql}") from exc
+                raise WarehouseQueryError("DuckDB", str(exc), sql) from exc
             for batch in reader:
                 if batch.num_rows:
                     yield batch.to_pylist()

@@ -40,4 +40,13 @@ class WarehouseDataError(WarehouseError):
 
 
 class WarehouseQueryError(WarehouseError):
-    """The engine rejected or failed a statement; the message keeps the engine's own words."""
+    """The engine rejected or failed a statement; the message keeps the engine's own words.
+
+    The whole statement is kept on `.statement` (for `-v` and debugging), not in the message, so a
+    user sees one readable line rather than a page of SQL.
+    """
+
+    def __init__(self, engine: str, detail: str, statement: str) -> None:
+        self.statement = statement
+        first_line = " ".join(statement.split())[:80]
+        super().__init__(f"{engine} failed: {detail} (in a statement starting {first_line!r})")

@@ -234,14 +234,20 @@ SET deleted_at = COALESCE(@deleted_at, CURRENT_TIMESTAMP()), updated_at = CURREN
 WHERE t.{key} IN {{keys_keys}} AND t.deleted_at IS NULL"""
 
 
+# Ids handed out for CRM-created records stay below this (2**53: exact in every JSON reader). A
+# warehouse id above it (9223372036854775807, say) is left alone: counting on from it would overflow.
+ALLOCATION_CEILING = 2**53
+
+
 def allocate_merge(table: str, key: str, seq_name: str, count: int) -> str:
-    """Advance the id sequence past both its last value and the table's largest id.
+    """Advance the id sequence past both its last value and the table's largest id below the ceiling.
 
     `count` is a validated int, inlined so the statement can run inside a parameter-free script.
     """
     return f"""MERGE {{crm_sync_kv}} AS t
 USING (SELECT '{seq_name}' AS key,
-              (SELECT COALESCE(MAX(x.{key}), 0) FROM {{{table}}} AS x) AS max_id) AS s
+              (SELECT COALESCE(MAX(x.{key}), 0) FROM {{{table}}} AS x
+               WHERE x.{key} < {ALLOCATION_CEILING}) AS max_id) AS s
 ON t.key = s.key
 WHEN MATCHED THEN UPDATE SET
   value = CAST(GREATEST(COALESCE(SAFE_CAST(t.value AS INT64), 0), s.max_id) + {int(count)} AS STRING),
@@ -252,3 +258,18 @@ WHEN NOT MATCHED THEN INSERT (key, value, updated_at)
 
 def kv_select(seq_name: str) -> str:
     return f"SELECT t.value AS value FROM {{crm_sync_kv}} AS t WHERE t.key = '{seq_name}'"
+
+
+# An open error closes once its record has synced cleanly since the error was seen (matched by key,
+# or by Twenty id for pull errors that never got a key); a run-level error (no key, no Twenty id)
+# closes with the next run that succeeded. One statement per run, so a killed run's closings are
+# simply done by the next one.
+CLOSE_SETTLED_ERRORS = """UPDATE {crm_sync_errors} AS e
+SET resolved_at = CURRENT_TIMESTAMP()
+WHERE e.resolved_at IS NULL AND (
+  EXISTS (SELECT 1 FROM {crm_sync_state} AS s
+          WHERE s.object_type = e.object_type
+            AND (s.record_key = e.record_key OR (e.record_key IS NULL AND s.crm_id = e.crm_id))
+            AND s.status IN ('synced', 'deleted') AND s.last_error IS NULL
+            AND s.last_synced_at >= e.occurred_at)
+  OR (e.record_key IS NULL AND e.crm_id IS NULL AND @run_succeeded AND e.occurred_at < @run_started_at))"""

@@ -10,6 +10,8 @@ arithmetic modulo the prime 2^31-1 (MD5/FARM_FINGERPRINT differ between engines)
 
 from __future__ import annotations
 
+import unicodedata
+
 import time
 from dataclasses import dataclass
 
@@ -132,8 +134,17 @@ SELECT p.id AS contact_id, CONCAT(p.first_name, ' ', p.last_name) AS canonical_n
 FROM p"""
 
 
+def _ascii(expr: str) -> str:
+    """Accents folded away in SQL: email handles are ASCII, as Twenty's email validator requires."""
+    accented = sorted({c for name in FIRST_NAMES + LAST_NAMES for c in name.lower() if ord(c) > 127})
+    for char in accented:
+        plain = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+        expr = f"REPLACE({expr}, '{char}', '{plain}')"
+    return expr
+
+
 def identifiers_insert() -> str:
-    handle = "LOWER(CONCAT(p.first_name, '.', p.last_name, '.', CAST(p.id AS STRING)))"
+    handle = _ascii("LOWER(CONCAT(p.first_name, '.', p.last_name, '.', CAST(p.id AS STRING)))")
     return f"""INSERT INTO {{contact_identifiers}} (contact_id, kind, value, is_primary, position, updated_at)
 WITH {_contact_ctes()}
 SELECT p.id AS contact_id, 'email' AS kind, CONCAT({handle}, '@', p.domain) AS value, TRUE AS is_primary,

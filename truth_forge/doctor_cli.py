@@ -1,0 +1,35 @@
+"""`truth-forge doctor`: the command-line shell over `truth_forge.doctor.run_doctor`.
+
+Kept apart from the checks so the library stays free of Typer, as the sandbox keeps its command.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from truth_forge.config import Settings
+
+
+def doctor_command(
+    probe_writes: Annotated[bool, typer.Option(
+        "--probe-writes",
+        help="Also create ONE probe person, try writes on it, and destroy it again (fires webhooks).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Check a live Twenty workspace against what truth-forge relies on. Read-only unless --probe-writes.
+
+    Exit 0 when nothing failed, 1 when a check failed, 2 when the workspace could not be checked.
+    """
+    from truth_forge.doctor import run_doctor
+
+    try:
+        settings = Settings()
+        report = run_doctor(settings, probe_writes=probe_writes)
+    except (ValidationError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(report.to_json() if as_json else report.render())
+    raise typer.Exit(report.exit_code)
