@@ -85,6 +85,8 @@ def sync(
     direction: str = typer.Option("both", help="both | push (warehouse -> Twenty) | pull (Twenty -> warehouse)"),
     conflict_policy: str = typer.Option("crm_wins", help="Who wins a field edited on both sides: crm_wins | warehouse_wins"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    full: bool = typer.Option(False, "--full", help="Compare every Twenty record (about N/200 requests): also "
+                              "finds records destroyed in Twenty, drift and orphans."),
 ) -> None:
     """Run one sync. Exit 0 when every record synced, 1 when some failed, 2 when the run stopped early."""
     from truth_forge.services.sync import TwentyCRMService
@@ -98,7 +100,7 @@ def sync(
     try:
         with TwentyCRMService() as service:
             result = run_sync(service.warehouse, service.client.api, service.schema,
-                              direction=direction, conflict_policy=conflict_policy)  # type: ignore[arg-type]
+                              direction=direction, conflict_policy=conflict_policy, full=full)  # type: ignore[arg-type]
     except (TwentyError, WarehouseError, ValueError) as exc:
         fail(str(exc), 2)
     if as_json:
