@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-fast lint bench clean bqemu
+.PHONY: venv demo test test-fast lint bench clean bqemu soak
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ test: venv bqemu lint
 # Everything except the BigQuery-emulator contract tests.
 test-fast: venv lint
 	$(PY) -m pytest -m "not bigquery"
+
+# Seeded recovery trials (kills, fault storms, hostile data), minutes not hours; see docs/soak.md.
+# Never part of `make test`: tests/soak/conftest.py deselects them unless TRUTH_FORGE_SOAK=1.
+soak: venv
+	TRUTH_FORGE_SOAK=1 $(PY) -m pytest tests/soak -q
 
 # By hand, never in the test suite; the results go into BENCHMARKS.md with the machine they ran on.
 bench: venv
