@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OVERLAP = dt.timedelta(minutes=2)
 PAGE_SIZE = 200
 RETRY_CHUNK = 50  # ids per `id[in]:[...]` lookup, to keep the URL short
+MAX_KEY = 2**63 - 1  # the warehouse keys are INT64
 # Emails and phones are written to the warehouse in pairs (primary with additional).
 _PAIRS = (("primary_email", "additional_emails"), ("primary_phone", "additional_phones"))
 
@@ -149,8 +150,9 @@ def _typed_key(obj: SyncedObject, record: Mapping[str, Any]) -> int | None:
         key = int(str(raw).strip())
     except ValueError:
         key = 0
-    if key <= 0:
-        raise ValueError(f"{obj.key_field} {raw!r} in Twenty is not a warehouse key (a whole number above 0)")
+    if not 0 < key <= MAX_KEY:
+        raise ValueError(f"{obj.key_field} {raw!r} in Twenty is not a warehouse key "
+                         f"(a whole number from 1 to {MAX_KEY})")
     return key
 
 
