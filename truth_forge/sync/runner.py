@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from truth_forge.crm_schema import CrmSchema, verify_schema
+from truth_forge.lease import WriterLease, writing
 from truth_forge.reporting import ErrorReporter
 from truth_forge.sync.objects import SYNC_ORDER, now_utc
 from truth_forge.sync.pull import DEFAULT_OVERLAP, ConflictPolicy, pull_object
@@ -60,7 +61,16 @@ def _require_setup(client: TwentyClient, schema: CrmSchema) -> None:
     )
 
 
-def run_sync(
+def run_sync(warehouse: Any, client: TwentyClient, schema: CrmSchema, *, lease: WriterLease | None = None,
+             lease_wait: float = 0.0, **options: Any) -> SyncResult:
+    """One sync run as the warehouse's only writer (truth_forge/lease.py): takes the writer lease, or
+    runs under the caller's `lease`, waiting up to `lease_wait` seconds for another writer to finish
+    (then WarehouseBusy), renews it while the run works and releases it at the end."""
+    with writing(warehouse, purpose="sync", held=lease, wait=lease_wait):
+        return _run_sync_as_writer(warehouse, client, schema, **options)
+
+
+def _run_sync_as_writer(
     warehouse: Any,
     client: TwentyClient,
     schema: CrmSchema,

@@ -1,0 +1,133 @@
+"""Fixtures of the serve tests: `truth-forge serve` in-process on 127.0.0.1, fed by the sandbox.
+
+`ServeHarness` starts the real Starlette app under uvicorn (lifespan on, so the writer thread
+starts and drains as in production) with a DuckDB warehouse file and an inbox file in tmp_path,
+and registers a webhook in the sandbox that points at it with a known secret.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from truth_forge.crm_schema import CrmSchema, setup_schema
+from truth_forge.inbox import Inbox
+from truth_forge.server import ServeOptions, WebhookApp, bind_socket, build_server, uvicorn_server
+from truth_forge.twenty import TwentyClient
+from truth_forge.warehouse import open_warehouse
+from truth_forge.webhooks import OPERATIONS
+
+SCHEMA = CrmSchema.load()
+SECRET = "a" * 64
+
+
+def twenty_client(base_url: str, api_key: str) -> TwentyClient:
+    return TwentyClient(base_url, api_key, requests_per_minute=100_000, timeout=5, max_retries=1)
+
+
+@pytest.fixture
+def crm(sandbox: Any) -> Iterator[TwentyClient]:
+    """Our Twenty client on the sandbox, with truth-forge's custom fields set up."""
+    with twenty_client(sandbox.base_url, sandbox.api_key) as client:
+        setup_schema(client, SCHEMA)
+        yield client
+
+
+@dataclass
+class ServeHarness:
+    sandbox: Any
+    warehouse_url: str
+    inbox_path: Path
+    options: ServeOptions
+    app: WebhookApp | None = None
+    _server: Any = None
+    _thread: threading.Thread | None = None
+    _client: TwentyClient | None = None
+    hooks: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.options.port}"
+
+    def start(self) -> ServeHarness:
+        self._client = twenty_client(self.sandbox.base_url, self.sandbox.api_key)
+        self.inbox = Inbox(self.inbox_path)
+        self.app = build_server(secret=SECRET, inbox=self.inbox, open_warehouse=lambda: open_warehouse(self.warehouse_url),
+                                client=self._client, schema=SCHEMA, options=self.options)
+        sock = bind_socket("127.0.0.1", self.options.port)
+        self.options.port = sock.getsockname()[1]
+        self._server = uvicorn_server(self.app)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        wait_until(lambda: self._server.started, "the server to start")
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=60)
+            assert not self._thread.is_alive(), "serve did not shut down"
+        if self._client is not None:
+            self._client.close()
+        self.inbox.close()
+        self._server = self._thread = None
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: httpx.get(self.url + "/readyz").status_code == 200, "serve to be ready")
+
+    def status(self) -> dict[str, Any]:
+        return httpx.get(self.url + "/status").json()
+
+    def wait_applied(self, count: int, timeout: float = 15.0) -> dict[str, Any]:
+        """Until `count` events are applied and none waits (bounded by `timeout`)."""
+        wait_until(lambda: (s := self.status()["inbox"])["applied"] >= count and s["pending"] == 0,
+                   f"{count} webhook events to be applied", timeout)
+        return self.status()
+
+    def register(self, sandbox_client: httpx.Client) -> str:
+        hook = sandbox_client.post("/rest/metadata/webhooks", json={
+            "targetUrl": self.url + "/webhooks/twenty", "operations": OPERATIONS, "secret": SECRET}).json()
+        self.hooks.append(hook["id"])
+        return hook["id"]
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def make_harness(sandbox: Any, tmp_path: Path) -> Iterator[Callable[..., ServeHarness]]:
+    started: list[ServeHarness] = []
+
+    def _make(**overrides: Any) -> ServeHarness:
+        options = ServeOptions(port=0, sync_on_start=False, sync_interval=3600, lease_ttl=dt.timedelta(seconds=5),
+                               lease_poll=0.1, retry_pause=0.1, drain_seconds=10)
+        for name, value in overrides.items():
+            setattr(options, name, value)
+        harness = ServeHarness(sandbox, f"duckdb:///{tmp_path / 'w.duckdb'}", tmp_path / "inbox.sqlite3", options)
+        started.append(harness.start())
+        return harness
+
+    yield _make
+    for harness in started:
+        if harness._server is not None:
+            harness.stop()
+
+
+@pytest.fixture
+def harness(make_harness: Callable[..., ServeHarness]) -> ServeHarness:
+    h = make_harness()
+    h.wait_ready()
+    return h
