@@ -23,7 +23,7 @@ from typing import Any
 from truth_forge.crm_schema import CrmSchema
 from truth_forge.reporting import ErrorReporter
 from truth_forge.sync.objects import COMPANY, PERSON, SyncedObject, now_utc, parse_timestamp
-from truth_forge.sync.pull import pull_records
+from truth_forge.sync.pull import PullStats, pull_records
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.webhooks import WebhookEvent
 
@@ -38,7 +38,8 @@ class ApplyStats:
     events: int = 0
     superseded: int = 0  # a newer event for the same record came in the same batch
     stale: int = 0  # older than what the warehouse already has
-    applied: int = 0  # records handed to the pull path (it tells echoes from changes)
+    applied: int = 0  # records handed to the pull path
+    echoes: int = 0  # of those, unchanged since the warehouse last synced them (our own writes coming back)
     destroyed: int = 0  # marked deleted after Twenty destroyed them
 
     def add(self, other: ApplyStats) -> None:
@@ -62,15 +63,15 @@ def apply_events(warehouse: Any, client: TwentyClient, schema: CrmSchema, events
         records = not_older_than_warehouse(warehouse, obj, [e.record for e in latest if e.action != "destroyed"])
         stats.stale += len(latest) - len(destroyed) - len(records)
         if records:
-            apply_crm_records(warehouse, client, schema, obj, records, reporter)
+            stats.echoes += apply_crm_records(warehouse, client, schema, obj, records, reporter).unchanged
             stats.applied += len(records)
     return stats
 
 
 def apply_crm_records(warehouse: Any, client: TwentyClient, schema: CrmSchema, obj: SyncedObject,
-                      records: Sequence[Mapping[str, Any]], reporter: ErrorReporter) -> None:
+                      records: Sequence[Mapping[str, Any]], reporter: ErrorReporter) -> PullStats:
     """The one door from webhooks into the sync's merge: whatever the pull path does, webhooks do."""
-    pull_records(warehouse, client, schema, obj, records, reporter)
+    return pull_records(warehouse, client, schema, obj, records, reporter)
 
 
 def newest_per_record(events: Iterable[WebhookEvent]) -> list[WebhookEvent]:

@@ -102,15 +102,16 @@ def find_webhook_secret(
 class _SecretKind:
     """One secret truth-forge reads: where it may be kept, and what to say when it is nowhere."""
 
+    label: str
     secret_names: tuple[str, ...]
     env_vars: tuple[str, ...]
     not_found: str
     hint: str
 
 
-API_KEY = _SecretKind(SECRET_NAMES, ENV_VARS, NOT_FOUND_PREFIX,
+API_KEY = _SecretKind("Twenty CRM API key", SECRET_NAMES, ENV_VARS, NOT_FOUND_PREFIX,
                       f"Store the key in Secret Manager as {SECRET_NAMES[0]} or set {ENV_VARS[0]}.")
-WEBHOOK_SECRET = _SecretKind(WEBHOOK_SECRET_NAMES, WEBHOOK_ENV_VARS, "Twenty webhook secret not found",
+WEBHOOK_SECRET = _SecretKind("Twenty webhook secret", WEBHOOK_SECRET_NAMES, WEBHOOK_ENV_VARS, "Twenty webhook secret not found",
                              "Run `truth-forge webhooks register --url URL`, which stores it, "
                              f"or set {WEBHOOK_ENV_VARS[0]}.")
 
@@ -123,7 +124,7 @@ def _find_secret(kind: _SecretKind, settings: Settings | None, secret_client: An
     if project:
         found = _from_secret_manager(project, kind.secret_names, secret_client, timeout, failures)
         if found is not None:
-            return _won(found)
+            return _won(found, kind.label)
     else:
         failures.append(
             f"Secret Manager secrets {', '.join(kind.secret_names)}: skipped, no GCP project configured "
@@ -142,7 +143,7 @@ def _find_secret(kind: _SecretKind, settings: Settings | None, secret_client: An
         elif not raw.strip():
             failures.append(f"environment variable {var}: set but empty")
         else:
-            return _won(ResolvedApiKey(value=raw.strip(), source=where))
+            return _won(ResolvedApiKey(value=raw.strip(), source=where), kind.label)
 
     tried = "\n".join(f"  - {line}" for line in failures)
     raise ValueError(f"{kind.not_found}. Tried, in order:\n{tried}\n{kind.hint}")
@@ -206,8 +207,8 @@ def _dotenv_values(path: str = ".env") -> dict[str, str | None]:
     return dict(dotenv_values(path)) if os.path.isfile(path) else {}
 
 
-def _won(found: ResolvedApiKey) -> ResolvedApiKey:
-    logger.info("Twenty CRM API key loaded from %s", found.source)
+def _won(found: ResolvedApiKey, what: str = "Twenty CRM API key") -> ResolvedApiKey:
+    logger.info("%s loaded from %s", what, found.source)
     return found
 
 

@@ -8,6 +8,12 @@ and registers a webhook in the sandbox that points at it with a known secret.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -131,3 +137,58 @@ def harness(make_harness: Callable[..., ServeHarness]) -> ServeHarness:
     h = make_harness()
     h.wait_ready()
     return h
+
+
+class ServeProcess:
+    """`python -m truth_forge.cli serve` in a child process (so it can be SIGKILLed), on 127.0.0.1."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "truth_forge.cli", "serve", "--port", "0", *args],
+            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.url = self._announced_url()
+
+    def _announced_url(self) -> str:
+        """The URL from serve's 'listening on' line (log lines may come first), within 30 s."""
+        assert self.proc.stdout is not None
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(seen) < 200:
+            if not select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                break
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+            if match:
+                return match.group(1)
+        self.proc.kill()
+        raise AssertionError("serve did not start:\n" + "".join(seen))
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=5)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> bool:
+        """SIGTERM, the graceful way; True when the process finished its work and exited as asked
+        (uvicorn re-raises the signal once it has shut down, so the code says 'terminated')."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60) in (0, -signal.SIGTERM) and "Writer lease released" in self.output()
+
+    def output(self) -> str:
+        return self.proc.stdout.read() if self.proc.stdout else ""
+
+
+def serve_env(sandbox: Any, warehouse_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUTH_FORGE_", "TWENTY_", "GOOGLE_CLOUD"))}
+    env.update({
+        "TWENTY_BASE_URL": sandbox.base_url, "TWENTY_API_KEY": sandbox.api_key, "TWENTY_WEBHOOK_SECRET": SECRET,
+        "TRUTH_FORGE_WAREHOUSE_URL": warehouse_url, "TRUTH_FORGE_SERVE_INBOX_PATH": str(tmp_path / "inbox.sqlite3"),
+        "TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE": "100000", "TRUTH_FORGE_LEASE_TTL_SECONDS": "3",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **extra,
+    })
+    return env
