@@ -1,5 +1,5 @@
 """The webhook inbox: a local SQLite file where every verified event is stored before it is
-acknowledged, and from which the applier takes micro-batches.
+acknowledged, and from which the writer process takes micro-batches.
 
 Why it exists: Twenty sends each event once, gives up after 5 s and never retries, so an event
 must be durable the moment we say 200, and applying it (a warehouse MERGE, seconds on BigQuery)
@@ -7,7 +7,8 @@ cannot happen on the request path. A local file commits in well under a millisec
 `synchronous=FULL`: a commit survives a killed process and a power cut), whatever the warehouse
 engine. The same transaction that stores an event records its nonce and its signature, so a
 replayed delivery is refused and a refused one leaves nothing behind. Identical bodies are stored
-once (a redelivery is a no-op). Applied events are kept a while as evidence, then pruned.
+once (a redelivery is a no-op). Applied events are kept a while as evidence, then pruned. The
+writer process also reports its state here, the one channel between the two processes.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ CREATE TABLE IF NOT EXISTS events (
   applied_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_pending ON events (status, seq);
+CREATE TABLE IF NOT EXISTS writer_status (
+  id INTEGER PRIMARY KEY CHECK (id = 1),  -- one row: what the writer process last reported
+  status TEXT NOT NULL,                   -- JSON
+  updated_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS replay_keys (
   key TEXT PRIMARY KEY,                 -- 'nonce:...' or 'signature:...'
   seen_ms INTEGER NOT NULL
@@ -57,14 +63,13 @@ class InboxItem:
 
 
 class Inbox:
-    """One SQLite file; safe to share between the request handlers and the applier thread."""
+    """One SQLite file, opened by the server and by its writer process (WAL: readers never wait)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self.arrived = threading.Event()  # set when an event is stored; the applier waits on it
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -90,8 +95,6 @@ class Inbox:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-        if outcome == "stored":
-            self.arrived.set()
         return outcome
 
     def _remember(self, key: str, now_ms: int, reason: str) -> None:
@@ -140,6 +143,23 @@ class Inbox:
         with self._lock:
             rows = self._db.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
         return {"pending": 0, "applied": 0, "failed": 0, **{status: n for status, n in rows}}
+
+    def save_writer_status(self, status: dict[str, object]) -> None:
+        """The writer process's report (state, counts), read by the server's /readyz and /status."""
+        with self._lock:
+            self._db.execute("INSERT INTO writer_status (id, status, updated_ms) VALUES (1, ?, ?) "
+                             "ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_ms = excluded.updated_ms",
+                             (json.dumps(status, default=str), _now_ms()))
+
+    def writer_status(self) -> dict[str, object] | None:
+        with self._lock:
+            row = self._db.execute("SELECT status FROM writer_status WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def clear_writer_status(self) -> None:
+        """Forget a previous writer's report (a new server starts from 'starting')."""
+        with self._lock:
+            self._db.execute("DELETE FROM writer_status")
 
     def prune(self, now_ms: int, replay_window_ms: int) -> None:
         """Forget replay keys older than the timestamp tolerance allows (such a copy is refused as

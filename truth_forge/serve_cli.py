@@ -28,16 +28,17 @@ def serve_command(
     sync_on_start: Annotated[bool, typer.Option(help="Run a sync as soon as the writer lease is held.")] = True,
 ) -> None:
     """Receive Twenty's webhooks on POST /webhooks/twenty and run the scheduled sync, until stopped."""
-    from truth_forge.crm_schema import CrmSchema
+    import logging
+
     from truth_forge.inbox import Inbox
-    from truth_forge.server import ServeOptions, bind_socket, build_server, uvicorn_server
-    from truth_forge.twenty.client import TwentyClient
-    from truth_forge.warehouse import open_warehouse
+    from truth_forge.secrets import resolve_api_key
+    from truth_forge.server import bind_socket, build_server, uvicorn_server
+    from truth_forge.writer import ServeOptions, WriterSpec
 
     settings = get_settings()
     try:
         secret = find_webhook_secret(settings).value
-        client = TwentyClient.from_settings(settings)
+        api_key = resolve_api_key(settings)
     except ValueError as exc:
         _fail(str(exc))
     options = ServeOptions(
@@ -46,9 +47,17 @@ def serve_command(
         tolerance_ms=settings.webhook_tolerance_seconds * 1000, max_body_bytes=settings.webhook_max_body_bytes,
         lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds),
     )
+    spec = WriterSpec(
+        inbox_path=str(settings.serve_inbox_path), warehouse_url=settings.warehouse_url,
+        warehouse_tables=dict(settings.warehouse_tables), twenty_base_url=settings.twenty_base_url, api_key=api_key,
+        options=options, schema_file=settings.crm_schema_file, secrets=(secret,),
+        client_options={"batch_size": settings.twenty_batch_size, "timeout": settings.twenty_timeout_seconds,
+                        "requests_per_minute": settings.twenty_requests_per_minute,
+                        "max_retries": settings.twenty_max_retries},
+        log_level=logging.getLogger().getEffectiveLevel(),
+    )
     inbox = Inbox(settings.serve_inbox_path)
-    app = build_server(secret=secret, inbox=inbox, open_warehouse=lambda: open_warehouse(settings), client=client,
-                       schema=CrmSchema.load(settings.crm_schema_file), options=options)
+    app = build_server(secret=secret, inbox=inbox, spec=spec)
     sock = bind_socket(options.host, options.port)
     sock.listen(2048)  # listening before the line below: a caller that reads it can connect at once
     bound = sock.getsockname()[1]
@@ -58,7 +67,6 @@ def serve_command(
     finally:
         sock.close()
         inbox.close()
-        client.close()
 
 
 def _client(settings: Settings):  # type: ignore[no-untyped-def]

@@ -7,10 +7,10 @@ and registers a webhook in the sandbox that points at it with a known secret.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -26,17 +26,21 @@ import pytest
 
 from truth_forge.crm_schema import CrmSchema, setup_schema
 from truth_forge.inbox import Inbox
-from truth_forge.server import ServeOptions, WebhookApp, bind_socket, build_server, uvicorn_server
+from truth_forge.server import WebhookApp, bind_socket, build_server, uvicorn_server
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
+from truth_forge.writer import ServeOptions, WriterSpec
 from truth_forge.webhooks import OPERATIONS
 
 SCHEMA = CrmSchema.load()
 SECRET = "a" * 64
 
 
+CLIENT_OPTIONS = {"requests_per_minute": 100_000, "timeout": 5, "max_retries": 1}
+
+
 def twenty_client(base_url: str, api_key: str) -> TwentyClient:
-    return TwentyClient(base_url, api_key, requests_per_minute=100_000, timeout=5, max_retries=1)
+    return TwentyClient(base_url, api_key, **CLIENT_OPTIONS)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -56,7 +60,6 @@ class ServeHarness:
     app: WebhookApp | None = None
     _server: Any = None
     _thread: threading.Thread | None = None
-    _client: TwentyClient | None = None
     hooks: list[str] = field(default_factory=list)
 
     @property
@@ -64,10 +67,11 @@ class ServeHarness:
         return f"http://127.0.0.1:{self.options.port}"
 
     def start(self) -> ServeHarness:
-        self._client = twenty_client(self.sandbox.base_url, self.sandbox.api_key)
         self.inbox = Inbox(self.inbox_path)
-        self.app = build_server(secret=SECRET, inbox=self.inbox, open_warehouse=lambda: open_warehouse(self.warehouse_url),
-                                client=self._client, schema=SCHEMA, options=self.options)
+        spec = WriterSpec(inbox_path=str(self.inbox_path), warehouse_url=self.warehouse_url,
+                          twenty_base_url=self.sandbox.base_url, api_key=self.sandbox.api_key, options=self.options,
+                          client_options=CLIENT_OPTIONS, secrets=(SECRET,))
+        self.app = build_server(secret=SECRET, inbox=self.inbox, spec=spec)
         sock = bind_socket("127.0.0.1", self.options.port)
         self.options.port = sock.getsockname()[1]
         self._server = uvicorn_server(self.app)
@@ -81,8 +85,6 @@ class ServeHarness:
             self._server.should_exit = True
             self._thread.join(timeout=60)
             assert not self._thread.is_alive(), "serve did not shut down"
-        if self._client is not None:
-            self._client.close()
         self.inbox.close()
         self._server = self._thread = None
 
@@ -97,6 +99,28 @@ class ServeHarness:
         wait_until(lambda: (s := self.status()["inbox"])["applied"] >= count and s["pending"] == 0,
                    f"{count} webhook events to be applied", timeout)
         return self.status()
+
+    def settle(self, timeout: float = 20.0) -> None:
+        """Until every delivery the sandbox made was answered and applied (or set aside)."""
+        def settled() -> bool:
+            if not self.sandbox.wait_webhooks_idle(0.2):
+                return False
+            delivered = sum(1 for d in self.sandbox.webhook_deliveries if d.ok)
+            inbox = self.inbox.counts()
+            # Applying may write to Twenty (a new person's key), which sends one more event: idle again?
+            return inbox["applied"] + inbox["failed"] >= delivered and self.sandbox.wait_webhooks_idle(0)
+        wait_until(settled, "the deliveries to be applied", timeout)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[Any]:
+        """Stop serve (its writer process holds the DuckDB file), open the warehouse, start serve again
+        on the same port so the sandbox's webhook still reaches it."""
+        self.settle()
+        self.stop()
+        with open_warehouse(self.warehouse_url) as wh:
+            yield wh
+        self.start()
+        self.wait_ready()
 
     def register(self, sandbox_client: httpx.Client) -> str:
         hook = sandbox_client.post("/rest/metadata/webhooks", json={
@@ -145,42 +169,52 @@ class ServeProcess:
     def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "truth_forge.cli", "serve", "--port", "0", *args],
-            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)  # its own process group: kill() takes the writer process down too
         self.url = self._announced_url()
 
     def _announced_url(self) -> str:
-        """The URL from serve's 'listening on' line (log lines may come first), within 30 s."""
+        """The URL from serve's 'listening on' line (log lines may come first), within 30 s; the
+        rest of the output is read by a thread, so a chatty server never blocks on a full pipe."""
         assert self.proc.stdout is not None
-        seen = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(seen) < 200:
-            if not select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                break
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line)
+        self.lines: list[str] = []
+        found = threading.Event()
+
+        def read() -> None:
+            for line in self.proc.stdout:  # type: ignore[union-attr]
+                self.lines.append(line)
+                if "listening on" in line:
+                    found.set()
+
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+        found.wait(30)
+        for line in self.lines:
             match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
             if match:
                 return match.group(1)
         self.proc.kill()
-        raise AssertionError("serve did not start:\n" + "".join(seen))
+        raise AssertionError("serve did not start:\n" + "".join(self.lines))
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, timeout=5)
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL the server and its writer process at once, as a crash of the machine's process would."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        self._reader.join(10)  # the pipe closes once every process of the group is gone
 
     def terminate(self) -> bool:
         """SIGTERM, the graceful way; True when the process finished its work and exited as asked
         (uvicorn re-raises the signal once it has shut down, so the code says 'terminated')."""
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60) in (0, -signal.SIGTERM) and "Writer lease released" in self.output()
+        code = self.proc.wait(90)
+        self._reader.join(10)  # the output ends when the process (and its writer) closed the pipe
+        return code in (0, -signal.SIGTERM) and "Writer lease released" in self.output()
 
     def output(self) -> str:
-        return self.proc.stdout.read() if self.proc.stdout else ""
+        return "".join(self.lines)
 
 
 def serve_env(sandbox: Any, warehouse_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:

@@ -66,7 +66,7 @@ def test_a_killed_servers_lease_expires_and_the_next_one_proceeds(
     first.kill()
     with open_warehouse(url) as wh:
         held = wh.read_lease("writer")
-        assert held is not None and "serve" in held["owner"] and f"pid {first.proc.pid}" in held["owner"]
+        assert held is not None and f"serve (server pid {first.proc.pid})" in held["owner"]
 
     second = ServeProcess(env, tmp_path, "--no-sync-on-start")
     try:

@@ -36,7 +36,7 @@ def test_sync_refuses_while_serve_writes_and_proceeds_after_a_killed_serves_leas
 
             refused = sync_cli(env, tmp_path)
             assert refused.returncode == 2, refused.stdout + refused.stderr
-            assert "being written by 'serve on" in refused.stderr and f"pid {server.proc.pid}" in refused.stderr
+            assert f"being written by 'serve (server pid {server.proc.pid}) on" in refused.stderr
         finally:
             server.kill()
 
