@@ -4,10 +4,12 @@ Sets up the bundled sandbox and a DuckDB warehouse of synced contacts, starts `t
 in a child process (so the load generator does not share its interpreter), then posts signed
 `person.updated` deliveries that each rename a real, synced person:
 
-1. a burst: as fast as `--concurrency` connections allow, `--burst` events: acknowledged events/s,
+1. a burst: as fast as `--burst-connections` connections allow, `--burst` events: acknowledged events/s,
    and applied events/s (first acknowledgement until the inbox is empty);
 2. a steady rate: `--rate` events/s for `--seconds`: p50/p99/max acknowledgement latency, and how
-   long each event waited between its acknowledgement and being applied (p50/p99/max).
+   long each event waited between its acknowledgement and being applied (p50/p99/max);
+3. CPU seconds per event of the server process and of its writer process, which unlike rates do not
+   depend on what else the machine is running.
 
 Every loop is bounded by a count and a deadline. Prints a Markdown table for BENCHMARKS.md.
 
@@ -126,20 +128,36 @@ def send_all(url: str, people: list[dict[str, Any]], count: int, *, first_index:
     return sent
 
 
-def wait_applied(base: str, total: int) -> list[tuple[float, int]]:
-    """Poll /status until `total` events are applied: (time, applied count) samples, bounded."""
-    samples = []
-    deadline = time.monotonic() + DEADLINE_S
-    with httpx.Client(timeout=5) as client:
-        while time.monotonic() < deadline:
-            inbox = client.get(base + "/status").json()["inbox"]
-            samples.append((time.monotonic(), inbox["applied"]))
-            if inbox["applied"] + inbox["failed"] >= total:
-                if inbox["failed"]:
-                    raise SystemExit(f"{inbox['failed']} events failed to apply")
-                return samples
-            time.sleep(0.01)
-    raise SystemExit("events were not applied within the deadline")
+class AppliedSampler:
+    """Polls /status on a thread of its own while events are being sent: (time, applied) samples."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.samples: list[tuple[float, int]] = []
+        self.failed = 0
+        self._target: int | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        deadline = time.monotonic() + DEADLINE_S
+        with httpx.Client(timeout=5) as client:
+            while time.monotonic() < deadline:
+                inbox = client.get(self.base + "/status").json()["inbox"]
+                self.samples.append((time.monotonic(), inbox["applied"]))
+                self.failed = inbox["failed"]
+                if self._target is not None and inbox["applied"] + inbox["failed"] >= self._target:
+                    self._done.set()
+                    return
+                time.sleep(0.05)  # 20 a second: enough resolution, little load on the server it measures
+
+    def wait_for(self, total: int) -> list[tuple[float, int]]:
+        """Until `total` events are applied (bounded by the deadline); returns the samples."""
+        self._target = total
+        if not self._done.wait(DEADLINE_S) or self.failed:
+            raise SystemExit(f"not applied within the deadline, or {self.failed} events failed")
+        return self.samples
 
 
 def apply_lags(sent: Sent, already: int, samples: list[tuple[float, int]]) -> list[float]:
@@ -150,6 +168,21 @@ def apply_lags(sent: Sent, already: int, samples: list[tuple[float, int]]) -> li
             s += 1
         lags.append(max(0.0, samples[s][0] - acked))
     return lags
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc): robust on a shared, busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def writer_pid(server_pid: int) -> int:
+    """The writer among serve's children (multiprocessing also starts a resource tracker)."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    writers = [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    if len(writers) != 1:
+        raise SystemExit(f"expected one writer process under serve, found {writers} among {children}")
+    return writers[0]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -178,7 +211,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--burst-connections", type=int, default=4)
+    parser.add_argument("--steady-connections", type=int, default=8,
+                        help="enough that the rate holds while each connection waits for its answer")
     args = parser.parse_args()
 
     schema = CrmSchema.load()
@@ -202,13 +237,18 @@ def main() -> None:
                     break
                 time.sleep(0.02)
             hook = base + "/webhooks/twenty"
-            burst = send_all(hook, people, args.burst, first_index=0, concurrency=args.concurrency, rate=None)
-            burst_samples = wait_applied(base, len(burst.acked_at))
+            pids = (proc.pid, writer_pid(proc.pid))
+            cpu_before = [cpu_seconds(pid) for pid in pids]
+            sampler = AppliedSampler(base)
+            burst = send_all(hook, people, args.burst, first_index=0, concurrency=args.burst_connections, rate=None)
+            burst_samples = sampler.wait_for(len(burst.acked_at))
             steady_count = int(args.rate * args.seconds)
-            steady = send_all(hook, people, steady_count, first_index=args.burst, concurrency=args.concurrency,
+            sampler = AppliedSampler(base)
+            steady = send_all(hook, people, steady_count, first_index=args.burst, concurrency=args.steady_connections,
                               rate=args.rate)
-            steady_samples = wait_applied(base, len(burst.acked_at) + len(steady.acked_at))
+            steady_samples = sampler.wait_for(len(burst.acked_at) + len(steady.acked_at))
             status = httpx.get(base + "/status").json()
+            cpu = [cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before)]
         finally:
             proc.terminate()
             try:
@@ -217,18 +257,19 @@ def main() -> None:
                 proc.kill()
                 raise SystemExit("serve did not stop within 60 s of SIGTERM:\n"
                                  + (Path(tmp) / "serve.log").read_text()[-3000:]) from None
-    report(args, people, burst, burst_samples, steady, steady_samples, status)
+    report(args, people, burst, burst_samples, steady, steady_samples, status, cpu)
 
 
 def report(args: argparse.Namespace, people: list[Any], burst: Sent, burst_samples: list[tuple[float, int]],
-           steady: Sent, steady_samples: list[tuple[float, int]], status: dict[str, Any]) -> None:
+           steady: Sent, steady_samples: list[tuple[float, int]], status: dict[str, Any], cpu: list[float]) -> None:
     ack_span = max(burst.acked_at) - min(burst.acked_at)
     applied_span = burst_samples[-1][0] - min(burst.acked_at)
     lags = apply_lags(steady, len(burst.acked_at), steady_samples)
     steady_span = max(steady.acked_at) - min(steady.acked_at)
     writer = status["writer"]
     print(f"Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
-          f"{len(people)} synced people in a DuckDB warehouse; {args.concurrency} client connections.\n")
+          f"{len(people)} synced people in a DuckDB warehouse; {args.burst_connections} client connections "
+          f"in the burst, {args.steady_connections} at the steady rate.\n")
     print("| phase | events | acknowledged/s | applied/s | ack p50 | ack p99 | ack max | refused |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| burst | {len(burst.acked_at)} | {len(burst.acked_at) / ack_span:.0f} | "
@@ -239,6 +280,10 @@ def report(args: argparse.Namespace, people: list[Any], burst: Sent, burst_sampl
           f"{pct(steady.latencies_ms, 99):.1f} ms | {max(steady.latencies_ms):.1f} ms | {steady.refused} |")
     print(f"\nSteady phase, acknowledgement to applied: p50 {pct(lags, 50) * 1000:.0f} ms, "
           f"p99 {pct(lags, 99) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms.")
+    events = len(burst.acked_at) + len(steady.acked_at)
+    print(f"CPU per event: request path {cpu[0] / events * 1000:.2f} ms, writer {cpu[1] / events * 1000:.2f} ms "
+          f"(so one core acknowledges about {events / cpu[0]:.0f}/s and applies about {events / cpu[1]:.0f}/s).")
+    print(f"Load average when done: {os.getloadavg()[0]:.1f}.")
     print(f"Writer: {writer['batches']} batches for {writer['applied']['events']} events "
           f"({writer['applied']['events'] / max(1, writer['batches']):.0f} per batch), "
           f"{writer['applied']['superseded']} superseded in their batch, {writer['failed_batches']} failed batches.")

