@@ -14,6 +14,10 @@ Lookup order (see the seed doc "API Key Configuration"):
 
 Without a configured project, Secret Manager is skipped outright: building a client would call
 ``google.auth.default()``, which can spend seconds probing the GCE metadata server.
+
+The webhook secret of `truth-forge serve` is looked up the same way (Secret Manager
+``twenty-webhook-secret``, then ``TWENTY_WEBHOOK_SECRET``), and `store_webhook_secret` keeps it in
+the first of those places that applies.
 """
 
 from __future__ import annotations
