@@ -27,9 +27,11 @@ $(BQEMU_STAMP): scripts/install-bqemulator.sh requirements/bqemulator.txt requir
 
 bqemu: $(BQEMU_STAMP)
 
-# Unused or undefined names and syntax errors fail the build before the tests run.
+# Unused or undefined names, syntax errors and type errors (the sync is held to its SyncStore
+# protocol) fail the build before the tests run.
 lint: venv
 	$(VENV)/bin/ruff check truth_forge tests benchmarks scripts
+	$(VENV)/bin/mypy truth_forge
 
 test: venv bqemu lint
 	$(PY) -m pytest

@@ -85,6 +85,8 @@ def sync(
     direction: str = typer.Option("both", help="both | push (warehouse -> Twenty) | pull (Twenty -> warehouse)"),
     conflict_policy: str = typer.Option("crm_wins", help="Who wins a field edited on both sides: crm_wins | warehouse_wins"),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    full: bool = typer.Option(False, "--full", help="Compare every Twenty record (about N/200 requests): also "
+                              "finds records destroyed in Twenty, drift and orphans."),
     wait_for_lease: float = typer.Option(
         0.0, min=0, help="Seconds to wait while another writer (a `serve`, another sync) holds the warehouse."),
 ) -> None:
@@ -101,7 +103,7 @@ def sync(
     try:
         with TwentyCRMService() as service:
             result = run_sync(service.warehouse, service.client.api, service.schema,
-                              direction=direction, conflict_policy=conflict_policy,  # type: ignore[arg-type]
+                              direction=direction, conflict_policy=conflict_policy, full=full,  # type: ignore[arg-type]
                               lease_wait=wait_for_lease)
     except (TwentyError, WarehouseError, WarehouseBusy, ValueError) as exc:
         fail(str(exc), 2)

@@ -29,7 +29,7 @@ def test_rows_already_in_twenty_but_not_in_the_state_are_claimed_not_refused(
     sandbox.clear_request_log()
     result = run_sync(store, client, SCHEMA)
     assert result.status == "succeeded", result.sync_errors
-    assert result.counts["push_person"] == {"upserted": 3, "deleted": 0, "failed": 0}
+    assert result.counts["push_person"] == {"upserted": 3, "deleted": 0, "failed": 0, "caught_up": 0}
     keys = sorted(int(p["contactId"]) for p in people(client))
     assert keys == list(range(1, 41))  # exactly once each
     assert person_by_key(client, 4)["categoryCode"] == "E"
@@ -66,7 +66,7 @@ def test_emails_go_lower_cased_and_a_bad_one_stays_out_without_splitting_the_bat
         {"contact_id": 3, "primary_email": "not-an-email", "additional_emails": ["also bad@x", "fine@example.net"]},
     ])
     result = run_sync(store, client, SCHEMA)
-    assert result.counts["push_person"] == {"upserted": 40, "deleted": 0, "failed": 0}
+    assert result.counts["push_person"] == {"upserted": 40, "deleted": 0, "failed": 0, "caught_up": 0}
     assert len(batch_writes(sandbox)) == 1  # one request for all 40: nothing was bisected
     assert person_by_key(client, 2)["emails"] == {"primaryEmail": "ada.lovelace@example.com",
                                                   "additionalEmails": ["ada@work.example"]}
@@ -91,7 +91,7 @@ def test_a_nul_character_fails_that_record_alone_before_any_request(
         sandbox: Any, client: TwentyClient, store: Any) -> None:
     store.upsert_contacts([{"contact_id": 6, "canonical_name": "Nul\x00Byte"}])
     result = run_sync(store, client, SCHEMA)
-    assert result.counts["push_person"] == {"upserted": 39, "deleted": 0, "failed": 1}
+    assert result.counts["push_person"] == {"upserted": 39, "deleted": 0, "failed": 1, "caught_up": 0}
     [error] = result.sync_errors
     assert error["record_key"] == "6" and "NUL character" in error["error_message"] and "name" in error["error_message"]
     assert len(batch_writes(sandbox)) == 1

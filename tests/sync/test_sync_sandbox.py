@@ -49,7 +49,7 @@ def test_second_run_writes_nothing(sandbox: Any, client: TwentyClient, store: An
     result = run_sync(store, client, SCHEMA)
     assert result.status == "succeeded"
     assert record_writes(sandbox) == []
-    assert result.counts["push_person"] == {"upserted": 0, "deleted": 0, "failed": 0}
+    assert result.counts["push_person"] == {"upserted": 0, "deleted": 0, "failed": 0, "caught_up": 0}
     assert result.counts["pull_person"]["unchanged"] == 40  # our own writes, recognised as echoes
 
 
@@ -128,7 +128,9 @@ def test_a_conflict_is_recorded_and_twenty_wins(sandbox: Any, client: TwentyClie
     assert result.status == "succeeded" and result.counts["pull_person"]["conflicts"] == 1
     [conflict] = [e for e in result.sync_errors if e["operation"] == "conflict"]
     assert conflict["record_key"] == "9" and conflict["run_id"] == result.run_id
-    assert conflict["resolved_at"] is not None and "resolved by crm_wins" in conflict["error_message"]
+    assert conflict["resolved_at"] is not None
+    assert conflict["error_message"] == ("category_code edited on both sides since the last sync: base 'C', "
+                                         "warehouse 'H', Twenty 'A'; twenty wins")
     assert store.count_rows("crm_sync_errors") == 1
     assert store.open_errors("person") == []
     assert store.get_rows("person", [9])[0]["category_code"] == "A"

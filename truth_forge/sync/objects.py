@@ -9,11 +9,12 @@ from typing import Any
 
 from truth_forge.crm_schema import CrmSchema
 from truth_forge.sync import mapping
+from truth_forge.warehouse.base import ObjectType
 
 
 @dataclass(frozen=True)
 class SyncedObject:
-    object_type: str  # "person" | "company", as the warehouse's sync state names it
+    object_type: ObjectType  # as the warehouse's sync state names it
     plural: str  # Twenty's REST path segment
     key_column: str  # warehouse key: contact_id / business_id
     key_field: str  # Twenty's unique external-id field: contactId / businessId

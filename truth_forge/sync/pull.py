@@ -1,12 +1,14 @@
-"""Twenty -> warehouse: bring back what people edited in the CRM since the last pull.
+"""Twenty -> warehouse: bring back what people edited in the CRM since the last pull, field by field.
 
 Pages through records whose `updatedAt` is at or after the watermark (minus an overlap, because
 clocks and commit order are not perfectly aligned), oldest first, checkpointing the watermark after
-every page so a killed run resumes where it stopped. Only human-editable fields (and the company
-link) come back; a record whose editable values hash the same as the last ones seen is an echo of
-our own push and is skipped. Records that fail are kept on a retry list and fetched again by id on
-the next run, since the watermark has moved past them. A second pass over soft-deleted records
-carries deletions. People created in Twenty get a new contact_id, written back as their `contactId`.
+every page so a killed run resumes where it stopped. A record whose editable values hash the same
+as the last ones seen is an echo of our own push and is skipped. Every other record is merged three
+ways with the warehouse (`merge.py`): fields changed only in Twenty come here, fields changed only
+in the warehouse are left for the push, fields changed on both sides are settled by the policy and
+recorded. Records that fail are kept on a retry list and fetched again by id on the next run, since
+the watermark has moved past them. A second pass over soft-deleted records carries deletions.
+People created in Twenty get a new contact_id, written back as their `contactId`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from truth_forge.crm_schema import CrmSchema
-from truth_forge.reporting import ErrorReporter
+from truth_forge.sync import views
+from truth_forge.sync.context import SyncContext
+from truth_forge.sync.merge import changed_since, merge_fields
 from truth_forge.sync.objects import (
     PERSON,
     SyncedObject,
@@ -28,14 +31,15 @@ from truth_forge.sync.objects import (
     parse_timestamp,
     write_by_field_set,
 )
-from truth_forge.twenty.client import TwentyClient
+from truth_forge.sync.store import SyncStore
 
 log = logging.getLogger(__name__)
 
-ConflictPolicy = Literal["crm_wins", "warehouse_wins"]
 DEFAULT_OVERLAP = dt.timedelta(minutes=2)
 PAGE_SIZE = 200
 RETRY_CHUNK = 50  # ids per `id[in]:[...]` lookup, to keep the URL short
+# Emails and phones are written to the warehouse in pairs (primary with additional).
+_PAIRS = (("primary_email", "additional_emails"), ("primary_phone", "additional_phones"))
 
 
 @dataclass
@@ -51,81 +55,67 @@ class PullStats:
         return dict(self.__dict__)
 
 
-@dataclass
-class _Page:
-    """What one page needs to know, read from the warehouse in a few set-based calls."""
-
-    states: dict[str, dict[str, Any]]  # by crm_id
-    company_keys: dict[str, int]  # company crm_id -> business_id
-
-
 def _since_filter(field: str, watermark: str | None, overlap: dt.timedelta) -> str | None:
     if watermark is None:
         return None
-    since = parse_timestamp(watermark) - overlap  # type: ignore[operator]
-    return f'{field}[gte]:"{format_timestamp(since)}"'
+    mark = parse_timestamp(watermark)
+    if mark is None:
+        return None
+    return f'{field}[gte]:"{format_timestamp(mark - overlap)}"'
 
 
-def pull_object(
-    warehouse: Any,
-    client: TwentyClient,
-    schema: CrmSchema,
-    obj: SyncedObject,
-    reporter: ErrorReporter,
-    *,
-    conflict_policy: ConflictPolicy = "crm_wins",
-    overlap: dt.timedelta = DEFAULT_OVERLAP,
-) -> PullStats:
+def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = DEFAULT_OVERLAP) -> PullStats:
     stats = PullStats()
+    warehouse, records_api = ctx.warehouse, ctx.client.records
     retry = _RetryList(warehouse, f"pull-retry:{obj.object_type}")
     for chunk in retry.chunks():
         quoted = ",".join(f'"{crm_id}"' for crm_id in chunk)
         seen: set[str] = set()
-        for page in client.records.iter_pages(obj.plural, filter=f"id[in]:[{quoted}]", page_size=PAGE_SIZE):
+        for page in records_api.iter_pages(obj.plural, filter=f"id[in]:[{quoted}]", page_size=PAGE_SIZE):
             seen |= {r["id"] for r in page.records}
-            retry.update(page.records, _apply_page(warehouse, client, schema, obj, page.records, reporter, stats,
-                                                   conflict_policy))
+            retry.update(page.records, apply_records(ctx, obj, page.records, stats))
         retry.forget(set(chunk) - seen)  # gone from Twenty (or deleted: the deleted pass has them)
 
     live_mark = f"pull:{obj.object_type}"
     query = _since_filter("updatedAt", warehouse.get_watermark(live_mark), overlap)
-    for page in client.records.iter_pages(obj.plural, filter=query, order_by="updatedAt", page_size=PAGE_SIZE):
+    for page in records_api.iter_pages(obj.plural, filter=query, order_by="updatedAt", page_size=PAGE_SIZE):
         if page.records:
-            failed = _apply_page(warehouse, client, schema, obj, page.records, reporter, stats, conflict_policy)
+            failed = apply_records(ctx, obj, page.records, stats)
             retry.update(page.records, failed)  # saved before the watermark moves past them
             warehouse.set_watermark(live_mark, _latest(page.records, "updatedAt"))
-        reporter.flush(warehouse)
+        ctx.reporter.flush(warehouse)
+        ctx.emit("page_read", phase="pull", object_type=obj.object_type, count=len(page.records),
+                 total=page.total_count)
 
     deleted_mark = f"pull-deleted:{obj.object_type}"
     query = _since_filter("deletedAt", warehouse.get_watermark(deleted_mark), overlap) or "deletedAt[is]:NOT_NULL"
-    for page in client.records.iter_pages(obj.plural, filter=query, order_by="deletedAt", page_size=PAGE_SIZE):
+    for page in records_api.iter_pages(obj.plural, filter=query, order_by="deletedAt", page_size=PAGE_SIZE):
         if page.records:
-            _apply_deletions(warehouse, obj, page.records, reporter, stats, conflict_policy)
+            apply_deletions(ctx, obj, page.records, stats)
             warehouse.set_watermark(deleted_mark, _latest(page.records, "deletedAt"))
-        reporter.flush(warehouse)
+        ctx.reporter.flush(warehouse)
+        ctx.emit("page_read", phase="pull", object_type=obj.object_type, count=len(page.records),
+                 total=page.total_count, detail={"deleted": True})
     return stats
 
 
-def pull_records(
-    warehouse: Any, client: TwentyClient, schema: CrmSchema, obj: SyncedObject, records: Sequence[Mapping[str, Any]],
-    reporter: ErrorReporter, *, conflict_policy: ConflictPolicy = "crm_wins",
-) -> PullStats:
+def pull_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[str, Any]]) -> PullStats:
     """Apply given Twenty records to the warehouse (one record fetched by id, a webhook's record...)."""
     stats = PullStats()
     live = [r for r in records if not r.get("deletedAt")]
     if live:
-        _apply_page(warehouse, client, schema, obj, live, reporter, stats, conflict_policy)
+        apply_records(ctx, obj, live, stats)
     gone = [r for r in records if r.get("deletedAt")]
     if gone:
-        _apply_deletions(warehouse, obj, gone, reporter, stats, conflict_policy)
-    reporter.flush(warehouse)
+        apply_deletions(ctx, obj, gone, stats)
+    ctx.reporter.flush(ctx.warehouse)
     return stats
 
 
 class _RetryList:
     """Twenty ids whose pull failed, kept in the warehouse until they go through."""
 
-    def __init__(self, warehouse: Any, name: str) -> None:
+    def __init__(self, warehouse: SyncStore, name: str) -> None:
         self.warehouse, self.name = warehouse, name
         self.ids: set[str] = set(json.loads(warehouse.get_watermark(name) or "[]"))
 
@@ -146,7 +136,8 @@ class _RetryList:
 
 
 def _latest(records: Sequence[Mapping[str, Any]], field: str) -> str:
-    return format_timestamp(max(parse_timestamp(r[field]) for r in records if r.get(field)))  # type: ignore[type-var]
+    stamps = [t for t in (parse_timestamp(r.get(field)) for r in records) if t is not None]
+    return format_timestamp(max(stamps))
 
 
 def _typed_key(obj: SyncedObject, record: Mapping[str, Any]) -> int | None:
@@ -163,66 +154,71 @@ def _typed_key(obj: SyncedObject, record: Mapping[str, Any]) -> int | None:
     return key
 
 
-def _keys_for(
-    warehouse: Any, obj: SyncedObject, records: Sequence[Mapping[str, Any]], page: _Page, reporter: ErrorReporter,
-    stats: PullStats, failed: set[str],
-) -> dict[str, int | None]:
-    """Each changed record's warehouse key: from the sync state, or typed in Twenty, or None (new).
+class _Apply:
+    """Merging one page of changed Twenty records into the warehouse."""
 
-    A key typed in Twenty is taken only when nothing else claims it; a key that already names a
-    warehouse row is left for the push, which links the two with the warehouse's values.
-    """
-    keys: dict[str, int | None] = {}
-    typed: dict[int, Mapping[str, Any]] = {}
-    for record in records:
-        state = page.states.get(record["id"])
-        if state is not None:
-            keys[record["id"]] = int(state["record_key"])
-            continue
-        try:
-            key = _typed_key(obj, record)
-        except ValueError as exc:
-            _pull_failed(reporter, obj, record, exc, stats, failed)
-            continue
-        if key is None:
-            keys[record["id"]] = None
-        else:
-            typed[key] = record
-    if typed:
-        claimed = warehouse.read_sync_state(obj.object_type, typed)
-        existing = warehouse.row_hashes(obj.object_type, typed)
-        for key, record in typed.items():
-            owner = claimed.get(str(key))
-            if owner is not None and owner.get("crm_id") not in (None, record["id"]):
-                _pull_failed(reporter, obj, record, f"{obj.key_field} {key} already belongs to Twenty record "
-                             f"{owner['crm_id']}; two Twenty records cannot share it", stats, failed)
-            elif key in existing:
-                # Our key on a record we do not know: typed there by someone, or created by a push
-                # that died before its bookkeeping. Either way the push claims it by this key.
-                log.info("%s %s %s in Twenty names an existing warehouse row; the push links them",
-                         obj.object_type, obj.key_field, key)
+    def __init__(self, ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[str, Any]],
+                 stats: PullStats) -> None:
+        self.ctx, self.obj, self.stats = ctx, obj, stats
+        self.warehouse = ctx.warehouse
+        self.states = ctx.warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in records])
+        self.company_keys = _company_keys(ctx.warehouse, records) if obj is PERSON else {}
+        self.failed: set[str] = set()
+
+    def fail(self, record: Mapping[str, Any], error: BaseException | str) -> None:
+        self.ctx.reporter.record(object_type=self.obj.object_type, operation="pull", error=error, crm_id=record["id"])
+        self.stats.failed += 1
+        self.failed.add(record["id"])
+
+    def keys_for(self, records: Sequence[Mapping[str, Any]]) -> dict[str, int | None]:
+        """Each changed record's warehouse key: from the sync state, or typed in Twenty, or None (new).
+
+        A key typed in Twenty is taken only when nothing else claims it; a key that already names a
+        warehouse row is left for the push, which links the two with the warehouse's values.
+        """
+        keys: dict[str, int | None] = {}
+        typed: dict[int, Mapping[str, Any]] = {}
+        for record in records:
+            state = self.states.get(record["id"])
+            if state is not None:
+                keys[record["id"]] = int(state["record_key"])
+                continue
+            try:
+                key = _typed_key(self.obj, record)
+            except ValueError as exc:
+                self.fail(record, exc)
+                continue
+            if key is None:
+                keys[record["id"]] = None
             else:
-                keys[record["id"]] = key
-    return keys
+                typed[key] = record
+        if typed:
+            claimed = self.warehouse.read_sync_state(self.obj.object_type, typed)
+            existing = self.warehouse.row_hashes(self.obj.object_type, typed)
+            for key, record in typed.items():
+                owner = claimed.get(str(key))
+                if owner is not None and owner.get("crm_id") not in (None, record["id"]):
+                    self.fail(record, f"{self.obj.key_field} {key} already belongs to Twenty record "
+                                      f"{owner['crm_id']}; two Twenty records cannot share it")
+                elif key in existing:
+                    # Our key on a record we do not know: typed there by someone, or created by a push
+                    # that died before its bookkeeping. Either way the push claims it by this key.
+                    log.info("%s %s %s in Twenty names an existing warehouse row; the push links them",
+                             self.obj.object_type, self.obj.key_field, key)
+                else:
+                    keys[record["id"]] = key
+        return keys
+
+    def conflict(self, key: int, crm_id: str, message: str) -> None:
+        self.stats.conflicts += 1
+        self.ctx.reporter.record(object_type=self.obj.object_type, operation="conflict", record_key=key,
+                                 crm_id=crm_id, error=message, settled=True)
 
 
-def _pull_failed(reporter: ErrorReporter, obj: SyncedObject, record: Mapping[str, Any], error: BaseException | str,
-                 stats: PullStats, failed: set[str]) -> None:
-    reporter.record(object_type=obj.object_type, operation="pull", error=error, crm_id=record["id"])
-    stats.failed += 1
-    failed.add(record["id"])
-
-
-def _apply_page(
-    warehouse: Any, client: TwentyClient, schema: CrmSchema, obj: SyncedObject, records: Sequence[Mapping[str, Any]],
-    reporter: ErrorReporter, stats: PullStats, policy: ConflictPolicy,
-) -> set[str]:
-    """Merge one page of Twenty records into the warehouse; returns the Twenty ids that failed."""
-    failed: set[str] = set()
-    page = _Page(
-        states=warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in records]),
-        company_keys=_company_keys(warehouse, records) if obj is PERSON else {},
-    )
+def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[str, Any]], stats: PullStats) -> set[str]:
+    """Merge Twenty records into the warehouse, field by field; returns the Twenty ids that failed."""
+    page = _Apply(ctx, obj, records, stats)
+    schema, warehouse = ctx.schema, ctx.warehouse
     changed = []
     for record in records:
         state = page.states.get(record["id"])
@@ -232,8 +228,8 @@ def _apply_page(
             continue
         changed.append(record)
     if not changed:
-        return failed
-    keys = _keys_for(warehouse, obj, changed, page, reporter, stats, failed)
+        return page.failed
+    keys = page.keys_for(changed)
     changed = [r for r in changed if r["id"] in keys]
     new = [r for r in changed if keys[r["id"]] is None]
     for record, key in zip(new, warehouse.allocate_ids(obj.object_type, len(new)), strict=True):
@@ -245,119 +241,144 @@ def _apply_page(
         warehouse.upsert_sync_state([{"object_type": obj.object_type, "record_key": str(keys[r["id"]]),
                                       "crm_id": r["id"], "status": "pending"} for r in fresh])
 
-    rows, merged_keys = _rows_to_write(warehouse, schema, obj, changed, keys, page, reporter, stats, policy)
-    write_by_field_set(warehouse.upsert_contacts if obj is PERSON else warehouse.upsert_businesses, rows)
-    hashes_after = warehouse.row_hashes(obj.object_type, [r[obj.key_column] for r in rows])
+    current = {r[obj.key_column]: r for r in warehouse.get_rows(obj.object_type, [k for k in keys.values() if k])}
+    plans = [_plan(page, record, keys[record["id"]], current.get(keys[record["id"]])) for record in changed]  # type: ignore[arg-type]
+    write_by_field_set(warehouse.upsert_contacts if obj is PERSON else warehouse.upsert_businesses,
+                       [p.row for p in plans if p.row is not None])
+    hashes_after = warehouse.row_hashes(obj.object_type, [p.key for p in plans])
 
     now, state_rows, to_key = now_utc(), [], []
-    for record in changed:
-        key = keys[record["id"]]
-        state_row = {"object_type": obj.object_type, "record_key": str(key), "crm_id": record["id"],
+    for plan in plans:
+        record = plan.record
+        state_row = {"object_type": obj.object_type, "record_key": str(plan.key), "crm_id": record["id"],
                      "crm_hash": obj.crm_hash(record, schema), "crm_updated_at": parse_timestamp(record.get("updatedAt")),
-                     "last_synced_at": now, "status": "synced", "last_error": None}
-        # Nothing else changed in the warehouse: its new row is exactly what Twenty has, so the push
-        # must not send it back. After a conflict the merged row still has to go out (no hash).
-        state_row["warehouse_hash"] = None if key in merged_keys else hashes_after.get(key)
-        if str(record.get(obj.key_field) or "") != str(key):
+                     "last_synced_at": now, "status": "synced", "last_error": None, "base": plan.base,
+                     # Nothing left to send: the warehouse row is what Twenty has, so the push must not
+                     # send it back. Fields the warehouse won still have to go out (no hash).
+                     "warehouse_hash": None if plan.to_twenty else hashes_after.get(plan.key)}
+        if str(record.get(obj.key_field) or "") != str(plan.key):
             # Two steps: the row is written, the key is not yet in Twenty. Pending, with no hash,
             # until the write-back is confirmed; if it never is, the push sends the row with its key.
             state_row.update(status="pending", warehouse_hash=None)
-            to_key.append((record, key, hashes_after.get(key) if key not in merged_keys else None))
+            to_key.append((record, plan.key, None if plan.to_twenty else hashes_after.get(plan.key), plan.base))
         state_rows.append(state_row)
         if record["id"] in page.states:
             stats.updated += 1
         else:
             stats.created += 1
     write_by_field_set(warehouse.upsert_sync_state, state_rows)
+    ctx.emit("records_pulled", phase="pull", object_type=obj.object_type, count=len(plans),
+             detail={"keys": [p.key for p in plans if p.row is not None]})
     if to_key:
-        _write_back_keys(warehouse, client, schema, obj, to_key, reporter)
-    return failed
+        _write_back_keys(ctx, obj, to_key)
+    return page.failed
 
 
-def _rows_to_write(
-    warehouse: Any, schema: CrmSchema, obj: SyncedObject, records: Sequence[Mapping[str, Any]],
-    keys: Mapping[str, int | None], page: _Page, reporter: ErrorReporter, stats: PullStats, policy: ConflictPolicy,
-) -> tuple[list[dict[str, Any]], set[int]]:
-    """Warehouse rows for the changed records, and the keys whose warehouse side changed too (conflicts)."""
-    synced = {keys[r["id"]]: page.states[r["id"]] for r in records if r["id"] in page.states}
-    hashes_before = warehouse.row_hashes(obj.object_type, synced)
-    both_changed = {k for k, s in synced.items() if hashes_before.get(k) not in (None, s.get("warehouse_hash"))}
-    deleted_here = {r[obj.key_column] for r in warehouse.get_rows(obj.object_type, both_changed)
-                    if r.get("deleted_at") is not None}
-    rows = []
-    for record in records:
-        key = keys[record["id"]]
-        state = page.states.get(record["id"])
-        if key in both_changed:
-            stats.conflicts += 1
-            what = "deleted in the warehouse" if key in deleted_here else "edited in the warehouse"
-            reporter.record(
-                object_type=obj.object_type, operation="conflict", record_key=key, crm_id=record["id"],
-                error=f"edited in Twenty (updatedAt {record.get('updatedAt')}) and {what} since the last sync; "
-                      f"resolved by {policy}", settled=True,
-            )
-            if policy == "warehouse_wins":
-                continue  # the push sends the warehouse's values (or its deletion) over Twenty's
-        row = {obj.key_column: key, **obj.editable_from_crm(record, schema)}
-        if (state is not None and state.get("status") == "deleted") or key in deleted_here:
-            row["deleted_at"] = None  # alive in Twenty: restored there, or the edit there wins
-        if obj is PERSON and "companyId" in record:
-            company = record["companyId"]
-            if company is None:
-                row["business_id"] = None
-            elif company in page.company_keys:
-                row["business_id"] = page.company_keys[company]
-        rows.append(row)
-    return rows, both_changed
+@dataclass
+class _Plan:
+    """What merging one Twenty record decided: the warehouse row to write, the new base, and
+    whether some fields the warehouse won still have to be sent."""
+
+    record: Mapping[str, Any]
+    key: int
+    row: dict[str, Any] | None
+    base: dict[str, Any]
+    to_twenty: bool
 
 
-def _company_keys(warehouse: Any, records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, Any] | None) -> _Plan:
+    ctx, obj = page.ctx, page.obj
+    theirs = views.twenty_view(obj, ctx.schema, record, page.company_keys)
+    state = page.states.get(record["id"])
+    revive = (state is not None and state.get("status") == "deleted") or row is None
+    if row is not None and row.get("deleted_at") is not None and not revive:
+        # Deleted in the warehouse, edited in Twenty since: a whole-record conflict.
+        policy = ctx.policy_for("deleted_at")
+        page.conflict(key, record["id"], f"edited in Twenty (updatedAt {record.get('updatedAt')}) and deleted in the "
+                                         f"warehouse since the last sync; resolved by {policy}")
+        if policy == "warehouse_wins":  # the push sends the deletion
+            return _Plan(record, key, None, dict(state.get("base") or {}) if state else {}, True)
+        revive = True
+    if revive or state is None or row is None:
+        # New to the warehouse, or alive again in Twenty: Twenty's values, whole.
+        written = {obj.key_column: key, **theirs, **({"deleted_at": None} if row is not None else {})}
+        return _Plan(record, key, written, dict(theirs), False)
+    ours = views.warehouse_view(obj, ctx.schema, row)
+    base = state.get("base")
+    if base is None:
+        # Synced before bases were kept: if the warehouse row is unchanged since, its values are the base.
+        base = ours if row.get("row_hash") == state.get("warehouse_hash") else None
+    result = merge_fields(base and views.two_way(obj, ctx.schema, base), views.two_way(obj, ctx.schema, ours),
+                          theirs, ctx.policy_for)
+    for conflict in result.conflicts:
+        page.conflict(key, record["id"], conflict.describe())
+    written = {obj.key_column: key, **result.to_warehouse}
+    for pair in _PAIRS:
+        if any(c in written for c in pair):
+            written.update({c: written.get(c, row.get(c)) for c in pair})
+    # Computed fields changed here since they were last sent still have to go out too.
+    computed = {c: ours[c] for c in views.push_only_columns(obj, ctx.schema) if c in ours}
+    to_send = bool(result.to_twenty) or base is None or bool(changed_since(base, computed))
+    return _Plan(record, key, written if len(written) > 1 else None, {**(base or {}), **result.base}, to_send)
+
+
+def _company_keys(warehouse: SyncStore, records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     crm_ids = {r["companyId"] for r in records if r.get("companyId")}
     found = warehouse.read_sync_state_by_crm_id("company", crm_ids)
     return {crm_id: int(s["record_key"]) for crm_id, s in found.items()}
 
 
 def _write_back_keys(
-    warehouse: Any, client: TwentyClient, schema: CrmSchema, obj: SyncedObject,
-    pending: Sequence[tuple[Mapping[str, Any], int, str | None]], reporter: ErrorReporter,
+    ctx: SyncContext, obj: SyncedObject,
+    pending: Sequence[tuple[Mapping[str, Any], int, str | None, dict[str, Any]]],
 ) -> None:
     """Give records created in Twenty their warehouse key, so every later write matches them; each
     confirmed write-back turns its pending state into synced before the next request goes out."""
-    bodies = [{"id": r["id"], obj.key_field: str(k)} for r, k, _ in pending]
+    bodies = [{"id": r["id"], obj.key_field: str(k)} for r, k, _, _ in pending]
 
     def confirmed(landed: list[tuple[int, dict[str, Any]]]) -> None:
         now = now_utc()
-        warehouse.upsert_sync_state([
+        ctx.warehouse.upsert_sync_state([
             {"object_type": obj.object_type, "record_key": str(pending[i][1]), "crm_id": record["id"],
-             "crm_hash": obj.crm_hash(record, schema), "crm_updated_at": parse_timestamp(record.get("updatedAt")),
-             "warehouse_hash": pending[i][2], "last_synced_at": now, "status": "synced", "last_error": None}
+             "crm_hash": obj.crm_hash(record, ctx.schema), "crm_updated_at": parse_timestamp(record.get("updatedAt")),
+             "warehouse_hash": pending[i][2], "last_synced_at": now, "status": "synced", "last_error": None,
+             "base": {**pending[i][3], obj.key_column: str(pending[i][1])}}
             for i, record in landed
         ])
 
-    outcome = client.records.create_many(obj.plural, bodies, upsert=True, match_key="id", on_write=confirmed)
+    outcome = ctx.client.records.create_many(obj.plural, bodies, upsert=True, match_key="id", on_write=confirmed)
     for failure in outcome.failures:
-        record, key, _ = pending[failure.index]
-        reporter.record(object_type=obj.object_type, operation="write_key", error=failure.error, record_key=key,
-                        crm_id=record["id"])
+        record, key, _, _ = pending[failure.index]
+        ctx.reporter.record(object_type=obj.object_type, operation="write_key", error=failure.error, record_key=key,
+                            crm_id=record["id"])
     if outcome.aborted is not None:
-        reporter.record(object_type=obj.object_type, operation="write_key", error=outcome.aborted)
+        ctx.reporter.record(object_type=obj.object_type, operation="write_key", error=outcome.aborted)
 
 
-def _apply_deletions(warehouse: Any, obj: SyncedObject, records: Sequence[Mapping[str, Any]],
-                     reporter: ErrorReporter, stats: PullStats, policy: ConflictPolicy) -> None:
+def apply_deletions(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[str, Any]],
+                    stats: PullStats) -> None:
+    """Records soft-deleted (or destroyed) in Twenty: deleted in the warehouse too, unless the
+    warehouse edited them since and its policy wins."""
+    warehouse = ctx.warehouse
     states = warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in records])
     live = {int(s["record_key"]): s for s in states.values() if s.get("status") != "deleted"}
     hashes = warehouse.row_hashes(obj.object_type, live)
-    keys = []
+    policy = ctx.policy_for("deleted_at")
+    keys, revive = [], []
     for key, state in live.items():
         if hashes.get(key) not in (None, state.get("warehouse_hash")):
             stats.conflicts += 1
-            reporter.record(object_type=obj.object_type, operation="conflict", record_key=key, crm_id=state["crm_id"],
-                            error=f"deleted in Twenty and edited in the warehouse since the last sync; "
-                                  f"resolved by {policy}", settled=True)
+            ctx.reporter.record(object_type=obj.object_type, operation="conflict", record_key=key,
+                                crm_id=state["crm_id"], settled=True,
+                                error=f"deleted in Twenty and edited in the warehouse since the last sync; "
+                                      f"resolved by {policy}")
             if policy == "warehouse_wins":
-                continue  # the push upserts it by id, which brings it back in Twenty
+                revive.append(key)  # sent whole (no base) by the push, which brings it back in Twenty
+                continue
         keys.append(key)
+    if revive:
+        warehouse.upsert_sync_state([{"object_type": obj.object_type, "record_key": str(k), "base": None}
+                                     for k in revive])
     if not keys:
         return
     stats.deleted += warehouse.soft_delete(obj.object_type, keys)

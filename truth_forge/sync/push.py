@@ -1,8 +1,11 @@
 """Warehouse -> Twenty: send the rows whose hash changed, in batches, and remember what landed.
 
 Change detection happens in the warehouse (`changed_rows`), so only changed rows reach Python.
-Rows Twenty already has are upserted by their Twenty id; new rows are created (an upsert would also
-match on a unique email and take over someone else's record). What every write request stored is
+Rows Twenty already has are updated through a batch upsert keyed on their Twenty id, carrying only
+the fields that changed since the merge base; before each such batch one read brings the records
+as Twenty has them now, and edits made there meanwhile are merged first (`pull.apply_records`).
+New rows are created whole (an upsert would also match on a unique email and take over someone
+else's record); `PushStats.upserted` counts both. What every write request stored is
 saved in the sync state before the next request goes out, so a run killed anywhere loses at most
 the answer of the request in flight, and the next run recovers that by rule: a refused create is
 always checked for "is this record already ours" (our key, live or soft-deleted) before it is
@@ -13,15 +16,16 @@ missing fields, an outage that outlasted the retries several writes in a row).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from truth_forge.crm_schema import CrmSchema
-from truth_forge.reporting import ErrorReporter
-from truth_forge.sync import mapping
+from truth_forge.sync import mapping, views
+from truth_forge.sync.context import SyncContext
+from truth_forge.sync.merge import changed_since
 from truth_forge.sync.objects import PERSON, SyncedObject, now_utc, parse_timestamp, write_by_field_set
-from truth_forge.twenty.client import TwentyClient
+from truth_forge.sync.pull import PullStats, apply_deletions, apply_records
+from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.errors import NextStep, TwentyError, TwentyRecordRejected
 
 log = logging.getLogger(__name__)
@@ -47,9 +51,11 @@ class PushStats:
     upserted: int = 0
     deleted: int = 0
     failed: int = 0
+    # Records edited in Twenty while this run was pushing, merged before their write went out.
+    caught_up: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"upserted": self.upserted, "deleted": self.deleted, "failed": self.failed}
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -60,21 +66,40 @@ class _Item:
     body: dict[str, Any]
     waiting: bool
     left_out: list[str]
+    base: dict[str, Any] | None = None  # the merge base once this body has landed
 
 
-def push_object(
-    warehouse: Any,
-    client: TwentyClient,
-    schema: CrmSchema,
-    obj: SyncedObject,
-    reporter: ErrorReporter,
-    *,
-    default_region: str | None = None,
-) -> PushStats:
+def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
-    push = _Push(warehouse, client, schema, obj, reporter, default_region)
+    batches = ctx.warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH)
     try:
-        for rows in warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH):
+        return _push_batches(ctx, obj, batches)
+    finally:
+        # A push that stops early must not leave the warehouse's result stream open (DuckDB cannot
+        # checkpoint with a read still running).
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def push_keys(ctx: SyncContext, obj: SyncedObject, keys: Sequence[int]) -> PushStats:
+    """Push these rows now, if they changed since they were last synced (one contact, say)."""
+    states = ctx.warehouse.read_sync_state(obj.object_type, keys)
+    rows = []
+    for row in ctx.warehouse.get_rows(obj.object_type, keys):
+        state = states.get(str(row[obj.key_column]), {})
+        if state and row["row_hash"] == state.get("warehouse_hash") and state.get("status") not in ("failed", "pending"):
+            continue  # nothing new since the last sync: nothing to send
+        if not state and row.get("deleted_at") is not None:
+            continue  # never in Twenty, nothing to delete there
+        rows.append({**row, "crm_id": state.get("crm_id")})
+    return _push_batches(ctx, obj, [rows])
+
+
+def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[list[dict[str, Any]]]) -> PushStats:
+    push = _Push(ctx, obj)
+    try:
+        for rows in batches:
             push.delete([r for r in rows if r.get("deleted_at") is not None])
             push.upsert([r for r in rows if r.get("deleted_at") is None])
     except PushAborted as stop:
@@ -86,12 +111,12 @@ def push_object(
 class _Push:
     """One object's push: who it talks to, what it counted, and the bookkeeping after every write."""
 
-    def __init__(self, warehouse: Any, client: TwentyClient, schema: CrmSchema, obj: SyncedObject,
-                 reporter: ErrorReporter, default_region: str | None) -> None:
-        self.warehouse, self.client, self.schema, self.obj = warehouse, client, schema, obj
-        self.reporter, self.default_region = reporter, default_region
+    def __init__(self, ctx: SyncContext, obj: SyncedObject) -> None:
+        self.ctx, self.obj = ctx, obj
+        self.warehouse, self.client, self.schema, self.reporter = ctx.warehouse, ctx.client, ctx.schema, ctx.reporter
         self.stats = PushStats()
         self.failures_in_a_row = 0
+        self.links: dict[str, Any] = {}
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -99,6 +124,11 @@ class _Push:
         """Write what one request changed (one statement per set of fields), with its error rows."""
         write_by_field_set(self.warehouse.upsert_sync_state, states)
         self.reporter.flush(self.warehouse)
+        landed = sum(1 for s in states if s.get("status") in ("synced", "pending", "deleted"))
+        if landed:
+            self.ctx.emit("batch_written", phase="push", object_type=self.obj.object_type, count=landed)
+        if len(states) > landed:
+            self.ctx.emit("records_failed", phase="push", object_type=self.obj.object_type, count=len(states) - landed)
 
     def _state(self, row: Mapping[str, Any], **values: Any) -> dict[str, Any]:
         return {"object_type": self.obj.object_type, "record_key": str(row[self.obj.key_column]), **values}
@@ -118,12 +148,24 @@ class _Push:
             self.reporter.record(object_type=self.obj.object_type, operation="push", record_key=item.row[self.obj.key_column],
                                  crm_id=record["id"], error=f"synced without a value: {note}")
         return self._state(
-            item.row, crm_id=record["id"], crm_hash=self.obj.crm_hash(record, self.schema),
+            item.row, crm_id=record["id"], crm_hash=self._crm_hash(item, record),
             crm_updated_at=parse_timestamp(record.get("updatedAt")), last_synced_at=now_utc(),
             # A row still waiting for its company keeps no hash, so the next run sends it again.
             warehouse_hash=None if item.waiting else item.row["row_hash"],
-            status="pending" if item.waiting else "synced", attempts=0, last_error=note,
+            status="pending" if item.waiting else "synced", attempts=0, last_error=note, base=item.base,
         )
+
+    def _crm_hash(self, item: _Item, record: Mapping[str, Any]) -> str | None:
+        """The hash of what Twenty answered, when its two-way fields are what we think both sides now
+        hold. Otherwise someone edited a field we did not send in the instant before our write: no
+        hash, so the next pull takes the record as changed and merges that edit instead of losing it."""
+        if item.base is None:
+            return self.obj.crm_hash(record, self.schema)
+        company_keys = {crm_id: int(key) for key, crm_id in self.links.items() if isinstance(crm_id, str)}
+        theirs = views.twenty_view(self.obj, self.schema, record, company_keys)
+        expected = views.two_way(self.obj, self.schema, item.base)
+        agree = all(theirs[name] == expected[name] for name in theirs.keys() & expected.keys())
+        return self.obj.crm_hash(record, self.schema) if agree else None
 
     def _outage(self, error: TwentyError, rows: Sequence[Mapping[str, Any]], operation: str) -> None:
         """A write that failed as a whole: record it on its rows; abort when Twenty looks down or misconfigured."""
@@ -163,32 +205,131 @@ class _Push:
     def upsert(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        links = _company_links(self.warehouse, rows) if self.obj is PERSON else {}
-        known: list[_Item] = []
-        new: list[_Item] = []
-        refused_here: list[dict[str, Any]] = []
-        for row in rows:
-            try:
-                item = self._item(row, links)
-            except ValueError as exc:  # data Twenty cannot take (a NUL, an unreadable phone...): this row only
-                refused_here.append(self._failed(row, exc))
-                continue
-            (known if row.get("crm_id") else new).append(item)
-        if refused_here:
-            self._save(refused_here)
+        self.links = _company_links(self.warehouse, rows) if self.obj is PERSON else {}
         size = self.client.records.batch_size
+        known = [r for r in rows if r.get("crm_id")]
         for start in range(0, len(known), size):
-            self._write(known[start : start + size], upsert=True)
+            self._update(known[start : start + size])
+        new = self._items([r for r in rows if not r.get("crm_id")])
         for start in range(0, len(new), size):
             refused = self._write(new[start : start + size], upsert=False)
             if refused:
                 self._recover(refused)
 
+    def _items(self, rows: Sequence[Mapping[str, Any]]) -> list[_Item]:
+        """Whole bodies; a row Twenty could not take (a NUL, an unreadable phone...) fails alone."""
+        items, refused = [], []
+        for row in rows:
+            try:
+                item = self._item(row, self.links)
+            except ValueError as exc:
+                refused.append(self._failed(row, exc))
+                continue
+            item.base = self._landed_view(item)
+            items.append(item)
+        if refused:
+            self._save(refused)
+        return items
+
+    def _landed_view(self, item: _Item) -> dict[str, Any]:
+        """What both sides hold once this item's body landed (a link still waiting is not among it)."""
+        view = views.warehouse_view(self.obj, self.schema, item.row)
+        if item.waiting:
+            view.pop(views.COMPANY_LINK, None)
+        return view
+
+    def _update(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Rows Twenty has: catch up with edits made there meanwhile, then send only what changed."""
+        rows = self._catch_up(rows)
+        states = self.warehouse.read_sync_state(self.obj.object_type, [r[self.obj.key_column] for r in rows])
+        items, quiet = [], []
+        for item in self._items(rows):
+            state = states.get(str(item.row[self.obj.key_column]), {})
+            base = state.get("base")
+            if base is None or state.get("status") == "deleted":
+                # Never merged before, or back from a deletion (an upsert by id revives it): whole.
+                items.append(item)
+                continue
+            ours = item.base or {}
+            changed = changed_since(base, ours)
+            if not changed:
+                quiet.append(self._state(item.row, warehouse_hash=None if item.waiting else item.row["row_hash"],
+                                         status="pending" if item.waiting else "synced", last_synced_at=now_utc(),
+                                         last_error=None))
+                continue
+            send = views.body_keys(self.obj, self.schema, changed) | {"id"}
+            item.body = {k: v for k, v in item.body.items() if k in send}
+            item.base = {**base, **changed}
+            items.append(item)
+        if quiet:
+            self._save(quiet)
+        self._write(items, upsert=True)
+
+    def _catch_up(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Read these records as Twenty has them now (one request, soft-deleted ones too) and merge
+        what changed there since we last saw them, so a write never overwrites an edit made while
+        this run was going. Returns the rows as they are after that, without the ones now deleted."""
+        by_id = {r["crm_id"]: r for r in rows}
+        quoted = ",".join(f'"{i}"' for i in by_id)
+        try:
+            found = {r["id"]: r for r in self.client.records.iter_records(
+                self.obj.plural, filter=f"and(id[in]:[{quoted}],or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL))")}
+        except TwentyError as exc:
+            self._outage(exc, rows, "push")
+            return []
+        states = self.warehouse.read_sync_state(self.obj.object_type, [r[self.obj.key_column] for r in rows])
+        moved = [r for r in found.values() if not r.get("deletedAt")
+                 and states.get(str(by_id[r["id"]][self.obj.key_column]), {}).get("crm_hash")
+                 != self.obj.crm_hash(r, self.schema)]
+        # Deleted in Twenty since the pull; not ones already settled (deleted here, or to be revived
+        # whole, which is what a state without a base says).
+        deleted = [r for r in found.values() if r.get("deletedAt")
+                   and states.get(str(by_id[r["id"]][self.obj.key_column]), {}).get("status") != "deleted"
+                   and states.get(str(by_id[r["id"]][self.obj.key_column]), {}).get("base") is not None]
+        destroyed = [r for r in rows if r["crm_id"] not in found]
+        if not (moved or deleted or destroyed):
+            return list(rows)
+        caught = PullStats()
+        if moved:
+            apply_records(self.ctx, self.obj, moved, caught)
+        if deleted:
+            apply_deletions(self.ctx, self.obj, deleted, caught)
+        if destroyed:
+            self._destroyed_in_twenty(destroyed)
+        self.stats.caught_up += len(moved) + len(deleted) + len(destroyed)
+        self.reporter.flush(self.warehouse)
+        keys = [r[self.obj.key_column] for r in rows]
+        fresh = {r[self.obj.key_column]: r for r in self.warehouse.get_rows(self.obj.object_type, keys)}
+        states = self.warehouse.read_sync_state(self.obj.object_type, keys)
+        out: list[Mapping[str, Any]] = []
+        for key in keys:
+            row, state = fresh.get(key), states.get(str(key), {})
+            if row is not None and row.get("deleted_at") is None:
+                out.append({**row, "crm_id": state.get("crm_id")})
+        return out
+
+    def _destroyed_in_twenty(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Records gone from Twenty for good while the warehouse edited them: deleted here too, or
+        (when the warehouse wins) created again, whole."""
+        policy = self.ctx.policy_for("deleted_at")
+        for row in rows:
+            self.reporter.record(object_type=self.obj.object_type, operation="conflict", settled=True,
+                                 record_key=row[self.obj.key_column], crm_id=row["crm_id"],
+                                 error=f"destroyed in Twenty and edited in the warehouse; resolved by {policy}")
+        keys = [r[self.obj.key_column] for r in rows]
+        if policy == "warehouse_wins":
+            self.warehouse.upsert_sync_state([self._state(r, base=None) for r in rows])
+            return
+        self.warehouse.soft_delete(self.obj.object_type, keys)
+        after = self.warehouse.row_hashes(self.obj.object_type, keys)
+        self.warehouse.upsert_sync_state([self._state(r, status="deleted", warehouse_hash=after.get(r[self.obj.key_column]),
+                                                      last_synced_at=now_utc()) for r in rows])
+
     def _item(self, row: Mapping[str, Any], links: Mapping[str, Any]) -> _Item:
         left_out: list[str] = []
         waiting = False
         if self.obj is PERSON:
-            body = mapping.contact_to_person(row, self.schema, default_region=self.default_region, left_out=left_out)
+            body = mapping.contact_to_person(row, self.schema, default_region=self.ctx.default_region, left_out=left_out)
             link = None if row.get("business_id") is None else links.get(str(row["business_id"]), _NOT_YET)
             if link is _NOT_YET:
                 waiting = True  # sent without a link now; linked on a later run, once the company is there
@@ -212,8 +353,9 @@ class _Push:
         def saved(landed: list[tuple[int, dict[str, Any]]]) -> None:
             self._save([self._landed(items[i], record) for i, record in landed])
 
+        # Updates carry only what changed, but always the Twenty id; creates always carry our key.
         outcome = self.client.records.create_many(self.obj.plural, [i.body for i in items], upsert=upsert,
-                                                  match_key=self.obj.key_field, on_write=saved)
+                                                  match_key="id" if upsert else self.obj.key_field, on_write=saved)
         duplicates = []
         failed = []
         for failure in outcome.failures:
@@ -246,7 +388,7 @@ class _Push:
             mine = holders.by_key.get(str(item.row[self.obj.key_column]))
             other = holders.by_unique.get(_unique_value(self.obj, item.body) or "")
             if mine is not None:
-                claim.append(_Item(item.row, {**item.body, "id": mine["id"]}, item.waiting, item.left_out))
+                claim.append(_Item(item.row, {**item.body, "id": mine["id"]}, item.waiting, item.left_out, item.base))
             elif other is not None:
                 failed.append(self._failed(item.row, _taken_message(self.obj, item.body, other)))
             elif last_try:
@@ -331,7 +473,7 @@ def _taken_message(obj: SyncedObject, body: Mapping[str, Any], holder: Mapping[s
 _NOT_YET = object()
 
 
-def _company_links(warehouse: Any, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _company_links(warehouse: SyncStore, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """business_id -> its Twenty id, None when the business is deleted, _NOT_YET when never pushed."""
     business_ids = {r["business_id"] for r in rows if r.get("business_id") is not None}
     found = warehouse.read_sync_state("company", business_ids)

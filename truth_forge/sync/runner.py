@@ -14,14 +14,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from truth_forge.crm_schema import CrmSchema, verify_schema
 from truth_forge.lease import WriterLease, writing
 from truth_forge.reporting import ErrorReporter
 from truth_forge.sync.objects import SYNC_ORDER, now_utc
-from truth_forge.sync.pull import DEFAULT_OVERLAP, ConflictPolicy, pull_object
+from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
+from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
 from truth_forge.sync.push import PushAborted, push_object
+from truth_forge.sync.reconcile import reconcile_object
+from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import TwentyConfigError, TwentyError
 
@@ -61,7 +65,7 @@ def _require_setup(client: TwentyClient, schema: CrmSchema) -> None:
     )
 
 
-def run_sync(warehouse: Any, client: TwentyClient, schema: CrmSchema, *, lease: WriterLease | None = None,
+def run_sync(warehouse: SyncStore, client: TwentyClient, schema: CrmSchema, *, lease: WriterLease | None = None,
              lease_wait: float = 0.0, **options: Any) -> SyncResult:
     """One sync run as the warehouse's only writer (truth_forge/lease.py): takes the writer lease, or
     runs under the caller's `lease`, waiting up to `lease_wait` seconds for another writer to finish
@@ -71,35 +75,50 @@ def run_sync(warehouse: Any, client: TwentyClient, schema: CrmSchema, *, lease: 
 
 
 def _run_sync_as_writer(
-    warehouse: Any,
+    warehouse: SyncStore,
     client: TwentyClient,
     schema: CrmSchema,
     *,
     direction: Direction = "both",
-    conflict_policy: ConflictPolicy = "crm_wins",
+    conflict_policy: ConflictPolicy | Mapping[str, ConflictPolicy] = "crm_wins",
     pull_overlap: dt.timedelta = DEFAULT_OVERLAP,
     secrets: tuple[str, ...] = (),
+    on_event: EventHook | None = None,
+    full: bool = False,
 ) -> SyncResult:
+    """One run. `conflict_policy` settles a field edited on both sides: one policy for every field,
+    or per warehouse column (`{"category_code": "warehouse_wins", "*": "crm_wins"}`; `deleted_at`
+    settles an edit on one side against a deletion on the other). `on_event` receives progress.
+    `full` replaces the incremental pull with a full pass over Twenty (`reconcile.py`), which also
+    finds records destroyed there."""
     warehouse.ensure_tables()
     started_at = now_utc()
     run_id = warehouse.start_run(started_at=started_at)
     reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
+    ctx = SyncContext(warehouse, client, schema, reporter, conflict_policy, on_event)
     requests_before = client.transport.stats.requests
     counts: dict[str, Any] = {}
     aborted = False
+    ctx.emit("run_started", detail={"run_id": run_id, "direction": direction})
     try:
         _require_setup(client, schema)
         if direction in ("both", "pull"):
+            phase = "reconcile" if full else "pull"
             for obj in SYNC_ORDER:
-                counts[f"pull_{obj.object_type}"] = pull_object(
-                    warehouse, client, schema, obj, reporter, conflict_policy=conflict_policy, overlap=pull_overlap).as_dict()
+                ctx.emit("phase_started", phase=phase, object_type=obj.object_type)
+                done = reconcile_object(ctx, obj) if full else pull_object(ctx, obj, overlap=pull_overlap)
+                counts[f"{phase}_{obj.object_type}"] = done.as_dict()
+                ctx.emit("phase_finished", phase=phase, object_type=obj.object_type, detail=done.as_dict())
         if direction in ("both", "push"):
             for obj in SYNC_ORDER:
+                ctx.emit("phase_started", phase="push", object_type=obj.object_type)
                 try:
-                    counts[f"push_{obj.object_type}"] = push_object(warehouse, client, schema, obj, reporter).as_dict()
+                    counts[f"push_{obj.object_type}"] = push_object(ctx, obj).as_dict()
                 except PushAborted as stop:
                     counts[f"push_{obj.object_type}"] = stop.stats.as_dict() if stop.stats else {}
                     raise
+                ctx.emit("phase_finished", phase="push", object_type=obj.object_type,
+                         detail=counts[f"push_{obj.object_type}"])
     except PushAborted as exc:
         aborted = True
         reporter.record(object_type=None, operation="push", error=exc.cause)
@@ -120,5 +139,6 @@ def _run_sync_as_writer(
                                                                  run_started_at=started_at)
         warehouse.finish_run(run_id, status, counts)
         warehouse.checkpoint()
+        ctx.emit("run_finished", detail={"run_id": run_id, "status": status, "counts": counts})
     log.info("Sync run %s %s: %s", run_id, status, counts)
     return SyncResult(run_id, status, counts, list(reporter.sync_errors))

@@ -137,6 +137,11 @@ class Warehouse(ABC):
                 missing_tables.append(table.ddl("{" + table.name + "}"))
                 continue
             missing = [c for c in table.column_names if c.lower() not in existing[physical]]
+            if missing and table.name.startswith("crm_sync_"):
+                # Our own bookkeeping from an older truth-forge: add the new (nullable) columns.
+                by_name = {c.name: c for c in table.columns}
+                self._run_ddl([f"ALTER TABLE {{{table.name}}} ADD COLUMN {c} {by_name[c].type}" for c in missing])
+                continue
             if missing:
                 raise WarehouseConfigError(
                     f"table {physical!r} (used as {table.name!r}) lacks columns {missing}; "
@@ -310,12 +315,29 @@ class Warehouse(ABC):
         _check_object_type(object_type)
         if not values:
             return {}
-        cols = ", ".join(f"t.{c}" for c in CRM_SYNC_STATE.column_names)
+        cols = ", ".join(f"TO_JSON_STRING(t.{c.name}) AS {c.name}" if c.type == JSON else f"t.{c.name}"
+                         for c in CRM_SYNC_STATE.columns)
         sql = f"SELECT {cols} FROM {{crm_sync_state}} AS t WHERE t.object_type = @object_type AND t.{by} IN {{keys_keys}}"
         rows, _ = self._run(
             sql, (Scalar("object_type", STRING, object_type), KeySet("keys", STRING, sorted(set(values)))), fetch=True
         )
-        return {r[by]: _plain_row(r) for r in rows}
+        json_columns = [c.name for c in CRM_SYNC_STATE.columns if c.type == JSON]
+        out = {}
+        for r in rows:
+            row = _plain_row(r)
+            for name in json_columns:
+                row[name] = _json_value(row[name])
+            out[r[by]] = row
+        return out
+
+    def linked_records(self, object_type: ObjectType, *, batch_size: int = 1000) -> Iterator[list[tuple[str, str]]]:
+        """(record_key, crm_id) of every record the state says is live in Twenty, in batches."""
+        _check_object_type(object_type)
+        sql = ("SELECT t.record_key AS record_key, t.crm_id AS crm_id FROM {crm_sync_state} AS t "
+               "WHERE t.object_type = @object_type AND t.crm_id IS NOT NULL AND t.status != 'deleted' "
+               "ORDER BY t.record_key")
+        for batch in self._stream(sql, (Scalar("object_type", STRING, object_type),), batch_size):
+            yield [(r["record_key"], r["crm_id"]) for r in batch]
 
     def get_watermark(self, name: str) -> str | None:
         """A named watermark (e.g. the pull's last seen updatedAt per object), or None."""

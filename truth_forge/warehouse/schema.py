@@ -133,6 +133,8 @@ CRM_SYNC_STATE = Table(
         ("status", STRING),  # 'synced' | 'failed' | 'pending' | 'deleted'
         ("attempts", INT64),
         ("last_error", STRING),
+        # The merge base: every synced field's value as both sides last agreed on it (views.py).
+        ("base", JSON),
     ),
     key=("object_type", "record_key"),
 )

@@ -9,6 +9,7 @@ from truth_forge.crm_schema import CrmSchema, setup_schema, verify_schema
 from truth_forge.reporting import ErrorReporter
 from truth_forge.services.sync.crm_client import TwentyCRMClient, is_twenty_id
 from truth_forge.sync.objects import PERSON
+from truth_forge.sync.context import SyncContext
 from truth_forge.sync.pull import pull_records
 from truth_forge.sync.runner import run_sync
 
@@ -67,7 +68,7 @@ class TwentyCRMService:
             reporter.flush(warehouse)
             return {"crm_id": crm_contact_id, "contact_id": None, "counts": {}, "sync_errors": reporter.sync_errors,
                     "success": False}
-        stats = pull_records(warehouse, api, self.schema, PERSON, [record], reporter)
+        stats = pull_records(SyncContext(warehouse, api, self.schema, reporter), PERSON, [record])
         state = warehouse.read_sync_state_by_crm_id("person", [crm_contact_id]).get(crm_contact_id)
         return {"crm_id": crm_contact_id, "contact_id": int(state["record_key"]) if state else None,
                 "counts": stats.as_dict(), "sync_errors": reporter.sync_errors, "success": not reporter.count}

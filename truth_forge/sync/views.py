@@ -1,0 +1,79 @@
+"""Both sides of a record in one comparable form: the field values the merge compares.
+
+A view maps warehouse column names to values as Twenty stores them. Two-way fields are read back
+through the same mapping Twenty's answers go through (`editable_from_crm`), so a warehouse value
+and the value Twenty made of it compare equal (emails lower-cased, phones re-parsed, names split
+and joined). Push-only fields are kept in the form they are sent in; they are compared only with
+what was last sent. A person's company link is the `business_id` (Twenty names it by company id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from truth_forge.crm_schema import CrmSchema
+from truth_forge.sync import mapping
+from truth_forge.sync.objects import PERSON, SyncedObject
+
+COMPANY_LINK = "business_id"  # a person's company, as the merge sees it
+
+# Warehouse columns of the standard fields -> the Twenty body key that carries them (composites whole).
+_STANDARD_KEYS = {
+    "person": {"canonical_name": "name", "primary_email": "emails", "additional_emails": "emails",
+               "primary_phone": "phones", "additional_phones": "phones", COMPANY_LINK: "companyId"},
+    "company": {"business_name": "name", "website": "domainName"},
+}
+
+
+def push_only_columns(obj: SyncedObject, schema: CrmSchema) -> list[str]:
+    return [s.column for s in schema.for_object(obj.object_type) if s.sync == "push"]
+
+
+def body_keys(obj: SyncedObject, schema: CrmSchema, columns: Iterable[str]) -> set[str]:
+    """The Twenty body keys that carry these columns."""
+    names = {s.column: s.name for s in schema.for_object(obj.object_type)}
+    standard = _STANDARD_KEYS[obj.object_type]
+    return {standard.get(c) or names[c] for c in columns if c in standard or c in names}
+
+
+def twenty_view(obj: SyncedObject, schema: CrmSchema, record: Mapping[str, Any],
+                company_keys: Mapping[str, int]) -> dict[str, Any]:
+    """A Twenty record's two-way fields (and company link, when the company is known to us)."""
+    view = obj.editable_from_crm(record, schema)
+    if obj is PERSON and "companyId" in record:
+        company = record["companyId"]
+        if company is None:
+            view[COMPANY_LINK] = None
+        elif company in company_keys:
+            view[COMPANY_LINK] = company_keys[company]
+    return view
+
+
+def warehouse_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A warehouse row's two-way fields as Twenty would store them, and its push-only fields as sent."""
+    try:
+        body = (mapping.contact_to_person(row, schema, left_out=[]) if obj is PERSON
+                else mapping.business_to_company(row, schema, left_out=[]))
+    except ValueError:
+        # Not sendable as it is (an unreadable phone...): compare the raw values; the push reports why.
+        view = {c: row.get(c) for c in _two_way_columns(obj, schema)}
+    else:
+        view = obj.editable_from_crm(body, schema)
+        for spec in schema.for_object(obj.object_type):
+            if spec.sync == "push":
+                view[spec.column] = body.get(spec.name)
+    if obj is PERSON:
+        view[COMPANY_LINK] = row.get(COMPANY_LINK)
+    return view
+
+
+def _two_way_columns(obj: SyncedObject, schema: CrmSchema) -> list[str]:
+    standard = [c for c in _STANDARD_KEYS[obj.object_type] if c != COMPANY_LINK]
+    return standard + [s.column for s in schema.for_object(obj.object_type) if s.sync == "both"]
+
+
+def two_way(obj: SyncedObject, schema: CrmSchema, view: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a view the merge decides between both sides (push-only fields removed)."""
+    push_only = set(push_only_columns(obj, schema))
+    return {k: v for k, v in view.items() if k not in push_only}
