@@ -9,8 +9,9 @@ What this module adds is what only webhooks need:
 * order: per record only the newest event of the batch counts, and an event whose `updatedAt` is
   older than what the warehouse last took from Twenty is dropped, so a late delivery never
   overwrites a newer state;
-* `destroyed`: Twenty no longer has the record (a pull can never see it again), so its contact or
-  business is marked deleted in the warehouse; warehouse data is never removed.
+* `destroyed`: Twenty no longer has the record (an incremental pull never sees it again), so it is
+  settled as `sync --full` settles a record it finds missing: marked deleted in the warehouse
+  (unless edited there since and the warehouse's policy wins); warehouse data is never removed.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from truth_forge.crm_schema import CrmSchema
-from truth_forge.reporting import ErrorReporter
-from truth_forge.sync.objects import COMPANY, PERSON, SyncedObject, now_utc, parse_timestamp
+from truth_forge.sync.context import SyncContext
+from truth_forge.sync.objects import COMPANY, PERSON, SyncedObject, parse_timestamp
 from truth_forge.sync.pull import PullStats, pull_records
-from truth_forge.twenty.client import TwentyClient
+from truth_forge.sync.reconcile import _settle_destroyed as settle_destroyed
 from truth_forge.webhooks import WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ class ApplyStats:
         return dict(self.__dict__)
 
 
-def apply_events(warehouse: Any, client: TwentyClient, schema: CrmSchema, events: Sequence[WebhookEvent],
-                 reporter: ErrorReporter) -> ApplyStats:
+def apply_events(ctx: SyncContext, events: Sequence[WebhookEvent]) -> ApplyStats:
     """Apply events in arrival order; see the module docstring for what is kept and dropped."""
     stats = ApplyStats(events=len(events))
     for obj in _OBJECTS:
@@ -59,19 +58,18 @@ def apply_events(warehouse: Any, client: TwentyClient, schema: CrmSchema, events
         stats.superseded += sum(1 for e in events if e.object_name == obj.object_type) - len(latest)
         destroyed = [e for e in latest if e.action == "destroyed"]
         if destroyed:
-            stats.destroyed += mark_destroyed(warehouse, obj, [e.record_id for e in destroyed])
-        records = not_older_than_warehouse(warehouse, obj, [e.record for e in latest if e.action != "destroyed"])
+            stats.destroyed += mark_destroyed(ctx, obj, [e.record_id for e in destroyed])
+        records = not_older_than_warehouse(ctx.warehouse, obj, [e.record for e in latest if e.action != "destroyed"])
         stats.stale += len(latest) - len(destroyed) - len(records)
         if records:
-            stats.echoes += apply_crm_records(warehouse, client, schema, obj, records, reporter).unchanged
+            stats.echoes += apply_crm_records(ctx, obj, records).unchanged
             stats.applied += len(records)
     return stats
 
 
-def apply_crm_records(warehouse: Any, client: TwentyClient, schema: CrmSchema, obj: SyncedObject,
-                      records: Sequence[Mapping[str, Any]], reporter: ErrorReporter) -> PullStats:
+def apply_crm_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[str, Any]]) -> PullStats:
     """The one door from webhooks into the sync's merge: whatever the pull path does, webhooks do."""
-    return pull_records(warehouse, client, schema, obj, records, reporter)
+    return pull_records(ctx, obj, records)
 
 
 def newest_per_record(events: Iterable[WebhookEvent]) -> list[WebhookEvent]:
@@ -101,21 +99,13 @@ def not_older_than_warehouse(warehouse: Any, obj: SyncedObject,
     return kept
 
 
-def mark_destroyed(warehouse: Any, obj: SyncedObject, crm_ids: Sequence[str]) -> int:
-    """Soft-delete the warehouse rows of records Twenty destroyed; returns how many were newly deleted."""
-    states = warehouse.read_sync_state_by_crm_id(obj.object_type, crm_ids)
-    keys = [int(s["record_key"]) for s in states.values() if s.get("record_key") is not None]
-    if not keys:
-        return 0
-    deleted = warehouse.soft_delete(obj.object_type, keys)
-    after = warehouse.row_hashes(obj.object_type, keys)
-    now = now_utc()
-    warehouse.upsert_sync_state([
-        {"object_type": obj.object_type, "record_key": str(k), "status": "deleted", "warehouse_hash": after.get(k),
-         "last_synced_at": now, "last_error": None}
-        for k in keys
-    ])
-    return int(deleted)
+def mark_destroyed(ctx: SyncContext, obj: SyncedObject, crm_ids: Sequence[str]) -> int:
+    """Records Twenty destroyed: settled as `sync --full` settles the ones it finds missing (deleted
+    here too, unless the warehouse edited them since and its policy wins); returns how many."""
+    states = ctx.warehouse.read_sync_state_by_crm_id(obj.object_type, crm_ids)
+    linked = [(str(s["record_key"]), crm_id) for crm_id, s in states.items()
+              if s.get("record_key") is not None and s.get("status") != "deleted"]
+    return settle_destroyed(ctx, obj, linked) if linked else 0
 
 
 _EPOCH = parse_timestamp("1970-01-01T00:00:00Z")

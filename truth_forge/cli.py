@@ -103,7 +103,7 @@ def sync(
     try:
         with TwentyCRMService() as service:
             result = run_sync(service.warehouse, service.client.api, service.schema,
-                              direction=direction, conflict_policy=conflict_policy, full=full,  # type: ignore[arg-type]
+                              direction=direction, conflict_policy=conflict_policy, full=full,
                               lease_wait=wait_for_lease)
     except (TwentyError, WarehouseError, WarehouseBusy, ValueError) as exc:
         fail(str(exc), 2)

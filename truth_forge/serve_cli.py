@@ -4,7 +4,7 @@ truth_forge/server.py and truth_forge/webhooks.py, registered by the project CLI
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 
@@ -12,10 +12,13 @@ from truth_forge.config import Settings, get_settings
 from truth_forge.secrets import find_webhook_secret, store_webhook_secret
 from truth_forge.twenty.errors import TwentyError
 
+if TYPE_CHECKING:
+    from truth_forge.twenty.client import TwentyClient
+
 webhooks_app = typer.Typer(help="Manage the Twenty webhook that feeds `truth-forge serve`.", no_args_is_help=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -69,7 +72,7 @@ def serve_command(
         inbox.close()
 
 
-def _client(settings: Settings):  # type: ignore[no-untyped-def]
+def _client(settings: Settings) -> TwentyClient:
     from truth_forge.twenty.client import TwentyClient
 
     try:

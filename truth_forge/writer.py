@@ -30,6 +30,7 @@ from truth_forge.inbox import Inbox
 from truth_forge.lease import WriterLease
 from truth_forge.reporting import ErrorReporter
 from truth_forge.secrets import redact
+from truth_forge.sync.context import SyncContext
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.webhooks import DEFAULT_TOLERANCE_MS
@@ -190,6 +191,7 @@ class Writer:
     def _work(self, warehouse: Any, lease: WriterLease) -> None:
         run_id = warehouse.start_run()
         reporter = ErrorReporter(run_id, self.secrets)
+        ctx = SyncContext(warehouse, self.client, self.schema, reporter)
         next_sync = time.monotonic() + (0.0 if self.options.sync_on_start else self.options.sync_interval)
         try:
             while not self._stopping():
@@ -199,10 +201,10 @@ class Writer:
                     self._scheduled_sync(warehouse, lease)
                     self.inbox.prune(now_ms(), self.options.tolerance_ms)
                     next_sync = time.monotonic() + self.options.sync_interval
-                elif not self._apply_next_batch(warehouse, reporter):
+                elif not self._apply_next_batch(ctx):
                     self._pause(min(POLL_SECONDS, max(0.0, next_sync - time.monotonic())))
             self._publish("stopping")
-            self._drain(warehouse, reporter, lease)
+            self._drain(ctx, lease)
         finally:
             counts = {"webhooks": self.status.applied.as_dict(), "batches": self.status.batches,
                       "failed_batches": self.status.failed_batches, "syncs": self.status.syncs}
@@ -210,13 +212,13 @@ class Writer:
             warehouse.finish_run(run_id, "partial" if reporter.count else "succeeded", counts)
             warehouse.checkpoint()
 
-    def _drain(self, warehouse: Any, reporter: ErrorReporter, lease: WriterLease) -> None:
+    def _drain(self, ctx: SyncContext, lease: WriterLease) -> None:
         deadline = time.monotonic() + self.options.drain_seconds
         while time.monotonic() < deadline and not lease.lost:
-            if not self._apply_next_batch(warehouse, reporter, draining=True):
+            if not self._apply_next_batch(ctx, draining=True):
                 return
 
-    def _apply_next_batch(self, warehouse: Any, reporter: ErrorReporter, *, draining: bool = False) -> bool:
+    def _apply_next_batch(self, ctx: SyncContext, *, draining: bool = False) -> bool:
         """Apply the oldest pending events; False when there were none (or a batch failed while draining)."""
         items = self.inbox.pending(self.options.batch_size)
         if not items:
@@ -227,14 +229,14 @@ class Writer:
             items = self.inbox.pending(self.options.batch_size)
         seqs = [item.seq for item in items]
         try:
-            stats = apply_events(warehouse, self.client, self.schema, [i.event for i in items], reporter)
-            reporter.flush(warehouse)
+            stats = apply_events(ctx, [i.event for i in items])
+            ctx.reporter.flush(ctx.warehouse)
         except Exception as exc:
             message = redact(f"{type(exc).__name__}: {exc}", *self.secrets)
             log.error("Applying %d webhook events failed (they stay in the inbox): %s", len(items), message)
             self.inbox.mark_attempt_failed(seqs, message)
             self.status.failed_batches += 1
-            reporter.record(object_type=None, operation="webhook", error=message)
+            ctx.reporter.record(object_type=None, operation="webhook", error=message)
             self._publish()
             if not draining:
                 self._pause(self.options.retry_pause)

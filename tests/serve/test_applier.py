@@ -14,6 +14,7 @@ from tests.sandbox.util import create_person
 from tests.serve.conftest import SCHEMA
 from truth_forge.applier import apply_events, newest_per_record
 from truth_forge.reporting import ErrorReporter
+from truth_forge.sync.context import SyncContext
 from truth_forge.sync.objects import format_timestamp, parse_timestamp
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
@@ -24,6 +25,10 @@ from truth_forge.webhooks import WebhookEvent
 def wh(tmp_path: Path) -> Any:
     with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as warehouse:
         yield warehouse
+
+
+def apply(wh: Any, crm: TwentyClient, reporter: ErrorReporter, events: list[WebhookEvent]) -> Any:
+    return apply_events(SyncContext(wh, crm, SCHEMA, reporter), events)
 
 
 def event(record: dict[str, Any], action: str = "updated", **changes: Any) -> WebhookEvent:
@@ -49,7 +54,7 @@ def earlier(timestamp: str, seconds: int) -> str:
 def known_person(wh: Any, crm: TwentyClient, sandbox_client: httpx.Client, reporter: ErrorReporter) -> dict[str, Any]:
     """A person created in Twenty and applied from its `created` event (serve wrote its key back)."""
     ada = create_person(sandbox_client, first="Ada", email="ada@example.com")
-    apply_events(wh, crm, SCHEMA, [event(ada, "created")], reporter)
+    apply(wh, crm, reporter, [event(ada, "created")])
     return ada
 
 
@@ -62,10 +67,10 @@ def test_an_older_event_never_overwrites_a_newer_state(
     # A delivery of an earlier edit, arriving late.
     older = event(newer, name={"firstName": "Older", "lastName": ""}, updatedAt=earlier(newer["updatedAt"], 1))
 
-    stats = apply_events(wh, crm, SCHEMA, [event(newer), older], reporter)  # same batch, newest arrived first
+    stats = apply(wh, crm, reporter, [event(newer), older])  # same batch, newest arrived first
     assert name_of(wh, ada["id"]) == "Newer" and stats.superseded == 1
 
-    stats = apply_events(wh, crm, SCHEMA, [older], reporter)  # a later batch brings the old state
+    stats = apply(wh, crm, reporter, [older])  # a later batch brings the old state
     assert name_of(wh, ada["id"]) == "Newer" and stats.stale == 1 and stats.applied == 0
     assert reporter.count == 0
 
@@ -75,11 +80,11 @@ def test_a_redelivered_event_changes_nothing(wh: Any, crm: TwentyClient, sandbox
     ada = known_person(wh, crm, sandbox_client, reporter)
     sandbox_client.patch(f"/rest/people/{ada['id']}", json={"name": {"firstName": "Augusta", "lastName": ""}})
     edit = event(current(sandbox_client, ada["id"]))
-    first = apply_events(wh, crm, SCHEMA, [edit], reporter)
+    first = apply(wh, crm, reporter, [edit])
     assert first.applied == 1 and first.echoes == 0 and name_of(wh, ada["id"]) == "Augusta"
     state_before = wh.read_sync_state_by_crm_id("person", [ada["id"]])[ada["id"]]
 
-    again = apply_events(wh, crm, SCHEMA, [edit], reporter)
+    again = apply(wh, crm, reporter, [edit])
     assert again.echoes == 1 and wh.count_rows("contacts") == 1
     state_after = wh.read_sync_state_by_crm_id("person", [ada["id"]])[ada["id"]]
     assert state_after["crm_hash"] == state_before["crm_hash"] and name_of(wh, ada["id"]) == "Augusta"
@@ -97,9 +102,9 @@ def test_destroyed_wins_over_any_other_event_of_the_record() -> None:
 def test_destroyed_marks_deleted_and_keeps_the_row(wh: Any, crm: TwentyClient, sandbox_client: httpx.Client) -> None:
     reporter = ErrorReporter("test")
     ada = known_person(wh, crm, sandbox_client, reporter)
-    stats = apply_events(wh, crm, SCHEMA, [event(ada, "destroyed")], reporter)
+    stats = apply(wh, crm, reporter, [event(ada, "destroyed")])
     assert stats.destroyed == 1
     key = int(wh.read_sync_state_by_crm_id("person", [ada["id"]])[ada["id"]]["record_key"])
     row = wh.get_rows("person", [key])[0]
     assert row["deleted_at"] is not None and row["primary_email"] == "ada@example.com"
-    assert apply_events(wh, crm, SCHEMA, [event(ada, "destroyed")], reporter).destroyed == 0  # idempotent
+    assert apply(wh, crm, reporter, [event(ada, "destroyed")]).destroyed == 0  # idempotent
