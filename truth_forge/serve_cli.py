@@ -35,7 +35,8 @@ def serve_command(
 
     from truth_forge.inbox import Inbox
     from truth_forge.secrets import resolve_api_key
-    from truth_forge.server import bind_socket, build_server, uvicorn_server
+    from truth_forge.listen import bind_tcp
+    from truth_forge.server import build_server, uvicorn_server
     from truth_forge.writer import ServeOptions, WriterSpec
 
     settings = get_settings()
@@ -61,7 +62,7 @@ def serve_command(
     )
     inbox = Inbox(settings.serve_inbox_path)
     app = build_server(secret=secret, inbox=inbox, spec=spec)
-    sock = bind_socket(options.host, options.port)
+    sock = bind_tcp(options.host, options.port)
     sock.listen(2048)  # listening before the line below: a caller that reads it can connect at once
     bound = sock.getsockname()[1]
     typer.echo(f"truth-forge serve listening on http://{options.host}:{bound} (webhooks at /webhooks/twenty)")

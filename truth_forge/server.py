@@ -24,7 +24,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -158,15 +157,6 @@ def _refuse(rejected: Rejected) -> JSONResponse:
 
 def build_server(*, secret: str, inbox: Inbox, spec: WriterSpec) -> WebhookApp:
     return WebhookApp(secret=secret, inbox=inbox, writer=WriterProcess(spec, inbox), options=spec.options)
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP so asyncio sets TCP_NODELAY (without it small answers wait on Nagle's algorithm).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
 
 
 def uvicorn_server(app: WebhookApp, *, graceful_seconds: float = 10.0) -> uvicorn.Server:

@@ -26,7 +26,8 @@ import pytest
 
 from truth_forge.crm_schema import CrmSchema, setup_schema
 from truth_forge.inbox import Inbox
-from truth_forge.server import WebhookApp, bind_socket, build_server, uvicorn_server
+from truth_forge.listen import bind_tcp
+from truth_forge.server import WebhookApp, build_server, uvicorn_server
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
 from truth_forge.writer import ServeOptions, WriterSpec
@@ -72,7 +73,7 @@ class ServeHarness:
                           twenty_base_url=self.sandbox.base_url, api_key=self.sandbox.api_key, options=self.options,
                           client_options=CLIENT_OPTIONS, secrets=(SECRET,))
         self.app = build_server(secret=SECRET, inbox=self.inbox, spec=spec)
-        sock = bind_socket("127.0.0.1", self.options.port)
+        sock = bind_tcp("127.0.0.1", self.options.port)
         self.options.port = sock.getsockname()[1]
         self._server = uvicorn_server(self.app)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
