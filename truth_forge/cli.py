@@ -87,8 +87,11 @@ def sync(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     full: bool = typer.Option(False, "--full", help="Compare every Twenty record (about N/200 requests): also "
                               "finds records destroyed in Twenty, drift and orphans."),
+    wait_for_lease: float = typer.Option(
+        0.0, min=0, help="Seconds to wait while another writer (a `serve`, another sync) holds the warehouse."),
 ) -> None:
     """Run one sync. Exit 0 when every record synced, 1 when some failed, 2 when the run stopped early."""
+    from truth_forge.lease import WarehouseBusy
     from truth_forge.services.sync import TwentyCRMService
     from truth_forge.sync.runner import run_sync
     from truth_forge.warehouse import WarehouseError
@@ -100,8 +103,9 @@ def sync(
     try:
         with TwentyCRMService() as service:
             result = run_sync(service.warehouse, service.client.api, service.schema,
-                              direction=direction, conflict_policy=conflict_policy, full=full)  # type: ignore[arg-type]
-    except (TwentyError, WarehouseError, ValueError) as exc:
+                              direction=direction, conflict_policy=conflict_policy, full=full,  # type: ignore[arg-type]
+                              lease_wait=wait_for_lease)
+    except (TwentyError, WarehouseError, WarehouseBusy, ValueError) as exc:
         fail(str(exc), 2)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))
@@ -135,11 +139,14 @@ def _register_component_commands() -> None:
     # Each component keeps its command beside the code it drives; this file only wires them up.
     from truth_forge.doctor_cli import doctor_command
     from truth_forge.sandbox.cli import sandbox_command
+    from truth_forge.serve_cli import serve_command, webhooks_app
     from truth_forge.warehouse.cli import sample_data_command
 
     app.command("sandbox")(sandbox_command)
     app.command("sample-data")(sample_data_command)
     app.command("doctor")(doctor_command)
+    app.command("serve")(serve_command)
+    app.add_typer(webhooks_app, name="webhooks")
 
 
 _register_component_commands()

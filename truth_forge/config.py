@@ -77,6 +77,33 @@ class Settings(BaseSettings):
         description="JSON or TOML file adding user-defined custom fields to the CRM schema",
     )
 
+    # --- `truth-forge serve` and the writer lease ---------------------------------------------------
+    serve_host: str = Field(
+        "127.0.0.1", validation_alias=_env("SERVE_HOST"),
+        description="Address `serve` binds; loopback by default (put a TLS reverse proxy in front)",
+    )
+    serve_port: int = Field(8787, ge=0, le=65535, validation_alias=_env("SERVE_PORT"), description="Port `serve` binds")
+    serve_sync_interval_minutes: float = Field(
+        10.0, gt=0, validation_alias=_env("SERVE_SYNC_INTERVAL_MINUTES"),
+        description="Minutes between the scheduled two-way syncs that catch what webhooks missed",
+    )
+    serve_inbox_path: Path = Field(
+        Path("truth_forge_inbox.sqlite3"), validation_alias=_env("SERVE_INBOX_PATH"),
+        description="SQLite file where verified webhook events wait to be applied",
+    )
+    webhook_tolerance_seconds: int = Field(
+        300, ge=1, validation_alias=_env("WEBHOOK_TOLERANCE_SECONDS"),
+        description="How far a delivery's signed timestamp may be from now before it is refused",
+    )
+    webhook_max_body_bytes: int = Field(
+        1_048_576, ge=1024, validation_alias=_env("WEBHOOK_MAX_BODY_BYTES"),
+        description="Larger webhook bodies are refused with 413",
+    )
+    lease_ttl_seconds: float = Field(
+        60.0, ge=1, validation_alias=_env("LEASE_TTL_SECONDS"),
+        description="How long a writer's lease lasts unless renewed; a crashed writer blocks others this long",
+    )
+
     @field_validator("twenty_base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:

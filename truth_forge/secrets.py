@@ -14,6 +14,10 @@ Lookup order (see the seed doc "API Key Configuration"):
 
 Without a configured project, Secret Manager is skipped outright: building a client would call
 ``google.auth.default()``, which can spend seconds probing the GCE metadata server.
+
+The webhook secret of `truth-forge serve` is looked up the same way (Secret Manager
+``twenty-webhook-secret``, then ``TWENTY_WEBHOOK_SECRET``), and `store_webhook_secret` keeps it in
+the first of those places that applies.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ SECRET_NAMES: tuple[str, ...] = (
     "twenty-api-key",
 )
 ENV_VARS: tuple[str, ...] = ("TWENTY_CRM_API_KEY", "TWENTY_API_KEY")
+WEBHOOK_SECRET_NAMES: tuple[str, ...] = ("twenty-webhook-secret",)
+WEBHOOK_ENV_VARS: tuple[str, ...] = ("TWENTY_WEBHOOK_SECRET",)
 SECRET_VERSION = "latest"
 
 # Per call, not per lookup. Long enough for a real round trip to secretmanager.googleapis.com,
@@ -83,22 +89,54 @@ def find_api_key(
     timeout=...)``; when None and a project is configured, the official client is built here
     (and closed again). ``timeout`` bounds each Secret Manager call, in seconds.
     """
+    return _find_secret(API_KEY, settings, secret_client, timeout)
+
+
+def find_webhook_secret(
+    settings: Settings | None = None,
+    *,
+    secret_client: Any = None,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+) -> ResolvedApiKey:
+    """The Twenty webhook secret, looked up where the API key is (Secret Manager, then environment)."""
+    return _find_secret(WEBHOOK_SECRET, settings, secret_client, timeout)
+
+
+@dataclass(frozen=True)
+class _SecretKind:
+    """One secret truth-forge reads: where it may be kept, and what to say when it is nowhere."""
+
+    label: str
+    secret_names: tuple[str, ...]
+    env_vars: tuple[str, ...]
+    not_found: str
+    hint: str
+
+
+API_KEY = _SecretKind("Twenty CRM API key", SECRET_NAMES, ENV_VARS, NOT_FOUND_PREFIX,
+                      f"Store the key in Secret Manager as {SECRET_NAMES[0]} or set {ENV_VARS[0]}.")
+WEBHOOK_SECRET = _SecretKind("Twenty webhook secret", WEBHOOK_SECRET_NAMES, WEBHOOK_ENV_VARS, "Twenty webhook secret not found",
+                             "Run `truth-forge webhooks register --url URL`, which stores it, "
+                             f"or set {WEBHOOK_ENV_VARS[0]}.")
+
+
+def _find_secret(kind: _SecretKind, settings: Settings | None, secret_client: Any, timeout: float) -> ResolvedApiKey:
     settings = settings if settings is not None else get_settings()
     failures: list[str] = []
 
     project = (settings.gcp_project_id or "").strip()
     if project:
-        found = _from_secret_manager(project, secret_client, timeout, failures)
+        found = _from_secret_manager(project, kind.secret_names, secret_client, timeout, failures)
         if found is not None:
-            return _won(found)
+            return _won(found, kind.label)
     else:
         failures.append(
-            f"Secret Manager secrets {', '.join(SECRET_NAMES)}: skipped, no GCP project configured "
+            f"Secret Manager secrets {', '.join(kind.secret_names)}: skipped, no GCP project configured "
             "(set TRUTH_FORGE_GCP_PROJECT_ID or GOOGLE_CLOUD_PROJECT)"
         )
 
     dotenv = _dotenv_values()
-    for var in ENV_VARS:
+    for var in kind.env_vars:
         raw = os.environ.get(var)
         where = f"environment variable {var}"
         if raw is None and dotenv.get(var) is not None:
@@ -109,13 +147,62 @@ def find_api_key(
         elif not raw.strip():
             failures.append(f"environment variable {var}: set but empty")
         else:
-            return _won(ResolvedApiKey(value=raw.strip(), source=where))
+            return _won(ResolvedApiKey(value=raw.strip(), source=where), kind.label)
 
     tried = "\n".join(f"  - {line}" for line in failures)
-    raise ValueError(
-        f"{NOT_FOUND_PREFIX}. Tried, in order:\n{tried}\n"
-        f"Store the key in Secret Manager as {SECRET_NAMES[0]} or set {ENV_VARS[0]}."
-    )
+    raise ValueError(f"{kind.not_found}. Tried, in order:\n{tried}\n{kind.hint}")
+
+
+def store_webhook_secret(
+    value: str,
+    settings: Settings | None = None,
+    *,
+    secret_client: Any = None,
+    dotenv_path: str = ".env",
+) -> str:
+    """Keep the webhook secret where `find_webhook_secret` looks first; returns where (never the value).
+
+    With a GCP project: a new version of Secret Manager secret `twenty-webhook-secret` (created if
+    missing). Without one: a `TWENTY_WEBHOOK_SECRET=` line in `.env` (file mode 0600), which the
+    environment lookup reads.
+    """
+    settings = settings if settings is not None else get_settings()
+    project = (settings.gcp_project_id or "").strip()
+    if project:
+        return _store_in_secret_manager(project, WEBHOOK_SECRET_NAMES[0], value, secret_client)
+    return _store_in_dotenv(dotenv_path, WEBHOOK_ENV_VARS[0], value)
+
+
+def _store_in_secret_manager(project: str, name: str, value: str, client: Any) -> str:
+    from google.api_core import exceptions as gexc
+
+    owned = client is None
+    client = client or _build_client()
+    try:
+        try:
+            client.create_secret(request={"parent": f"projects/{project}", "secret_id": name,
+                                          "secret": {"replication": {"automatic": {}}}})
+        except gexc.AlreadyExists:
+            pass  # a new version of the existing secret is what we want
+        client.add_secret_version(request={"parent": f"projects/{project}/secrets/{name}",
+                                           "payload": {"data": value.encode("utf-8")}})
+    finally:
+        if owned:
+            _close(client)
+    return f"Secret Manager secret {name} in project {project}"
+
+
+def _store_in_dotenv(path: str, var: str, value: str) -> str:
+    lines = []
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            lines = [line for line in handle.read().splitlines() if not line.startswith(f"{var}=")]
+    lines.append(f"{var}={value}")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.chmod(path, 0o600)
+    return f"environment file {path} ({var})"
 
 
 def _dotenv_values(path: str = ".env") -> dict[str, str | None]:
@@ -124,13 +211,13 @@ def _dotenv_values(path: str = ".env") -> dict[str, str | None]:
     return dict(dotenv_values(path)) if os.path.isfile(path) else {}
 
 
-def _won(found: ResolvedApiKey) -> ResolvedApiKey:
-    logger.info("Twenty CRM API key loaded from %s", found.source)
+def _won(found: ResolvedApiKey, what: str = "Twenty CRM API key") -> ResolvedApiKey:
+    logger.info("%s loaded from %s", what, found.source)
     return found
 
 
 def _from_secret_manager(
-    project: str, client: Any, timeout: float, failures: list[str]
+    project: str, names: tuple[str, ...], client: Any, timeout: float, failures: list[str]
 ) -> ResolvedApiKey | None:
     """Try each secret name in turn; append one line per name that did not yield a key."""
     from google.api_core import exceptions as gexc
@@ -155,19 +242,19 @@ def _from_secret_manager(
             client = _build_client()
         except auth_exc.GoogleAuthError as exc:  # DefaultCredentialsError and friends
             reason = f"no usable Google credentials ({_reason(exc)})"
-            failures.extend(f"{where(name)}: {reason}" for name in SECRET_NAMES)
+            failures.extend(f"{where(name)}: {reason}" for name in names)
             return None
 
     try:
         call_kwargs = _call_kwargs(client, timeout)
-        for index, name in enumerate(SECRET_NAMES):
+        for index, name in enumerate(names):
             resource = f"projects/{project}/secrets/{name}/versions/{SECRET_VERSION}"
             try:
                 response = client.access_secret_version(name=resource, **call_kwargs)
             except fatal as exc:
                 failures.append(f"{where(name)}: {_reason(exc)}")
                 skipped = f"not tried, Secret Manager unusable ({type(exc).__name__})"
-                failures.extend(f"{where(later)}: {skipped}" for later in SECRET_NAMES[index + 1 :])
+                failures.extend(f"{where(later)}: {skipped}" for later in names[index + 1 :])
                 logger.debug("Secret Manager unusable, going on to environment variables: %s", _reason(exc))
                 return None
             except gexc.GoogleAPICallError as exc:

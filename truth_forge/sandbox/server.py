@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 
+from truth_forge.listen import bind_tcp as _bind
 from truth_forge.sandbox.app import build_app
 from truth_forge.sandbox.config import SandboxConfig
 from truth_forge.sandbox.faults import DB_ERROR_MESSAGES, FaultSettings
@@ -22,16 +23,6 @@ from truth_forge.sandbox.runtime import SandboxRuntime
 from truth_forge.sandbox.webhooks import WebhookDelivery
 
 _START_TIMEOUT_S = 10.0
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on sockets that say they are
-    # TCP, and without it every response waits ~40 ms on Nagle + delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
 
 
 def _uvicorn_config(app: Any) -> uvicorn.Config:

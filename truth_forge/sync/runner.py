@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from truth_forge.crm_schema import CrmSchema, verify_schema
+from truth_forge.lease import WriterLease, writing
 from truth_forge.reporting import ErrorReporter
 from truth_forge.sync.objects import SYNC_ORDER, now_utc
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
@@ -75,12 +76,28 @@ def run_sync(
     secrets: tuple[str, ...] = (),
     on_event: EventHook | None = None,
     full: bool = False,
+    lease: WriterLease | None = None,
+    lease_wait: float = 0.0,
 ) -> SyncResult:
-    """One run. `conflict_policy` settles a field edited on both sides: one policy for every field,
-    or per warehouse column (`{"category_code": "warehouse_wins", "*": "crm_wins"}`; `deleted_at`
-    settles an edit on one side against a deletion on the other). `on_event` receives progress.
-    `full` replaces the incremental pull with a full pass over Twenty (`reconcile.py`), which also
-    finds records destroyed there."""
+    """One run, as the warehouse's only writer.
+
+    `conflict_policy` settles a field edited on both sides: one policy for every field, or per
+    warehouse column (`{"category_code": "warehouse_wins", "*": "crm_wins"}`; `deleted_at` settles an
+    edit on one side against a deletion on the other). `on_event` receives progress. `full` replaces
+    the incremental pull with a full pass over Twenty (`reconcile.py`), which also finds records
+    destroyed there. The writer lease (`truth_forge/lease.py`) is taken for the run, or the caller's
+    `lease` is used; another writer is waited for up to `lease_wait` seconds (then WarehouseBusy).
+    """
+    with writing(warehouse, purpose="sync", held=lease, wait=lease_wait):
+        return _run_as_writer(warehouse, client, schema, direction, conflict_policy, pull_overlap, secrets,
+                              on_event, full)
+
+
+def _run_as_writer(
+    warehouse: SyncStore, client: TwentyClient, schema: CrmSchema, direction: Direction,
+    conflict_policy: ConflictPolicy | Mapping[str, ConflictPolicy], pull_overlap: dt.timedelta,
+    secrets: tuple[str, ...], on_event: EventHook | None, full: bool,
+) -> SyncResult:
     warehouse.ensure_tables()
     started_at = now_utc()
     run_id = warehouse.start_run(started_at=started_at)

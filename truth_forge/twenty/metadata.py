@@ -77,9 +77,16 @@ class MetadataApi:
         path = f"/rest/metadata/fields/{field_id}"
         return _unwrap_one(self.transport.request("PATCH", path, json_body=patch), path, "PATCH")
 
-    def list_webhooks(self) -> list[dict[str, Any]]:
-        return self._list_all("/rest/metadata/webhooks", "webhooks")
+    # Webhooks live under /rest/metadata/webhooks; servers from before that move only have the
+    # older /rest/webhooks (a workspace object then). Both answer in the envelopes handled above.
+    WEBHOOKS_PATH = "/rest/metadata/webhooks"
+    LEGACY_WEBHOOKS_PATH = "/rest/webhooks"
 
-    def create_webhook(self, webhook: dict[str, Any]) -> dict[str, Any]:
-        path = "/rest/metadata/webhooks"
+    def list_webhooks(self, path: str = WEBHOOKS_PATH) -> list[dict[str, Any]]:
+        return self._list_all(path, "webhooks")
+
+    def create_webhook(self, webhook: dict[str, Any], path: str = WEBHOOKS_PATH) -> dict[str, Any]:
         return _unwrap_one(self.transport.request("POST", path, json_body=webhook, idempotent=False), path, "POST")
+
+    def delete_webhook(self, webhook_id: str, path: str = WEBHOOKS_PATH) -> None:
+        self.transport.request("DELETE", f"{path}/{webhook_id}")

@@ -358,6 +358,44 @@ WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CU
             (Scalar("key", STRING, f"watermark:{name}"), Scalar("value", STRING, value)),
         )
 
+    # --- the writer lease (see truth_forge/lease.py) --------------------------------------------
+
+    def claim_lease(self, name: str, owner: str, ttl: dt.timedelta) -> dict[str, Any]:
+        """Take the lease `name` for `ttl` if it is free, expired or already `owner`'s.
+
+        Returns the lease row as it is afterwards (owner, acquired_at, expires_at, expired): the
+        caller holds the lease exactly when the row names it as owner.
+        """
+        binds = (Scalar("name", STRING, name), Scalar("owner", STRING, owner))
+        self._run(q.LEASE_ENSURE_ROW, binds[:1])
+        self._run(q.lease_claim(_positive_ms(ttl)), binds)
+        return self.read_lease(name) or {"name": name, "owner": None}
+
+    def renew_lease(self, name: str, owner: str, ttl: dt.timedelta) -> bool:
+        """Move the expiry `ttl` past now; False when the lease is no longer `owner`'s."""
+        _, affected = self._run(
+            q.lease_renew(_positive_ms(ttl)), (Scalar("name", STRING, name), Scalar("owner", STRING, owner))
+        )
+        return bool(affected)
+
+    def release_lease(self, name: str, owner: str) -> bool:
+        """Free the lease if `owner` holds it; False when someone else had taken it over."""
+        _, affected = self._run(q.LEASE_RELEASE, (Scalar("name", STRING, name), Scalar("owner", STRING, owner)))
+        return bool(affected)
+
+    def read_lease(self, name: str) -> dict[str, Any] | None:
+        """The lease row (owner None when free), or None when it was never claimed."""
+        rows, _ = self._run(q.LEASE_SELECT, (Scalar("name", STRING, name),), fetch=True)
+        return _plain_row(rows[0]) if rows else None
+
+    def for_another_thread(self) -> Warehouse:
+        """A handle on the same store that another thread may use while this one works.
+
+        The default is this object (a client that is safe to share); an engine whose connection
+        is not shareable returns a second connection to the same store.
+        """
+        return self
+
     # --- runs and errors -------------------------------------------------------------------------
 
     def start_run(self, run_id: str | None = None, started_at: dt.datetime | None = None) -> str:
@@ -526,6 +564,13 @@ def _int_keys(object_type: str, keys: Iterable[int]) -> list[int]:
             )
         out.append(k)
     return sorted(set(out))
+
+
+def _positive_ms(span: dt.timedelta) -> int:
+    ms = int(span.total_seconds() * 1000)
+    if ms <= 0:
+        raise ValueError(f"a lease lasts a positive time, not {span}")
+    return ms
 
 
 def _timestamp_param(name: str, value: dt.datetime | None) -> dt.datetime | None:

@@ -53,6 +53,11 @@ class DuckDBWarehouse(Warehouse):
             if "lock" in str(exc).lower():
                 raise WarehouseLockedError(path, str(exc)) from exc
             raise WarehouseConfigError(f"cannot open DuckDB warehouse {path!r}: {exc}") from exc
+        self._prepare_connection()
+        if not read_only:
+            self.ensure_tables()
+
+    def _prepare_connection(self) -> None:
         # UTC so FORMAT_TIMESTAMP inside hashes does not depend on the machine's time zone. A large
         # checkpoint threshold avoids DuckDB's slow auto-checkpoint in the middle of a big MERGE;
         # we checkpoint ourselves on close.
@@ -61,8 +66,15 @@ class DuckDBWarehouse(Warehouse):
         self._refs = {name: f"`{self.tables[name]}`" for name in TABLES}
         self._depth = 0
         self._closed = False
-        if not read_only:
-            self.ensure_tables()
+
+    def for_another_thread(self) -> DuckDBWarehouse:
+        """A second connection to the same database (DuckDB connections are not shared across threads)."""
+        twin = object.__new__(DuckDBWarehouse)
+        Warehouse.__init__(twin, self.tables)
+        twin.path = self.path
+        twin._con = self._con.cursor()
+        twin._prepare_connection()
+        return twin
 
     def close(self) -> None:
         if self._closed:

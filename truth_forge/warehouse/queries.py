@@ -278,3 +278,45 @@ WHERE e.resolved_at IS NULL AND (
         SELECT 1 FROM {crm_sync_errors} AS n
         WHERE n.object_type = e.object_type AND n.operation = e.operation AND n.occurred_at > e.occurred_at
           AND COALESCE(n.record_key, CONCAT('crm:', n.crm_id)) = COALESCE(e.record_key, CONCAT('crm:', e.crm_id)))))"""
+
+
+# --- the writer lease (truth_forge/lease.py) -------------------------------------------------------
+# The row is created once by an insert-only MERGE (a duplicate from a race is harmless: every
+# statement below treats all rows of a name alike). Claiming is one conditional UPDATE, so of two
+# writers racing for a free or expired lease only one sees its owner in the row afterwards. Times
+# come from the engine's clock, never from the callers', so two machines cannot disagree on expiry.
+
+LEASE_ENSURE_ROW = """MERGE {crm_sync_leases} AS t
+USING (SELECT @name AS name) AS s
+ON t.name = s.name
+WHEN NOT MATCHED THEN INSERT (name, owner, acquired_at, expires_at, updated_at)
+  VALUES (s.name, NULL, NULL, NULL, CURRENT_TIMESTAMP())"""
+
+
+def lease_claim(ttl_ms: int) -> str:
+    """Take the lease when it is free, expired or already ours; `ttl_ms` is a validated int."""
+    return f"""UPDATE {{crm_sync_leases}} AS t
+SET owner = @owner,
+  acquired_at = IF(t.owner = @owner AND t.expires_at > CURRENT_TIMESTAMP(), t.acquired_at, CURRENT_TIMESTAMP()),
+  expires_at = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {int(ttl_ms)} MILLISECOND),
+  updated_at = CURRENT_TIMESTAMP()
+WHERE t.name = @name
+  AND (t.owner IS NULL OR t.owner = @owner OR t.expires_at IS NULL OR t.expires_at <= CURRENT_TIMESTAMP())"""
+
+
+def lease_renew(ttl_ms: int) -> str:
+    """Push the expiry on while the lease is still ours (expired but not taken over counts as ours)."""
+    return f"""UPDATE {{crm_sync_leases}} AS t
+SET expires_at = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {int(ttl_ms)} MILLISECOND),
+  updated_at = CURRENT_TIMESTAMP()
+WHERE t.name = @name AND t.owner = @owner"""
+
+
+LEASE_RELEASE = """UPDATE {crm_sync_leases} AS t
+SET owner = NULL, expires_at = NULL, updated_at = CURRENT_TIMESTAMP()
+WHERE t.name = @name AND t.owner = @owner"""
+
+LEASE_SELECT = """SELECT t.name AS name, t.owner AS owner, t.acquired_at AS acquired_at, t.expires_at AS expires_at,
+  t.expires_at <= CURRENT_TIMESTAMP() AS expired
+FROM {crm_sync_leases} AS t WHERE t.name = @name
+ORDER BY t.updated_at DESC"""

@@ -173,6 +173,18 @@ CRM_SYNC_KV = Table(
     key=("key",),
     doc="watermarks and id sequences",
 )
+CRM_SYNC_LEASES = Table(
+    "crm_sync_leases",
+    _cols(
+        ("name", STRING, True),  # what is leased: 'writer' (the right to write this warehouse)
+        ("owner", STRING),  # who holds it (NULL: free); see truth_forge/lease.py
+        ("acquired_at", TIMESTAMP),
+        ("expires_at", TIMESTAMP),  # the engine's clock; an expired lease may be taken over
+        ("updated_at", TIMESTAMP),
+    ),
+    key=("name",),
+    doc="one writer per warehouse: a lease claimed by a conditional UPDATE",
+)
 
 TABLES: dict[str, Table] = {
     t.name: t
@@ -185,6 +197,7 @@ TABLES: dict[str, Table] = {
         CRM_SYNC_RUNS,
         CRM_SYNC_ERRORS,
         CRM_SYNC_KV,
+        CRM_SYNC_LEASES,
     )
 }
 

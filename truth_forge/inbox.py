@@ -1,0 +1,176 @@
+"""The webhook inbox: a local SQLite file where every verified event is stored before it is
+acknowledged, and from which the writer process takes micro-batches.
+
+Why it exists: Twenty sends each event once, gives up after 5 s and never retries, so an event
+must be durable the moment we say 200, and applying it (a warehouse MERGE, seconds on BigQuery)
+cannot happen on the request path. A local file commits in well under a millisecond (WAL,
+`synchronous=FULL`: a commit survives a killed process and a power cut), whatever the warehouse
+engine. The same transaction that stores an event records its nonce and its signature, so a
+replayed delivery is refused and a refused one leaves nothing behind. Identical bodies are stored
+once (a redelivery is a no-op). Applied events are kept a while as evidence, then pruned. The
+writer process also reports its state here, the one channel between the two processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from truth_forge.webhooks import Rejected, SignedDelivery, WebhookEvent
+
+MAX_ATTEMPTS = 5  # an event that failed this often is set aside as 'failed' (the scheduled pull still covers it)
+KEEP_APPLIED_MS = 24 * 3600 * 1000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  digest TEXT NOT NULL UNIQUE,          -- sha256 of the raw body: a redelivered body is stored once
+  received_ms INTEGER NOT NULL,
+  object_name TEXT NOT NULL,
+  action TEXT NOT NULL,
+  record_id TEXT NOT NULL,
+  event_date TEXT,
+  record TEXT NOT NULL,                 -- the record as Twenty sent it (JSON)
+  status TEXT NOT NULL DEFAULT 'pending',  -- pending | applied | failed
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  applied_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS events_pending ON events (status, seq);
+CREATE TABLE IF NOT EXISTS writer_status (
+  id INTEGER PRIMARY KEY CHECK (id = 1),  -- one row: what the writer process last reported
+  status TEXT NOT NULL,                   -- JSON
+  updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replay_keys (
+  key TEXT PRIMARY KEY,                 -- 'nonce:...' or 'signature:...'
+  seen_ms INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    seq: int
+    received_ms: int
+    event: WebhookEvent
+
+
+class Inbox:
+    """One SQLite file, opened by the server and by its writer process (WAL: readers never wait)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- the request path ------------------------------------------------------------------------
+
+    def accept(self, delivery: SignedDelivery, event: WebhookEvent | None, raw_body: bytes, now_ms: int) -> str:
+        """Store a verified delivery in one transaction: 'stored', 'duplicate' (same body seen) or
+        'ignored' (an object the sync does not move). Raise Rejected(401) for a replay, storing nothing."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._remember(f"nonce:{delivery.nonce}", now_ms, "replayed nonce")
+                self._remember(f"signature:{delivery.signature}", now_ms, "replayed delivery (same signature)")
+                outcome = "ignored" if event is None else self._store(event, raw_body, now_ms)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return outcome
+
+    def _remember(self, key: str, now_ms: int, reason: str) -> None:
+        try:
+            self._db.execute("INSERT INTO replay_keys (key, seen_ms) VALUES (?, ?)", (key, now_ms))
+        except sqlite3.IntegrityError:
+            raise Rejected(401, reason) from None
+
+    def _store(self, event: WebhookEvent, raw_body: bytes, now_ms: int) -> str:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO events (digest, received_ms, object_name, action, record_id, event_date, record) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (hashlib.sha256(raw_body).hexdigest(), now_ms, event.object_name, event.action, event.record_id,
+             event.event_date, json.dumps(event.record, separators=(",", ":"))),
+        )
+        return "stored" if cursor.rowcount == 1 else "duplicate"
+
+    # --- the applier -----------------------------------------------------------------------------
+
+    def pending(self, limit: int) -> list[InboxItem]:
+        """The oldest events not yet applied, in arrival order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, received_ms, object_name, action, record_id, event_date, record FROM events "
+                "WHERE status = 'pending' ORDER BY seq LIMIT ?", (int(limit),)).fetchall()
+        return [InboxItem(seq, received, WebhookEvent(obj, action, record_id, json.loads(record), event_date))
+                for seq, received, obj, action, record_id, event_date, record in rows]
+
+    def mark_applied(self, seqs: Sequence[int], now_ms: int | None = None) -> None:
+        self._update(seqs, "UPDATE events SET status = 'applied', applied_ms = ?, last_error = NULL "
+                           "WHERE seq = ?", now_ms if now_ms is not None else _now_ms())
+
+    def mark_attempt_failed(self, seqs: Sequence[int], error: str) -> None:
+        """Count a failed attempt; past MAX_ATTEMPTS the event is set aside as 'failed'."""
+        self._update(seqs, "UPDATE events SET attempts = attempts + 1, last_error = ?, "
+                           f"status = CASE WHEN attempts + 1 >= {MAX_ATTEMPTS} THEN 'failed' ELSE status END "
+                           "WHERE seq = ?", error[:2000])
+
+    def _update(self, seqs: Sequence[int], sql: str, value: object) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(sql, [(value, seq) for seq in seqs])
+            self._db.execute("COMMIT")
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
+        return {"pending": 0, "applied": 0, "failed": 0, **{status: n for status, n in rows}}
+
+    def save_writer_status(self, status: dict[str, object]) -> None:
+        """The writer process's report (state, counts), read by the server's /readyz and /status."""
+        with self._lock:
+            self._db.execute("INSERT INTO writer_status (id, status, updated_ms) VALUES (1, ?, ?) "
+                             "ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_ms = excluded.updated_ms",
+                             (json.dumps(status, default=str), _now_ms()))
+
+    def writer_status(self) -> dict[str, object] | None:
+        with self._lock:
+            row = self._db.execute("SELECT status FROM writer_status WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def clear_writer_status(self) -> None:
+        """Forget a previous writer's report (a new server starts from 'starting')."""
+        with self._lock:
+            self._db.execute("DELETE FROM writer_status")
+
+    def prune(self, now_ms: int, replay_window_ms: int) -> None:
+        """Forget replay keys older than the timestamp tolerance allows (such a copy is refused as
+        stale anyway) and applied events older than a day."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM replay_keys WHERE seen_ms < ?", (now_ms - 2 * replay_window_ms,))
+            self._db.execute("DELETE FROM events WHERE status = 'applied' AND applied_ms < ?",
+                             (now_ms - KEEP_APPLIED_MS,))
+            self._db.execute("COMMIT")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,140 @@
+"""`truth-forge serve` and `truth-forge webhooks register|list|remove`: thin shells over
+truth_forge/server.py and truth_forge/webhooks.py, registered by the project CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+
+import typer
+
+from truth_forge.config import Settings, get_settings
+from truth_forge.secrets import find_webhook_secret, store_webhook_secret
+from truth_forge.twenty.errors import TwentyError
+
+if TYPE_CHECKING:
+    from truth_forge.twenty.client import TwentyClient
+
+webhooks_app = typer.Typer(help="Manage the Twenty webhook that feeds `truth-forge serve`.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def serve_command(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default: serve_host, 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to bind, 0 for any free one (default: serve_port).")] = None,
+    sync_interval: Annotated[Optional[float], typer.Option(
+        help="Minutes between scheduled syncs (default: serve_sync_interval_minutes).")] = None,
+    sync_on_start: Annotated[bool, typer.Option(help="Run a sync as soon as the writer lease is held.")] = True,
+) -> None:
+    """Receive Twenty's webhooks on POST /webhooks/twenty and run the scheduled sync, until stopped."""
+    import logging
+
+    from truth_forge.inbox import Inbox
+    from truth_forge.secrets import resolve_api_key
+    from truth_forge.listen import bind_tcp
+    from truth_forge.server import build_server, uvicorn_server
+    from truth_forge.writer import ServeOptions, WriterSpec
+
+    settings = get_settings()
+    try:
+        secret = find_webhook_secret(settings).value
+        api_key = resolve_api_key(settings)
+    except ValueError as exc:
+        _fail(str(exc))
+    options = ServeOptions(
+        host=host or settings.serve_host, port=settings.serve_port if port is None else port,
+        sync_interval=60 * (sync_interval or settings.serve_sync_interval_minutes), sync_on_start=sync_on_start,
+        tolerance_ms=settings.webhook_tolerance_seconds * 1000, max_body_bytes=settings.webhook_max_body_bytes,
+        lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds),
+    )
+    spec = WriterSpec(
+        inbox_path=str(settings.serve_inbox_path), warehouse_url=settings.warehouse_url,
+        warehouse_tables=dict(settings.warehouse_tables), twenty_base_url=settings.twenty_base_url, api_key=api_key,
+        options=options, schema_file=settings.crm_schema_file, secrets=(secret,),
+        client_options={"batch_size": settings.twenty_batch_size, "timeout": settings.twenty_timeout_seconds,
+                        "requests_per_minute": settings.twenty_requests_per_minute,
+                        "max_retries": settings.twenty_max_retries},
+        log_level=logging.getLogger().getEffectiveLevel(),
+    )
+    inbox = Inbox(settings.serve_inbox_path)
+    app = build_server(secret=secret, inbox=inbox, spec=spec)
+    sock = bind_tcp(options.host, options.port)
+    sock.listen(2048)  # listening before the line below: a caller that reads it can connect at once
+    bound = sock.getsockname()[1]
+    typer.echo(f"truth-forge serve listening on http://{options.host}:{bound} (webhooks at /webhooks/twenty)")
+    try:
+        uvicorn_server(app).run(sockets=[sock])
+    finally:
+        sock.close()
+        inbox.close()
+
+
+def _client(settings: Settings) -> TwentyClient:
+    from truth_forge.twenty.client import TwentyClient
+
+    try:
+        return TwentyClient.from_settings(settings)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@webhooks_app.command("register")
+def register_command(
+    url: Annotated[str, typer.Option(help="Public HTTPS URL of serve's /webhooks/twenty (behind your proxy).")],
+    new_secret: Annotated[bool, typer.Option(
+        help="Make and store a new secret instead of reusing the stored one (webhooks made with the old one "
+             "then fail verification: remove them).")] = False,
+) -> None:
+    """Create the webhook for person and company events in Twenty, signed with the stored secret."""
+    from truth_forge import webhooks
+
+    settings = get_settings()
+    secret, where = None, ""
+    if not new_secret:
+        try:
+            found = find_webhook_secret(settings)
+            secret, where = found.value, f"reusing the secret from {found.source}"
+        except ValueError:
+            secret = None
+    if secret is None:
+        secret = webhooks.new_secret()
+        where = f"new secret stored in {store_webhook_secret(secret, settings)}"
+    with _client(settings) as client:
+        try:
+            hook = webhooks.register_webhook(client, url, secret)
+        except TwentyError as exc:
+            _fail(str(exc))
+    typer.echo(f"webhook {hook.get('id')} -> {url} ({', '.join(webhooks.OPERATIONS)}); {where}")
+
+
+@webhooks_app.command("list")
+def list_command() -> None:
+    """The workspace's webhooks (secrets are never printed)."""
+    from truth_forge import webhooks
+
+    with _client(get_settings()) as client:
+        try:
+            hooks = webhooks.list_webhooks(client)
+        except TwentyError as exc:
+            _fail(str(exc))
+    for hook in hooks:
+        typer.echo(f"{hook.get('id')}  {hook.get('targetUrl')}  {','.join(hook.get('operations') or [])}")
+    if not hooks:
+        typer.echo("no webhooks")
+
+
+@webhooks_app.command("remove")
+def remove_command(webhook_id: Annotated[str, typer.Argument(help="Id shown by `webhooks list`.")]) -> None:
+    """Delete a webhook from Twenty."""
+    from truth_forge import webhooks
+
+    with _client(get_settings()) as client:
+        try:
+            webhooks.remove_webhook(client, webhook_id)
+        except TwentyError as exc:
+            _fail(str(exc))
+    typer.echo(f"removed webhook {webhook_id}")
