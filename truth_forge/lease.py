@@ -6,7 +6,7 @@ process, and BigQuery has no lock at all, so two writers could interleave their 
 bookkeeping. The lease is a row in `crm_sync_leases` with an owner and an expiry (the engine's
 clock), claimed with one conditional UPDATE, renewed by a background thread while work goes on and
 released at the end. A holder that crashes stops renewing, so its lease expires and the next
-writer proceeds. A second writer waits up to a given time, then refuses with `WarehouseBusy`,
+writer proceeds; on the same machine a dead holder is recognised at once by its process id. A second writer waits up to a given time, then refuses with `WarehouseBusy`,
 naming who holds the lease and until when.
 """
 
@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -53,6 +54,23 @@ def describe_owner(purpose: str) -> str:
     return f"{purpose} on {socket.gethostname()} pid {os.getpid()} ({uuid.uuid4().hex[:8]})"
 
 
+_OWNER = re.compile(r" on (?P<host>\S+) pid (?P<pid>\d+) \(")
+
+
+def holder_is_gone(owner: str) -> bool:
+    """True when `owner` names a process on this machine that no longer runs."""
+    found = _OWNER.search(owner)
+    if found is None or found["host"] != socket.gethostname():
+        return False  # another machine's process: only its lease's expiry tells
+    try:
+        os.kill(int(found["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it runs, as another user
+    return False
+
+
 class WriterLease:
     """The right to write one warehouse, held by one owner; see the module docstring."""
 
@@ -73,8 +91,18 @@ class WriterLease:
     # --- claiming --------------------------------------------------------------------------------
 
     def try_acquire(self) -> dict[str, Any]:
-        """One attempt; returns the lease row as it stands (ours when `held`)."""
+        """One attempt; returns the lease row as it stands (ours when `held`).
+
+        A holder on this machine whose process is gone (a sync killed by hand, say) is not waited
+        for until its lease expires: its lease is freed (only if it still names that holder) and
+        claimed at once.
+        """
         row = self.warehouse.claim_lease(self.name, self.owner, self.ttl)
+        holder = row.get("owner")
+        if holder and holder != self.owner and holder_is_gone(holder):
+            log.info("Writer lease of %s freed: that process is no longer running on this machine", holder)
+            self.warehouse.release_lease(self.name, holder)
+            row = self.warehouse.claim_lease(self.name, self.owner, self.ttl)
         self.held = row.get("owner") == self.owner
         self.lost = False
         return row

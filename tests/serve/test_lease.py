@@ -72,3 +72,23 @@ def test_renewing_keeps_a_short_lease_alive(warehouse: Any) -> None:
     finally:
         lease.release()
     assert not lease.lost
+
+
+def test_a_holder_whose_process_died_on_this_machine_is_not_waited_for(warehouse: Any) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_owner = f"sync on {socket.gethostname()} pid {int(gone.stdout)} (deadbeef)"
+    assert warehouse.claim_lease("writer", dead_owner, dt.timedelta(minutes=10))["owner"] == dead_owner
+    taker = WriterLease(warehouse, purpose="sync")
+    taker.acquire(wait=0)  # no WarehouseBusy, no ten-minute wait
+    assert taker.held and warehouse.read_lease("writer")["owner"] == taker.owner
+    taker.release()
+    # A holder on another machine is only ever waited for (its process cannot be seen from here).
+    elsewhere = f"sync on another-host.invalid pid {int(gone.stdout)} (cafef00d)"
+    warehouse.claim_lease("writer", elsewhere, dt.timedelta(minutes=10))
+    with pytest.raises(WarehouseBusy, match="another-host.invalid"):
+        WriterLease(warehouse, purpose="sync").acquire(wait=0)
