@@ -91,26 +91,33 @@ def _with_hint(message: str, hint: str | None) -> str:
 
 def twenty_hint(exc: BaseException) -> str | None:
     """Which setting most likely fixes this Twenty error."""
-    from truth_forge.twenty.errors import (
-        TwentyAuthError,
-        TwentyNotFound,
-        TwentyProtocolError,
-        TwentySchemaMismatch,
-        TwentyTransientError,
-    )
+    return hint_for(type(exc).__name__, str(exc))
 
-    if isinstance(exc, TwentyAuthError):
+
+def hint_for(error_class: str, message: str) -> str | None:
+    """The same, from an error row (a recorded error keeps its class name and message)."""
+    if error_class == "TwentyAuthError":
         return "check the key in TWENTY_API_KEY / TWENTY_CRM_API_KEY or Secret Manager twenty-crm-api-key"
-    if isinstance(exc, TwentySchemaMismatch):
+    if error_class in ("TwentySchemaMismatch", "SetupIncomplete"):
         return "run `truth-forge setup`"
-    if isinstance(exc, (TwentyProtocolError, TwentyNotFound)) and "/rest/metadata" in str(exc):
+    if error_class in ("TwentyProtocolError", "TwentyNotFound") and "/rest/metadata" in message:
         return ("TWENTY_BASE_URL must be the server's root URL, e.g. https://api.twenty.com, "
                 "without /rest or /graphql")
-    if isinstance(exc, TwentyProtocolError):
+    if error_class == "TwentyProtocolError":
         return "TWENTY_BASE_URL points at something that is not Twenty"
-    if isinstance(exc, TwentyTransientError) and "connect" in str(exc).lower():
+    if error_class == "TwentyTransientError" and "connect" in message.lower():
         return "check TWENTY_BASE_URL and that the server is up"
     return None
+
+
+def run_stopped_lines(sync_errors: list[dict[str, object]]) -> list[str]:
+    """Why a run stopped early, from its run-level errors, each with the setting to fix."""
+    lines = []
+    for error in sync_errors:
+        if error.get("record_key") is None and error.get("crm_id") is None and error.get("resolved_at") is None:
+            message = str(error.get("error_message") or "")
+            lines.append(_with_hint(message, hint_for(str(error.get("error_class")), message)))
+    return lines
 
 
 def _warehouse_hint(message: str) -> str | None:

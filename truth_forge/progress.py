@@ -69,6 +69,7 @@ class Task:
     failed: int = 0
     total: int | None = None
     finished: bool = False
+    requests: int = 0  # spent on this bar's records so far
 
     @property
     def label(self) -> str:
@@ -80,6 +81,9 @@ class Task:
         if self.total is None:
             return None
         left = max(0, self.total - self.done - self.failed)
+        seen = self.done + self.failed
+        if seen and self.requests:
+            return math.ceil(left * self.requests / seen)  # at the cost per record seen so far
         if self.phase == "pull":
             return math.ceil(left / PULL_PAGE_SIZE)
         return math.ceil(left / max(1, batch_size)) * PUSH_REQUESTS_PER_BATCH
@@ -101,7 +105,7 @@ class ProgressModel:
 
     def apply(self, event: SyncEvent) -> Task | None:
         """Fold one event in; returns the task it changed, if any."""
-        self.requests = event.requests
+        spent, self.requests = event.requests - self.requests, event.requests
         if event.kind == "run_started":
             self.started = self.clock()
             self.requests_at_start = event.requests
@@ -110,6 +114,7 @@ class ProgressModel:
         if event.phase is None or event.object_type is None:
             return None
         task = self._task(event.phase, event.object_type, bool(event.detail.get("deleted")))
+        task.requests += spent  # the requests since the last event went to this bar's records
         if event.kind == "phase_started" and event.phase == "push" and event.total is None:
             task.total = self.push_estimates.get(event.object_type)
         if event.total is not None:
@@ -177,19 +182,22 @@ class RichProgress:
         self.progress.stop()
 
     def __call__(self, event: SyncEvent) -> None:
-        task = self.model.apply(event)
-        if task is None:
+        if self.model.apply(event) is None:
             return
-        key = (task.phase, task.object_type, task.deleted)
-        if key not in self._ids:
-            self._ids[key] = self.progress.add_task(task.label, total=task.total, note="")
-        eta = self.model.eta(task)
-        note = f"{self.model.run_requests} requests"
+        for key, task in self.model.tasks.items():  # a phase's end finishes its other bars too
+            if key not in self._ids:
+                self._ids[key] = self.progress.add_task(task.label, total=task.total, note="")
+            self.progress.update(self._ids[key], completed=task.done + task.failed, total=task.total,
+                                 note=self._note(task))
+
+    def _note(self, task: Task) -> str:
+        note = f"{task.requests} requests"
         if task.failed:
             note += f", {task.failed} failed"
         if not task.finished:
+            eta = self.model.eta(task)
             note += f", ~{format_duration(eta)} left" if eta is not None else ", counting"
-        self.progress.update(self._ids[key], completed=task.done + task.failed, total=task.total, note=note)
+        return note
 
 
 class JsonLines:

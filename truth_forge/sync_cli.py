@@ -56,19 +56,19 @@ class Output:
 
     def configure_logging(self, verbose: bool) -> None:
         root = logging.getLogger()
-        level = logging.ERROR if self.quiet and not verbose else root.level
-        handler: logging.Handler
         if self.log_format == "json":
-            handler = logging.StreamHandler(sys.stderr)
+            handler: logging.Handler = logging.StreamHandler(sys.stderr)
             handler.setFormatter(JsonLogFormatter())
+            root.handlers[:] = [handler]
         elif self.progress_console.is_terminal:
             from rich.logging import RichHandler
 
-            handler = RichHandler(console=self.progress_console, show_path=False, markup=False)
-        else:
-            return root.setLevel(level)
-        root.handlers[:] = [handler]
-        root.setLevel(level)
+            root.handlers[:] = [RichHandler(console=self.progress_console, show_path=False, markup=False)]
+        if self.quiet and not verbose:
+            root.setLevel(logging.ERROR)
+        if not verbose:
+            # The runner logs its counts as a dict at the end; the summary says it better.
+            logging.getLogger("truth_forge.sync.runner").setLevel(logging.WARNING)
 
     @contextmanager
     def watch(self, requests_per_minute: float, batch_size: int,
@@ -85,7 +85,12 @@ class Output:
             yield subscriber
 
     def summary(self, result: Any) -> None:
+        from truth_forge.failures import run_stopped_lines
         from truth_forge.progress import render_summary, write_json_line
+
+        if result.status == "aborted":
+            for line in run_stopped_lines(result.sync_errors):
+                typer.secho(f"error: the run stopped early: {line}", fg=typer.colors.RED, err=True)
 
         if self.as_json:
             typer.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))

@@ -43,7 +43,8 @@ def _check_file(path: Path, *, create: bool) -> None:
     if path.exists():
         return
     if not create:
-        raise WarehouseMissing(f"the DuckDB warehouse file {str(path)!r} does not exist")
+        shown = str(path) if path.is_absolute() else f"{str(path)!r} ({path.resolve()})"
+        raise WarehouseMissing(f"the DuckDB warehouse file {shown} does not exist")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
