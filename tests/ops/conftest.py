@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.sync.conftest import client, store  # noqa: F401 (the sync tests' fixtures, shared)
 from truth_forge.crm_schema import CrmSchema, setup_schema
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
@@ -58,8 +59,8 @@ def warehouse_url(tmp_path: Path) -> str:
 @pytest.fixture
 def ready_cli(sandbox: Any, warehouse_url: str, tmp_path: Path) -> Iterator[Cli]:
     """The sandbox set up for truth-forge and a DuckDB warehouse of 30 contacts, as the environment says."""
-    with TwentyClient(sandbox.base_url, sandbox.api_key, requests_per_minute=100_000, timeout=5) as client:
-        setup_schema(client, CrmSchema.load())
+    with TwentyClient(sandbox.base_url, sandbox.api_key, requests_per_minute=100_000, timeout=5) as api:
+        setup_schema(api, CrmSchema.load())
     yield Cli(clean_env(TWENTY_API_KEY=sandbox.api_key, TWENTY_BASE_URL=sandbox.base_url,
                         TRUTH_FORGE_WAREHOUSE_URL=warehouse_url,
                         TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE="100000"), tmp_path)
