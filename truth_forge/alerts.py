@@ -124,14 +124,33 @@ def send_webhook(settings: Settings, alert: Alert) -> str:
     """POST Slack's body, `{"text": ...}`, to the webhook URL."""
     url = settings.alert_webhook_url.get_secret_value() if settings.alert_webhook_url else ""
     shown = _shown_url(url)
+    # httpx logs every request line with its URL (under -v): the webhook's token must not be in it.
+    hidden = _RedactLog(url, shown)
+    logging.getLogger("httpx").addFilter(hidden)
     try:
         response = httpx.post(url, json={"text": f"*{alert.subject}*\n{alert.text}"},
                               timeout=settings.alert_timeout_seconds)
     except httpx.HTTPError as exc:
         raise AlertFailed(f"webhook {shown}: {type(exc).__name__}: {exc}") from None
+    finally:
+        logging.getLogger("httpx").removeFilter(hidden)
     if response.status_code >= 300:
         raise AlertFailed(f"webhook {shown} answered HTTP {response.status_code}: {response.text[:200]}")
     return f"webhook {shown}"
+
+
+class _RedactLog(logging.Filter):
+    """Replaces a secret in log records with what may be shown of it."""
+
+    def __init__(self, secret: str, shown: str) -> None:
+        super().__init__()
+        self.secret, self.shown = secret, shown
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.secret in message:
+            record.msg, record.args = message.replace(self.secret, self.shown), ()
+        return True
 
 
 def _shown_url(url: str) -> str:
