@@ -70,6 +70,7 @@ class Task:
     total: int | None = None
     finished: bool = False
     requests: int = 0  # spent on this bar's records so far
+    estimated: bool = False  # the total is the push's estimate, not a count Twenty gave
 
     @property
     def label(self) -> str:
@@ -114,11 +115,13 @@ class ProgressModel:
         if event.phase is None or event.object_type is None:
             return None
         task = self._task(event.phase, event.object_type, bool(event.detail.get("deleted")))
-        task.requests += spent  # the requests since the last event went to this bar's records
+        if event.kind != "phase_started":  # what was spent before a phase began is not its own
+            task.requests += spent  # the requests since the last event went to this bar's records
         if event.kind == "phase_started" and event.phase == "push" and event.total is None:
             task.total = self.push_estimates.get(event.object_type)
+            task.estimated = task.total is not None
         if event.total is not None:
-            task.total = event.total
+            task.total, task.estimated = event.total, False
         if event.kind in ("page_read", "batch_written"):
             task.done += event.count
         elif event.kind == "records_failed":
@@ -129,7 +132,8 @@ class ProgressModel:
                     other.finished = True
                     other.total = other.done + other.failed
         if task.total is not None and task.done + task.failed > task.total:
-            task.total = task.done + task.failed  # more changed than estimated: the bar grows
+            # More than estimated (rows edited since their last sync): the rest is unknown now.
+            task.total = None if task.estimated and not task.finished else task.done + task.failed
         return task
 
     def _task(self, phase: str, object_type: str, deleted: bool) -> Task:

@@ -84,7 +84,7 @@ def next_run(report: StatusReport) -> list[str]:
         again = states.get("failed", 0) + states.get("pending", 0)
         new = report.never_pushed.get(obj.object_type, 0)
         steps.append(f"push {obj.plural}: {new} never sent" + (f", {again} failed or pending sent again" if again else "")
-                     + ", plus rows edited since their last sync (`sync --dry-run` lists them)")
+                     + ", and rows edited since (`sync --dry-run`)")
     return steps
 
 

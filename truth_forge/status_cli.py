@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-MESSAGE_CHARS = 120
+MESSAGE_CHARS = 200
 
 
 def _console() -> Console:
@@ -26,6 +27,12 @@ def _open(settings: Any) -> Any:
     from truth_forge.warehouse import open_warehouse
 
     return open_warehouse(settings, create=False, read_only=True)
+
+
+def _quiet_logs(ctx: typer.Context) -> None:
+    """Looking needs no progress log (the key's source...): warnings only, unless -v."""
+    if not (ctx.obj and ctx.obj.get("verbose")):
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 def _when(value: Any) -> str:
@@ -47,11 +54,14 @@ def _phase_total(counts: dict[str, Any], prefix: str, keys: tuple[str, ...]) -> 
                for k in keys)
 
 
-def runs_table(runs: list[dict[str, Any]]) -> Table:
+RUN_ID_SHOWN = 12  # enough to tell runs apart; `errors --run` takes this prefix
+
+
+def runs_table(runs: list[dict[str, Any]], *, short_ids: bool = False) -> Table:
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("started (UTC)", "took", "status", "pulled", "pushed", "failed", "open errors", "requests", "run"):
-        table.add_column(column, justify="right" if column in ("pulled", "pushed", "failed", "open errors",
-                                                               "requests") else "left")
+    for column in ("started (UTC)", "took", "status", "pulled", "pushed", "failed", "errors", "requests", "run"):
+        table.add_column(column, justify="right" if column in ("pulled", "pushed", "failed", "errors",
+                                                               "requests") else "left", no_wrap=True)
     for run in runs:
         counts = run.get("counts") or {}
         table.add_row(
@@ -59,7 +69,8 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
             str(_phase_total(counts, "pull_", ("created", "updated", "deleted"))),
             str(_phase_total(counts, "push_", ("upserted", "deleted"))),
             str(_phase_total(counts, "", ("failed",))),
-            str(counts.get("errors", "")), str(counts.get("requests", "")), run["run_id"],
+            str(counts.get("errors", "")), str(counts.get("requests", "")),
+            run["run_id"][:RUN_ID_SHOWN] if short_ids else run["run_id"],
         )
     return table
 
@@ -79,6 +90,7 @@ def errors_table(errors: list[dict[str, Any]]) -> Table:
 
 
 def status_command(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     offline: Annotated[bool, typer.Option("--offline", help="Do not ask Twenty whether setup is complete.")] = False,
 ) -> None:
@@ -89,6 +101,7 @@ def status_command(
     from truth_forge.config import Settings
     from truth_forge.status import check_setup, gather_status
 
+    _quiet_logs(ctx)
     settings = Settings()
     setup = "not checked: --offline" if offline else check_setup(settings)
     with _open(settings) as warehouse:
@@ -107,7 +120,7 @@ def print_status(console: Console, report: Any) -> None:
                        for obj, states in sorted(report.synced.items()))
     console.print(f"Records known to both sides: {synced or 'none yet'}", highlight=False)
     console.print("\nLast runs:")
-    console.print(runs_table(report.runs) if report.runs else "  none yet")
+    console.print(runs_table(report.runs, short_ids=True) if report.runs else "  none yet")
     console.print(f"\nOpen errors: {report.open_errors}")
     for kind in report.open_kinds:
         what = " ".join(x for x in (kind["operation"], kind.get("object_type") or "", kind["error_class"]) if x)
@@ -126,12 +139,14 @@ def print_status(console: Console, report: Any) -> None:
 
 
 def runs_command(
+    ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs, newest first.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
 ) -> None:
     """The latest sync runs: when, how long, what they moved, what failed, what they cost."""
     from truth_forge.config import Settings
 
+    _quiet_logs(ctx)
     with _open(Settings()) as warehouse:
         runs = warehouse.recent_runs(limit)
     if as_json:
@@ -143,7 +158,9 @@ def runs_command(
 
 
 def errors_command(
-    run: Annotated[str | None, typer.Option("--run", help="Only errors seen in this run (its run id).")] = None,
+    ctx: typer.Context,
+    run: Annotated[str | None, typer.Option(
+        "--run", help="Only errors seen in this run (its run id, or the start of it).")] = None,
     open_only: Annotated[bool, typer.Option("--open", help="Only errors still open.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many, most recently seen first.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print the errors as JSON.")] = False,
@@ -152,6 +169,7 @@ def errors_command(
     for a run-level error, the next successful run) went through."""
     from truth_forge.config import Settings
 
+    _quiet_logs(ctx)
     with _open(Settings()) as warehouse:
         errors = warehouse.error_lifecycles(open_only=open_only, run_id=run, limit=limit)
     if as_json:

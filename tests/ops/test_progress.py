@@ -43,9 +43,12 @@ def test_a_push_bar_starts_from_the_estimate_and_grows_past_it() -> None:
     model.apply(SyncEvent("batch_written", phase="push", object_type="person", count=60, requests=1))
     task = model.apply(SyncEvent("batch_written", phase="push", object_type="person", count=60, requests=2))
     edited = model.apply(SyncEvent("records_failed", phase="push", object_type="person", count=5, requests=3))
-    assert task is edited and (edited.done, edited.failed, edited.total) == (120, 5, 125)
+    # Past the estimate: rows edited since their last sync, found by change detection; no guess at the rest.
+    assert task is edited and (edited.done, edited.failed, edited.total) == (120, 5, None)
+    assert model.eta(edited) is None
     finished = model.apply(SyncEvent("phase_finished", phase="push", object_type="person", requests=3))
-    assert finished is not None and finished.finished and finished.remaining_requests(60) == 0
+    assert finished is not None and finished.finished and finished.total == 125
+    assert finished.remaining_requests(60) == 0
 
 
 def test_the_cost_seen_so_far_sets_the_rest_of_the_estimate() -> None:

@@ -335,6 +335,7 @@ def test_error_lifecycles_runs_and_bookkeeping_read_back(warehouse: Warehouse) -
     assert [e["record_key"] for e in warehouse.error_lifecycles(open_only=True)] == [None, "7"]
     assert [e["record_key"] for e in warehouse.error_lifecycles(run_id="run-a")] == [None, "7"]
     assert warehouse.error_lifecycles(run_id="run-none") == []
+    assert len(warehouse.error_lifecycles(run_id="run-")) == 3  # the start of an id is enough
     kinds = {(k["operation"], k["error_class"]): (k["open_errors"], k["attempts"]) for k in warehouse.open_error_kinds()}
     assert kinds == {("push", "Refused1"): (1, 2), ("run", "TwentyAuthError"): (1, 2)}
     assert [r["run_id"] for r in warehouse.recent_runs(5)] == ["run-b", "run-a"]

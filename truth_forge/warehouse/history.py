@@ -24,11 +24,11 @@ _ERROR_GROUPS = """SELECT e.object_type AS object_type, e.record_key AS record_k
   COUNT(*) AS attempts, MIN(e.occurred_at) AS first_seen, MAX(e.occurred_at) AS last_seen,
   COUNTIF(e.resolved_at IS NULL) AS open_rows, MAX(e.resolved_at) AS resolved_at,
   MAX_BY(e.error_class, e.occurred_at) AS error_class, MAX_BY(e.error_message, e.occurred_at) AS error_message,
-  MAX_BY(e.http_status, e.occurred_at) AS http_status, MAX_BY(e.run_id, e.occurred_at) AS last_run_id,
-  COUNTIF(e.run_id = @run_id) AS in_run
+  MAX_BY(e.http_status, e.occurred_at) AS http_status, MAX_BY(e.run_id, e.occurred_at) AS last_run_id
 FROM {crm_sync_errors} AS e
 GROUP BY object_type, record_key, crm_id, operation, run_level_class
-HAVING (NOT @open_only OR COUNTIF(e.resolved_at IS NULL) > 0) AND (@run_id IS NULL OR COUNTIF(e.run_id = @run_id) > 0)
+HAVING (NOT @open_only OR COUNTIF(e.resolved_at IS NULL) > 0)
+  AND (@run_id IS NULL OR COUNTIF(STARTS_WITH(e.run_id, @run_id)) > 0)
 ORDER BY last_seen DESC, operation, object_type, record_key, crm_id
 LIMIT {limit}"""
 
@@ -66,7 +66,8 @@ class RunHistory:
     def error_lifecycles(self, *, open_only: bool = False, run_id: str | None = None,
                          limit: int = 200) -> list[dict[str, Any]]:
         """Errors as people see them, newest first: `attempts`, `first_seen`, `last_seen`, `resolved_at`
-        (None while any attempt is open), `is_open`, and the latest class, message and run."""
+        (None while any attempt is open), `is_open`, and the latest class, message and run. `run_id`
+        keeps the errors seen in that run (a unique start of the id is enough)."""
         from truth_forge.warehouse.base import Scalar
 
         rows, _ = self._run(
@@ -79,7 +80,6 @@ class RunHistory:
             item = _plain(row)
             item["is_open"] = int(item.pop("open_rows")) > 0
             item.pop("run_level_class")
-            item.pop("in_run")
             item["attempts"] = int(item["attempts"])
             if item["is_open"]:
                 item["resolved_at"] = None
