@@ -17,6 +17,7 @@ from truth_forge.sync.objects import SYNC_ORDER
 from truth_forge.sync.pull import DEFAULT_OVERLAP
 
 RECENT_RUNS = 5
+NOT_CHECKED_OFFLINE = "not checked: --offline"
 
 
 @dataclass
@@ -38,7 +39,8 @@ class StatusReport:
     @property
     def healthy(self) -> bool:
         last = self.runs[0]["status"] if self.runs else None
-        return self.open_errors == 0 and last in (None, "succeeded") and self.setup.startswith("complete")
+        setup_ok = self.setup.startswith("complete") or self.setup == NOT_CHECKED_OFFLINE
+        return self.open_errors == 0 and last in (None, "succeeded") and setup_ok
 
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps({**asdict(self), "open_errors": self.open_errors}, default=str))

@@ -99,11 +99,11 @@ def status_command(
     Exit 0 when all is well, 1 when errors are open, the last run did not succeed or setup is incomplete,
     2 when the warehouse could not be read."""
     from truth_forge.config import Settings
-    from truth_forge.status import check_setup, gather_status
+    from truth_forge.status import NOT_CHECKED_OFFLINE, check_setup, gather_status
 
     _quiet_logs(ctx)
     settings = Settings()
-    setup = "not checked: --offline" if offline else check_setup(settings)
+    setup = NOT_CHECKED_OFFLINE if offline else check_setup(settings)
     with _open(settings) as warehouse:
         report = gather_status(warehouse, warehouse_url=settings.warehouse_url, setup=setup)
     if as_json:

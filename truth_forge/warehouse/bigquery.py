@@ -169,8 +169,13 @@ class BigQueryWarehouse(Warehouse):
         text = " ".join(str(exc).split())[:400]
         if isinstance(exc, gexc.GoogleAPICallError):
             return text
+        cause = getattr(exc, "cause", None) or exc  # a RetryError keeps the last failure
+        said = str(cause)
+        reason = ("connection refused" if "Connection refused" in said
+                  else "timed out" if "timed out" in said.lower() or "timeout" in type(cause).__name__.lower()
+                  else " ".join(said.split())[:200])
         return (f"no answer from {self.endpoint} within {self.timeout:g} s "
-                f"(TRUTH_FORGE_WAREHOUSE_TIMEOUT_SECONDS): {text}")
+                f"(TRUTH_FORGE_WAREHOUSE_TIMEOUT_SECONDS): {type(cause).__name__}: {reason}")
 
     def _ensure_dataset(self, create: bool) -> None:
         ref = bigquery.DatasetReference(self.project, self.dataset)
