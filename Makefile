@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-fast lint bench clean bqemu
+.PHONY: venv demo test test-fast lint bench clean bqemu soak
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,11 @@ $(BQEMU_STAMP): scripts/install-bqemulator.sh requirements/bqemulator.txt requir
 
 bqemu: $(BQEMU_STAMP)
 
-# Unused or undefined names and syntax errors fail the build before the tests run.
+# Unused or undefined names, syntax errors and type errors (the sync is held to its SyncStore
+# protocol) fail the build before the tests run.
 lint: venv
 	$(VENV)/bin/ruff check truth_forge tests benchmarks scripts
+	$(VENV)/bin/mypy truth_forge
 
 test: venv bqemu lint
 	$(PY) -m pytest
@@ -37,6 +39,11 @@ test: venv bqemu lint
 # Everything except the BigQuery-emulator contract tests.
 test-fast: venv lint
 	$(PY) -m pytest -m "not bigquery"
+
+# Seeded recovery trials (kills, fault storms, hostile data), minutes not hours; see docs/soak.md.
+# Never part of `make test`: tests/soak/conftest.py deselects them unless TRUTH_FORGE_SOAK=1.
+soak: venv
+	TRUTH_FORGE_SOAK=1 $(PY) -m pytest tests/soak -q
 
 # By hand, never in the test suite; the results go into BENCHMARKS.md with the machine they ran on.
 bench: venv

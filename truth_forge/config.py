@@ -52,6 +52,11 @@ class Settings(BaseSettings):
         validation_alias=_env("TWENTY_REQUESTS_PER_MINUTE"),
         description="Client-side request budget per workspace (Twenty allows about 100 a minute)",
     )
+    sync_targets: list[str] = Field(
+        default_factory=list,
+        validation_alias=_env("SYNC_TARGETS"),
+        description="Plug-in targets (entry point names) that `sync_contact_to_all` sends to after Twenty",
+    )
     twenty_timeout_seconds: float = Field(
         30.0, gt=0, validation_alias=_env("TWENTY_TIMEOUT_SECONDS"), description="Per-request timeout"
     )

@@ -267,7 +267,7 @@ def _compare(spec: FieldSpec, found: dict[str, Any]) -> list[str]:
 
 
 def _objects_by_name(client: TwentyClient) -> dict[str, dict[str, Any]]:
-    return {o.get("nameSingular"): o for o in client.metadata.list_objects()}
+    return {str(o.get("nameSingular")): o for o in client.metadata.list_objects()}
 
 
 def _require_object(objects: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
@@ -283,7 +283,7 @@ def verify_schema(client: TwentyClient, schema: CrmSchema) -> dict[str, Any]:
     for obj in ("person", "company"):
         fields = {f.get("name"): f for f in _require_object(objects, obj).get("fields") or []}
         present, missing, mismatched = [], [], []
-        for spec in schema.for_object(obj):  # type: ignore[arg-type]
+        for spec in schema.for_object(obj):
             found = fields.get(spec.name)
             if found is None:
                 missing.append(spec.name)
@@ -316,7 +316,7 @@ def setup_schema(client: TwentyClient, schema: CrmSchema) -> dict[str, Any]:
     for obj in ("person", "company"):
         target = _require_object(objects, obj)
         fields = {f.get("name"): f for f in target.get("fields") or []}
-        for spec in schema.for_object(obj):  # type: ignore[arg-type]
+        for spec in schema.for_object(obj):
             found = fields.get(spec.name)
             if found is None:
                 try:

@@ -34,6 +34,7 @@ from truth_forge.twenty.errors import (
     TwentyProtocolError,
     TwentyRateLimited,
     TwentyRecordRejected,
+    TwentySchemaMismatch,
     TwentyTransientError,
 )
 
@@ -287,12 +288,12 @@ class Doctor:
         try:
             body = self.client.transport.request("POST", "/rest/batch/people",
                                                  json_body=[{PROBE_FIELD: 1}] * BATCH_PROBE_SIZE, idempotent=False)
-        except TwentyRecordRejected as exc:
+        except (TwentyRecordRejected, TwentySchemaMismatch) as exc:  # the unknown field or the count
             self._judge_batch_refusal(exc, configured)
             return
         self._undo_accepted_batch(body)
 
-    def _judge_batch_refusal(self, exc: TwentyRecordRejected, configured: int) -> None:
+    def _judge_batch_refusal(self, exc: TwentyError, configured: int) -> None:
         limit = self.client.records.learn_max_batch(exc)
         if limit is None:
             field_first = any(PROBE_FIELD in m for m in exc.messages)
@@ -405,6 +406,13 @@ class Doctor:
             self.add("email case", "WARN", f"a mixed-case primaryEmail is stored as {stored!r}",
                      "truth-forge compares emails lower-cased; expect case-only differences", behaviour="kept")
 
+    @property
+    def _probe(self) -> str:
+        """The probe person's id; the write probes run only once it exists."""
+        if self.probe_id is None:
+            raise RuntimeError("the probe person was not created")
+        return self.probe_id
+
     def _create(self, token: str, email: str) -> dict[str, Any]:
         try:
             record = self.client.records.create("people", self._person(token, email))
@@ -420,7 +428,7 @@ class Doctor:
     def _probe_empty_email(self) -> None:
         ours = shapes.emails_value(None)["primaryEmail"]
         try:
-            record = self.client.records.update("people", self.probe_id, {"emails": {"primaryEmail": "",
+            record = self.client.records.update("people", self._probe, {"emails": {"primaryEmail": "",
                                                                                      "additionalEmails": []}})
         except TwentyRecordRejected as exc:
             status: Status = "FAIL" if ours == "" else "OK"
@@ -433,7 +441,7 @@ class Doctor:
                  behaviour="accepted", stored=stored)
 
     def _probe_updated_by(self) -> None:
-        record = self.client.records.update("people", self.probe_id, {"jobTitle": "truth-forge doctor probe"})
+        record = self.client.records.update("people", self._probe, {"jobTitle": "truth-forge doctor probe"})
         actor = record.get("updatedBy") or {}
         if not actor:
             self.add("updatedBy", "INFO", "an API PATCH leaves no updatedBy on the record",
@@ -450,7 +458,7 @@ class Doctor:
                  source=actor.get("source"), name=actor.get("name"), filterable=filterable)
 
     def _probe_soft_delete(self) -> None:
-        deleted = self.client.records.delete("people", self.probe_id, soft=True)
+        deleted = self.client.records.delete("people", self._probe, soft=True)
         self.deleted_updated_at = deleted.get("updatedAt") if isinstance(deleted, dict) else None
         page = self.client.records.find_page(
             "people", filter=f'id[eq]:"{self.probe_id}",deletedAt[is]:NOT_NULL', limit=1)
@@ -458,7 +466,7 @@ class Doctor:
 
     def _probe_restore(self) -> None:
         before = self.deleted_updated_at
-        restored = self.client.records.restore("people", self.probe_id)
+        restored = self.client.records.restore("people", self._probe)
         after = restored.get("updatedAt")
         bumped = bool(before and after and after > before)
         self.add("restore updatedAt", "OK" if bumped else "WARN",

@@ -85,7 +85,7 @@ class Task:
         seen = self.done + self.failed
         if seen and self.requests:
             return math.ceil(left * self.requests / seen)  # at the cost per record seen so far
-        if self.phase == "pull":
+        if self.phase != "push":  # the pull and the full pass read pages
             return math.ceil(left / PULL_PAGE_SIZE)
         return math.ceil(left / max(1, batch_size)) * PUSH_REQUESTS_PER_BATCH
 

@@ -32,6 +32,7 @@ class SyncOptions:
     conflict_policy: str
     dry_run: bool
     create: bool
+    full: bool = False
 
 
 @dataclass
@@ -132,7 +133,8 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
         estimates = estimate_push(warehouse) if output.shows_progress else {}
         with output.watch(settings.twenty_requests_per_minute, settings.twenty_batch_size, estimates) as on_event:
             result = run_sync(warehouse, api, schema, direction=options.direction,  # type: ignore[arg-type]
-                              conflict_policy=options.conflict_policy, on_event=on_event)  # type: ignore[arg-type]
+                              conflict_policy=options.conflict_policy, on_event=on_event,  # type: ignore[arg-type]
+                              full=options.full)
         alert_after_run(settings, warehouse, result, where=settings.warehouse_url, secrets=api.transport.secrets)
     output.summary(result)
     return STATUS_EXIT.get(result.status, EXIT_COULD_NOT_RUN)
@@ -169,6 +171,9 @@ def sync_command(
     every: Annotated[str | None, typer.Option(
         "--every", metavar="INTERVAL", help="Run again every INTERVAL (90s, 5m, 1h) until stopped; runs never "
                                             "overlap.")] = None,
+    full: Annotated[bool, typer.Option(
+        "--full", help="Compare every Twenty record (about N/200 requests): also finds records destroyed in "
+                       "Twenty, drift and orphans.")] = False,
     max_runs: Annotated[int | None, typer.Option("--max-runs", min=1, hidden=True)] = None,
     log_format: Annotated[str, typer.Option(
         "--log-format", help="auto (bars on a terminal, JSON lines otherwise) | text | json")] = "auto",
@@ -187,10 +192,12 @@ def sync_command(
         raise CommandFailed(f"--log-format must be auto, text or json, not {log_format!r}")
     if dry_run and every:
         raise CommandFailed("--dry-run runs once; leave out --every")
+    if dry_run and full:
+        raise CommandFailed("--dry-run plans an incremental run; leave out --full")
     output = Output.choose(log_format, quiet, as_json)
     output.configure_logging(verbose=bool(ctx.obj and ctx.obj.get("verbose")))
     settings = Settings()
-    options = SyncOptions(direction, conflict_policy, dry_run, create)
+    options = SyncOptions(direction, conflict_policy, dry_run, create, full)
     if every is None:
         code = _guarded(lambda: run_once(settings, options, output))
     else:

@@ -7,7 +7,7 @@ import uuid
 import httpx
 
 from tests.sandbox.util import create_person, error_of
-from truth_forge.sandbox import SandboxServer
+from truth_forge.sandbox import SandboxConfig, SandboxServer
 
 
 def test_missing_token_is_403_with_twentys_body(sandbox: SandboxServer) -> None:
@@ -67,3 +67,29 @@ def test_unimplemented_routes_say_so(sandbox_client: httpx.Client) -> None:
     create_person(sandbox_client, first="Ada")
     response = sandbox_client.post("/rest/people/duplicates", json={})
     assert response.status_code == 501
+
+
+def _missing_record_statuses(client: httpx.Client) -> list[tuple[int, dict[str, object]]]:
+    rid = str(uuid.uuid4())
+    responses = [client.get(f"/rest/people/{rid}"),
+                 client.patch(f"/rest/people/{rid}", json={"jobTitle": "x"}),
+                 client.delete(f"/rest/people/{rid}"),
+                 client.delete(f"/rest/people/{rid}", params={"soft_delete": "true"}),
+                 client.patch(f"/rest/people/{rid}/restore")]
+    return [(r.status_code, r.json()) for r in responses]
+
+
+def test_a_missing_record_is_404_on_latest_and_400_on_legacy(
+        sandbox_client: httpx.Client, legacy_client: httpx.Client) -> None:
+    assert _missing_record_statuses(sandbox_client) == [(404, {
+        "statusCode": 404, "error": "NotFoundException", "messages": ["Record not found"]})] * 5
+    assert _missing_record_statuses(legacy_client) == [(400, {
+        "statusCode": 400, "error": "BadRequestException", "messages": ["Record not found"]})] * 5
+
+
+def test_the_not_found_status_can_be_switched_alone() -> None:
+    config = SandboxConfig(api_keys=["k"], rate_limit_per_minute=None, not_found_status=400)
+    assert config.behaviour.email_check == "strict"  # the rest of "latest" stays
+    with SandboxServer(config) as server, httpx.Client(
+            base_url=server.base_url, headers={"Authorization": "Bearer k"}) as client:
+        assert [status for status, _ in _missing_record_statuses(client)] == [400] * 5

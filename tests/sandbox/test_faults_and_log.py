@@ -140,3 +140,48 @@ def test_request_log_counts_what_a_sync_costs(sandbox: SandboxServer,
     assert [e["path"] for e in over_http] == [e.path for e in log]
     sandbox.clear_request_log()
     assert sandbox.request_count() == 0
+
+
+def test_db_error_faults_answer_400_with_a_postgres_message_and_write_nothing(
+        sandbox: SandboxServer, sandbox_client: httpx.Client) -> None:
+    sandbox.set_faults(db_error_rate=1.0, max_faults=6, seed=1)
+    bodies = [sandbox_client.post("/rest/people", json=person(f"P{i}")) for i in range(6)]
+    assert {r.status_code for r in bodies} == {400}
+    messages = {r.json()["messages"][0] for r in bodies}
+    assert messages <= {"deadlock detected", "canceling statement due to statement timeout"}
+    assert bodies[0].json() == {"statusCode": 400, "error": "BadRequestException",
+                                "messages": [bodies[0].json()["messages"][0]]}
+    assert [e.fault for e in sandbox.request_log] == ["db_error"] * 6
+    assert sandbox.faults_injected == 6
+    ok = sandbox_client.get("/rest/people")  # max_faults reached: requests go through again
+    assert ok.status_code == 200 and ok.json()["totalCount"] == 0  # nothing was written
+
+
+def test_db_error_messages_and_path_prefix_are_configurable(
+        sandbox: SandboxServer, sandbox_client: httpx.Client) -> None:
+    sandbox.set_faults(db_error_rate=1.0, db_error_messages=("deadlock detected",),
+                       path_prefix="/rest/batch/")
+    assert sandbox_client.post("/rest/people", json=person("Ada")).status_code == 201
+    response = sandbox_client.post("/rest/batch/people", json=[person("Bob")])
+    assert response.json()["messages"] == ["deadlock detected"]
+    with pytest.raises(ValueError):
+        FaultSettings(db_error_rate=1.5)
+    with pytest.raises(ValueError):
+        FaultSettings(db_error_messages=())
+
+
+def test_db_error_faults_over_http_admin_endpoint(sandbox: SandboxServer,
+                                                  sandbox_client: httpx.Client) -> None:
+    response = sandbox_client.post("/_sandbox/faults", json={
+        "db_error_rate": 1.0, "db_error_messages": ["canceling statement due to statement "
+                                                    "timeout"], "max_faults": 1})
+    assert response.status_code == 200
+    assert response.json()["db_error_rate"] == 1.0
+    assert response.json()["db_error_messages"] == [
+        "canceling statement due to statement timeout"]
+    first = sandbox_client.get("/rest/people")
+    assert (first.status_code, first.json()["messages"]) == (
+        400, ["canceling statement due to statement timeout"])
+    assert sandbox_client.get("/rest/people").status_code == 200
+    assert sandbox_client.post("/_sandbox/faults",
+                               json={"db_error_messages": []}).status_code == 400

@@ -226,3 +226,14 @@ def test_deleted_at_filter_finds_soft_deleted_rows(sandbox_client: httpx.Client)
     assert _firsts(sandbox_client, "deletedAt[is]:NOT_NULL") == ["A", "C"]
     assert _firsts(sandbox_client, "deletedAt[is]:NULL") == ["B"]
     assert _people(sandbox_client)["totalCount"] == 1
+
+
+def test_in_splits_its_list_on_every_comma_quotes_or_not(sandbox_client: httpx.Client) -> None:
+    for first in ("a", "b", "a,b"):
+        create_person(sandbox_client, first=first)
+    assert _firsts(sandbox_client, "name.firstName[in]:[a,b]") == ["a", "b"]
+    assert _firsts(sandbox_client, 'name.firstName[in]:["a","b"]') == ["a", "b"]
+    # '"a' and 'b"' keep their lone quotes: "a,b" is not found.
+    assert _firsts(sandbox_client, 'name.firstName[in]:["a,b"]') == []
+    # No trimming either: ' b' is not 'b'.
+    assert _firsts(sandbox_client, "name.firstName[in]:[a, b]") == ["a"]

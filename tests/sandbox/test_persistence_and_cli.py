@@ -126,7 +126,58 @@ def test_sandbox_command_registers_as_a_typer_command() -> None:
     result = CliRunner().invoke(app, ["sandbox", "--help"])
     assert result.exit_code == 0, result.output
     for option in ("--port", "--host", "--api-key", "--db", "--rate-limit", "--rate-limit-v2",
-                   "--docs-batch-limit", "--legacy-metadata"):
+                   "--docs-batch-limit", "--legacy-metadata", "--twenty-version"):
         assert option in result.output
     refused = CliRunner().invoke(app, ["sandbox", "--host", "0.0.0.0"])
     assert refused.exit_code != 0 and "loopback" in refused.output
+    unknown = CliRunner().invoke(app, ["sandbox", "--twenty-version", "v0.1"])
+    assert unknown.exit_code != 0 and "unknown twenty_version" in unknown.output
+
+
+def test_profiles_choose_rules_as_a_whole_and_switches_override_one_rule() -> None:
+    import pytest
+
+    latest = SandboxConfig().behaviour
+    assert (latest.email_check, latest.not_found_status, latest.rate_limit_refill,
+            latest.empty_text_to_null, latest.links_update_merges) == (
+        "strict", 404, "fractional", True, True)
+    legacy = SandboxConfig(twenty_version="legacy").behaviour
+    assert (legacy.email_check, legacy.not_found_status, legacy.rate_limit_refill,
+            legacy.empty_text_to_null, legacy.links_update_merges) == (
+        "lenient", 400, "floored", False, False)
+    mixed = SandboxConfig(twenty_version="legacy", email_check="strict").behaviour
+    assert (mixed.email_check, mixed.not_found_status) == ("strict", 400)
+    with pytest.raises(ValueError, match="unknown twenty_version"):
+        SandboxConfig(twenty_version="2024")
+    with pytest.raises(ValueError, match="not_found_status"):
+        SandboxConfig(not_found_status=500)  # type: ignore[arg-type]
+
+
+def test_python_dash_m_accepts_a_twenty_version() -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "truth_forge.sandbox", "--port", str(port), "--api-key", "k",
+         "--twenty-version", "legacy"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "rules: legacy" in first, first
+        for _ in range(200):  # bounded wait for the listener
+            try:
+                response = httpx.post(f"http://127.0.0.1:{port}/rest/people",
+                                      headers={"Authorization": "Bearer k"},
+                                      json=person("Ada", email="Ada@Example.com"))
+                break
+            except httpx.ConnectError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("server never accepted a connection")
+        # Legacy rules lower-case a mixed-case email instead of refusing it.
+        assert response.status_code == 201, response.text
+        assert response.json()["data"]["createPerson"]["emails"]["primaryEmail"] == \
+            "ada@example.com"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

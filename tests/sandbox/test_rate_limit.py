@@ -86,3 +86,34 @@ def test_default_config_limits_at_100_and_can_be_disabled() -> None:
         with httpx.Client(base_url=server.base_url,
                           headers={"Authorization": "Bearer k"}) as client:
             assert all(client.get("/rest/people").status_code == 200 for _ in range(120))
+
+
+def _pace(client: httpx.Client, offsets_s: list[float]) -> list[int]:
+    """GET /rest/people at the given offsets (seconds) from the first request."""
+    start = time.monotonic()
+    statuses = []
+    for offset in offsets_s:
+        delay = start + offset - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        statuses.append(client.get("/rest/people").status_code)
+    return statuses
+
+
+# One token per second, bucket of 2: drain it, then come back after 1.5 s (1.5 tokens earned)
+# and again 0.8 s later. The fractional bucket kept the half token, the floored one threw it
+# away when the second request was accepted.
+_OFFSETS = [0.0, 0.0, 1.5, 2.3]
+
+
+def test_fractional_refill_keeps_partial_tokens(sandbox: SandboxServer,
+                                                sandbox_client: httpx.Client) -> None:
+    sandbox.set_rate_limit(1, window_ms=1000, burst=2, refill="fractional")
+    assert _pace(sandbox_client, _OFFSETS) == [200, 200, 200, 200]
+
+
+def test_legacy_floored_refill_gives_extra_429s_at_the_limit(
+        legacy_sandbox: SandboxServer, legacy_client: httpx.Client) -> None:
+    legacy_sandbox.set_rate_limit(1, window_ms=1000, burst=2)  # the profile floors the refill
+    assert _pace(legacy_client, _OFFSETS) == [200, 200, 200, 429]
+    assert legacy_sandbox.config.behaviour.rate_limit_refill == "floored"

@@ -347,6 +347,42 @@ def test_error_lifecycles_runs_and_bookkeeping_read_back(warehouse: Warehouse) -
     assert warehouse.bookkeeping_values() == {"watermark:pull:person": "2026-02-01T00:00:00Z"}
 
 
+def test_errors_close_when_settled_superseded_or_after_a_good_run(warehouse: Warehouse) -> None:
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    at = [t0 + dt.timedelta(minutes=m) for m in range(6)]
+    warehouse.record_errors([
+        # record 1 failed twice (the same operation): only the newer stays open
+        {"run_id": "r1", "object_type": "person", "record_key": "1", "operation": "push", "error_message": "a",
+         "occurred_at": at[0]},
+        {"run_id": "r2", "object_type": "person", "record_key": "1", "operation": "push", "error_message": "a",
+         "occurred_at": at[2]},
+        # record 2 failed, then synced cleanly after it
+        {"run_id": "r1", "object_type": "person", "record_key": "2", "operation": "push", "error_message": "b",
+         "occurred_at": at[0]},
+        # a pull error known only by its Twenty id, whose record has synced since
+        {"run_id": "r1", "object_type": "person", "crm_id": "u3", "operation": "pull", "error_message": "c",
+         "occurred_at": at[0]},
+        # a pull error known only by its Twenty id, seen again: the newer one stays open
+        {"run_id": "r1", "object_type": "person", "crm_id": "u4", "operation": "pull", "error_message": "d",
+         "occurred_at": at[0]},
+        {"run_id": "r2", "object_type": "person", "crm_id": "u4", "operation": "pull", "error_message": "d",
+         "occurred_at": at[2]},
+        # run-level errors: one before the successful run started, one during it
+        {"run_id": "r1", "operation": "run", "error_message": "down", "occurred_at": at[0]},
+        {"run_id": "r3", "operation": "run", "error_message": "blip", "occurred_at": at[4]},
+    ])
+    warehouse.upsert_sync_state([
+        {"object_type": "person", "record_key": "2", "crm_id": "u2", "status": "synced", "last_synced_at": at[1]},
+        {"object_type": "person", "record_key": "3", "crm_id": "u3", "status": "synced", "last_synced_at": at[1]},
+    ])
+    assert warehouse.close_settled_errors(run_succeeded=False, run_started_at=at[3]) == 4
+    assert sorted((e["record_key"] or "", e["error_message"]) for e in warehouse.open_errors()) == \
+        [("", "blip"), ("", "d"), ("", "down"), ("1", "a")]
+    assert warehouse.close_settled_errors(run_succeeded=True, run_started_at=at[3]) == 1
+    assert sorted((e["record_key"] or "", e["error_message"]) for e in warehouse.open_errors()) == \
+        [("", "blip"), ("", "d"), ("1", "a")]
+
+
 def test_renamed_tables_are_used(open_test_warehouse: Any) -> None:
     renames = {"contacts": "people_master", "crm_sync_state": "my_sync_state"}
     wh = open_test_warehouse(tables=renames)

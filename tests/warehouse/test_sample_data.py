@@ -70,6 +70,15 @@ def test_same_seed_same_data_and_other_seed_other_data(tmp_path: Path) -> None:
 
 # The same seed gives the same rows on DuckDB and BigQuery (both engines run the same SQL):
 # these hashes were produced by DuckDB and must match on every backend.
+@pytest.mark.parametrize("seed", [809, 7000, 2**31 + 5])
+def test_large_seeds_work(tmp_path: Path, seed: int) -> None:
+    # The seed once multiplied as a 32-bit integer inside the engine and overflowed from 809 on.
+    with open_warehouse(f"duckdb:///{tmp_path / 'seed.duckdb'}") as wh:
+        wh.ensure_tables()
+        assert generate_sample_data(wh, 5, 2, seed=seed).contacts == 5
+        assert all(EMAIL.match(r["primary_email"]) for r in all_contacts(wh, 5))
+
+
 def test_identical_on_every_engine(warehouse: Warehouse, tmp_path: Path) -> None:
     generate_sample_data(warehouse, contacts=20, businesses=3, seed=42)
     with open_warehouse(f"duckdb:///{tmp_path / 'reference.duckdb'}") as reference:

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from truth_forge.sandbox.errors import ApiError, invalid_token, missing_token
-from truth_forge.sandbox.faults import FaultSettings
+from truth_forge.sandbox.faults import FaultSettings, fault_kwargs
 from truth_forge.sandbox.routes_core import CoreRoutes, read_json
 from truth_forge.sandbox.routes_metadata import MetadataRoutes
 from truth_forge.sandbox.runtime import SandboxRuntime
@@ -79,7 +78,7 @@ class AdminRoutes:
             if not isinstance(body, dict):
                 raise ApiError(400, "BadRequestException", "Body must be a JSON object")
             try:
-                self.rt.faults.configure(FaultSettings(**_fault_kwargs(body)))
+                self.rt.faults.configure(FaultSettings(**fault_kwargs(body)))
             except (TypeError, ValueError) as exc:
                 raise ApiError(400, "BadRequestException", str(exc)) from None
         return JSONResponse(self.rt.faults.settings.to_dict())
@@ -92,15 +91,6 @@ class AdminRoutes:
             Route("/_sandbox/reset", self.reset, methods=["POST"]),
             Route("/_sandbox/faults", self.faults, methods=["GET", "POST"]),
         ]
-
-
-def _fault_kwargs(body: dict[str, Any]) -> dict[str, Any]:
-    out = dict(body)
-    if isinstance(out.get("latency_ms"), list):
-        out["latency_ms"] = tuple(out["latency_ms"])
-    if isinstance(out.get("error_statuses"), list):
-        out["error_statuses"] = tuple(out["error_statuses"])
-    return out
 
 
 class SandboxASGI:
@@ -176,6 +166,11 @@ class SandboxASGI:
                 if not path.startswith(_METADATA_PREFIXES):
                     # Twenty throttles record queries (common query runner), per workspace.
                     self.rt.rate_limiter.check(_key_id(key))
+                if decision.action == "db_error":
+                    # The query reached Postgres and failed there (deadlock, statement
+                    # timeout): rolled back, answered 400 like any QueryFailedError.
+                    fault.append("db_error")
+                    raise ApiError(400, "BadRequestException", decision.message or "")
             except ApiError as exc:
                 await error_response(exc)(scope, receive, capture)
                 return

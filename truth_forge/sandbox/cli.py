@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from truth_forge.sandbox.config import DEFAULT_API_KEY, SandboxConfig
+from truth_forge.sandbox.profiles import DEFAULT_PROFILE, PROFILES
 from truth_forge.sandbox.server import serve_forever
 
 
@@ -32,6 +33,9 @@ def sandbox_command(
         help="Reject batches above 60 records (the documented limit) instead of 200.")] = False,
     legacy_metadata: Annotated[bool, typer.Option(
         help="Answer the metadata API in the legacy envelope format.")] = False,
+    twenty_version: Annotated[str, typer.Option(
+        help="Which Twenty rules to follow: " + ", ".join(PROFILES)
+        + f" (default {DEFAULT_PROFILE}, the strictest).")] = DEFAULT_PROFILE,
 ) -> None:
     """Start a local Twenty-compatible API server and print how to point truth-forge at it."""
     try:
@@ -42,13 +46,14 @@ def sandbox_command(
             rate_limit_style="v2" if rate_limit_v2 else "legacy",
             enforce_docs_batch_limit=docs_batch_limit,
             metadata_format="legacy" if legacy_metadata else "new",
+            twenty_version=twenty_version,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     url_host = f"[{host}]" if ":" in host else host
     message = "\n".join([
         f"Twenty sandbox listening on http://{url_host}:{{port}}"
-        + (f" (data in {db})" if db else " (in memory)"),
+        + (f" (data in {db})" if db else " (in memory)") + f", rules: {twenty_version}",
         f"export TWENTY_BASE_URL=http://{url_host}:{{port}}",
         f"export TWENTY_API_KEY={config.api_keys[0]}",
         # truth-forge keeps to its own request budget too (100 a minute by default, as Twenty allows):

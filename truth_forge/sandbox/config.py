@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from truth_forge.sandbox.profiles import DEFAULT_PROFILE, Behaviour, EmailCheck, RefillMode, resolve
 DEFAULT_API_KEY = "sandbox-api-key"
 # A fixed workspace id keeps object/field metadata ids stable across restarts (SQLite mode).
 DEFAULT_WORKSPACE_ID = "3b8e6458-5fc1-4e63-8563-008ccddaa6db"
@@ -43,12 +44,30 @@ class SandboxConfig:
     webhook_allow_non_loopback: bool = False
     # Upper bound on the in-memory request log so a long benchmark cannot exhaust memory.
     request_log_limit: int = 200_000
+    # Which Twenty rules to follow (profiles.PROFILES): "latest" (strictest, default) or
+    # "legacy". The switches below override single rules of the profile; None = the profile's.
+    twenty_version: str = DEFAULT_PROFILE
+    email_check: EmailCheck | None = None
+    not_found_status: Literal[404, 400] | None = None
+    rate_limit_refill: RefillMode | None = None
+    empty_text_to_null: bool | None = None
+    links_update_merges: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.api_keys:
             raise ValueError("at least one API key is required")
         if not is_loopback_host(self.host):
             raise ValueError(f"the sandbox binds loopback addresses only, not {self.host!r}")
+        # An unknown profile or a bad override fails here, not in the middle of a request.
+        _ = self.behaviour
+
+    @property
+    def behaviour(self) -> Behaviour:
+        return resolve(self.twenty_version, {
+            "email_check": self.email_check, "not_found_status": self.not_found_status,
+            "rate_limit_refill": self.rate_limit_refill,
+            "empty_text_to_null": self.empty_text_to_null,
+            "links_update_merges": self.links_update_merges})
 
     @property
     def batch_max(self) -> int:

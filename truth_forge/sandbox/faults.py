@@ -1,4 +1,4 @@
-"""Seeded fault injection: 5xx errors, latency, dropped connections, 429 storms.
+"""Seeded fault injection: 5xx errors, database errors, latency, dropped connections, 429s.
 
 Retry and resume logic can only be trusted if it has met failures; these faults are drawn from
 a seeded RNG (the same number of draws per request, whatever happens) so a test or benchmark
@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 MAX_LATENCY_MS = 10_000
+# Postgres messages a real Twenty relays as 400s: http-exception-handler.service.ts turns any
+# TypeORM QueryFailedError into a BadRequestException carrying the driver's message.
+DB_ERROR_MESSAGES = ("deadlock detected", "canceling statement due to statement timeout")
 
 
 @dataclass(frozen=True)
@@ -22,13 +25,16 @@ class FaultSettings:
     latency_ms: float | tuple[float, float] = 0.0  # fixed delay, or (min, max) drawn uniformly
     drop_rate: float = 0.0  # share of requests whose connection is closed with no response
     rate_limit_storm: float = 0.0  # share of requests answered with a 429
+    # share of requests answered 400 with a Postgres error (the request is not executed)
+    db_error_rate: float = 0.0
+    db_error_messages: tuple[str, ...] = DB_ERROR_MESSAGES
     seed: int = 0
     max_faults: int | None = None  # stop injecting after this many faults (None = no cap)
     error_statuses: tuple[int, ...] = (500, 502, 503)
     path_prefix: str = "/rest/"  # only requests under this prefix are affected
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "drop_rate", "rate_limit_storm"):
+        for name in ("error_rate", "drop_rate", "rate_limit_storm", "db_error_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
@@ -37,6 +43,9 @@ class FaultSettings:
             raise ValueError(f"latency_ms must be within 0..{MAX_LATENCY_MS} ms")
         if not self.error_statuses or any(not 500 <= s <= 599 for s in self.error_statuses):
             raise ValueError("error_statuses must be 5xx codes")
+        if not self.db_error_messages or not all(
+                isinstance(m, str) and m for m in self.db_error_messages):
+            raise ValueError("db_error_messages must be non-empty strings")
 
     @property
     def latency_range(self) -> tuple[float, float]:
@@ -47,21 +56,23 @@ class FaultSettings:
     @property
     def active(self) -> bool:
         return bool(self.error_rate or self.drop_rate or self.rate_limit_storm
-                    or self.latency_range[1])
+                    or self.db_error_rate or self.latency_range[1])
 
     def to_dict(self) -> dict[str, Any]:
         low, high = self.latency_range
         return {"error_rate": self.error_rate, "latency_ms": [low, high],
                 "drop_rate": self.drop_rate, "rate_limit_storm": self.rate_limit_storm,
-                "seed": self.seed, "max_faults": self.max_faults,
+                "db_error_rate": self.db_error_rate,
+                "db_error_messages": list(self.db_error_messages), "seed": self.seed, "max_faults": self.max_faults,
                 "error_statuses": list(self.error_statuses), "path_prefix": self.path_prefix}
 
 
 @dataclass
 class FaultDecision:
     latency_s: float = 0.0
-    action: str | None = None  # None | "drop" | "error" | "rate_limit"
+    action: str | None = None  # None | "drop" | "error" | "db_error" | "rate_limit"
     status: int | None = None
+    message: str | None = None  # the Postgres message of a "db_error"
 
 
 @dataclass
@@ -82,9 +93,7 @@ class FaultInjector:
     def update(self, **changes: Any) -> FaultSettings:
         if isinstance(changes.get("latency_ms"), list):
             changes["latency_ms"] = tuple(changes["latency_ms"])
-        if isinstance(changes.get("error_statuses"), list):
-            changes["error_statuses"] = tuple(changes["error_statuses"])
-        settings = replace(self.settings, **changes)
+        settings = replace(self.settings, **fault_kwargs(changes))
         self.configure(settings)
         return settings
 
@@ -96,8 +105,9 @@ class FaultInjector:
             s = self.settings
             if not s.active or not path.startswith(s.path_prefix):
                 return FaultDecision()
-            # Always draw the same five numbers so one request's outcome never shifts the next.
-            r_drop, r_error, r_storm, r_latency, r_status = (self._rng.random() for _ in range(5))
+            # Always draw the same six numbers so one request's outcome never shifts the next.
+            r_drop, r_error, r_storm, r_latency, r_status, r_db = (
+                self._rng.random() for _ in range(6))
             low, high = s.latency_range
             decision = FaultDecision(latency_s=(low + (high - low) * r_latency) / 1000)
             if s.max_faults is not None and self.injected >= s.max_faults:
@@ -107,8 +117,21 @@ class FaultInjector:
             elif r_error < s.error_rate:
                 decision.action = "error"
                 decision.status = s.error_statuses[int(r_status * len(s.error_statuses))]
+            elif r_db < s.db_error_rate:
+                decision.action = "db_error"
+                decision.status = 400
+                decision.message = s.db_error_messages[int(r_status * len(s.db_error_messages))]
             elif r_storm < s.rate_limit_storm:
                 decision.action = "rate_limit"
             if decision.action:
                 self.injected += 1
             return decision
+
+
+def fault_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    """FaultSettings keyword arguments from JSON-ish input (lists become tuples)."""
+    out = dict(body)
+    for key in ("latency_ms", "error_statuses", "db_error_messages"):
+        if isinstance(out.get(key), list):
+            out[key] = tuple(out[key])
+    return out

@@ -205,9 +205,9 @@ def _cast_value(cond: Condition, obj: ObjectDef) -> Any:
             raise bad_request(
                 f"'filter' invalid for '{cond.comparator}' operator. Received '{raw}' but array "
                 f"value expected eg: 'field[{cond.comparator}]:[value_1,value_2]'")
-        inner = raw[1:-1]
-        items = _split_top_level(inner) if inner.strip() else []
-        return [_cast_one(item.strip(), cond) for item in items]
+        # format-field-values.util: a plain split on every comma, quotes or not, and no
+        # trimming; each piece loses its quotes only if it starts and ends with one.
+        return [_cast_one(item, cond) for item in raw[1:-1].split(",")]
     if cond.comparator == "is":
         value = _strip_quotes(raw).upper()
         if value not in ("NULL", "NOT_NULL"):

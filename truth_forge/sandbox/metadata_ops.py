@@ -70,7 +70,7 @@ def create_field(ws: Workspace, body: Any) -> FieldDef:
     if type_ not in FIELD_TYPES:
         raise bad_request(f"type must be one of the following values: {', '.join(sorted(FIELD_TYPES))}")
     with ws.lock:
-        obj = ws.object_by_id(object_id)
+        obj = ws.object_by_id(str(object_id))
         if obj is None:
             raise ApiError(400, "OBJECT_METADATA_NOT_FOUND", "Object metadata does not exist")
         name = body.get("name")
@@ -84,6 +84,7 @@ def create_field(ws: Workspace, body: Any) -> FieldDef:
         is_unique = bool(body.get("isUnique", False))
         check_default(errors, type_, body.get("defaultValue"), options, is_unique)
         errors.raise_if_any()
+        name = str(name)  # checked above
         now = ws.clock.now_iso()
         f = FieldDef(
             id=str(body.get("id") or uuid.uuid4()), object_id=obj.id, name=name, type=type_,
@@ -218,6 +219,7 @@ def create_object(ws: Workspace, body: Any) -> ObjectDef:
             problems.append(f'Name "{singular}" is not available')
         if problems:
             raise ApiError(400, "BadRequestException", problems)
+        singular, plural = str(singular), str(plural)  # checked above
         now = ws.clock.now_iso()
         obj = ObjectDef(id=str(uuid.uuid4()), name_singular=singular, name_plural=plural,
                         label_singular=body["labelSingular"], label_plural=body["labelPlural"],

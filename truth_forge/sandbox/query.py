@@ -142,7 +142,10 @@ def compare(a: dict[str, Any], b: dict[str, Any], order: list[OrderItem]) -> int
 
 
 def sort_records(records: list[dict[str, Any]], order: list[OrderItem]) -> list[dict[str, Any]]:
-    return sorted(records, key=functools.cmp_to_key(lambda a, b: compare(a, b, order)))
+    def by_order(a: dict[str, Any], b: dict[str, Any]) -> int:
+        return compare(a, b, order)
+
+    return sorted(records, key=functools.cmp_to_key(by_order))
 
 
 def encode_cursor(record: dict[str, Any], order: list[OrderItem]) -> str:

@@ -2,7 +2,10 @@
 
 Defaults mirror the self-hosted config (100 tokens, refilled continuously over 60 000 ms). The
 429 comes in two dialects: the legacy ThrottlerException body with no headers (the default), or
-the "API rate limits v2" body with `Retry-After` and `X-RateLimit-*` headers.
+the "API rate limits v2" body with `Retry-After` and `X-RateLimit-*` headers. The refill comes
+in two flavours too: fractional (newer servers), or floored as the legacy throttler.service.ts
+does it (whole tokens only, and the refill clock restarts on every accepted request, so the
+fraction earned so far is lost and a client pacing at exactly the limit sees extra 429s).
 """
 
 from __future__ import annotations
@@ -13,52 +16,62 @@ import time
 from typing import Callable, Literal
 
 from truth_forge.sandbox.errors import ApiError
+from truth_forge.sandbox.profiles import RefillMode
 
 Style = Literal["legacy", "v2"]
 
 
 class TokenBucket:
     def __init__(self, capacity: int, refill_per_s: float,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 refill: RefillMode = "fractional") -> None:
         self.capacity = capacity
         self.refill_per_s = refill_per_s
+        self.refill = refill
         self._monotonic = monotonic
         self._tokens = float(capacity)
         self._stamp = monotonic()
 
-    def _refill(self) -> None:
-        now = self._monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.refill_per_s)
-        self._stamp = now
-
     def try_take(self) -> tuple[bool, int, float]:
         """(allowed, tokens left, seconds until the next token)."""
-        self._refill()
-        if self._tokens >= 1:
-            self._tokens -= 1
+        now = self._monotonic()
+        earned = (now - self._stamp) * self.refill_per_s
+        if self.refill == "floored":
+            # getAvailableTokensCount floors the refill; only an accepted request stores the
+            # new count and moves lastRefillAt to now (a refused one stores nothing).
+            earned = math.floor(earned)
+        available = min(self.capacity, self._tokens + earned)
+        if available >= 1:
+            self._tokens = available - 1
+            self._stamp = now
             return True, int(self._tokens), 0.0
-        wait = (1 - self._tokens) / self.refill_per_s if self.refill_per_s > 0 else math.inf
-        return False, 0, wait
+        if self.refill == "fractional":
+            self._tokens, self._stamp = available, now
+        if self.refill_per_s <= 0:
+            return False, 0, math.inf
+        wait = (1 - self._tokens) / self.refill_per_s - (now - self._stamp)
+        return False, 0, max(0.0, wait)
 
 
 class RateLimiter:
     def __init__(self, per_window: int | None, window_ms: int, burst: int | None,
-                 style: Style) -> None:
+                 style: Style, refill: RefillMode = "fractional") -> None:
         self._lock = threading.Lock()
-        self.configure(per_window, window_ms, burst, style)
+        self.configure(per_window, window_ms, burst, style, refill)
 
     def configure(self, per_window: int | None, window_ms: int, burst: int | None,
-                  style: Style) -> None:
+                  style: Style, refill: RefillMode = "fractional") -> None:
         with self._lock:
             self.per_window = per_window
             self.window_ms = window_ms
             self.style: Style = style
+            self.refill: RefillMode = refill
             self._bucket = None if per_window is None else TokenBucket(
-                burst or per_window, per_window / (window_ms / 1000))
+                burst or per_window, per_window / (window_ms / 1000), refill=refill)
 
     def reset(self) -> None:
         self.configure(self.per_window, self.window_ms,
-                       self._bucket.capacity if self._bucket else None, self.style)
+                       self._bucket.capacity if self._bucket else None, self.style, self.refill)
 
     def check(self, api_key_id: str) -> None:
         """Take one token or raise the 429 Twenty would send."""
@@ -76,10 +89,11 @@ class RateLimiter:
                             f"Limit reached ({limit} tokens per {self.window_ms} ms)")
         retry_after = max(1, math.ceil(wait_s)) if math.isfinite(wait_s) else 60
         period_s = max(1, self.window_ms // 1000)
+        messages = [f"Rate limit exceeded for apiKey: {limit} requests per {period_s}s."]
         body = {
             "statusCode": 429,
             "error": "RATE_LIMITED",
-            "messages": [f"Rate limit exceeded for apiKey: {limit} requests per {period_s}s."],
+            "messages": messages,
             "limitKind": "speed",
             "exhaustedKind": "limit",
             "scope": {"spenderType": "apiKey", "spenderId": api_key_id,
@@ -96,4 +110,4 @@ class RateLimiter:
             "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset": str(math.ceil(time.time() + retry_after)),
         }
-        return ApiError(429, "RATE_LIMITED", body["messages"], body=body, headers=headers)
+        return ApiError(429, "RATE_LIMITED", messages, body=body, headers=headers)

@@ -1,8 +1,11 @@
 """Record operations of the core REST API: create/upsert, find, update, delete, restore.
 
 The behaviour a sync depends on lives here: upsert matching on `id` and unique fields
-(including soft-deleted rows, which are revived), duplicate checks against live rows, atomic
-batches, `createdBy`/`updatedAt` bookkeeping, cursor pagination and `depth`/`fields` rendering.
+(including soft-deleted rows, which are revived), duplicate checks against live AND
+soft-deleted rows (Twenty's unique indexes have no deletedAt clause), all-or-nothing plain
+batch inserts, batch upserts that update first and insert second without one transaction,
+one `updatedAt` per write statement, `createdBy` bookkeeping, cursor pagination and
+`depth`/`fields` rendering.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Mapping
 
-from truth_forge.sandbox.errors import bad_request, not_found
+from truth_forge.sandbox.errors import ApiError, bad_request, not_found
 from truth_forge.sandbox.filters import Node, bind, evaluate, mentions_deleted_at, parse_filter
 from truth_forge.sandbox.metadata import ObjectDef
+from truth_forge.sandbox.profiles import Behaviour
 from truth_forge.sandbox.query import (
     OrderItem,
     compare,
@@ -43,10 +47,15 @@ def check_uuid(rid: str) -> str:
 
 
 class _Batch:
-    """Undo log for one request, so a failing batch leaves the tables untouched (atomic)."""
+    """Undo log for one write statement, so a failing one leaves the tables untouched.
 
-    def __init__(self, table: RecordTable) -> None:
+    `now` is the statement's one timestamp: Postgres' CURRENT_TIMESTAMP is the transaction's
+    start time, so every row one statement writes carries the same `updatedAt`.
+    """
+
+    def __init__(self, table: RecordTable, now: str) -> None:
         self.table = table
+        self.now = now
         self.before: dict[str, dict[str, Any] | None] = {}
 
     def put(self, rec: dict[str, Any]) -> None:
@@ -81,6 +90,16 @@ class RecordService:
     # ----------------------------------------------------------------------------------------
     # helpers
 
+    @property
+    def rules(self) -> Behaviour:
+        return self.ws.config.behaviour
+
+    def _not_found(self) -> ApiError:
+        # Most versions answer 404; some older REST handlers threw BadRequestException (400).
+        if self.rules.not_found_status == 400:
+            return bad_request("Record not found")
+        return not_found()
+
     def _actor(self, source: str = "API") -> dict[str, Any]:
         return {"source": source, "workspaceMemberId": None,
                 "name": self.ws.config.api_key_name, "context": {}}
@@ -97,18 +116,13 @@ class RecordService:
                                   f"(field {f.name}) does not exist")
 
     def _check_unique(self, obj: ObjectDef, table: RecordTable, rec: dict[str, Any]) -> None:
-        # Unique indexes carry `WHERE "deletedAt" IS NULL`: only live rows collide.
-        if rec.get("deletedAt") is not None:
-            return
+        # Twenty's unique indexes have no deletedAt clause (a custom one only leaves out the
+        # field's empty default), so a soft-deleted row keeps its value taken.
         for f in obj.unique_fields():
             key = unique_key(f, rec)
-            if key is None:
-                continue
-            for other_id in table.lookup(f.name, key) - {rec["id"]}:
-                other = table.get(other_id)
-                if other is not None and other.get("deletedAt") is None:
-                    raise bad_request(f"A duplicate entry was detected. Duplicate {f.label}. "
-                                      "Please set a unique one.")
+            if key is not None and table.lookup(f.name, key) - {rec["id"]}:
+                raise bad_request(f"A duplicate entry was detected. Duplicate {f.label}. "
+                                  "Please set a unique one.")
 
     def _upsert_match(self, obj: ObjectDef, table: RecordTable, rid: str | None,
                       data: dict[str, Any]) -> dict[str, Any] | None:
@@ -131,10 +145,10 @@ class RecordService:
     def _update(self, obj: ObjectDef, batch: _Batch, rec: dict[str, Any],
                 data: dict[str, Any], *, revive: bool = False) -> tuple[dict[str, Any], list[str]]:
         data = {k: v for k, v in data.items() if k not in ("id", "createdBy")}
-        new = merge_values(rec, data, obj)
+        new = merge_values(rec, data, obj, self.rules)
         if revive:
             new["deletedAt"] = None
-        new["updatedAt"] = self.ws.clock.now_iso()
+        new["updatedAt"] = batch.now
         new["updatedBy"] = self._actor()
         self._check_unique(obj, batch.table, new)
         batch.put(new)
@@ -151,7 +165,7 @@ class RecordService:
         its webhook events go out only after it committed."""
         events: list[RecordEvent] = []
         with self.ws.lock:
-            batch = _Batch(self.ws.table(obj))
+            batch = _Batch(self.ws.table(obj), self.ws.clock.now_iso())
             try:
                 yield batch, events
                 self._commit(obj, batch)
@@ -160,40 +174,67 @@ class RecordService:
                 raise
         self.ws.emit(events)
 
-    def _event(self, action: str, obj: ObjectDef, rec: dict[str, Any],
+    def _event(self, batch: _Batch, action: str, obj: ObjectDef, rec: dict[str, Any],
                updated: list[str] | None = None) -> RecordEvent:
-        return RecordEvent(action, obj, self.render(obj, rec), self.ws.clock.now_iso(), updated)
+        return RecordEvent(action, obj, self.render(obj, rec), batch.now, updated)
 
     # ----------------------------------------------------------------------------------------
     # create / upsert
 
     def create(self, obj: ObjectDef, items: list[Any], *, upsert: bool) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = []
-        with self._writing(obj) as (batch, events):
+        """Batch (or single) create; with `upsert`, Twenty's two-step write.
+
+        Every input is checked before anything is written. A plain create is one INSERT: all
+        rows or none. An upsert matches every input against the rows that existed before the
+        request, then updates the matched ones and inserts the rest as two separate writes, so
+        a failing insert leaves the updates applied; the answer lists updates, then inserts.
+        """
+        inputs = []
+        with self.ws.lock:
             for item in items:
-                data = normalize_input(obj, item)
+                data = normalize_input(obj, item, self.rules)
                 rid = data.pop("id", None)
                 self._check_relations(obj, data)
-                match = self._upsert_match(obj, batch.table, rid, data) if upsert else None
-                if match is not None:
-                    rec, changed = self._update(obj, batch, match, data, revive=True)
-                    events.append(self._event("updated", obj, rec, changed))
-                else:
-                    rec = self._insert(obj, batch, rid, data)
-                    events.append(self._event("created", obj, rec))
-                results.append(rec)
-        return results
+                inputs.append((rid, data))
+        if not upsert:
+            with self._writing(obj) as (batch, events):
+                created = [self._insert(obj, batch, rid, data) for rid, data in inputs]
+                events += [self._event(batch, "created", obj, rec) for rec in created]
+            return created
+        table = self.ws.table(obj)
+        with self.ws.lock:
+            matches = [self._upsert_match(obj, table, rid, data) for rid, data in inputs]
+        updated: list[dict[str, Any]] = []
+        to_update = [(m, data) for m, (_, data) in zip(matches, inputs) if m is not None]
+        if to_update:
+            with self._writing(obj) as (batch, events):
+                for match, data in to_update:
+                    current = batch.table.get(match["id"])
+                    if current is None:
+                        continue  # destroyed meanwhile: the UPDATE finds no row
+                    rec, changed = self._update(obj, batch, current, data, revive=True)
+                    events.append(self._event(batch, "updated", obj, rec, changed))
+                # Read back after the write: a row matched twice is answered once.
+                seen = {m["id"]: batch.table.get(m["id"]) for m, _ in to_update}
+            updated = [rec for rec in seen.values() if rec is not None]
+        to_insert = [(rid, data) for m, (rid, data) in zip(matches, inputs) if m is None]
+        inserted: list[dict[str, Any]] = []
+        if to_insert:
+            with self._writing(obj) as (batch, events):
+                inserted = [self._insert(obj, batch, rid, data) for rid, data in to_insert]
+                events += [self._event(batch, "created", obj, rec) for rec in inserted]
+        return updated + inserted
 
     def _insert(self, obj: ObjectDef, batch: _Batch, rid: str | None,
                 data: dict[str, Any]) -> dict[str, Any]:
         table = batch.table
         if rid is not None and (table.get(rid) is not None or rid in batch.before):
             raise bad_request("Record already exists")
-        now = self.ws.clock.now_iso()
+        now = batch.now
         rec: dict[str, Any] = {"id": rid or str(uuid.uuid4())}
         rec.update(record_defaults(obj))
         created_by = data.pop("createdBy", None) or {}
-        rec = merge_values(rec, data, obj)
+        rec = merge_values(rec, data, obj, self.rules, fresh=True)
         rec["createdAt"] = data.get("createdAt") or now
         rec["updatedAt"] = now
         rec.setdefault("deletedAt", None)
@@ -215,21 +256,19 @@ class RecordService:
         with self.ws.lock:
             rec = self.ws.table(obj).get(rid)
             if rec is None or rec.get("deletedAt") is not None:
-                raise not_found()
+                raise self._not_found()
             return self.render(obj, rec, depth, fields)
 
     def _filtered(self, obj: ObjectDef, filter_text: str | None,
-                  *, deleted_only: bool = False) -> list[dict[str, Any]]:
+                  *, with_deleted: bool = False) -> list[dict[str, Any]]:
         node: Node | None = bind(parse_filter(filter_text), obj) if filter_text else None
         # Soft-deleted rows are hidden unless the filter itself talks about `deletedAt`
-        # (as GraphQL does): that is how `deletedAt[is]:NOT_NULL` finds deletions.
-        include_deleted = deleted_only or (node is not None and mentions_deleted_at(node))
+        # (graphql-query.parser: withDeleted()): that is how `deletedAt[is]:NOT_NULL` finds
+        # deletions, and `or(updatedAt[gte]:..,deletedAt[gte]:..)` finds both kinds of change.
+        include_deleted = with_deleted or (node is not None and mentions_deleted_at(node))
         rows = []
         for rec in self.ws.table(obj).values():
-            deleted = rec.get("deletedAt") is not None
-            if deleted_only and not deleted:
-                continue
-            if deleted and not include_deleted:
+            if rec.get("deletedAt") is not None and not include_deleted:
                 continue
             if node is None or evaluate(node, rec):
                 rows.append(rec)
@@ -258,7 +297,10 @@ class RecordService:
     @staticmethod
     def _page(rows: list[dict[str, Any]], order: list[OrderItem], limit: int,
               after: str | None, before: str | None) -> tuple[list[dict[str, Any]], bool, bool]:
-        key = functools.cmp_to_key(lambda a, b: compare(a, b, order))
+        def by_order(a: dict[str, Any], b: dict[str, Any]) -> int:
+            return compare(a, b, order)
+
+        key = functools.cmp_to_key(by_order)
         if after:
             start = bisect.bisect_right(rows, key(decode_cursor(after, order)), key=key)
             window = rows[start:]
@@ -316,19 +358,19 @@ class RecordService:
     def _live(self, obj: ObjectDef, rid: str) -> dict[str, Any]:
         rec = self.ws.table(obj).get(rid)
         if rec is None or rec.get("deletedAt") is not None:
-            raise not_found()
+            raise self._not_found()
         return rec
 
     def _update_rows(self, obj: ObjectDef, select: Any, body: Any) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         with self._writing(obj) as (batch, events):
-            data = normalize_input(obj, body)
+            data = normalize_input(obj, body, self.rules)
             self._check_relations(obj, data)
             for rec in select():
                 if "id" in data and data["id"] != rec["id"]:
                     raise bad_request("The id of a record cannot be changed")
                 new, changed = self._update(obj, batch, rec, data)
-                events.append(self._event("updated", obj, new, changed))
+                events.append(self._event(batch, "updated", obj, new, changed))
                 results.append(new)
         return results
 
@@ -342,7 +384,7 @@ class RecordService:
             rec = self.ws.table(obj).get(rid)
             # Destroy also reaches soft-deleted rows; soft delete only live ones.
             if rec is None or (soft and rec.get("deletedAt") is not None):
-                raise not_found()
+                raise self._not_found()
             return [rec]
 
         return self._delete_rows(obj, select, soft=soft)[0]
@@ -358,14 +400,13 @@ class RecordService:
         with self._writing(obj) as (batch, events):
             for rec in select():
                 if soft:
-                    now = self.ws.clock.now_iso()
-                    new = {**rec, "deletedAt": now, "updatedAt": now}
+                    new = {**rec, "deletedAt": batch.now, "updatedAt": batch.now}
                     batch.put(new)
-                    events.append(self._event("deleted", obj, new))
+                    events.append(self._event(batch, "deleted", obj, new))
                     results.append(new)
                 else:
                     batch.remove(rec["id"])
-                    events.append(self._event("destroyed", obj, rec))
+                    events.append(self._event(batch, "destroyed", obj, rec))
                     results.append({"id": rec["id"]})
             if not soft:
                 self._null_dangling_references(obj, [r["id"] for r in results])
@@ -390,7 +431,7 @@ class RecordService:
         def select() -> list[dict[str, Any]]:
             rec = self.ws.table(obj).get(rid)
             if rec is None:
-                raise not_found()
+                raise self._not_found()
             return [rec]
 
         return self._restore_rows(obj, select)[0]
@@ -398,19 +439,19 @@ class RecordService:
     def restore_many(self, obj: ObjectDef, filter_text: str | None) -> list[dict[str, Any]]:
         if not filter_text:
             raise bad_request("A filter is required to restore many records")
+        # TypeORM's restore() is an UPDATE over every row the filter matches, deleted or not.
         return self._restore_rows(
-            obj, lambda: self._filtered(obj, filter_text, deleted_only=True))
+            obj, lambda: self._filtered(obj, filter_text, with_deleted=True))
 
     def _restore_rows(self, obj: ObjectDef, select: Any) -> list[dict[str, Any]]:
+        """`SET deletedAt = NULL` on every selected row, live ones too: each gets a new
+        `updatedAt` and a `restored` event, whether or not it was deleted."""
         results: list[dict[str, Any]] = []
         with self._writing(obj) as (batch, events):
             for rec in select():
-                if rec.get("deletedAt") is None:
-                    results.append(rec)  # already live: nothing to restore
-                    continue
-                new = {**rec, "deletedAt": None, "updatedAt": self.ws.clock.now_iso()}
+                new = {**rec, "deletedAt": None, "updatedAt": batch.now}
                 self._check_unique(obj, batch.table, new)
                 batch.put(new)
-                events.append(self._event("restored", obj, new))
+                events.append(self._event(batch, "restored", obj, new))
                 results.append(new)
         return results

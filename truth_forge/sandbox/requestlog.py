@@ -22,7 +22,7 @@ class RequestLogEntry:
     status: int | None  # None when the connection was dropped
     batch_size: int | None  # records in a create body (1 for a single create)
     duration_ms: float
-    fault: str | None  # "drop" | "error" | "rate_limit" | None
+    fault: str | None  # "drop" | "error" | "db_error" | "rate_limit" | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

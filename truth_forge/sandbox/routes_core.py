@@ -17,6 +17,7 @@ from truth_forge.sandbox.errors import ApiError, bad_request
 from truth_forge.sandbox.metadata import ObjectDef
 from truth_forge.sandbox.query import parse_depth, parse_fields
 from truth_forge.sandbox.runtime import SandboxRuntime
+from truth_forge.sandbox.values import normalize_input
 
 
 def _cap(name: str) -> str:
@@ -105,6 +106,11 @@ class CoreRoutes:
         request.state.batch_size = len(body)
         limit = self.rt.config.batch_max
         if len(body) > limit:
+            # Twenty checks every record's fields (processArgs) before it counts them (run): a
+            # record naming an unknown field is refused for that, not for the batch's size.
+            with self.rt.workspace.lock:
+                for item in body:
+                    normalize_input(obj, item, self.rt.config.behaviour)
             raise bad_request(f"Maximum number of records to upsert is {limit}.")
         created = self.rt.records.create(obj, body, upsert=_flag(request, "upsert"))
         return JSONResponse({"data": {f"create{_cap(obj.name_plural)}":

@@ -6,6 +6,8 @@ The HTTP app, the Python `SandboxServer` API and the admin endpoints all act on 
 
 from __future__ import annotations
 
+from typing import Any
+
 from truth_forge.sandbox.config import SandboxConfig
 from truth_forge.sandbox.faults import FaultInjector
 from truth_forge.sandbox.ratelimit import RateLimiter
@@ -23,11 +25,12 @@ class SandboxRuntime:
         self.webhooks = WebhookRegistry(self.workspace.clock, self.workspace)
         self.dispatcher = WebhookDispatcher(config, self.webhooks)
         self.rate_limiter = RateLimiter(config.rate_limit_per_minute, config.rate_limit_window_ms,
-                                        config.rate_limit_burst, config.rate_limit_style)
+                                        config.rate_limit_burst, config.rate_limit_style,
+                                        config.behaviour.rate_limit_refill)
         self.faults = FaultInjector()
         self.request_log = RequestLog(config.request_log_limit)
 
-    def _on_events(self, events: list) -> None:  # type: ignore[type-arg]
+    def _on_events(self, events: list[Any]) -> None:
         self.dispatcher.on_events(events)
 
     def reset(self) -> None:
@@ -40,7 +43,8 @@ class SandboxRuntime:
         self.faults.clear()
         self.rate_limiter.configure(self.config.rate_limit_per_minute,
                                     self.config.rate_limit_window_ms,
-                                    self.config.rate_limit_burst, self.config.rate_limit_style)
+                                    self.config.rate_limit_burst, self.config.rate_limit_style,
+                                    self.config.behaviour.rate_limit_refill)
 
     def close(self) -> None:
         self.dispatcher.close()

@@ -16,7 +16,7 @@ import uvicorn
 
 from truth_forge.sandbox.app import build_app
 from truth_forge.sandbox.config import SandboxConfig
-from truth_forge.sandbox.faults import FaultSettings
+from truth_forge.sandbox.faults import DB_ERROR_MESSAGES, FaultSettings
 from truth_forge.sandbox.requestlog import RequestLogEntry
 from truth_forge.sandbox.runtime import SandboxRuntime
 from truth_forge.sandbox.webhooks import WebhookDelivery
@@ -119,12 +119,19 @@ class SandboxServer:
                    drop_rate: float = 0.0, rate_limit_storm: float = 0.0, seed: int = 0,
                    max_faults: int | None = None,
                    error_statuses: tuple[int, ...] = (500, 502, 503),
-                   path_prefix: str = "/rest/") -> FaultSettings:
-        """Replace the fault settings (and restart the seeded sequence) on the running server."""
+                   path_prefix: str = "/rest/", db_error_rate: float = 0.0,
+                   db_error_messages: tuple[str, ...] = DB_ERROR_MESSAGES) -> FaultSettings:
+        """Replace the fault settings (and restart the seeded sequence) on the running server.
+
+        `db_error_rate` answers that share of requests 400 with one of `db_error_messages`
+        (Postgres deadlock / statement timeout, as Twenty relays a QueryFailedError).
+        """
         settings = FaultSettings(error_rate=error_rate, latency_ms=latency_ms,
                                  drop_rate=drop_rate, rate_limit_storm=rate_limit_storm,
                                  seed=seed, max_faults=max_faults,
-                                 error_statuses=tuple(error_statuses), path_prefix=path_prefix)
+                                 error_statuses=tuple(error_statuses), path_prefix=path_prefix,
+                                 db_error_rate=db_error_rate,
+                                 db_error_messages=tuple(db_error_messages))
         self.runtime.faults.configure(settings)
         return settings
 
@@ -136,11 +143,19 @@ class SandboxServer:
         return self.runtime.faults.injected
 
     def set_rate_limit(self, limit: int | None, *, window_ms: int = 60_000,
-                       burst: int | None = None, style: str = "legacy") -> None:
-        """Allow `limit` requests per `window_ms` (None disables); the bucket starts full."""
+                       burst: int | None = None, style: str = "legacy",
+                       refill: str | None = None) -> None:
+        """Allow `limit` requests per `window_ms` (None disables); the bucket starts full.
+
+        `refill` is "fractional" or "floored"; None keeps the profile's choice.
+        """
         if style not in ("legacy", "v2"):
             raise ValueError("style must be 'legacy' or 'v2'")
-        self.runtime.rate_limiter.configure(limit, window_ms, burst, style)  # type: ignore[arg-type]
+        refill = refill or self.config.behaviour.rate_limit_refill
+        if refill not in ("fractional", "floored"):
+            raise ValueError("refill must be 'fractional' or 'floored'")
+        self.runtime.rate_limiter.configure(limit, window_ms, burst, style,  # type: ignore[arg-type]
+                                            refill)  # type: ignore[arg-type]
 
     @property
     def webhook_deliveries(self) -> list[WebhookDelivery]:

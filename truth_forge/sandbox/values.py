@@ -1,9 +1,11 @@
 """What the server does to incoming field values before it stores them.
 
-Twenty checks and rewrites values on the way in (emails lower-cased, link origins normalised,
-phones parsed with libphonenumber, SELECT values checked against options, unknown keys
-rejected). A client that only ever talks to a lenient fake would never learn about those
-rewrites, so they live here, written from the reference (§1.3) and Twenty's transformers.
+Twenty checks and rewrites values on the way in (emails validated and lower-cased, link URLs
+validated and their origins normalised, phones parsed with libphonenumber, SELECT values
+checked against options, unknown keys rejected, composite subfields rewritten whole). A client
+that only ever talks to a lenient fake would never learn about those rewrites, so they live
+here, written from Twenty's validators and transformers (see docs/twenty-facts.md). Rules that
+changed between Twenty versions follow the active `Behaviour` profile.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from truth_forge.sandbox.metadata import (
     ObjectDef,
     composite_default,
 )
+from truth_forge.sandbox.profiles import Behaviour
 
 # Fields the server maintains itself; a client value for them is not stored.
 SERVER_MAINTAINED = frozenset({"updatedAt", "updatedBy"})
@@ -32,10 +35,35 @@ SERVER_MAINTAINED = frozenset({"updatedAt", "updatedBy"})
 _URL_PARTS = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*://)?([^/?#]*)(.*)$", re.DOTALL)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _RATING = re.compile(r"^RATING_[1-5]$")
+# The newest email validator uses zod's default `z.email()` pattern: ASCII only, no leading
+# dot or "..", a dotted domain with a 2+ letter TLD.
+_EMAIL = re.compile(r"^(?!\.)(?!.*\.\.)([A-Za-z0-9_'+\-.]*)[A-Za-z0-9_+-]@"
+                    r"([A-Za-z0-9][A-Za-z0-9\-]*\.)+[A-Za-z]{2,}$")
+# The older one passed zod's loose Unicode pattern: one "@", no spaces or '"', length limits.
+_UNICODE_EMAIL = re.compile(r'^[^\s@"]{1,64}@[^\s@]{1,255}$')
+# twenty-shared `isValidUrl`: optional http(s) scheme, a dotted host, an IPv4 or localhost,
+# optional port, path and query; case-insensitive. `acme.example` passes, `javascript:...` and
+# `not a url` do not.
+_VALID_URL = re.compile(
+    r"^(https?://)?((([a-z0-9-]+\.)+[a-z]{2,})|(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})|(localhost))"
+    r"(:\d+)?(/\S*)?(\?\S*)?$", re.IGNORECASE)
+INVALID_URL_MESSAGE = "The URL of the link is not valid"
 
 
 def invalid_value(f: FieldDef, value: Any) -> ApiError:
     return bad_request(f'Invalid value {json.dumps(value)} for field "{f.name}"')
+
+
+def node_inspect(value: Any) -> str:
+    """How Node's util.inspect prints a value inside Twenty's messages ('text' for strings)."""
+    if isinstance(value, str):
+        for quote in ("'", '"', "`"):
+            if quote not in value:
+                return f"{quote}{value}{quote}"
+        return "'" + value.replace("'", "\\'") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "null" if value is None else json.dumps(value)
 
 
 def is_uuid(value: Any) -> bool:
@@ -74,7 +102,7 @@ def record_defaults(obj: ObjectDef) -> dict[str, Any]:
 # Input normalisation
 
 
-def normalize_input(obj: ObjectDef, data: Any) -> dict[str, Any]:
+def normalize_input(obj: ObjectDef, data: Any, rules: Behaviour) -> dict[str, Any]:
     """Check a create/update body and return {stored key: normalised value} (partial)."""
     if not isinstance(data, dict):
         raise bad_request("Request body should be a JSON object")
@@ -97,7 +125,7 @@ def normalize_input(obj: ObjectDef, data: Any) -> dict[str, Any]:
         if key == "createdBy":
             out[key] = _actor_input(f, value)
             continue
-        out[key] = normalize_field_value(f, value)
+        out[key] = normalize_field_value(f, value, rules)
     return out
 
 
@@ -132,13 +160,15 @@ def _actor_input(f: FieldDef, value: Any) -> dict[str, Any] | None:
     return {"source": source} if source is not None else {}
 
 
-def normalize_field_value(f: FieldDef, value: Any) -> Any:
+def normalize_field_value(f: FieldDef, value: Any, rules: Behaviour) -> Any:
     if f.is_composite:
-        return _composite(f, value)
-    return _scalar(f, f.type, value)
+        return _composite(f, value, rules)
+    return _scalar(f, f.type, value, rules)
 
 
-def _scalar(f: FieldDef, type_: str, value: Any) -> Any:
+def _scalar(f: FieldDef, type_: str, value: Any, rules: Behaviour) -> Any:
+    if type_ == "TEXT" and value == "" and rules.empty_text_to_null:
+        return None  # transform-text-field: '' is the null-equivalent of a text column
     if value is None:
         if type_ == "TEXT" and not f.is_nullable:
             return ""
@@ -224,7 +254,7 @@ def _numeric(f: FieldDef, value: Any) -> int | float:
     raise invalid_value(f, value)
 
 
-def _composite(f: FieldDef, value: Any) -> dict[str, Any] | None:
+def _composite(f: FieldDef, value: Any, rules: Behaviour) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -234,7 +264,7 @@ def _composite(f: FieldDef, value: Any) -> dict[str, Any] | None:
         if sub not in shape:
             raise bad_request(f'Invalid subfield {sub} for {f.type.lower()} field "{f.name}"')
     if f.type == "EMAILS":
-        return _emails(f, value)
+        return _emails(f, value, rules)
     if f.type == "LINKS":
         return _links(f, value)
     if f.type == "PHONES":
@@ -247,7 +277,8 @@ def _composite(f: FieldDef, value: Any) -> dict[str, Any] | None:
         elif sub_type == "TEXT":
             if not isinstance(sub_value, str):
                 raise invalid_value(f, value)
-            out[sub] = sub_value
+            empty_is_null = f.type == "FULL_NAME" and rules.empty_text_to_null
+            out[sub] = None if sub_value == "" and empty_is_null else sub_value
         elif sub_type == "NUMERIC":
             out[sub] = _numeric(f, sub_value)
         else:
@@ -269,21 +300,45 @@ def _json_list(f: FieldDef, value: Any) -> list[Any] | None:
     return value
 
 
-def _emails(f: FieldDef, value: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if "primaryEmail" in value:
-        primary = value["primaryEmail"]
-        if primary is not None and not isinstance(primary, str):
-            raise invalid_value(f, value)
-        out["primaryEmail"] = primary.strip().lower() if isinstance(primary, str) else None
+def _emails(f: FieldDef, value: dict[str, Any], rules: Behaviour) -> dict[str, Any]:
+    """validate-email(s)-...-or-throw + transform-emails-value.
+
+    The primary email is always written (null when omitted or empty); additionalEmails only
+    when sent (null when empty).
+    """
+    primary = value.get("primaryEmail")
+    out: dict[str, Any] = {
+        "primaryEmail": _checked_email(primary, f"{f.name}.primaryEmail", rules) or None}
     if "additionalEmails" in value:
-        extra = _json_list(f, value["additionalEmails"])
-        if extra is not None:
-            if not all(isinstance(e, str) for e in extra):
-                raise invalid_value(f, value)
-            extra = [e.strip().lower() for e in extra]
-        out["additionalEmails"] = extra
+        extra = value["additionalEmails"]
+        label = f"{f.name}.additionalEmails"
+        if isinstance(extra, str) and not extra.lstrip().startswith("["):
+            extra = [extra]  # a single address given as a string
+        extra = _json_list(f, extra) if not isinstance(extra, list) else extra
+        if extra is not None and not all(isinstance(e, str) for e in extra):
+            raise bad_request(f'Invalid value {node_inspect(value["additionalEmails"])} for '
+                              f'field "{label} - Array values need to be string"')
+        cleaned = [_checked_email(e, label, rules) for e in extra or []]
+        out["additionalEmails"] = cleaned or None
     return out
+
+
+def _checked_email(value: Any, label: str, rules: Behaviour) -> str | None:
+    """One address as Twenty stores it, or its 400 (`Invalid string value ... for email field`)."""
+    if value is None:
+        return None
+    refused = bad_request(f'Invalid string value {node_inspect(value)} for email field "{label}"')
+    if not isinstance(value, str):
+        raise refused
+    if rules.email_check == "strict":
+        # Newer servers: no mixed case and no "" (an empty string is not an address).
+        if value != value.lower() or not _EMAIL.match(value.strip()):
+            raise refused
+        return value.strip()
+    canonical = value.strip().lower()
+    if canonical and not _UNICODE_EMAIL.match(canonical):
+        raise refused
+    return canonical
 
 
 def normalize_url(url: str) -> str:
@@ -300,17 +355,15 @@ def normalize_url(url: str) -> str:
 
 
 def _links(f: FieldDef, value: dict[str, Any]) -> dict[str, Any]:
+    """Type checks and origin normalisation of the subfields sent; `finish_links` completes
+    the value once the stored one is known (merge, promotion, URL check)."""
     out: dict[str, Any] = {}
-    if "primaryLinkUrl" in value:
-        url = value["primaryLinkUrl"]
-        if url is not None and not isinstance(url, str):
-            raise invalid_value(f, value)
-        out["primaryLinkUrl"] = normalize_url(url) if isinstance(url, str) else None
-    if "primaryLinkLabel" in value:
-        label = value["primaryLinkLabel"]
-        if label is not None and not isinstance(label, str):
-            raise invalid_value(f, value)
-        out["primaryLinkLabel"] = label
+    for key in ("primaryLinkUrl", "primaryLinkLabel"):
+        if key in value:
+            text = value[key]
+            if text is not None and not isinstance(text, str):
+                raise invalid_value(f, value)
+            out[key] = normalize_url(text) if key == "primaryLinkUrl" and text else text
     if "secondaryLinks" in value:
         links = _json_list(f, value["secondaryLinks"])
         if links is not None:
@@ -319,11 +372,37 @@ def _links(f: FieldDef, value: dict[str, Any]) -> dict[str, Any]:
                 if not isinstance(link, dict) or set(link) - {"url", "label"}:
                     raise invalid_value(f, value)
                 url = link.get("url")
-                cleaned.append({"url": normalize_url(url) if isinstance(url, str) else url,
+                if url is not None and not isinstance(url, str):
+                    raise invalid_value(f, value)
+                cleaned.append({"url": normalize_url(url) if url else url,
                                 "label": link.get("label")})
             links = cleaned
         out["secondaryLinks"] = links
     return out
+
+
+def finish_links(stored: dict[str, Any] | None, change: dict[str, Any],
+                 rules: Behaviour) -> dict[str, Any]:
+    """remove-empty-links + transform-links-value on the value about to be written.
+
+    Newer servers merge a partial update into the stored value first; older ones rewrote the
+    whole composite from what was sent. Empty links are dropped, the first remaining link
+    becomes the primary one, and every remaining URL must pass `isValidUrl`.
+    """
+    empty = {"primaryLinkUrl": None, "primaryLinkLabel": None, "secondaryLinks": None}
+    base = {**empty, **(stored or {})} if rules.links_update_merges else empty
+    merged = {**base, **change}
+    candidates = []
+    if merged.get("primaryLinkUrl"):
+        candidates.append({"url": merged["primaryLinkUrl"], "label": merged["primaryLinkLabel"]})
+    candidates += [link for link in merged.get("secondaryLinks") or [] if link.get("url")]
+    for link in candidates:
+        if not _VALID_URL.match(link["url"]):
+            raise bad_request(INVALID_URL_MESSAGE)
+    first = candidates[0] if candidates else {"url": None, "label": None}
+    return {"primaryLinkUrl": first["url"], "primaryLinkLabel": first["label"],
+            "secondaryLinks": [{"url": link["url"], "label": link.get("label")}
+                               for link in candidates[1:]]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,21 +424,15 @@ def transform_phones(f: FieldDef, value: dict[str, Any]) -> dict[str, Any]:
         for key, result in zip(primary_keys, (number, country, calling)):
             if key in value or result is not None:
                 out[key] = result
-    if "additionalPhones" in value:
-        extra = _json_list(f, value["additionalPhones"])
-        if extra:
-            cleaned = []
-            for phone in extra:
-                if not isinstance(phone, dict) or set(phone) - {"number", "countryCode",
-                                                                "callingCode"}:
-                    raise invalid_value(f, value)
-                number, country, calling = _validate_phone(
-                    phone.get("number"), phone.get("countryCode"), phone.get("callingCode"))
-                cleaned.append({"number": number, "countryCode": country,
-                                "callingCode": calling})
-            out["additionalPhones"] = cleaned
-        else:
-            out["additionalPhones"] = None
+    # Omitted or empty additionalPhones are written as null (transform-phones-value).
+    out["additionalPhones"] = None
+    for phone in _json_list(f, value.get("additionalPhones")) or []:
+        if not isinstance(phone, dict) or set(phone) - {"number", "countryCode", "callingCode"}:
+            raise invalid_value(f, value)
+        number, country, calling = _validate_phone(
+            phone.get("number"), phone.get("countryCode"), phone.get("callingCode"))
+        out["additionalPhones"] = (out["additionalPhones"] or []) + [
+            {"number": number, "countryCode": country, "callingCode": calling}]
     return out
 
 
@@ -401,17 +474,25 @@ def _validate_phone(
 # --------------------------------------------------------------------------------------------
 
 
-def merge_values(record: dict[str, Any], changes: dict[str, Any],
-                 obj: ObjectDef) -> dict[str, Any]:
-    """Apply normalised changes; a composite keeps the subfields the change leaves out."""
+def merge_values(record: dict[str, Any], changes: dict[str, Any], obj: ObjectDef,
+                 rules: Behaviour, *, fresh: bool = False) -> dict[str, Any]:
+    """Apply normalised changes to a stored record (or to a new record's defaults).
+
+    A composite keeps the subfields its change leaves out (the transformers above already
+    wrote the ones Twenty rewrites, e.g. an omitted primaryEmail as null); LINKS are completed
+    by `finish_links` (against the stored value on an update, from nothing when `fresh`).
+    """
     out = dict(record)
     for key, value in changes.items():
         f = obj.field(key)
         if f is not None and f.is_composite and value is None:
             # A composite is columns in Postgres: "null" means every subfield null.
             out[key] = {sub: None for sub in COMPOSITE_TYPES[f.type]}
+        elif f is not None and f.type == "LINKS" and isinstance(value, dict):
+            stored = out.get(key) if isinstance(out.get(key), dict) and not fresh else None
+            out[key] = finish_links(stored, value, rules)
         elif f is not None and f.is_composite and isinstance(value, dict):
-            base = out.get(key) if isinstance(out.get(key), dict) else {
+            base: dict[str, Any] = out[key] if isinstance(out.get(key), dict) else {
                 sub: None for sub in COMPOSITE_TYPES[f.type]}
             out[key] = {**base, **value}
         else:

@@ -7,6 +7,7 @@ off the request path, and every outcome is kept so a test can see what was (not)
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import json
@@ -163,7 +164,7 @@ class WebhookRegistry:
             self._save()
             return dict(hook)
 
-    def matching(self, event_name: str) -> list[dict[str, Any]]:
+    def matching(self, event_name: str) -> builtins.list[dict[str, Any]]:  # `list` is a method here
         with self._lock:
             return [dict(h) for h in self._hooks.values()
                     if operation_matches(h["operations"], event_name)]

@@ -29,6 +29,7 @@ EventKind = Literal[
     "page_read",  # phase "pull": count = records on the page, total = Twenty's totalCount of the query
     "batch_written",  # phase "push": count = records Twenty stored by one request
     "records_failed",  # count = records that failed together (one refusal, one outage)
+    "records_pulled",  # count = records merged into the warehouse; detail: keys (warehouse keys)
     "phase_finished",  # detail: the phase's counts
     "run_finished",  # detail: status, counts
 ]

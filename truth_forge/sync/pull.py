@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OVERLAP = dt.timedelta(minutes=2)
 PAGE_SIZE = 200
 RETRY_CHUNK = 50  # ids per `id[in]:[...]` lookup, to keep the URL short
+MAX_KEY = 2**63 - 1  # the warehouse keys are INT64
 # Emails and phones are written to the warehouse in pairs (primary with additional).
 _PAIRS = (("primary_email", "additional_emails"), ("primary_phone", "additional_phones"))
 
@@ -58,8 +59,10 @@ class PullStats:
 def _since_filter(field: str, watermark: str | None, overlap: dt.timedelta) -> str | None:
     if watermark is None:
         return None
-    since = parse_timestamp(watermark) - overlap  # type: ignore[operator]
-    return f'{field}[gte]:"{format_timestamp(since)}"'
+    mark = parse_timestamp(watermark)
+    if mark is None:
+        return None
+    return f'{field}[gte]:"{format_timestamp(mark - overlap)}"'
 
 
 def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = DEFAULT_OVERLAP) -> PullStats:
@@ -134,7 +137,8 @@ class _RetryList:
 
 
 def _latest(records: Sequence[Mapping[str, Any]], field: str) -> str:
-    return format_timestamp(max(parse_timestamp(r[field]) for r in records if r.get(field)))  # type: ignore[type-var]
+    stamps = [t for t in (parse_timestamp(r.get(field)) for r in records) if t is not None]
+    return format_timestamp(max(stamps))
 
 
 def _typed_key(obj: SyncedObject, record: Mapping[str, Any]) -> int | None:
@@ -146,8 +150,9 @@ def _typed_key(obj: SyncedObject, record: Mapping[str, Any]) -> int | None:
         key = int(str(raw).strip())
     except ValueError:
         key = 0
-    if key <= 0:
-        raise ValueError(f"{obj.key_field} {raw!r} in Twenty is not a warehouse key (a whole number above 0)")
+    if not 0 < key <= MAX_KEY:
+        raise ValueError(f"{obj.key_field} {raw!r} in Twenty is not a warehouse key "
+                         f"(a whole number from 1 to {MAX_KEY})")
     return key
 
 
@@ -264,6 +269,8 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
         else:
             stats.created += 1
     write_by_field_set(warehouse.upsert_sync_state, state_rows)
+    ctx.emit("records_pulled", phase="pull", object_type=obj.object_type, count=len(plans),
+             detail={"keys": [p.key for p in plans if p.row is not None]})
     if to_key:
         _write_back_keys(ctx, obj, to_key)
     return page.failed
@@ -294,7 +301,7 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
         if policy == "warehouse_wins":  # the push sends the deletion
             return _Plan(record, key, None, dict(state.get("base") or {}) if state else {}, True)
         revive = True
-    if revive or state is None:
+    if revive or state is None or row is None:
         # New to the warehouse, or alive again in Twenty: Twenty's values, whole.
         written = {obj.key_column: key, **theirs, **({"deleted_at": None} if row is not None else {})}
         return _Plan(record, key, written, dict(theirs), False)

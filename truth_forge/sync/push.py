@@ -1,8 +1,11 @@
 """Warehouse -> Twenty: send the rows whose hash changed, in batches, and remember what landed.
 
 Change detection happens in the warehouse (`changed_rows`), so only changed rows reach Python.
-Rows Twenty already has are upserted by their Twenty id; new rows are created (an upsert would also
-match on a unique email and take over someone else's record). What every write request stored is
+Rows Twenty already has are updated through a batch upsert keyed on their Twenty id, carrying only
+the fields that changed since the merge base; before each such batch one read brings the records
+as Twenty has them now, and edits made there meanwhile are merged first (`pull.apply_records`).
+New rows are created whole (an upsert would also match on a unique email and take over someone
+else's record); `PushStats.upserted` counts both. What every write request stored is
 saved in the sync state before the next request goes out, so a run killed anywhere loses at most
 the answer of the request in flight, and the next run recovers that by rule: a refused create is
 always checked for "is this record already ours" (our key, live or soft-deleted) before it is
@@ -13,7 +16,7 @@ missing fields, an outage that outlasted the retries several writes in a row).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +71,35 @@ class _Item:
 
 def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
+    batches = ctx.warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH)
+    try:
+        return _push_batches(ctx, obj, batches)
+    finally:
+        # A push that stops early must not leave the warehouse's result stream open (DuckDB cannot
+        # checkpoint with a read still running).
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def push_keys(ctx: SyncContext, obj: SyncedObject, keys: Sequence[int]) -> PushStats:
+    """Push these rows now, if they changed since they were last synced (one contact, say)."""
+    states = ctx.warehouse.read_sync_state(obj.object_type, keys)
+    rows = []
+    for row in ctx.warehouse.get_rows(obj.object_type, keys):
+        state = states.get(str(row[obj.key_column]), {})
+        if state and row["row_hash"] == state.get("warehouse_hash") and state.get("status") not in ("failed", "pending"):
+            continue  # nothing new since the last sync: nothing to send
+        if not state and row.get("deleted_at") is not None:
+            continue  # never in Twenty, nothing to delete there
+        rows.append({**row, "crm_id": state.get("crm_id")})
+    return _push_batches(ctx, obj, [rows])
+
+
+def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[list[dict[str, Any]]]) -> PushStats:
     push = _Push(ctx, obj)
     try:
-        for rows in ctx.warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH):
+        for rows in batches:
             push.delete([r for r in rows if r.get("deleted_at") is not None])
             push.upsert([r for r in rows if r.get("deleted_at") is None])
     except PushAborted as stop:
@@ -272,7 +301,7 @@ class _Push:
         keys = [r[self.obj.key_column] for r in rows]
         fresh = {r[self.obj.key_column]: r for r in self.warehouse.get_rows(self.obj.object_type, keys)}
         states = self.warehouse.read_sync_state(self.obj.object_type, keys)
-        out = []
+        out: list[Mapping[str, Any]] = []
         for key in keys:
             row, state = fresh.get(key), states.get(str(key), {})
             if row is not None and row.get("deleted_at") is None:

@@ -23,6 +23,7 @@ from truth_forge.sync.objects import SYNC_ORDER, now_utc
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
 from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
 from truth_forge.sync.push import PushAborted, push_object
+from truth_forge.sync.reconcile import reconcile_object
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import TwentyConfigError, TwentyError
@@ -73,10 +74,13 @@ def run_sync(
     pull_overlap: dt.timedelta = DEFAULT_OVERLAP,
     secrets: tuple[str, ...] = (),
     on_event: EventHook | None = None,
+    full: bool = False,
 ) -> SyncResult:
     """One run. `conflict_policy` settles a field edited on both sides: one policy for every field,
     or per warehouse column (`{"category_code": "warehouse_wins", "*": "crm_wins"}`; `deleted_at`
-    settles an edit on one side against a deletion on the other). `on_event` receives progress."""
+    settles an edit on one side against a deletion on the other). `on_event` receives progress.
+    `full` replaces the incremental pull with a full pass over Twenty (`reconcile.py`), which also
+    finds records destroyed there."""
     warehouse.ensure_tables()
     started_at = now_utc()
     run_id = warehouse.start_run(started_at=started_at)
@@ -89,11 +93,12 @@ def run_sync(
     try:
         _require_setup(client, schema)
         if direction in ("both", "pull"):
+            phase = "reconcile" if full else "pull"
             for obj in SYNC_ORDER:
-                ctx.emit("phase_started", phase="pull", object_type=obj.object_type)
-                counts[f"pull_{obj.object_type}"] = pull_object(ctx, obj, overlap=pull_overlap).as_dict()
-                ctx.emit("phase_finished", phase="pull", object_type=obj.object_type,
-                         detail=counts[f"pull_{obj.object_type}"])
+                ctx.emit("phase_started", phase=phase, object_type=obj.object_type)
+                done = reconcile_object(ctx, obj) if full else pull_object(ctx, obj, overlap=pull_overlap)
+                counts[f"{phase}_{obj.object_type}"] = done.as_dict()
+                ctx.emit("phase_finished", phase=phase, object_type=obj.object_type, detail=done.as_dict())
         if direction in ("both", "push"):
             for obj in SYNC_ORDER:
                 ctx.emit("phase_started", phase="push", object_type=obj.object_type)

@@ -27,12 +27,12 @@ _STANDARD_KEYS = {
 
 
 def push_only_columns(obj: SyncedObject, schema: CrmSchema) -> list[str]:
-    return [s.column for s in schema.for_object(obj.object_type) if s.sync == "push"]  # type: ignore[arg-type]
+    return [s.column for s in schema.for_object(obj.object_type) if s.sync == "push"]
 
 
 def body_keys(obj: SyncedObject, schema: CrmSchema, columns: Iterable[str]) -> set[str]:
     """The Twenty body keys that carry these columns."""
-    names = {s.column: s.name for s in schema.for_object(obj.object_type)}  # type: ignore[arg-type]
+    names = {s.column: s.name for s in schema.for_object(obj.object_type)}
     standard = _STANDARD_KEYS[obj.object_type]
     return {standard.get(c) or names[c] for c in columns if c in standard or c in names}
 
@@ -60,7 +60,7 @@ def warehouse_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any])
         view = {c: row.get(c) for c in _two_way_columns(obj, schema)}
     else:
         view = obj.editable_from_crm(body, schema)
-        for spec in schema.for_object(obj.object_type):  # type: ignore[arg-type]
+        for spec in schema.for_object(obj.object_type):
             if spec.sync == "push":
                 view[spec.column] = body.get(spec.name)
     if obj is PERSON:
@@ -70,7 +70,7 @@ def warehouse_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any])
 
 def _two_way_columns(obj: SyncedObject, schema: CrmSchema) -> list[str]:
     standard = [c for c in _STANDARD_KEYS[obj.object_type] if c != COMPANY_LINK]
-    return standard + [s.column for s in schema.for_object(obj.object_type) if s.sync == "both"]  # type: ignore[arg-type]
+    return standard + [s.column for s in schema.for_object(obj.object_type) if s.sync == "both"]
 
 
 def two_way(obj: SyncedObject, schema: CrmSchema, view: Mapping[str, Any]) -> dict[str, Any]:

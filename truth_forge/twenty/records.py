@@ -221,7 +221,7 @@ class RecordsApi:
                 )))
         return kept
 
-    def learn_max_batch(self, exc: TwentyRecordRejected) -> int | None:
+    def learn_max_batch(self, exc: TwentyError) -> int | None:
         """Twenty named its batch limit in the error: remember it, and say it."""
         for message in exc.messages:
             match = _MAX_RECORDS_RE.search(message)
@@ -329,13 +329,14 @@ class _ChunkWriter:
                                           method="POST", path=self.path)
             pairs = list(zip(indexes, created))
         else:
-            by_key = {str(r.get(self.key)): r for r in created if isinstance(r, dict)}
-            pairs = [(i, by_key.get(str(self.records[i].get(self.key)))) for i in indexes]
+            key = self.key
+            by_key = {str(r.get(key)): r for r in created if isinstance(r, dict)}
+            pairs = [(i, by_key.get(str(self.records[i].get(key)))) for i in indexes]
         landed = []
         for i, record in pairs:
             if record is None:
                 self.outcome.failures.append(RecordFailure(i, self.records[i], TwentyProtocolError(
-                    f"Twenty's answer holds no record with {self.key}={self.records[i].get(self.key)!r}",
+                    f"Twenty's answer holds no record with {self.key}={self.records[i].get(self.key or 'id')!r}",
                     method="POST", path=self.path)))
             else:
                 self.outcome.results[i] = record

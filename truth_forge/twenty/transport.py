@@ -201,7 +201,7 @@ def error_for_response(response: httpx.Response, method: str, path: str, secret:
     """Map a non-2xx answer to the typed error that says what to do next."""
     status = response.status_code
     fields = _error_fields(response, secret)
-    where = {"method": method, "path": path}
+    where: dict[str, Any] = {"method": method, "path": path}
     said = " ".join(fields["messages"])
     if 300 <= status < 400:
         target = redirect_target(response.headers.get("location"), secret)

@@ -331,6 +331,15 @@ class Warehouse(RunHistory, ABC):
             out[r[by]] = row
         return out
 
+    def linked_records(self, object_type: ObjectType, *, batch_size: int = 1000) -> Iterator[list[tuple[str, str]]]:
+        """(record_key, crm_id) of every record the state says is live in Twenty, in batches."""
+        _check_object_type(object_type)
+        sql = ("SELECT t.record_key AS record_key, t.crm_id AS crm_id FROM {crm_sync_state} AS t "
+               "WHERE t.object_type = @object_type AND t.crm_id IS NOT NULL AND t.status != 'deleted' "
+               "ORDER BY t.record_key")
+        for batch in self._stream(sql, (Scalar("object_type", STRING, object_type),), batch_size):
+            yield [(r["record_key"], r["crm_id"]) for r in batch]
+
     def get_watermark(self, name: str) -> str | None:
         """A named watermark (e.g. the pull's last seen updatedAt per object), or None."""
         rows, _ = self._run(

@@ -6,6 +6,9 @@ rows (one per failed attempt, per record): first seen, last seen, attempts, and 
 row of it is closed (`close_settled_errors` closes them when the record, or for a run-level error
 the next successful run, goes through). No extra columns are needed, so older warehouses answer too.
 
+An error seen again supersedes its older row (which closes), so an open error has one open row and
+its older, closed ones still count as attempts.
+
 A mixin of `Warehouse`: it runs the same BigQuery-dialect SQL on both engines through `_run`.
 """
 
@@ -36,9 +39,10 @@ _OPEN_ERROR_KINDS = """SELECT g.operation AS operation, g.object_type AS object_
   COUNT(*) AS open_errors, SUM(g.attempts) AS attempts, MIN(g.first_seen) AS first_seen, MAX(g.last_seen) AS last_seen
 FROM (SELECT e.object_type AS object_type, e.operation AS operation, MAX_BY(e.error_class, e.occurred_at) AS error_class,
         COUNT(*) AS attempts, MIN(e.occurred_at) AS first_seen, MAX(e.occurred_at) AS last_seen
-      FROM {crm_sync_errors} AS e WHERE e.resolved_at IS NULL
+      FROM {crm_sync_errors} AS e
       GROUP BY e.object_type, e.record_key, e.crm_id, e.operation,
-        IF(e.record_key IS NULL AND e.crm_id IS NULL, e.error_class, NULL)) AS g
+        IF(e.record_key IS NULL AND e.crm_id IS NULL, e.error_class, NULL)
+      HAVING COUNTIF(e.resolved_at IS NULL) > 0) AS g
 GROUP BY g.operation, g.object_type, g.error_class
 ORDER BY open_errors DESC, operation, object_type, error_class"""
 

@@ -262,8 +262,9 @@ def kv_select(seq_name: str) -> str:
 
 # An open error closes once its record has synced cleanly since the error was seen (matched by key,
 # or by Twenty id for pull errors that never got a key); a run-level error (no key, no Twenty id)
-# closes with the next run that succeeded. One statement per run, so a killed run's closings are
-# simply done by the next one.
+# closes with the next run that succeeded; an error seen again on a later attempt is superseded by
+# the newer row (one open row per record and operation; the older rows stay as its history). One
+# statement per run, so a killed run's closings are simply done by the next one.
 CLOSE_SETTLED_ERRORS = """UPDATE {crm_sync_errors} AS e
 SET resolved_at = CURRENT_TIMESTAMP()
 WHERE e.resolved_at IS NULL AND (
@@ -272,4 +273,8 @@ WHERE e.resolved_at IS NULL AND (
             AND (s.record_key = e.record_key OR (e.record_key IS NULL AND s.crm_id = e.crm_id))
             AND s.status IN ('synced', 'deleted') AND s.last_error IS NULL
             AND s.last_synced_at >= e.occurred_at)
-  OR (e.record_key IS NULL AND e.crm_id IS NULL AND @run_succeeded AND e.occurred_at < @run_started_at))"""
+  OR (e.record_key IS NULL AND e.crm_id IS NULL AND @run_succeeded AND e.occurred_at < @run_started_at)
+  OR (COALESCE(e.record_key, e.crm_id) IS NOT NULL AND EXISTS (
+        SELECT 1 FROM {crm_sync_errors} AS n
+        WHERE n.object_type = e.object_type AND n.operation = e.operation AND n.occurred_at > e.occurred_at
+          AND COALESCE(n.record_key, CONCAT('crm:', n.crm_id)) = COALESCE(e.record_key, CONCAT('crm:', e.crm_id)))))"""

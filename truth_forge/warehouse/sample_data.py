@@ -75,7 +75,7 @@ def _mixed_rows(start: str, stop: str, salt: int) -> str:
     """CTEs `g0..g2` ending in `g(id, f0..f15)`: per row, 16 pseudo-random ints in [0, 2^31-1)."""
     draws = ", ".join(f"MOD(x * {m}, {P}) AS f{i}" for i, m in enumerate(_MULT))
     return f"""g0 AS (
-  SELECT id, MOD(id * 1103515245 + @seed * 2654435 + {salt}, {P}) AS x
+  SELECT id, MOD(id * 1103515245 + CAST(@seed AS INT64) * 2654435 + {salt}, {P}) AS x
   FROM UNNEST(GENERATE_ARRAY({start}, {stop})) AS id
 ),
 g1 AS (SELECT g0.id AS id, MOD(g0.x * g0.x + 1013904223, {P}) AS x FROM g0),

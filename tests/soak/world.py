@@ -1,0 +1,228 @@
+"""A workspace and a warehouse that live through many trials, with seeded edits on both sides between runs.
+
+Why it exists: a soak has to prove more than "both sides agree" (they also agree when both lost the
+same edit). Every change made here is remembered as an `Expectation` (this contact's category is now
+C; the person made in Twenty has a contact with this name; this contact is deleted) and checked after
+the next convergence, so an edit the sync dropped, or overwrote with a stale value, is caught. Edits on
+the two sides touch different records within one trial, so no expectation depends on conflict policy.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.soak.convergence import (
+    WarehouseSide,
+    check_convergence,
+    norm_email,
+    norm_name,
+    norm_option,
+    norm_text,
+    read_warehouse,
+    summarize,
+)
+from tests.soak.harness import PlainTwenty, SyncProcess, SyncRun, fresh_workspace, sync_env
+from truth_forge.sandbox import SandboxServer
+from truth_forge.warehouse import open_warehouse
+from truth_forge.warehouse.sample_data import generate_sample_data
+
+FIRST = ["Ines", "Tariq", "Mei", "Olu", "Sven", "Lucía", "Ravi", "Noa", "Kofi", "Hana"]
+LAST = ["Okoro", "Lindqvist", "Zhang", "Mendes", "Haddad", "Novak", "Ibarra", "Sato", "Fischer", "Adeyemi"]
+CATEGORIES = "ABCDEFGHX"
+RELATIONSHIPS = ["FAMILY", "FRIEND", "COLLEAGUE", "MENTOR", "CLIENT", "OTHER"]
+COMPARE: dict[str, Callable[[Any], Any]] = {
+    "canonical_name": norm_name, "primary_email": norm_email, "category_code": norm_option,
+    "relationship_category": norm_option, "subcategory_code": norm_text, "industry": norm_text,
+    "business_name": norm_text,
+}
+
+
+@dataclass
+class Expectation:
+    """After the next convergence, this warehouse row has this value (or is deleted, for column "deleted")."""
+
+    object_type: str
+    key: int | None  # the warehouse key, or None for a record made in Twenty (found by crm_id)
+    crm_id: str | None
+    column: str
+    value: Any
+    why: str
+
+    def broken(self, side: WarehouseSide) -> str | None:
+        key = self.key
+        if key is None:
+            state = next((s for (obj, k), s in side.state.items()
+                          if obj == self.object_type and s.get("crm_id") == self.crm_id), None)
+            if state is None:
+                return f"{self.why}: no warehouse row took Twenty record {self.crm_id}"
+            key = int(state["record_key"])
+        rows = side.contacts if self.object_type == "person" else side.businesses
+        row = rows.get(key)
+        if row is None:
+            return f"{self.why}: warehouse row {key} is missing"
+        if self.column == "deleted":
+            return None if row["deleted_at"] is not None else f"{self.why}: row {key} is not deleted"
+        if row["deleted_at"] is not None:
+            return f"{self.why}: row {key} is deleted"
+        same = COMPARE.get(self.column, lambda v: v)
+        if same(row[self.column]) != same(self.value):
+            return f"{self.why}: row {key} {self.column} is {row[self.column]!r}, not {self.value!r}"
+        return None
+
+
+class World:
+    """One soak world: a DuckDB file, the sandbox workspace, a seeded RNG, and what must be true next."""
+
+    def __init__(self, sandbox: SandboxServer, workdir: Path, seed: int, *, contacts: int = 24,
+                 companies: int = 4, batch_size: int = 2) -> None:
+        self.sandbox, self.workdir, self.seed = sandbox, workdir, seed
+        self.rng = random.Random(seed)
+        self.db = workdir / "warehouse.duckdb"
+        self.settings: dict[str, Any] = {"twenty_batch_size": batch_size}
+        self.expectations: list[Expectation] = []
+        self.serial = self.runs = 0
+        fresh_workspace(sandbox)
+        with open_warehouse(f"duckdb:///{self.db}") as warehouse:
+            generate_sample_data(warehouse, contacts, companies, seed=seed)
+        self.live = {"person": contacts, "company": companies}
+        with PlainTwenty(sandbox) as twenty:
+            for _ in range(2):
+                self.serial += 1
+                self._twenty_create(twenty)
+
+    # --- runs and checks ---------------------------------------------------------------------------
+
+    def start(self, **settings: Any) -> SyncProcess:
+        self.runs += 1
+        self.sandbox.clear_request_log()
+        env = sync_env(self.sandbox, self.db, **{**self.settings, **settings})
+        return SyncProcess(env, self.workdir, f"run{self.runs}")
+
+    def run(self, **settings: Any) -> SyncRun:
+        return self.start(**settings).wait()
+
+    def problems(self) -> tuple[list[str], int]:
+        """What is wrong now (discrepancies, then broken expectations), and how many live records were checked."""
+        with PlainTwenty(self.sandbox) as twenty:
+            found = check_convergence(self.db, twenty, live_people=self.live["person"],
+                                      live_companies=self.live["company"])
+        side = read_warehouse(self.db)
+        broken = [b for b in (e.broken(side) for e in self.expectations) if b]
+        out = [f"{len(found)} discrepancies:\n{summarize(found, 12)}"] if found else []
+        return out + broken, self.live["person"] + self.live["company"]
+
+    def settled(self) -> None:
+        """The expectations held: start the next trial with none."""
+        self.expectations.clear()
+
+    # --- seeded changes on both sides --------------------------------------------------------------
+
+    def mutate(self, changes: int) -> None:
+        """`changes` random edits, inserts and deletes, on both sides, on different records."""
+        side = read_warehouse(self.db)
+        with PlainTwenty(self.sandbox) as twenty:
+            people = {p["contactId"]: p for p in twenty.records("people") if p.get("contactId")}
+            companies = {c["businessId"]: c for c in twenty.records("companies") if c.get("businessId")}
+            keys = sorted(k for k, c in side.contacts.items() if c["deleted_at"] is None and str(k) in people)
+            self.rng.shuffle(keys)
+            business_keys = sorted(k for k, b in side.businesses.items()
+                                   if b["deleted_at"] is None and str(k) in companies)
+            self.rng.shuffle(business_keys)
+            with open_warehouse(f"duckdb:///{self.db}") as warehouse:
+                for _ in range(changes):
+                    action = self.rng.choice(["w_edit"] * 4 + ["t_edit"] * 4 + ["w_insert", "t_create", "w_delete",
+                                                                                 "t_delete", "w_company", "t_company"])
+                    self.serial += 1
+                    if action in ("w_company", "t_company"):
+                        if business_keys:
+                            self._company_edit(action, business_keys.pop(), warehouse, twenty, companies)
+                    elif action == "w_insert":
+                        self._warehouse_insert(warehouse, side)
+                    elif action == "t_create":
+                        self._twenty_create(twenty)
+                    elif keys:
+                        key = keys.pop()
+                        {"w_edit": self._warehouse_edit, "t_edit": self._twenty_edit, "w_delete": self._warehouse_delete,
+                         "t_delete": self._twenty_delete}[action](key, warehouse, twenty, people[str(key)])
+
+    def _expect(self, object_type: str, key: int | None, column: str, value: Any, why: str,
+                crm_id: str | None = None) -> None:
+        self.expectations.append(Expectation(object_type, key, crm_id, column, value, f"{why} (change {self.serial})"))
+
+    def _name(self) -> tuple[str, str]:
+        return self.rng.choice(FIRST), f"{self.rng.choice(LAST)}{self.serial}"
+
+    def _email(self, side: str) -> str:
+        return f"{side}{self.seed}.{self.serial}@Example.org"  # mixed case: Twenty stores it lower-cased
+
+    def _warehouse_edit(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any]) -> None:
+        column = self.rng.choice(["canonical_name", "category_code", "subcategory_code", "primary_email",
+                                  "llm_context"])
+        value: Any = {"canonical_name": " ".join(self._name()), "category_code": self.rng.choice(CATEGORIES),
+                      "subcategory_code": f"S{self.serial}", "primary_email": self._email("w"),
+                      "llm_context": {"note": f"soak {self.seed}/{self.serial}"}}[column]
+        row = {"contact_id": key, column: value}
+        if column == "primary_email":
+            row["additional_emails"] = []
+        warehouse.upsert_contacts([row])
+        self._expect("person", key, column, value, f"warehouse edit of {column}")
+
+    def _twenty_edit(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any]) -> None:
+        column = self.rng.choice(["canonical_name", "category_code", "subcategory_code", "primary_email",
+                                  "relationship_category"])
+        first, last = self._name()
+        patch, value = {
+            "canonical_name": ({"name": {"firstName": first, "lastName": last}}, f"{first} {last}"),
+            "category_code": ({"categoryCode": (c := self.rng.choice(CATEGORIES))}, c),
+            "subcategory_code": ({"subcategoryCode": f"T{self.serial}"}, f"T{self.serial}"),
+            "primary_email": ({"emails": {"primaryEmail": (e := self._email("t").lower()), "additionalEmails": []}}, e),
+            "relationship_category": ({"relationshipCategory": (r := self.rng.choice(RELATIONSHIPS))}, r),
+        }[column]
+        twenty.update("people", person["id"], patch)
+        self._expect("person", key, column, value, f"Twenty edit of {column}")
+
+    def _warehouse_delete(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any]) -> None:
+        warehouse.soft_delete("person", [key])
+        self.live["person"] -= 1
+        self._expect("person", key, "deleted", True, "warehouse delete")
+
+    def _twenty_delete(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any]) -> None:
+        twenty.soft_delete("people", person["id"])
+        self.live["person"] -= 1
+        self._expect("person", key, "deleted", True, "Twenty delete")
+
+    def _warehouse_insert(self, warehouse: Any, side: WarehouseSide) -> None:
+        # Above every contact and every key the sync has claimed, as a careful warehouse user would pick.
+        taken = [*side.contacts, *(int(k) for (obj, k), _ in side.state.items() if obj == "person"),
+                 *(e.key for e in self.expectations if e.key is not None)]
+        key = max(taken, default=0) + 1
+        name, email = " ".join(self._name()), self._email("n")
+        warehouse.upsert_contacts([{"contact_id": key, "canonical_name": name, "category_code": "C",
+                                    "primary_email": email, "additional_emails": []}])
+        self.live["person"] += 1
+        self._expect("person", key, "canonical_name", name, "warehouse insert")
+        self._expect("person", key, "primary_email", email, "warehouse insert")
+
+    def _twenty_create(self, twenty: PlainTwenty) -> None:
+        first, last = self._name()
+        email = self._email("c").lower()
+        made = twenty.create("people", {"name": {"firstName": first, "lastName": last}, "categoryCode": "F",
+                                        "emails": {"primaryEmail": email, "additionalEmails": []}})
+        self.live["person"] += 1
+        self._expect("person", None, "canonical_name", f"{first} {last}", "Twenty create", crm_id=made["id"])
+        self._expect("person", None, "primary_email", email, "Twenty create", crm_id=made["id"])
+
+    def _company_edit(self, action: str, key: int, warehouse: Any, twenty: PlainTwenty,
+                      companies: dict[str, dict[str, Any]]) -> None:
+        if action == "w_company":
+            value = f"Industry {self.serial}"
+            warehouse.upsert_businesses([{"business_id": key, "industry": value}])
+            self._expect("company", key, "industry", value, "warehouse company edit")
+        else:
+            value = f"Renamed {self.serial}"
+            twenty.update("companies", companies[str(key)]["id"], {"name": value})
+            self._expect("company", key, "business_name", value, "Twenty company edit")
