@@ -51,6 +51,8 @@ def main(
     )
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        # The runner logs a run's counts as a dict; every command shows them better (-v keeps it).
+        logging.getLogger("truth_forge.sync.runner").setLevel(logging.WARNING)
     # httpcore's debug log prints every header sent and received (the API key, a redirect's Location):
     # kept below that level even under -v.
     logging.getLogger("httpcore").setLevel(logging.INFO)

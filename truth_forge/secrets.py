@@ -88,7 +88,12 @@ def find_api_key(
 
     project = (settings.gcp_project_id or "").strip()
     if project:
-        found = _from_secret_manager(project, secret_client, timeout, failures)
+        try:
+            found = _from_secret_manager(project, secret_client, timeout, failures)
+        except ImportError:
+            found = None
+            failures.append(f"Secret Manager secrets {', '.join(SECRET_NAMES)}: skipped, Google's clients are not "
+                            "installed (pip install 'truth-forge[bigquery]')")
         if found is not None:
             return _won(found)
     else:

@@ -67,9 +67,6 @@ class Output:
             root.handlers[:] = [RichHandler(console=self.progress_console, show_path=False, markup=False)]
         if self.quiet and not verbose:
             root.setLevel(logging.ERROR)
-        if not verbose:
-            # The runner logs its counts as a dict at the end; the summary says it better.
-            logging.getLogger("truth_forge.sync.runner").setLevel(logging.WARNING)
 
     @contextmanager
     def watch(self, requests_per_minute: float, batch_size: int,

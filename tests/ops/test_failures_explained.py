@@ -146,3 +146,15 @@ def test_help_and_readme_carry_the_exit_code_table(cli: Cli) -> None:
     for what, code, _ in EXIT_CODES:
         assert f"{code} = " in shown and what in shown
     assert exit_codes_markdown() in (REPO / "README.md").read_text()
+
+
+def test_a_secret_manager_project_without_the_extra_falls_back_to_the_environment(cli: Cli) -> None:
+    script = ("import sys; sys.modules['google'] = None\n"
+              "from truth_forge.secrets import find_api_key\n"
+              "print(find_api_key().source)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**cli.env, "TRUTH_FORGE_GCP_PROJECT_ID": "p", "TWENTY_API_KEY": "k"}, cwd=cli.cwd)
+    assert done.returncode == 0 and done.stdout.strip() == "environment variable TWENTY_API_KEY", done.stderr
+    missing = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                             env={**cli.env, "TRUTH_FORGE_GCP_PROJECT_ID": "p"}, cwd=cli.cwd)
+    assert "Google's clients are not installed (pip install 'truth-forge[bigquery]')" in missing.stderr
