@@ -41,8 +41,9 @@ def test_sync_exit_codes_follow_the_run(env: str) -> None:
     assert json.loads(first.stdout)["counts"]["push_person"]["upserted"] == 12
     with open_warehouse(env) as wh:
         wh.upsert_contacts([{"contact_id": 3, "primary_phone": "12", "additional_phones": []}])
-    partial = runner.invoke(app, ["sync"])
+    partial = runner.invoke(app, ["sync", "--log-format", "text"])
     assert partial.exit_code == 1 and "partial" in partial.stdout and "error push person 3" in partial.stdout
+    assert "truth-forge errors --run" in partial.stdout
 
 
 def test_sync_without_setup_stops_with_a_setup_hint(env: str) -> None:
@@ -70,7 +71,7 @@ class _RedirectWithKey(http.server.BaseHTTPRequestHandler):
         return None  # keep the test output to what truth-forge prints
 
 
-@pytest.mark.parametrize("command", [["setup"], ["-v", "verify"], ["-v", "sync"]])
+@pytest.mark.parametrize("command", [["setup"], ["-v", "verify"], ["-v", "sync", "--create"]])
 def test_a_redirect_with_the_key_in_it_never_prints_the_key(tmp_path: Path, command: list[str]) -> None:
     key = "tf-secret-key-0123456789abcdef"
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RedirectWithKey)

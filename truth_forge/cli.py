@@ -2,37 +2,82 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 
-from truth_forge.twenty.errors import TwentyError
+from truth_forge.failures import exit_codes_text, explain
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
     help="Keep a contacts warehouse (DuckDB or BigQuery) and a Twenty CRM workspace in sync.",
+    epilog=exit_codes_text().replace("\n", "\n\n"),
     no_args_is_help=True,
     add_completion=False,
 )
+_state = {"verbose": False}
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        from truth_forge import __version__
+
+        try:
+            shown = version("truth-forge")
+        except PackageNotFoundError:
+            shown = __version__
+        typer.echo(f"truth-forge {shown}")
+        raise typer.Exit(0)
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log requests and decisions.")) -> None:
+def main(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log requests and decisions; show tracebacks."),
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        # The runner logs a run's counts as a dict; every command shows them better (-v keeps it).
+        logging.getLogger("truth_forge.sync.runner").setLevel(logging.WARNING)
     # httpcore's debug log prints every header sent and received (the API key, a redirect's Location):
     # kept below that level even under -v.
     logging.getLogger("httpcore").setLevel(logging.INFO)
+    _state["verbose"] = verbose
+    ctx.obj = {"verbose": verbose}
 
 
-def fail(message: str, code: int = 1) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+def explained(command: Command) -> Command:
+    """Expected failures end in one line naming what to fix and the exit code from the table in
+    `failures.py`; the traceback only under -v. Anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except Exception as exc:
+            explanation = explain(exc)
+            if explanation is None:
+                raise
+            if _state["verbose"]:
+                log.error("The failure below in full:", exc_info=exc)
+            typer.secho(f"error: {explanation.message}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(explanation.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _print_schema_report(report: dict[str, Any]) -> None:
@@ -56,11 +101,8 @@ def _print_schema_report(report: dict[str, Any]) -> None:
 def _run_schema_command(action: str, as_json: bool) -> None:
     from truth_forge.services.sync import TwentyCRMService
 
-    try:
-        with TwentyCRMService() as service:
-            report = service.setup_crm() if action == "setup" else service.verify_setup()
-    except (TwentyError, ValueError) as exc:
-        fail(str(exc))
+    with TwentyCRMService() as service:
+        report = service.setup_crm() if action == "setup" else service.verify_setup()
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
@@ -69,59 +111,25 @@ def _run_schema_command(action: str, as_json: bool) -> None:
 
 
 @app.command()
+@explained
 def setup(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
-    """Create the custom fields truth-forge needs in Twenty (only what is missing). Exit 0 when complete."""
+    """Create the custom fields truth-forge needs in Twenty (only what is missing).
+
+    Exit 0 when complete, 1 when fields are still missing, 2 when Twenty could not be reached or refused the key."""
     _run_schema_command("setup", as_json)
 
 
 @app.command()
+@explained
 def verify(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
-    """Check the custom fields in Twenty without changing anything. Exit 0 only when complete."""
+    """Check the custom fields in Twenty without changing anything.
+
+    Exit 0 when complete, 1 when fields are missing, 2 when Twenty could not be reached or refused the key."""
     _run_schema_command("verify", as_json)
 
 
 @app.command()
-def sync(
-    direction: str = typer.Option("both", help="both | push (warehouse -> Twenty) | pull (Twenty -> warehouse)"),
-    conflict_policy: str = typer.Option("crm_wins", help="Who wins a field edited on both sides: crm_wins | warehouse_wins"),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    full: bool = typer.Option(False, "--full", help="Compare every Twenty record (about N/200 requests): also "
-                              "finds records destroyed in Twenty, drift and orphans."),
-    wait_for_lease: float = typer.Option(
-        0.0, min=0, help="Seconds to wait while another writer (a `serve`, another sync) holds the warehouse."),
-) -> None:
-    """Run one sync. Exit 0 when every record synced, 1 when some failed, 2 when the run stopped early."""
-    from truth_forge.lease import WarehouseBusy
-    from truth_forge.services.sync import TwentyCRMService
-    from truth_forge.sync.runner import run_sync
-    from truth_forge.warehouse import WarehouseError
-
-    if direction not in ("both", "push", "pull"):
-        fail(f"--direction must be both, push or pull, not {direction!r}", 2)
-    if conflict_policy not in ("crm_wins", "warehouse_wins"):
-        fail(f"--conflict-policy must be crm_wins or warehouse_wins, not {conflict_policy!r}", 2)
-    try:
-        with TwentyCRMService() as service:
-            result = run_sync(service.warehouse, service.client.api, service.schema,
-                              direction=direction, conflict_policy=conflict_policy, full=full,  # type: ignore[arg-type]
-                              lease_wait=wait_for_lease)
-    except (TwentyError, WarehouseError, WarehouseBusy, ValueError) as exc:
-        fail(str(exc), 2)
-    if as_json:
-        typer.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str))
-    else:
-        typer.echo(f"run {result.run_id}: {result.status}")
-        for name, value in result.counts.items():
-            typer.echo(f"  {name}: {value}")
-        for error in result.sync_errors[:20]:
-            typer.echo(f"  error {error['operation']} {error['object_type'] or ''} {error['record_key'] or ''}: "
-                       f"{error['error_message']}")
-        if len(result.sync_errors) > 20:
-            typer.echo(f"  ... {len(result.sync_errors) - 20} more in crm_sync_errors")
-    raise typer.Exit({"succeeded": 0, "partial": 1}.get(result.status, 2))
-
-
-@app.command()
+@explained
 def demo(
     workdir: str = typer.Option(".demo", help="Folder for the demo's DuckDB file (emptied first)."),
     contacts: int = typer.Option(200, min=1, help="Sample contacts to generate."),
@@ -140,10 +148,18 @@ def _register_component_commands() -> None:
     from truth_forge.doctor_cli import doctor_command
     from truth_forge.sandbox.cli import sandbox_command
     from truth_forge.serve_cli import serve_command, webhooks_app
-    from truth_forge.warehouse.cli import sample_data_command
+    from truth_forge.status_cli import errors_command, runs_command, status_command
+    from truth_forge.sync_cli import sync_command
+    from truth_forge.warehouse.cli import init_command, sample_data_command
 
+    epilog = exit_codes_text().replace("\n", "\n\n")
+    app.command("sync", epilog=epilog)(explained(sync_command))
+    app.command("status")(explained(status_command))
+    app.command("runs")(explained(runs_command))
+    app.command("errors")(explained(errors_command))
+    app.command("init")(explained(init_command))
     app.command("sandbox")(sandbox_command)
-    app.command("sample-data")(sample_data_command)
+    app.command("sample-data")(explained(sample_data_command))
     app.command("doctor")(doctor_command)
     app.command("serve")(serve_command)
     app.add_typer(webhooks_app, name="webhooks")

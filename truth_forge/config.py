@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TWENTY_BASE_URL = "https://api.twenty.com"
@@ -109,8 +109,43 @@ class Settings(BaseSettings):
     def _strip_trailing_slash(cls, value: str) -> str:
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"twenty_base_url must start with http:// or https://, got {value!r}")
+            raise ValueError("must start with http:// or https:// (e.g. https://api.twenty.com)")
         return value
+
+    # --- operating it: warehouse timeouts and alerts (truth_forge/alerts.py) ------------------------
+    warehouse_timeout_seconds: float = Field(
+        30.0, gt=0, validation_alias=_env("WAREHOUSE_TIMEOUT_SECONDS"),
+        description="Bound on each BigQuery call, retries included (an unreachable endpoint fails after this)",
+    )
+    alert_min_errors: int = Field(
+        1, ge=1, validation_alias=_env("ALERT_MIN_ERRORS"),
+        description="Alert after a run when at least this many errors are open (a stopped run always alerts)",
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        None, validation_alias=_env("ALERT_WEBHOOK_URL"),
+        description="HTTP endpoint for alerts, Slack-compatible body {\"text\": ...} (e.g. a Slack incoming webhook)",
+    )
+    alert_email_to: str | None = Field(
+        None, validation_alias=_env("ALERT_EMAIL_TO"), description="Alert recipients, comma-separated",
+    )
+    alert_email_from: str = Field(
+        "truth-forge@localhost", validation_alias=_env("ALERT_EMAIL_FROM"), description="Sender of alert emails",
+    )
+    alert_smtp_host: str | None = Field(None, validation_alias=_env("ALERT_SMTP_HOST"), description="SMTP server")
+    alert_smtp_port: int = Field(587, ge=1, le=65535, validation_alias=_env("ALERT_SMTP_PORT"),
+                                 description="SMTP port (587: submission with STARTTLS)")
+    alert_smtp_starttls: bool = Field(True, validation_alias=_env("ALERT_SMTP_STARTTLS"),
+                                      description="Upgrade the SMTP connection with STARTTLS before logging in")
+    alert_smtp_username: str | None = Field(None, validation_alias=_env("ALERT_SMTP_USERNAME"),
+                                            description="SMTP login (none: send without AUTH)")
+    alert_smtp_password: SecretStr | None = Field(None, validation_alias=_env("ALERT_SMTP_PASSWORD"),
+                                                  description="SMTP password")
+    alert_smtp_ca_file: Path | None = Field(
+        None, validation_alias=_env("ALERT_SMTP_CA_FILE"),
+        description="CA bundle that signs the SMTP server's certificate (default: the system's)",
+    )
+    alert_timeout_seconds: float = Field(10.0, gt=0, validation_alias=_env("ALERT_TIMEOUT_SECONDS"),
+                                         description="Bound on each alert delivery")
 
 
 def get_settings() -> Settings:

@@ -126,7 +126,12 @@ def _find_secret(kind: _SecretKind, settings: Settings | None, secret_client: An
 
     project = (settings.gcp_project_id or "").strip()
     if project:
-        found = _from_secret_manager(project, kind.secret_names, secret_client, timeout, failures)
+        try:
+            found = _from_secret_manager(project, kind.secret_names, secret_client, timeout, failures)
+        except ImportError:
+            found = None
+            failures.append(f"Secret Manager secrets {', '.join(kind.secret_names)}: skipped, Google's clients are "
+                            "not installed (pip install 'truth-forge[bigquery]')")
         if found is not None:
             return _won(found, kind.label)
     else:

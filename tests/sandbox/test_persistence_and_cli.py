@@ -81,13 +81,15 @@ def test_python_dash_m_starts_a_server_and_prints_the_key() -> None:
         assert proc.stdout is not None
         lines = []
         deadline = time.monotonic() + 20
-        while not any("TWENTY_API_KEY" in line for line in lines):
+        while not any("REQUESTS_PER_MINUTE" in line for line in lines):
             assert time.monotonic() < deadline, f"no key printed: {lines}"
             line = proc.stdout.readline()
             assert line, f"sandbox exited early: {lines}"
             lines.append(line)
         text = "".join(lines)
         assert "export TWENTY_API_KEY=cli-key" in text
+        # The client's own budget, matched to the server's limit (100 a minute unless told otherwise).
+        assert "export TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE=100\n" in text
         url = re.search(r"export TWENTY_BASE_URL=(\S+)", text)
         assert url and url.group(1) == f"http://127.0.0.1:{port}"
         for _ in range(200):  # the key is printed just before uvicorn starts listening

@@ -312,6 +312,41 @@ def test_runs_and_errors(warehouse: Warehouse) -> None:
     assert got["finished_at"] >= got["started_at"]
 
 
+def test_error_lifecycles_runs_and_bookkeeping_read_back(warehouse: Warehouse) -> None:
+    t0 = dt.datetime(2026, 5, 1, tzinfo=UTC)
+    for n, run in enumerate(("run-a", "run-b")):
+        warehouse.start_run(run, started_at=t0 + dt.timedelta(hours=n))
+        warehouse.record_errors([
+            {"run_id": run, "object_type": "person", "record_key": "7", "operation": "push",
+             "error_class": f"Refused{n}", "error_message": f"attempt {n}", "occurred_at": t0 + dt.timedelta(hours=n)},
+            {"run_id": run, "operation": "run", "error_class": "TwentyAuthError", "error_message": "key refused",
+             "occurred_at": t0 + dt.timedelta(hours=n, minutes=1)},
+        ])
+        warehouse.finish_run(run, "partial", {"errors": 2})
+    warehouse.record_errors([{"run_id": "run-b", "object_type": "company", "record_key": "3", "operation": "pull",
+                              "error_class": "X", "error_message": "gone", "occurred_at": t0,
+                              "resolved_at": t0 + dt.timedelta(minutes=5)}])
+    lifecycles = warehouse.error_lifecycles()
+    assert [(e["record_key"], e["operation"], e["attempts"], e["is_open"]) for e in lifecycles] == [
+        (None, "run", 2, True), ("7", "push", 2, True), ("3", "pull", 1, False)]
+    record = lifecycles[1]
+    assert (record["first_seen"], record["last_seen"]) == (t0, t0 + dt.timedelta(hours=1))
+    assert (record["error_class"], record["error_message"], record["last_run_id"]) == ("Refused1", "attempt 1", "run-b")
+    assert [e["record_key"] for e in warehouse.error_lifecycles(open_only=True)] == [None, "7"]
+    assert [e["record_key"] for e in warehouse.error_lifecycles(run_id="run-a")] == [None, "7"]
+    assert warehouse.error_lifecycles(run_id="run-none") == []
+    assert len(warehouse.error_lifecycles(run_id="run-")) == 3  # the start of an id is enough
+    kinds = {(k["operation"], k["error_class"]): (k["open_errors"], k["attempts"]) for k in warehouse.open_error_kinds()}
+    assert kinds == {("push", "Refused1"): (1, 2), ("run", "TwentyAuthError"): (1, 2)}
+    assert [r["run_id"] for r in warehouse.recent_runs(5)] == ["run-b", "run-a"]
+    assert warehouse.recent_runs(1)[0]["counts"] == {"errors": 2}
+    warehouse.upsert_sync_state([{"object_type": "person", "record_key": str(k), "status": s}
+                                 for k, s in ((1, "synced"), (2, "synced"), (3, "failed"))])
+    assert warehouse.sync_state_counts() == {"person": {"synced": 2, "failed": 1}}
+    warehouse.set_watermark("pull:person", "2026-02-01T00:00:00Z")
+    assert warehouse.bookkeeping_values() == {"watermark:pull:person": "2026-02-01T00:00:00Z"}
+
+
 def test_errors_close_when_settled_superseded_or_after_a_good_run(warehouse: Warehouse) -> None:
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     at = [t0 + dt.timedelta(minutes=m) for m in range(6)]

@@ -13,6 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from truth_forge.warehouse import Warehouse, WarehouseConfigError, open_warehouse
+from truth_forge.cli import explained
 from truth_forge.warehouse.cli import sample_data_command
 from truth_forge.warehouse.sample_data import generate_sample_data
 
@@ -90,7 +91,7 @@ def test_identical_on_every_engine(warehouse: Warehouse, tmp_path: Path) -> None
 
 def test_cli_command(tmp_path: Path) -> None:
     app = typer.Typer()
-    app.command("sample-data")(sample_data_command)
+    app.command("sample-data")(explained(sample_data_command))
     app.command("noop")(lambda: None)  # two commands, so Typer dispatches by name as truth-forge does
     url = f"duckdb:///{tmp_path / 'cli.duckdb'}"
     runner = CliRunner()
@@ -98,6 +99,6 @@ def test_cli_command(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote 100 contacts" in result.output and "10 businesses" in result.output
     again = runner.invoke(app, ["sample-data", "--contacts", "5", "--businesses", "1", "--warehouse-url", url])
-    assert again.exit_code == 1 and "--replace" in again.output
+    assert again.exit_code == 2 and "--replace" in again.output  # could not run: the warehouse is not empty
     with open_warehouse(url) as wh:
         assert wh.count_rows("contacts") == 100

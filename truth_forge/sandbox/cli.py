@@ -56,6 +56,10 @@ def sandbox_command(
         + (f" (data in {db})" if db else " (in memory)") + f", rules: {twenty_version}",
         f"export TWENTY_BASE_URL=http://{url_host}:{{port}}",
         f"export TWENTY_API_KEY={config.api_keys[0]}",
+        # truth-forge keeps to its own request budget too (100 a minute by default, as Twenty allows):
+        # say the one that matches this server, or a faster sandbox is still synced at Twenty's pace.
+        f"export TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE={rate_limit or 100000}"
+        + ("" if rate_limit else "  # this sandbox has no limit"),
     ])
     serve_forever(config, ready_message=message)
 

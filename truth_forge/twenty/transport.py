@@ -205,7 +205,7 @@ def error_for_response(response: httpx.Response, method: str, path: str, secret:
     said = " ".join(fields["messages"])
     if 300 <= status < 400:
         target = redirect_target(response.headers.get("location"), secret)
-        return TwentyConfigError(f"Twenty's base URL redirects to {target}; configure that URL instead",
+        return TwentyConfigError(f"Twenty's base URL redirects to {target}; configure that URL in TWENTY_BASE_URL instead",
                                  **fields, **where)
     if status == 400 and _TRANSIENT_DATABASE_ERRORS.search(said):
         return TwentyTransientError("Twenty's database failed the request (it can succeed if sent again)",
@@ -275,6 +275,10 @@ class Transport:
     def base_url(self) -> str:
         return str(self._http.base_url)
 
+    def url_for(self, path: str) -> str:
+        """The full URL a path is sent to, as httpx joins it (a base URL's own path prefix kept)."""
+        return str(self._http.base_url.join(path.lstrip("/"))) if path.startswith("/") else path
+
     def close(self) -> None:
         self._http.close()
 
@@ -296,6 +300,8 @@ class Transport:
         if idempotent is None:
             idempotent = method.upper() != "POST"
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
+        # Errors name the whole URL tried (base URL prefix included), never its query or the key.
+        url = self.url_for(path)
         attempt = 0
         while True:
             self.budget.acquire()
@@ -306,9 +312,9 @@ class Transport:
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # Nothing reached the server: always safe to resend.
                 failure: TwentyError = TwentyTransientError(
-                    f"Could not connect to Twenty at {self.base_url}: {type(exc).__name__}",
+                    f"Could not connect to Twenty at {self.base_url} (TWENTY_BASE_URL): {type(exc).__name__}",
                     method=method,
-                    path=path,
+                    path=url,
                 )
                 retryable = True
             except httpx.TransportError as exc:
@@ -316,7 +322,7 @@ class Transport:
                 failure = TwentyTransientError(
                     f"Connection to Twenty broke before an answer came: {type(exc).__name__}",
                     method=method,
-                    path=path,
+                    path=url,
                     maybe_applied=not idempotent,
                 )
                 retryable = idempotent
@@ -326,8 +332,8 @@ class Transport:
                 self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
                 log.debug("%s %s -> %s in %.3fs", method, path, status, elapsed)
                 if 200 <= status < 300:
-                    return self._decode(response, method, path)
-                failure = error_for_response(response, method, path, self._api_key)
+                    return self._decode(response, method, url)
+                failure = error_for_response(response, method, url, self._api_key)
                 if status == 429:
                     self.stats.rate_limited += 1
                     self.budget.drain()
@@ -376,7 +382,7 @@ class Transport:
             return response.json()
         except ValueError:
             raise TwentyProtocolError(
-                "Twenty answered with something that is not JSON (is the base URL right?)",
+                "Twenty answered with something that is not JSON (is TWENTY_BASE_URL right?)",
                 status=response.status_code,
                 method=method,
                 path=path,

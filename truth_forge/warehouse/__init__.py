@@ -10,6 +10,7 @@ from truth_forge.warehouse.errors import (
     WarehouseDataError,
     WarehouseError,
     WarehouseLockedError,
+    WarehouseMissing,
     WarehouseQueryError,
 )
 from truth_forge.warehouse.factory import open_warehouse, parse_warehouse_url
@@ -24,6 +25,7 @@ __all__ = [
     "WarehouseDataError",
     "WarehouseError",
     "WarehouseLockedError",
+    "WarehouseMissing",
     "WarehouseQueryError",
     "open_warehouse",
     "parse_warehouse_url",

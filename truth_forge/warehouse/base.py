@@ -40,6 +40,7 @@ from typing import Any, Literal, get_args
 
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseDataError
+from truth_forge.warehouse.history import RunHistory
 from truth_forge.warehouse.schema import (
     BOOL,
     BUSINESSES,
@@ -106,7 +107,7 @@ class RowSet:
 Bind = Scalar | KeySet | RowSet
 
 
-class Warehouse(ABC):
+class Warehouse(RunHistory, ABC):
     """The canonical contacts store. Use as a context manager; see the module doc for row shapes."""
 
     def __init__(self, tables: TableNames) -> None:

@@ -17,16 +17,20 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import requests
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from truth_forge.warehouse.base import Bind, KeySet, RowSet, Scalar, Warehouse
-from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseQueryError
+from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseMissing, WarehouseQueryError
 from truth_forge.warehouse.schema import JSON, STRING, TABLES, TableNames
 
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$|^[a-z][a-z0-9-]*$")
 _DATASET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 _PARAM = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
+DEFAULT_TIMEOUT_SECONDS = 30.0
+# Failures of a call that never reached BigQuery, or whose retries ran out of time.
+_CALL_FAILED = (gexc.GoogleAPIError, requests.exceptions.RequestException)
 
 
 def _param_type(type_: str) -> str:
@@ -47,12 +51,18 @@ class BigQueryWarehouse(Warehouse):
         client: bigquery.Client | None = None,
         endpoint: str | None = None,
         location: str | None = None,
+        create: bool = True,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__(tables or TableNames())
         self._owns_client = client is None
         if client is None:
             client = _make_client(project, endpoint)
         self.client = client
+        self.endpoint = endpoint or "https://bigquery.googleapis.com"
+        # Every call is bounded: the client's default retries a refused connection for 10 minutes.
+        self.timeout = timeout
+        self._retry = bigquery.DEFAULT_RETRY.with_timeout(timeout)
         self.project = project or client.project
         if not self.project or not _PROJECT.match(self.project):
             raise WarehouseConfigError(
@@ -64,7 +74,7 @@ class BigQueryWarehouse(Warehouse):
         self.dataset = dataset
         self.location = location
         self._refs = {name: f"`{self.project}.{dataset}.{self.tables[name]}`" for name in TABLES}
-        self._ensure_dataset()
+        self._ensure_dataset(create)
         self.ensure_tables()
 
     def close(self) -> None:
@@ -108,7 +118,8 @@ class BigQueryWarehouse(Warehouse):
     def _query(self, sql: str, binds: Sequence[Bind], page_size: int | None = None) -> Any:
         # query_and_wait: the jobs.query API, fewer round trips than insert-job-then-poll.
         return self.client.query_and_wait(
-            sql, job_config=self._job_config(sql, binds), location=self.location, page_size=page_size
+            sql, job_config=self._job_config(sql, binds), location=self.location, page_size=page_size,
+            api_timeout=self.timeout, retry=self._retry,
         )
 
     def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
@@ -116,8 +127,8 @@ class BigQueryWarehouse(Warehouse):
         try:
             result = self._query(sql, binds)
             rows = [dict(r.items()) for r in result] if fetch else []
-        except gexc.GoogleAPICallError as exc:
-            raise WarehouseQueryError("BigQuery", str(exc), sql) from exc
+        except _CALL_FAILED as exc:
+            raise WarehouseQueryError("BigQuery", self._said(exc), sql) from exc
         return rows, result.num_dml_affected_rows
 
     def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Iterator[list[dict[str, Any]]]:
@@ -129,8 +140,8 @@ class BigQueryWarehouse(Warehouse):
                 batch = [dict(r.items()) for r in page]
                 if batch:
                     yield batch
-        except gexc.GoogleAPICallError as exc:
-            raise WarehouseQueryError("BigQuery", str(exc), sql) from exc
+        except _CALL_FAILED as exc:
+            raise WarehouseQueryError("BigQuery", self._said(exc), sql) from exc
 
     def _run_ddl(self, statements: Sequence[str]) -> None:
         # One script job instead of one job per table: each BigQuery job costs a round trip or more.
@@ -143,28 +154,50 @@ class BigQueryWarehouse(Warehouse):
         ours = {self.tables[name] for name in TABLES}
         out: dict[str, set[str]] = {}
         try:
-            for item in self.client.list_tables(f"{self.project}.{self.dataset}"):
+            for item in self.client.list_tables(f"{self.project}.{self.dataset}", retry=self._retry,
+                                                timeout=self.timeout):
                 if item.table_id in ours:
-                    table = self.client.get_table(item.reference)
+                    table = self.client.get_table(item.reference, retry=self._retry, timeout=self.timeout)
                     out[item.table_id] = {f.name.lower() for f in table.schema}
-        except gexc.GoogleAPICallError as exc:
-            raise WarehouseQueryError("BigQuery", str(exc), f"(listing the tables of {self.project}.{self.dataset})") from exc
+        except _CALL_FAILED as exc:
+            raise WarehouseQueryError("BigQuery", self._said(exc),
+                                      f"(listing the tables of {self.project}.{self.dataset})") from exc
         return out
 
-    def _ensure_dataset(self) -> None:
+    def _said(self, exc: BaseException) -> str:
+        """BigQuery's words, with the endpoint tried when the call never got an answer."""
+        text = " ".join(str(exc).split())[:400]
+        if isinstance(exc, gexc.GoogleAPICallError):
+            return text
+        cause = getattr(exc, "cause", None) or exc  # a RetryError keeps the last failure
+        said = str(cause)
+        reason = ("connection refused" if "Connection refused" in said
+                  else "timed out" if "timed out" in said.lower() or "timeout" in type(cause).__name__.lower()
+                  else " ".join(said.split())[:200])
+        return (f"no answer from {self.endpoint} within {self.timeout:g} s "
+                f"(TRUTH_FORGE_WAREHOUSE_TIMEOUT_SECONDS): {type(cause).__name__}: {reason}")
+
+    def _ensure_dataset(self, create: bool) -> None:
         ref = bigquery.DatasetReference(self.project, self.dataset)
+        name = f"{self.project}.{self.dataset}"
         try:
-            self.client.get_dataset(ref)
+            self.client.get_dataset(ref, retry=self._retry, timeout=self.timeout)
+            return
         except gexc.NotFound:
-            dataset = bigquery.Dataset(ref)
-            if self.location:
-                dataset.location = self.location
-            try:
-                self.client.create_dataset(dataset, exists_ok=True)
-            except gexc.GoogleAPICallError as exc:
-                raise WarehouseConfigError(
-                    f"BigQuery dataset {self.project}.{self.dataset} does not exist and could not be created: {exc}"
-                ) from exc
+            if not create:
+                raise WarehouseMissing(f"BigQuery dataset {name} does not exist") from None
+        except _CALL_FAILED as exc:
+            raise WarehouseConfigError(f"cannot reach BigQuery dataset {name} at {self.endpoint}: "
+                                       f"{self._said(exc)}") from exc
+        dataset = bigquery.Dataset(ref)
+        if self.location:
+            dataset.location = self.location
+        try:
+            self.client.create_dataset(dataset, exists_ok=True, retry=self._retry, timeout=self.timeout)
+        except _CALL_FAILED as exc:
+            raise WarehouseConfigError(
+                f"BigQuery dataset {name} does not exist and could not be created: {self._said(exc)}"
+            ) from exc
 
 
 def _make_client(project: str | None, endpoint: str | None) -> bigquery.Client:

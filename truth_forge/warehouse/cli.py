@@ -1,7 +1,9 @@
 """Command functions of the warehouse, for `truth_forge.cli` to register with Typer.
 
-Why it exists: `truth-forge sample-data --contacts N --businesses M` fills a warehouse for demos
-and benchmarks; the command lives beside the code it drives so cli.py only wires it up:
+Why it exists: `truth-forge init` creates a warehouse (the only commands that create one are this,
+`sync --create` and `sample-data`, so a typo in a URL is refused rather than started afresh);
+`truth-forge sample-data --contacts N --businesses M` fills one for demos and benchmarks. The
+commands live beside the code they drive so cli.py only wires them up:
     app.command("sample-data")(sample_data_command)
 """
 
@@ -11,7 +13,6 @@ from typing import Annotated
 
 import typer
 
-from truth_forge.warehouse.errors import WarehouseError
 from truth_forge.warehouse.factory import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data
 
@@ -28,14 +29,28 @@ def sample_data_command(
         bool, typer.Option("--replace", help="Empty the contact and business tables first (never the sync state)")
     ] = False,
 ) -> None:
-    """Fill the warehouse with realistic synthetic contacts and businesses, generated in the engine."""
-    try:
-        with open_warehouse(warehouse_url) as warehouse:
-            report = generate_sample_data(warehouse, contacts, businesses, seed, replace=replace)
-    except WarehouseError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=1) from exc
+    """Fill the warehouse with realistic synthetic contacts and businesses, generated in the engine.
+
+    Creates the warehouse if it does not exist (sample data is for a new one)."""
+    with open_warehouse(warehouse_url) as warehouse:
+        report = generate_sample_data(warehouse, contacts, businesses, seed, replace=replace)
     typer.echo(
         f"wrote {report.contacts} contacts ({report.identifiers} emails/phones, {report.links} business links) "
         f"and {report.businesses} businesses in {report.seconds:.2f} s"
     )
+
+
+def init_command(
+    warehouse_url: Annotated[
+        str | None,
+        typer.Option("--warehouse-url", help="Default: TRUTH_FORGE_WAREHOUSE_URL (duckdb:///truth_forge.duckdb)"),
+    ] = None,
+) -> None:
+    """Create the warehouse (a DuckDB file or a BigQuery dataset) and its tables; harmless if they exist."""
+    from truth_forge.config import get_settings
+
+    url = warehouse_url or get_settings().warehouse_url
+    with open_warehouse(warehouse_url, create=True) as warehouse:
+        warehouse.ensure_tables()
+        contacts = warehouse.count_rows("contacts")
+    typer.echo(f"warehouse ready: {url} ({contacts} contacts)")

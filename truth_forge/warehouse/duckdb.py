@@ -20,7 +20,12 @@ import pyarrow as pa
 import sqlglot
 
 from truth_forge.warehouse.base import Bind, KeySet, RowSet, Warehouse
-from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseLockedError, WarehouseQueryError
+from truth_forge.warehouse.errors import (
+    WarehouseConfigError,
+    WarehouseLockedError,
+    WarehouseMissing,
+    WarehouseQueryError,
+)
 from truth_forge.warehouse.schema import BOOL, INT64, JSON, STRING, TABLES, TIMESTAMP, TableNames
 
 _ARROW_TYPES = {
@@ -33,6 +38,22 @@ _ARROW_TYPES = {
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
+def _check_file(path: Path, *, create: bool) -> None:
+    """A missing file is refused unless creating was asked for; a folder that cannot be made is named."""
+    if path.exists():
+        return
+    if not create:
+        shown = str(path) if path.is_absolute() else f"{str(path)!r} ({path.resolve()})"
+        raise WarehouseMissing(f"the DuckDB warehouse file {shown} does not exist")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WarehouseConfigError(
+            f"cannot create the folder {str(path.parent)!r} for the DuckDB warehouse "
+            f"(TRUTH_FORGE_WAREHOUSE_URL): {exc.strerror or exc}"
+        ) from None
+
+
 @functools.lru_cache(maxsize=512)
 def to_duckdb_sql(bigquery_sql: str) -> str:
     """The DuckDB text of a BigQuery-dialect statement (cached: the same few statements recur)."""
@@ -42,11 +63,12 @@ def to_duckdb_sql(bigquery_sql: str) -> str:
 class DuckDBWarehouse(Warehouse):
     """`duckdb:///path/file.duckdb` or `duckdb:///:memory:`."""
 
-    def __init__(self, path: str, tables: TableNames | None = None, *, read_only: bool = False) -> None:
+    def __init__(self, path: str, tables: TableNames | None = None, *, read_only: bool = False,
+                 create: bool = True) -> None:
         super().__init__(tables or TableNames())
         self.path = path
-        if path != ":memory:" and not read_only:
-            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if path != ":memory:":
+            _check_file(Path(path).expanduser(), create=create and not read_only)
         try:
             self._con = duckdb.connect(path, read_only=read_only)
         except duckdb.IOException as exc:

@@ -15,6 +15,19 @@ class WarehouseConfigError(WarehouseError):
     """The warehouse URL or table configuration is wrong: fix the settings, retrying won't help."""
 
 
+class WarehouseMissing(WarehouseConfigError):
+    """The warehouse the URL names does not exist, and the caller did not ask to create it.
+
+    A typo in a file name must not quietly start an empty warehouse that then imports the whole CRM.
+    """
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what}. Check TRUTH_FORGE_WAREHOUSE_URL, or create a new warehouse with "
+            "`truth-forge init` (or `truth-forge sync --create`)"
+        )
+
+
 class WarehouseLockedError(WarehouseError):
     """Another process holds the embedded DuckDB file open for writing: wait for it, or stop it."""
 

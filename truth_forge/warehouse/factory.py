@@ -18,6 +18,8 @@ from truth_forge.warehouse.base import Warehouse
 from truth_forge.warehouse.errors import WarehouseConfigError
 from truth_forge.warehouse.schema import TableNames
 
+DEFAULT_TIMEOUT_SECONDS = 30.0  # Settings.warehouse_timeout_seconds when no settings are given
+
 if TYPE_CHECKING:
     from truth_forge.config import Settings
 
@@ -68,19 +70,26 @@ def open_warehouse(
     *,
     tables: Mapping[str, str] | None = None,
     client: Any = None,
+    create: bool = True,
+    read_only: bool = False,
 ) -> Warehouse:
     """Connect to the warehouse and create missing tables. Use as a context manager.
 
     `tables` renames tables (default: the settings' `warehouse_tables`); `client` injects a
-    `google.cloud.bigquery.Client` (tests, custom credentials) for bigquery:// URLs.
+    `google.cloud.bigquery.Client` (tests, custom credentials) for bigquery:// URLs. With
+    `create=False` a DuckDB file or BigQuery dataset that does not exist is refused
+    (`WarehouseMissing`) instead of created, so a typo cannot start an empty warehouse.
+    `read_only=True` opens a DuckDB file read-only (as `?read_only=true` does), for dry runs.
     """
     project_hint: str | None = None
+    timeout = DEFAULT_TIMEOUT_SECONDS
     if url_or_settings is None or not isinstance(url_or_settings, str):
         from truth_forge.config import get_settings
 
         settings = url_or_settings if url_or_settings is not None else get_settings()
         url = settings.warehouse_url
         project_hint = settings.gcp_project_id
+        timeout = settings.warehouse_timeout_seconds
         if tables is None:
             tables = settings.warehouse_tables
     else:
@@ -90,9 +99,15 @@ def open_warehouse(
     if parsed.engine == "duckdb":
         from truth_forge.warehouse.duckdb import DuckDBWarehouse
 
-        read_only = parsed.options.get("read_only", "false").lower() in {"1", "true", "yes"}
-        return DuckDBWarehouse(parsed.path, names, read_only=read_only)
-    from truth_forge.warehouse.bigquery import BigQueryWarehouse
+        read_only = read_only or parsed.options.get("read_only", "false").lower() in {"1", "true", "yes"}
+        return DuckDBWarehouse(parsed.path, names, read_only=read_only, create=create)
+    try:
+        from truth_forge.warehouse.bigquery import BigQueryWarehouse
+    except ImportError as exc:
+        raise WarehouseConfigError(
+            f"warehouse_url {url!r} needs the BigQuery client, which is not installed ({exc.name} is missing): "
+            "pip install 'truth-forge[bigquery]'"
+        ) from None
 
     return BigQueryWarehouse(
         project=parsed.project or project_hint,
@@ -101,4 +116,6 @@ def open_warehouse(
         client=client,
         endpoint=parsed.options.get("endpoint"),
         location=parsed.options.get("location"),
+        create=create,
+        timeout=timeout,
     )

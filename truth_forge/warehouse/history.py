@@ -1,0 +1,122 @@
+"""What the sync did and what is still failing, read back from its bookkeeping tables.
+
+Why it exists: `truth-forge status`, `runs` and `errors` and the alerts answer "what ran last, what
+is still broken, since when" without anyone writing SQL. An error's lifecycle is derived from its
+rows (one per failed attempt, per record): first seen, last seen, attempts, and resolved once every
+row of it is closed (`close_settled_errors` closes them when the record, or for a run-level error
+the next successful run, goes through). No extra columns are needed, so older warehouses answer too.
+
+An error seen again supersedes its older row (which closes), so an open error has one open row and
+its older, closed ones still count as attempts.
+
+A mixin of `Warehouse`: it runs the same BigQuery-dialect SQL on both engines through `_run`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from truth_forge.warehouse.schema import BOOL, STRING
+
+# One "error" as a person sees it: one record's failures in one operation, or, for run-level errors
+# (no record named), one kind of failure. Every failed attempt is a row; the group is its lifecycle.
+_ERROR_GROUPS = """SELECT e.object_type AS object_type, e.record_key AS record_key, e.crm_id AS crm_id,
+  e.operation AS operation,
+  IF(e.record_key IS NULL AND e.crm_id IS NULL, e.error_class, NULL) AS run_level_class,
+  COUNT(*) AS attempts, MIN(e.occurred_at) AS first_seen, MAX(e.occurred_at) AS last_seen,
+  COUNTIF(e.resolved_at IS NULL) AS open_rows, MAX(e.resolved_at) AS resolved_at,
+  MAX_BY(e.error_class, e.occurred_at) AS error_class, MAX_BY(e.error_message, e.occurred_at) AS error_message,
+  MAX_BY(e.http_status, e.occurred_at) AS http_status, MAX_BY(e.run_id, e.occurred_at) AS last_run_id
+FROM {crm_sync_errors} AS e
+GROUP BY object_type, record_key, crm_id, operation, run_level_class
+HAVING (NOT @open_only OR COUNTIF(e.resolved_at IS NULL) > 0)
+  AND (@run_id IS NULL OR COUNTIF(STARTS_WITH(e.run_id, @run_id)) > 0)
+ORDER BY last_seen DESC, operation, object_type, record_key, crm_id
+LIMIT {limit}"""
+
+_OPEN_ERROR_KINDS = """SELECT g.operation AS operation, g.object_type AS object_type, g.error_class AS error_class,
+  COUNT(*) AS open_errors, SUM(g.attempts) AS attempts, MIN(g.first_seen) AS first_seen, MAX(g.last_seen) AS last_seen
+FROM (SELECT e.object_type AS object_type, e.operation AS operation, MAX_BY(e.error_class, e.occurred_at) AS error_class,
+        COUNT(*) AS attempts, MIN(e.occurred_at) AS first_seen, MAX(e.occurred_at) AS last_seen
+      FROM {crm_sync_errors} AS e
+      GROUP BY e.object_type, e.record_key, e.crm_id, e.operation,
+        IF(e.record_key IS NULL AND e.crm_id IS NULL, e.error_class, NULL)
+      HAVING COUNTIF(e.resolved_at IS NULL) > 0) AS g
+GROUP BY g.operation, g.object_type, g.error_class
+ORDER BY open_errors DESC, operation, object_type, error_class"""
+
+_RUNS = """SELECT r.run_id AS run_id, r.started_at AS started_at, r.finished_at AS finished_at, r.status AS status,
+  TO_JSON_STRING(r.counts) AS counts
+FROM {crm_sync_runs} AS r ORDER BY r.started_at DESC, r.run_id LIMIT {limit}"""
+
+_STATE_COUNTS = """SELECT s.object_type AS object_type, s.status AS status, COUNT(*) AS n
+FROM {crm_sync_state} AS s GROUP BY object_type, status ORDER BY object_type, status"""
+
+_KV = "SELECT t.key AS key, t.value AS value, t.updated_at AS updated_at FROM {crm_sync_kv} AS t ORDER BY t.key"
+
+
+class RunHistory:
+    """Reads over crm_sync_runs, crm_sync_errors, crm_sync_state and crm_sync_kv."""
+
+    _run: Any  # provided by Warehouse
+
+    def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs, newest first, with their counts parsed."""
+        rows, _ = self._run(_RUNS.replace("{limit}", str(_bounded(limit))), (), fetch=True)
+        return [{**_plain(r), "counts": json.loads(r["counts"]) if isinstance(r["counts"], str) else (r["counts"] or {})}
+                for r in rows]
+
+    def error_lifecycles(self, *, open_only: bool = False, run_id: str | None = None,
+                         limit: int = 200) -> list[dict[str, Any]]:
+        """Errors as people see them, newest first: `attempts`, `first_seen`, `last_seen`, `resolved_at`
+        (None while any attempt is open), `is_open`, and the latest class, message and run. `run_id`
+        keeps the errors seen in that run (a unique start of the id is enough)."""
+        from truth_forge.warehouse.base import Scalar
+
+        rows, _ = self._run(
+            _ERROR_GROUPS.replace("{limit}", str(_bounded(limit))),
+            (Scalar("open_only", BOOL, open_only), Scalar("run_id", STRING, run_id)),
+            fetch=True,
+        )
+        out = []
+        for row in rows:
+            item = _plain(row)
+            item["is_open"] = int(item.pop("open_rows")) > 0
+            item.pop("run_level_class")
+            item["attempts"] = int(item["attempts"])
+            if item["is_open"]:
+                item["resolved_at"] = None
+            out.append(item)
+        return out
+
+    def open_error_kinds(self) -> list[dict[str, Any]]:
+        """Open errors (one per record and operation, or per kind of run-level failure) counted by
+        operation, object type and latest error class, with their attempts and first/last seen."""
+        rows, _ = self._run(_OPEN_ERROR_KINDS, (), fetch=True)
+        return [{**_plain(r), "open_errors": int(r["open_errors"]), "attempts": int(r["attempts"])} for r in rows]
+
+    def sync_state_counts(self) -> dict[str, dict[str, int]]:
+        """object_type -> status -> records."""
+        rows, _ = self._run(_STATE_COUNTS, (), fetch=True)
+        out: dict[str, dict[str, int]] = {}
+        for r in rows:
+            out.setdefault(r["object_type"], {})[r["status"] or "unknown"] = int(r["n"])
+        return out
+
+    def bookkeeping_values(self) -> dict[str, str]:
+        """Everything in crm_sync_kv (watermarks, retry lists, id sequences) by key."""
+        rows, _ = self._run(_KV, (), fetch=True)
+        return {r["key"]: r["value"] for r in rows}
+
+
+def _bounded(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    return min(limit, 100_000)
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    from truth_forge.warehouse.base import _plain_row
+
+    return _plain_row(row)
