@@ -24,7 +24,7 @@ from typing import Any
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.objects import COMPANY, PERSON, SyncedObject, parse_timestamp
 from truth_forge.sync.pull import PullStats, pull_records
-from truth_forge.sync.reconcile import _settle_destroyed as settle_destroyed
+from truth_forge.sync.reconcile import settle_destroyed
 from truth_forge.webhooks import WebhookEvent
 
 log = logging.getLogger(__name__)

@@ -57,11 +57,11 @@ def reconcile_object(ctx: SyncContext, obj: SyncedObject) -> ReconcileStats:
     for batch in ctx.warehouse.linked_records(obj.object_type):
         destroyed = [(key, crm_id) for key, crm_id in batch if crm_id not in seen]
         if destroyed:
-            stats.destroyed += _settle_destroyed(ctx, obj, destroyed)
+            stats.destroyed += settle_destroyed(ctx, obj, destroyed)
     return stats
 
 
-def _settle_destroyed(ctx: SyncContext, obj: SyncedObject, destroyed: list[tuple[str, str]]) -> int:
+def settle_destroyed(ctx: SyncContext, obj: SyncedObject, destroyed: list[tuple[str, str]]) -> int:
     """Deleted here too, unless the warehouse edited the row since and its policy wins."""
     warehouse = ctx.warehouse
     states = warehouse.read_sync_state(obj.object_type, [key for key, _ in destroyed])
