@@ -205,13 +205,8 @@ def test_the_probe_is_destroyed_even_when_a_probe_step_fails(sandbox: SandboxSer
 
 
 @pytest.fixture
-def cli_env(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
-    for name in ("TWENTY_CRM_API_KEY", "TRUTH_FORGE_GCP_PROJECT_ID", "GOOGLE_CLOUD_PROJECT", "GCP_PROJECT"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TWENTY_BASE_URL", sandbox.base_url)
-    monkeypatch.setenv("TWENTY_API_KEY", sandbox.api_key)
-    monkeypatch.setenv("TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE", "100000")
-    return sandbox
+def cli_env(sandbox_env: SandboxServer) -> SandboxServer:
+    return sandbox_env
 
 
 def test_cli_json_says_where_the_key_came_from_and_exits_0(cli_env: SandboxServer) -> None:

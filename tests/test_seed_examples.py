@@ -15,13 +15,9 @@ from truth_forge.services.sync import TwentyCRMService
 
 
 @pytest.fixture
-def seed_env(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    for name in ("TWENTY_CRM_API_KEY", "GOOGLE_CLOUD_PROJECT", "GCP_PROJECT", "TRUTH_FORGE_GCP_PROJECT_ID"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TWENTY_API_KEY", sandbox.api_key)
-    monkeypatch.setenv("TWENTY_BASE_URL", sandbox.base_url)
-    monkeypatch.setenv("TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE", "100000")
-    return sandbox
+def seed_env(sandbox_env: Any) -> Any:
+    """The examples build their clients with no arguments: key and URL come from the environment."""
+    return sandbox_env
 
 
 def run_example(heading: str) -> dict[str, Any]:
