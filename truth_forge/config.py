@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     )
     lease_ttl_seconds: float = Field(
         60.0, ge=1, validation_alias=_env("LEASE_TTL_SECONDS"),
-        description="How long a writer's lease lasts unless renewed; a crashed writer blocks others this long",
+        description="How long a writer's lease lasts unless renewed: how long a writer that crashed on another "
+                    "machine blocks others (one on this machine is recognised as gone at once)",
     )
 
     @field_validator("twenty_base_url")
