@@ -159,3 +159,24 @@ def test_a_run_level_error_closes_with_the_next_successful_run(
     assert error["record_key"] is None and error["http_status"] == 401 and "not-the-key" not in error["error_message"]
     ok = run_sync(store, client, SCHEMA)
     assert ok.status == "succeeded" and ok.counts["errors_closed"] == 1 and store.open_errors() == []
+
+
+def test_the_setup_check_is_one_metadata_read_an_hour_and_forgotten_when_a_field_goes(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    sandbox.clear_request_log()
+    run_sync(store, client, SCHEMA)
+    assert [e for e in sandbox.request_log if e.path.startswith("/rest/metadata")] == []  # remembered
+    # Someone deletes one of our fields in Twenty: the next write names it, the run stops with the
+    # setup hint, and the run after that reads the metadata again and says what is missing.
+    person = next(o for o in client.metadata.list_objects() if o["nameSingular"] == "person")
+    field = next(f for f in person["fields"] if f["name"] == "categoryCode")
+    with crm(sandbox) as http:
+        http.delete(f"/rest/metadata/fields/{field['id']}").raise_for_status()
+    store.upsert_contacts([{"contact_id": 2, "category_code": "B", "canonical_name": "Changed Name"}])
+    stopped = run_sync(store, client, SCHEMA)
+    assert stopped.status == "aborted" and "truth-forge setup" in stopped.sync_errors[-1]["error_message"]
+    sandbox.clear_request_log()
+    again = run_sync(store, client, SCHEMA)
+    assert again.status == "aborted" and "categoryCode missing" in again.sync_errors[-1]["error_message"]
+    assert [e for e in sandbox.request_log if e.path.startswith("/rest/metadata")]

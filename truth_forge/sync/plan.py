@@ -79,7 +79,7 @@ def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelt
     """Read both sides and decide, writing nothing. `ctx.reporter` is not used."""
     before = ctx.client.transport.stats.requests
     plan = SyncPlan()
-    _require_setup(ctx.client, ctx.schema)
+    _require_setup(ctx.warehouse, ctx.client, ctx.schema, remember=False)
     merged: dict[str, set[str]] = {}
     if direction in ("both", "pull"):
         for obj in SYNC_ORDER:

@@ -12,6 +12,7 @@ record next syncs cleanly; run-level errors close with the next run that succeed
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from collections.abc import Mapping
@@ -20,14 +21,14 @@ from typing import Any, Literal
 from truth_forge.crm_schema import CrmSchema, verify_schema
 from truth_forge.lease import WriterLease, writing
 from truth_forge.reporting import ErrorReporter
-from truth_forge.sync.objects import SYNC_ORDER, now_utc
+from truth_forge.sync.objects import SYNC_ORDER, format_timestamp, now_utc, parse_timestamp
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
 from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
 from truth_forge.sync.push import PushAborted, push_object
 from truth_forge.sync.reconcile import reconcile_object
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.client import TwentyClient
-from truth_forge.twenty.errors import TwentyConfigError, TwentyError
+from truth_forge.twenty.errors import NextStep, TwentyConfigError, TwentyError
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,33 @@ class SetupIncomplete(TwentyConfigError):
     """The workspace lacks (or has conflicting) custom fields: nothing can sync until setup runs."""
 
 
-def _require_setup(client: TwentyClient, schema: CrmSchema) -> None:
-    # One metadata read per run; without our fields every write would be refused record by record.
+# A workspace found complete is trusted this long before its metadata is read again; a run stopped
+# by a setup problem (a field deleted in Twenty since, a refused key) forgets that at once.
+SETUP_RECHECK = dt.timedelta(hours=1)
+
+
+def _setup_mark(client: TwentyClient, schema: CrmSchema) -> str:
+    fields = sorted(f"{f.object}.{f.name}:{f.type}" for f in schema.fields)
+    digest = hashlib.sha256("\n".join([client.transport.base_url, *fields]).encode()).hexdigest()[:16]
+    return f"setup-verified:{digest}"
+
+
+def _forget_setup(warehouse: SyncStore, client: TwentyClient, schema: CrmSchema) -> None:
+    warehouse.set_watermark(_setup_mark(client, schema), "")
+
+
+def _require_setup(warehouse: SyncStore, client: TwentyClient, schema: CrmSchema, *, remember: bool = True) -> None:
+    """Stop before any write when our fields are missing (every record would be refused alike).
+    One metadata read, at most once an hour per workspace and schema: a complete setup is remembered
+    (unless `remember` is off: a dry run writes nothing, not even that)."""
+    mark = _setup_mark(client, schema)
+    last = parse_timestamp(warehouse.get_watermark(mark))
+    if last is not None and now_utc() - last < SETUP_RECHECK:
+        return
     report = verify_schema(client, schema)
     if report["all_complete"]:
+        if remember:
+            warehouse.set_watermark(mark, format_timestamp(now_utc()))
         return
     problems = [f"{obj}.{name} missing" for obj in ("person", "company") for name in report[obj]["missing"]]
     problems += [f"{obj}.{m['field']}: {'; '.join(m['problems'])}"
@@ -108,7 +132,7 @@ def _run_as_writer(
     aborted = False
     ctx.emit("run_started", detail={"run_id": run_id, "direction": direction})
     try:
-        _require_setup(client, schema)
+        _require_setup(warehouse, client, schema)
         if direction in ("both", "pull"):
             phase = "reconcile" if full else "pull"
             for obj in SYNC_ORDER:
@@ -129,9 +153,13 @@ def _run_as_writer(
     except PushAborted as exc:
         aborted = True
         reporter.record(object_type=None, operation="push", error=exc.cause)
+        if exc.cause.next_step is NextStep.FIX_CONFIG:
+            _forget_setup(warehouse, client, schema)
     except TwentyError as exc:
         aborted = True
         reporter.record(object_type=None, operation="run", error=exc)
+        if exc.next_step is NextStep.FIX_CONFIG:
+            _forget_setup(warehouse, client, schema)
     except BaseException as exc:
         # Not Twenty's doing (a warehouse failure, a bug, Ctrl-C): close the run as aborted, then re-raise.
         aborted = True
