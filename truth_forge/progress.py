@@ -60,11 +60,10 @@ def format_duration(seconds: float | None) -> str:
 
 @dataclass
 class Task:
-    """One bar: a phase of one object (the pull's deleted-records pass is its own bar)."""
+    """One bar: a phase of one object."""
 
     phase: str
     object_type: str
-    deleted: bool = False
     done: int = 0
     failed: int = 0
     total: int | None = None
@@ -74,7 +73,7 @@ class Task:
 
     @property
     def label(self) -> str:
-        return f"{self.phase} {self.object_type}" + (" (deleted)" if self.deleted else "")
+        return f"{self.phase} {self.object_type}"
 
     def remaining_requests(self, batch_size: int) -> int | None:
         if self.finished:
@@ -98,7 +97,7 @@ class ProgressModel:
     batch_size: int = 60
     push_estimates: Mapping[str, int] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
-    tasks: dict[tuple[str, str, bool], Task] = field(default_factory=dict)
+    tasks: dict[tuple[str, str], Task] = field(default_factory=dict)
     requests: int = 0
     requests_at_start: int = 0
     started: float | None = None
@@ -114,7 +113,7 @@ class ProgressModel:
             return None
         if event.phase is None or event.object_type is None:
             return None
-        task = self._task(event.phase, event.object_type, bool(event.detail.get("deleted")))
+        task = self._task(event.phase, event.object_type)
         if event.kind != "phase_started":  # what was spent before a phase began is not its own
             task.requests += spent  # the requests since the last event went to this bar's records
         if event.kind == "phase_started" and event.phase == "push" and event.total is None:
@@ -127,19 +126,17 @@ class ProgressModel:
         elif event.kind == "records_failed":
             task.failed += event.count
         elif event.kind == "phase_finished":
-            for other in self.tasks.values():
-                if other.phase == event.phase and other.object_type == event.object_type:
-                    other.finished = True
-                    other.total = other.done + other.failed
+            task.finished = True
+            task.total = task.done + task.failed
         if task.total is not None and task.done + task.failed > task.total:
             # More than estimated (rows edited since their last sync): the rest is unknown now.
             task.total = None if task.estimated and not task.finished else task.done + task.failed
         return task
 
-    def _task(self, phase: str, object_type: str, deleted: bool) -> Task:
-        key = (phase, object_type, deleted)
+    def _task(self, phase: str, object_type: str) -> Task:
+        key = (phase, object_type)
         if key not in self.tasks:
-            self.tasks[key] = Task(phase, object_type, deleted)
+            self.tasks[key] = Task(phase, object_type)
         return self.tasks[key]
 
     @property
@@ -176,7 +173,7 @@ class RichProgress:
             console=console,
             transient=False,
         )
-        self._ids: dict[tuple[str, str, bool], Any] = {}
+        self._ids: dict[tuple[str, str], Any] = {}
 
     def __enter__(self) -> RichProgress:
         self.progress.start()
@@ -188,7 +185,7 @@ class RichProgress:
     def __call__(self, event: SyncEvent) -> None:
         if self.model.apply(event) is None:
             return
-        for key, task in self.model.tasks.items():  # a phase's end finishes its other bars too
+        for key, task in self.model.tasks.items():
             if key not in self._ids:
                 self._ids[key] = self.progress.add_task(task.label, total=task.total, note="")
             self.progress.update(self._ids[key], completed=task.done + task.failed, total=task.total,

@@ -73,7 +73,7 @@ def test_bars_on_a_terminal_show_each_phase_its_records_and_requests(sandbox: An
         result = run_sync(store, client, CrmSchema.load(), on_event=bars)
     shown = screen.getvalue()
     assert result.status == "succeeded"
-    for label in ("pull company", "pull person (deleted)", "push company", "push person"):
+    for label in ("pull company", "pull person", "push company", "push person"):
         assert label in shown
     assert "40/40" in shown and "8/8" in shown and "requests" in shown
 

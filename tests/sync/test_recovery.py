@@ -180,3 +180,19 @@ def test_the_setup_check_is_one_metadata_read_an_hour_and_forgotten_when_a_field
     again = run_sync(store, client, SCHEMA)
     assert again.status == "aborted" and "categoryCode missing" in again.sync_errors[-1]["error_message"]
     assert [e for e in sandbox.request_log if e.path.startswith("/rest/metadata")]
+
+
+def test_a_quiet_run_costs_one_read_per_object_and_still_sees_deletions(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    import datetime as dt
+
+    run_sync(store, client, SCHEMA)
+    run_sync(store, client, SCHEMA)  # reads its own writes back once, as echoes
+    quiet = run_sync(store, client, SCHEMA, pull_overlap=dt.timedelta(0))
+    assert quiet.counts["requests"] == 2  # live edits and deletions in one query per object; setup remembered
+    with crm(sandbox) as http:
+        http.delete(f"/rest/people/{person_by_key(client, 17)['id']}", params={"soft_delete": "true"})
+    sandbox.clear_request_log()
+    after = run_sync(store, client, SCHEMA, pull_overlap=dt.timedelta(0))
+    assert after.counts["pull_person"]["deleted"] == 1 and store.get_rows("person", [17])[0]["deleted_at"] is not None
+    assert len([e for e in sandbox.request_log if e.method == "GET"]) == 2

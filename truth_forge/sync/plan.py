@@ -24,7 +24,7 @@ from truth_forge.sync import views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import FieldConflict, changed_since, merge_fields
 from truth_forge.sync.objects import PERSON, SYNC_ORDER, SyncedObject
-from truth_forge.sync.pull import DEFAULT_OVERLAP, PAGE_SIZE, _since_filter
+from truth_forge.sync.pull import DEFAULT_OVERLAP, PAGE_SIZE, changes_query
 from truth_forge.sync.runner import _require_setup
 
 SAMPLES_PER_KIND = 5
@@ -95,23 +95,21 @@ def _plan_pull(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, overlap: dt.
     """Twenty's changes since the watermarks; returns the warehouse keys the pull would merge."""
     warehouse, records = ctx.warehouse, ctx.client.records
     merged: set[str] = set()
-    query = _since_filter("updatedAt", warehouse.get_watermark(f"pull:{obj.object_type}"), overlap)
+    query = changes_query(warehouse, obj, overlap)
     for page in records.iter_pages(obj.plural, filter=query, order_by="updatedAt", page_size=PAGE_SIZE):
         states = warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in page.records])
         companies = _company_keys(ctx, page.records) if obj is PERSON else {}
         for record in page.records:
-            key = _plan_record(ctx, obj, plan, record, states.get(record["id"]), companies)
+            state = states.get(record["id"])
+            if record.get("deletedAt"):
+                if state is not None and state.get("status") != "deleted":
+                    plan.bucket("warehouse", obj.object_type, "delete").add(
+                        _describe(obj, record, state["record_key"]))
+                    merged.add(state["record_key"])
+                continue
+            key = _plan_record(ctx, obj, plan, record, state, companies)
             if key is not None:
                 merged.add(key)
-    query = (_since_filter("deletedAt", warehouse.get_watermark(f"pull-deleted:{obj.object_type}"), overlap)
-             or "deletedAt[is]:NOT_NULL")
-    for page in records.iter_pages(obj.plural, filter=query, order_by="deletedAt", page_size=PAGE_SIZE):
-        states = warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in page.records])
-        for record in page.records:
-            state = states.get(record["id"])
-            if state is not None and state.get("status") != "deleted":
-                plan.bucket("warehouse", obj.object_type, "delete").add(_describe(obj, record, state["record_key"]))
-                merged.add(state["record_key"])
     return merged
 
 

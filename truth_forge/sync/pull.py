@@ -1,13 +1,13 @@
 """Twenty -> warehouse: bring back what people edited in the CRM since the last pull, field by field.
 
-Pages through records whose `updatedAt` is at or after the watermark (minus an overlap, because
-clocks and commit order are not perfectly aligned), oldest first, checkpointing the watermark after
-every page so a killed run resumes where it stopped. A record whose editable values hash the same
+Pages through records whose `updatedAt` or `deletedAt` is at or after the watermark (minus an
+overlap, because clocks and commit order are not perfectly aligned), oldest first, checkpointing the
+watermark after every page so a killed run resumes where it stopped. A record whose editable values hash the same
 as the last ones seen is an echo of our own push and is skipped. Every other record is merged three
 ways with the warehouse (`merge.py`): fields changed only in Twenty come here, fields changed only
 in the warehouse are left for the push, fields changed on both sides are settled by the policy and
 recorded. Records that fail are kept on a retry list and fetched again by id on the next run, since
-the watermark has moved past them. A second pass over soft-deleted records carries deletions.
+the watermark has moved past them. The same query brings deletions (records in Twenty's trash).
 People created in Twenty get a new contact_id, written back as their `contactId`.
 """
 
@@ -56,13 +56,28 @@ class PullStats:
         return dict(self.__dict__)
 
 
-def _since_filter(field: str, watermark: str | None, overlap: dt.timedelta) -> str | None:
-    if watermark is None:
-        return None
-    mark = parse_timestamp(watermark)
+# Naming deletedAt in a filter makes Twenty search the trash too (graphql-query.parser.ts), so one
+# query per object brings live edits and deletions together.
+EVERYTHING = "or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL)"
+
+
+def changes_query(warehouse: SyncStore, obj: SyncedObject, overlap: dt.timedelta) -> str:
+    """Records edited or deleted since the watermark (less the overlap), live and soft-deleted alike.
+
+    Matched on `updatedAt` or `deletedAt`, so a deletion that did not move `updatedAt` is seen too.
+    Ordered by `updatedAt`, a record matched only by its deletion sorts before every record whose
+    `updatedAt` moves the watermark, so a run killed between pages never skips one. (Older versions
+    kept a second watermark for deletions; every deletion after their last pull is after this one.)
+    """
+    mark = parse_timestamp(warehouse.get_watermark(_watermark(obj)))
     if mark is None:
-        return None
-    return f'{field}[gte]:"{format_timestamp(mark - overlap)}"'
+        return EVERYTHING
+    since = format_timestamp(mark - overlap)
+    return f'or(updatedAt[gte]:"{since}",deletedAt[gte]:"{since}")'
+
+
+def _watermark(obj: SyncedObject) -> str:
+    return f"pull:{obj.object_type}"
 
 
 def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = DEFAULT_OVERLAP) -> PullStats:
@@ -77,26 +92,19 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
             retry.update(page.records, apply_records(ctx, obj, page.records, stats))
         retry.forget(set(chunk) - seen)  # gone from Twenty (or deleted: the deleted pass has them)
 
-    live_mark = f"pull:{obj.object_type}"
-    query = _since_filter("updatedAt", warehouse.get_watermark(live_mark), overlap)
+    query = changes_query(warehouse, obj, overlap)
     for page in records_api.iter_pages(obj.plural, filter=query, order_by="updatedAt", page_size=PAGE_SIZE):
+        live = [r for r in page.records if not r.get("deletedAt")]
+        gone = [r for r in page.records if r.get("deletedAt")]
+        if live:
+            retry.update(live, apply_records(ctx, obj, live, stats))  # saved before the watermark moves
+        if gone:
+            apply_deletions(ctx, obj, gone, stats)
         if page.records:
-            failed = apply_records(ctx, obj, page.records, stats)
-            retry.update(page.records, failed)  # saved before the watermark moves past them
-            warehouse.set_watermark(live_mark, _latest(page.records, "updatedAt"))
+            warehouse.set_watermark(_watermark(obj), _latest(page.records, "updatedAt"))
         ctx.reporter.flush(warehouse)
         ctx.emit("page_read", phase="pull", object_type=obj.object_type, count=len(page.records),
                  total=page.total_count)
-
-    deleted_mark = f"pull-deleted:{obj.object_type}"
-    query = _since_filter("deletedAt", warehouse.get_watermark(deleted_mark), overlap) or "deletedAt[is]:NOT_NULL"
-    for page in records_api.iter_pages(obj.plural, filter=query, order_by="deletedAt", page_size=PAGE_SIZE):
-        if page.records:
-            apply_deletions(ctx, obj, page.records, stats)
-            warehouse.set_watermark(deleted_mark, _latest(page.records, "deletedAt"))
-        ctx.reporter.flush(warehouse)
-        ctx.emit("page_read", phase="pull", object_type=obj.object_type, count=len(page.records),
-                 total=page.total_count, detail={"deleted": True})
     return stats
 
 
