@@ -2,8 +2,8 @@
 
 Pages through records whose `updatedAt` or `deletedAt` is at or after the watermark (minus an
 overlap, because clocks and commit order are not perfectly aligned), oldest first, checkpointing the
-watermark after every page so a killed run resumes where it stopped. A record whose editable values hash the same
-as the last ones seen is an echo of our own push and is skipped. Every other record is merged three
+watermark after every page so a killed run resumes where it stopped. A record whose editable
+values hash the same as the last ones seen is an echo of our own push and is skipped. Every other record is merged three
 ways with the warehouse (`merge.py`): fields changed only in Twenty come here, fields changed only
 in the warehouse are left for the push, fields changed on both sides are settled by the policy and
 recorded. Records that fail are kept on a retry list and fetched again by id on the next run, since
