@@ -110,6 +110,7 @@ def test_a_fault_storm_then_clean_runs_converge(sandbox: Any, tmp_path: Path, st
     world = World(sandbox, tmp_path, seed)
     settle_first(world)
     world.mutate(random.Random(seed).randint(8, 12))
+    world.forget_setup_check()  # as when its hour is up: the storm run reads the metadata again
     sandbox.set_faults(seed=seed, **storm.faults)
     if storm.rate_limit:
         per_second, style = storm.rate_limit

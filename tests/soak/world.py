@@ -96,6 +96,11 @@ class World:
 
     # --- runs and checks ---------------------------------------------------------------------------
 
+    def forget_setup_check(self) -> None:
+        """Make the next run verify the workspace's fields (it remembers a complete setup for an hour)."""
+        with open_warehouse(f"duckdb:///{self.db}") as warehouse:
+            warehouse._run("DELETE FROM {crm_sync_kv} WHERE key LIKE 'watermark:setup-verified:%'", ())
+
     def start(self, **settings: Any) -> SyncProcess:
         self.runs += 1
         self.sandbox.clear_request_log()
