@@ -53,3 +53,19 @@ def test_a_destroyed_record_the_warehouse_edited_comes_back_when_the_warehouse_w
     assert [e["record_key"] for e in result.sync_errors if e["operation"] == "conflict"] == ["16"]
     back = person_by_key(client, 16)
     assert back["categoryCode"] == "H" and len(people(client)) == 40
+
+
+def test_a_record_destroyed_in_twenty_while_the_warehouse_edits_it_follows_the_same_rule_in_a_push(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    run_sync(store, client, SCHEMA)
+    with crm(sandbox) as http:
+        for key in (18, 19):
+            http.delete(f"/rest/people/{person_by_key(client, key)['id']}").raise_for_status()
+    store.upsert_contacts([{"contact_id": 18, "category_code": "H"}, {"contact_id": 19, "category_code": "H"}])
+    # Only the push runs: its read-back before the update batch finds them gone.
+    result = run_sync(store, client, SCHEMA, direction="push", conflict_policy={"deleted_at": "warehouse_wins"})
+    assert result.counts["push_person"]["caught_up"] == 2 and result.counts["push_person"]["upserted"] == 0
+    assert sorted(e["record_key"] for e in result.sync_errors if e["operation"] == "conflict") == ["18", "19"]
+    again = run_sync(store, client, SCHEMA, direction="push")  # the warehouse won: created again, whole
+    assert again.counts["push_person"]["upserted"] == 2
+    assert person_by_key(client, 18)["categoryCode"] == "H" and len(people(client)) == 40

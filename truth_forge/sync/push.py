@@ -25,6 +25,7 @@ from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import changed_since
 from truth_forge.sync.objects import PERSON, SyncedObject, now_utc, parse_timestamp, write_by_field_set
 from truth_forge.sync.pull import PullStats, apply_deletions, apply_records
+from truth_forge.sync.reconcile import settle_destroyed
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.errors import NextStep, TwentyError, TwentyRecordRejected
 
@@ -221,7 +222,7 @@ class _Push:
         items, refused = [], []
         for row in rows:
             try:
-                item = self._item(row, self.links)
+                item = self._item(row)
             except ValueError as exc:
                 refused.append(self._failed(row, exc))
                 continue
@@ -295,7 +296,8 @@ class _Push:
         if deleted:
             apply_deletions(self.ctx, self.obj, deleted, caught)
         if destroyed:
-            self._destroyed_in_twenty(destroyed)
+            # The same rule as `sync --full`: deleted here too, or created again when the warehouse wins.
+            settle_destroyed(self.ctx, self.obj, [(str(r[self.obj.key_column]), r["crm_id"]) for r in destroyed])
         self.stats.caught_up += len(moved) + len(deleted) + len(destroyed)
         self.reporter.flush(self.warehouse)
         keys = [r[self.obj.key_column] for r in rows]
@@ -304,33 +306,17 @@ class _Push:
         out: list[Mapping[str, Any]] = []
         for key in keys:
             row, state = fresh.get(key), states.get(str(key), {})
-            if row is not None and row.get("deleted_at") is None:
-                out.append({**row, "crm_id": state.get("crm_id")})
+            # A record to be created again has no Twenty id now: the next run's push creates it.
+            if row is not None and row.get("deleted_at") is None and state.get("crm_id"):
+                out.append({**row, "crm_id": state["crm_id"]})
         return out
 
-    def _destroyed_in_twenty(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Records gone from Twenty for good while the warehouse edited them: deleted here too, or
-        (when the warehouse wins) created again, whole."""
-        policy = self.ctx.policy_for("deleted_at")
-        for row in rows:
-            self.reporter.record(object_type=self.obj.object_type, operation="conflict", settled=True,
-                                 record_key=row[self.obj.key_column], crm_id=row["crm_id"],
-                                 error=f"destroyed in Twenty and edited in the warehouse; resolved by {policy}")
-        keys = [r[self.obj.key_column] for r in rows]
-        if policy == "warehouse_wins":
-            self.warehouse.upsert_sync_state([self._state(r, base=None) for r in rows])
-            return
-        self.warehouse.soft_delete(self.obj.object_type, keys)
-        after = self.warehouse.row_hashes(self.obj.object_type, keys)
-        self.warehouse.upsert_sync_state([self._state(r, status="deleted", warehouse_hash=after.get(r[self.obj.key_column]),
-                                                      last_synced_at=now_utc()) for r in rows])
-
-    def _item(self, row: Mapping[str, Any], links: Mapping[str, Any]) -> _Item:
+    def _item(self, row: Mapping[str, Any]) -> _Item:
         left_out: list[str] = []
         waiting = False
         if self.obj is PERSON:
             body = mapping.contact_to_person(row, self.schema, default_region=self.ctx.default_region, left_out=left_out)
-            link = None if row.get("business_id") is None else links.get(str(row["business_id"]), _NOT_YET)
+            link = None if row.get("business_id") is None else self.links.get(str(row["business_id"]), _NOT_YET)
             if link is _NOT_YET:
                 waiting = True  # sent without a link now; linked on a later run, once the company is there
             else:
