@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from truth_forge.sync import own_writes
 from truth_forge.sync.objects import SYNC_ORDER
 from truth_forge.sync.pull import DEFAULT_OVERLAP
 
@@ -31,6 +32,7 @@ class StatusReport:
     never_pushed: dict[str, int]
     setup: str
     next_run: list[str] = field(default_factory=list)
+    own_writes: list[str] = field(default_factory=list)  # whether pulls skip our own writes, per workspace
 
     @property
     def open_errors(self) -> int:
@@ -64,6 +66,7 @@ def gather_status(warehouse: Any, *, warehouse_url: str, setup: str) -> StatusRe
         synced=warehouse.sync_state_counts(),
         never_pushed=estimate_push(warehouse),
         setup=setup,
+        own_writes=[own_writes.describe(v) for k, v in kv.items() if k.startswith(f"watermark:{own_writes.MARK_PREFIX}")],
     )
     report.next_run = next_run(report)
     return report
@@ -78,7 +81,8 @@ def next_run(report: StatusReport) -> list[str]:
         mark = report.watermarks.get(f"pull:{obj.object_type}")
         since = (f"changed since {_minus_overlap(mark)} (watermark {mark} less {DEFAULT_OVERLAP.seconds // 60} min)"
                  if mark else "all of them (first pull)")
-        steps.append(f"pull {obj.plural}: {since}")
+        skip = "; edits last made by this sync's API key left out" if any(o.startswith("on") for o in report.own_writes) else ""
+        steps.append(f"pull {obj.plural}: {since}{skip}")
         if report.retry_lists.get(obj.object_type):
             steps.append(f"  and fetch again {report.retry_lists[obj.object_type]} {obj.plural} whose pull failed")
     for obj in SYNC_ORDER:

@@ -133,6 +133,8 @@ def print_status(console: Console, report: Any) -> None:
         console.print(f"  {name}: {value}", highlight=False)
     if not report.watermarks:
         console.print("  none yet (the first run pulls everything)")
+    for line in report.own_writes:
+        console.print(f"  own writes: {line}", highlight=False, markup=False)
     console.print("\nThe next run will:")
     for step in report.next_run:
         console.print(f"  {step}", highlight=False, markup=False)

@@ -14,13 +14,14 @@ People created in Twenty get a new contact_id, written back as their `contactId`
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from truth_forge.sync import views
+from truth_forge.sync import own_writes, views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import changed_since, merge_fields
 from truth_forge.sync.objects import (
@@ -32,6 +33,8 @@ from truth_forge.sync.objects import (
     write_by_field_set,
 )
 from truth_forge.sync.store import SyncStore
+from truth_forge.twenty.errors import TwentyRecordRejected, TwentySchemaMismatch
+from truth_forge.twenty.records import Page
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +64,24 @@ class PullStats:
 EVERYTHING = "or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL)"
 
 
-def changes_query(warehouse: SyncStore, obj: SyncedObject, overlap: dt.timedelta) -> str:
+def changes_query(warehouse: SyncStore, obj: SyncedObject, overlap: dt.timedelta, not_ours: str | None = None) -> str:
     """Records edited or deleted since the watermark (less the overlap), live and soft-deleted alike.
 
     Matched on `updatedAt` or `deletedAt`, so a deletion that did not move `updatedAt` is seen too.
     Ordered by `updatedAt`, a record matched only by its deletion sorts before every record whose
     `updatedAt` moves the watermark, so a run killed between pages never skips one. (Older versions
     kept a second watermark for deletions; every deletion after their last pull is after this one.)
+    `not_ours` (own_writes.filter_clause) leaves out edits whose last writer was this sync; it
+    never narrows deletions, which Twenty does not stamp with their author.
     """
     mark = parse_timestamp(warehouse.get_watermark(_watermark(obj)))
     if mark is None:
         return EVERYTHING
     since = format_timestamp(mark - overlap)
-    return f'or(updatedAt[gte]:"{since}",deletedAt[gte]:"{since}")'
+    edited = f'updatedAt[gte]:"{since}"'
+    if not_ours:
+        edited = f"and({edited},{not_ours})"
+    return f'or({edited},deletedAt[gte]:"{since}")'
 
 
 def _watermark(obj: SyncedObject) -> str:
@@ -92,8 +100,14 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
             retry.update(page.records, apply_records(ctx, obj, page.records, stats))
         retry.forget(set(chunk) - seen)  # gone from Twenty (or deleted: the deleted pass has them)
 
-    query = changes_query(warehouse, obj, overlap)
-    for page in records_api.iter_pages(obj.plural, filter=query, order_by="updatedAt", page_size=PAGE_SIZE):
+    signpost: dt.datetime | None = None
+    newest: dt.datetime | None = None
+    for page in _changed_pages(ctx, obj, overlap):
+        if signpost is None:
+            # The server's time when it answered the first page: every edit committed before then
+            # was in this query's reach, so the next pull can start there (less the overlap)
+            # whether or not this one found anything.
+            signpost = ctx.client.transport.server_time
         live = [r for r in page.records if not r.get("deletedAt")]
         gone = [r for r in page.records if r.get("deletedAt")]
         if live:
@@ -101,11 +115,34 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
         if gone:
             apply_deletions(ctx, obj, gone, stats)
         if page.records:
+            newest = parse_timestamp(_latest(page.records, "updatedAt"))
             warehouse.set_watermark(_watermark(obj), _latest(page.records, "updatedAt"))
         ctx.reporter.flush(warehouse)
         ctx.emit("page_read", phase="pull", object_type=obj.object_type, count=len(page.records),
                  total=page.total_count)
+    if signpost is not None and (newest is None or newest < signpost):
+        warehouse.set_watermark(_watermark(obj), format_timestamp(signpost))
     return stats
+
+
+def _changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta) -> Iterator[Page]:
+    """The pages of changes since the watermark, our own writes left out where the server can tell.
+    A server that refuses the filter on `updatedBy` gets the plain query, now and from then on."""
+    base_url, records_api = ctx.client.transport.base_url, ctx.client.records
+    not_ours = own_writes.filter_clause(ctx.warehouse, base_url)
+    pages = records_api.iter_pages(obj.plural, filter=changes_query(ctx.warehouse, obj, overlap, not_ours),
+                                   order_by="updatedAt", page_size=PAGE_SIZE)
+    if not_ours is None:
+        return pages
+    try:
+        first = next(pages)
+    except StopIteration:
+        return iter(())
+    except (TwentyRecordRejected, TwentySchemaMismatch) as exc:
+        own_writes.disable(ctx.warehouse, base_url, f"Twenty refused a filter on updatedBy: {exc}")
+        return records_api.iter_pages(obj.plural, filter=changes_query(ctx.warehouse, obj, overlap),
+                                      order_by="updatedAt", page_size=PAGE_SIZE)
+    return itertools.chain([first], pages)
 
 
 def pull_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[str, Any]]) -> PullStats:
@@ -119,6 +156,13 @@ def pull_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[
         apply_deletions(ctx, obj, gone, stats)
     ctx.reporter.flush(ctx.warehouse)
     return stats
+
+
+def read_again(warehouse: SyncStore, obj: SyncedObject, crm_ids: Iterable[str]) -> None:
+    """Fetch these records by id on the next pull, whatever the watermark and the own-writes filter
+    say (a record edited by someone else in the instant before our write carries our stamp now)."""
+    retry = _RetryList(warehouse, f"pull-retry:{obj.object_type}")
+    retry.update((), set(crm_ids) | retry.ids)
 
 
 class _RetryList:
@@ -347,6 +391,7 @@ def _write_back_keys(
     bodies = [{"id": r["id"], obj.key_field: str(k)} for r, k, _, _ in pending]
 
     def confirmed(landed: list[tuple[int, dict[str, Any]]]) -> None:
+        own_writes.observe(ctx.warehouse, ctx.client.transport.base_url, (record for _, record in landed))
         now = now_utc()
         ctx.warehouse.upsert_sync_state([
             {"object_type": obj.object_type, "record_key": str(pending[i][1]), "crm_id": record["id"],

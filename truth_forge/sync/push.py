@@ -20,11 +20,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from truth_forge.sync import mapping, views
+from truth_forge.sync import mapping, own_writes, views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import changed_since
 from truth_forge.sync.objects import PERSON, SyncedObject, now_utc, parse_timestamp, write_by_field_set
-from truth_forge.sync.pull import PullStats, apply_deletions, apply_records
+from truth_forge.sync.pull import PullStats, apply_deletions, apply_records, read_again
 from truth_forge.sync.reconcile import settle_destroyed
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.errors import NextStep, TwentyError, TwentyRecordRejected
@@ -337,7 +337,12 @@ class _Push:
             return []
 
         def saved(landed: list[tuple[int, dict[str, Any]]]) -> None:
-            self._save([self._landed(items[i], record) for i, record in landed])
+            own_writes.observe(self.warehouse, self.client.transport.base_url, (record for _, record in landed))
+            states = [self._landed(items[i], record) for i, record in landed]
+            late = [s["crm_id"] for s in states if s.get("crm_hash") is None]
+            if late:
+                read_again(self.warehouse, self.obj, late)  # our stamp now hides that edit from the pull's filter
+            self._save(states)
 
         # Updates carry only what changed, but always the Twenty id; creates always carry our key.
         outcome = self.client.records.create_many(self.obj.plural, [i.body for i in items], upsert=upsert,

@@ -7,6 +7,8 @@ reset by hand). `truth-forge sync --full` reads every record of each object, liv
 
 - merges every record whose editable values differ from the last ones seen (drift), as a pull would;
 - carries deletions found in the trash;
+- brings back records restored from Twenty's trash whose last update was ours: a restore does not
+  stamp `updatedBy`, so the incremental pull's own-writes filter (own_writes.py) leaves them out;
 - takes in records the warehouse does not know (orphans: created in Twenty and missed, or carrying
   a key typed by hand), as a pull would;
 - finds records the sync state links to Twenty that Twenty no longer has at all (destroyed), and

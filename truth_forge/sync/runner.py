@@ -21,6 +21,7 @@ from typing import Any, Literal
 from truth_forge.crm_schema import CrmSchema, verify_schema
 from truth_forge.lease import WriterLease, writing
 from truth_forge.reporting import ErrorReporter
+from truth_forge.sync import own_writes
 from truth_forge.sync.objects import SYNC_ORDER, format_timestamp, now_utc, parse_timestamp
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
 from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
@@ -133,6 +134,10 @@ def _run_as_writer(
     ctx.emit("run_started", detail={"run_id": run_id, "direction": direction})
     try:
         _require_setup(warehouse, client, schema)
+        if full:
+            # A full pass sees what the own-writes filter cannot; whether the server stamps our
+            # writes is learnt again from this run's answers (a server upgraded, a key renamed).
+            own_writes.forget(warehouse, client.transport.base_url)
         if direction in ("both", "pull"):
             phase = "reconcile" if full else "pull"
             for obj in SYNC_ORDER:

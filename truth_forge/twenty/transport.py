@@ -9,6 +9,7 @@ every failure into a typed error from `errors.py`.
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import json
 import logging
@@ -117,6 +118,16 @@ class TransportStats:
     retries: int = 0
     rate_limited: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+
+
+def _http_date(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _retry_after_seconds(headers: Mapping[str, str], clock_now: float) -> float | None:
@@ -252,6 +263,9 @@ class Transport:
         self.retry = retry or RetryPolicy()
         self.budget = RequestBudget(requests_per_minute, burst, clock=clock, sleep=sleep)
         self.stats = TransportStats()
+        # The server's clock from its last answer's Date header (whole seconds, rounded down): the
+        # pull's watermark is set by it, never by ours, so a skewed local clock cannot skip edits.
+        self.server_time: dt.datetime | None = None
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -332,6 +346,7 @@ class Transport:
                 self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
                 log.debug("%s %s -> %s in %.3fs", method, path, status, elapsed)
                 if 200 <= status < 300:
+                    self.server_time = _http_date(response.headers.get("date")) or self.server_time
                     return self._decode(response, method, url)
                 failure = error_for_response(response, method, url, self._api_key)
                 if status == 429:

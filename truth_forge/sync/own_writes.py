@@ -1,0 +1,125 @@
+"""Our own writes, recognised by Twenty's `updatedBy`, so the pull does not read them back.
+
+Current Twenty stamps `updatedBy` with the caller's actor on every create and update, the batch
+upsert included (`created-by.create-many.pre-query-hook.ts` calls `injectActorFieldsOnCreate`,
+which overwrites `updatedBy`; `updated-by.update-one/-many` hooks do the same for PATCH). An API
+key's actor is `{source: API, name: <the key's name>, workspaceMemberId: null}`. So a record whose
+`updatedBy` is that actor was last written by us, and the pull can leave it out at the server.
+
+The actor is learnt from the answers to our own writes (no extra request). It is trusted only while
+every record a write of ours returns carries the same API actor: a server that leaves `updatedBy`
+alone on a batch upsert (older releases) answers with other actors, and then the filter is switched
+off for good in this workspace (until `forget`), because on such a server a later writer could also
+leave our stamp in place and its edit would be skipped. Deletions, destroys and restores do not
+stamp `updatedBy`; the pull's filter never applies the exclusion to deletions, and restores are the
+one case it can miss (see `filter_clause`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from truth_forge.sync.store import SyncStore
+
+log = logging.getLogger(__name__)
+
+# Names we can put in a filter value as they are: Twenty's filter parser splits on commas and
+# brackets without regard for quotes, so anything else would change the filter's meaning.
+_FILTERABLE_NAME = re.compile(r"^[\w .@'-]{1,100}$")
+
+
+MARK_PREFIX = "own-writes:"
+
+
+def _mark(base_url: str) -> str:
+    return MARK_PREFIX + hashlib.sha256(base_url.encode()).hexdigest()[:16]
+
+
+def _read(warehouse: SyncStore, base_url: str) -> dict[str, Any]:
+    return _parse(warehouse.get_watermark(_mark(base_url)))
+
+
+def _parse(raw: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def observe(warehouse: SyncStore, base_url: str, records: Iterable[Mapping[str, Any]]) -> None:
+    """Look at the records one write of ours stored: learn our actor, or switch the filter off."""
+    actors = {_actor(r.get("updatedBy")) for r in records if "updatedBy" in r}
+    if not actors:
+        return  # a server without `updatedBy` (or an answer without it): nothing to learn
+    known = _read(warehouse, base_url)
+    if "off" in known:
+        return
+    actor = next(iter(actors))
+    if len(actors) > 1 or actor is None or actor[0] != "API" or actor[2] is not None:
+        disable(warehouse, base_url, f"a write of ours came back with updatedBy {sorted(map(str, actors))}, "
+                                     "not our API key's actor alone: this Twenty does not stamp batch upserts, "
+                                     "so our own writes are read back")
+        return
+    name = actor[1]
+    if not _FILTERABLE_NAME.match(name):
+        disable(warehouse, base_url, f"the API key's name {name!r} cannot be put in a Twenty filter (commas, "
+                                     "brackets or quotes); rename the key in Twenty's settings to let the pull "
+                                     "skip our own writes")
+        return
+    if known.get("name") != name:
+        log.info("Our writes are stamped updatedBy {source: API, name: %r}; the pull leaves them out", name)
+        warehouse.set_watermark(_mark(base_url), json.dumps({"source": "API", "name": name}))
+
+
+def disable(warehouse: SyncStore, base_url: str, reason: str) -> None:
+    """Read our own writes back from now on (until `forget`), saying why."""
+    log.info("The pull reads our own writes back: %s", reason)
+    warehouse.set_watermark(_mark(base_url), json.dumps({"off": reason}))
+
+
+def _actor(value: Any) -> tuple[Any, Any, Any] | None:
+    if not isinstance(value, Mapping):
+        return None
+    return value.get("source"), value.get("name") or "", value.get("workspaceMemberId")
+
+
+def filter_clause(warehouse: SyncStore, base_url: str) -> str | None:
+    """A Twenty filter matching records NOT last written by us, or None when we cannot tell.
+
+    Written for SQL's NULLs: `neq` never matches a NULL, so records with no actor are named
+    explicitly. A record restored from the trash by someone else keeps the `updatedBy` of its last
+    update; if that was us, this clause leaves the restore out (Twenty's restore stamps nothing).
+    Webhooks (`serve`) and `sync --full` see those.
+    """
+    known = _read(warehouse, base_url)
+    name = known.get("name")
+    if "off" in known or not name:
+        return None
+    return (f'or(updatedBy.source[neq]:API,updatedBy.source[is]:NULL,'
+            f'updatedBy.name[neq]:"{name}",updatedBy.name[is]:NULL)')
+
+
+def status(warehouse: SyncStore, base_url: str) -> str:
+    """One line for `status`/`doctor`: whether the pull skips our own writes, and why not."""
+    return describe(warehouse.get_watermark(_mark(base_url)))
+
+
+def describe(raw: str | None) -> str:
+    """`status` for a stored value (what `truth-forge status` finds in the bookkeeping)."""
+    known = _parse(raw)
+    if "off" in known:
+        return f"off: {known['off']}"
+    if known.get("name"):
+        return f"on: records last updated by API key {known['name']!r} are not read back"
+    return "not known yet: learnt from the first write's answer"
+
+
+def forget(warehouse: SyncStore, base_url: str) -> None:
+    """Learn again from the next write (after a server upgrade, or a renamed API key)."""
+    warehouse.set_watermark(_mark(base_url), "")
