@@ -11,13 +11,14 @@ from typing import Any
 
 import httpx
 
+from tests.fixtures.sandbox import as_person
 from tests.ops.conftest import Cli
 from truth_forge.warehouse import TABLES, open_warehouse
 
 
 def crm(sandbox: Any) -> httpx.Client:
     """Someone working in Twenty: plain HTTP, not our client."""
-    return httpx.Client(base_url=sandbox.base_url, headers={"Authorization": f"Bearer {sandbox.api_key}"})
+    return httpx.Client(base_url=sandbox.base_url, headers=as_person(sandbox))
 
 
 def person_by_key(sandbox: Any, key: int) -> dict[str, Any]:

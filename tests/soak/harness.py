@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from tests.fixtures.sandbox import as_person
 from truth_forge.crm_schema import CrmSchema, setup_schema
 from truth_forge.sandbox import SandboxServer
 from truth_forge.twenty import TwentyClient
@@ -140,7 +141,7 @@ class PlainTwenty:
 
     def __init__(self, sandbox: SandboxServer) -> None:
         self.http = httpx.Client(base_url=sandbox.base_url, timeout=30,
-                                 headers={"Authorization": f"Bearer {sandbox.api_key}"})
+                                 headers=as_person(sandbox))
 
     def __enter__(self) -> PlainTwenty:
         return self

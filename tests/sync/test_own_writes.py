@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
+import httpx
 import pytest
 
+from tests.sync.test_sync_sandbox import SCHEMA, crm, person_by_key
+from truth_forge.crm_schema import setup_schema
 from truth_forge.sync import own_writes
-from truth_forge.sync.objects import PERSON
+from truth_forge.sync.objects import PERSON, parse_timestamp
 from truth_forge.sync.pull import changes_query
+from truth_forge.sync.runner import run_sync
+from truth_forge.twenty import TwentyClient
+from truth_forge.warehouse import open_warehouse
+from truth_forge.warehouse.sample_data import generate_sample_data
 
 URL = "http://twenty.example"
 
@@ -69,3 +77,102 @@ def test_the_filter_narrows_edits_never_deletions(store: Any) -> None:
     query = changes_query(store, PERSON, dt.timedelta(minutes=2), "NOT_OURS")
     assert query == ('or(and(updatedAt[gte]:"2026-11-30T09:58:00.000Z",NOT_OURS),'
                      'deletedAt[gte]:"2026-11-30T09:58:00.000Z")')
+
+
+# -- against the sandbox: what a run right after a push reads, and what it must never skip ---------
+
+
+def pulled(result: Any) -> int:
+    """Records the pull looked at (merged, created, deleted or skipped as unchanged)."""
+    return sum(sum(result.counts[f"pull_{o}"].values()) for o in ("person", "company"))
+
+
+def test_a_run_right_after_a_push_reads_none_of_it_back(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    generate_sample_data(store, 600, 30, seed=3, replace=True)
+    first = run_sync(store, client, SCHEMA)
+    assert first.status == "succeeded" and first.counts["push_person"]["upserted"] == 600
+    assert own_writes.status(store, sandbox.base_url).startswith("on")
+    again = run_sync(store, client, SCHEMA)  # right away: every record pushed is inside the window
+    assert again.status == "succeeded"
+    assert again.counts["requests"] == 2 and pulled(again) == 0  # one empty page per object
+
+
+def test_an_edit_made_in_twenty_right_after_the_push_is_pulled(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    seven = person_by_key(client, 7)
+    with crm(sandbox) as http:
+        http.patch(f"/rest/people/{seven['id']}", json={"categoryCode": "C"}).raise_for_status()
+    again = run_sync(store, client, SCHEMA)
+    assert again.counts["pull_person"]["updated"] == 1 and again.counts["requests"] == 2
+    assert store.get_rows("person", [7])[0]["category_code"] == "C"
+
+
+def test_an_edit_landing_between_the_read_back_and_our_write_is_read_again(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    """Someone edits a field we do not send in the instant before our write goes out (after the
+    push's read-back). Our write then carries our stamp, so the filter alone would hide that edit
+    for ever; Twenty's answer shows it, and the record is fetched by id on the next pull."""
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    seven = person_by_key(client, 7)
+    store.upsert_contacts([{"contact_id": 7, "category_code": "E"}])
+    edited: list[str] = []
+
+    def someone_edits_first(request: httpx.Request) -> None:
+        if request.method == "POST" and request.url.path == "/rest/batch/people" and not edited:
+            with crm(sandbox) as http:
+                http.patch(f"/rest/people/{seven['id']}", json={"subcategoryCode": "E1_MENTORS"}).raise_for_status()
+            edited.append(seven["id"])
+
+    client.transport._http.event_hooks["request"].append(someone_edits_first)
+    pushed = run_sync(store, client, SCHEMA)
+    client.transport._http.event_hooks["request"].remove(someone_edits_first)
+    assert edited and pushed.counts["push_person"]["upserted"] == 1
+    assert person_by_key(client, 7)["categoryCode"] == "E"  # ours landed beside theirs
+    after = run_sync(store, client, SCHEMA)
+    assert after.counts["pull_person"]["updated"] == 1
+    assert store.get_rows("person", [7])[0]["subcategory_code"] == "E1_MENTORS"
+
+
+def test_the_watermark_moves_to_the_servers_time_when_nothing_changed(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    before = parse_timestamp(store.get_watermark("pull:person"))
+    time.sleep(1.1)  # the Date header counts whole seconds
+    assert run_sync(store, client, SCHEMA).counts["requests"] == 2
+    after = parse_timestamp(store.get_watermark("pull:person"))
+    assert before is not None and after is not None and after > before
+    assert after <= client.transport.server_time  # type: ignore[operator]
+
+
+def test_a_server_that_does_not_stamp_upserts_has_its_echoes_read_back(
+        legacy_sandbox: Any, tmp_path: Any) -> None:
+    """Older Twenty left `updatedBy` alone on a batch upsert: the filter turns itself off, the next
+    pull reads our writes back (skipped as echoes), and an edit made there still comes through."""
+    with open_warehouse(f"duckdb:///{tmp_path / 'legacy.duckdb'}") as store, \
+            TwentyClient(legacy_sandbox.base_url, legacy_sandbox.api_key, requests_per_minute=100_000) as client:
+        setup_schema(client, SCHEMA)
+        store.ensure_tables()
+        generate_sample_data(store, 30, 3, seed=4)
+        assert run_sync(store, client, SCHEMA).status == "succeeded"
+        assert own_writes.status(store, legacy_sandbox.base_url).startswith("off")
+        five = person_by_key(client, 5)
+        with crm(legacy_sandbox) as http:
+            http.patch(f"/rest/people/{five['id']}", json={"categoryCode": "B"}).raise_for_status()
+        again = run_sync(store, client, SCHEMA)
+        assert again.counts["pull_person"]["unchanged"] >= 29  # the echoes, read and skipped
+        assert store.get_rows("person", [5])[0]["category_code"] == "B"
+
+
+def test_a_record_restored_in_twenty_after_our_last_write_comes_back_with_a_full_pass(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    """Twenty's restore stamps nothing, so the incremental pull cannot tell it from our own write;
+    `sync --full` (and serve's webhooks) can."""
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    store.soft_delete("person", [9])
+    assert run_sync(store, client, SCHEMA).counts["push_person"]["deleted"] == 1
+    nine = [p for p in client.records.iter_records("people", filter="deletedAt[is]:NOT_NULL")
+            if p["contactId"] == "9"][0]
+    with crm(sandbox) as http:
+        http.patch(f"/rest/people/{nine['id']}/restore").raise_for_status()
+    run_sync(store, client, SCHEMA, full=True)
+    assert store.get_rows("person", [9])[0]["deleted_at"] is None

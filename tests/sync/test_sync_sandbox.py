@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from tests.fixtures.sandbox import as_person
 from truth_forge.crm_schema import CrmSchema
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
@@ -26,7 +27,7 @@ def record_writes(sandbox: Any) -> list[Any]:
 
 def crm(sandbox: Any) -> httpx.Client:
     """Someone editing in Twenty: plain HTTP, not our client."""
-    return httpx.Client(base_url=sandbox.base_url, headers={"Authorization": f"Bearer {sandbox.api_key}"})
+    return httpx.Client(base_url=sandbox.base_url, headers=as_person(sandbox))
 
 
 def test_first_run_pushes_everything_and_links_companies(sandbox: Any, client: TwentyClient, store: Any) -> None:
