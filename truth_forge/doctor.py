@@ -25,6 +25,7 @@ import httpx
 from truth_forge.config import Settings
 from truth_forge.crm_schema import CrmSchema, verify_schema
 from truth_forge.secrets import find_api_key, redact
+from truth_forge.sync import own_writes
 from truth_forge.twenty import shapes
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import (
@@ -441,21 +442,33 @@ class Doctor:
                  behaviour="accepted", stored=stored)
 
     def _probe_updated_by(self) -> None:
-        record = self.client.records.update("people", self._probe, {"jobTitle": "truth-forge doctor probe"})
-        actor = record.get("updatedBy") or {}
-        if not actor:
-            self.add("updatedBy", "INFO", "an API PATCH leaves no updatedBy on the record",
-                     "the pull recognises truth-forge's own writes by hash only", source=None)
+        """The pull leaves out records whose `updatedBy` is our API key's, so check the two things it
+        rests on: a batch upsert (the push's write) stamps us, and the pull's filter tells us apart."""
+        outcome = self.client.records.create_many(
+            "people", [{"id": self._probe, "jobTitle": "truth-forge doctor probe"}], upsert=True, match_key="id")
+        if outcome.aborted is not None or outcome.failures:
+            raise outcome.aborted or outcome.failures[0].error
+        actor = outcome.succeeded[0].get("updatedBy") or {}
+        name = str(actor.get("name") or "")
+        if actor.get("source") != "API" or not name:
+            self.add("updatedBy", "INFO", f"a batch upsert leaves updatedBy as {actor or None}",
+                     "the pull reads truth-forge's own writes back once (about N/200 requests after pushing N)",
+                     source=actor.get("source"), name=name or None)
             return
-        page = self.client.records.find_page(
-            "people", filter=f'id[eq]:"{self.probe_id}",updatedBy.source[eq]:"{actor.get("source")}"', limit=1)
-        filterable = bool(page.records)
-        status: Status = "OK" if actor.get("source") == "API" and filterable else "WARN"
-        self.add("updatedBy", status, f"an API PATCH sets updatedBy source={actor.get('source')!r} "
-                 f"name={actor.get('name')!r}; a filter on updatedBy.source "
-                 + ("finds it" if filterable else "does NOT find it"),
-                 "" if status == "OK" else "own-write skipping at the server will not work; hashes still do",
-                 source=actor.get("source"), name=actor.get("name"), filterable=filterable)
+        if not own_writes.filterable(name):
+            self.add("updatedBy", "WARN", f"a batch upsert stamps updatedBy API {name!r}, a name a filter cannot hold",
+                     "rename the API key (letters, digits, spaces, . _ - @ ') so the pull can skip our own writes",
+                     source="API", name=name)
+            return
+        probe = f'id[eq]:"{self.probe_id}"'
+        ours = self.client.records.find_page("people", filter=f'and({probe},updatedBy.name[eq]:"{name}")', limit=1)
+        others = self.client.records.find_page("people", filter=f"and({probe},{own_writes.clause_for(name)})", limit=1)
+        works = bool(ours.records) and not others.records
+        self.add("updatedBy", "OK" if works else "WARN",
+                 f"a batch upsert stamps updatedBy API {name!r}; the pull's filter "
+                 + ("leaves the probe out" if works else "does NOT tell it apart"),
+                 "" if works else "the pull will read truth-forge's own writes back; report this Twenty version",
+                 source="API", name=name, filterable=works)
 
     def _probe_soft_delete(self) -> None:
         deleted = self.client.records.delete("people", self._probe, soft=True)

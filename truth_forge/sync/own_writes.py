@@ -67,7 +67,7 @@ def observe(warehouse: SyncStore, base_url: str, records: Iterable[Mapping[str, 
                                      "so our own writes are read back")
         return
     name = actor[1]
-    if not _FILTERABLE_NAME.match(name):
+    if not filterable(name):
         disable(warehouse, base_url, f"the API key's name {name!r} cannot be put in a Twenty filter (commas, "
                                      "brackets or quotes); rename the key in Twenty's settings to let the pull "
                                      "skip our own writes")
@@ -101,8 +101,17 @@ def filter_clause(warehouse: SyncStore, base_url: str) -> str | None:
     name = known.get("name")
     if "off" in known or not name:
         return None
+    return clause_for(name)
+
+
+def clause_for(name: str) -> str:
+    """The filter leaving out records last written by the API key called `name`."""
     return (f'or(updatedBy.source[neq]:API,updatedBy.source[is]:NULL,'
             f'updatedBy.name[neq]:"{name}",updatedBy.name[is]:NULL)')
+
+
+def filterable(name: str) -> bool:
+    return bool(_FILTERABLE_NAME.match(name))
 
 
 def status(warehouse: SyncStore, base_url: str) -> str:
