@@ -74,7 +74,8 @@ def test_python_dash_m_starts_a_server_and_prints_the_key() -> None:
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "truth_forge.sandbox", "--port", str(port), "--api-key", "cli-key"],
+        [sys.executable, "-m", "truth_forge.sandbox", "--port", str(port), "--api-key", "cli-key",
+         "--member-token", "ui-token=Grace Hopper"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         cwd=Path(__file__).resolve().parents[2])
     try:
@@ -102,6 +103,11 @@ def test_python_dash_m_starts_a_server_and_prints_the_key() -> None:
         else:
             raise AssertionError("server never accepted a connection")
         assert response.status_code == 200 and response.json()["totalCount"] == 0
+        by_member = httpx.post(f"{url.group(1)}/rest/people", json={"name": {"firstName": "G"}},
+                               headers={"Authorization": "Bearer ui-token"})
+        assert by_member.status_code == 201, by_member.text
+        actor = by_member.json()["data"]["createPerson"]["updatedBy"]
+        assert actor["source"] == "MANUAL" and actor["name"] == "Grace Hopper"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -126,12 +132,15 @@ def test_sandbox_command_registers_as_a_typer_command() -> None:
     result = CliRunner().invoke(app, ["sandbox", "--help"])
     assert result.exit_code == 0, result.output
     for option in ("--port", "--host", "--api-key", "--db", "--rate-limit", "--rate-limit-v2",
-                   "--docs-batch-limit", "--legacy-metadata", "--twenty-version"):
+                   "--docs-batch-limit", "--legacy-metadata", "--twenty-version",
+                   "--member-token"):
         assert option in result.output
     refused = CliRunner().invoke(app, ["sandbox", "--host", "0.0.0.0"])
     assert refused.exit_code != 0 and "loopback" in refused.output
     unknown = CliRunner().invoke(app, ["sandbox", "--twenty-version", "v0.1"])
     assert unknown.exit_code != 0 and "unknown twenty_version" in unknown.output
+    no_name = CliRunner().invoke(app, ["sandbox", "--member-token", "tok"])
+    assert no_name.exit_code != 0 and "TOKEN=First Last" in no_name.output
 
 
 def test_profiles_choose_rules_as_a_whole_and_switches_override_one_rule() -> None:

@@ -7,6 +7,15 @@ independent reading of Twenty's API (it shares no code with `truth_forge.twenty`
     with SandboxServer(SandboxConfig(api_keys=["test-key"])) as sb:
         httpx.get(f"{sb.base_url}/rest/people",
                   headers={"Authorization": f"Bearer {sb.api_key}"})
+
+A person editing in Twenty's UI is a workspace member's token: its writes carry
+`updatedBy = {source: "MANUAL", name: "Ada Lovelace", workspaceMemberId: ...}` and are never
+rate-limited; API keys can have names of their own:
+
+    config = SandboxConfig(api_keys=["test-key"], named_api_keys={"sync-key": "truth-forge"},
+                           member_tokens={"ada-token": "Ada Lovelace"})
+    with SandboxServer(config) as sb:
+        human = TwentyClient(sb.base_url, sb.member_token)   # sb.actor(sb.member_token)
 """
 
 from truth_forge.sandbox.config import DEFAULT_API_KEY, SandboxConfig

@@ -2,7 +2,9 @@
 
 The outer layer (`SandboxASGI`) is plain ASGI on purpose: it runs in front of Starlette so it
 can inject faults (including closing the socket with no response at all), check the Bearer
-key, apply the rate limit to record requests, and log every request with its final status.
+token (an API key or a workspace member's token), apply the rate limit to record requests made
+with an API key, stamp every response with the server clock's `Date`, and log every request
+with its final status.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from truth_forge.sandbox.actors import Credential
 from truth_forge.sandbox.errors import ApiError, invalid_token, missing_token
 from truth_forge.sandbox.faults import FaultSettings, fault_kwargs
 from truth_forge.sandbox.routes_core import CoreRoutes, read_json
@@ -38,8 +41,8 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-def api_key_from(scope: Scope, keys: list[str]) -> str:
-    """The caller's key, or Twenty's 403 (no token) / 401 (bad token)."""
+def credential_from(scope: Scope, credentials: dict[str, Credential]) -> Credential:
+    """The caller's credential, or Twenty's 403 (no token) / 401 (bad token)."""
     header = ""
     for name, value in scope.get("headers", []):
         if name == b"authorization":
@@ -48,9 +51,9 @@ def api_key_from(scope: Scope, keys: list[str]) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise missing_token()
-    if token not in keys:
+    if token not in credentials:
         raise invalid_token()
-    return token
+    return credentials[token]
 
 
 class AdminRoutes:
@@ -97,15 +100,32 @@ class SandboxASGI:
     def __init__(self, runtime: SandboxRuntime, inner: ASGIApp) -> None:
         self.rt = runtime
         self.inner = inner
+        self.credentials = runtime.config.credentials
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.inner(scope, receive, send)
             return
+        clock = self.rt.workspace.clock
+
+        async def dated(message: Message) -> None:
+            # Express answers every response with Node's Date header; the sandbox takes it from
+            # the clock that writes `updatedAt` (uvicorn's own Date header is switched off).
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                headers.append((b"date", clock.http_date().encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self._dispatch(scope, receive, dated, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, raw_send: Send) -> None:
+        """`send` dates the response; `raw_send` is uvicorn's own (the drop fault needs it)."""
         path: str = scope["path"]
         if path.startswith("/_sandbox/"):
             try:
-                api_key_from(scope, self.rt.config.api_keys)
+                if credential_from(scope, self.credentials).kind != "api_key":
+                    raise invalid_token()
             except ApiError as exc:
                 await error_response(exc)(scope, receive, send)
                 return
@@ -114,9 +134,10 @@ class SandboxASGI:
         if not path.startswith("/rest"):
             await self.inner(scope, receive, send)
             return
-        await self._api_request(scope, receive, send, path)
+        await self._api_request(scope, receive, send, path, raw_send)
 
-    async def _api_request(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    async def _api_request(self, scope: Scope, receive: Receive, send: Send, path: str,
+                           raw_send: Send) -> None:
         started = time.perf_counter()
         status: list[int] = []
         fault: list[str] = []
@@ -149,7 +170,7 @@ class SandboxASGI:
             if decision.action == "drop":
                 fault.append("drop")
                 log_once()
-                await self._drop(send)
+                await self._drop(raw_send)
                 return
             if decision.action == "error":
                 fault.append("error")
@@ -159,13 +180,15 @@ class SandboxASGI:
                                                                               capture)
                 return
             try:
-                key = api_key_from(scope, self.rt.config.api_keys)
+                cred = credential_from(scope, self.credentials)
+                scope["state"]["credential"] = cred
                 if decision.action == "rate_limit":
                     fault.append("rate_limit")
-                    raise self.rt.rate_limiter.too_many_requests(_key_id(key), 60.0)
-                if not path.startswith(_METADATA_PREFIXES):
-                    # Twenty throttles record queries (common query runner), per workspace.
-                    self.rt.rate_limiter.check(_key_id(key))
+                    raise self.rt.rate_limiter.too_many_requests(_key_id(cred.token), 60.0)
+                if cred.rate_limited and not path.startswith(_METADATA_PREFIXES):
+                    # Twenty throttles record queries made with an API key (common query
+                    # runner), per workspace; a logged-in user's requests are not throttled.
+                    self.rt.rate_limiter.check(_key_id(cred.token))
                 if decision.action == "db_error":
                     # The query reached Postgres and failed there (deadlock, statement
                     # timeout): rolled back, answered 400 like any QueryFailedError.

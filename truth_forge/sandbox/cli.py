@@ -36,9 +36,13 @@ def sandbox_command(
     twenty_version: Annotated[str, typer.Option(
         help="Which Twenty rules to follow: " + ", ".join(PROFILES)
         + f" (default {DEFAULT_PROFILE}, the strictest).")] = DEFAULT_PROFILE,
+    member_token: Annotated[list[str], typer.Option(
+        "--member-token", help="TOKEN=First Last: a Bearer token that acts as a logged-in "
+        "workspace member (updatedBy source MANUAL, not rate-limited); repeat for several.")] = [],
 ) -> None:
     """Start a local Twenty-compatible API server and print how to point truth-forge at it."""
     try:
+        members = dict(_member(item) for item in member_token)
         config = SandboxConfig(
             api_keys=list(api_key) or [DEFAULT_API_KEY], host=host, port=port,
             db_path=str(db) if db else None,
@@ -46,7 +50,7 @@ def sandbox_command(
             rate_limit_style="v2" if rate_limit_v2 else "legacy",
             enforce_docs_batch_limit=docs_batch_limit,
             metadata_format="legacy" if legacy_metadata else "new",
-            twenty_version=twenty_version,
+            twenty_version=twenty_version, member_tokens=members,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -62,6 +66,13 @@ def sandbox_command(
         + ("" if rate_limit else "  # this sandbox has no limit"),
     ])
     serve_forever(config, ready_message=message)
+
+
+def _member(item: str) -> tuple[str, str]:
+    token, sep, name = item.partition("=")
+    if not sep or not token or not name.strip():
+        raise ValueError(f"--member-token takes TOKEN=First Last, not {item!r}")
+    return token, name.strip()
 
 
 def main() -> None:

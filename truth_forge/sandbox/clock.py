@@ -1,7 +1,9 @@
-"""Timestamps the way Twenty serialises them, and strictly increasing.
+"""Timestamps the way Twenty serialises them, strictly increasing, and the HTTP Date header.
 
 Incremental pulls filter on `updatedAt[gte]:<watermark>`; if two writes share a millisecond a
-client cannot tell them apart, so the sandbox never hands out the same timestamp twice.
+client cannot tell them apart, so the sandbox never hands out the same timestamp twice. The Date
+header is read from the same clock (offset included), so a client can trust it as the server's
+time in the same frame as `updatedAt`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from email.utils import formatdate
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -20,18 +23,35 @@ def format_ms(epoch_ms: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
 
 
-class MonotonicClock:
-    """Wall-clock milliseconds, bumped by 1 ms whenever the wall clock has not moved on."""
+def http_date(epoch_ms: int) -> str:
+    """RFC 7231 IMF-fixdate (`Tue, 15 Nov 1994 08:12:31 GMT`), as Node's http module sends it."""
+    return formatdate(epoch_ms // 1000, usegmt=True)
 
-    def __init__(self) -> None:
+
+class MonotonicClock:
+    """Wall-clock milliseconds (plus `offset_ms`), bumped by 1 ms whenever the wall clock has not
+    moved on."""
+
+    def __init__(self, offset_ms: int = 0) -> None:
         self._lock = threading.Lock()
         self._last_ms = 0
+        self.offset_ms = offset_ms
+
+    def _wall_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + self.offset_ms
 
     def now_ms(self) -> int:
         with self._lock:
-            wall = time.time_ns() // 1_000_000
-            self._last_ms = max(wall, self._last_ms + 1)
+            self._last_ms = max(self._wall_ms(), self._last_ms + 1)
             return self._last_ms
+
+    def peek_ms(self) -> int:
+        """The current time without taking a timestamp: never before one already handed out."""
+        with self._lock:
+            return max(self._wall_ms(), self._last_ms)
+
+    def http_date(self) -> str:
+        return http_date(self.peek_ms())
 
     def now_iso(self) -> str:
         return format_ms(self.now_ms())

@@ -10,7 +10,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+from truth_forge.sandbox.actors import Credential, build_credentials
 from truth_forge.sandbox.profiles import DEFAULT_PROFILE, Behaviour, EmailCheck, RefillMode, resolve
+
 DEFAULT_API_KEY = "sandbox-api-key"
 # A fixed workspace id keeps object/field metadata ids stable across restarts (SQLite mode).
 DEFAULT_WORKSPACE_ID = "3b8e6458-5fc1-4e63-8563-008ccddaa6db"
@@ -24,8 +26,15 @@ class SandboxConfig:
     host: str = "127.0.0.1"
     port: int = 0
     workspace_id: str = DEFAULT_WORKSPACE_ID
-    # Name written into createdBy/updatedBy for records made with an API key.
+    # Name written into createdBy/updatedBy for records made with a key of `api_keys`.
     api_key_name: str = "Sandbox API key"
+    # More API keys, each with its own name: {token: key name}.
+    named_api_keys: dict[str, str] = field(default_factory=dict)
+    # Bearer tokens that act as a logged-in workspace member (a person in the UI), not rate
+    # limited: {token: "First Last"}. The member's id is derived from the workspace and token.
+    member_tokens: dict[str, str] = field(default_factory=dict)
+    # Added to the server's clock (timestamps and the Date header), to play a skewed server.
+    clock_offset_ms: int = 0
     # None = in memory; a path = every mutation is written through to that SQLite file.
     db_path: str | None = None
     # Token bucket per workspace (Twenty: API_RATE_LIMITING_LONG_LIMIT=100 per 60000 ms).
@@ -52,10 +61,12 @@ class SandboxConfig:
     rate_limit_refill: RefillMode | None = None
     empty_text_to_null: bool | None = None
     links_update_merges: bool | None = None
+    create_stamps_updated_by: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.api_keys:
             raise ValueError("at least one API key is required")
+        _ = self.credentials  # a token declared twice fails here
         if not is_loopback_host(self.host):
             raise ValueError(f"the sandbox binds loopback addresses only, not {self.host!r}")
         # An unknown profile or a bad override fails here, not in the middle of a request.
@@ -67,7 +78,14 @@ class SandboxConfig:
             "email_check": self.email_check, "not_found_status": self.not_found_status,
             "rate_limit_refill": self.rate_limit_refill,
             "empty_text_to_null": self.empty_text_to_null,
-            "links_update_merges": self.links_update_merges})
+            "links_update_merges": self.links_update_merges,
+            "create_stamps_updated_by": self.create_stamps_updated_by})
+
+    @property
+    def credentials(self) -> dict[str, Credential]:
+        """Every accepted Bearer token and who it acts as."""
+        return build_credentials(self.api_keys, self.api_key_name, self.named_api_keys,
+                                 self.member_tokens, self.workspace_id)
 
     @property
     def batch_max(self) -> int:

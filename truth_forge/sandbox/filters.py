@@ -4,10 +4,16 @@
 `or()`, `not()`, dotted composite subfields. Parsing follows Twenty's own steps (bracket
 balance check, default `and(...)`, top-level split, base-filter split) and reuses its error
 texts, so a client's malformed filter fails here the way it fails on a real server.
+
+Evaluation is SQL's, because Twenty turns the filter into one WHERE clause: a comparison with
+NULL is unknown, not false, `not()` of unknown stays unknown, and only rows for which the whole
+filter is true are returned. Text-like columns also match their "null-equivalent" empty value
+the way Twenty's where-clause builder adds it (docs/twenty-facts.md §9).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Union
@@ -33,6 +39,8 @@ class Condition:
     # Filled in by `bind`:
     leaf_type: str = ""
     value: Any = None
+    # The empty value Twenty treats like NULL for this column ('' or []), or None if it has none.
+    null_equivalent: Any = None
 
 
 @dataclass
@@ -149,6 +157,7 @@ def bind(node: Node, obj: ObjectDef) -> Node:
         return node
     node.leaf_type = _leaf_type(node.path, obj)
     node.value = _cast_value(node, obj)
+    node.null_equivalent = _null_equivalent(node.path, obj)
     _check_enum_values(node, obj)
     return node
 
@@ -190,6 +199,35 @@ def _leaf_type(path: list[str], obj: ObjectDef) -> str:
     if len(path) > 1:
         raise unknown_field(obj.name_singular, ".".join(path))
     return f.type
+
+
+# find-postgres-default-null-equivalent-value.util: which columns have an empty value that the
+# where-clause builder treats like NULL. '' for text, [] for arrays; per composite subfield.
+_TEXT_SUBFIELDS = {
+    "ACTOR": {"name"},
+    "ADDRESS": {"addressStreet1", "addressStreet2", "addressCity", "addressState",
+                "addressPostcode", "addressCountry"},
+    "EMAILS": {"primaryEmail"},
+    "LINKS": {"primaryLinkUrl", "primaryLinkLabel"},
+    "PHONES": {"primaryPhoneNumber", "primaryPhoneCountryCode", "primaryPhoneCallingCode"},
+    "RICH_TEXT": {"markdown"},
+    "FULL_NAME": {"firstName", "lastName"},
+}
+_ARRAY_SUBFIELDS = {"EMAILS": {"additionalEmails"}, "LINKS": {"secondaryLinks"},
+                    "PHONES": {"additionalPhones"}}
+
+
+def _null_equivalent(path: list[str], obj: ObjectDef) -> Any:
+    f = obj.field(path[0])
+    if f is None or f.type == "RELATION":
+        return None
+    if len(path) == 1:
+        return "" if f.type == "TEXT" else [] if f.type in ("ARRAY", "MULTI_SELECT") else None
+    if path[1] in _TEXT_SUBFIELDS.get(f.type, ()):
+        return ""
+    if path[1] in _ARRAY_SUBFIELDS.get(f.type, ()):
+        return []
+    return None
 
 
 def _strip_quotes(value: str) -> str:
@@ -250,13 +288,22 @@ def mentions_deleted_at(node: Node) -> bool:
 
 
 def evaluate(node: Node, record: dict[str, Any]) -> bool:
+    """True when the filter holds for the record; false and unknown (NULL) both leave it out."""
+    return truth(node, record) is True
+
+
+def truth(node: Node, record: dict[str, Any]) -> bool | None:
+    """SQL's three-valued logic: True, False or None (unknown)."""
     if isinstance(node, Conjunction):
-        if node.kind == "and":
-            return all(evaluate(c, record) for c in node.children)
-        if node.kind == "or":
-            return any(evaluate(c, record) for c in node.children)
-        return not evaluate(node.children[0], record)
-    return _evaluate_condition(node, record)
+        if node.kind == "not":
+            inner = truth(node.children[0], record)
+            return None if inner is None else not inner
+        results = [truth(c, record) for c in node.children]
+        decisive = node.kind == "or"  # True decides an or(), False decides an and()
+        if decisive in results:
+            return decisive
+        return None if None in results else not decisive
+    return _condition_truth(node, record)
 
 
 def _record_value(cond: Condition, record: dict[str, Any]) -> Any:
@@ -266,12 +313,17 @@ def _record_value(cond: Condition, record: dict[str, Any]) -> Any:
     if value is None:
         return None
     if cond.leaf_type == "DATE_TIME" and isinstance(value, str):
-        return parse_iso_ms(value)
+        return _stored_ms(value)
     if cond.leaf_type in _NUMERIC_TYPES and not isinstance(value, bool):
         return float(value)
     if cond.leaf_type == "UUID" and isinstance(value, str):
         return value.lower()
     return value
+
+
+# Rows of one batch write share one timestamp text, so a filter over a million rows parses a
+# few thousand distinct values, not a million.
+_stored_ms = functools.lru_cache(maxsize=1 << 16)(parse_iso_ms)
 
 
 def _like(pattern: str, ignore_case: bool) -> Callable[[str], bool]:
@@ -280,16 +332,35 @@ def _like(pattern: str, ignore_case: bool) -> Callable[[str], bool]:
     return lambda s: compiled.fullmatch(s) is not None
 
 
-def _evaluate_condition(cond: Condition, record: dict[str, Any]) -> bool:
+def _targets_null_equivalent(cond: Condition) -> bool:
+    """Twenty adds `OR col IS NULL` (eq, like) / `AND col IS NOT NULL` (neq) when the filter
+    value itself is the column's empty value, or the text NULL."""
+    if cond.null_equivalent is None:
+        return False
+    target = cond.value
+    return target == "NULL" or target == cond.null_equivalent or (
+        cond.null_equivalent == [] and target == "[]")
+
+
+def _condition_truth(cond: Condition, record: dict[str, Any]) -> bool | None:
     value = _record_value(cond, record)
     target = cond.value
     op = cond.comparator
     if op == "is":
-        # "Null-equivalent": Twenty stores '' as the empty value of text columns.
-        empty = value is None or value == ""
-        return empty if target == "NULL" else not empty
+        if target == "NOT_NULL":
+            return value is not None  # plain IS NOT NULL: an empty '' counts as a value
+        return value is None or (cond.null_equivalent is not None
+                                 and value == cond.null_equivalent)
+    if value is None and op in ("eq", "neq", "like", "ilike") and _targets_null_equivalent(cond):
+        return op != "neq"  # `... OR col IS NULL` holds; `... AND col IS NOT NULL` fails
     if value is None:
-        return False  # SQL semantics: no comparison matches NULL
+        return None  # SQL: any comparison with NULL is unknown
+    return _compare(cond, value)
+
+
+def _compare(cond: Condition, value: Any) -> bool:
+    target = cond.value
+    op = cond.comparator
     try:
         if op == "eq":
             return bool(value == target)

@@ -31,19 +31,22 @@ class Behaviour:
     # A partial LINKS update is merged into the stored value before it is checked; without
     # this the omitted subfields are cleared (the older transformer rewrote all three).
     links_update_merges: bool
+    # A create (and the update step of a batch upsert, which goes through createMany) writes
+    # the caller into `updatedBy` too; without this only PATCH updates stamp it.
+    create_stamps_updated_by: bool
 
 
 PROFILES: dict[str, Behaviour] = {
     # The strictest current behaviour; the default.
     "latest": Behaviour(email_check="strict", not_found_status=404,
                         rate_limit_refill="fractional", empty_text_to_null=True,
-                        links_update_merges=True),
+                        links_update_merges=True, create_stamps_updated_by=True),
     # A composite of older servers' rules (not one release): emails lower-cased but mixed case
     # and "" accepted, missing records answered 400, floored refill, "" text kept, link
-    # updates rewrite the whole composite.
+    # updates rewrite the whole composite, creates and upserts leave `updatedBy` alone.
     "legacy": Behaviour(email_check="lenient", not_found_status=400,
                         rate_limit_refill="floored", empty_text_to_null=False,
-                        links_update_merges=False),
+                        links_update_merges=False, create_stamps_updated_by=False),
 }
 
 DEFAULT_PROFILE = "latest"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -118,34 +117,59 @@ def _value_at(record: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def _compare_values(a: Any, b: Any) -> int:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return (a > b) - (a < b)
-    sa, sb = str(a), str(b)
-    return (sa > sb) - (sa < sb)
+class _Desc:
+    """A value that sorts in reverse, so a descending order item still gives a plain tuple key."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v: Any) -> None:
+        self.v = v
+
+    def __lt__(self, other: "_Desc") -> bool:
+        return bool(other.v < self.v)
+
+    def __gt__(self, other: "_Desc") -> bool:
+        return bool(other.v > self.v)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and bool(self.v == other.v)
+
+    def __hash__(self) -> int:
+        return hash(self.v)
 
 
-def compare(a: dict[str, Any], b: dict[str, Any], order: list[OrderItem]) -> int:
+def sort_key(record: dict[str, Any], order: list[OrderItem]) -> tuple[Any, ...]:
+    """A tuple that orders records (or a decoded cursor) as `order` does.
+
+    Two slots per order item: a rank (nulls first 0, number 1, text 2, nulls last 3) and the
+    value. Numbers compare as numbers, everything else as text. `id` is always in `order`, so
+    keys of two records never tie, and a cursor's key bisects between records exactly.
+    """
+    key: list[Any] = []
     for item in order:
-        va, vb = _value_at(a, item.path), _value_at(b, item.path)
-        if va is None and vb is None:
+        value = _value_at(record, item.path)
+        if value is None:
+            key += (0 if item.nulls_first else 3, None)
             continue
-        if va is None or vb is None:
-            a_null_first = item.nulls_first
-            if va is None:
-                return -1 if a_null_first else 1
-            return 1 if a_null_first else -1
-        result = _compare_values(va, vb)
-        if result:
-            return -result if item.descending else result
-    return 0
+        rank = 1 if isinstance(value, (int, float)) else 2
+        if rank == 2:
+            value = str(value)
+        key += (rank, _Desc(value) if item.descending else value)
+    return tuple(key)
+
+
+def id_slot(order: list[OrderItem]) -> int:
+    """Where the id sits in a `sort_key` tuple."""
+    return 2 * next(i for i, item in enumerate(order) if item.path == ("id",)) + 1
+
+
+def id_from_key(key: tuple[Any, ...], slot: int) -> str:
+    value = key[slot]
+    return str(value.v if isinstance(value, _Desc) else value)
 
 
 def sort_records(records: list[dict[str, Any]], order: list[OrderItem]) -> list[dict[str, Any]]:
-    def by_order(a: dict[str, Any], b: dict[str, Any]) -> int:
-        return compare(a, b, order)
-
-    return sorted(records, key=functools.cmp_to_key(by_order))
+    return sorted(records, key=lambda r: sort_key(r, order))
 
 
 def encode_cursor(record: dict[str, Any], order: list[OrderItem]) -> str:

@@ -4,36 +4,37 @@ The behaviour a sync depends on lives here: upsert matching on `id` and unique f
 (including soft-deleted rows, which are revived), duplicate checks against live AND
 soft-deleted rows (Twenty's unique indexes have no deletedAt clause), all-or-nothing plain
 batch inserts, batch upserts that update first and insert second without one transaction,
-one `updatedAt` per write statement, `createdBy` bookkeeping, cursor pagination and
-`depth`/`fields` rendering.
+one `updatedAt` per write statement, `createdBy`/`updatedBy` stamped with the caller's actor,
+cursor pagination over maintained views (views.py) and `depth`/`fields` rendering.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import functools
 import uuid
 from collections.abc import Iterator
 from typing import Any, Mapping
 
+from truth_forge.sandbox.actors import Credential
+from truth_forge.sandbox.candidates import candidate_ids
 from truth_forge.sandbox.errors import ApiError, bad_request, not_found
 from truth_forge.sandbox.filters import Node, bind, evaluate, mentions_deleted_at, parse_filter
-from truth_forge.sandbox.metadata import ObjectDef
+from truth_forge.sandbox.metadata import ObjectDef, composite_default
 from truth_forge.sandbox.profiles import Behaviour
 from truth_forge.sandbox.query import (
-    OrderItem,
-    compare,
     decode_cursor,
     encode_cursor,
+    id_from_key,
+    id_slot,
     parse_depth,
     parse_fields,
     parse_limit,
     parse_order_by,
-    sort_records,
+    sort_key,
 )
 from truth_forge.sandbox.store import RecordTable, unique_key
 from truth_forge.sandbox.values import is_uuid, merge_values, normalize_input, record_defaults
+from truth_forge.sandbox.views import View
 from truth_forge.sandbox.workspace import RecordEvent, Workspace
 
 # Keys whose change does not count as a field update in webhook `updatedFields`.
@@ -100,9 +101,23 @@ class RecordService:
             return bad_request("Record not found")
         return not_found()
 
-    def _actor(self, source: str = "API") -> dict[str, Any]:
-        return {"source": source, "workspaceMemberId": None,
-                "name": self.ws.config.api_key_name, "context": {}}
+    def _caller(self, who: Credential | None) -> Credential:
+        # In-process callers (benchmarks loading data) write as the first API key.
+        if who is not None:
+            return who
+        return self.ws.config.credentials[self.ws.config.api_keys[0]]
+
+    def _created_by(self, who: Credential, given: dict[str, Any] | None) -> dict[str, Any]:
+        """injectActorToRecord: an input createdBy with a name is kept; otherwise the caller's
+        actor, with the input's `source` if it named one (the front end does that)."""
+        if given and given.get("name"):
+            return {"source": given.get("source") or "MANUAL",
+                    "workspaceMemberId": given.get("workspaceMemberId"),
+                    "name": given["name"], "context": given.get("context") or {}}
+        actor = who.actor()
+        if given and given.get("source"):
+            actor["source"] = given["source"]
+        return actor
 
     def _check_relations(self, obj: ObjectDef, data: dict[str, Any]) -> None:
         for column, f in obj.join_columns().items():
@@ -143,13 +158,16 @@ class RecordService:
         return table.get(next(iter(matches))) if matches else None
 
     def _update(self, obj: ObjectDef, batch: _Batch, rec: dict[str, Any],
-                data: dict[str, Any], *, revive: bool = False) -> tuple[dict[str, Any], list[str]]:
+                data: dict[str, Any], who: Credential | None, *,
+                revive: bool = False) -> tuple[dict[str, Any], list[str]]:
+        """`who` None: no hook stamps `updatedBy` on this path (a legacy upsert's update)."""
         data = {k: v for k, v in data.items() if k not in ("id", "createdBy")}
         new = merge_values(rec, data, obj, self.rules)
         if revive:
             new["deletedAt"] = None
         new["updatedAt"] = batch.now
-        new["updatedBy"] = self._actor()
+        if who is not None:
+            new["updatedBy"] = who.actor()
         self._check_unique(obj, batch.table, new)
         batch.put(new)
         changed = [k for k in new if k not in _BOOKKEEPING and new.get(k) != rec.get(k)]
@@ -181,14 +199,19 @@ class RecordService:
     # ----------------------------------------------------------------------------------------
     # create / upsert
 
-    def create(self, obj: ObjectDef, items: list[Any], *, upsert: bool) -> list[dict[str, Any]]:
+    def create(self, obj: ObjectDef, items: list[Any], *, upsert: bool,
+               who: Credential | None = None) -> list[dict[str, Any]]:
         """Batch (or single) create; with `upsert`, Twenty's two-step write.
 
         Every input is checked before anything is written. A plain create is one INSERT: all
         rows or none. An upsert matches every input against the rows that existed before the
         request, then updates the matched ones and inserts the rest as two separate writes, so
         a failing insert leaves the updates applied; the answer lists updates, then inserts.
+        Both steps carry what the createMany hook injected: `updatedBy` is the caller on current
+        servers, and left alone on older ones (`create_stamps_updated_by`).
         """
+        who = self._caller(who)
+        stamp = who if self.rules.create_stamps_updated_by else None
         inputs = []
         with self.ws.lock:
             for item in items:
@@ -198,7 +221,7 @@ class RecordService:
                 inputs.append((rid, data))
         if not upsert:
             with self._writing(obj) as (batch, events):
-                created = [self._insert(obj, batch, rid, data) for rid, data in inputs]
+                created = [self._insert(obj, batch, rid, data, who) for rid, data in inputs]
                 events += [self._event(batch, "created", obj, rec) for rec in created]
             return created
         table = self.ws.table(obj)
@@ -212,7 +235,7 @@ class RecordService:
                     current = batch.table.get(match["id"])
                     if current is None:
                         continue  # destroyed meanwhile: the UPDATE finds no row
-                    rec, changed = self._update(obj, batch, current, data, revive=True)
+                    rec, changed = self._update(obj, batch, current, data, stamp, revive=True)
                     events.append(self._event(batch, "updated", obj, rec, changed))
                 # Read back after the write: a row matched twice is answered once.
                 seen = {m["id"]: batch.table.get(m["id"]) for m, _ in to_update}
@@ -221,25 +244,30 @@ class RecordService:
         inserted: list[dict[str, Any]] = []
         if to_insert:
             with self._writing(obj) as (batch, events):
-                inserted = [self._insert(obj, batch, rid, data) for rid, data in to_insert]
+                inserted = [self._insert(obj, batch, rid, data, who) for rid, data in to_insert]
                 events += [self._event(batch, "created", obj, rec) for rec in inserted]
         return updated + inserted
 
     def _insert(self, obj: ObjectDef, batch: _Batch, rid: str | None,
-                data: dict[str, Any]) -> dict[str, Any]:
+                data: dict[str, Any], who: Credential) -> dict[str, Any]:
         table = batch.table
         if rid is not None and (table.get(rid) is not None or rid in batch.before):
             raise bad_request("Record already exists")
         now = batch.now
         rec: dict[str, Any] = {"id": rid or str(uuid.uuid4())}
         rec.update(record_defaults(obj))
-        created_by = data.pop("createdBy", None) or {}
+        created_by = data.pop("createdBy", None)
         rec = merge_values(rec, data, obj, self.rules, fresh=True)
         rec["createdAt"] = data.get("createdAt") or now
         rec["updatedAt"] = now
         rec.setdefault("deletedAt", None)
-        rec["createdBy"] = self._actor(created_by.get("source") or "API")
-        rec["updatedBy"] = self._actor()
+        rec["createdBy"] = self._created_by(who, created_by)
+        if self.rules.create_stamps_updated_by:
+            rec["updatedBy"] = who.actor()
+        else:  # nothing injected it: the column's default
+            updated_by = obj.field("updatedBy")
+            rec["updatedBy"] = composite_default("ACTOR", updated_by.default_value) \
+                if updated_by else None
         if data.get("position") is None:
             rec["position"] = table.next_position()
         self._check_unique(obj, table, rec)
@@ -259,20 +287,32 @@ class RecordService:
                 raise self._not_found()
             return self.render(obj, rec, depth, fields)
 
+    @staticmethod
+    def _bind(obj: ObjectDef, filter_text: str | None, with_deleted: bool
+              ) -> tuple[Node | None, bool]:
+        """The bound filter, and whether soft-deleted rows take part.
+
+        Soft-deleted rows are hidden unless the filter itself talks about `deletedAt`
+        (graphql-query.parser: withDeleted()): that is how `deletedAt[is]:NOT_NULL` finds
+        deletions, and `or(updatedAt[gte]:..,deletedAt[gte]:..)` finds both kinds of change.
+        """
+        node: Node | None = bind(parse_filter(filter_text), obj) if filter_text else None
+        return node, with_deleted or (node is not None and mentions_deleted_at(node))
+
+    def _scan(self, table: RecordTable, node: Node | None) -> list[dict[str, Any]]:
+        """The rows the filter could match: through an index when it names ids or unique
+        values, else every row."""
+        ids = candidate_ids(node, table) if node is not None else None
+        if ids is None:
+            return list(table.values())
+        return [rec for rec in map(table.get, ids) if rec is not None]
+
     def _filtered(self, obj: ObjectDef, filter_text: str | None,
                   *, with_deleted: bool = False) -> list[dict[str, Any]]:
-        node: Node | None = bind(parse_filter(filter_text), obj) if filter_text else None
-        # Soft-deleted rows are hidden unless the filter itself talks about `deletedAt`
-        # (graphql-query.parser: withDeleted()): that is how `deletedAt[is]:NOT_NULL` finds
-        # deletions, and `or(updatedAt[gte]:..,deletedAt[gte]:..)` finds both kinds of change.
-        include_deleted = with_deleted or (node is not None and mentions_deleted_at(node))
-        rows = []
-        for rec in self.ws.table(obj).values():
-            if rec.get("deletedAt") is not None and not include_deleted:
-                continue
-            if node is None or evaluate(node, rec):
-                rows.append(rec)
-        return rows
+        node, include_deleted = self._bind(obj, filter_text, with_deleted)
+        return [rec for rec in self._scan(self.ws.table(obj), node)
+                if (include_deleted or rec.get("deletedAt") is None)
+                and (node is None or evaluate(node, rec))]
 
     def find_many(self, obj: ObjectDef, params: Mapping[str, str]) -> dict[str, Any]:
         limit = parse_limit(params.get("limit"))
@@ -282,9 +322,20 @@ class RecordService:
         after, before = params.get("starting_after"), params.get("ending_before")
         if after and before:
             raise bad_request("'starting_after' and 'ending_before' cannot be used together")
+        filter_text = params.get("filter")
         with self.ws.lock:
-            rows = sort_records(self._filtered(obj, params.get("filter")), order)
-            page, has_prev, has_next = self._page(rows, order, limit, after, before)
+            table = self.ws.table(obj)
+            node, include_deleted = self._bind(obj, filter_text, False)
+            # One view per (filter, order) walk: the first page builds it, later pages bisect.
+            view_key = (filter_text or "", include_deleted, tuple(order))
+            view = table.views.get(view_key)
+            if view is None:
+                view = View(node, include_deleted, order, self._scan(table, node))
+                if len(view.keys) > limit:  # a walk that needs a second page: keep it
+                    table.views.keep(view_key, view)
+            keys, has_prev, has_next = self._page(view, limit, after, before)
+            slot = id_slot(order)
+            page = [table.rows[id_from_key(k, slot)] for k in keys]
             rendered = [self.render(obj, r, depth, fields) for r in page]
             page_info = {
                 "hasNextPage": has_next,
@@ -292,25 +343,21 @@ class RecordService:
                 "startCursor": encode_cursor(page[0], order) if page else None,
                 "endCursor": encode_cursor(page[-1], order) if page else None,
             }
-        return {"records": rendered, "pageInfo": page_info, "totalCount": len(rows)}
+        return {"records": rendered, "pageInfo": page_info, "totalCount": len(view.keys)}
 
     @staticmethod
-    def _page(rows: list[dict[str, Any]], order: list[OrderItem], limit: int,
-              after: str | None, before: str | None) -> tuple[list[dict[str, Any]], bool, bool]:
-        def by_order(a: dict[str, Any], b: dict[str, Any]) -> int:
-            return compare(a, b, order)
-
-        key = functools.cmp_to_key(by_order)
+    def _page(view: View, limit: int, after: str | None,
+              before: str | None) -> tuple[list[tuple[Any, ...]], bool, bool]:
+        """Keys of one page: rows strictly after (or before) the cursor's order values + id."""
+        keys, order = view.keys, view.order
         if after:
-            start = bisect.bisect_right(rows, key(decode_cursor(after, order)), key=key)
-            window = rows[start:]
-            return window[:limit], start > 0, len(window) > limit
+            start = keys.bisect_right(sort_key(decode_cursor(after, order), order))
+            return keys.slice(start, start + limit), start > 0, len(keys) - start > limit
         if before:
-            end = bisect.bisect_left(rows, key(decode_cursor(before, order)), key=key)
-            window = rows[:end]
-            page = window[-limit:] if limit else []
-            return page, len(window) > limit, end < len(rows)
-        return rows[:limit], False, len(rows) > limit
+            end = keys.bisect_left(sort_key(decode_cursor(before, order), order))
+            page = keys.slice(end - limit, end) if limit else []
+            return page, end > limit, end < len(keys)
+        return keys.slice(0, limit), False, len(keys) > limit
 
     def render(self, obj: ObjectDef, rec: dict[str, Any], depth: int = 0,
                fields: list[str] | None = None) -> dict[str, Any]:
@@ -345,15 +392,16 @@ class RecordService:
     # ----------------------------------------------------------------------------------------
     # update
 
-    def update_one(self, obj: ObjectDef, rid: str, body: Any) -> dict[str, Any]:
+    def update_one(self, obj: ObjectDef, rid: str, body: Any,
+                   who: Credential | None = None) -> dict[str, Any]:
         rid = check_uuid(rid)
-        return self._update_rows(obj, lambda: [self._live(obj, rid)], body)[0]
+        return self._update_rows(obj, lambda: [self._live(obj, rid)], body, who)[0]
 
-    def update_many(self, obj: ObjectDef, filter_text: str | None, body: Any
-                    ) -> list[dict[str, Any]]:
+    def update_many(self, obj: ObjectDef, filter_text: str | None, body: Any,
+                    who: Credential | None = None) -> list[dict[str, Any]]:
         if not filter_text:
             raise bad_request("A filter is required to update many records")
-        return self._update_rows(obj, lambda: self._filtered(obj, filter_text), body)
+        return self._update_rows(obj, lambda: self._filtered(obj, filter_text), body, who)
 
     def _live(self, obj: ObjectDef, rid: str) -> dict[str, Any]:
         rec = self.ws.table(obj).get(rid)
@@ -361,7 +409,10 @@ class RecordService:
             raise self._not_found()
         return rec
 
-    def _update_rows(self, obj: ObjectDef, select: Any, body: Any) -> list[dict[str, Any]]:
+    def _update_rows(self, obj: ObjectDef, select: Any, body: Any,
+                     who: Credential | None) -> list[dict[str, Any]]:
+        """PATCH: the update-one / update-many hooks stamp `updatedBy` in every profile."""
+        who = self._caller(who)
         results: list[dict[str, Any]] = []
         with self._writing(obj) as (batch, events):
             data = normalize_input(obj, body, self.rules)
@@ -369,7 +420,7 @@ class RecordService:
             for rec in select():
                 if "id" in data and data["id"] != rec["id"]:
                     raise bad_request("The id of a record cannot be changed")
-                new, changed = self._update(obj, batch, rec, data)
+                new, changed = self._update(obj, batch, rec, data, who)
                 events.append(self._event(batch, "updated", obj, new, changed))
                 results.append(new)
         return results
@@ -396,6 +447,7 @@ class RecordService:
         return self._delete_rows(obj, lambda: self._filtered(obj, filter_text), soft=soft)
 
     def _delete_rows(self, obj: ObjectDef, select: Any, *, soft: bool) -> list[dict[str, Any]]:
+        """No actor hook runs on delete or destroy: `updatedBy` keeps the last editor."""
         results: list[dict[str, Any]] = []
         with self._writing(obj) as (batch, events):
             for rec in select():
@@ -445,7 +497,8 @@ class RecordService:
 
     def _restore_rows(self, obj: ObjectDef, select: Any) -> list[dict[str, Any]]:
         """`SET deletedAt = NULL` on every selected row, live ones too: each gets a new
-        `updatedAt` and a `restored` event, whether or not it was deleted."""
+        `updatedAt` and a `restored` event, whether or not it was deleted. No actor hook runs on
+        restore: `updatedBy` keeps the last editor."""
         results: list[dict[str, Any]] = []
         with self._writing(obj) as (batch, events):
             for rec in select():

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from truth_forge.sandbox.actors import Credential
 from truth_forge.sandbox.errors import ApiError, bad_request
 from truth_forge.sandbox.metadata import ObjectDef
 from truth_forge.sandbox.query import parse_depth, parse_fields
@@ -41,6 +42,11 @@ def _flag(request: Request, name: str) -> bool:
 
 def _params(request: Request) -> dict[str, str]:
     return dict(request.query_params)
+
+
+def _caller(request: Request) -> Credential | None:
+    """Who sent the request (set by the outer ASGI layer after checking the token)."""
+    return request.scope.get("state", {}).get("credential")
 
 
 class CoreRoutes:
@@ -82,13 +88,15 @@ class CoreRoutes:
                 raise bad_request("Request body should be a JSON object. "
                                   f"Use /rest/batch/{obj.name_plural} to create many records")
             request.state.batch_size = 1
-            created = self.rt.records.create(obj, [body], upsert=_flag(request, "upsert"))
+            created = self.rt.records.create(obj, [body], upsert=_flag(request, "upsert"),
+                                             who=_caller(request))
             rendered = self._render_all(request, obj, created)[0]
             return JSONResponse({"data": {f"create{_cap(obj.name_singular)}": rendered}},
                                 status_code=201)
         if method in ("PATCH", "PUT"):
             body = await read_json(request)
-            updated = self.rt.records.update_many(obj, request.query_params.get("filter"), body)
+            updated = self.rt.records.update_many(obj, request.query_params.get("filter"), body,
+                                                  who=_caller(request))
             return JSONResponse({"data": {f"update{_cap(obj.name_plural)}":
                                           self._render_all(request, obj, updated)}})
         # DELETE
@@ -112,7 +120,8 @@ class CoreRoutes:
                 for item in body:
                     normalize_input(obj, item, self.rt.config.behaviour)
             raise bad_request(f"Maximum number of records to upsert is {limit}.")
-        created = self.rt.records.create(obj, body, upsert=_flag(request, "upsert"))
+        created = self.rt.records.create(obj, body, upsert=_flag(request, "upsert"),
+                                         who=_caller(request))
         return JSONResponse({"data": {f"create{_cap(obj.name_plural)}":
                                       self._render_all(request, obj, created)}},
                             status_code=201)
@@ -129,7 +138,7 @@ class CoreRoutes:
             return JSONResponse({"data": {obj.name_singular: record}})
         if request.method in ("PATCH", "PUT"):
             body = await read_json(request)
-            updated = self.rt.records.update_one(obj, rid, body)
+            updated = self.rt.records.update_one(obj, rid, body, who=_caller(request))
             return JSONResponse({"data": {f"update{singular}":
                                           self._render_all(request, obj, [updated])[0]}})
         soft = _flag(request, "soft_delete")

@@ -26,9 +26,10 @@ _START_TIMEOUT_S = 10.0
 
 
 def _uvicorn_config(app: Any) -> uvicorn.Config:
-    # h11 explicitly: the drop fault relies on uvicorn's h11 protocol object.
+    # h11 explicitly: the drop fault relies on uvicorn's h11 protocol object. No uvicorn Date
+    # header: the app sends its own from the sandbox clock.
     return uvicorn.Config(app, log_level="warning", lifespan="off", http="h11",
-                          access_log=False)
+                          access_log=False, date_header=False)
 
 
 class SandboxServer:
@@ -87,6 +88,17 @@ class SandboxServer:
     @property
     def api_key(self) -> str:
         return self.config.api_keys[0]
+
+    @property
+    def member_token(self) -> str:
+        """The first workspace-member token (`SandboxConfig.member_tokens`): a person in the UI."""
+        if not self.config.member_tokens:
+            raise LookupError("this sandbox has no member_tokens")
+        return next(iter(self.config.member_tokens))
+
+    def actor(self, token: str | None = None) -> dict[str, Any]:
+        """The actor a token writes into createdBy/updatedBy (default: `api_key`)."""
+        return self.config.credentials[token or self.api_key].actor()
 
     @property
     def workspace_id(self) -> str:

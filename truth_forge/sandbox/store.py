@@ -1,8 +1,9 @@
-"""In-memory record tables with unique-key indexes.
+"""In-memory record tables with unique-key indexes and paging views.
 
 A table per object; each unique field (person `emails.primaryEmail`, company
 `domainName.primaryLinkUrl`, custom `isUnique` fields) gets a dict index so duplicate checks and
-upsert matching stay O(1) even when a benchmark loads tens of thousands of records.
+upsert matching stay O(1) even when a benchmark loads a million records. Every stored or removed
+row is also handed to the table's paging views (views.py), so cursor walks stay exact.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from truth_forge.sandbox.metadata import UNIQUE_SUBFIELDS, FieldDef, ObjectDef
+from truth_forge.sandbox.views import ViewCache
 
 
 def unique_key(f: FieldDef, record: dict[str, Any]) -> Any:
@@ -38,9 +40,12 @@ class RecordTable:
         # field name -> key -> ids (live AND soft-deleted rows; callers filter on deletedAt)
         self._indexes: dict[str, dict[Any, set[str]]] = {}
         self.min_position: float | None = None
+        self.views = ViewCache()
         self.rebuild_indexes()
 
     def rebuild_indexes(self) -> None:
+        """After a metadata change: fresh unique indexes, and no view bound to the old fields."""
+        self.views.clear()
         self._indexes = {f.name: {} for f in self.obj.unique_fields()}
         for rec in self.rows.values():
             self._index_add(rec)
@@ -65,6 +70,7 @@ class RecordTable:
             self._index_remove(old)
         self.rows[rec["id"]] = rec
         self._index_add(rec)
+        self.views.on_change(old, rec)
         position = rec.get("position")
         if isinstance(position, (int, float)) and not isinstance(position, bool):
             if self.min_position is None or position < self.min_position:
@@ -74,6 +80,7 @@ class RecordTable:
         rec = self.rows.pop(rid, None)
         if rec is not None:
             self._index_remove(rec)
+            self.views.on_change(rec, None)
         return rec
 
     def get(self, rid: str) -> dict[str, Any] | None:
@@ -81,6 +88,9 @@ class RecordTable:
 
     def lookup(self, field_name: str, key: Any) -> set[str]:
         return set(self._indexes.get(field_name, {}).get(key, set()))
+
+    def has_index(self, field_name: str) -> bool:
+        return field_name in self._indexes
 
     def values(self) -> Iterable[dict[str, Any]]:
         return self.rows.values()

@@ -146,7 +146,8 @@ def _relation_input(obj: ObjectDef, f: FieldDef, value: Any) -> dict[str, Any]:
 
 
 def _actor_input(f: FieldDef, value: Any) -> dict[str, Any] | None:
-    # Only `source` is meant to be set by a client; the rest is filled in by the server.
+    """A client's createdBy: kept whole when it names someone, else only its `source` is used
+    (the server fills in the caller; see RecordService._created_by)."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -157,7 +158,11 @@ def _actor_input(f: FieldDef, value: Any) -> dict[str, Any] | None:
     source = value.get("source")
     if source is not None and source not in ACTOR_SOURCES:
         raise invalid_value(f, source)
-    return {"source": source} if source is not None else {}
+    name, member, context = value.get("name"), value.get("workspaceMemberId"), value.get("context")
+    if (name is not None and not isinstance(name, str)) or (member is not None and not is_uuid(member)) \
+            or (context is not None and not isinstance(context, dict)):
+        raise invalid_value(f, value)
+    return {k: v for k, v in value.items() if v is not None}
 
 
 def normalize_field_value(f: FieldDef, value: Any, rules: Behaviour) -> Any:

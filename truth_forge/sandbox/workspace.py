@@ -37,7 +37,7 @@ class Workspace:
     def __init__(self, config: SandboxConfig, on_events: EventSink | None = None) -> None:
         self.config = config
         self.lock = threading.RLock()
-        self.clock = MonotonicClock()
+        self.clock = MonotonicClock(config.clock_offset_ms)
         self.on_events = on_events
         self.persistence = SqlitePersistence(config.db_path) if config.db_path else None
         self.objects: dict[str, ObjectDef] = {}
