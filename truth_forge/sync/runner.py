@@ -29,7 +29,6 @@ from truth_forge.sync.reconcile import reconcile_object
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import NextStep, TwentyConfigError, TwentyError
-from truth_forge.twenty.records import MAX_PAGE_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,8 @@ def _recall_batch_size(warehouse: SyncStore, client: TwentyClient) -> int | None
     """Start at the size this server took last time, unless the user set one. Returns what was stored."""
     stored = warehouse.get_watermark(_batch_mark(client))
     known = int(stored) if stored and stored.isdigit() else None
-    if known is not None and not client.records.batch_size_explicit:
-        client.records.batch_size = max(1, min(known, MAX_PAGE_SIZE))
+    if known is not None:
+        client.records.adopt_batch_size(known)
     return known
 
 

@@ -77,9 +77,23 @@ class RecordsApi:
         # A size the user chose is kept (learn_max_batch still lowers it if the server refuses it);
         # without one the client starts high and learns.
         self.batch_size_explicit = batch_size is not None
-        self.batch_size = batch_size if batch_size is not None else LEARN_FROM
+        self._batch_size = batch_size if batch_size is not None else LEARN_FROM
         self.pool = pool or RequestPool(transport.max_in_flight)
         self._restore_path_style: str | None = None  # "new" or "old", learnt on first use
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, size: int) -> None:
+        """A size set by code is the user's choice, as one passed in: nothing learned replaces it."""
+        self._batch_size, self.batch_size_explicit = size, True
+
+    def adopt_batch_size(self, size: int) -> None:
+        """Start from a size learned earlier (unless the user chose one)."""
+        if not self.batch_size_explicit:
+            self._batch_size = max(1, min(size, MAX_PAGE_SIZE))
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -241,9 +255,9 @@ class RecordsApi:
             match = _MAX_RECORDS_RE.search(message)
             if match:
                 limit = int(match.group(1))
-                if limit < self.batch_size:
+                if limit < self._batch_size:
                     log.info("Twenty takes at most %d records a batch; lowering the batch size", limit)
-                    self.batch_size = max(1, limit)
+                    self._batch_size = max(1, limit)
                 return max(1, limit)
         return None
 
