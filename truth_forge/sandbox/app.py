@@ -141,6 +141,7 @@ class SandboxASGI:
         started = time.perf_counter()
         status: list[int] = []
         fault: list[str] = []
+        limit_headers: dict[str, str] = {}  # the v2 limiter's X-RateLimit-* on an accepted request
         logged = False
         scope.setdefault("state", {})
 
@@ -157,6 +158,9 @@ class SandboxASGI:
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status.append(message["status"])
+                if limit_headers:
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      *((k.lower().encode(), v.encode()) for k, v in limit_headers.items())]}
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 # Log before the last byte leaves: a client that reads the log right after
                 # its response must already find the entry there.
@@ -188,7 +192,7 @@ class SandboxASGI:
                 if cred.rate_limited and not path.startswith(_METADATA_PREFIXES):
                     # Twenty throttles record queries made with an API key (common query
                     # runner), per workspace; a logged-in user's requests are not throttled.
-                    self.rt.rate_limiter.check(_key_id(cred.token))
+                    limit_headers.update(self.rt.rate_limiter.check(_key_id(cred.token)))
                 if decision.action == "db_error":
                     # The query reached Postgres and failed there (deadlock, statement
                     # timeout): rolled back, answered 400 like any QueryFailedError.

@@ -2,7 +2,9 @@
 
 Defaults mirror the self-hosted config (100 tokens, refilled continuously over 60 000 ms). The
 429 comes in two dialects: the legacy ThrottlerException body with no headers (the default), or
-the "API rate limits v2" body with `Retry-After` and `X-RateLimit-*` headers. The refill comes
+the "API rate limits v2" body with `Retry-After` and `X-RateLimit-*` headers; in the v2 style every
+accepted request also carries `X-RateLimit-Limit/-Remaining/-Reset`, so a client can pace itself
+by what the server counts (legacy servers send no such headers at all). The refill comes
 in two flavours too: fractional (newer servers), or floored as the legacy throttler.service.ts
 does it (whole tokens only, and the refill clock restarts on every accepted request, so the
 fraction earned so far is lost and a client pacing at exactly the limit sees extra 429s).
@@ -73,14 +75,19 @@ class RateLimiter:
         self.configure(self.per_window, self.window_ms,
                        self._bucket.capacity if self._bucket else None, self.style, self.refill)
 
-    def check(self, api_key_id: str) -> None:
-        """Take one token or raise the 429 Twenty would send."""
+    def check(self, api_key_id: str) -> dict[str, str]:
+        """Take one token or raise the 429 Twenty would send; the headers for the accepted answer."""
         with self._lock:
             if self._bucket is None:
-                return
-            allowed, _, wait = self._bucket.try_take()
+                return {}
+            allowed, left, wait = self._bucket.try_take()
+            refill_s = (self._bucket.capacity - left) / self._bucket.refill_per_s if self._bucket.refill_per_s else 0
         if not allowed:
             raise self.too_many_requests(api_key_id, wait)
+        if self.style == "legacy":
+            return {}
+        return {"X-RateLimit-Limit": str(self.per_window or 0), "X-RateLimit-Remaining": str(left),
+                "X-RateLimit-Reset": str(math.ceil(time.time() + refill_s))}
 
     def too_many_requests(self, api_key_id: str, wait_s: float) -> ApiError:
         limit = self.per_window or 0

@@ -2,14 +2,18 @@
 
 Change detection happens in the warehouse (`changed_rows`), so only changed rows reach Python.
 Rows Twenty already has are updated through a batch upsert keyed on their Twenty id, carrying only
-the fields that changed since the merge base; before each such batch one read brings the records
-as Twenty has them now, and edits made there meanwhile are merged first (`pull.apply_records`).
-New rows are created whole (an upsert would also match on a unique email and take over someone
-else's record); `PushStats.upserted` counts both. What every write request stored is
-saved in the sync state before the next request goes out, so a run killed anywhere loses at most
-the answer of the request in flight, and the next run recovers that by rule: a refused create is
-always checked for "is this record already ours" (our key, live or soft-deleted) before it is
-reported. Record-level refusals never stop a run; only what no record can get past does (auth,
+the fields that changed since the merge base; before they are written, one read per 200 of them (a
+page) brings the records as Twenty has them now, and edits made there meanwhile are merged first
+(`pull.apply_records`). New rows are created whole (an upsert would also match on a unique email and
+take over someone else's record); `PushStats.upserted` counts both.
+
+Requests overlap: read-backs, update writes, creates and deletes share the client's request pool
+(several on the wire, within the one token bucket), and a write only leaves after its own rows' read
+is merged. What every write request stored is saved in the sync state as its answer is handed over
+(on this thread, in the order the writes were cut), so a run killed anywhere loses at most the
+answers of the requests on the wire, and the next run recovers those by rule: an update by id is
+simply sent again, and a refused create is always checked for "is this record already ours" (our
+key, live or soft-deleted) before it is reported. Record-level refusals never stop a run; only what no record can get past does (auth,
 missing fields, an outage that outlasted the retries several writes in a row).
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +32,16 @@ from truth_forge.sync.objects import PERSON, SyncedObject, now_utc, parse_timest
 from truth_forge.sync.pull import PullStats, apply_deletions, apply_records, read_again
 from truth_forge.sync.reconcile import settle_destroyed
 from truth_forge.sync.store import SyncStore
+from truth_forge.twenty.batch_stream import RecordFailure
 from truth_forge.twenty.errors import NextStep, TwentyError, TwentyRecordRejected
+from truth_forge.twenty.pool import settle
+from truth_forge.twenty.records import MAX_PAGE_SIZE
 
 log = logging.getLogger(__name__)
 
-READ_BATCH = 600  # rows fetched from the warehouse at a time: ten write batches of 60
+READ_BATCH = 600  # rows fetched from the warehouse at a time: ten write batches of 60, three of 200
+READ_BACK = MAX_PAGE_SIZE  # records read back per request before their update: one page
+RECOVER_AT = 200  # refused creates held before their holders are looked up (and at the end of the push)
 # Write requests in a row that failed after every retry: past this, Twenty is taken to be down and
 # the rest of the push waits for the next run. Fewer failures are recorded and the push goes on.
 CONSECUTIVE_FAILURE_BUDGET = 3
@@ -100,9 +110,14 @@ def push_keys(ctx: SyncContext, obj: SyncedObject, keys: Sequence[int]) -> PushS
 def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[list[dict[str, Any]]]) -> PushStats:
     push = _Push(ctx, obj)
     try:
-        for rows in batches:
-            push.delete([r for r in rows if r.get("deleted_at") is not None])
-            push.upsert([r for r in rows if r.get("deleted_at") is None])
+        # Leaving on an exception stops both streams; what their requests on the wire stored is still saved.
+        with push.updates.stream, push.creates.stream:
+            for rows in batches:
+                push.delete([r for r in rows if r.get("deleted_at") is not None])
+                push.upsert([r for r in rows if r.get("deleted_at") is None])
+            push.updates.stream.finish()
+            push.creates.stream.finish()
+        push.recover()
     except PushAborted as stop:
         stop.stats = push.stats
         raise
@@ -117,7 +132,10 @@ class _Push:
         self.warehouse, self.client, self.schema, self.reporter = ctx.warehouse, ctx.client, ctx.schema, ctx.reporter
         self.stats = PushStats()
         self.failures_in_a_row = 0
-        self.links: dict[str, Any] = {}
+        self.links: dict[str, Any] = {}  # business_id -> Twenty id, for every row of this push so far
+        # One stream each for the whole push, so batches flow across the warehouse's read batches.
+        self.updates = _Lane(self, upsert=True)
+        self.creates = _Lane(self, upsert=False)
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -186,15 +204,21 @@ class _Push:
         if done:
             self._save(done)
         size = self.client.records.batch_size
-        for start in range(0, len(in_twenty), size):
-            chunk = in_twenty[start : start + size]
-            try:
-                self.client.records.delete_many(self.obj.plural, [r["crm_id"] for r in chunk], soft=True)
-            except TwentyError as exc:
-                self._outage(exc, chunk, "delete")
-                continue
-            self.failures_in_a_row = 0
-            self._save([self._gone(r) for r in chunk])
+        chunks = [in_twenty[start : start + size] for start in range(0, len(in_twenty), size)]
+        sent = [self.client.pool.submit(self.client.records.delete_many, self.obj.plural,
+                                        [r["crm_id"] for r in chunk], soft=True) for chunk in chunks]
+        try:
+            for chunk, answer in zip(chunks, sent):
+                try:
+                    answer.result()
+                except TwentyError as exc:
+                    self._outage(exc, chunk, "delete")
+                    continue
+                self.failures_in_a_row = 0
+                self._save([self._gone(r) for r in chunk])
+        except BaseException:
+            settle(sent)  # a delete sent again next run is harmless; one left on the wire is not
+            raise
 
     def _gone(self, row: Mapping[str, Any]) -> dict[str, Any]:
         self.stats.deleted += 1
@@ -204,18 +228,32 @@ class _Push:
     # -- creates and updates ------------------------------------------------------------------
 
     def upsert(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Reads back the rows Twenty has (a page per request, all sent at once), starts the creates,
+        then merges each read in turn and streams its updates; writes go out as batches fill."""
         if not rows:
             return
-        self.links = _company_links(self.warehouse, rows) if self.obj is PERSON else {}
-        size = self.client.records.batch_size
+        if self.obj is PERSON:
+            self.links.update(_company_links(self.warehouse, rows))
         known = [r for r in rows if r.get("crm_id")]
-        for start in range(0, len(known), size):
-            self._update(known[start : start + size])
-        new = self._items([r for r in rows if not r.get("crm_id")])
-        for start in range(0, len(new), size):
-            refused = self._write(new[start : start + size], upsert=False)
-            if refused:
-                self._recover(refused)
+        groups = [known[start : start + READ_BACK] for start in range(0, len(known), READ_BACK)]
+        reads = [self.client.pool.submit(self._read_back, group) for group in groups]
+        try:
+            self.creates.send(self._items([r for r in rows if not r.get("crm_id")]))
+            for group, read in zip(groups, reads):
+                self.updates.send(self._update(group, read))
+        except BaseException:
+            settle(reads)
+            raise
+        if len(self.creates.refused) >= RECOVER_AT:
+            self.recover()
+
+    def recover(self) -> None:
+        """Creates refused for a taken unique value so far: their holders are looked up now (every
+        create sent before them is answered first, so a holder we created is found)."""
+        if self.creates.refused:
+            self.creates.stream.finish()
+            refused, self.creates.refused = self.creates.refused, []
+            self._recover(refused)
 
     def _items(self, rows: Sequence[Mapping[str, Any]]) -> list[_Item]:
         """Whole bodies; a row Twenty could not take (a NUL, an unreadable phone...) fails alone."""
@@ -239,9 +277,10 @@ class _Push:
             view.pop(views.COMPANY_LINK, None)
         return view
 
-    def _update(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Rows Twenty has: catch up with edits made there meanwhile, then send only what changed."""
-        rows = self._catch_up(rows)
+    def _update(self, rows: Sequence[Mapping[str, Any]], read: Future[dict[str, dict[str, Any]]]) -> list[_Item]:
+        """Rows Twenty has: catch up with edits made there meanwhile (`read`: these records as Twenty
+        has them now), then return what changed, to be sent."""
+        rows = self._catch_up(rows, read)
         states = self.warehouse.read_sync_state(self.obj.object_type, [r[self.obj.key_column] for r in rows])
         items, quiet = [], []
         for item in self._items(rows):
@@ -264,17 +303,22 @@ class _Push:
             items.append(item)
         if quiet:
             self._save(quiet)
-        self._write(items, upsert=True)
+        return items
 
-    def _catch_up(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """Read these records as Twenty has them now (one request, soft-deleted ones too) and merge
-        what changed there since we last saw them, so a write never overwrites an edit made while
-        this run was going. Returns the rows as they are after that, without the ones now deleted."""
+    def _read_back(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """On a worker: these records as Twenty has them now, soft-deleted ones too (one request for a page)."""
+        quoted = ",".join(f'"{r["crm_id"]}"' for r in rows)
+        return {r["id"]: r for r in self.client.records.iter_records(
+            self.obj.plural, filter=f"and(id[in]:[{quoted}],or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL))")}
+
+    def _catch_up(self, rows: Sequence[Mapping[str, Any]],
+                  read: Future[dict[str, dict[str, Any]]]) -> list[Mapping[str, Any]]:
+        """Merge what changed in Twenty since we last saw these records (`read`: as Twenty has them
+        now), so a write never overwrites an edit made while this run was going. Returns the rows as
+        they are after that, without the ones now deleted."""
         by_id = {r["crm_id"]: r for r in rows}
-        quoted = ",".join(f'"{i}"' for i in by_id)
         try:
-            found = {r["id"]: r for r in self.client.records.iter_records(
-                self.obj.plural, filter=f"and(id[in]:[{quoted}],or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL))")}
+            found = read.result()
         except TwentyError as exc:
             self._outage(exc, rows, "push")
             return []
@@ -328,42 +372,16 @@ class _Push:
         return _Item(row, body, waiting, left_out)
 
     def _write(self, items: Sequence[_Item], *, upsert: bool) -> list[tuple[_Item, TwentyRecordRejected]]:
-        """One batch (split only to isolate bad records); saves after every request.
+        """These items now, on a stream of their own (the claims and retries of `_recover`).
 
         Returns the creates refused for a taken unique value, for `_recover`; every other refusal
         is recorded as that record's failure.
         """
-        if not items:
-            return []
-
-        def saved(landed: list[tuple[int, dict[str, Any]]]) -> None:
-            own_writes.observe(self.warehouse, self.client.transport.base_url, (record for _, record in landed))
-            states = [self._landed(items[i], record) for i, record in landed]
-            late = [s["crm_id"] for s in states if s.get("crm_hash") is None]
-            if late:
-                read_again(self.warehouse, self.obj, late)  # our stamp now hides that edit from the pull's filter
-            self._save(states)
-
-        # Updates carry only what changed, but always the Twenty id; creates always carry our key.
-        outcome = self.client.records.create_many(self.obj.plural, [i.body for i in items], upsert=upsert,
-                                                  match_key="id" if upsert else self.obj.key_field, on_write=saved)
-        duplicates = []
-        failed = []
-        for failure in outcome.failures:
-            error = failure.error
-            if not upsert and isinstance(error, TwentyRecordRejected) and error.is_duplicate:
-                duplicates.append((items[failure.index], error))
-            else:
-                failed.append(self._failed(items[failure.index].row, error))
-        if failed:
-            self._save(failed)
-        if outcome.aborted is not None:
-            refused = {f.index for f in outcome.failures}
-            unsent = [items[n].row for n, result in enumerate(outcome.results) if result is None and n not in refused]
-            self._outage(outcome.aborted, unsent, "push")
-        elif outcome.succeeded:
-            self.failures_in_a_row = 0
-        return duplicates
+        lane = _Lane(self, upsert=upsert)
+        with lane.stream:
+            lane.send(items)
+            lane.stream.finish()
+        return lane.refused
 
     def _recover(self, refused: Sequence[tuple[_Item, TwentyRecordRejected]], *, last_try: bool = False) -> None:
         """Creates refused for a taken unique value. A record holding our key is ours (a run died
@@ -430,6 +448,56 @@ class _Push:
                 value = _unique_value(self.obj, record)
                 if value:
                     holders.by_unique.setdefault(value, record)
+
+
+class _Lane:
+    """A stream of batch writes (updates by Twenty id, or creates by our key) and its bookkeeping.
+
+    The stream hands every answer over on the push's thread, in the order the batches were cut;
+    `on_write` saves what one request stored before the next answer is looked at.
+    """
+
+    def __init__(self, push: _Push, *, upsert: bool) -> None:
+        self.push, self.upsert = push, upsert
+        self.items: dict[int, _Item] = {}  # sent and not yet answered, by stream index
+        self.refused: list[tuple[_Item, TwentyRecordRejected]] = []  # creates refused for a taken value
+        # Updates always carry the Twenty id; creates always carry our key.
+        key = "id" if upsert else push.obj.key_field
+        self.stream = push.client.records.stream(push.obj.plural, upsert=upsert, match_key=key,
+                                                 on_write=self.on_write, on_failures=self.on_failures,
+                                                 on_abort=self.on_abort)
+
+    def send(self, items: Sequence[_Item]) -> None:
+        first = self.stream.next_index  # registered first: add() may hand answers over at once
+        self.items.update(zip(range(first, first + len(items)), items))
+        self.stream.add([item.body for item in items])
+
+    def on_write(self, landed: list[tuple[int, dict[str, Any]]]) -> None:
+        """The push's on_write: what one request stored, saved in the sync state."""
+        push = self.push
+        own_writes.observe(push.warehouse, push.client.transport.base_url, (record for _, record in landed))
+        states = [push._landed(self.items.pop(i), record) for i, record in landed]
+        late = [s["crm_id"] for s in states if s.get("crm_hash") is None]
+        if late:
+            read_again(push.warehouse, push.obj, late)  # our stamp now hides that edit from the pull's filter
+        push._save(states)
+        push.failures_in_a_row = 0
+
+    def on_failures(self, failures: list[RecordFailure]) -> None:
+        failed = []
+        for failure in failures:
+            item, error = self.items.pop(failure.index), failure.error
+            if not self.upsert and isinstance(error, TwentyRecordRejected) and error.is_duplicate:
+                self.refused.append((item, error))
+            else:
+                failed.append(self.push._failed(item.row, error))
+        if failed:
+            self.push._save(failed)
+
+    def on_abort(self, error: TwentyError, first: int, not_stored: list[int]) -> bool:
+        """A batch failed as a whole: its rows fail (retried next run); PushAborted when Twenty looks down."""
+        self.push._outage(error, [self.items.pop(i).row for i in not_stored], "push")
+        return True
 
 
 @dataclass

@@ -68,6 +68,27 @@ def _forget_setup(warehouse: SyncStore, client: TwentyClient, schema: CrmSchema)
     warehouse.set_watermark(_setup_mark(client, schema), "")
 
 
+def _batch_mark(client: TwentyClient) -> str:
+    """Per server: the batch limit is the server's configuration, the same for every workspace on it."""
+    return "batch-size:" + hashlib.sha256(client.transport.base_url.encode()).hexdigest()[:16]
+
+
+def _recall_batch_size(warehouse: SyncStore, client: TwentyClient) -> int | None:
+    """Start at the size this server took last time, unless the user set one. Returns what was stored."""
+    stored = warehouse.get_watermark(_batch_mark(client))
+    known = int(stored) if stored and stored.isdigit() else None
+    if known is not None:
+        client.records.adopt_batch_size(known)
+    return known
+
+
+def _remember_batch_size(warehouse: SyncStore, client: TwentyClient, known: int | None) -> None:
+    """Keep what the server taught this run (a size the user set teaches nothing about the server)."""
+    if client.records.batch_size_explicit or client.records.batch_size == known:
+        return
+    warehouse.set_watermark(_batch_mark(client), str(client.records.batch_size))
+
+
 def _require_setup(warehouse: SyncStore, client: TwentyClient, schema: CrmSchema, *, remember: bool = True) -> None:
     """Stop before any write when our fields are missing (every record would be refused alike).
     One metadata read, at most once an hour per workspace and schema: a complete setup is remembered
@@ -129,6 +150,7 @@ def _run_as_writer(
     reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
     ctx = SyncContext(warehouse, client, schema, reporter, conflict_policy, on_event)
     requests_before = client.transport.stats.requests
+    known_batch_size = _recall_batch_size(warehouse, client)
     counts: dict[str, Any] = {}
     aborted = False
     ctx.emit("run_started", detail={"run_id": run_id, "direction": direction})
@@ -175,6 +197,7 @@ def _run_as_writer(
         counts["requests"] = client.transport.stats.requests - requests_before
         status = "aborted" if aborted else ("partial" if reporter.count else "succeeded")
         reporter.flush(warehouse)
+        _remember_batch_size(warehouse, client, known_batch_size)
         counts["errors_closed"] = warehouse.close_settled_errors(run_succeeded=status == "succeeded",
                                                                  run_started_at=started_at)
         warehouse.finish_run(run_id, status, counts)

@@ -8,6 +8,7 @@ import httpx
 
 from truth_forge.config import Settings
 from truth_forge.twenty.metadata import MetadataApi
+from truth_forge.twenty.pool import RequestPool
 from truth_forge.twenty.records import RecordsApi
 from truth_forge.twenty.transport import RetryPolicy, Transport
 
@@ -23,7 +24,7 @@ class TwentyClient:
         base_url: str,
         api_key: str,
         *,
-        batch_size: int = 60,
+        batch_size: int | None = None,
         requests_per_minute: float = 100,
         burst: int | None = None,
         timeout: float = 30.0,
@@ -41,7 +42,9 @@ class TwentyClient:
             http_transport=http_transport,
             **transport_options,
         )
-        self.records = RecordsApi(self.transport, batch_size=batch_size)
+        self.pool = RequestPool(self.transport.max_in_flight)
+        # None: start at Twenty's server maximum and learn its limit (the runner remembers it).
+        self.records = RecordsApi(self.transport, batch_size=batch_size, pool=self.pool)
         self.metadata = MetadataApi(self.transport)
 
     @classmethod
@@ -53,7 +56,8 @@ class TwentyClient:
 
             api_key = resolve_api_key(settings)
         defaults: dict[str, Any] = {
-            "batch_size": settings.twenty_batch_size,
+            # Only a size the user set is fixed; otherwise it is learned from the server.
+            "batch_size": settings.twenty_batch_size if "twenty_batch_size" in settings.model_fields_set else None,
             "requests_per_minute": settings.twenty_requests_per_minute,
             "timeout": settings.twenty_timeout_seconds,
             "max_retries": settings.twenty_max_retries,
@@ -64,6 +68,7 @@ class TwentyClient:
         return f"TwentyClient(base_url={self.transport.base_url!r})"
 
     def close(self) -> None:
+        self.pool.close()
         self.transport.close()
 
     def __enter__(self) -> "TwentyClient":

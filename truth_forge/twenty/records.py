@@ -1,16 +1,17 @@
 """Records of any Twenty object (people, companies, ...) over the REST core API.
 
 Reads page with cursors until `pageInfo.hasNextPage` says stop. Writes go in batches no larger than
-the server takes (60 by Twenty's docs; more where the server says it accepts more), and a batch that
-Twenty rejects because of one bad record is split until the bad record stands alone, so one poison
-row never stalls the others.
+the server takes: 200 first (Twenty's server code), or what the server names when it refuses that
+("Maximum number of records to upsert is 60"), or the size the user set; a batch that Twenty rejects
+because of one bad record is split until the bad record stands alone, so one poison row never
+stalls the others. Batch writes keep several requests on the wire (`batch_stream.py`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +21,18 @@ from truth_forge.twenty.errors import (
     TwentyProtocolError,
     TwentyRecordRejected,
 )
+from truth_forge.twenty.batch_stream import BatchStream, OnAbort, OnFailures, OnWrite, RecordFailure
+from truth_forge.twenty.envelope import data_of
+from truth_forge.twenty.pool import RequestPool, settle
 from truth_forge.twenty.transport import Transport
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 200  # Twenty lowers any larger limit to this
-OnWrite = Callable[[list[tuple[int, dict[str, Any]]]], None]
+# Twenty's docs say 60 records a batch, its server code takes 200 (QUERY_MAX_RECORDS): a client that
+# is not told a size starts at 200 and learns the server's limit from its refusal.
+LEARN_FROM = MAX_PAGE_SIZE
+__all__ = ["BatchOutcome", "OnWrite", "Page", "RecordFailure", "RecordsApi"]
 _MAX_RECORDS_RE = re.compile(r"Maximum number of records to \w+ is (\d+)")
 
 
@@ -35,15 +42,6 @@ class Page:
     has_next_page: bool
     end_cursor: str | None
     total_count: int | None
-
-
-@dataclass
-class RecordFailure:
-    """One input record Twenty would not take, with its position in the caller's list."""
-
-    index: int
-    record: dict[str, Any]
-    error: TwentyError
 
 
 @dataclass
@@ -66,27 +64,36 @@ class BatchOutcome:
         return [r for r in self.results if r is not None]
 
 
-def _data(body: Any, method: str, path: str) -> Any:
-    """The payload inside Twenty's `{"data": {"<operation>": ...}}` envelope."""
-    if not isinstance(body, dict) or not isinstance(body.get("data"), dict) or len(body["data"]) != 1:
-        raise TwentyProtocolError(
-            "Twenty's answer does not have the expected {data: {...}} envelope",
-            method=method,
-            path=path,
-            body_excerpt=str(body)[:300],
-        )
-    return next(iter(body["data"].values()))
+_data = data_of
 
 
 class RecordsApi:
     """CRUD, batch writes and paging for the records of any object, named by its plural."""
 
-    def __init__(self, transport: Transport, *, batch_size: int = 60) -> None:
-        if not 1 <= batch_size <= MAX_PAGE_SIZE:
+    def __init__(self, transport: Transport, *, batch_size: int | None = None, pool: RequestPool | None = None) -> None:
+        if batch_size is not None and not 1 <= batch_size <= MAX_PAGE_SIZE:
             raise ValueError(f"batch_size must be between 1 and {MAX_PAGE_SIZE}, got {batch_size}")
         self.transport = transport
-        self.batch_size = batch_size
+        # A size the user chose is kept (learn_max_batch still lowers it if the server refuses it);
+        # without one the client starts high and learns.
+        self.batch_size_explicit = batch_size is not None
+        self._batch_size = batch_size if batch_size is not None else LEARN_FROM
+        self.pool = pool or RequestPool(transport.max_in_flight)
         self._restore_path_style: str | None = None  # "new" or "old", learnt on first use
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, size: int) -> None:
+        """A size set by code is the user's choice, as one passed in: nothing learned replaces it."""
+        self._batch_size, self.batch_size_explicit = size, True
+
+    def adopt_batch_size(self, size: int) -> None:
+        """Start from a size learned earlier (unless the user chose one)."""
+        if not self.batch_size_explicit:
+            self._batch_size = max(1, min(size, MAX_PAGE_SIZE))
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -180,8 +187,11 @@ class RecordsApi:
     ) -> BatchOutcome:
         """Create (or upsert) records in batches; isolate records Twenty rejects; stop on outages.
 
-        `on_write` is called after every request that stored records, with `(input index, stored
-        record)` pairs, so a caller can save its bookkeeping before the next request goes out.
+        Several requests are on the wire at once (never two naming one record); `on_write` is called
+        on the caller's thread for every request that stored records, with `(input index, stored
+        record)` pairs, one request at a time and in input order, so a caller can save its bookkeeping
+        there. An outage stops the call (`aborted`, `aborted_at`: the first input of the chunk that
+        failed); what requests already on the wire stored is still in `results` and `on_write`.
         A plain create refused for a taken unique value fails its whole chunk (each input gets a
         failure whose error `is_duplicate`): finding the holders is the caller's one read.
 
@@ -193,18 +203,36 @@ class RecordsApi:
         outcome = BatchOutcome(results=[None] * len(records))
         key = match_key or ("id" if records and all(r.get("id") for r in records) else None)
         to_send = self._drop_duplicate_keys(records, key, outcome)
-        writer = _ChunkWriter(self, plural, records, upsert, key, outcome, on_write)
-        start = 0
-        while start < len(to_send):
-            chunk = to_send[start : start + self.batch_size]
-            try:
-                writer.write(chunk)
-            except TwentyError as exc:
-                outcome.aborted, outcome.aborted_at = exc, chunk[0]
-                log.warning("Batch write to %s stopped at record %d: %s", plural, chunk[0], exc)
-                return outcome
-            start += len(chunk)
+
+        # The stream numbers what it was given (0..len(to_send)); these map that back to the caller's list.
+        def landed(pairs: list[tuple[int, dict[str, Any]]]) -> None:
+            pairs = [(to_send[n], record) for n, record in pairs]
+            for i, record in pairs:
+                outcome.results[i] = record
+            if on_write is not None:
+                on_write(pairs)
+
+        def failed(failures: list[RecordFailure]) -> None:
+            outcome.failures.extend(RecordFailure(to_send[f.index], f.record, f.error) for f in failures)
+
+        def stop(error: TwentyError, first: int, not_stored: list[int]) -> bool:
+            if outcome.aborted is None:
+                outcome.aborted, outcome.aborted_at = error, to_send[first]
+                log.warning("Batch write to %s stopped at record %d: %s", plural, to_send[first], error)
+            return False
+
+        with self.stream(plural, upsert=upsert, match_key=key, on_write=landed, on_failures=failed,
+                         on_abort=stop) as stream:
+            stream.add([records[i] for i in to_send])
+            stream.finish()
+        outcome.requests = stream.requests
         return outcome
+
+    def stream(self, plural: str, *, upsert: bool, match_key: str | None, on_write: OnWrite | None = None,
+               on_failures: OnFailures | None = None, on_abort: OnAbort | None = None) -> BatchStream:
+        """Batch writes fed a few records at a time, several requests on the wire (`batch_stream.py`)."""
+        return BatchStream(self, self.pool, plural, upsert=upsert, key=match_key, on_write=on_write,
+                           on_failures=on_failures, on_abort=on_abort)
 
     @staticmethod
     def _drop_duplicate_keys(records: Sequence[dict[str, Any]], key: str | None, outcome: BatchOutcome) -> list[int]:
@@ -227,9 +255,9 @@ class RecordsApi:
             match = _MAX_RECORDS_RE.search(message)
             if match:
                 limit = int(match.group(1))
-                if limit < self.batch_size:
+                if limit < self._batch_size:
                     log.info("Twenty takes at most %d records a batch; lowering the batch size", limit)
-                    self.batch_size = max(1, limit)
+                    self._batch_size = max(1, limit)
                 return max(1, limit)
         return None
 
@@ -249,15 +277,25 @@ class RecordsApi:
         A filtered delete only sees live records, so a record already soft-deleted or destroyed is
         left as it is, which is what a caller repeating a delete wants.
         """
+        chunks = [record_ids[start : start + self.batch_size] for start in range(0, len(record_ids), self.batch_size)]
+        if len(chunks) <= 1:
+            return [r for chunk in chunks for r in self._delete_chunk(plural, chunk, soft)]
+        futures = [self.pool.submit(self._delete_chunk, plural, chunk, soft) for chunk in chunks]
         deleted: list[dict[str, Any]] = []
-        path = f"/rest/{plural}"
-        for start in range(0, len(record_ids), self.batch_size):
-            chunk = record_ids[start : start + self.batch_size]
-            params = {"filter": "id[in]:[" + ",".join(f'"{i}"' for i in chunk) + "]",
-                      "soft_delete": "true" if soft else None}
-            result = _data(self.transport.request("DELETE", path, params=params), "DELETE", path)
-            deleted += result if isinstance(result, list) else []
+        for n, future in enumerate(futures):
+            try:
+                deleted += future.result()
+            except BaseException:
+                settle(futures[n + 1 :])  # deleting again is harmless; leaving requests behind is not
+                raise
         return deleted
+
+    def _delete_chunk(self, plural: str, record_ids: Sequence[str], soft: bool) -> list[dict[str, Any]]:
+        path = f"/rest/{plural}"
+        params = {"filter": "id[in]:[" + ",".join(f'"{i}"' for i in record_ids) + "]",
+                  "soft_delete": "true" if soft else None}
+        result = _data(self.transport.request("DELETE", path, params=params), "DELETE", path)
+        return result if isinstance(result, list) else []
 
     def restore(self, plural: str, record_id: str) -> dict[str, Any]:
         """Restore a soft-deleted record: the current path first, the pre-2026 one if the server is older."""
@@ -278,68 +316,3 @@ class RecordsApi:
             return result
         self._restore_path_style = "new"
         return result
-
-
-class _ChunkWriter:
-    """Sends the chunks of one `create_many` call, splitting rejected ones down to the bad records."""
-
-    def __init__(self, api: RecordsApi, plural: str, records: Sequence[dict[str, Any]], upsert: bool,
-                 key: str | None, outcome: BatchOutcome, on_write: OnWrite | None) -> None:
-        self.api, self.records, self.upsert, self.key, self.outcome = api, records, upsert, key, outcome
-        self.on_write = on_write
-        self.path = f"/rest/batch/{plural}"
-
-    def write(self, indexes: list[int]) -> None:
-        params = {"upsert": "true"} if self.upsert else None
-        try:
-            self.outcome.requests += 1
-            body = self.api.transport.request("POST", self.path, params=params,
-                                              json_body=[self.records[i] for i in indexes], idempotent=self.upsert)
-        except TwentyRecordRejected as exc:
-            self._split(indexes, exc)
-            return
-        created = _data(body, "POST", self.path)
-        if not isinstance(created, list):
-            raise TwentyProtocolError("Twenty's batch answer holds no list of records", method="POST", path=self.path)
-        self._match(indexes, created)
-
-    def _split(self, indexes: list[int], exc: TwentyRecordRejected) -> None:
-        smaller = self.api.learn_max_batch(exc)
-        if smaller is not None and smaller < len(indexes):
-            for part in range(0, len(indexes), smaller):
-                self.write(indexes[part : part + smaller])
-            return
-        if not self.upsert and exc.is_duplicate:
-            # A create refused for a taken unique value: the caller finds the holders in one read,
-            # which costs less than splitting the batch down to them.
-            self.outcome.failures.extend(RecordFailure(i, self.records[i], exc) for i in indexes)
-            return
-        if len(indexes) > 1:
-            # One bad record fails the whole batch: split it to find the bad ones and save the rest.
-            middle = len(indexes) // 2
-            self.write(indexes[:middle])
-            self.write(indexes[middle:])
-            return
-        self.outcome.failures.append(RecordFailure(indexes[0], self.records[indexes[0]], exc))
-
-    def _match(self, indexes: list[int], created: list[Any]) -> None:
-        if self.key is None:
-            if len(created) != len(indexes):
-                raise TwentyProtocolError(f"Twenty returned {len(created)} records for a batch of {len(indexes)}",
-                                          method="POST", path=self.path)
-            pairs = list(zip(indexes, created))
-        else:
-            key = self.key
-            by_key = {str(r.get(key)): r for r in created if isinstance(r, dict)}
-            pairs = [(i, by_key.get(str(self.records[i].get(key)))) for i in indexes]
-        landed = []
-        for i, record in pairs:
-            if record is None:
-                self.outcome.failures.append(RecordFailure(i, self.records[i], TwentyProtocolError(
-                    f"Twenty's answer holds no record with {self.key}={self.records[i].get(self.key or 'id')!r}",
-                    method="POST", path=self.path)))
-            else:
-                self.outcome.results[i] = record
-                landed.append((i, record))
-        if self.on_write is not None and landed:
-            self.on_write(landed)

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT, InFlightGate, RateLimitHeaders
 from truth_forge.twenty.errors import (
     TwentyAuthError,
     TwentyConfigError,
@@ -69,6 +70,7 @@ class RequestBudget:
         self._sleep = sleep
         self._last = clock()
         self._lock = threading.Lock()
+        self._hold_until = float("-inf")
         self.waited_seconds = 0.0
 
     def _refill(self) -> None:
@@ -77,15 +79,16 @@ class RequestBudget:
         self._last = now
 
     def acquire(self) -> None:
-        """Take one token, sleeping until one is there."""
+        """Take one token, sleeping until one is there (and until any pause the server asked for is over)."""
         while True:
             with self._lock:
                 self._refill()
-                if self._tokens >= 1.0:
+                held = self._hold_until - self._clock()
+                if held <= 0 and self._tokens >= 1.0:
                     self._tokens -= 1.0
                     return
-                wait = (1.0 - self._tokens) / self.rate
-            self.waited_seconds += wait
+                wait = held if held > 0 else (1.0 - self._tokens) / self.rate
+                self.waited_seconds += wait
             self._sleep(wait)
 
     def drain(self) -> None:
@@ -93,6 +96,23 @@ class RequestBudget:
         with self._lock:
             self._refill()
             self._tokens = min(self._tokens, 0.0)
+
+    def hold(self, seconds: float) -> None:
+        """No request of any thread leaves for `seconds` (a 429 pauses every worker together)."""
+        with self._lock:
+            self._hold_until = max(self._hold_until, self._clock() + seconds)
+
+    def observe(self, server_limit: int | None, server_remaining: int | None, in_flight_elsewhere: int) -> None:
+        """Believe the server's own count: never plan to spend tokens it says are not there.
+
+        Requests already on the wire may not have reached its count yet, so they are taken off too.
+        """
+        with self._lock:
+            self._refill()
+            if server_limit is not None and 1 <= server_limit < self.capacity:
+                self.capacity = float(server_limit)
+            if server_remaining is not None:
+                self._tokens = min(self._tokens, float(server_remaining - in_flight_elsewhere))
 
 
 @dataclass
@@ -118,6 +138,15 @@ class TransportStats:
     retries: int = 0
     rate_limited: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def count(self, *, request: bool = False, retry: bool = False, status: int | None = None) -> None:
+        with self._lock:  # several workers answer at once
+            self.requests += request
+            self.retries += retry
+            if status is not None:
+                self.by_status[status] = self.by_status.get(status, 0) + 1
+                self.rate_limited += status == 429
 
 
 def _http_date(value: str | None) -> dt.datetime | None:
@@ -254,6 +283,7 @@ class Transport:
         http_transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         if not api_key:
             raise ValueError("Twenty API key is empty")
@@ -262,6 +292,8 @@ class Transport:
         self._clock = clock
         self.retry = retry or RetryPolicy()
         self.budget = RequestBudget(requests_per_minute, burst, clock=clock, sleep=sleep)
+        # More requests on the wire than the bucket could ever pay for at once would only queue.
+        self.gate = InFlightGate(max(1, min(max_in_flight, int(self.budget.capacity))))
         self.stats = TransportStats()
         # The server's clock from its last answer's Date header (whole seconds, rounded down): the
         # pull's watermark is set by it, never by ours, so a skewed local clock cannot skip edits.
@@ -270,6 +302,7 @@ class Transport:
             base_url=base_url.rstrip("/"),
             timeout=timeout,
             transport=http_transport,
+            limits=httpx.Limits(max_connections=max(10, 2 * max_in_flight)),
             headers={
                 "Authorization": f"Bearer {api_key}",
                 "Accept": "application/json",
@@ -292,6 +325,10 @@ class Transport:
     def url_for(self, path: str) -> str:
         """The full URL a path is sent to, as httpx joins it (a base URL's own path prefix kept)."""
         return str(self._http.base_url.join(path.lstrip("/"))) if path.startswith("/") else path
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.gate.maximum
 
     def close(self) -> None:
         self._http.close()
@@ -318,11 +355,8 @@ class Transport:
         url = self.url_for(path)
         attempt = 0
         while True:
-            self.budget.acquire()
-            self.stats.requests += 1
-            started = self._clock()
             try:
-                response = self._http.request(method, path, params=clean_params or None, json=json_body)
+                response = self._send(method, path, clean_params, json_body)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # Nothing reached the server: always safe to resend.
                 failure: TwentyError = TwentyTransientError(
@@ -341,17 +375,12 @@ class Transport:
                 )
                 retryable = idempotent
             else:
-                elapsed = self._clock() - started
                 status = response.status_code
-                self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
-                log.debug("%s %s -> %s in %.3fs", method, path, status, elapsed)
                 if 200 <= status < 300:
                     self.server_time = _http_date(response.headers.get("date")) or self.server_time
                     return self._decode(response, method, url)
                 failure = error_for_response(response, method, url, self._api_key)
                 if status == 429:
-                    self.stats.rate_limited += 1
-                    self.budget.drain()
                     retryable = True
                 elif status >= 500 or status == 408:
                     if not idempotent and isinstance(failure, TwentyTransientError):
@@ -363,6 +392,8 @@ class Transport:
                     raise failure
                 if retryable and attempt < self.retry.max_retries:
                     wait = self._wait_after(response, attempt)
+                    if status == 429:
+                        self.budget.hold(wait)  # every worker waits, not just this one
                     self._pause(wait, method, path, f"HTTP {status}", attempt)
                     attempt += 1
                     continue
@@ -372,6 +403,27 @@ class Transport:
                 attempt += 1
                 continue
             raise failure
+
+    def _send(self, method: str, path: str, params: Mapping[str, Any], json_body: Any) -> httpx.Response:
+        """One request on the wire: a slot in the gate first, then a token, then at once out
+        (taking the token last keeps our departures as spread out as the bucket made them)."""
+        with self.gate:
+            self.budget.acquire()
+            self.stats.count(request=True)
+            started = self._clock()
+            response = self._http.request(method, path, params=params or None, json=json_body)
+            status = response.status_code
+            self.stats.count(status=status)
+            log.debug("%s %s -> %s in %.3fs", method, path, status, self._clock() - started)
+            said = RateLimitHeaders.read(response.headers)
+            if said is not None:
+                self.budget.observe(said.limit, said.remaining, self.gate.others())
+            if status == 429:
+                self.budget.drain()
+                self.gate.narrow()
+            else:
+                self.gate.widen()
+        return response
 
     def _wait_after(self, response: httpx.Response, attempt: int) -> float:
         asked = _retry_after_seconds(response.headers, time.time())
@@ -385,7 +437,7 @@ class Transport:
         return backoff
 
     def _pause(self, wait: float, method: str, path: str, why: str, attempt: int) -> None:
-        self.stats.retries += 1
+        self.stats.count(retry=True)
         log.info("Retrying %s %s in %.2fs after %s (retry %d of %d)", method, path, wait, why, attempt + 1,
                  self.retry.max_retries)
         self._sleep(wait)

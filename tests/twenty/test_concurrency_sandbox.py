@@ -1,0 +1,111 @@
+"""Several requests on the wire against the sandbox over loopback HTTP: counted in its request log,
+never timed."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tests.twenty.test_client_sandbox import batch_posts, client_for, person
+from truth_forge.twenty.errors import TwentySchemaMismatch
+
+
+def most_at_once(entries: list[Any]) -> int:
+    """The most requests the sandbox was answering at one time (each from its arrival to its answer)."""
+    edges = sorted([(e.at - e.duration_ms / 1000, 1) for e in entries] + [(e.at, -1) for e in entries])
+    now = peak = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_batches_overlap_up_to_the_maximum_and_every_record_lands_once_in_input_order(sandbox: Any) -> None:
+    sandbox.set_faults(latency_ms=(20, 60), seed=3)
+    seen: list[tuple[int, int]] = []
+    with client_for(sandbox, batch_size=10, max_in_flight=3) as client:
+        outcome = client.records.create_many(
+            "people", [person(i) for i in range(200)],
+            on_write=lambda landed: seen.extend((threading.get_ident(), i) for i, _ in landed))
+        stored = list(client.records.iter_records("people"))
+    assert outcome.aborted is None and not outcome.failures and len(outcome.succeeded) == 200
+    assert len(stored) == 200 and len({r["emails"]["primaryEmail"] for r in stored}) == 200
+    # Bookkeeping on the caller's thread, one request at a time, in input order, each record once.
+    assert {thread for thread, _ in seen} == {threading.get_ident()}
+    assert [i for _, i in seen] == list(range(200))
+    posts = batch_posts(sandbox)
+    assert len(posts) == 20 and all(e.status == 201 for e in posts)
+    assert 2 <= most_at_once(posts) <= 3
+
+
+def test_writes_to_one_record_never_overlap_so_the_last_one_wins(sandbox: Any) -> None:
+    sandbox.set_faults(latency_ms=(0, 80), seed=9)
+    with client_for(sandbox, batch_size=4, max_in_flight=6) as client:
+        ids = [r["id"] for r in client.records.create_many("people", [person(i) for i in range(12)]).succeeded]
+        with client.records.stream("people", upsert=True, match_key="id") as stream:
+            for round_ in range(5):
+                # A chunk naming an id still on the wire waits for it; a repeat inside one add is cut apart.
+                stream.add([{"id": i, "jobTitle": f"round {round_}"} for i in ids])
+                stream.add([{"id": ids[0], "jobTitle": f"round {round_} again"}])
+            stream.finish()
+        titles = {r["id"]: r["jobTitle"] for r in client.records.iter_records("people")}
+    assert titles[ids[0]] == "round 4 again"
+    assert all(titles[i] == "round 4" for i in ids[1:])
+
+
+def test_a_hard_failure_behind_writes_on_the_wire_says_exactly_which_inputs_landed(sandbox: Any) -> None:
+    sandbox.set_faults(latency_ms=(10, 40), seed=4)
+    records = [person(i) for i in range(100)]
+    records[45] = {**records[45], "noSuchField": 1}  # no record of this batch can pass: an abort, not a split
+    landed: list[int] = []
+    with client_for(sandbox, batch_size=10, max_in_flight=4) as client:
+        outcome = client.records.create_many("people", records,
+                                             on_write=lambda pairs: landed.extend(i for i, _ in pairs))
+        stored = {r["emails"]["primaryEmail"] for r in client.records.iter_records("people")}
+    assert isinstance(outcome.aborted, TwentySchemaMismatch) and outcome.aborted_at == 40
+    assert all(outcome.results[i] is not None for i in range(40))
+    assert all(outcome.results[i] is None for i in range(40, 50))
+    said_landed = {records[i]["emails"]["primaryEmail"] for i, r in enumerate(outcome.results) if r is not None}
+    assert said_landed == stored  # batches after the failure that were already on the wire are counted too
+    assert landed == sorted(landed) and set(landed) == {i for i, r in enumerate(outcome.results) if r is not None}
+
+
+def spend(sandbox_client: Any, n: int) -> None:
+    for _ in range(n):
+        assert sandbox_client.get("/rest/people", params={"limit": 1}).status_code == 200
+
+
+def test_the_v2_limiters_remaining_count_keeps_the_workers_inside_the_servers_bucket(
+        sandbox: Any, sandbox_client: Any) -> None:
+    sandbox.set_rate_limit(600, burst=30, style="v2")
+    spend(sandbox_client, 24)  # another client of the workspace took most of the bucket
+    with client_for(sandbox, batch_size=1, requests_per_minute=600, burst=30, max_in_flight=4) as client:
+        outcome = client.records.create_many("people", [person(i) for i in range(40)])
+        assert client.transport.stats.rate_limited == 0
+    assert len(outcome.succeeded) == 40
+    assert not [e for e in sandbox.request_log if e.status == 429]
+
+
+def test_without_headers_the_same_start_meets_429s_and_every_worker_still_finishes_once(
+        sandbox: Any, sandbox_client: Any) -> None:
+    """The control of the test above: a legacy server says nothing, so our bucket overspends once."""
+    sandbox.set_rate_limit(600, burst=30, style="legacy")
+    spend(sandbox_client, 24)
+    with client_for(sandbox, batch_size=1, requests_per_minute=600, burst=30, max_in_flight=4) as client:
+        client.transport.retry.base_delay = 0.05
+        outcome = client.records.create_many("people", [person(i) for i in range(40)])
+        assert client.transport.stats.rate_limited >= 1
+    assert len(outcome.succeeded) == 40
+    assert sum(1 for e in batch_posts(sandbox) if e.status == 201) == 40
+
+
+def test_a_paced_client_never_overspends_the_servers_bucket(sandbox: Any) -> None:
+    sandbox.set_rate_limit(300, burst=10, style="legacy")
+    sandbox.set_faults(latency_ms=30)
+    with client_for(sandbox, batch_size=5, requests_per_minute=300, burst=8, max_in_flight=4) as client:
+        outcome = client.records.create_many("people", [person(i) for i in range(100)])
+        peak = client.transport.gate.peak
+    assert len(outcome.succeeded) == 100
+    posts = batch_posts(sandbox)
+    assert len(posts) == 20 and not [e for e in posts if e.status == 429]
+    assert 2 <= most_at_once(posts) <= peak <= 4

@@ -1,0 +1,86 @@
+"""The in-flight gate and the budget's shared pause and server count: pure rules, no HTTP."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tests.twenty.test_transport_retry import FakeClock
+from truth_forge.twenty.inflight import InFlightGate, RateLimitHeaders
+from truth_forge.twenty.transport import RequestBudget
+
+
+def test_a_429_halves_the_window_and_answered_requests_widen_it_back_to_the_maximum() -> None:
+    gate = InFlightGate(8)
+    gate.narrow()
+    gate.narrow()
+    assert gate.limit == 2
+    for _ in range(2):
+        gate.widen()
+    assert gate.limit == 3  # one window's worth of answers earns one slot
+    for _ in range(100):
+        gate.widen()
+    assert gate.limit == 8
+    for _ in range(10):
+        gate.narrow()
+    assert gate.limit == 1
+
+
+def test_the_gate_holds_back_the_request_past_its_width() -> None:
+    gate = InFlightGate(2)
+    inside, release, third_in = threading.Semaphore(0), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gate:
+            inside.release()
+            release.wait(5)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for t in holders:
+        t.start()
+    assert inside.acquire(timeout=5) and inside.acquire(timeout=5)
+
+    def third() -> None:
+        with gate:
+            third_in.set()
+
+    late = threading.Thread(target=third)
+    late.start()
+    assert not third_in.wait(0.2), "a third request went on the wire past a gate of two"
+    release.set()
+    assert third_in.wait(5)
+    for t in (*holders, late):
+        t.join(5)
+    assert gate.peak == 2 and gate.active == 0
+
+
+def test_a_hold_pauses_every_acquire_until_it_is_over() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(6000, 10, clock=clock, sleep=clock.sleep)
+    budget.hold(5.0)
+    budget.acquire()
+    assert sum(clock.sleeps) >= 5.0
+    before = len(clock.sleeps)
+    budget.acquire()  # the pause is over and tokens are there: no more waiting
+    assert len(clock.sleeps) == before
+
+
+def test_the_servers_remaining_count_caps_our_tokens_and_its_limit_caps_the_bucket() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(60, 50, clock=clock, sleep=clock.sleep)
+    budget.observe(server_limit=20, server_remaining=3, in_flight_elsewhere=2)
+    assert budget.capacity == 20
+    budget.acquire()  # the one token the server has that no request on the wire may be spending
+    assert clock.sleeps == []
+    budget.acquire()
+    assert clock.sleeps == [pytest.approx(1.0)]  # one token a second at 60 a minute
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({}, None),
+    ({"x-ratelimit-limit": "100", "x-ratelimit-remaining": "7"}, RateLimitHeaders(100, 7)),
+    ({"x-ratelimit-remaining": "soon"}, None),
+])
+def test_rate_limit_headers_are_read_only_when_sent(headers: dict[str, str], expected: object) -> None:
+    assert RateLimitHeaders.read(headers) == expected
