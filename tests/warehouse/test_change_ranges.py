@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from truth_forge.warehouse import Warehouse
+from truth_forge.warehouse import Warehouse, WarehouseConfigError
 from truth_forge.warehouse import base as warehouse_base
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.base import Scalar
@@ -175,3 +175,18 @@ def test_a_stream_closed_early_leaves_the_warehouse_usable(mixed: Warehouse) -> 
 def test_an_empty_warehouse_yields_nothing(warehouse: Warehouse) -> None:
     warehouse.change_range_rows = 1
     assert list(warehouse.changed_rows("person")) == [] and list(warehouse.changed_rows("company")) == []
+
+
+def test_range_rows_come_from_the_url(warehouse_backend: tuple[str, str, object]) -> None:
+    from truth_forge.warehouse import open_warehouse
+
+    _name, url, client = warehouse_backend
+    sep = "&" if "?" in url else "?"
+    with open_warehouse(f"{url}{sep}change_range_rows=3", client=client) as wh:
+        assert wh.change_range_rows == 3
+        wh.upsert_contacts([contact(k) for k in KEYS])
+        assert len(wh._key_ranges("person")) == len(KEYS) // 3 + 1
+        assert [r["contact_id"] for r in streamed(wh, "person")] == sorted(KEYS)
+    for bad in ("0", "-1", "many"):
+        with pytest.raises(WarehouseConfigError, match="change_range_rows"):
+            open_warehouse(f"{url}{sep}change_range_rows={bad}", client=client)
