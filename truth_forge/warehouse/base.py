@@ -197,8 +197,13 @@ class Warehouse(RunHistory, ABC):
                     while len(pending) >= batch_size:
                         yield pending[:batch_size]
                         pending = pending[batch_size:]
+            self._between_ranges()
         if pending:
             yield pending
+
+    def _between_ranges(self) -> None:
+        """Called with no range read open, after the caller has had a range's rows: where an
+        engine that buffers the caller's writes in memory (DuckDB) can flush them."""
 
     def _key_ranges(self, object_type: ObjectType) -> list[tuple[int, int]]:
         """Inclusive (low, high) key ranges of about `change_range_rows` rows each, covering every

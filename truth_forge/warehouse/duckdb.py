@@ -85,6 +85,7 @@ class DuckDBWarehouse(Warehouse):
                  temp_directory: str | None = None, change_range_rows: int | None = None) -> None:
         super().__init__(tables or TableNames())
         self.path = path
+        self._read_only = read_only
         if not _MEMORY.match(memory_limit):
             raise WarehouseConfigError(f"DuckDB memory_limit {memory_limit!r}: expected a size such as 256MB or 2GB")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -138,6 +139,7 @@ class DuckDBWarehouse(Warehouse):
         twin = object.__new__(DuckDBWarehouse)
         Warehouse.__init__(twin, self.tables)
         twin.path = self.path
+        twin._read_only = self._read_only
         twin.memory_limit, twin.threads, twin.temp_directory = self.memory_limit, self.threads, self.temp_directory
         twin.change_range_rows = self.change_range_rows
         twin._con = self._con.cursor()
@@ -156,6 +158,18 @@ class DuckDBWarehouse(Warehouse):
     def checkpoint(self) -> None:
         if self.path != ":memory:":
             self._con.execute("CHECKPOINT")
+
+    def _between_ranges(self) -> None:
+        # The push writes a sync state row per record while it reads the changes; with the large
+        # checkpoint_threshold those writes stay in memory (duckdb_memory(): IN_MEMORY_TABLE) until
+        # the WAL reaches 1GB, which at a million contacts is most of the run. A checkpoint once
+        # a range bounds them to one range's writes. Skipped when another transaction is open.
+        if self.path == ":memory:" or self._read_only or self._depth:
+            return
+        try:
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error:
+            pass  # another connection's transaction is open: the next range (or close) flushes
 
     # --- primitives ------------------------------------------------------------------------------
 
