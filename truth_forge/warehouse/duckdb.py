@@ -45,7 +45,7 @@ _ARROW_TYPES = {
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 # What DuckDB may hold in its buffer pool before it spills to `temp_directory`. With the sync's
-# Python side (~150 MiB with its libraries) this keeps a 1M-contact sync under 500 MB; see
+# Python side (~150 MiB with its libraries) a 1M-contact first push peaked at about 495 MiB; see
 # BENCHMARKS.md ("Sync process memory"). Queries that cannot spill fail with an out-of-memory
 # error naming the setting instead of taking the machine's RAM.
 DEFAULT_MEMORY_LIMIT = "256MB"
