@@ -47,7 +47,7 @@ def step_prepare(path: str, contacts: int) -> dict[str, float]:
         started = time.perf_counter()
         wh._run(
             "INSERT INTO {crm_sync_state} (object_type, record_key, crm_id, warehouse_hash, status, attempts) "
-            f"WITH {q.contact_view_ctes(False)} "
+            f"WITH {q.contact_view_ctes('all')} "
             "SELECT 'person', CAST(h.contact_id AS STRING), CONCAT('crm-', CAST(h.contact_id AS STRING)), "
             "h.row_hash, 'synced', 0 FROM h",
             (),

@@ -34,7 +34,7 @@ import datetime as dt
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -60,6 +60,9 @@ ObjectType = Literal["person", "company"]
 OBJECT_TYPES: tuple[str, ...] = get_args(ObjectType)
 SYNC_STATUSES = ("synced", "failed", "pending", "deleted")
 MAX_ERROR_MESSAGE = 4000  # keep evidence, not megabytes of HTML error pages
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Rows per change-detection range unless the engine or the caller says otherwise (see changed_rows).
+DEFAULT_CHANGE_RANGE_ROWS = 50_000
 
 CONTACT_FIELDS: dict[str, str] = {
     **{c.name: c.type for c in CONTACTS.columns},
@@ -109,6 +112,9 @@ Bind = Scalar | KeySet | RowSet
 
 class Warehouse(RunHistory, ABC):
     """The canonical contacts store. Use as a context manager; see the module doc for row shapes."""
+
+    # Rows (contacts or businesses) per change-detection range; an engine or a caller may change it.
+    change_range_rows: int = DEFAULT_CHANGE_RANGE_ROWS
 
     def __init__(self, tables: TableNames) -> None:
         self.tables = tables
@@ -167,13 +173,47 @@ class Warehouse(RunHistory, ABC):
 
     def changed_rows(self, object_type: ObjectType, *, batch_size: int = 500) -> Iterator[list[dict[str, Any]]]:
         """Stream, in batches, the view rows whose hash differs from the sync state's, that have no
-        state yet, or whose last push failed or is pending. The hash is computed in the engine."""
+        state yet, or whose last push failed or is pending. The hash is computed in the engine.
+
+        Rows come in key order, `batch_size` to a list (the last may be shorter). The engine works
+        through the keys one range at a time (`change_range_rows` rows each, bounds fixed from the
+        keys when the stream starts), so no query holds more than one range, whatever the table's
+        size. Each range is read when the stream reaches it: what the caller writes meanwhile
+        (sync state for the rows it was given) never brings a row back, since ranges only move
+        forward; an edit to a row of a range not read yet is seen as it is then. Close the stream
+        (`.close()`) to stop early; the open range's read ends with it.
+        """
         _check_object_type(object_type)
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         sql = q.changed_select(object_type)
-        for batch in self._stream(sql, (Scalar("object_type", STRING, object_type),), batch_size):
-            yield [_view_row(r) for r in batch]
+        pending: list[dict[str, Any]] = []
+        for lo, hi in self._key_ranges(object_type):
+            binds = (Scalar("object_type", STRING, object_type), Scalar("range_lo", INT64, lo),
+                     Scalar("range_hi", INT64, hi))
+            with contextlib.closing(self._stream(sql, binds, batch_size)) as stream:
+                for batch in stream:
+                    pending.extend(_view_row(r) for r in batch)
+                    while len(pending) >= batch_size:
+                        yield pending[:batch_size]
+                        pending = pending[batch_size:]
+            self._between_ranges()
+        if pending:
+            yield pending
+
+    def _between_ranges(self) -> None:
+        """Called with no range read open, after the caller has had a range's rows: where an
+        engine that buffers the caller's writes in memory (DuckDB) can flush them."""
+
+    def _key_ranges(self, object_type: ObjectType) -> list[tuple[int, int]]:
+        """Inclusive (low, high) key ranges of about `change_range_rows` rows each, covering every
+        INT64 key: the first starts at the smallest INT64, the last ends at the largest, so rows
+        added after the bounds were read still fall in a range."""
+        rows, _ = self._run(q.range_bounds_select(object_type),
+                            (Scalar("range_rows", INT64, self.change_range_rows),), fetch=True)
+        bounds = [int(r["k"]) for r in rows]
+        ranges = list(zip([INT64_MIN] + [b + 1 for b in bounds], bounds + [INT64_MAX]))
+        return [(lo, hi) for lo, hi in ranges if lo <= hi]  # a bound at INT64_MAX leaves nothing above it
 
     def get_rows(self, object_type: ObjectType, keys: Iterable[int]) -> list[dict[str, Any]]:
         """The current view rows (with row_hash) for the given contact_ids / business_ids."""
@@ -520,7 +560,7 @@ WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CU
         """Run one statement; return (rows if fetch else [], affected row count if DML)."""
 
     @abstractmethod
-    def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
         """Run a query and yield its rows in batches, never holding the whole result in Python."""
 
     @abstractmethod
@@ -549,6 +589,13 @@ def _identifier_rows(rows: Sequence[Mapping[str, Any]], kinds: Sequence[str]) ->
                     {"contact_id": row["contact_id"], "kind": kind, "value": value, "is_primary": is_primary, "position": position}
                 )
     return out
+
+
+def positive_range_rows(value: object) -> int:
+    """A valid `change_range_rows` (a whole number >= 1), or WarehouseConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise WarehouseConfigError(f"change_range_rows {value!r}: expected a whole number >= 1")
+    return value
 
 
 def _check_object_type(object_type: str) -> None:

@@ -4,14 +4,21 @@ Why it exists: a user without BigQuery still gets a real SQL warehouse with the 
 the same SQL as production (BigQuery-dialect text transpiled by sqlglot). Batches arrive as Arrow
 tables registered as views, so a MERGE of thousands of rows is one statement, never executemany.
 DuckDB allows one writing process per file; a second one gets `WarehouseLockedError`.
+
+Every connection gets a memory limit, a spill folder and a thread count from the project (DuckDB's
+own default limit is 80% of the machine's RAM, which a sync process at a million contacts would
+use): DuckDB then spills large sorts, joins and aggregations to disk instead of growing. Override
+them in the URL: `duckdb:///file.duckdb?memory_limit=1GB&threads=4&temp_directory=/scratch`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
-from collections.abc import Iterator, Sequence
+import tempfile
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import sqlglot
 
-from truth_forge.warehouse.base import Bind, KeySet, RowSet, Warehouse
+from truth_forge.warehouse.base import Bind, KeySet, RowSet, Warehouse, positive_range_rows
 from truth_forge.warehouse.errors import (
     WarehouseConfigError,
     WarehouseLockedError,
@@ -36,6 +43,16 @@ _ARROW_TYPES = {
     JSON: pa.string(),  # canonical JSON text, parsed in SQL by PARSE_JSON
 }
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+
+# What DuckDB may hold in its buffer pool before it spills to `temp_directory`. With the sync's
+# Python side (~150 MiB with its libraries) a 1M-contact first push peaked at about 495 MiB; see
+# BENCHMARKS.md ("Sync process memory"). Queries that cannot spill fail with an out-of-memory
+# error naming the setting instead of taking the machine's RAM.
+DEFAULT_MEMORY_LIMIT = "256MB"
+# Each thread keeps its own partitions of a hash table or sort: more threads, more memory, and the
+# sync is bound by Twenty's request budget, not by the warehouse's CPU.
+DEFAULT_THREADS = 2
+_MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
 
 
 def _check_file(path: Path, *, create: bool) -> None:
@@ -64,9 +81,24 @@ class DuckDBWarehouse(Warehouse):
     """`duckdb:///path/file.duckdb` or `duckdb:///:memory:`."""
 
     def __init__(self, path: str, tables: TableNames | None = None, *, read_only: bool = False,
-                 create: bool = True) -> None:
+                 create: bool = True, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS,
+                 temp_directory: str | None = None, change_range_rows: int | None = None) -> None:
         super().__init__(tables or TableNames())
         self.path = path
+        self._read_only = read_only
+        if not _MEMORY.match(memory_limit):
+            raise WarehouseConfigError(f"DuckDB memory_limit {memory_limit!r}: expected a size such as 256MB or 2GB")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise WarehouseConfigError(f"DuckDB threads {threads!r}: expected a whole number >= 1")
+        if change_range_rows is not None:
+            self.change_range_rows = positive_range_rows(change_range_rows)
+        self.memory_limit = memory_limit.strip()
+        self.threads = threads
+        # Next to the file (DuckDB's own choice for a file); for :memory:, a folder of this
+        # connection's own under the system's temp dir (DuckDB removes a folder it made on close).
+        self.temp_directory = temp_directory or (
+            f"{path}.tmp" if path != ":memory:"
+            else os.path.join(tempfile.gettempdir(), f"truth_forge_duckdb_{os.getpid()}_{id(self):x}"))
         if path != ":memory:":
             _check_file(Path(path).expanduser(), create=create and not read_only)
         try:
@@ -76,8 +108,21 @@ class DuckDBWarehouse(Warehouse):
                 raise WarehouseLockedError(path, str(exc)) from exc
             raise WarehouseConfigError(f"cannot open DuckDB warehouse {path!r}: {exc}") from exc
         self._prepare_connection()
+        self._apply_limits()
         if not read_only:
             self.ensure_tables()
+
+    def _apply_limits(self) -> None:
+        """Memory limit, spill folder and threads: database-wide settings, so once per database."""
+        try:
+            self._con.execute(f"SET memory_limit = '{self.memory_limit}'")
+            self._con.execute(f"SET threads = {self.threads}")
+            self._con.execute("SET temp_directory = $dir", {"dir": self.temp_directory})
+        except duckdb.Error as exc:
+            self._con.close()
+            raise WarehouseConfigError(f"DuckDB warehouse {self.path!r}: cannot apply memory_limit="
+                                       f"{self.memory_limit}, threads={self.threads}, temp_directory="
+                                       f"{self.temp_directory}: {exc}") from exc
 
     def _prepare_connection(self) -> None:
         # UTC so FORMAT_TIMESTAMP inside hashes does not depend on the machine's time zone. A large
@@ -94,6 +139,9 @@ class DuckDBWarehouse(Warehouse):
         twin = object.__new__(DuckDBWarehouse)
         Warehouse.__init__(twin, self.tables)
         twin.path = self.path
+        twin._read_only = self._read_only
+        twin.memory_limit, twin.threads, twin.temp_directory = self.memory_limit, self.threads, self.temp_directory
+        twin.change_range_rows = self.change_range_rows
         twin._con = self._con.cursor()
         twin._prepare_connection()
         return twin
@@ -110,6 +158,18 @@ class DuckDBWarehouse(Warehouse):
     def checkpoint(self) -> None:
         if self.path != ":memory:":
             self._con.execute("CHECKPOINT")
+
+    def _between_ranges(self) -> None:
+        # The push writes a sync state row per record while it reads the changes; with the large
+        # checkpoint_threshold those writes stay in memory (duckdb_memory(): IN_MEMORY_TABLE) until
+        # the WAL reaches 1GB, which at a million contacts is most of the run. A checkpoint once
+        # a range bounds them to one range's writes. Skipped when another transaction is open.
+        if self.path == ":memory:" or self._read_only or self._depth:
+            return
+        try:
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error:
+            pass  # another connection's transaction is open: the next range (or close) flushes
 
     # --- primitives ------------------------------------------------------------------------------
 
@@ -157,7 +217,7 @@ class DuckDBWarehouse(Warehouse):
         affected = int(rows[0][0]) if names == ["Count"] and rows else None
         return ([dict(zip(names, r)) for r in rows] if fetch else []), affected
 
-    def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
         sql = self._render(template, binds)
         # A cursor of its own: the caller writes sync state between batches on the main connection
         # while this read keeps its snapshot.

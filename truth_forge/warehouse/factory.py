@@ -3,8 +3,10 @@
 Why it exists: callers name a warehouse by one URL setting and never import an engine module:
   duckdb:///relative/file.duckdb   duckdb:////absolute/file.duckdb   duckdb:///:memory:
     optional ?read_only=true (several readers may share a file; no writer then)
+    &memory_limit=256MB &threads=2 &temp_directory=DIR (DuckDB's memory bound and spill folder)
   bigquery://PROJECT/DATASET       bigquery:///DATASET (project from gcp_project_id or the client)
     optional ?endpoint=http://127.0.0.1:9050 (an emulator: anonymous credentials) &location=EU
+  either engine: &change_range_rows=N (rows per change-detection range; see Warehouse.changed_rows)
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ class WarehouseURL:
     options: dict[str, str] = field(default_factory=dict)
 
 
-_KNOWN_OPTIONS = {"duckdb": {"read_only"}, "bigquery": {"endpoint", "location"}}
+_KNOWN_OPTIONS = {"duckdb": {"read_only", "memory_limit", "threads", "temp_directory", "change_range_rows"},
+                  "bigquery": {"endpoint", "location", "change_range_rows"}}
 
 
 def parse_warehouse_url(url: str) -> WarehouseURL:
@@ -96,11 +99,21 @@ def open_warehouse(
         url = url_or_settings
     names = TableNames(dict(tables or {}))
     parsed = parse_warehouse_url(url)
+    range_rows = (_whole_number(url, "change_range_rows", parsed.options["change_range_rows"])
+                  if "change_range_rows" in parsed.options else None)
     if parsed.engine == "duckdb":
         from truth_forge.warehouse.duckdb import DuckDBWarehouse
 
         read_only = read_only or parsed.options.get("read_only", "false").lower() in {"1", "true", "yes"}
-        return DuckDBWarehouse(parsed.path, names, read_only=read_only, create=create)
+        tuning: dict[str, Any] = {}
+        if "memory_limit" in parsed.options:
+            tuning["memory_limit"] = parsed.options["memory_limit"]
+        if "threads" in parsed.options:
+            tuning["threads"] = _whole_number(url, "threads", parsed.options["threads"])
+        if parsed.options.get("temp_directory"):
+            tuning["temp_directory"] = parsed.options["temp_directory"]
+        return DuckDBWarehouse(parsed.path, names, read_only=read_only, create=create,
+                               change_range_rows=range_rows, **tuning)
     try:
         from truth_forge.warehouse.bigquery import BigQueryWarehouse
     except ImportError as exc:
@@ -118,4 +131,15 @@ def open_warehouse(
         location=parsed.options.get("location"),
         create=create,
         timeout=timeout,
+        change_range_rows=range_rows,
     )
+
+
+def _whole_number(url: str, option: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise WarehouseConfigError(f"warehouse_url {url!r}: {option} must be a whole number >= 1, got {text!r}")
+    return value

@@ -16,6 +16,7 @@ Placeholders, filled by `Warehouse._render`:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from truth_forge.warehouse.schema import BUSINESS_JSON_COLUMNS, CONTACT_JSON_COLUMNS
 
@@ -68,11 +69,28 @@ def _output_columns(alias: str, columns: Sequence[str]) -> str:
     )
 
 
-def contact_view_ctes(restricted: bool) -> str:
-    """CTEs ending in `h`: one row per contact, CRM-facing columns, `updated_at` and `row_hash`."""
-    where_c = "WHERE c0.contact_id IN {keys_keys}" if restricted else ""
-    and_i = "AND i.contact_id IN {keys_keys}" if restricted else ""
-    and_l = "AND l.contact_id IN {keys_keys}" if restricted else ""
+# Which rows a view reads: every row, the keys of a key set ({keys_keys}), or one key range
+# (@range_lo <= key <= @range_hi, both bounds inclusive INT64 parameters).
+Scope = Literal["all", "keys", "range"]
+
+
+def _key_filter(column: str, scope: Scope) -> str:
+    if scope == "keys":
+        return f"{column} IN {{keys_keys}}"
+    if scope == "range":
+        return f"{column} BETWEEN @range_lo AND @range_hi"
+    return ""
+
+
+def contact_view_ctes(scope: Scope = "all") -> str:
+    """CTEs ending in `h`: one row per contact, CRM-facing columns, `updated_at` and `row_hash`.
+
+    Every table is filtered by the scope on its own (not only through the join), so a key range
+    reads the identifiers and links of that range alone: the aggregation stays range-sized.
+    """
+    where_c = f"WHERE {_key_filter('c0.contact_id', scope)}" if scope != "all" else ""
+    and_i = f"AND {_key_filter('i.contact_id', scope)}" if scope != "all" else ""
+    and_l = f"AND {_key_filter('l.contact_id', scope)}" if scope != "all" else ""
     json_cols = ", ".join(f"c.{c} AS {c}" for c in CONTACT_JSON_COLUMNS)
     return f"""
 c AS (
@@ -117,9 +135,9 @@ h AS (
 )"""
 
 
-def business_view_ctes(restricted: bool) -> str:
+def business_view_ctes(scope: Scope = "all") -> str:
     """CTEs ending in `h`: one row per business, CRM-facing columns, `updated_at` and `row_hash`."""
-    where_b = "WHERE b.business_id IN {keys_keys}" if restricted else ""
+    where_b = f"WHERE {_key_filter('b.business_id', scope)}" if scope != "all" else ""
     cols = ", ".join(f"b.{c} AS {c}" for c in BUSINESS_VIEW_COLUMNS)
     return f"""
 v AS (
@@ -132,27 +150,37 @@ h AS (
 
 def view_select(object_type: str, restricted: bool) -> str:
     """The CRM-facing rows (for given keys when restricted)."""
-    ctes, cols, key = _view_parts(object_type, restricted)
+    ctes, cols, key = _view_parts(object_type, "keys" if restricted else "all")
     return f"WITH {ctes}\nSELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash FROM h ORDER BY h.{key}"
 
 
 def hash_select(object_type: str) -> str:
-    ctes, _cols, key = _view_parts(object_type, True)
+    ctes, _cols, key = _view_parts(object_type, "keys")
     return f"WITH {ctes}\nSELECT h.{key} AS record_key, h.row_hash AS row_hash FROM h"
 
 
-def changed_select(object_type: str) -> str:
-    """Rows whose hash differs from the recorded one, that have no state yet, or whose push failed.
+def changed_select(object_type: str, scope: Scope = "range") -> str:
+    """Rows whose hash differs from the recorded one, that have no state yet, or whose push failed,
+    in key order; with the default scope, only those of one key range (@range_lo..@range_hi).
 
     A soft-deleted row that was never synced is skipped: there is nothing in the CRM to delete.
+    The sync state is cut to the same range before the join (record_key is the key as text), so
+    the join's build side is range-sized too.
     """
-    ctes, cols, key = _view_parts(object_type, False)
-    return f"""WITH {ctes}
+    ctes, cols, key = _view_parts(object_type, scope)
+    state_range = (f"AND {_key_filter('SAFE_CAST(s0.record_key AS INT64)', scope)}"
+                   if scope == "range" else "")
+    return f"""WITH {ctes},
+s AS (
+  SELECT s0.record_key AS record_key, s0.crm_id AS crm_id, s0.status AS status,
+    s0.warehouse_hash AS warehouse_hash
+  FROM {{crm_sync_state}} AS s0
+  WHERE s0.object_type = @object_type {state_range}
+)
 SELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash,
   s.crm_id AS crm_id, s.status AS sync_status, s.warehouse_hash AS synced_hash
 FROM h
-LEFT JOIN {{crm_sync_state}} AS s
-  ON s.object_type = @object_type AND s.record_key = CAST(h.{key} AS STRING)
+LEFT JOIN s ON s.record_key = CAST(h.{key} AS STRING)
 WHERE (s.record_key IS NULL AND h.deleted_at IS NULL)
    OR (s.record_key IS NOT NULL AND (
         s.warehouse_hash IS NULL OR s.warehouse_hash != h.row_hash
@@ -160,10 +188,24 @@ WHERE (s.record_key IS NULL AND h.deleted_at IS NULL)
 ORDER BY h.{key}"""
 
 
-def _view_parts(object_type: str, restricted: bool) -> tuple[str, tuple[str, ...], str]:
+def range_bounds_select(object_type: str) -> str:
+    """Every @range_rows-th key in key order: the upper bounds of ranges of @range_rows rows.
+
+    Reads the key column alone (8 bytes a row), so sizing the ranges costs a sort of the keys,
+    not of the rows; the rows after the last bound form the last range.
+    """
+    table, key = ("contacts", "contact_id") if object_type == "person" else ("businesses", "business_id")
+    return f"""SELECT r.k AS k FROM (
+  SELECT x.{key} AS k, ROW_NUMBER() OVER (ORDER BY x.{key}) AS rn FROM {{{table}}} AS x
+) AS r
+WHERE MOD(r.rn, @range_rows) = 0
+ORDER BY r.k"""
+
+
+def _view_parts(object_type: str, scope: Scope) -> tuple[str, tuple[str, ...], str]:
     if object_type == "person":
-        return contact_view_ctes(restricted), CONTACT_VIEW_COLUMNS, "contact_id"
-    return business_view_ctes(restricted), BUSINESS_VIEW_COLUMNS, "business_id"
+        return contact_view_ctes(scope), CONTACT_VIEW_COLUMNS, "contact_id"
+    return business_view_ctes(scope), BUSINESS_VIEW_COLUMNS, "business_id"
 
 
 def source_select(source: str, columns: Sequence[tuple[str, str]]) -> str:

@@ -1,0 +1,81 @@
+"""DuckDB's memory limit, spill folder and threads: set by the project on every connection, read
+back from DuckDB itself, overridable in the URL, and change detection still right under a tight limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from truth_forge.warehouse import Warehouse, WarehouseConfigError, open_warehouse
+from truth_forge.warehouse.duckdb import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS
+from truth_forge.warehouse.sample_data import generate_sample_data
+
+
+def settings(wh: Warehouse) -> dict[str, Any]:
+    rows, _ = wh._run("SELECT current_setting('memory_limit') AS memory_limit, current_setting('threads') AS threads, "
+                      "current_setting('temp_directory') AS temp_directory", (), fetch=True)
+    return rows[0]
+
+
+def duckdb_says(memory_limit: str) -> str:
+    """How DuckDB itself reports a limit (it prints 256MB as '244.1 MiB')."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        return str(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])  # type: ignore[index]
+    finally:
+        con.close()
+
+
+def test_every_connection_gets_the_projects_limits(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    machine_default = duckdb.connect().execute("SELECT current_setting('memory_limit')").fetchone()[0]  # type: ignore[index]
+    with open_warehouse(f"duckdb:///{path}") as wh:
+        got = settings(wh)
+        assert got["memory_limit"] == duckdb_says(DEFAULT_MEMORY_LIMIT) != machine_default
+        assert got["threads"] == DEFAULT_THREADS
+        assert got["temp_directory"] == f"{path}.tmp"
+        # The second connection a writer thread gets shares the database and its limits.
+        assert settings(wh.for_another_thread()) == got
+    with open_warehouse(f"duckdb:///{path}?read_only=true") as reader:
+        assert settings(reader)["memory_limit"] == duckdb_says(DEFAULT_MEMORY_LIMIT)
+
+
+def test_the_url_overrides_the_limits(tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}?memory_limit=1GB&threads=1&temp_directory={spill}"
+    with open_warehouse(url) as wh:
+        assert settings(wh) == {"memory_limit": duckdb_says("1GB"), "threads": 1, "temp_directory": str(spill)}
+
+
+def test_in_memory_warehouses_spill_to_a_folder_of_their_own() -> None:
+    with open_warehouse("duckdb:///:memory:") as a, open_warehouse("duckdb:///:memory:") as b:
+        first, second = settings(a)["temp_directory"], settings(b)["temp_directory"]
+        assert first != second and "truth_forge_duckdb_" in first
+        assert not Path(first).is_relative_to(Path.cwd())  # not a .tmp folder wherever the user stands
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("memory_limit=lots", "memory_limit 'lots'"),
+    ("memory_limit=256MB;DROP", "memory_limit"),
+    ("threads=0", "threads must be a whole number"),
+    ("threads=two", "threads must be a whole number"),
+])
+def test_bad_limits_are_config_errors(tmp_path: Path, option: str, message: str) -> None:
+    with pytest.raises(WarehouseConfigError, match=message):
+        open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}?{option}")
+
+
+def test_change_detection_is_right_under_a_tight_limit(tmp_path: Path) -> None:
+    # 32 MB, one thread, ranges of 500: the answer must not depend on the limit.
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as roomy:
+        generate_sample_data(roomy, contacts=3000, businesses=150, seed=3)
+        roomy.change_range_rows = 10**9
+        expected = [r for b in roomy.changed_rows("person", batch_size=1000) for r in b]
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}?memory_limit=32MB&threads=1&change_range_rows=500") as tight:
+        assert settings(tight)["memory_limit"] == duckdb_says("32MB")
+        got = [r for b in tight.changed_rows("person", batch_size=1000) for r in b]
+    assert len(got) == 3000 and got == expected
