@@ -250,15 +250,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+
+
 def git_commit() -> str:
+    """HEAD, and whether truth_forge/ is main's (the figures are about the code, not the harness)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "truth_forge"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + (" (truth_forge/ modified)" if dirty else "")
+        head = _git("rev-parse", "--short", "HEAD").stdout.strip()
+        main = _git("rev-parse", "--short", "main").stdout.strip()
+        if _git("status", "--porcelain", "--", "truth_forge").stdout.strip():
+            where = "truth_forge/ has uncommitted changes"
+        elif main and _git("diff", "--quiet", "main", "--", "truth_forge").returncode == 0:
+            where = f"truth_forge/ as on main {main}"
+        else:
+            where = "truth_forge/ differs from main"
+        return f"{head} ({where})"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
 
 
 def machine_line() -> str:
