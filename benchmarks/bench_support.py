@@ -1,0 +1,304 @@
+"""Shared pieces of the benchmark harness: a sandbox in its own process, request counting through the
+sandbox's own request log, the steady-rate arithmetic, the machine description and the BENCHMARKS.md
+section writer.
+
+Everything here listens on or talks to 127.0.0.1 only, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib import request as urlrequest
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "bench-key"
+
+START_MARKER = "<!-- issue-11-scoreboard:start (written by benchmarks/scoreboard.py; edits inside are overwritten) -->"
+END_MARKER = "<!-- issue-11-scoreboard:end -->"
+_START_RE = re.compile(r"<!-- issue-11-scoreboard:start[^>]*-->")
+
+
+# -- BENCHMARKS.md --------------------------------------------------------------------------------
+
+def replace_section(document: str, section: str) -> str:
+    """The document with the text between the scoreboard markers replaced by `section` (markers kept);
+    the section (with markers) is appended when the document has none yet. Nothing else changes."""
+    block = f"{START_MARKER}\n{section.strip()}\n{END_MARKER}"
+    start = _START_RE.search(document)
+    if start is None:
+        return document.rstrip("\n") + "\n\n" + block + "\n"
+    end = document.find(END_MARKER, start.end())
+    if end < 0:
+        raise ValueError("BENCHMARKS.md has the scoreboard's start marker but not its end marker")
+    return document[:start.start()] + block + document[end + len(END_MARKER):]
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    path.write_text(replace_section(text, section))
+
+
+# -- arithmetic -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sample:
+    """One answered request, as the sandbox logged it."""
+
+    at: float  # epoch seconds when the response finished
+    records: int  # records written by it (a batch create/upsert body), 0 for anything else
+    status: int | None = 200
+
+
+def steady_rate(samples: Sequence[Sample], skip: int) -> tuple[float, int, float]:
+    """(records per minute, requests, seconds) over the window that starts when request `skip` ends
+    (so the burst the buckets allow at the start is left out) and ends with the last request.
+
+    Records are those of the requests finished inside the window; every request in it counts
+    toward the request figure, reads and refusals too, since all of them spend the budget."""
+    ordered = sorted(samples, key=lambda s: s.at)
+    if len(ordered) < skip + 2:
+        raise ValueError(f"need at least {skip + 2} requests for a steady window, got {len(ordered)}")
+    window = ordered[skip:]
+    seconds = window[-1].at - window[0].at
+    records = sum(s.records for s in window[1:])
+    if seconds <= 0:
+        raise ValueError("the steady window has no duration")
+    return records * 60.0 / seconds, len(window) - 1, seconds
+
+
+def efficiency(records_per_minute: float, limit_per_minute: float, batch: int) -> float:
+    """The issue's steady-push figure: records/min ÷ (limit × batch)."""
+    return records_per_minute / (limit_per_minute * batch)
+
+
+def floor_seconds(requests: int, limit_per_minute: float) -> float:
+    """The least time `requests` can take at the limit (the issue's "requests needed ÷ rate")."""
+    return requests * 60.0 / limit_per_minute
+
+
+def late_rate(finished_at: Sequence[float], started: float, ended: float) -> float:
+    """Items per minute over the second half of [started, ended] (a bounded loop's steady rate:
+    the first half holds the burst the server's bucket allows)."""
+    half = started + (ended - started) / 2
+    done = sum(1 for t in finished_at if half < t <= ended)
+    return done * 60.0 / max(1e-9, ended - half)
+
+
+def fmt_pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f} %"
+
+
+def fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+# -- the sandbox in its own process ---------------------------------------------------------------
+
+_URL_RE = re.compile(r"export TWENTY_BASE_URL=(http://127\.0\.0\.1:\d+)")
+
+
+def parse_base_url(line: str) -> str | None:
+    """The sandbox's base URL from the CLI's ready message (`export TWENTY_BASE_URL=...`)."""
+    match = _URL_RE.search(line)
+    return match.group(1) if match else None
+
+
+class SandboxProcess:
+    """`python -m truth_forge.sandbox` in a child process, on a free loopback port.
+
+    A separate process, so the sandbox's CPU does not compete with the measured client for one
+    interpreter lock. Controlled over its `/_sandbox/*` routes: request log, faults, reset."""
+
+    def __init__(self, *, rate_limit: int | None, burst: int | None = None, api_key: str = API_KEY,
+                 start_timeout: float = 30.0) -> None:
+        args = [sys.executable, "-m", "truth_forge.sandbox", "--port", "0", "--host", "127.0.0.1",
+                "--api-key", api_key, "--rate-limit", str(rate_limit or 0)]
+        if burst is not None and rate_limit:
+            args += ["--rate-limit-burst", str(burst)]
+        self.api_key = api_key
+        self.rate_limit = rate_limit
+        self.burst = burst
+        self._proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.base_url = self._wait_for_url(start_timeout)
+        self._drain = threading.Thread(target=self._discard_stdout, daemon=True)
+        self._drain.start()
+
+    def _wait_for_url(self, timeout: float) -> str:
+        found: list[str] = []
+
+        def read() -> None:
+            assert self._proc.stdout is not None
+            for line in self._proc.stdout:
+                url = parse_base_url(line)
+                if url:
+                    found.append(url)
+                    return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not found:
+            self.stop()
+            raise RuntimeError(f"the sandbox did not start within {timeout:.0f} s")
+        return found[0]
+
+    def _discard_stdout(self) -> None:
+        assert self._proc.stdout is not None
+        for _ in self._proc.stdout:
+            pass
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def _admin(self, method: str, path: str, body: Any = None, timeout: float = 120.0) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urlrequest.Request(self.base_url + path, data=data, method=method,
+                                 headers={"Authorization": f"Bearer {self.api_key}",
+                                          "Content-Type": "application/json"})
+        with urlrequest.urlopen(req, timeout=timeout) as response:  # loopback only
+            return json.loads(response.read() or b"null")
+
+    def entries(self) -> list[dict[str, Any]]:
+        return self._admin("GET", "/_sandbox/requests")
+
+    def mark(self) -> int:
+        """The sequence number of the last logged request (log entries after it are "since")."""
+        entries = self.entries()
+        return entries[-1]["seq"] if entries else 0
+
+    def since(self, mark: int) -> list[dict[str, Any]]:
+        return [e for e in self.entries() if e["seq"] > mark]
+
+    def set_latency(self, ms: float) -> None:
+        """A fixed delay before every API request is answered (the sandbox's latency fault)."""
+        self._admin("POST", "/_sandbox/faults", {"latency_ms": ms})
+
+    def reset(self) -> None:
+        self._admin("POST", "/_sandbox/reset", {})
+
+    def rss_mib(self) -> float | None:
+        return process_rss_mib(self._proc.pid)
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(10)
+
+    def __enter__(self) -> "SandboxProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def samples_of(entries: Iterable[dict[str, Any]]) -> list[Sample]:
+    """Log entries -> samples; only a batch create/upsert that succeeded counts records."""
+    out = []
+    for e in entries:
+        ok = e.get("status") is not None and 200 <= e["status"] < 300
+        wrote = e["method"] == "POST" and e["path"].startswith("/rest/batch/")
+        out.append(Sample(e["at"], (e.get("batch_size") or 0) if ok and wrote else 0, e.get("status")))
+    return out
+
+
+def count_status(entries: Iterable[dict[str, Any]], status: int) -> int:
+    return sum(1 for e in entries if e.get("status") == status)
+
+
+def process_rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+# -- the machine ----------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+
+
+def git_commit() -> str:
+    """HEAD, and whether truth_forge/ is main's (the figures are about the code, not the harness)."""
+    try:
+        head = _git("rev-parse", "--short", "HEAD").stdout.strip()
+        main = _git("rev-parse", "--short", "main").stdout.strip()
+        if _git("status", "--porcelain", "--", "truth_forge").stdout.strip():
+            where = "truth_forge/ has uncommitted changes"
+        elif main and _git("diff", "--quiet", "main", "--", "truth_forge").returncode == 0:
+            where = f"truth_forge/ as on main {main}"
+        else:
+            where = "truth_forge/ differs from main"
+        return f"{head} ({where})"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load_average() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def machine_line() -> str:
+    import duckdb
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cores} cores ({cpu_model()}, {platform.machine()}), {platform.system()} "
+            f"{platform.release()}, {platform.python_implementation()} {platform.python_version()}, "
+            f"duckdb {duckdb.__version__}")
+
+
+def today() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class Deadline:
+    """A bound on the whole run: steps ask it how much time is left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.ends = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.ends - time.monotonic()
+
+    def check(self, what: str) -> None:
+        if self.left() <= 0:
+            raise TimeoutError(f"the benchmark's time bound ran out before {what}")

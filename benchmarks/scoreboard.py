@@ -1,0 +1,581 @@
+"""Issue 11's scoreboard in one run: every row of its table, measured side by side for truth-forge,
+the seed document's naive per-contact loop and dlt's `rest_api` pull, all against the bundled
+sandbox running in its own process (requests counted by the sandbox's request log).
+
+    .venv/bin/python benchmarks/scoreboard.py --quick --write BENCHMARKS.md   # make bench
+    .venv/bin/python benchmarks/scoreboard.py --full --write BENCHMARKS.md    # make bench-full
+
+The section between the scoreboard markers in BENCHMARKS.md is rewritten; the rest of the file is
+left alone. Raw figures also go to .bench/scoreboard-<mode>.json. Goals are figures to compare
+against, never assertions. Loopback only; the only network use is pip installing dlt into a
+throwaway venv under .bench/ (once; reused after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import inspect
+import json
+import logging
+import math
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_support import (  # noqa: E402
+    API_KEY, ROOT, Deadline, SandboxProcess, count_status, efficiency, floor_seconds, fmt_pct, fmt_s,
+    git_commit, late_rate, load_average, machine_line, samples_of, steady_rate, today, write_section,
+)
+import dlt_pull  # noqa: E402
+import naive_loop  # noqa: E402
+
+from truth_forge.crm_schema import CrmSchema, setup_schema  # noqa: E402
+from truth_forge.sync import pull as pull_module  # noqa: E402
+from truth_forge.sync.runner import run_sync  # noqa: E402
+from truth_forge.twenty import TwentyClient  # noqa: E402
+from truth_forge.warehouse import open_warehouse  # noqa: E402
+from truth_forge.warehouse.sample_data import generate_sample_data  # noqa: E402
+
+UNLIMITED = 1e9  # the client's budget when the sandbox's limit is off
+DEFAULT_OVERLAP: dt.timedelta = getattr(pull_module, "DEFAULT_OVERLAP", dt.timedelta(minutes=2))
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    steady_limit: int  # requests/min for rows 1-2
+    steady_skip: int  # requests left out at the start (the buckets' burst)
+    steady_window: int  # paced requests measured after them
+    client_burst: int  # the truth-forge client's bucket for rows 1-2
+    server_burst: int  # the sandbox's bucket for rows 1-2
+    naive_seconds: float  # each naive-loop measurement (rows 1-3)
+    first_push: int  # row 3's contacts
+    rerun_n: int  # rows 4-6's contacts
+    overlap: dt.timedelta | None  # the pull overlap passed to run_sync for rows 4-6 (None = its default)
+    pull_n: int  # row 8's people
+    memory_args: list[tuple[str, ...]]  # bench_memory.py's options, each passed only if its --help names it
+    memory_timeout: float
+    bound_seconds: float  # the whole run
+
+
+QUICK = Mode("quick", steady_limit=100, steady_skip=12, steady_window=24, client_burst=1, server_burst=10,
+             naive_seconds=20, first_push=3000, rerun_n=10_000, overlap=dt.timedelta(seconds=15),
+             pull_n=5000, memory_args=[("--timeout", "600")], memory_timeout=900, bound_seconds=1500)
+FULL = Mode("full", steady_limit=100, steady_skip=20, steady_window=80, client_burst=1, server_burst=10,
+            naive_seconds=60, first_push=6000, rerun_n=100_000, overlap=None,
+            pull_n=20_000, memory_args=[("--full",), ("--timeout", "2400")], memory_timeout=3000,
+            bound_seconds=7200)
+
+SCHEMA = CrmSchema.load()
+log = logging.getLogger("scoreboard")
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- helpers around the project's APIs (kept tolerant: interfaces move while others work) ----------
+
+def client(base_url: str, *, batch: int, per_minute: float, burst: int | None = None) -> TwentyClient:
+    options: dict[str, Any] = {"batch_size": batch, "requests_per_minute": per_minute}
+    if burst is not None:
+        options["burst"] = burst
+    return TwentyClient(base_url, API_KEY, **options)
+
+
+def setup(sandbox: SandboxProcess) -> None:
+    """Create our custom fields with a client of its own (metadata requests, not part of a figure)."""
+    with client(sandbox.base_url, batch=60, per_minute=UNLIMITED) as c:
+        setup_schema(c, SCHEMA)
+
+
+def sync(warehouse: Any, c: TwentyClient, *, overlap: dt.timedelta | None = None, **options: Any) -> Any:
+    params = inspect.signature(run_sync).parameters
+    if overlap is not None and "pull_overlap" in params:
+        options["pull_overlap"] = overlap
+    result = run_sync(warehouse, c, SCHEMA, **{k: v for k, v in options.items() if k in params})
+    if result.status != "succeeded":
+        raise RuntimeError(f"sync {result.status}: {result.sync_errors[:3]}")
+    return result
+
+
+@contextmanager
+def warehouse_with(tmp: Path, name: str, contacts: int) -> Iterator[Any]:
+    with open_warehouse(f"duckdb:///{tmp / (name + '.duckdb')}") as warehouse:
+        if contacts:
+            generate_sample_data(warehouse, contacts, max(1, contacts // 20), seed=1)
+        yield warehouse
+
+
+def naive(sandbox: SandboxProcess, tmp: Path, name: str, *, contacts: int, seconds: float) -> dict[str, Any]:
+    """The seed-style loop against a fresh sandbox that already has our fields; bounded."""
+    with warehouse_with(tmp, name, contacts) as warehouse:
+        mark = sandbox.mark()
+        result = naive_loop.run_naive(sandbox.base_url, API_KEY,
+                                      naive_loop.person_bodies(warehouse, SCHEMA, contacts),
+                                      max_contacts=contacts, max_seconds=seconds)
+    entries = sandbox.since(mark)
+    return {"contacts": result.contacts, "seconds": result.seconds, "requests": len(entries),
+            "rate_limited": count_status(entries, 429), "failed": result.failed,
+            "per_minute_steady": late_rate(result.finished_at, result.started, result.ended),
+            "per_minute_overall": result.contacts_per_minute,
+            "requests_per_contact": (len(entries) - count_status(entries, 429)) / max(1, result.contacts)}
+
+
+# -- rows 1 and 2: steady push efficiency -----------------------------------------------------------
+
+def steady_push(mode: Mode, tmp: Path, batch: int, latency_ms: float) -> dict[str, Any]:
+    n = (mode.steady_skip + mode.steady_window + 4) * batch
+    with SandboxProcess(rate_limit=mode.steady_limit, burst=mode.server_burst) as sandbox:
+        setup(sandbox)
+        if latency_ms:
+            sandbox.set_latency(latency_ms)
+        with warehouse_with(tmp, f"steady-{batch}-{latency_ms:.0f}", n) as warehouse, \
+                client(sandbox.base_url, batch=batch, per_minute=mode.steady_limit, burst=mode.client_burst) as c:
+            mark = sandbox.mark()
+            started = time.perf_counter()
+            sync(warehouse, c)
+            elapsed = time.perf_counter() - started
+        entries = sandbox.since(mark)
+    samples = samples_of(entries)
+    # The last `steady_window` requests: by then both buckets' start-up tokens (and whatever they
+    # earned back while the first slow requests were in flight) are long spent.
+    skip = max(mode.steady_skip, len(samples) - mode.steady_window - 1)
+    per_minute, requests, seconds = steady_rate(samples, skip)
+    return {"contacts": n, "batch": batch, "latency_ms": latency_ms, "records_per_minute": per_minute,
+            "efficiency": efficiency(per_minute, mode.steady_limit, batch), "window_requests": requests,
+            "window_seconds": seconds, "requests": len(entries), "rate_limited": count_status(entries, 429),
+            "run_seconds": elapsed}
+
+
+def steady_naive(mode: Mode, tmp: Path, latency_ms: float) -> dict[str, Any]:
+    with SandboxProcess(rate_limit=mode.steady_limit, burst=mode.server_burst) as sandbox:
+        setup(sandbox)
+        if latency_ms:
+            sandbox.set_latency(latency_ms)
+        out = naive(sandbox, tmp, f"naive-steady-{latency_ms:.0f}", contacts=2000, seconds=mode.naive_seconds)
+    out["latency_ms"] = latency_ms
+    return out
+
+
+# -- row 3: first push of 6,000 against 200/min, bucket 20, 600 ms ----------------------------------
+
+FIRST_LIMIT, FIRST_BUCKET, FIRST_LATENCY, FIRST_BATCH = 200, 20, 600, 60
+
+
+def first_push(mode: Mode, tmp: Path) -> dict[str, Any]:
+    with SandboxProcess(rate_limit=FIRST_LIMIT, burst=FIRST_BUCKET) as sandbox:
+        setup(sandbox)
+        sandbox.set_latency(FIRST_LATENCY)
+        with warehouse_with(tmp, "first-push", mode.first_push) as warehouse, \
+                client(sandbox.base_url, batch=FIRST_BATCH, per_minute=FIRST_LIMIT) as c:
+            mark = sandbox.mark()
+            started = time.perf_counter()
+            sync(warehouse, c)
+            elapsed = time.perf_counter() - started
+        entries = sandbox.since(mark)
+    answered = len(entries) - count_status(entries, 429)
+    floor = floor_seconds(answered, FIRST_LIMIT)
+    return {"contacts": mode.first_push, "seconds": elapsed, "requests": len(entries),
+            "rate_limited": count_status(entries, 429), "floor_seconds": floor, "of_floor": floor / elapsed}
+
+
+def first_push_naive(mode: Mode, tmp: Path) -> dict[str, Any]:
+    with SandboxProcess(rate_limit=FIRST_LIMIT, burst=FIRST_BUCKET) as sandbox:
+        setup(sandbox)
+        sandbox.set_latency(FIRST_LATENCY)
+        out = naive(sandbox, tmp, "naive-first", contacts=mode.first_push, seconds=mode.naive_seconds)
+    rate = out["per_minute_steady"] or out["per_minute_overall"]
+    projected = mode.first_push / rate * 60 if rate else math.inf
+    own_floor = floor_seconds(round(out["requests_per_contact"] * mode.first_push), FIRST_LIMIT)
+    out.update(projected_seconds=projected, own_floor_seconds=own_floor, of_own_floor=own_floor / projected)
+    return out
+
+
+# -- rows 4 to 6: what reruns cost ------------------------------------------------------------------
+
+def reruns(mode: Mode, tmp: Path, deadline: Deadline) -> dict[str, Any]:
+    overlap = mode.overlap or DEFAULT_OVERLAP
+    settle = overlap.total_seconds() + 5
+    n = mode.rerun_n
+    out: dict[str, Any] = {"contacts": n, "overlap_seconds": overlap.total_seconds(), "wait_seconds": settle}
+
+    def timed(label: str, warehouse: Any, c: TwentyClient, sandbox: SandboxProcess) -> None:
+        mark = sandbox.mark()
+        started = time.perf_counter()
+        result = sync(warehouse, c, overlap=mode.overlap)
+        seconds = time.perf_counter() - started
+        entries = sandbox.since(mark)
+        out[label] = {"requests": len(entries), "client_requests": result.counts.get("requests"),
+                      "seconds": seconds}
+        say(f"  {label}: {len(entries)} requests, {seconds:.1f} s")
+
+    def change(warehouse: Any, offset: int, value: str) -> None:
+        # A new name: always a real change (a category could already hold the value).
+        warehouse.upsert_contacts([{"contact_id": i, "canonical_name": f"Bench {value}{i} Changed"}
+                                   for i in range(1 + offset, n + 1, 100)])
+
+    with SandboxProcess(rate_limit=None) as sandbox:
+        setup(sandbox)
+        with warehouse_with(tmp, "reruns", n) as warehouse, \
+                client(sandbox.base_url, batch=60, per_minute=UNLIMITED) as c:
+            timed("first_sync", warehouse, c, sandbox)
+            timed("noop_right_after", warehouse, c, sandbox)              # row 4
+            change(warehouse, 0, "A")
+            timed("changed_back_to_back", warehouse, c, sandbox)          # row 6, back to back
+            deadline.check("the window wait")
+            time.sleep(settle)
+            timed("noop_window_passed", warehouse, c, sandbox)            # row 5
+            time.sleep(settle)
+            timed("noop_window_passed_again", warehouse, c, sandbox)      # row 5, once more
+            change(warehouse, 50, "B")
+            time.sleep(settle)
+            timed("changed_window_passed", warehouse, c, sandbox)         # row 6, window passed
+    return out
+
+
+# -- row 7: peak RSS of a 1M push (benchmarks/bench_memory.py, another helper's) -------------------
+
+def memory(mode: Mode) -> dict[str, Any]:
+    script = ROOT / "benchmarks" / "bench_memory.py"
+    if not script.exists():
+        return {"status": "not measured", "why": "benchmarks/bench_memory.py is not on this branch yet"}
+    try:
+        help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
+                                   timeout=60, cwd=ROOT).stdout
+    except subprocess.SubprocessError:
+        help_text = ""
+    args = [part for option in mode.memory_args if option[0] in help_text for part in option]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                              timeout=mode.memory_timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"status": "not measured", "why": f"bench_memory.py ran past {mode.memory_timeout:.0f} s"}
+    table = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    if done.returncode != 0 or not table:
+        return {"status": "not measured", "why": f"bench_memory.py exited {done.returncode}: "
+                + (done.stderr.strip().splitlines() or [""])[-1][:300]}
+    return {"status": "measured", "args": args, "table": table, "seconds": time.perf_counter() - started,
+            "sizes": memory_details(done.stdout)}
+
+
+_DETAIL_RE = re.compile(r"^<!-- ([\d,]+): (\{.*\}) -->$")
+
+
+def memory_details(text: str) -> dict[int, dict[str, Any]]:
+    """bench_memory.py's per-size JSON comments (`<!-- 10,000: {...} -->`), by contact count."""
+    out: dict[int, dict[str, Any]] = {}
+    for line in text.splitlines():
+        match = _DETAIL_RE.match(line.strip())
+        if match:
+            try:
+                out[int(match.group(1).replace(",", ""))] = json.loads(match.group(2))
+            except ValueError:
+                continue
+    return out
+
+
+def memory_cell(m: dict[str, Any]) -> tuple[str, bool | None]:
+    """Row 7's cell from bench_memory.py's details: the peak at the largest size, the growth."""
+    sizes = {n: d for n, d in m.get("sizes", {}).items() if isinstance(d, dict) and "rss_peak_mib" in d}
+    if not sizes:
+        return "see the table below", None
+    parts = [f"{d['rss_peak_mib']:,.0f} MiB at {n:,}" for n, d in sorted(sizes.items())]
+    largest = max(sizes)
+    growth = sizes[largest].get("growth_mib_per_1k")
+    text = "peak RSS " + ", ".join(parts) + (f"; grows {growth} MiB per 1k at {largest:,}" if growth is not None else "")
+    peak_mb = sizes[largest]["rss_peak_mib"] * 2**20 / 1e6
+    if largest < 1_000_000:
+        return text + " (1M not run in this mode)", None
+    return text, peak_mb <= 500
+
+
+# -- row 8: pull of N people, truth-forge vs dlt -----------------------------------------------------
+
+def pull_vs_dlt(mode: Mode, tmp: Path, dlt_python: Path | None, dlt_error: str | None) -> dict[str, Any]:
+    n = mode.pull_n
+    out: dict[str, Any] = {"people": n}
+    with SandboxProcess(rate_limit=None) as sandbox:
+        setup(sandbox)
+        with warehouse_with(tmp, "pull-source", n) as source, \
+                client(sandbox.base_url, batch=200, per_minute=UNLIMITED) as c:
+            sync(source, c)  # fills the sandbox with N people (and N/20 companies)
+        with warehouse_with(tmp, "pull-target", 0) as target, \
+                client(sandbox.base_url, batch=200, per_minute=UNLIMITED) as c:
+            mark = sandbox.mark()
+            started = time.perf_counter()
+            sync(target, c, direction="pull")
+            seconds = time.perf_counter() - started
+            entries = sandbox.since(mark)
+            out["truth_forge"] = {"seconds": seconds, "requests": len(entries),
+                                  "people_requests": sum(1 for e in entries if e["path"] == "/rest/people"),
+                                  "rows": target.count_rows("contacts")}
+        if dlt_python is None:
+            out["dlt"] = {"error": dlt_error}
+        else:
+            mark = sandbox.mark()
+            try:
+                result = dlt_pull.run_dlt_pull(dlt_python, sandbox.base_url, API_KEY)
+                entries = sandbox.since(mark)
+                out["dlt"] = {**result, "requests": len(entries)}
+            except (RuntimeError, subprocess.SubprocessError, ValueError) as exc:
+                out["dlt"] = {"error": str(exc)[:500]}
+    return out
+
+
+# -- the section ------------------------------------------------------------------------------------
+
+def verdict(ok: bool | None) -> str:
+    return "" if ok is None else (" ✅" if ok else " ❌")
+
+
+def render(mode: Mode, r: dict[str, Any], command: str, run_seconds: float) -> str:
+    lines = [
+        "## Issue 11 scoreboard",
+        "",
+        "What it shows: every figure of issue 11's table, measured in one run, side by side for truth-forge, "
+        "the seed document's naive loop (for each contact: look it up by email, then create or update it, "
+        "one request at a time; `benchmarks/naive_loop.py`) and dlt's `rest_api` source "
+        f"(dlt {r.get('pull', {}).get('dlt', {}).get('dlt', dlt_pull.DLT_VERSION)}, in a throwaway venv). "
+        "Everything runs against the bundled sandbox in its own process (`python -m truth_forge.sandbox`); "
+        "requests are counted by the sandbox's request log. ✅/❌: the goal met or not. Goals are figures, "
+        "never test assertions.",
+        "",
+        f"Command: `{command}` ({mode.name} mode; whole run {fmt_s(run_seconds)})  ",
+        f"Machine: {r['machine']}  ",
+        f"Date: {r['date']}; code: {r['commit']}; load average {r.get('load_before', '?')} before, "
+        f"{r.get('load_after', '?')} after (other work on the machine moves the local-time figures, not the request counts)",
+        "",
+        "| # | figure | goal | truth-forge | naive seed loop | dlt `rest_api` |",
+        "|---|---|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    lim = mode.steady_limit
+
+    s = r.get("steady", {})
+    for row, latency in ((1, 0), (2, 400)):
+        cells = []
+        ok = True
+        for batch in (60, 200):
+            m = s.get(f"{batch}-{latency}")
+            if m:
+                ok = ok and m["efficiency"] >= 0.95
+                cells.append(f"{fmt_pct(m['efficiency'])} at {batch} ({m['records_per_minute']:,.0f} rec/min)")
+            else:
+                ok = False
+                cells.append(f"not measured at {batch}")
+        nv = s.get(f"naive-{latency}")
+        naive_cell = "–"
+        if nv:
+            naive_cell = " / ".join(f"{fmt_pct(efficiency(nv['per_minute_steady'], lim, b))} at {b}" for b in (60, 200))
+            naive_cell += f" ({nv['per_minute_steady']:.0f} contacts/min, {nv['contacts']} contacts in {nv['seconds']:.0f} s)"
+        figure = ("steady push, records/min ÷ (limit × batch)" if row == 1
+                  else "same, with 400 ms added to every request")
+        goal = "≥ 95 % at 60 and 200" if row == 1 else "≥ 95 % at both, 400 ms per request"
+        lines.append(f"| {row} | {figure} | {goal} | {'; '.join(cells)}{verdict(ok if s else None)} | {naive_cell} | – |")
+    if s:
+        notes.append(
+            f"Rows 1–2: sandbox limit {lim} requests/min (Twenty's own figure, not scaled up: the ratio of latency to "
+            f"the request slot is what row 2 is about, and scaling the limit would change it), bucket "
+            f"{mode.server_burst}; truth-forge's client told {lim}/min with a bucket of {mode.client_burst} token (its "
+            f"default is 90 % of the limit). One token means the client can never run ahead of the limit, so a short "
+            f"window measures the pace alone (with 5 tokens a 24-request window read up to 104 %: tokens earned back "
+            f"during the pause for a warehouse read were spent in a burst); the price is a slightly strict figure, since "
+            f"a slot lost to such a pause is never made up. The steady state starts at once instead "
+            f"of after a 90-request burst, which keeps the run short. Each run is a first sync of "
+            f"{mode.steady_skip + mode.steady_window + 4} × batch contacts (plus contacts/20 companies); the rate is the "
+            f"records written by the last {mode.steady_window} requests ÷ their span (every request in it, reads "
+            f"included, spends the budget). The 400 ms is the sandbox's latency fault on every `/rest` request. "
+            f"Naive loop: the same sandbox settings, contacts finished in the second half of a {mode.naive_seconds:.0f} s "
+            f"run; it has no batch, so its ratio is against the same limit × batch as truth-forge's.")
+
+    f = r.get("first")
+    fn = r.get("first_naive")
+    if f:
+        tf_cell = (f"{fmt_pct(f['of_floor'])}: {fmt_s(f['seconds'])} for {f['requests']} requests, floor "
+                   f"{fmt_s(f['floor_seconds'])}{' (' + str(f['rate_limited']) + ' answered 429)' if f['rate_limited'] else ''}"
+                   f"{verdict(f['of_floor'] >= 0.85)}")
+    else:
+        tf_cell = "not measured"
+    naive_cell = "–"
+    if fn:
+        naive_cell = (f"projected {fmt_s(fn['projected_seconds'])} ({fn['per_minute_steady']:.0f} contacts/min over "
+                      f"{fn['seconds']:.0f} s, {fn['contacts']} contacts); its own floor "
+                      f"({fn['requests_per_contact']:.1f} requests a contact) {fmt_s(fn['own_floor_seconds'])}: "
+                      f"{fmt_pct(fn['of_own_floor'])}")
+    lines.append(f"| 3 | first push of {mode.first_push:,} against {FIRST_LIMIT}/min, bucket {FIRST_BUCKET}, "
+                 f"{FIRST_LATENCY} ms per request: floor time ÷ achieved time | ≥ 85 % | {tf_cell} | {naive_cell} | – |")
+    notes.append(f"Row 3: batch {FIRST_BATCH} (passed explicitly), truth-forge's client told the limit "
+                 f"({FIRST_LIMIT}/min, its default bucket); floor = answered requests ÷ {FIRST_LIMIT}/min, as the issue "
+                 f"defines it (the sandbox's first {FIRST_BUCKET} tokens make a slightly lower time possible). "
+                 f"{mode.first_push:,} contacts plus {mode.first_push // 20} companies. The naive loop ran for "
+                 f"{mode.naive_seconds:.0f} s and is **extrapolated** linearly to {mode.first_push:,} contacts.")
+
+    rr = r.get("reruns")
+    n = mode.rerun_n
+    naive_rate = (s.get("naive-0") or {}).get("requests_per_contact")
+    naive_rerun = (f"{naive_rate * n:,.0f} requests (derived: it has no change detection, so every run "
+                   f"sends all {n:,}; {naive_rate:.1f} requests a contact measured in row 1)") if naive_rate else "–"
+    goal6 = math.ceil(n / 100 / 60) + 3
+    if rr:
+        a, b = rr["noop_right_after"], rr["noop_window_passed"]
+        c, d = rr["changed_back_to_back"], rr["changed_window_passed"]
+        lines.append(f"| 4 | no-op run right after a first sync of {n:,} | ≤ 3 requests | {a['requests']} requests, "
+                     f"{a['seconds']:.1f} s{verdict(a['requests'] <= 3)} | {naive_rerun} | – |")
+        b2 = rr.get("noop_window_passed_again", b)
+        same = f"{naive_rate * n:,.0f} (the same)" if naive_rate else "–"
+        lines.append(f"| 5 | no-op run once nothing changed for a while (window passed) | ≤ 2 requests (stretch: 1) | "
+                     f"{b['requests']} requests ({b['seconds']:.1f} s), then {b2['requests']} after another wait"
+                     f"{verdict(max(b['requests'], b2['requests']) <= 2)} | {same} | – |")
+        lines.append(f"| 6 | 1 %-changed rerun of {n:,} | ≤ ceil({n // 100}/60) + 3 = {goal6}, back to back too | "
+                     f"{d['requests']} window passed, {c['requests']} back to back"
+                     f"{verdict(max(c['requests'], d['requests']) <= goal6)} | {same} | – |")
+        ov = "its default overlap (" + fmt_s(DEFAULT_OVERLAP.total_seconds()) + ")" if mode.overlap is None else (
+            f"`pull_overlap` of {rr['overlap_seconds']:.0f} s passed to `run_sync` (scaled down from the default "
+            f"{fmt_s(DEFAULT_OVERLAP.total_seconds())} so quick mode does not wait minutes; the same thing happens, sooner)")
+        notes.append(
+            f"Rows 4–6: one warehouse of {n:,} contacts ({n // 20:,} companies), batch 60, sandbox limit off (the "
+            f"seconds are local work, not rate-limit waits). In order: first sync ({rr['first_sync']['requests']} requests, "
+            f"{rr['first_sync']['seconds']:.0f} s); no-op at once (row 4); 1 % of contacts changed, rerun at once (row 6, "
+            f"back to back); wait {rr['wait_seconds']:.0f} s, no-op (row 5: nothing changed since that push), wait again, "
+            f"no-op; another 1 % "
+            f"changed, wait {rr['wait_seconds']:.0f} s, rerun (row 6, window passed). Runs use {ov}.")
+    else:
+        for row in (4, 5, 6):
+            lines.append(f"| {row} | reruns | see issue | not measured | {naive_rerun} | – |")
+
+    m = r.get("memory", {})
+    if m.get("status") == "measured":
+        cell, ok = memory_cell(m)
+        lines.append(f"| 7 | 1M-contact push, peak RSS of the sync process | ≤ 500 MB, flat in N | {cell}{verdict(ok)} "
+                     f"(`benchmarks/bench_memory.py {' '.join(m['args'])}`, table below) | – | – |")
+    else:
+        lines.append(f"| 7 | 1M-contact push, peak RSS of the sync process | ≤ 500 MB, flat in N | not measured "
+                     f"({m.get('why', '')}) | – | – |")
+
+    p = r.get("pull")
+    if p:
+        t, d = p["truth_forge"], p.get("dlt", {})
+        if "error" in d:
+            dlt_cell = f"failed: {d['error']}"
+            ok = None
+        else:
+            dlt_cell = (f"{d['seconds']:.1f} s (whole process {d['wall']:.1f} s), {d['requests']} requests, "
+                        f"{d['rows']:,} rows")
+            ok = t["requests"] <= d["requests"] and t["seconds"] < d["seconds"]
+        lines.append(f"| 8 | pull of {p['people']:,} people vs dlt `rest_api` | ≤ dlt's requests, still faster | "
+                     f"{t['seconds']:.1f} s, {t['requests']} requests ({t['people_requests']} of them on people), "
+                     f"{t['rows']:,} contacts{verdict(ok)} | – | {dlt_cell} |")
+        notes.append(
+            f"Row 8: the sandbox (limit off) filled by a truth-forge first sync of {p['people']:,} people and "
+            f"{p['people'] // 20:,} companies; then `run_sync(direction=\"pull\")` into an empty DuckDB warehouse (both "
+            f"objects, setup check included), and dlt's `rest_api` source (cursor `pageInfo.endCursor` -> "
+            f"`starting_after`, stops on `pageInfo.hasNextPage`, 200 a page, merge on `id`) into a DuckDB file: people only. "
+            f"dlt's seconds are `pipeline.run` (extract, normalize, load); the whole process adds interpreter and "
+            f"import time.")
+    else:
+        lines.append("| 8 | pull vs dlt | ≤ dlt's requests, still faster | not measured | – | not measured |")
+
+    lines += ["", *[f"- {note}" for note in notes]]
+    if m.get("status") == "measured":
+        lines += ["", "Row 7, `benchmarks/bench_memory.py` as it printed it:", "", *m["table"]]
+    if r.get("errors"):
+        lines += ["", "Steps that failed in this run: " + "; ".join(r["errors"])]
+    return "\n".join(lines) + "\n"
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_true", help="minutes: smaller N where the issue allows (default)")
+    group.add_argument("--full", action="store_true", help="the issue's sizes (100k reruns, 1M memory, 20k pull)")
+    parser.add_argument("--write", type=Path, help="rewrite the scoreboard section of this file (BENCHMARKS.md)")
+    parser.add_argument("--only", nargs="+", choices=["steady", "first", "reruns", "memory", "pull"],
+                        help="measure only these rows (for working on the harness)")
+    parser.add_argument("--fresh-dlt-venv", action="store_true", help="rebuild .bench/dlt-venv-*")
+    args = parser.parse_args(argv)
+    mode = FULL if args.full else QUICK
+    logging.basicConfig(level=logging.ERROR)
+    only = set(args.only or ["steady", "first", "reruns", "memory", "pull"])
+    deadline = Deadline(mode.bound_seconds)
+    command = "make bench-full" if args.full else "make bench"
+    if args.only:
+        command = " ".join(["python benchmarks/scoreboard.py", f"--{mode.name}", "--only", *args.only])
+    results: dict[str, Any] = {"mode": mode.name, "machine": machine_line(), "date": today(),
+                               "commit": git_commit(), "errors": [], "load_before": load_average()}
+    started = time.perf_counter()
+    bench_dir = ROOT / ".bench"
+
+    def step(name: str, fn: Any, *fn_args: Any) -> Any:
+        deadline.check(name)
+        say(f"{name} ...")
+        t0 = time.perf_counter()
+        try:
+            value = fn(*fn_args)
+        except Exception as exc:  # one failed row must not lose the others
+            say(f"{name} FAILED: {exc!r}")
+            results["errors"].append(f"{name}: {exc!r}"[:300])
+            return None
+        say(f"{name} done in {time.perf_counter() - t0:.1f} s")
+        return value
+
+    with tempfile.TemporaryDirectory(prefix="tf-scoreboard-") as tmp_name:
+        tmp = Path(tmp_name)
+        if "steady" in only:
+            steady: dict[str, Any] = {}
+            for latency in (0, 400):
+                for batch in (60, 200):
+                    value = step(f"row {1 if not latency else 2}: truth-forge steady push, batch {batch}, "
+                                 f"+{latency} ms", steady_push, mode, tmp, batch, latency)
+                    if value:
+                        steady[f"{batch}-{latency}"] = value
+                        say(f"  {fmt_pct(value['efficiency'])} ({value['records_per_minute']:,.0f} records/min)")
+                value = step(f"row {1 if not latency else 2}: naive loop, +{latency} ms", steady_naive, mode, tmp, latency)
+                if value:
+                    steady[f"naive-{latency}"] = value
+            results["steady"] = steady
+        if "first" in only:
+            results["first"] = step("row 3: truth-forge first push", first_push, mode, tmp)
+            results["first_naive"] = step("row 3: naive loop", first_push_naive, mode, tmp)
+        if "reruns" in only:
+            results["reruns"] = step("rows 4-6: reruns", reruns, mode, tmp, deadline)
+        if "pull" in only:
+            dlt_python, dlt_error = None, None
+            try:
+                say("dlt venv ...")
+                dlt_python, built = dlt_pull.ensure_venv(bench_dir, fresh=args.fresh_dlt_venv)
+                say(f"dlt venv ready ({'built in ' + format(built, '.0f') + ' s' if built else 'reused'})")
+            except (OSError, subprocess.SubprocessError) as exc:
+                dlt_error = f"could not build the dlt venv: {exc!r}"[:300]
+            results["pull"] = step("row 8: pull vs dlt", pull_vs_dlt, mode, tmp, dlt_python, dlt_error)
+        if "memory" in only:
+            results["memory"] = step("row 7: bench_memory.py", memory, mode) or {
+                "status": "not measured", "why": "it failed"}
+    run_seconds = time.perf_counter() - started
+    results["run_seconds"] = run_seconds
+    results["load_after"] = load_average()
+    section = render(mode, results, command, run_seconds)
+    bench_dir.mkdir(exist_ok=True)
+    (bench_dir / f"scoreboard-{mode.name}.json").write_text(json.dumps(results, indent=2, default=str))
+    print(section)
+    if args.write:
+        write_section(args.write, section)
+        say(f"wrote the scoreboard section of {args.write}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""The benchmark harness's own arithmetic and file handling (fast; no sandbox, no timing)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from bench_support import (  # noqa: E402
+    END_MARKER, START_MARKER, Sample, efficiency, floor_seconds, late_rate, parse_base_url, replace_section,
+    samples_of, steady_rate,
+)
+
+
+def test_section_appended_once_then_replaced_in_place() -> None:
+    doc = "# Benchmarks\n\n## Other\n\nkept\n"
+    first = replace_section(doc, "## Issue 11 scoreboard\n\nv1")
+    assert first.startswith(doc.rstrip("\n"))
+    assert first.count(START_MARKER) == 1 and "v1" in first
+    second = replace_section(first + "\n## After\n\nalso kept\n", "## Issue 11 scoreboard\n\nv2")
+    assert "v1" not in second and "v2" in second
+    assert "also kept" in second and "## Other\n\nkept" in second
+    assert second.count(START_MARKER) == 1 and second.count(END_MARKER) == 1
+
+
+def test_section_without_end_marker_is_refused() -> None:
+    with pytest.raises(ValueError):
+        replace_section(f"x\n{START_MARKER}\nold\n", "new")
+
+
+def test_steady_rate_leaves_out_the_burst() -> None:
+    # 5 burst requests at t=0, then one 60-record write every 0.6 s: 100 requests a minute.
+    samples = [Sample(0.0, 60) for _ in range(5)] + [Sample(0.6 * i, 60) for i in range(1, 21)]
+    per_minute, requests, seconds = steady_rate(samples, skip=5)
+    assert requests == 19 and seconds == pytest.approx(0.6 * 19)
+    assert per_minute == pytest.approx(6000)
+    assert efficiency(per_minute, 100, 60) == pytest.approx(1.0)
+
+
+def test_steady_rate_needs_a_window() -> None:
+    with pytest.raises(ValueError):
+        steady_rate([Sample(0.0, 60)], skip=0)
+
+
+def test_samples_count_records_of_successful_batch_writes_only() -> None:
+    entries = [
+        {"at": 1.0, "method": "POST", "path": "/rest/batch/people", "status": 201, "batch_size": 60},
+        {"at": 2.0, "method": "POST", "path": "/rest/batch/people", "status": 429, "batch_size": 60},
+        {"at": 3.0, "method": "GET", "path": "/rest/people", "status": 200, "batch_size": None},
+        {"at": 4.0, "method": "POST", "path": "/rest/people", "status": 201, "batch_size": 1},
+    ]
+    assert [s.records for s in samples_of(entries)] == [60, 0, 0, 0]
+
+
+def test_floor_and_late_rate() -> None:
+    assert floor_seconds(100, 200) == pytest.approx(30.0)
+    # Ten items in the first half, five in the second half of a 60 s run: 10 a minute late.
+    times = [1.0 * i for i in range(10)] + [31.0 + i for i in range(5)]
+    assert late_rate(times, 0.0, 60.0) == pytest.approx(10.0)
+
+
+def test_base_url_from_the_sandbox_ready_message() -> None:
+    assert parse_base_url("export TWENTY_BASE_URL=http://127.0.0.1:41234\n") == "http://127.0.0.1:41234"
+    assert parse_base_url("Twenty sandbox listening on http://127.0.0.1:1") is None
