@@ -21,6 +21,7 @@ from truth_forge.twenty.client import TwentyClient
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data
 
+DEMO_PERSON_TOKEN = "demo-person-token"  # a workspace member, not an API key
 DEMO_KEY = "demo-sandbox-key"
 
 
@@ -43,7 +44,9 @@ def run_demo(workdir: Path, *, contacts: int = 200, businesses: int = 30, say: C
     warehouse_url = f"duckdb:///{workdir / 'warehouse.duckdb'}"
     figures: dict[str, Any] = {}
     # Twenty's own limit (100 requests a minute per workspace) stays on: the demo lives within it.
-    with SandboxServer(SandboxConfig(api_keys=[DEMO_KEY])) as sandbox:
+    # A second credential plays a person using Twenty's app: Twenty stamps their edits with their
+    # name, where truth-forge's own writes carry its API key's (and are not read back).
+    with SandboxServer(SandboxConfig(api_keys=[DEMO_KEY], member_tokens={DEMO_PERSON_TOKEN: "Ada Lovelace"})) as sandbox:
         say(f"Twenty sandbox listening on {sandbox.base_url}")
         settings = Settings(twenty_base_url=sandbox.base_url, warehouse_url=warehouse_url)
         schema = CrmSchema.load(settings.crm_schema_file)
@@ -61,11 +64,12 @@ def run_demo(workdir: Path, *, contacts: int = 200, businesses: int = 30, say: C
             say(f"First sync ({first.status}): {describe(first.counts)}")
             figures["first_sync"] = first.counts
 
-            crm = service.client
-            person = crm.list_contacts(limit=1)[0]
-            crm.update_contact(person["id"], {"name": "Grace Hopper", "customFields": {"category_code": "A"}})
-            crm.create_contact({"name": "Alan Turing", "email": "alan@example.org"})
-            say(f"In Twenty, someone renamed {person['name']!r} to 'Grace Hopper' and added Alan Turing")
+            with TwentyClient(sandbox.base_url, DEMO_PERSON_TOKEN) as person_api:
+                crm = TwentyCRMClient(settings, client=person_api, schema=schema)
+                person = crm.list_contacts(limit=1)[0]
+                crm.update_contact(person["id"], {"name": "Grace Hopper", "customFields": {"category_code": "A"}})
+                crm.create_contact({"name": "Alan Turing", "email": "alan@example.org"})
+            say(f"In Twenty, Ada renamed {person['name']!r} to 'Grace Hopper' and added Alan Turing")
 
             second = run_sync(warehouse, api, schema)
             say(f"Second sync ({second.status}): {describe(second.counts)}")

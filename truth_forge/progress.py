@@ -6,7 +6,7 @@ hook (`sync/context.py`); everything here is a subscriber of that hook and the s
 
 The time left is counted in requests, because requests are what a sync spends: records still to
 read or write become requests (a pull page holds 200 records; a push batch is the configured batch
-size and costs up to two requests, a read-back and a write), and requests become seconds at the
+size and costs a write, plus a read-back per 200 records Twenty already has), and requests become seconds at the
 client's budget (`TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE`), or at the pace seen so far when Twenty
 answers slower than the budget allows.
 
@@ -35,7 +35,6 @@ from rich.table import Table
 from truth_forge.sync.context import SyncEvent
 
 PULL_PAGE_SIZE = 200  # records per pull page (sync/pull.py PAGE_SIZE)
-PUSH_REQUESTS_PER_BATCH = 2  # an update batch reads its records back before writing them
 OBJECT_TABLES = {"person": "contacts", "company": "businesses"}
 
 
@@ -86,7 +85,8 @@ class Task:
             return math.ceil(left * self.requests / seen)  # at the cost per record seen so far
         if self.phase != "push":  # the pull and the full pass read pages
             return math.ceil(left / PULL_PAGE_SIZE)
-        return math.ceil(left / max(1, batch_size)) * PUSH_REQUESTS_PER_BATCH
+        # A write per batch, and at most a read-back per page of records Twenty already has.
+        return math.ceil(left / max(1, batch_size)) + math.ceil(left / PULL_PAGE_SIZE)
 
 
 @dataclass

@@ -10,6 +10,7 @@ import typer
 
 from truth_forge.config import Settings, get_settings
 from truth_forge.secrets import find_webhook_secret, store_webhook_secret
+from truth_forge.twenty.client import client_options
 from truth_forge.twenty.errors import TwentyError
 
 if TYPE_CHECKING:
@@ -55,9 +56,7 @@ def serve_command(
         inbox_path=str(settings.serve_inbox_path), warehouse_url=settings.warehouse_url,
         warehouse_tables=dict(settings.warehouse_tables), twenty_base_url=settings.twenty_base_url, api_key=api_key,
         options=options, schema_file=settings.crm_schema_file, secrets=(secret,),
-        client_options={"batch_size": settings.twenty_batch_size, "timeout": settings.twenty_timeout_seconds,
-                        "requests_per_minute": settings.twenty_requests_per_minute,
-                        "max_retries": settings.twenty_max_retries},
+        client_options=client_options(settings),
         log_level=logging.getLogger().getEffectiveLevel(),
     )
     inbox = Inbox(settings.serve_inbox_path)

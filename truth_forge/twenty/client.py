@@ -55,14 +55,7 @@ class TwentyClient:
             from truth_forge.secrets import resolve_api_key
 
             api_key = resolve_api_key(settings)
-        defaults: dict[str, Any] = {
-            # Only a size the user set is fixed; otherwise it is learned from the server.
-            "batch_size": settings.twenty_batch_size if "twenty_batch_size" in settings.model_fields_set else None,
-            "requests_per_minute": settings.twenty_requests_per_minute,
-            "timeout": settings.twenty_timeout_seconds,
-            "max_retries": settings.twenty_max_retries,
-        }
-        return cls(settings.twenty_base_url, api_key, **{**defaults, **options})
+        return cls(settings.twenty_base_url, api_key, **{**client_options(settings), **options})
 
     def __repr__(self) -> str:
         return f"TwentyClient(base_url={self.transport.base_url!r})"
@@ -76,3 +69,14 @@ class TwentyClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """The client's options from settings (for `from_settings` and for processes built elsewhere)."""
+    return {
+        # Only a size the user set is fixed; otherwise it is learned from the server.
+        "batch_size": settings.twenty_batch_size if "twenty_batch_size" in settings.model_fields_set else None,
+        "requests_per_minute": settings.twenty_requests_per_minute,
+        "timeout": settings.twenty_timeout_seconds,
+        "max_retries": settings.twenty_max_retries,
+    }
