@@ -37,6 +37,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_support import proc_status_mib  # noqa: E402
 
 API_KEY = "bench-memory-key"
 GOAL_MB = 500
@@ -189,13 +192,7 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 def _sandbox_peak_mib(proc: subprocess.Popen[bytes]) -> float | None:
-    try:
-        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return proc_status_mib(proc.pid, "VmHWM")
 
 
 def _round(value: float | None) -> float | None:

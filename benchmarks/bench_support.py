@@ -229,9 +229,14 @@ def count_status(entries: Iterable[dict[str, Any]], status: int) -> int:
 
 
 def process_rss_mib(pid: int) -> float | None:
+    return proc_status_mib(pid, "VmRSS")
+
+
+def proc_status_mib(pid: int, field: str) -> float | None:
+    """A memory figure of a live process from /proc (VmRSS now, VmHWM its peak), in MiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None

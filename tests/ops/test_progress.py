@@ -39,7 +39,7 @@ def test_a_push_bar_starts_from_the_estimate_and_grows_past_it() -> None:
     model.apply(SyncEvent("run_started"))
     started = model.apply(SyncEvent("phase_started", phase="push", object_type="person"))
     assert started is not None and started.total == 120
-    assert started.remaining_requests(60) == 4  # two batches, up to two requests each, before any is seen
+    assert started.remaining_requests(60) == 3  # two writes and at most one read-back of 200, before any is seen
     model.apply(SyncEvent("batch_written", phase="push", object_type="person", count=60, requests=1))
     task = model.apply(SyncEvent("batch_written", phase="push", object_type="person", count=60, requests=2))
     edited = model.apply(SyncEvent("records_failed", phase="push", object_type="person", count=5, requests=3))
