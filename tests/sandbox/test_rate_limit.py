@@ -117,3 +117,15 @@ def test_legacy_floored_refill_gives_extra_429s_at_the_limit(
     legacy_sandbox.set_rate_limit(1, window_ms=1000, burst=2)  # the profile floors the refill
     assert _pace(legacy_client, _OFFSETS) == [200, 200, 200, 429]
     assert legacy_sandbox.config.behaviour.rate_limit_refill == "floored"
+
+
+def test_twentys_v2_limiter_names_its_count_only_on_the_429_a_gateway_on_every_answer(
+        sandbox: SandboxServer, sandbox_client: httpx.Client) -> None:
+    sandbox.set_rate_limit(5, window_ms=60_000, style="v2")
+    accepted = sandbox_client.get("/rest/people")
+    assert accepted.status_code == 200
+    assert not any(h.lower().startswith("x-ratelimit") for h in accepted.headers)
+    sandbox.set_rate_limit(5, window_ms=60_000, style="gateway")
+    counted = [sandbox_client.get("/rest/people") for _ in range(2)]
+    assert [r.headers["X-RateLimit-Remaining"] for r in counted] == ["4", "3"]
+    assert all(r.headers["X-RateLimit-Limit"] == "5" for r in counted)

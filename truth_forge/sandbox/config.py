@@ -42,7 +42,8 @@ class SandboxConfig:
     rate_limit_per_minute: int | None = 100
     rate_limit_burst: int | None = None  # None = same as the limit (Twenty's bucket size)
     rate_limit_window_ms: int = 60_000
-    rate_limit_style: Literal["legacy", "v2"] = "legacy"
+    # "gateway": a proxy in front of Twenty that sends X-RateLimit-* on every answer (Twenty does not).
+    rate_limit_style: Literal["legacy", "v2", "gateway"] = "legacy"
     # QUERY_MAX_RECORDS=200 in the server code; the docs say 60 per call.
     enforce_docs_batch_limit: bool = False
     # IS_REST_METADATA_API_NEW_FORMAT_DIRECT: new workspaces get the new format.

@@ -2,9 +2,11 @@
 
 Defaults mirror the self-hosted config (100 tokens, refilled continuously over 60 000 ms). The
 429 comes in two dialects: the legacy ThrottlerException body with no headers (the default), or
-the "API rate limits v2" body with `Retry-After` and `X-RateLimit-*` headers; in the v2 style every
-accepted request also carries `X-RateLimit-Limit/-Remaining/-Reset`, so a client can pace itself
-by what the server counts (legacy servers send no such headers at all). The refill comes
+the "API rate limits v2" body with `Retry-After` and `X-RateLimit-*` headers. Twenty builds those
+headers only for the 429 (`usage-limit/utils/build-rate-limit-response-headers.util.ts` takes the
+exhausted scope); an accepted request carries none. The "gateway" style plays a proxy in front of a
+self-hosted Twenty that reports its count on every answer (`X-RateLimit-Limit/-Remaining/-Reset`),
+with the v2 body on its 429. The refill comes
 in two flavours too: fractional (newer servers), or floored as the legacy throttler.service.ts
 does it (whole tokens only, and the refill clock restarts on every accepted request, so the
 fraction earned so far is lost and a client pacing at exactly the limit sees extra 429s).
@@ -20,7 +22,7 @@ from typing import Callable, Literal
 from truth_forge.sandbox.errors import ApiError
 from truth_forge.sandbox.profiles import RefillMode
 
-Style = Literal["legacy", "v2"]
+Style = Literal["legacy", "v2", "gateway"]
 
 
 class TokenBucket:
@@ -84,7 +86,7 @@ class RateLimiter:
             refill_s = (self._bucket.capacity - left) / self._bucket.refill_per_s if self._bucket.refill_per_s else 0
         if not allowed:
             raise self.too_many_requests(api_key_id, wait)
-        if self.style == "legacy":
+        if self.style != "gateway":
             return {}
         return {"X-RateLimit-Limit": str(self.per_window or 0), "X-RateLimit-Remaining": str(left),
                 "X-RateLimit-Reset": str(math.ceil(time.time() + refill_s))}

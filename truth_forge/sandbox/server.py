@@ -152,8 +152,8 @@ class SandboxServer:
 
         `refill` is "fractional" or "floored"; None keeps the profile's choice.
         """
-        if style not in ("legacy", "v2"):
-            raise ValueError("style must be 'legacy' or 'v2'")
+        if style not in ("legacy", "v2", "gateway"):
+            raise ValueError("style must be 'legacy', 'v2' or 'gateway'")
         refill = refill or self.config.behaviour.rate_limit_refill
         if refill not in ("fractional", "floored"):
             raise ValueError("refill must be 'fractional' or 'floored'")

@@ -68,7 +68,8 @@ class InFlightGate:
 
 @dataclass(frozen=True)
 class RateLimitHeaders:
-    """`X-RateLimit-Limit` / `-Remaining` of Twenty's v2 limiter; legacy servers send neither."""
+    """`X-RateLimit-Limit` / `-Remaining`: Twenty's v2 limiter sends them with its 429, a gateway in
+    front of Twenty may send them on every answer; legacy Twenty sends neither."""
 
     limit: int | None
     remaining: int | None
