@@ -6,6 +6,7 @@ Real DuckDB files and the sandbox over loopback HTTP, as in test_sync_sandbox.py
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from tests.sync.test_sync_sandbox import SCHEMA, crm, people, person_by_key, record_writes
@@ -199,3 +200,34 @@ def test_a_quiet_run_costs_one_read_per_object_and_still_sees_deletions(
     after = run_sync(store, client, SCHEMA, pull_overlap=dt.timedelta(0))
     assert after.counts["pull_person"]["deleted"] == 1 and store.get_rows("person", [17])[0]["deleted_at"] is not None
     assert len([e for e in sandbox.request_log if e.method == "GET"]) == 2
+
+
+def test_a_pull_stopped_inside_a_tie_of_one_updated_at_resumes_without_missing_or_doubling(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    """Every record of one batch write shares one updatedAt. Someone in Twenty imports 120 people,
+    then 200 more in one request, so the pull's first page of 200 ends inside the second tie; the
+    run stops right there (Twenty goes down), and the next run must take in all 320 exactly once."""
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    with crm(sandbox) as http:
+        for first, count in ((0, 120), (120, 200)):
+            batch = [{"name": {"firstName": f"Imported{n}", "lastName": "Tie"},
+                      "emails": {"primaryEmail": f"imported{n}@tie.example", "additionalEmails": None}}
+                     for n in range(first, first + count)]
+            http.post("/rest/batch/people", json=batch).raise_for_status()
+    stamps = {p["updatedAt"] for p in client.records.iter_records("people", filter='name.lastName[eq]:"Tie"')}
+    assert len(stamps) == 2  # two writes, two shared stamps
+
+    def down_after_the_first_page(event: Any) -> None:
+        if event.kind == "page_read" and event.phase == "pull" and event.object_type == "person":
+            sandbox.set_faults(error_rate=1.0, error_statuses=(503,), path_prefix="/rest/people")
+
+    client.transport.retry.max_retries, client.transport.retry.base_delay = 1, 0.01
+    # No overlap: the watermark alone (the tie's updatedAt, matched with gte) must bring the rest.
+    stopped = run_sync(store, client, SCHEMA, on_event=down_after_the_first_page, pull_overlap=dt.timedelta(0))
+    assert stopped.status == "aborted"
+    sandbox.clear_faults()
+    resumed = run_sync(store, client, SCHEMA, pull_overlap=dt.timedelta(0))
+    assert resumed.status == "succeeded", resumed.sync_errors
+    emails = [row["primary_email"] for row in store.get_rows("person", range(1, 10_000))
+              if (row.get("primary_email") or "").endswith("@tie.example")]
+    assert sorted(emails) == sorted(f"imported{n}@tie.example" for n in range(320))
