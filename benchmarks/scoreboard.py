@@ -473,14 +473,16 @@ def render(mode: Mode, r: dict[str, Any], command: str, run_seconds: float) -> s
         else:
             dlt_cell = (f"{d['seconds']:.1f} s (whole process {d['wall']:.1f} s), {d['requests']} requests, "
                         f"{d['rows']:,} rows")
-            ok = t["requests"] <= d["requests"] and t["seconds"] < d["seconds"]
+            # Like with like: dlt pulls people only; truth-forge's run also reads companies and checks setup
+            # (its seconds include those, so the time comparison only favours dlt).
+            ok = t["people_requests"] <= d["requests"] and t["seconds"] < d["seconds"]
         lines.append(f"| 8 | pull of {p['people']:,} people vs dlt `rest_api` | ≤ dlt's requests, still faster | "
                      f"{t['seconds']:.1f} s, {t['requests']} requests ({t['people_requests']} of them on people), "
                      f"{t['rows']:,} contacts{verdict(ok)} | – | {dlt_cell} |")
         notes.append(
             f"Row 8: the sandbox (limit off) filled by a truth-forge first sync of {p['people']:,} people and "
             f"{p['people'] // 20:,} companies; then `run_sync(direction=\"pull\")` into an empty DuckDB warehouse (both "
-            f"objects, setup check included), and dlt's `rest_api` source (cursor `pageInfo.endCursor` -> "
+            f"objects, setup check included; the goal compares its requests on people with dlt's), and dlt's `rest_api` source (cursor `pageInfo.endCursor` -> "
             f"`starting_after`, stops on `pageInfo.hasNextPage`, 200 a page, merge on `id`) into a DuckDB file: people only. "
             f"dlt's seconds are `pipeline.run` (extract, normalize, load); the whole process adds interpreter and "
             f"import time.")
