@@ -24,7 +24,7 @@ from truth_forge.sync import views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import FieldConflict, changed_since, merge_fields
 from truth_forge.sync.objects import PERSON, SYNC_ORDER, SyncedObject
-from truth_forge.sync.pull import DEFAULT_OVERLAP, PAGE_SIZE, changes_query
+from truth_forge.sync.pull import DEFAULT_OVERLAP, changed_pages
 from truth_forge.sync.runner import _require_setup
 
 SAMPLES_PER_KIND = 5
@@ -93,10 +93,9 @@ def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelt
 
 def _plan_pull(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, overlap: dt.timedelta) -> set[str]:
     """Twenty's changes since the watermarks; returns the warehouse keys the pull would merge."""
-    warehouse, records = ctx.warehouse, ctx.client.records
+    warehouse = ctx.warehouse
     merged: set[str] = set()
-    query = changes_query(warehouse, obj, overlap)
-    for page in records.iter_pages(obj.plural, filter=query, order_by="updatedAt", page_size=PAGE_SIZE):
+    for page in changed_pages(ctx, obj, overlap, remember=False):  # the very pages the pull would read
         states = warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in page.records])
         companies = _company_keys(ctx, page.records) if obj is PERSON else {}
         for record in page.records:

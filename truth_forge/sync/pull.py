@@ -102,7 +102,7 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
 
     signpost: dt.datetime | None = None
     newest: dt.datetime | None = None
-    for page in _changed_pages(ctx, obj, overlap):
+    for page in changed_pages(ctx, obj, overlap):
         if signpost is None:
             # The server's time when it answered the first page: every edit committed before then
             # was in this query's reach, so the next pull can start there (less the overlap)
@@ -125,9 +125,11 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
     return stats
 
 
-def _changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta) -> Iterator[Page]:
+def changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta, *,
+                  remember: bool = True) -> Iterator[Page]:
     """The pages of changes since the watermark, our own writes left out where the server can tell.
-    A server that refuses the filter on `updatedBy` gets the plain query, now and from then on."""
+    A server that refuses the filter on `updatedBy` gets the plain query, now and (unless
+    `remember` is off: a dry run writes nothing) from then on."""
     base_url, records_api = ctx.client.transport.base_url, ctx.client.records
     not_ours = own_writes.filter_clause(ctx.warehouse, base_url)
     pages = records_api.iter_pages(obj.plural, filter=changes_query(ctx.warehouse, obj, overlap, not_ours),
@@ -139,7 +141,8 @@ def _changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta) -
     except StopIteration:
         return iter(())
     except (TwentyRecordRejected, TwentySchemaMismatch) as exc:
-        own_writes.disable(ctx.warehouse, base_url, f"Twenty refused a filter on updatedBy: {exc}")
+        if remember:
+            own_writes.disable(ctx.warehouse, base_url, f"Twenty refused a filter on updatedBy: {exc}")
         return records_api.iter_pages(obj.plural, filter=changes_query(ctx.warehouse, obj, overlap),
                                       order_by="updatedAt", page_size=PAGE_SIZE)
     return itertools.chain([first], pages)
