@@ -133,6 +133,7 @@ class _Push:
         self.stats = PushStats()
         self.failures_in_a_row = 0
         self.links: dict[str, Any] = {}  # business_id -> Twenty id, for every row of this push so far
+        self.company_keys: dict[str, int] = {}  # the other way round (Twenty id -> business_id), to read answers
         # One stream each for the whole push, so batches flow across the warehouse's read batches.
         self.updates = _Lane(self, upsert=True)
         self.creates = _Lane(self, upsert=False)
@@ -180,8 +181,7 @@ class _Push:
         hash, so the next pull takes the record as changed and merges that edit instead of losing it."""
         if item.base is None:
             return self.obj.crm_hash(record, self.schema)
-        company_keys = {crm_id: int(key) for key, crm_id in self.links.items() if isinstance(crm_id, str)}
-        theirs = views.twenty_view(self.obj, self.schema, record, company_keys)
+        theirs = views.twenty_view(self.obj, self.schema, record, self.company_keys)
         expected = views.two_way(self.obj, self.schema, item.base)
         agree = all(theirs[name] == expected[name] for name in theirs.keys() & expected.keys())
         return self.obj.crm_hash(record, self.schema) if agree else None
@@ -233,7 +233,9 @@ class _Push:
         if not rows:
             return
         if self.obj is PERSON:
-            self.links.update(_company_links(self.warehouse, rows))
+            found = _company_links(self.warehouse, rows)
+            self.links.update(found)
+            self.company_keys.update({crm_id: int(key) for key, crm_id in found.items() if isinstance(crm_id, str)})
         known = [r for r in rows if r.get("crm_id")]
         groups = [known[start : start + READ_BACK] for start in range(0, len(known), READ_BACK)]
         reads = [self.client.pool.submit(self._read_back, group) for group in groups]
