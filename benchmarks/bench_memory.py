@@ -246,6 +246,9 @@ def main() -> None:
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     ns = parser.parse_args()
+    if ns.url_options and not ns.url_options.startswith("?"):
+        # Glued to the file path as it is: without the "?" it would name another (empty) file.
+        ns.url_options = "?" + ns.url_options.lstrip("&")
     if ns.step:
         a = ns.args
         result = (step_prepare(a[0], int(a[1]), a[2]) if ns.step == "prepare"

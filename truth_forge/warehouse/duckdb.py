@@ -45,10 +45,10 @@ _ARROW_TYPES = {
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
 # What DuckDB may hold in its buffer pool before it spills to `temp_directory`. With the sync's
-# Python side (~150 MiB with its libraries) a 1M-contact first push peaked at about 495 MiB; see
-# BENCHMARKS.md ("Sync process memory"). Queries that cannot spill fail with an out-of-memory
-# error naming the setting instead of taking the machine's RAM.
-DEFAULT_MEMORY_LIMIT = "256MB"
+# Python side (~150 MiB with its libraries) a 1M-contact first push peaked at 424 MiB with 160MB
+# and at 519 MiB with 256MB (BENCHMARKS.md, "Sync process memory"). Queries that cannot spill fail
+# with an out-of-memory error naming the setting instead of taking the machine's RAM.
+DEFAULT_MEMORY_LIMIT = "160MB"
 # Each thread keeps its own partitions of a hash table or sort: more threads, more memory, and the
 # sync is bound by Twenty's request budget, not by the warehouse's CPU.
 DEFAULT_THREADS = 2
