@@ -115,8 +115,9 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
         if gone:
             apply_deletions(ctx, obj, gone, stats)
         if page.records:
-            newest = parse_timestamp(_latest(page.records, "updatedAt"))
-            warehouse.set_watermark(_watermark(obj), _latest(page.records, "updatedAt"))
+            latest = _latest(page.records, "updatedAt")
+            warehouse.set_watermark(_watermark(obj), latest)
+            newest = parse_timestamp(latest)
         ctx.reporter.flush(warehouse)
         ctx.emit("page_read", phase="pull", object_type=obj.object_type, count=len(page.records),
                  total=page.total_count)

@@ -27,7 +27,7 @@ from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
 from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
 from truth_forge.sync.push import PushAborted, push_object
 from truth_forge.sync.reconcile import reconcile_object
-from truth_forge.sync.store import SyncStore
+from truth_forge.sync.store import SyncStore, per_server
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import NextStep, TwentyConfigError, TwentyError
 
@@ -70,7 +70,7 @@ def _forget_setup(warehouse: SyncStore, client: TwentyClient, schema: CrmSchema)
 
 def _batch_mark(client: TwentyClient) -> str:
     """Per server: the batch limit is the server's configuration, the same for every workspace on it."""
-    return "batch-size:" + hashlib.sha256(client.transport.base_url.encode()).hexdigest()[:16]
+    return per_server("batch-size", client.transport.base_url)
 
 
 def _recall_batch_size(warehouse: SyncStore, client: TwentyClient) -> int | None:

@@ -8,6 +8,7 @@ which is where a second engine's mistakes would otherwise hide behind `Any`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -57,3 +58,9 @@ class SyncStore(Protocol):
     def record_errors(self, rows: Iterable[Mapping[str, Any]]) -> int: ...
 
     def close_settled_errors(self, *, run_succeeded: bool, run_started_at: dt.datetime) -> int: ...
+
+
+def per_server(name: str, base_url: str) -> str:
+    """The bookkeeping name of a value kept per Twenty server (`batch-size:<digest>`...): the URL
+    itself stays out of the warehouse's keys, a digest of it is enough to tell servers apart."""
+    return f"{name}:{hashlib.sha256(base_url.encode()).hexdigest()[:16]}"
