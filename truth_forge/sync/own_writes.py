@@ -17,14 +17,14 @@ one case it can miss (see `filter_clause`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from truth_forge.sync.store import SyncStore
+from truth_forge.sync.store import SyncStore, per_server
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,14 @@ _FILTERABLE_NAME = re.compile(r"^[\w .@'-]{1,100}$")
 
 
 MARK_PREFIX = "own-writes:"
+# The name each warehouse already holds as ours, per server, as this process last read or wrote it:
+# `observe` runs after every write request, and an answer that agrees with it needs no warehouse
+# read (on BigQuery, a query per write).
+_agreed: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
 
 
 def _mark(base_url: str) -> str:
-    return MARK_PREFIX + hashlib.sha256(base_url.encode()).hexdigest()[:16]
+    return per_server(MARK_PREFIX.rstrip(":"), base_url)
 
 
 def _read(warehouse: SyncStore, base_url: str) -> dict[str, Any]:
@@ -57,16 +61,17 @@ def observe(warehouse: SyncStore, base_url: str, records: Iterable[Mapping[str, 
     actors = {_actor(r.get("updatedBy")) for r in records if "updatedBy" in r}
     if not actors:
         return  # a server without `updatedBy` (or an answer without it): nothing to learn
+    name = _api_name(next(iter(actors))) if len(actors) == 1 else None
+    if name is not None and _agreed.get(warehouse, {}).get(base_url) == name:
+        return
     known = _read(warehouse, base_url)
     if "off" in known:
         return
-    actor = next(iter(actors))
-    if len(actors) > 1 or actor is None or actor[0] != "API" or actor[2] is not None:
+    if name is None:
         disable(warehouse, base_url, f"a write of ours came back with updatedBy {sorted(map(str, actors))}, "
                                      "not our API key's actor alone: this Twenty does not stamp batch upserts, "
                                      "so our own writes are read back")
         return
-    name = actor[1]
     if not filterable(name):
         disable(warehouse, base_url, f"the API key's name {name!r} cannot be put in a Twenty filter (commas, "
                                      "brackets or quotes); rename the key in Twenty's settings to let the pull "
@@ -75,11 +80,13 @@ def observe(warehouse: SyncStore, base_url: str, records: Iterable[Mapping[str, 
     if known.get("name") != name:
         log.info("Our writes are stamped updatedBy {source: API, name: %r}; the pull leaves them out", name)
         warehouse.set_watermark(_mark(base_url), json.dumps({"source": "API", "name": name}))
+    _agreed.setdefault(warehouse, {})[base_url] = name
 
 
 def disable(warehouse: SyncStore, base_url: str, reason: str) -> None:
     """Read our own writes back from now on (until `forget`), saying why."""
     log.info("The pull reads our own writes back: %s", reason)
+    _agreed.get(warehouse, {}).pop(base_url, None)
     warehouse.set_watermark(_mark(base_url), json.dumps({"off": reason}))
 
 
@@ -87,6 +94,11 @@ def _actor(value: Any) -> tuple[Any, Any, Any] | None:
     if not isinstance(value, Mapping):
         return None
     return value.get("source"), value.get("name") or "", value.get("workspaceMemberId")
+
+
+def _api_name(actor: tuple[Any, Any, Any] | None) -> str | None:
+    """The key name of an API key's actor; None for anyone else."""
+    return actor[1] if actor is not None and actor[0] == "API" and actor[2] is None else None
 
 
 def filter_clause(warehouse: SyncStore, base_url: str) -> str | None:
@@ -131,4 +143,5 @@ def describe(raw: str | None) -> str:
 
 def forget(warehouse: SyncStore, base_url: str) -> None:
     """Learn again from the next write (after a server upgrade, or a renamed API key)."""
+    _agreed.get(warehouse, {}).pop(base_url, None)
     warehouse.set_watermark(_mark(base_url), "")
