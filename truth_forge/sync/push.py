@@ -282,8 +282,7 @@ class _Push:
     def _update(self, rows: Sequence[Mapping[str, Any]], read: Future[dict[str, dict[str, Any]]]) -> list[_Item]:
         """Rows Twenty has: catch up with edits made there meanwhile (`read`: these records as Twenty
         has them now), then return what changed, to be sent."""
-        rows = self._catch_up(rows, read)
-        states = self.warehouse.read_sync_state(self.obj.object_type, [r[self.obj.key_column] for r in rows])
+        rows, states = self._catch_up(rows, read)
         items, quiet = [], []
         for item in self._items(rows):
             state = states.get(str(item.row[self.obj.key_column]), {})
@@ -313,17 +312,17 @@ class _Push:
         return {r["id"]: r for r in self.client.records.iter_records(
             self.obj.plural, filter=f"and(id[in]:[{quoted}],or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL))")}
 
-    def _catch_up(self, rows: Sequence[Mapping[str, Any]],
-                  read: Future[dict[str, dict[str, Any]]]) -> list[Mapping[str, Any]]:
+    def _catch_up(self, rows: Sequence[Mapping[str, Any]], read: Future[dict[str, dict[str, Any]]],
+                  ) -> tuple[list[Mapping[str, Any]], dict[str, dict[str, Any]]]:
         """Merge what changed in Twenty since we last saw these records (`read`: as Twenty has them
         now), so a write never overwrites an edit made while this run was going. Returns the rows as
-        they are after that, without the ones now deleted."""
+        they are after that, without the ones now deleted, and their sync state."""
         by_id = {r["crm_id"]: r for r in rows}
         try:
             found = read.result()
         except TwentyError as exc:
             self._outage(exc, rows, "push")
-            return []
+            return [], {}
         states = self.warehouse.read_sync_state(self.obj.object_type, [r[self.obj.key_column] for r in rows])
         moved = [r for r in found.values() if not r.get("deletedAt")
                  and states.get(str(by_id[r["id"]][self.obj.key_column]), {}).get("crm_hash")
@@ -335,7 +334,7 @@ class _Push:
                    and states.get(str(by_id[r["id"]][self.obj.key_column]), {}).get("base") is not None]
         destroyed = [r for r in rows if r["crm_id"] not in found]
         if not (moved or deleted or destroyed):
-            return list(rows)
+            return list(rows), states
         caught = PullStats()
         if moved:
             apply_records(self.ctx, self.obj, moved, caught)
@@ -355,7 +354,7 @@ class _Push:
             # A record to be created again has no Twenty id now: the next run's push creates it.
             if row is not None and row.get("deleted_at") is None and state.get("crm_id"):
                 out.append({**row, "crm_id": state["crm_id"]})
-        return out
+        return out, states
 
     def _item(self, row: Mapping[str, Any]) -> _Item:
         left_out: list[str] = []
