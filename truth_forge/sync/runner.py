@@ -150,6 +150,7 @@ def _run_as_writer(
     reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
     ctx = SyncContext(warehouse, client, schema, reporter, conflict_policy, on_event)
     requests_before = client.transport.stats.requests
+    billed_before = warehouse.statements.snapshot()
     known_batch_size = _recall_batch_size(warehouse, client)
     counts: dict[str, Any] = {}
     aborted = False
@@ -200,6 +201,10 @@ def _run_as_writer(
         _remember_batch_size(warehouse, client, known_batch_size)
         counts["errors_closed"] = warehouse.close_settled_errors(run_succeeded=status == "succeeded",
                                                                  run_started_at=started_at)
+        spent = warehouse.statements.since(billed_before)
+        counts["warehouse_statements"] = (spent["statements"] or 0) + 1  # and the finish_run below
+        if spent["bytes_billed"] is not None:
+            counts["bytes_billed"] = spent["bytes_billed"]
         warehouse.finish_run(run_id, status, counts)
         warehouse.checkpoint()
         ctx.emit("run_finished", detail={"run_id": run_id, "status": status, "counts": counts})

@@ -12,10 +12,13 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
+from truth_forge.warehouse.accounting import Accounting
 from truth_forge.warehouse.base import ObjectType
 
 
 class SyncStore(Protocol):
+    statements: Accounting  # what every statement sent cost (warehouse/accounting.py)
+
     def ensure_tables(self) -> None: ...
 
     def checkpoint(self) -> None: ...

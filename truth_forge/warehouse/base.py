@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from truth_forge.warehouse import queries as q
+from truth_forge.warehouse.accounting import Accounting, Statement
 from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseDataError
 from truth_forge.warehouse.history import RunHistory
 from truth_forge.warehouse.schema import (
@@ -118,6 +119,11 @@ class Warehouse(RunHistory, ABC):
 
     def __init__(self, tables: TableNames) -> None:
         self.tables = tables
+        # Every statement sent, with what the engine says it cost (accounting.py).
+        self.statements = Accounting()
+
+    def _account(self, sql: str, binds: Sequence[Bind], **figures: Any) -> None:
+        self.statements.add(Statement(sql, tuple(binds), **figures))
 
     # --- lifecycle -------------------------------------------------------------------------------
 

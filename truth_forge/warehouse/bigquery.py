@@ -21,6 +21,7 @@ import requests
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
+from truth_forge.warehouse.accounting import billed_from_processed
 from truth_forge.warehouse.base import Bind, KeySet, RowSet, Scalar, Warehouse, positive_range_rows
 from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseMissing, WarehouseQueryError
 from truth_forge.warehouse.schema import JSON, STRING, TABLES, TableNames
@@ -137,12 +138,14 @@ class BigQueryWarehouse(Warehouse):
             rows = [dict(r.items()) for r in result] if fetch else []
         except _CALL_FAILED as exc:
             raise WarehouseQueryError("BigQuery", self._said(exc), sql) from exc
+        self._account_job(sql, binds, result)
         return rows, result.num_dml_affected_rows
 
     def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
         sql = self._render(template, binds)
         try:
             result = self._query(sql, binds, page_size=batch_size)
+            self._account_job(sql, binds, result)
             # Pages are fetched one at a time from the query's result table, so memory stays at one page.
             for page in result.pages:
                 batch = [dict(r.items()) for r in page]
@@ -150,6 +153,15 @@ class BigQueryWarehouse(Warehouse):
                     yield batch
         except _CALL_FAILED as exc:
             raise WarehouseQueryError("BigQuery", self._said(exc), sql) from exc
+
+    def _account_job(self, sql: str, binds: Sequence[Bind], result: Any) -> None:
+        # The job statistics that jobs.query returns with the first page: bytes processed; billed
+        # bytes follow by BigQuery's on-demand rounding (the job resource itself is not fetched: one
+        # more API call per statement to read a figure the rounding rule already gives).
+        processed = getattr(result, "total_bytes_processed", None)
+        processed = int(processed) if processed is not None else 0
+        self._account(sql, binds, bytes_processed=processed, bytes_billed=billed_from_processed(processed),
+                      job_id=getattr(result, "job_id", None))
 
     def _run_ddl(self, statements: Sequence[str]) -> None:
         # One script job instead of one job per table: each BigQuery job costs a round trip or more.

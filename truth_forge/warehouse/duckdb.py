@@ -142,6 +142,7 @@ class DuckDBWarehouse(Warehouse):
         twin._read_only = self._read_only
         twin.memory_limit, twin.threads, twin.temp_directory = self.memory_limit, self.threads, self.temp_directory
         twin.change_range_rows = self.change_range_rows
+        twin.statements = self.statements  # one account for the store, whichever thread sent it
         twin._con = self._con.cursor()
         twin._prepare_connection()
         return twin
@@ -214,6 +215,7 @@ class DuckDBWarehouse(Warehouse):
         finally:
             for name in registered:
                 self._con.unregister(name)
+        self._account(sql, binds)
         affected = int(rows[0][0]) if names == ["Count"] and rows else None
         return ([dict(zip(names, r)) for r in rows] if fetch else []), affected
 
@@ -228,6 +230,7 @@ class DuckDBWarehouse(Warehouse):
                 reader = cur.sql(sql, params=params).to_arrow_reader(batch_size)
             except duckdb.Error as exc:
                 raise WarehouseQueryError("DuckDB", str(exc), sql) from exc
+            self._account(sql, binds)
             for batch in reader:
                 if batch.num_rows:
                     yield batch.to_pylist()
