@@ -36,6 +36,9 @@ class Table:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     doc: str = ""
+    # BigQuery clustering (first column first): what the sync's constant filters prune on. Set on
+    # create, and on existing tables through the API (`BigQueryWarehouse.ensure_layout`).
+    cluster_by: tuple[str, ...] = ()
     column_types: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -45,12 +48,14 @@ class Table:
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
-    def ddl(self, ref: str) -> str:
-        """`CREATE TABLE IF NOT EXISTS` in the BigQuery dialect, for the table reference `ref`."""
+    def ddl(self, ref: str, *, clustered: bool = False) -> str:
+        """`CREATE TABLE IF NOT EXISTS` in the BigQuery dialect, for the table reference `ref`
+        (with its `CLUSTER BY` when `clustered`: BigQuery's DDL; DuckDB has no such clause)."""
         cols = ",\n  ".join(
             f"{c.name} {c.type}{' NOT NULL' if c.required else ''}" for c in self.columns
         )
-        return f"CREATE TABLE IF NOT EXISTS {ref} (\n  {cols}\n)"
+        cluster = f"\nCLUSTER BY {', '.join(self.cluster_by)}" if clustered and self.cluster_by else ""
+        return f"CREATE TABLE IF NOT EXISTS {ref} (\n  {cols}\n){cluster}"
 
 
 def _cols(*spec: tuple[str, str] | tuple[str, str, bool]) -> tuple[Column, ...]:
@@ -81,6 +86,10 @@ CONTACTS = Table(
     ),
     key=("contact_id",),
     doc="one row per person; deleted_at set = soft-deleted",
+    # Change detection filters on updated_at; the rows a run must read are the recently changed
+    # ones, so clustering by time keeps them in few blocks (key lookups prune on the second column
+    # only together with a time filter: see warehouse/detection.py).
+    cluster_by=("updated_at", "contact_id"),
 )
 CONTACT_IDENTIFIERS = Table(
     "contact_identifiers",
@@ -94,6 +103,7 @@ CONTACT_IDENTIFIERS = Table(
     ),
     key=("contact_id", "kind", "value"),
     doc="emails and phones; one primary per contact and kind",
+    cluster_by=("contact_id",),  # all of a contact's identifiers are read together, by key
 )
 BUSINESSES = Table(
     "businesses",
@@ -108,6 +118,7 @@ BUSINESSES = Table(
         ("deleted_at", TIMESTAMP),
     ),
     key=("business_id",),
+    cluster_by=("updated_at", "business_id"),
 )
 CONTACT_BUSINESSES = Table(
     "contact_businesses",
@@ -119,6 +130,7 @@ CONTACT_BUSINESSES = Table(
         ("updated_at", TIMESTAMP),
     ),
     key=("contact_id", "business_id"),
+    cluster_by=("contact_id",),
 )
 CRM_SYNC_STATE = Table(
     "crm_sync_state",
@@ -137,6 +149,23 @@ CRM_SYNC_STATE = Table(
         ("base", JSON),
     ),
     key=("object_type", "record_key"),
+    cluster_by=("object_type", "record_key"),  # read by constant key lists, never whole
+)
+# What each write request stored, appended at once (INSERT only: on BigQuery a MERGE or UPDATE bills
+# the whole target table); folded into crm_sync_state between phases and by the next run after a
+# kill (warehouse/journal.py). One row per record and request; `fields` names the state columns the
+# entry sets (the others are left as they are), `seq` orders entries across runs.
+CRM_SYNC_JOURNAL = Table(
+    "crm_sync_journal",
+    _cols(
+        ("seq", INT64, True),
+        ("run_id", STRING),
+        ("fields", STRING, True),
+        *((c.name, c.type, c.required) for c in CRM_SYNC_STATE.columns),
+    ),
+    key=("seq", "object_type", "record_key"),
+    doc="append-only sync-state changes not yet folded into crm_sync_state",
+    cluster_by=("object_type", "record_key"),
 )
 CRM_SYNC_RUNS = Table(
     "crm_sync_runs",
@@ -166,6 +195,7 @@ CRM_SYNC_ERRORS = Table(
         ("resolved_at", TIMESTAMP),
     ),
     key=("error_id",),
+    cluster_by=("object_type", "record_key"),
 )
 CRM_SYNC_KV = Table(
     "crm_sync_kv",
@@ -194,6 +224,7 @@ TABLES: dict[str, Table] = {
         BUSINESSES,
         CONTACT_BUSINESSES,
         CRM_SYNC_STATE,
+        CRM_SYNC_JOURNAL,
         CRM_SYNC_RUNS,
         CRM_SYNC_ERRORS,
         CRM_SYNC_KV,
