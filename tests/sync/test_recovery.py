@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from tests.sync.test_sync_sandbox import SCHEMA, crm, people, person_by_key, record_writes
+from tests.sync.test_sync_sandbox import SCHEMA, crm, forget_state, people, person_by_key, record_writes
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
+from truth_forge.warehouse.detection import DetectionPolicy
 
 BIGGEST_ID = 9223372036854775807
 
@@ -22,13 +23,15 @@ def batch_writes(sandbox: Any) -> list[Any]:
 
 def test_rows_already_in_twenty_but_not_in_the_state_are_claimed_not_refused(
         sandbox: Any, client: TwentyClient, store: Any) -> None:
-    """What a run killed between a write and its bookkeeping leaves behind: Twenty has the records,
-    the warehouse does not know. The next run claims them by key, with no failure and no duplicate."""
+    """Twenty has the records, the warehouse's state has lost them (removed by hand: a run killed
+    between a write and its bookkeeping leaves the detection watermark where it was, so it finds
+    them by their stamps; lost state rows are found by the audit). The next audited run claims them
+    by key, with no failure and no duplicate."""
     run_sync(store, client, SCHEMA)
-    store._run("DELETE FROM {crm_sync_state} WHERE object_type = 'person' AND record_key IN ('3', '4', '5')", ())
+    forget_state(store, "person", ["3", "4", "5"])
     store.upsert_contacts([{"contact_id": 4, "category_code": "E"}])
     sandbox.clear_request_log()
-    result = run_sync(store, client, SCHEMA)
+    result = run_sync(store, client, SCHEMA, detection=DetectionPolicy(audit=True))
     assert result.status == "succeeded", result.sync_errors
     assert result.counts["push_person"] == {"upserted": 3, "deleted": 0, "failed": 0, "caught_up": 0}
     keys = sorted(int(p["contactId"]) for p in people(client))

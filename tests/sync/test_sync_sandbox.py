@@ -195,6 +195,15 @@ def test_the_loop_on_both_warehouse_engines(sandbox: Any, client: TwentyClient, 
     assert record_writes(sandbox) == []
 
 
+def forget_state(store: Any, object_type: str, keys: list[str]) -> None:
+    """Lose these records' sync state, as a hand edit of crm_sync_state would: only the audit finds
+    rows whose state is gone (nothing stamps them), so the next run is asked to audit."""
+    store.fold_journal()
+    quoted = ", ".join(f"'{k}'" for k in keys)
+    store._run(f"DELETE FROM {{crm_sync_state}} WHERE object_type = '{object_type}' AND record_key IN ({quoted})", ())
+    store.fold_journal(forget=True)
+
+
 def person_by_key(client: TwentyClient, key: int) -> dict[str, Any]:
     [found] = [p for p in people(client) if p["contactId"] == str(key)]
     return found

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from tests.sync.test_sync_sandbox import SCHEMA, crm, people, person_by_key, record_writes
+from tests.sync.test_sync_sandbox import SCHEMA, crm, forget_state, people, person_by_key, record_writes
 from truth_forge.crm_schema import setup_schema
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
 from truth_forge.twenty.errors import TwentyNotFound
 from truth_forge.warehouse import open_warehouse
+from truth_forge.warehouse.detection import DetectionPolicy
 from truth_forge.warehouse.sample_data import generate_sample_data
 
 
@@ -50,8 +51,8 @@ def test_a_soft_deleted_record_of_ours_is_revived_even_when_the_state_forgot_it(
     eleven = person_by_key(client, 11)
     with crm(sandbox) as http:
         http.delete(f"/rest/people/{eleven['id']}", params={"soft_delete": "true"}).raise_for_status()
-    store._run("DELETE FROM {crm_sync_state} WHERE object_type = 'person' AND record_key = '11'", ())
-    result = run_sync(store, client, SCHEMA, direction="push")
+    forget_state(store, "person", ["11"])
+    result = run_sync(store, client, SCHEMA, direction="push", detection=DetectionPolicy(audit=True))
     assert result.status == "succeeded", result.sync_errors
     back = person_by_key(client, 11)
     assert back["id"] == eleven["id"] and back["deletedAt"] is None and len(people(client)) == 40

@@ -20,6 +20,7 @@ from truth_forge.crm_schema import CrmSchema
 from truth_forge.reporting import ErrorReporter
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.client import TwentyClient
+from truth_forge.warehouse.detection import DetectionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class SyncContext:
     conflict_policy: ConflictPolicy | Mapping[str, ConflictPolicy] = "crm_wins"
     on_event: EventHook | None = None
     default_region: str | None = None
+    # How the push finds changed rows: incrementally, with a periodic full audit (detection.py).
+    detection: DetectionPolicy = field(default_factory=DetectionPolicy)
 
     def emit(self, kind: EventKind, **values: Any) -> None:
         if self.on_event is None:

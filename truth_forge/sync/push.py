@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from truth_forge.sync import mapping, own_writes, views
@@ -64,9 +64,12 @@ class PushStats:
     failed: int = 0
     # Records edited in Twenty while this run was pushing, merged before their write went out.
     caught_up: int = 0
+    # How the changed rows were found (warehouse/detection.py): mode, candidates, audit findings;
+    # the runner reports it beside these counts.
+    detection: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "detection"}
 
 
 @dataclass
@@ -82,15 +85,18 @@ class _Item:
 
 def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
-    batches = ctx.warehouse.changed_rows(obj.object_type, batch_size=READ_BATCH)
+    scan = ctx.warehouse.detect_changes(obj.object_type, batch_size=READ_BATCH, policy=ctx.detection)
     try:
-        return _push_batches(ctx, obj, batches)
+        stats = _push_batches(ctx, obj, scan)
     finally:
         # A push that stops early must not leave the warehouse's result stream open (DuckDB cannot
         # checkpoint with a read still running).
-        close = getattr(batches, "close", None)
-        if close is not None:
-            close()
+        scan.close()
+    # Every row detection handed out is settled (landed, or failed and on the retry list): the
+    # next run may look from this detection's start on. A push that stopped early never gets here.
+    scan.commit()
+    stats.detection = scan.report
+    return stats
 
 
 def push_keys(ctx: SyncContext, obj: SyncedObject, keys: Sequence[int]) -> PushStats:

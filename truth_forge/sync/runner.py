@@ -11,6 +11,7 @@ record next syncs cleanly; run-level errors close with the next run that succeed
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -30,6 +31,7 @@ from truth_forge.sync.reconcile import reconcile_object
 from truth_forge.sync.store import SyncStore, per_server
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import NextStep, TwentyConfigError, TwentyError
+from truth_forge.warehouse.detection import DetectionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ def run_sync(
     full: bool = False,
     lease: WriterLease | None = None,
     lease_wait: float = 0.0,
+    detection: DetectionPolicy | None = None,
 ) -> SyncResult:
     """One run, as the warehouse's only writer.
 
@@ -133,22 +136,29 @@ def run_sync(
     the incremental pull with a full pass over Twenty (`reconcile.py`), which also finds records
     destroyed there. The writer lease (`truth_forge/lease.py`) is taken for the run, or the caller's
     `lease` is used; another writer is waited for up to `lease_wait` seconds (then WarehouseBusy).
+    `detection` says how the push finds changed rows (incremental with a periodic audit by default;
+    `full` always audits).
     """
+    policy = detection or DetectionPolicy()
+    if full:
+        policy = dataclasses.replace(policy, audit=True)
     with writing(warehouse, purpose="sync", held=lease, wait=lease_wait):
         return _run_as_writer(warehouse, client, schema, direction, conflict_policy, pull_overlap, secrets,
-                              on_event, full)
+                              on_event, full, policy)
 
 
 def _run_as_writer(
     warehouse: SyncStore, client: TwentyClient, schema: CrmSchema, direction: Direction,
     conflict_policy: ConflictPolicy | Mapping[str, ConflictPolicy], pull_overlap: dt.timedelta,
-    secrets: tuple[str, ...], on_event: EventHook | None, full: bool,
+    secrets: tuple[str, ...], on_event: EventHook | None, full: bool, detection: DetectionPolicy,
 ) -> SyncResult:
     warehouse.ensure_tables()
+    # What a killed run saved but never folded goes into the state before anything reads it.
+    warehouse.fold_journal(forget=True)
     started_at = now_utc()
     run_id = warehouse.start_run(started_at=started_at)
     reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
-    ctx = SyncContext(warehouse, client, schema, reporter, conflict_policy, on_event)
+    ctx = SyncContext(warehouse, client, schema, reporter, conflict_policy, on_event, detection=detection)
     requests_before = client.transport.stats.requests
     billed_before = warehouse.statements.snapshot()
     known_batch_size = _recall_batch_size(warehouse, client)
@@ -168,11 +178,15 @@ def _run_as_writer(
                 done = reconcile_object(ctx, obj) if full else pull_object(ctx, obj, overlap=pull_overlap)
                 counts[f"{phase}_{obj.object_type}"] = done.as_dict()
                 ctx.emit("phase_finished", phase=phase, object_type=obj.object_type, detail=done.as_dict())
+            # Change detection compares with the folded state: what the pull merged is not sent back.
+            warehouse.fold_journal()
         if direction in ("both", "push"):
             for obj in SYNC_ORDER:
                 ctx.emit("phase_started", phase="push", object_type=obj.object_type)
                 try:
-                    counts[f"push_{obj.object_type}"] = push_object(ctx, obj).as_dict()
+                    pushed = push_object(ctx, obj)
+                    counts[f"push_{obj.object_type}"] = pushed.as_dict()
+                    counts[f"detect_{obj.object_type}"] = pushed.detection
                 except PushAborted as stop:
                     counts[f"push_{obj.object_type}"] = stop.stats.as_dict() if stop.stats else {}
                     raise
@@ -199,6 +213,7 @@ def _run_as_writer(
         status = "aborted" if aborted else ("partial" if reporter.count else "succeeded")
         reporter.flush(warehouse)
         _remember_batch_size(warehouse, client, known_batch_size)
+        warehouse.fold_journal()
         counts["errors_closed"] = warehouse.close_settled_errors(run_succeeded=status == "succeeded",
                                                                  run_started_at=started_at)
         spent = warehouse.statements.since(billed_before)

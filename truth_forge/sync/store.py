@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from truth_forge.warehouse.accounting import Accounting
 from truth_forge.warehouse.base import ObjectType
+from truth_forge.warehouse.detection import ChangeScan, DetectionPolicy
 
 
 class SyncStore(Protocol):
@@ -25,6 +26,9 @@ class SyncStore(Protocol):
 
     # change detection and canonical rows
     def changed_rows(self, object_type: ObjectType, *, batch_size: int = 500) -> Iterator[list[dict[str, Any]]]: ...
+
+    def detect_changes(self, object_type: ObjectType, *, batch_size: int = 500,
+                       policy: DetectionPolicy = ...) -> ChangeScan: ...
 
     def get_rows(self, object_type: ObjectType, keys: Iterable[int]) -> list[dict[str, Any]]: ...
 
@@ -41,6 +45,8 @@ class SyncStore(Protocol):
 
     # sync bookkeeping
     def upsert_sync_state(self, rows: Iterable[Mapping[str, Any]]) -> int: ...
+
+    def fold_journal(self, *, forget: bool = False) -> int: ...
 
     def read_sync_state(self, object_type: ObjectType, record_keys: Iterable[str | int]) -> dict[str, dict[str, Any]]: ...
 

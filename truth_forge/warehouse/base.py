@@ -35,19 +35,20 @@ import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.accounting import Accounting, Statement
+from truth_forge.warehouse.binds import Bind, KeySet, RowSet, Scalar, json_value, plain_row
 from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseDataError
+from truth_forge.warehouse.detection import ChangeDetection, _view_row
 from truth_forge.warehouse.history import RunHistory
+from truth_forge.warehouse.state_journal import SyncStateJournal
 from truth_forge.warehouse.schema import (
     BOOL,
     BUSINESSES,
     CONTACTS,
     CRM_SYNC_ERRORS,
-    CRM_SYNC_STATE,
     INT64,
     JSON,
     STRING,
@@ -59,11 +60,7 @@ from truth_forge.warehouse.validate import STRING_LIST, validate_rows
 
 ObjectType = Literal["person", "company"]
 OBJECT_TYPES: tuple[str, ...] = get_args(ObjectType)
-SYNC_STATUSES = ("synced", "failed", "pending", "deleted")
 MAX_ERROR_MESSAGE = 4000  # keep evidence, not megabytes of HTML error pages
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# Rows per change-detection range unless the engine or the caller says otherwise (see changed_rows).
-DEFAULT_CHANGE_RANGE_ROWS = 50_000
 
 CONTACT_FIELDS: dict[str, str] = {
     **{c.name: c.type for c in CONTACTS.columns},
@@ -74,53 +71,19 @@ CONTACT_FIELDS: dict[str, str] = {
     "business_id": INT64,
 }
 BUSINESS_FIELDS: dict[str, str] = {c.name: c.type for c in BUSINESSES.columns}
-SYNC_STATE_FIELDS: dict[str, str] = {c.name: c.type for c in CRM_SYNC_STATE.columns}
 ERROR_FIELDS: dict[str, str] = {c.name: c.type for c in CRM_SYNC_ERRORS.columns}
 
 
-# --- what the engines bind ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Scalar:
-    """`@name` in the SQL."""
-
-    name: str
-    type: str
-    value: Any
-
-
-@dataclass(frozen=True)
-class KeySet:
-    """`x IN {keys_name}` in the SQL: a list of keys of one type."""
-
-    name: str
-    type: str
-    values: Sequence[Any]
-
-
-@dataclass(frozen=True)
-class RowSet:
-    """`FROM {rows_name} AS r` in the SQL: a batch of typed rows (JSON as canonical text)."""
-
-    name: str
-    columns: Sequence[tuple[str, str]]
-    rows: Sequence[Mapping[str, Any]]
-
-
-Bind = Scalar | KeySet | RowSet
-
-
-class Warehouse(RunHistory, ABC):
+class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
     """The canonical contacts store. Use as a context manager; see the module doc for row shapes."""
-
-    # Rows (contacts or businesses) per change-detection range; an engine or a caller may change it.
-    change_range_rows: int = DEFAULT_CHANGE_RANGE_ROWS
 
     def __init__(self, tables: TableNames) -> None:
         self.tables = tables
         # Every statement sent, with what the engine says it cost (accounting.py).
         self.statements = Accounting()
+        self._init_journal()
 
     def _account(self, sql: str, binds: Sequence[Bind], **figures: Any) -> None:
         self.statements.add(Statement(sql, tuple(binds), **figures))
@@ -175,51 +138,7 @@ class Warehouse(RunHistory, ABC):
         rows, _ = self._run(f"SELECT COUNT(*) AS n FROM {{{table}}}", (), fetch=True)
         return int(rows[0]["n"])
 
-    # --- change detection ------------------------------------------------------------------------
-
-    def changed_rows(self, object_type: ObjectType, *, batch_size: int = 500) -> Iterator[list[dict[str, Any]]]:
-        """Stream, in batches, the view rows whose hash differs from the sync state's, that have no
-        state yet, or whose last push failed or is pending. The hash is computed in the engine.
-
-        Rows come in key order, `batch_size` to a list (the last may be shorter). The engine works
-        through the keys one range at a time (`change_range_rows` rows each, bounds fixed from the
-        keys when the stream starts), so no query holds more than one range, whatever the table's
-        size. Each range is read when the stream reaches it: what the caller writes meanwhile
-        (sync state for the rows it was given) never brings a row back, since ranges only move
-        forward; an edit to a row of a range not read yet is seen as it is then. Close the stream
-        (`.close()`) to stop early; the open range's read ends with it.
-        """
-        _check_object_type(object_type)
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        sql = q.changed_select(object_type)
-        pending: list[dict[str, Any]] = []
-        for lo, hi in self._key_ranges(object_type):
-            binds = (Scalar("object_type", STRING, object_type), Scalar("range_lo", INT64, lo),
-                     Scalar("range_hi", INT64, hi))
-            with contextlib.closing(self._stream(sql, binds, batch_size)) as stream:
-                for batch in stream:
-                    pending.extend(_view_row(r) for r in batch)
-                    while len(pending) >= batch_size:
-                        yield pending[:batch_size]
-                        pending = pending[batch_size:]
-            self._between_ranges()
-        if pending:
-            yield pending
-
-    def _between_ranges(self) -> None:
-        """Called with no range read open, after the caller has had a range's rows: where an
-        engine that buffers the caller's writes in memory (DuckDB) can flush them."""
-
-    def _key_ranges(self, object_type: ObjectType) -> list[tuple[int, int]]:
-        """Inclusive (low, high) key ranges of about `change_range_rows` rows each, covering every
-        INT64 key: the first starts at the smallest INT64, the last ends at the largest, so rows
-        added after the bounds were read still fall in a range."""
-        rows, _ = self._run(q.range_bounds_select(object_type),
-                            (Scalar("range_rows", INT64, self.change_range_rows),), fetch=True)
-        bounds = [int(r["k"]) for r in rows]
-        ranges = list(zip([INT64_MIN] + [b + 1 for b in bounds], bounds + [INT64_MAX]))
-        return [(lo, hi) for lo, hi in ranges if lo <= hi]  # a bound at INT64_MAX leaves nothing above it
+    # --- canonical rows ------------------------------------------------------------------------
 
     def get_rows(self, object_type: ObjectType, keys: Iterable[int]) -> list[dict[str, Any]]:
         """The current view rows (with row_hash) for the given contact_ids / business_ids."""
@@ -330,56 +249,10 @@ class Warehouse(RunHistory, ABC):
 
     # --- sync state ------------------------------------------------------------------------------
 
-    def upsert_sync_state(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Insert or update sync state rows keyed by (object_type, record_key), one MERGE per call.
-        Fields a batch leaves out are left untouched."""
-        clean, fields = validate_rows(
-            "crm_sync_state", rows, SYNC_STATE_FIELDS, ("object_type", "record_key")
-        )
-        for index, row in enumerate(clean):
-            if row["object_type"] not in OBJECT_TYPES:
-                raise WarehouseDataError("crm_sync_state", index, f"object_type must be one of {OBJECT_TYPES}")
-            if row.get("status") is not None and row["status"] not in SYNC_STATUSES:
-                raise WarehouseDataError("crm_sync_state", index, f"status must be one of {SYNC_STATUSES}")
-        if not clean:
-            return 0
-        columns = [(c.name, c.type) for c in CRM_SYNC_STATE.columns if c.name in fields]
-        self._run(
-            q.upsert_merge("crm_sync_state", ("object_type", "record_key"), columns, touch_updated_at=False),
-            (RowSet("rows", columns, clean),),
-        )
-        return len(clean)
-
-    def read_sync_state(self, object_type: ObjectType, record_keys: Iterable[str | int]) -> dict[str, dict[str, Any]]:
-        """Sync state rows by record_key (keys may be given as ints; they are stored as text)."""
-        return self._read_state(object_type, "record_key", [str(k) for k in record_keys])
-
-    def read_sync_state_by_crm_id(self, object_type: ObjectType, crm_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Sync state rows by crm_id (the pull maps CRM records back to warehouse keys)."""
-        return self._read_state(object_type, "crm_id", list(crm_ids))
-
-    def _read_state(self, object_type: ObjectType, by: str, values: list[str]) -> dict[str, dict[str, Any]]:
-        _check_object_type(object_type)
-        if not values:
-            return {}
-        cols = ", ".join(f"TO_JSON_STRING(t.{c.name}) AS {c.name}" if c.type == JSON else f"t.{c.name}"
-                         for c in CRM_SYNC_STATE.columns)
-        sql = f"SELECT {cols} FROM {{crm_sync_state}} AS t WHERE t.object_type = @object_type AND t.{by} IN {{keys_keys}}"
-        rows, _ = self._run(
-            sql, (Scalar("object_type", STRING, object_type), KeySet("keys", STRING, sorted(set(values)))), fetch=True
-        )
-        json_columns = [c.name for c in CRM_SYNC_STATE.columns if c.type == JSON]
-        out = {}
-        for r in rows:
-            row = _plain_row(r)
-            for name in json_columns:
-                row[name] = _json_value(row[name])
-            out[r[by]] = row
-        return out
-
     def linked_records(self, object_type: ObjectType, *, batch_size: int = 1000) -> Iterator[list[tuple[str, str]]]:
         """(record_key, crm_id) of every record the state says is live in Twenty, in batches."""
         _check_object_type(object_type)
+        self.fold_journal()
         sql = ("SELECT t.record_key AS record_key, t.crm_id AS crm_id FROM {crm_sync_state} AS t "
                "WHERE t.object_type = @object_type AND t.crm_id IS NOT NULL AND t.status != 'deleted' "
                "ORDER BY t.record_key")
@@ -516,6 +389,7 @@ WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CU
     def close_settled_errors(self, *, run_succeeded: bool, run_started_at: dt.datetime) -> int:
         """Close the errors whose record has synced cleanly since, and (after a run that succeeded)
         the run-level errors of earlier runs; returns how many closed."""
+        self.fold_journal()
         _, affected = self._run(q.CLOSE_SETTLED_ERRORS, (
             Scalar("run_succeeded", BOOL, run_succeeded),
             Scalar("run_started_at", TIMESTAMP, _timestamp_param("run_started_at", run_started_at)),
@@ -635,28 +509,8 @@ def _timestamp_param(name: str, value: dt.datetime | None) -> dt.datetime | None
     return value.astimezone(dt.timezone.utc)
 
 
-def _json_value(value: Any) -> Any:
-    # Text from TO_JSON_STRING on both engines; an engine may already have parsed it.
-    if isinstance(value, str):
-        return json.loads(value)
-    return value
-
-
-def _plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    for name, value in out.items():
-        if isinstance(value, dt.datetime):
-            out[name] = value.astimezone(dt.timezone.utc)
-    return out
-
-
-def _view_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = _plain_row(row)
-    for name in q.VIEW_JSON_COLUMNS & out.keys():
-        out[name] = _json_value(out[name])
-    for name in q.VIEW_LIST_COLUMNS & out.keys():
-        out[name] = list(out[name] or [])
-    return out
+_json_value = json_value
+_plain_row = plain_row
 
 
 __all__ = ["Warehouse", "ObjectType", "Scalar", "KeySet", "RowSet", "Bind", "JSON"]

@@ -143,6 +143,7 @@ class DuckDBWarehouse(Warehouse):
         twin.memory_limit, twin.threads, twin.temp_directory = self.memory_limit, self.threads, self.temp_directory
         twin.change_range_rows = self.change_range_rows
         twin.statements = self.statements  # one account for the store, whichever thread sent it
+        twin._share_journal(self)
         twin._con = self._con.cursor()
         twin._prepare_connection()
         return twin

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from truth_forge.warehouse.binds import Scalar, plain_row
 from truth_forge.warehouse.schema import BOOL, STRING
 
 # One "error" as a person sees it: one record's failures in one operation, or, for run-level errors
@@ -50,8 +51,16 @@ _RUNS = """SELECT r.run_id AS run_id, r.started_at AS started_at, r.finished_at 
   TO_JSON_STRING(r.counts) AS counts
 FROM {crm_sync_runs} AS r ORDER BY r.started_at DESC, r.run_id LIMIT {limit}"""
 
-_STATE_COUNTS = """SELECT s.object_type AS object_type, s.status AS status, COUNT(*) AS n
-FROM {crm_sync_state} AS s GROUP BY object_type, status ORDER BY object_type, status"""
+# The state as folded, counting the journal's entries not folded yet (state_journal.py).
+_STATE_COUNTS = """WITH j AS (
+  SELECT j0.object_type AS object_type, j0.record_key AS record_key,
+    MAX_BY(STRUCT(j0.status AS v), IF(STRPOS(j0.fields, ',status,') > 0, j0.seq, NULL)).v AS status,
+    MAX(IF(STRPOS(j0.fields, ',status,') > 0, j0.seq, NULL)) IS NOT NULL AS set_status
+  FROM {crm_sync_journal} AS j0 GROUP BY j0.object_type, j0.record_key)
+SELECT u.object_type AS object_type, u.status AS status, COUNT(*) AS n FROM (
+  SELECT COALESCE(s.object_type, j.object_type) AS object_type, IF(j.set_status, j.status, s.status) AS status
+  FROM {crm_sync_state} AS s FULL OUTER JOIN j ON s.object_type = j.object_type AND s.record_key = j.record_key
+) AS u GROUP BY u.object_type, u.status ORDER BY u.object_type, u.status"""
 
 _KV = "SELECT t.key AS key, t.value AS value, t.updated_at AS updated_at FROM {crm_sync_kv} AS t ORDER BY t.key"
 
@@ -72,8 +81,6 @@ class RunHistory:
         """Errors as people see them, newest first: `attempts`, `first_seen`, `last_seen`, `resolved_at`
         (None while any attempt is open), `is_open`, and the latest class, message and run. `run_id`
         keeps the errors seen in that run (a unique start of the id is enough)."""
-        from truth_forge.warehouse.base import Scalar
-
         rows, _ = self._run(
             _ERROR_GROUPS.replace("{limit}", str(_bounded(limit))),
             (Scalar("open_only", BOOL, open_only), Scalar("run_id", STRING, run_id)),
@@ -116,7 +123,4 @@ def _bounded(limit: int) -> int:
     return min(limit, 100_000)
 
 
-def _plain(row: Any) -> dict[str, Any]:
-    from truth_forge.warehouse.base import _plain_row
-
-    return _plain_row(row)
+_plain = plain_row

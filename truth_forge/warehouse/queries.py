@@ -69,17 +69,27 @@ def _output_columns(alias: str, columns: Sequence[str]) -> str:
     )
 
 
-# Which rows a view reads: every row, the keys of a key set ({keys_keys}), or one key range
-# (@range_lo <= key <= @range_hi, both bounds inclusive INT64 parameters).
-Scope = Literal["all", "keys", "range"]
+# Which rows a view reads: every row, the keys of a key set ({keys_keys}), one key range
+# (@range_lo <= key <= @range_hi, both bounds inclusive INT64 parameters), or change-detection
+# candidates: a key set whose wide row is also found by its `updated_at` ({keys_stamps}), the
+# clustering column a constant filter prunes on (warehouse/detection.py).
+Scope = Literal["all", "keys", "range", "candidates"]
 
 
 def _key_filter(column: str, scope: Scope) -> str:
-    if scope == "keys":
+    if scope in ("keys", "candidates"):
         return f"{column} IN {{keys_keys}}"
     if scope == "range":
         return f"{column} BETWEEN @range_lo AND @range_hi"
     return ""
+
+
+def _wide_filter(alias: str, key: str, scope: Scope) -> str:
+    """The WHERE of a wide table (contacts, businesses): its key, and in candidate scope its stamp."""
+    if scope == "all":
+        return ""
+    stamp = f" AND {alias}.updated_at IN {{keys_stamps}}" if scope == "candidates" else ""
+    return f"WHERE {_key_filter(f'{alias}.{key}', scope)}{stamp}"
 
 
 def contact_view_ctes(scope: Scope = "all") -> str:
@@ -88,7 +98,7 @@ def contact_view_ctes(scope: Scope = "all") -> str:
     Every table is filtered by the scope on its own (not only through the join), so a key range
     reads the identifiers and links of that range alone: the aggregation stays range-sized.
     """
-    where_c = f"WHERE {_key_filter('c0.contact_id', scope)}" if scope != "all" else ""
+    where_c = _wide_filter("c0", "contact_id", scope)
     and_i = f"AND {_key_filter('i.contact_id', scope)}" if scope != "all" else ""
     and_l = f"AND {_key_filter('l.contact_id', scope)}" if scope != "all" else ""
     json_cols = ", ".join(f"c.{c} AS {c}" for c in CONTACT_JSON_COLUMNS)
@@ -137,7 +147,7 @@ h AS (
 
 def business_view_ctes(scope: Scope = "all") -> str:
     """CTEs ending in `h`: one row per business, CRM-facing columns, `updated_at` and `row_hash`."""
-    where_b = f"WHERE {_key_filter('b.business_id', scope)}" if scope != "all" else ""
+    where_b = _wide_filter("b", "business_id", scope)
     cols = ", ".join(f"b.{c} AS {c}" for c in BUSINESS_VIEW_COLUMNS)
     return f"""
 v AS (
@@ -168,17 +178,21 @@ def changed_select(object_type: str, scope: Scope = "range") -> str:
     the join's build side is range-sized too.
     """
     ctes, cols, key = _view_parts(object_type, scope)
-    state_range = (f"AND {_key_filter('SAFE_CAST(s0.record_key AS INT64)', scope)}"
-                   if scope == "range" else "")
+    state_range = (f"AND {_key_filter('SAFE_CAST(s0.record_key AS INT64)', scope)}" if scope == "range"
+                   # By the key as stored (text): a constant filter on the clustering column.
+                   else "AND s0.record_key IN {keys_skeys}" if scope == "candidates" else "")
+    state_cols = ", ".join(f"TO_JSON_STRING(s0.{c}) AS {c}" if c == "base" else f"s0.{c} AS {c}"
+                           for c in STATE_CARRIED)
+    carried = ", ".join(f"s.{c} AS state_{c}" for c in STATE_CARRIED)
     return f"""WITH {ctes},
 s AS (
-  SELECT s0.record_key AS record_key, s0.crm_id AS crm_id, s0.status AS status,
-    s0.warehouse_hash AS warehouse_hash
+  SELECT s0.record_key AS record_key, {state_cols}
   FROM {{crm_sync_state}} AS s0
   WHERE s0.object_type = @object_type {state_range}
 )
 SELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash,
-  s.crm_id AS crm_id, s.status AS sync_status, s.warehouse_hash AS synced_hash
+  s.crm_id AS crm_id, s.status AS sync_status, s.warehouse_hash AS synced_hash,
+  s.record_key AS state_record_key, {carried}
 FROM h
 LEFT JOIN s ON s.record_key = CAST(h.{key} AS STRING)
 WHERE (s.record_key IS NULL AND h.deleted_at IS NULL)
@@ -186,6 +200,30 @@ WHERE (s.record_key IS NULL AND h.deleted_at IS NULL)
         s.warehouse_hash IS NULL OR s.warehouse_hash != h.row_hash
         OR s.status IN ('failed', 'pending')))
 ORDER BY h.{key}"""
+
+
+# The sync state a change-detection row carries along (`state_<name>`), so that the push reads
+# no state for the rows detection hands it (warehouse/state_journal.py keeps them).
+STATE_CARRIED = ("crm_id", "warehouse_hash", "crm_hash", "crm_updated_at", "last_synced_at", "status",
+                 "attempts", "last_error", "base")
+
+
+def candidate_keys_select(object_type: str) -> str:
+    """Keys whose narrow tables changed since @since: a person's emails, phones and company links
+    (their contacts row may be older). Reads each table's key and updated_at columns."""
+    if object_type != "person":
+        return ""
+    return """SELECT i.contact_id AS k FROM {contact_identifiers} AS i WHERE i.updated_at >= @since
+UNION DISTINCT
+SELECT l.contact_id AS k FROM {contact_businesses} AS l WHERE l.updated_at >= @since"""
+
+
+def stamps_select(object_type: str, by: Literal["since", "keys"]) -> str:
+    """(key, updated_at) of the wide rows changed since @since (a pruned read, the table being
+    clustered by updated_at), or of given keys (their stamps, to find their rows pruned later)."""
+    table, key = ("contacts", "contact_id") if object_type == "person" else ("businesses", "business_id")
+    where = "w.updated_at >= @since" if by == "since" else f"w.{key} IN {{keys_keys}}"
+    return f"SELECT w.{key} AS k, w.updated_at AS stamp FROM {{{table}}} AS w WHERE {where}"
 
 
 def range_bounds_select(object_type: str) -> str:

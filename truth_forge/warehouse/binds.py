@@ -1,0 +1,59 @@
+"""What a warehouse statement carries besides its SQL, and the plain row shapes it returns.
+
+Why it exists: the engines, the statement accounting and the mixins of `Warehouse` (run history,
+the state journal, change detection) all speak these; keeping them apart from `base.py` lets those
+modules import them without importing the `Warehouse` they are part of.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+@dataclass(frozen=True)
+class Scalar:
+    """`@name` in the SQL."""
+
+    name: str
+    type: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """`x IN {keys_name}` in the SQL: a list of keys of one type."""
+
+    name: str
+    type: str
+    values: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class RowSet:
+    """`FROM {rows_name} AS r` in the SQL: a batch of typed rows (JSON as canonical text)."""
+
+    name: str
+    columns: Sequence[tuple[str, str]]
+    rows: Sequence[Mapping[str, Any]]
+
+
+Bind = Scalar | KeySet | RowSet
+
+
+def plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A result row as a dict, timestamps as aware UTC datetimes."""
+    out = dict(row)
+    for name, value in out.items():
+        if isinstance(value, dt.datetime):
+            out[name] = value.astimezone(dt.timezone.utc)
+    return out
+
+
+def json_value(value: Any) -> Any:
+    """A JSON column read as text (TO_JSON_STRING on both engines), parsed; an engine may already have."""
+    if isinstance(value, str):
+        return json.loads(value)
+    return value

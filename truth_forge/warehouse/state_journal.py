@@ -1,0 +1,353 @@
+"""The sync state, written as an append-only journal and folded into `crm_sync_state` once a phase.
+
+Why it exists: the sync saves what every write request stored before the next answer is looked at
+(that is what makes a killed run lose nothing). As a MERGE into `crm_sync_state` per request, that
+guarantee bills the whole state table on BigQuery for every request (an UPDATE or MERGE bills its
+whole target: docs/reference/standard-sql/dml-syntax, "On-demand query size calculation"). Here a
+save is an INSERT into `crm_sync_journal` (it reads no table, so it bills nothing), and the journal
+is folded into the state by one MERGE between phases (`fold_journal`, called by the runner at the
+start of a run, after the pull and at the end). A killed run's journal is folded by the next run.
+
+Reads see the journal too: `read_sync_state` overlays the entries not yet folded, so the sync reads
+its own writes. A journal entry carries only the fields its save set (`fields`), as an upsert did.
+
+Reads are also served from a bounded cache of the rows this process read or wrote (change detection
+hands over the state of the rows it yields): the writer lease makes this process the only writer,
+so what it last saw is the state. On BigQuery every query bills at least 10 MB per table, so a state
+read per batch would cost more than the batch itself. The cache is dropped with every fold at a
+run's start (another writer may have run since this process last held the lease).
+
+A mixin of `Warehouse`: it runs the same BigQuery-dialect SQL on both engines through `_run`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from truth_forge.warehouse import queries as q
+from truth_forge.warehouse.binds import Bind, KeySet, RowSet, Scalar, plain_row
+from truth_forge.warehouse.errors import WarehouseDataError
+from truth_forge.warehouse.schema import CRM_SYNC_JOURNAL, CRM_SYNC_STATE, INT64, JSON, STRING
+from truth_forge.warehouse.validate import validate_rows
+
+SYNC_STATUSES = ("synced", "failed", "pending", "deleted")
+_KEY = ("object_type", "record_key")
+_STATE_COLUMNS = CRM_SYNC_STATE.column_names
+_VALUE_COLUMNS = tuple(c for c in _STATE_COLUMNS if c not in _KEY)
+_JSON_COLUMNS = frozenset(c.name for c in CRM_SYNC_STATE.columns if c.type == JSON)
+SYNC_STATE_FIELDS: dict[str, str] = {c.name: c.type for c in CRM_SYNC_STATE.columns}
+# Rows of state kept in memory for reads (change detection primes it a range at a time; the push
+# reads the rows it is writing shortly after): about a megabyte per thousand rows with their base.
+STATE_CACHE_ROWS = 20_000
+
+
+def _field_set(fields: Iterable[str]) -> str:
+    # Commas on both ends, so `STRPOS(fields, ',name,')` matches whole names only.
+    return "," + ",".join(sorted(fields)) + ","
+
+
+def _selected(alias: str) -> str:
+    return ", ".join(f"TO_JSON_STRING({alias}.{c}) AS {c}" if c in _JSON_COLUMNS else f"{alias}.{c} AS {c}"
+                     for c in _STATE_COLUMNS)
+
+
+# The state rows and the journal entries of some keys, oldest first (the state row as entry 0).
+_READ = f"""SELECT u.* FROM (
+  SELECT 0 AS seq, '{_field_set(_VALUE_COLUMNS)}' AS fields, {_selected('t')}
+  FROM {{crm_sync_state}} AS t WHERE t.object_type = @object_type AND t.record_key IN {{keys_keys}}
+  UNION ALL
+  SELECT j.seq AS seq, j.fields AS fields, {_selected('j')}
+  FROM {{crm_sync_journal}} AS j WHERE j.object_type = @object_type AND j.record_key IN {{keys_keys}}
+) AS u ORDER BY u.seq"""
+
+# Which keys hold these Twenty ids, in the state or in entries not folded yet. Reads three narrow
+# columns: the state is clustered by key, so a lookup by Twenty id cannot be pruned.
+_KEYS_BY_CRM_ID = """SELECT t.record_key AS record_key FROM {crm_sync_state} AS t
+WHERE t.object_type = @object_type AND t.crm_id IN {keys_ids}
+UNION DISTINCT
+SELECT j.record_key AS record_key FROM {crm_sync_journal} AS j
+WHERE j.object_type = @object_type AND j.crm_id IN {keys_ids}"""
+
+
+def _fold_source() -> str:
+    """Per key, each field's value from the latest entry that set it (and whether any did)."""
+    picks = []
+    for c in _VALUE_COLUMNS:
+        at = f"IF(STRPOS(j.fields, ',{c},') > 0, j.seq, NULL)"
+        picks.append(f"MAX_BY(STRUCT(j.{c} AS v), {at}).v AS {c}")
+        picks.append(f"MAX({at}) IS NOT NULL AS set_{c}")
+    return (f"SELECT j.object_type AS object_type, j.record_key AS record_key, {', '.join(picks)}\n"
+            "FROM {crm_sync_journal} AS j WHERE j.seq <= @upto GROUP BY j.object_type, j.record_key")
+
+
+_FOLD = f"""MERGE {{crm_sync_state}} AS t
+USING ({_fold_source()}) AS s
+ON t.object_type = s.object_type AND t.record_key = s.record_key
+WHEN MATCHED THEN UPDATE SET {', '.join(f'{c} = IF(s.set_{c}, s.{c}, t.{c})' for c in _VALUE_COLUMNS)}
+WHEN NOT MATCHED THEN INSERT ({', '.join(_STATE_COLUMNS)})
+  VALUES ({', '.join(f's.{c}' for c in _STATE_COLUMNS)})"""
+
+# The retry lists live in crm_sync_kv, one row per object type (a JSON list, or null past the cap).
+_RETRY_PREFIX = "retry-list:"
+RETRY_LIST_MAX = 100_000
+_RETRY_READ = f"SELECT t.key AS key, t.value AS value FROM {{crm_sync_kv}} AS t WHERE t.key IN " \
+              f"('{_RETRY_PREFIX}person', '{_RETRY_PREFIX}company')"
+_RETRY_FROM_STATE = """SELECT s.object_type AS object_type, s.record_key AS record_key FROM {crm_sync_state} AS s
+WHERE s.status IN ('failed', 'pending')"""
+_STATUS_CHANGES = """SELECT j.object_type AS object_type, j.record_key AS record_key,
+  MAX_BY(STRUCT(j.status AS v), j.seq).v AS status
+FROM {crm_sync_journal} AS j WHERE j.seq <= @upto AND STRPOS(j.fields, ',status,') > 0
+GROUP BY j.object_type, j.record_key"""
+_RETRY_WRITE = """MERGE {crm_sync_kv} AS t USING (SELECT @key AS key, @value AS value) AS s ON t.key = s.key
+WHEN MATCHED THEN UPDATE SET value = s.value, updated_at = CURRENT_TIMESTAMP()
+WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CURRENT_TIMESTAMP())"""
+
+_JOURNAL_LAST = "SELECT MAX(j.seq) AS upto, COUNT(*) AS n FROM {crm_sync_journal} AS j"
+_JOURNAL_TRIM = "DELETE FROM {crm_sync_journal} AS j WHERE j.seq <= @upto"
+
+
+class _JournalMemory:
+    """What one process knows of the journal, shared by its handles on one store."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.cache: collections.OrderedDict[tuple[str, str], dict[str, Any] | None] = collections.OrderedDict()
+        self.last_seq = 0
+        # None: not known whether an earlier process left entries; True/False once known.
+        self.dirty: bool | None = None
+        # Keys saved while not in the cache: until the next fold, only a read-through knows them.
+        self.unsettled: set[tuple[str, str]] = set()
+
+    def next_seq(self) -> int:
+        # Entries are ordered by seq across runs: nanoseconds since the epoch, strictly increasing
+        # within a process; a killed run's entries are folded before the next run writes its own.
+        self.last_seq = max(time.time_ns(), self.last_seq + 1)
+        return self.last_seq
+
+    def remember(self, key: tuple[str, str], row: dict[str, Any] | None) -> None:
+        self.cache[key] = row
+        self.cache.move_to_end(key)
+        while len(self.cache) > STATE_CACHE_ROWS:
+            self.cache.popitem(last=False)
+
+
+class SyncStateJournal:
+    """Sync state rows keyed by (object_type, record_key): written to the journal, read with it."""
+
+    if TYPE_CHECKING:  # provided by Warehouse and its other parts
+        def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
+            raise NotImplementedError
+
+        def _atomic(self) -> contextlib.AbstractContextManager[None]:
+            raise NotImplementedError
+
+    _journal: _JournalMemory
+
+    def _init_journal(self) -> None:
+        self._journal = _JournalMemory()
+
+    def _share_journal(self, other: SyncStateJournal) -> None:
+        """A second handle on the same store (another thread's) shares what this process knows."""
+        self._journal = other._journal
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def upsert_sync_state(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Save sync state rows keyed by (object_type, record_key); fields a row leaves out are left
+        as they are. One INSERT into the journal per call, whatever the number of rows."""
+        clean, fields = validate_rows("crm_sync_state", rows, SYNC_STATE_FIELDS, _KEY)
+        for index, row in enumerate(clean):
+            if row["object_type"] not in ("person", "company"):
+                raise WarehouseDataError("crm_sync_state", index, "object_type must be one of ('person', 'company')")
+            if row.get("status") is not None and row["status"] not in SYNC_STATUSES:
+                raise WarehouseDataError("crm_sync_state", index, f"status must be one of {SYNC_STATUSES}")
+        if not clean:
+            return 0
+        value_fields = [c for c in _VALUE_COLUMNS if c in fields]
+        field_set = _field_set(value_fields)
+        with self._journal.lock:
+            entries = [{**row, "seq": self._journal.next_seq(), "fields": field_set} for row in clean]
+        columns = [(c.name, c.type) for c in CRM_SYNC_JOURNAL.columns
+                   if c.name in ("seq", "fields", *_KEY, *value_fields)]
+        names = ", ".join(n for n, _ in columns)
+        self._run(f"INSERT INTO {{crm_sync_journal}} ({names}) {q.source_select('rows', columns)}",
+                  (RowSet("rows", columns, entries),))
+        with self._journal.lock:
+            self._journal.dirty = True
+            for row in clean:
+                key = (row["object_type"], row["record_key"])
+                if key in self._journal.cache:
+                    cached = self._journal.cache[key]
+                    self._journal.remember(key, _apply({**(cached or _empty(key))}, _parsed(row), value_fields))
+                else:
+                    self._journal.unsettled.add(key)
+        return len(clean)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def read_sync_state(self, object_type: str, record_keys: Iterable[str | int]) -> dict[str, dict[str, Any]]:
+        """Sync state rows by record_key (keys may be given as ints; they are stored as text)."""
+        _check_object_type(object_type)
+        keys = sorted({str(k) for k in record_keys})
+        out: dict[str, dict[str, Any]] = {}
+        missing = []
+        with self._journal.lock:
+            for key in keys:
+                if (object_type, key) in self._journal.cache:
+                    row = self._journal.cache[(object_type, key)]
+                    if row is not None:
+                        out[key] = dict(row)
+                else:
+                    missing.append(key)
+        if missing:
+            found = self._read_through(object_type, missing)
+            with self._journal.lock:
+                for key in missing:
+                    row = found.get(key)
+                    self._journal.remember((object_type, key), row)
+                    self._journal.unsettled.discard((object_type, key))
+                    if row is not None:
+                        out[key] = dict(row)
+        return out
+
+    def read_sync_state_by_crm_id(self, object_type: str, crm_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Sync state rows by crm_id (the pull maps CRM records back to warehouse keys)."""
+        _check_object_type(object_type)
+        ids = sorted(set(crm_ids))
+        if not ids:
+            return {}
+        rows, _ = self._run(_KEYS_BY_CRM_ID, (Scalar("object_type", STRING, object_type),
+                                              KeySet("ids", STRING, ids)), fetch=True)
+        wanted = set(ids)
+        with self._journal.lock:
+            # Keys now holding these ids only in this process's memory (saved, not yet read back).
+            cached = [k for (obj, k), row in self._journal.cache.items()
+                      if obj == object_type and row is not None and row.get("crm_id") in wanted]
+        states = self.read_sync_state(object_type, {r["record_key"] for r in rows} | set(cached))
+        return {s["crm_id"]: s for s in states.values() if s.get("crm_id") in wanted}
+
+    def _read_through(self, object_type: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+        rows, _ = self._run(_READ, (Scalar("object_type", STRING, object_type),
+                                    KeySet("keys", STRING, keys)), fetch=True)
+        out: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            entry = plain_row(r)
+            for name in _JSON_COLUMNS:
+                entry[name] = json.loads(entry[name]) if isinstance(entry[name], str) else entry[name]
+            key = entry["record_key"]
+            fields = [f for f in str(entry.pop("fields")).strip(",").split(",") if f]
+            entry.pop("seq")
+            out[key] = _apply(out.get(key) or _empty((object_type, key)), entry, fields)
+        return out
+
+    def _settle_detected(self, object_type: str, key: str, carried: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The state of a row change detection hands out: what this process knows when it saved the
+        row since the query read it, else what the query carried (None: no state), which is then
+        remembered, so that the push reads none of these rows' state again."""
+        with self._journal.lock:
+            if (object_type, key) in self._journal.cache:
+                cached = self._journal.cache[(object_type, key)]
+                return None if cached is None else dict(cached)
+            if (object_type, key) not in self._journal.unsettled:
+                self._journal.remember((object_type, key), carried)
+                return None if carried is None else dict(carried)
+        return self.read_sync_state(object_type, [key]).get(key)
+
+    # --- folding -------------------------------------------------------------------------------
+
+    def fold_journal(self, *, forget: bool = False) -> int:
+        """Fold the journal into crm_sync_state (one MERGE, then the folded entries are removed);
+        returns how many entries were folded. Nothing is sent when this process knows the journal
+        is empty. `forget` also drops the read cache (at a run's start: another writer may have run)."""
+        with self._journal.lock:
+            if forget:
+                self._journal.cache.clear()
+            if self._journal.dirty is False:
+                return 0
+        with self._journal.lock:
+            seen = self._journal.last_seq  # entries this process wrote before the count below
+        rows, _ = self._run(_JOURNAL_LAST, (), fetch=True)
+        count = int(rows[0]["n"] or 0) if rows else 0
+        upto = int(rows[0]["upto"]) if count else 0
+        if count:
+            # Replaying entries over a state that already has them gives the same state, so a fold
+            # killed between any two statements is simply done again by the next one.
+            self._keep_retry_lists(upto)
+            with self._atomic():
+                self._run(_FOLD, (Scalar("upto", INT64, upto),))
+                self._run(_JOURNAL_TRIM, (Scalar("upto", INT64, upto),))
+        with self._journal.lock:
+            self._journal.unsettled.clear()
+            # Another thread of this process may have appended meanwhile: then there is more to fold.
+            self._journal.dirty = self._journal.last_seq > max(seen, upto)
+        return count
+
+
+    # --- the retry lists -------------------------------------------------------------------------
+
+    def retry_keys(self, object_type: str) -> list[str] | None:
+        """Keys whose last push failed or waits (for its company), as of the last fold; None when
+        there are too many to keep as a list (change detection then reads them from the state)."""
+        _check_object_type(object_type)
+        return self._retry_lists().get(object_type, [])
+
+    def _retry_lists(self) -> dict[str, list[str] | None]:
+        rows, _ = self._run(_RETRY_READ, (), fetch=True)
+        lists: dict[str, list[str] | None] = {}
+        for r in rows:
+            value = json.loads(r["value"] or "[]")
+            lists[r["key"].removeprefix(_RETRY_PREFIX)] = value if isinstance(value, list) else None
+        if len(lists) < 2:
+            # A warehouse from before the lists: read them from the state, once.
+            state, _ = self._run(_RETRY_FROM_STATE, (), fetch=True)
+            for name in ("person", "company"):
+                if name not in lists:
+                    lists[name] = sorted(r["record_key"] for r in state if r["object_type"] == name)
+                    self._write_retry_list(name, lists[name])
+        return lists
+
+    def _write_retry_list(self, name: str, keys: list[str] | None) -> None:
+        if keys is not None and len(keys) > RETRY_LIST_MAX:
+            keys = None  # a list this long costs more to carry than to read from the state
+        self._run(_RETRY_WRITE, (Scalar("key", STRING, _RETRY_PREFIX + name), Scalar("value", STRING, json.dumps(keys))))
+
+    def _keep_retry_lists(self, upto: int) -> None:
+        """Move the retry lists on by the statuses the journal's entries set (failed or pending:
+        on the list; synced or deleted: off it). The journal is small; the state is not read."""
+        changes, _ = self._run(_STATUS_CHANGES, (Scalar("upto", INT64, upto),), fetch=True)
+        if not changes:
+            return
+        lists = self._retry_lists()
+        for name in ("person", "company"):
+            keys = set(lists.get(name) or [])
+            mine = [c for c in changes if c["object_type"] == name]
+            keys |= {c["record_key"] for c in mine if c["status"] in ("failed", "pending")}
+            keys -= {c["record_key"] for c in mine if c["status"] not in ("failed", "pending")}
+            if mine:
+                self._write_retry_list(name, sorted(keys) if lists.get(name) is not None else None)
+
+
+def _check_object_type(object_type: str) -> None:
+    if object_type not in ("person", "company"):
+        raise ValueError(f"object_type must be one of ('person', 'company'), got {object_type!r}")
+
+
+def _empty(key: tuple[str, str]) -> dict[str, Any]:
+    return {"object_type": key[0], "record_key": key[1], **{c: None for c in _VALUE_COLUMNS}}
+
+
+def _apply(state: dict[str, Any], entry: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    for name in fields:
+        state[name] = entry.get(name)
+    return state
+
+
+def _parsed(row: Mapping[str, Any]) -> dict[str, Any]:
+    # Validated rows carry JSON as its canonical text; reads hand it out parsed.
+    return {k: json.loads(v) if k in _JSON_COLUMNS and isinstance(v, str) else v for k, v in row.items()}
