@@ -25,6 +25,7 @@ A mixin of `Warehouse`: it runs the same BigQuery-dialect SQL on both engines.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -128,20 +129,16 @@ class ChangeDetection:
         """
         _check(object_type, batch_size)
         self.fold_journal()  # compared with the state as saved so far
+        return self._judged(object_type, self._range_reads(object_type, batch_size), batch_size)
+
+    def _range_reads(self, object_type: str, batch_size: int) -> Iterator[Sequence[Mapping[str, Any]]]:
         sql = q.changed_select(object_type)
-        pending: list[dict[str, Any]] = []
         for lo, hi in self._key_ranges(object_type):
             binds = (Scalar("object_type", STRING, object_type), Scalar("range_lo", INT64, lo),
                      Scalar("range_hi", INT64, hi))
             with contextlib.closing(self._stream(sql, binds, batch_size)) as stream:
-                for batch in stream:
-                    pending.extend(self._detected(object_type, batch))
-                    while len(pending) >= batch_size:
-                        yield pending[:batch_size]
-                        pending = pending[batch_size:]
+                yield from stream
             self._between_ranges()
-        if pending:
-            yield pending
 
     def _between_ranges(self) -> None:
         """Called with no range read open, after the caller has had a range's rows: where an
@@ -177,8 +174,10 @@ class ChangeDetection:
                or (policy.audit_every is not None and started_at - audited >= policy.audit_every))
         if due or since is None:
             report: dict[str, Any] = {"mode": "audit"}
-            return ChangeScan(object_type, "audit", started_at, self._audit(object_type, batch_size, since, report),
-                              self, report)
+            # What an incremental detection would have found now: the audit reports the rest.
+            announced = None if since is None else set(self._candidates(object_type, since - policy.overlap, {}))
+            return ChangeScan(object_type, "audit", started_at,
+                              self._audit(object_type, batch_size, announced, report), self, report)
         scan = ChangeScan(object_type, "incremental", started_at, iter(()), self, {"mode": "incremental"})
         stamps = self._candidates(object_type, since - policy.overlap, scan.report)
         scan.batches = self._candidate_stream(object_type, stamps, batch_size)
@@ -213,9 +212,12 @@ class ChangeDetection:
 
     def _candidate_stream(self, object_type: str, stamps: Mapping[int, dt.datetime | None],
                           batch_size: int) -> Iterator[list[dict[str, Any]]]:
+        return self._judged(object_type, self._candidate_reads(object_type, stamps), batch_size)
+
+    def _candidate_reads(self, object_type: str,
+                         stamps: Mapping[int, dt.datetime | None]) -> Iterator[Sequence[Mapping[str, Any]]]:
         sql = q.changed_select(object_type, "candidates")
         keys = sorted(stamps)
-        pending: list[dict[str, Any]] = []
         for start in range(0, len(keys), CANDIDATE_CHUNK):
             chunk = keys[start:start + CANDIDATE_CHUNK]
             # A row without a stamp cannot be found by one; the audit compares it.
@@ -223,25 +225,38 @@ class ChangeDetection:
             binds = (Scalar("object_type", STRING, object_type), KeySet("keys", INT64, chunk),
                      KeySet("skeys", STRING, [str(k) for k in chunk]), KeySet("stamps", TIMESTAMP, times))
             rows, _ = self._run(sql, binds, fetch=True)
-            pending.extend(self._detected(object_type, rows))
-            while len(pending) >= batch_size:
-                yield pending[:batch_size]
-                pending = pending[batch_size:]
-        if pending:
-            yield pending
+            yield rows
 
-    def _audit(self, object_type: str, batch_size: int, since: dt.datetime | None,
+    def _judged(self, object_type: str, reads: Iterator[Sequence[Mapping[str, Any]]],
+                batch_size: int) -> Iterator[list[dict[str, Any]]]:
+        """Batches of `batch_size` rows, each row judged by its state just before its batch is
+        formed (not when its query ran), so state saved meanwhile counts."""
+        ready: list[dict[str, Any]] = []
+        for rows in reads:
+            waiting = collections.deque(rows)
+            while waiting:
+                take = [waiting.popleft() for _ in range(min(len(waiting), batch_size - len(ready)))]
+                ready.extend(self._detected(object_type, take))
+                if len(ready) >= batch_size:
+                    yield ready
+                    ready = []
+        if ready:
+            yield ready
+
+    def _audit(self, object_type: str, batch_size: int, announced: set[int] | None,
                report: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
-        """The full comparison, counting the changed rows an incremental run could not have seen
-        (stamped before the last detection, or not at all): writers that do not stamp."""
+        """The full comparison, counting the changed rows that are not among the incremental
+        detection's candidates (`announced`): changed by a writer that does not stamp `updated_at`,
+        or whose state was lost."""
+        key = "contact_id" if object_type == "person" else "business_id"
         unstamped = 0
         for batch in self.changed_rows(object_type, batch_size=batch_size):
-            if since is not None:
-                unstamped += sum(1 for r in batch if r.get("updated_at") is None or r["updated_at"] < since)
+            if announced is not None:
+                unstamped += sum(1 for r in batch if r[key] not in announced)
             yield batch
         if unstamped:
-            log.warning("The audit of %s found %d changed rows stamped before the last detection or not at all: "
-                        "a writer of the warehouse does not set updated_at (see the README's contract)",
+            log.warning("The audit of %s found %d changed rows that no updated_at announced: a writer of the "
+                        "warehouse does not stamp it (see the README's contract), or sync state was lost",
                         object_type, unstamped)
         report["unstamped"] = unstamped
 
