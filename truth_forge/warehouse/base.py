@@ -34,7 +34,7 @@ import datetime as dt
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from truth_forge.warehouse import queries as q
@@ -79,6 +79,9 @@ ERROR_FIELDS: dict[str, str] = {c.name: c.type for c in CRM_SYNC_ERRORS.columns}
 class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
     """The canonical contacts store. Use as a context manager; see the module doc for row shapes."""
 
+    # Whether CREATE TABLE carries the tables' clustering (BigQuery's DDL has it; DuckDB has none).
+    clusters_tables = False
+
     def __init__(self, tables: TableNames) -> None:
         self.tables = tables
         # Every statement sent, with what the engine says it cost (accounting.py).
@@ -110,7 +113,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
         for table in TABLES.values():
             physical = self.tables[table.name]
             if physical not in existing:
-                missing_tables.append(table.ddl("{" + table.name + "}"))
+                missing_tables.append(table.ddl("{" + table.name + "}", clustered=self.clusters_tables))
                 continue
             missing = [c for c in table.column_names if c.lower() not in existing[physical]]
             if missing and table.name.startswith("crm_sync_"):
@@ -142,21 +145,37 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
 
     def get_rows(self, object_type: ObjectType, keys: Iterable[int]) -> list[dict[str, Any]]:
         """The current view rows (with row_hash) for the given contact_ids / business_ids."""
+        rows = [_view_row(r) for r in self._by_stamps(object_type, keys, q.view_select)]
+        return sorted(rows, key=lambda r: r[_KEY_COLUMN[object_type]])
+
+    def row_hashes(self, object_type: ObjectType, keys: Iterable[int]) -> dict[int, str]:
+        """The current row hash of each given key that exists (to record after merging CRM edits)."""
+        return {int(r["record_key"]): r["row_hash"] for r in self._by_stamps(object_type, keys, q.hash_select)}
+
+    def _by_stamps(self, object_type: ObjectType, keys: Iterable[int],
+                   select: Callable[[str, q.Scope], str]) -> list[dict[str, Any]]:
+        """Rows of given keys, found the way BigQuery can prune: the wide tables are clustered by
+        updated_at, so their stamps are read first (two narrow columns) and the rows then by key and
+        stamp. Rows no writer stamped are read by key alone."""
         _check_object_type(object_type)
         key_list = _int_keys(object_type, keys)
         if not key_list:
             return []
-        rows, _ = self._run(q.view_select(object_type, True), (KeySet("keys", INT64, key_list),), fetch=True)
-        return [_view_row(r) for r in rows]
-
-    def row_hashes(self, object_type: ObjectType, keys: Iterable[int]) -> dict[int, str]:
-        """The current row hash of each given key that exists (to record after merging CRM edits)."""
-        _check_object_type(object_type)
-        key_list = _int_keys(object_type, keys)
-        if not key_list:
-            return {}
-        rows, _ = self._run(q.hash_select(object_type), (KeySet("keys", INT64, key_list),), fetch=True)
-        return {int(r["record_key"]): r["row_hash"] for r in rows}
+        found, _ = self._run(q.stamps_select(object_type, "keys"), (KeySet("keys", INT64, key_list),), fetch=True)
+        stamped = sorted(int(r["k"]) for r in found if r["stamp"] is not None)
+        rest = {int(r["k"]) for r in found if r["stamp"] is None}
+        rows: list[dict[str, Any]] = []
+        if stamped:
+            stamps = sorted({plain_row(r)["stamp"] for r in found if r["stamp"] is not None})
+            rows, _ = self._run(select(object_type, "candidates"), (
+                KeySet("keys", INT64, stamped), KeySet("stamps", TIMESTAMP, stamps)), fetch=True)
+            # A row another writer stamped again in between is not at its old stamp: read it by key.
+            key = "record_key" if rows and "record_key" in rows[0] else _KEY_COLUMN[object_type]
+            rest |= set(stamped) - {int(r[key]) for r in rows}
+        if rest:
+            got, _ = self._run(select(object_type, "keys"), (KeySet("keys", INT64, sorted(rest)),), fetch=True)
+            rows += got
+        return rows
 
     # --- canonical writes ------------------------------------------------------------------------
 
@@ -449,6 +468,8 @@ WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CU
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+_KEY_COLUMN = {"person": "contact_id", "company": "business_id"}
 
 _IDENTIFIER_COLUMNS = [("contact_id", INT64), ("kind", STRING), ("value", STRING), ("is_primary", BOOL), ("position", INT64)]
 

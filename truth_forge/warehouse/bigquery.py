@@ -13,6 +13,7 @@ upsert is up to three MERGEs in order; each is idempotent, so re-running a faile
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Generator, Sequence
 from typing import Any
@@ -25,6 +26,8 @@ from truth_forge.warehouse.accounting import billed_from_processed
 from truth_forge.warehouse.base import Bind, KeySet, RowSet, Scalar, Warehouse, positive_range_rows
 from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseMissing, WarehouseQueryError
 from truth_forge.warehouse.schema import JSON, STRING, TABLES, TableNames
+
+log = logging.getLogger(__name__)
 
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{4,61}[a-z0-9]$|^[a-z][a-z0-9-]*$")
 _DATASET = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
@@ -85,6 +88,35 @@ class BigQueryWarehouse(Warehouse):
         self._refs = {name: f"`{self.project}.{dataset}.{self.tables[name]}`" for name in TABLES}
         self._ensure_dataset(create)
         self.ensure_tables()
+
+    clusters_tables = True
+
+    def ensure_tables(self) -> None:
+        super().ensure_tables()
+        self.ensure_layout()
+
+    def ensure_layout(self) -> list[str]:
+        """Give every table the clustering its filters prune on (schema.py), through the API: a
+        dataset made by an older truth-forge, or tables the user made, are migrated in place
+        (BigQuery clusters new writes at once and older blocks in the background, at no charge).
+        Returns the tables changed."""
+        changed = []
+        for logical in TABLES:
+            wanted = list(TABLES[logical].cluster_by)
+            if not wanted:
+                continue
+            ref = f"{self.project}.{self.dataset}.{self.tables[logical]}"
+            try:
+                table = self.client.get_table(ref, retry=self._retry, timeout=self.timeout)
+                if list(table.clustering_fields or []) == wanted:
+                    continue
+                table.clustering_fields = wanted
+                self.client.update_table(table, ["clustering_fields"], retry=self._retry, timeout=self.timeout)
+            except _CALL_FAILED as exc:
+                raise WarehouseQueryError("BigQuery", self._said(exc), f"(setting the clustering of {ref})") from exc
+            changed.append(logical)
+            log.info("BigQuery table %s now clustered by %s", ref, ", ".join(wanted))
+        return changed
 
     def close(self) -> None:
         if self._owns_client:

@@ -158,14 +158,14 @@ h AS (
 )"""
 
 
-def view_select(object_type: str, restricted: bool) -> str:
-    """The CRM-facing rows (for given keys when restricted)."""
-    ctes, cols, key = _view_parts(object_type, "keys" if restricted else "all")
+def view_select(object_type: str, scope: Scope) -> str:
+    """The CRM-facing rows of a scope (`candidates`: given keys found by their stamps)."""
+    ctes, cols, key = _view_parts(object_type, scope)
     return f"WITH {ctes}\nSELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash FROM h ORDER BY h.{key}"
 
 
-def hash_select(object_type: str) -> str:
-    ctes, _cols, key = _view_parts(object_type, "keys")
+def hash_select(object_type: str, scope: Scope) -> str:
+    ctes, _cols, key = _view_parts(object_type, scope)
     return f"WITH {ctes}\nSELECT h.{key} AS record_key, h.row_hash AS row_hash FROM h"
 
 
