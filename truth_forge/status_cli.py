@@ -57,11 +57,27 @@ def _phase_total(counts: dict[str, Any], prefix: str, keys: tuple[str, ...]) -> 
 RUN_ID_SHOWN = 12  # enough to tell runs apart; `errors --run` takes this prefix
 
 
+def format_bytes(n: int | None) -> str:
+    """Bytes as BigQuery's console shows them (powers of 1024), '' when the engine reported none."""
+    if n is None:
+        return ""
+    size, unit = float(n), "B"
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if size < 1024 or unit == "PB":
+            break
+        size /= 1024
+    return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
 def runs_table(runs: list[dict[str, Any]], *, short_ids: bool = False) -> Table:
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("started (UTC)", "took", "status", "pulled", "pushed", "failed", "errors", "requests", "run"):
+    # Bytes billed: only where the warehouse bills by them (BigQuery reports them on every job).
+    billed = any("bytes_billed" in (run.get("counts") or {}) for run in runs)
+    columns = ("started (UTC)", "took", "status", "pulled", "pushed", "failed", "errors", "requests",
+               *(("billed",) if billed else ()), "run")
+    for column in columns:
         table.add_column(column, justify="right" if column in ("pulled", "pushed", "failed", "errors",
-                                                               "requests") else "left", no_wrap=True)
+                                                               "requests", "billed") else "left", no_wrap=True)
     for run in runs:
         counts = run.get("counts") or {}
         table.add_row(
@@ -70,6 +86,7 @@ def runs_table(runs: list[dict[str, Any]], *, short_ids: bool = False) -> Table:
             str(_phase_total(counts, "push_", ("upserted", "deleted"))),
             str(_phase_total(counts, "", ("failed",))),
             str(counts.get("errors", "")), str(counts.get("requests", "")),
+            *((format_bytes(counts.get("bytes_billed")),) if billed else ()),
             run["run_id"][:RUN_ID_SHOWN] if short_ids else run["run_id"],
         )
     return table

@@ -359,6 +359,9 @@ def test_errors_close_when_settled_superseded_or_after_a_good_run(warehouse: War
         # record 2 failed, then synced cleanly after it
         {"run_id": "r1", "object_type": "person", "record_key": "2", "operation": "push", "error_message": "b",
          "occurred_at": at[0]},
+        # record 5 failed on a machine whose clock ran a year ahead, then synced cleanly
+        {"run_id": "r0", "object_type": "person", "record_key": "5", "operation": "pull", "error_message": "e",
+         "occurred_at": at[0] + dt.timedelta(days=365)},
         # a pull error known only by its Twenty id, whose record has synced since
         {"run_id": "r1", "object_type": "person", "crm_id": "u3", "operation": "pull", "error_message": "c",
          "occurred_at": at[0]},
@@ -374,11 +377,14 @@ def test_errors_close_when_settled_superseded_or_after_a_good_run(warehouse: War
     warehouse.upsert_sync_state([
         {"object_type": "person", "record_key": "2", "crm_id": "u2", "status": "synced", "last_synced_at": at[1]},
         {"object_type": "person", "record_key": "3", "crm_id": "u3", "status": "synced", "last_synced_at": at[1]},
+        {"object_type": "person", "record_key": "5", "crm_id": "u5", "status": "synced", "last_synced_at": at[1]},
     ])
-    assert warehouse.close_settled_errors(run_succeeded=False, run_started_at=at[3]) == 4
+    # The end of run r2: its own rows supersede the older ones of the same record and operation.
+    assert warehouse.close_settled_errors(run_id="r2", run_succeeded=False) == 5
     assert sorted((e["record_key"] or "", e["error_message"]) for e in warehouse.open_errors()) == \
         [("", "blip"), ("", "d"), ("", "down"), ("1", "a")]
-    assert warehouse.close_settled_errors(run_succeeded=True, run_started_at=at[3]) == 1
+    # A later run that succeeded closes the run-level errors of the runs before it, not its own.
+    assert warehouse.close_settled_errors(run_id="r3", run_succeeded=True) == 1
     assert sorted((e["record_key"] or "", e["error_message"]) for e in warehouse.open_errors()) == \
         [("", "blip"), ("", "d"), ("1", "a")]
 

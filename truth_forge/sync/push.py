@@ -119,6 +119,7 @@ def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[list[di
         # Leaving on an exception stops both streams; what their requests on the wire stored is still saved.
         with push.updates.stream, push.creates.stream:
             for rows in batches:
+                rows = push.refuse_duplicates(rows)
                 push.delete([r for r in rows if r.get("deleted_at") is not None])
                 push.upsert([r for r in rows if r.get("deleted_at") is None])
             push.updates.stream.finish()
@@ -200,6 +201,29 @@ class _Push:
         self.failures_in_a_row += 1
         if self.failures_in_a_row >= CONSECUTIVE_FAILURE_BUDGET:
             raise PushAborted(error)
+
+    # -- broken keys --------------------------------------------------------------------------
+
+    def refuse_duplicates(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows whose key the warehouse holds more than once (the tables have no key constraint: an
+        ETL reused an id) are not sent: either copy would overwrite the other in Twenty on every run.
+        One open error per key names the copies; it closes once a single row is left and syncs."""
+        keep, refused = [], []
+        copies: dict[Any, list[Mapping[str, Any]]] = {}
+        for row in rows:
+            if (row.get("copies") or 1) > 1:
+                copies.setdefault(row[self.obj.key_column], []).append(row)
+            else:
+                keep.append(row)
+        for key, found in copies.items():
+            table = "contacts" if self.obj is PERSON else "businesses"
+            names = ", ".join(repr(r.get("canonical_name") or r.get("business_name")) for r in found)
+            refused.append(self._failed(found[0], (
+                f"the warehouse table {table} holds {found[0]['copies']} rows with {self.obj.key_column} {key} "
+                f"({names}); none is synced until one is left: remove the extra rows or give them keys of their own")))
+        if refused:
+            self._save(refused)
+        return keep
 
     # -- deletions ----------------------------------------------------------------------------
 

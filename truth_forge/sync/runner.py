@@ -214,8 +214,7 @@ def _run_as_writer(
         reporter.flush(warehouse)
         _remember_batch_size(warehouse, client, known_batch_size)
         warehouse.fold_journal()
-        counts["errors_closed"] = warehouse.close_settled_errors(run_succeeded=status == "succeeded",
-                                                                 run_started_at=started_at)
+        counts["errors_closed"] = warehouse.close_settled_errors(run_id=run_id, run_succeeded=status == "succeeded")
         spent = warehouse.statements.since(billed_before)
         counts["warehouse_statements"] = (spent["statements"] or 0) + 1  # and the finish_run below
         if spent["bytes_billed"] is not None:

@@ -405,13 +405,21 @@ WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CU
         )
         return len(clean)
 
-    def close_settled_errors(self, *, run_succeeded: bool, run_started_at: dt.datetime) -> int:
-        """Close the errors whose record has synced cleanly since, and (after a run that succeeded)
-        the run-level errors of earlier runs; returns how many closed."""
+    def close_settled_errors(self, *, run_id: str, run_succeeded: bool) -> int:
+        """Close the errors whose record this run saved clean (as its folds found them; call after
+        the run's last fold), the older rows its own errors supersede, and (after a run that
+        succeeded) the run-level errors of other runs; returns how many closed."""
         self.fold_journal()
+        rows, _ = self._run(q.OPEN_ERRORS_EXIST, (), fetch=True)
+        if not rows or not int(rows[0]["n"] or 0):
+            return 0
+        keys, ids = self.settled_since_forget()
         _, affected = self._run(q.CLOSE_SETTLED_ERRORS, (
+            KeySet("clean_person", STRING, sorted(keys["person"])),
+            KeySet("clean_company", STRING, sorted(keys["company"])),
+            KeySet("clean_ids", STRING, sorted(ids)),
+            Scalar("run_id", STRING, run_id),
             Scalar("run_succeeded", BOOL, run_succeeded),
-            Scalar("run_started_at", TIMESTAMP, _timestamp_param("run_started_at", run_started_at)),
         ))
         return int(affected or 0)
 

@@ -50,6 +50,8 @@ DEFAULT_OVERLAP = dt.timedelta(minutes=10)
 DEFAULT_AUDIT_EVERY = dt.timedelta(hours=24)
 # Candidates confirmed per query: a constant key list, in key order.
 CANDIDATE_CHUNK = 10_000
+# Candidates whose stamps one query reads (it reads two columns of the wide table whatever the list).
+STAMP_CHUNK = 100_000
 
 
 @dataclass(frozen=True)
@@ -183,24 +185,28 @@ class ChangeDetection:
         scan.batches = self._candidate_stream(object_type, stamps, batch_size)
         return scan
 
-    def _candidates(self, object_type: str, since: dt.datetime, report: dict[str, Any]) -> dict[int, dt.datetime]:
-        """key -> its wide row's updated_at, for every candidate of this detection."""
+    def _candidates(self, object_type: str, since: dt.datetime, report: dict[str, Any]) -> dict[int, set[Any]]:
+        """key -> its wide rows' updated_at (one per row: a key the warehouse holds twice has two),
+        for every candidate of this detection."""
         at = Scalar("since", TIMESTAMP, since)
         rows, _ = self._run(q.stamps_select(object_type, "since"), (at,), fetch=True)
-        stamps = {int(r["k"]): plain_row(r)["stamp"] for r in rows}
-        others: set[int] = set()
+        keys = {int(r["k"]) for r in rows}
         if object_type == "person":
             narrow, _ = self._run(q.candidate_keys_select(object_type), (at,), fetch=True)
-            others.update(int(r["k"]) for r in narrow)
+            keys.update(int(r["k"]) for r in narrow)
         retry = self.retry_keys(object_type)
         if retry is None:  # too many to keep a list of: read them from the state
             retry = self._failed_or_pending(object_type)
-        others.update(int(k) for k in retry if _is_int(k))
-        extra = sorted(others - stamps.keys())
-        for start in range(0, len(extra), CANDIDATE_CHUNK):
-            chunk = extra[start:start + CANDIDATE_CHUNK]
+        keys.update(int(k) for k in retry if _is_int(k))
+        # Every wide row of every candidate key, with its stamp: rows changed long ago are found by
+        # their stamp later, and a key the warehouse holds twice shows both rows (two key columns
+        # read, in few queries: the key lists are long, but one query reads the columns once).
+        stamps: dict[int, set[Any]] = {}
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), STAMP_CHUNK):
+            chunk = ordered[start:start + STAMP_CHUNK]
             found, _ = self._run(q.stamps_select(object_type, "keys"), (KeySet("keys", INT64, chunk),), fetch=True)
-            stamps.update((int(r["k"]), plain_row(r)["stamp"]) for r in found)
+            _add_stamps(stamps, found)
         report.update(candidates=len(stamps), retried=len(retry))
         return stamps
 
@@ -210,18 +216,18 @@ class ChangeDetection:
                             (Scalar("object_type", STRING, object_type),), fetch=True)
         return [r["k"] for r in rows]
 
-    def _candidate_stream(self, object_type: str, stamps: Mapping[int, dt.datetime | None],
+    def _candidate_stream(self, object_type: str, stamps: Mapping[int, set[Any]],
                           batch_size: int) -> Iterator[list[dict[str, Any]]]:
         return self._judged(object_type, self._candidate_reads(object_type, stamps), batch_size)
 
     def _candidate_reads(self, object_type: str,
-                         stamps: Mapping[int, dt.datetime | None]) -> Iterator[Sequence[Mapping[str, Any]]]:
+                         stamps: Mapping[int, set[Any]]) -> Iterator[Sequence[Mapping[str, Any]]]:
         sql = q.changed_select(object_type, "candidates")
         keys = sorted(stamps)
         for start in range(0, len(keys), CANDIDATE_CHUNK):
             chunk = keys[start:start + CANDIDATE_CHUNK]
             # A row without a stamp cannot be found by one; the audit compares it.
-            times = sorted({t for t in (stamps[k] for k in chunk) if t is not None})
+            times = sorted({t for k in chunk for t in stamps[k] if t is not None})
             binds = (Scalar("object_type", STRING, object_type), KeySet("keys", INT64, chunk),
                      KeySet("skeys", STRING, [str(k) for k in chunk]), KeySet("stamps", TIMESTAMP, times))
             rows, _ = self._run(sql, binds, fetch=True)
@@ -308,6 +314,11 @@ def _view_row(row: Mapping[str, Any]) -> dict[str, Any]:
     for name in q.VIEW_LIST_COLUMNS & out.keys():
         out[name] = list(out[name] or [])
     return out
+
+
+def _add_stamps(stamps: dict[int, set[Any]], rows: Sequence[Mapping[str, Any]]) -> None:
+    for r in rows:
+        stamps.setdefault(int(r["k"]), set()).add(plain_row(r)["stamp"])
 
 
 def _mark_name(object_type: str) -> str:

@@ -108,7 +108,8 @@ c AS (
     c0.category_code AS category_code, c0.subcategory_code AS subcategory_code,
     c0.relationship_category AS relationship_category,
     {", ".join(f"c0.{c} AS {c}" for c in CONTACT_JSON_COLUMNS)},
-    c0.updated_at AS updated_at, c0.deleted_at AS deleted_at
+    c0.updated_at AS updated_at, c0.deleted_at AS deleted_at,
+    COUNT(*) OVER (PARTITION BY c0.contact_id) AS copies
   FROM {{contacts}} AS c0 {where_c}
 ),
 ids AS (
@@ -135,7 +136,7 @@ v AS (
     ids.primary_phone AS primary_phone, ids.additional_phones AS additional_phones,
     c.category_code AS category_code, c.subcategory_code AS subcategory_code,
     c.relationship_category AS relationship_category, {json_cols},
-    biz.business_id AS business_id, c.deleted_at AS deleted_at, c.updated_at AS updated_at
+    biz.business_id AS business_id, c.deleted_at AS deleted_at, c.updated_at AS updated_at, c.copies AS copies
   FROM c
   LEFT JOIN ids ON ids.contact_id = c.contact_id
   LEFT JOIN biz ON biz.contact_id = c.contact_id
@@ -151,7 +152,8 @@ def business_view_ctes(scope: Scope = "all") -> str:
     cols = ", ".join(f"b.{c} AS {c}" for c in BUSINESS_VIEW_COLUMNS)
     return f"""
 v AS (
-  SELECT {cols}, b.updated_at AS updated_at FROM {{businesses}} AS b {where_b}
+  SELECT {cols}, b.updated_at AS updated_at, COUNT(*) OVER (PARTITION BY b.business_id) AS copies
+  FROM {{businesses}} AS b {where_b}
 ),
 h AS (
   SELECT v.*, {_hash_expr("v", BUSINESS_VIEW_COLUMNS)} AS row_hash FROM v
@@ -161,7 +163,8 @@ h AS (
 def view_select(object_type: str, scope: Scope) -> str:
     """The CRM-facing rows of a scope (`candidates`: given keys found by their stamps)."""
     ctes, cols, key = _view_parts(object_type, scope)
-    return f"WITH {ctes}\nSELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash FROM h ORDER BY h.{key}"
+    return (f"WITH {ctes}\nSELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash, "
+            f"h.copies AS copies FROM h ORDER BY h.{key}")
 
 
 def hash_select(object_type: str, scope: Scope) -> str:
@@ -190,7 +193,7 @@ s AS (
   FROM {{crm_sync_state}} AS s0
   WHERE s0.object_type = @object_type {state_range}
 )
-SELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash,
+SELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash, h.copies AS copies,
   s.crm_id AS crm_id, s.status AS sync_status, s.warehouse_hash AS synced_hash,
   s.record_key AS state_record_key, {carried}
 FROM h
@@ -340,24 +343,28 @@ def kv_select(seq_name: str) -> str:
     return f"SELECT t.value AS value FROM {{crm_sync_kv}} AS t WHERE t.key = '{seq_name}'"
 
 
-# An open error closes once its record has synced cleanly since the error was seen (matched by key,
-# or by Twenty id for pull errors that never got a key); a run-level error (no key, no Twenty id)
-# closes with the next run that succeeded; an error seen again on a later attempt is superseded by
-# the newer row (one open row per record and operation; the older rows stay as its history). One
-# statement per run, so a killed run's closings are simply done by the next one.
+# An open error closes once its record is saved clean (synced or deleted, no error) by this run
+# (matched by key, or by Twenty id for pull errors that never got a key; the keys come from the
+# run's folded journal, state_journal.py); a run-level error (no key, no Twenty id) closes with a
+# later run that succeeded; an error seen again is superseded by this run's newer row (one open row
+# per record and operation; the older rows stay as its history). No clock decides: an error stamped
+# by a clock that ran ahead closes like any other. One statement per run, reading the errors table
+# once; a killed run's closings are done by the next one.
 CLOSE_SETTLED_ERRORS = """UPDATE {crm_sync_errors} AS e
 SET resolved_at = CURRENT_TIMESTAMP()
 WHERE e.resolved_at IS NULL AND (
-  EXISTS (SELECT 1 FROM {crm_sync_state} AS s
-          WHERE s.object_type = e.object_type
-            AND (s.record_key = e.record_key OR (e.record_key IS NULL AND s.crm_id = e.crm_id))
-            AND s.status IN ('synced', 'deleted') AND s.last_error IS NULL
-            AND s.last_synced_at >= e.occurred_at)
-  OR (e.record_key IS NULL AND e.crm_id IS NULL AND @run_succeeded AND e.occurred_at < @run_started_at)
+  (e.object_type = 'person' AND e.record_key IN {keys_clean_person})
+  OR (e.object_type = 'company' AND e.record_key IN {keys_clean_company})
+  OR (e.record_key IS NULL AND e.crm_id IN {keys_clean_ids})
+  OR (e.record_key IS NULL AND e.crm_id IS NULL AND @run_succeeded AND COALESCE(e.run_id, '') != @run_id)
   OR (COALESCE(e.record_key, e.crm_id) IS NOT NULL AND EXISTS (
         SELECT 1 FROM {crm_sync_errors} AS n
-        WHERE n.object_type = e.object_type AND n.operation = e.operation AND n.occurred_at > e.occurred_at
-          AND COALESCE(n.record_key, CONCAT('crm:', n.crm_id)) = COALESCE(e.record_key, CONCAT('crm:', e.crm_id)))))"""
+        WHERE n.run_id = @run_id AND n.object_type = e.object_type AND n.operation = e.operation
+          AND COALESCE(n.record_key, CONCAT('crm:', n.crm_id)) = COALESCE(e.record_key, CONCAT('crm:', e.crm_id))
+          AND (COALESCE(e.run_id, '') != @run_id OR n.occurred_at > e.occurred_at))))"""
+
+# Whether anything is open at all: one narrow column, so a run with nothing to close sends no UPDATE.
+OPEN_ERRORS_EXIST = "SELECT COUNT(*) AS n FROM {crm_sync_errors} AS e WHERE e.resolved_at IS NULL"
 
 
 # --- the writer lease (truth_forge/lease.py) -------------------------------------------------------

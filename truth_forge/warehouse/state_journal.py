@@ -100,10 +100,14 @@ _RETRY_READ = f"SELECT t.key AS key, t.value AS value FROM {{crm_sync_kv}} AS t 
               f"('{_RETRY_PREFIX}person', '{_RETRY_PREFIX}company')"
 _RETRY_FROM_STATE = """SELECT s.object_type AS object_type, s.record_key AS record_key FROM {crm_sync_state} AS s
 WHERE s.status IN ('failed', 'pending')"""
-_STATUS_CHANGES = """SELECT j.object_type AS object_type, j.record_key AS record_key,
-  MAX_BY(STRUCT(j.status AS v), j.seq).v AS status
-FROM {crm_sync_journal} AS j WHERE j.seq <= @upto AND STRPOS(j.fields, ',status,') > 0
-GROUP BY j.object_type, j.record_key"""
+# Records whose status or error the entries up to @upto set (the journal is small: a run's saves).
+_STATUS_KEYS = """SELECT DISTINCT j.object_type AS object_type, j.record_key AS record_key
+FROM {crm_sync_journal} AS j
+WHERE j.seq <= @upto AND (STRPOS(j.fields, ',status,') > 0 OR STRPOS(j.fields, ',last_error,') > 0)"""
+# Their folded state, by key: a constant filter on the clustering columns.
+_STATUS_OF = """SELECT t.record_key AS record_key, t.crm_id AS crm_id, t.status AS status, t.last_error AS last_error
+FROM {crm_sync_state} AS t WHERE t.object_type = @object_type AND t.record_key IN {keys_keys}"""
+STATUS_CHUNK = 10_000
 _RETRY_WRITE = """MERGE {crm_sync_kv} AS t USING (SELECT @key AS key, @value AS value) AS s ON t.key = s.key
 WHEN MATCHED THEN UPDATE SET value = s.value, updated_at = CURRENT_TIMESTAMP()
 WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CURRENT_TIMESTAMP())"""
@@ -123,6 +127,9 @@ class _JournalMemory:
         self.dirty: bool | None = None
         # Keys saved while not in the cache: until the next fold, only a read-through knows them.
         self.unsettled: set[tuple[str, str]] = set()
+        # Records found clean (synced or deleted, no error) by the folds since the run began.
+        self.clean: dict[str, set[str]] = {"person": set(), "company": set()}
+        self.clean_ids: set[str] = set()
 
     def next_seq(self) -> int:
         # Entries are ordered by seq across runs: nanoseconds since the epoch, strictly increasing
@@ -268,6 +275,8 @@ class SyncStateJournal:
         with self._journal.lock:
             if forget:
                 self._journal.cache.clear()
+                self._journal.clean = {"person": set(), "company": set()}
+                self._journal.clean_ids.clear()
             if self._journal.dirty is False:
                 return 0
         with self._journal.lock:
@@ -277,11 +286,13 @@ class SyncStateJournal:
         upto = int(rows[0]["upto"]) if count else 0
         if count:
             # Replaying entries over a state that already has them gives the same state, so a fold
-            # killed between any two statements is simply done again by the next one.
-            self._keep_retry_lists(upto)
-            with self._atomic():
-                self._run(_FOLD, (Scalar("upto", INT64, upto),))
-                self._run(_JOURNAL_TRIM, (Scalar("upto", INT64, upto),))
+            # killed between any two statements is simply done again by the next one: the entries
+            # are removed last.
+            bound = Scalar("upto", INT64, upto)
+            keys, _ = self._run(_STATUS_KEYS, (bound,), fetch=True)
+            self._run(_FOLD, (bound,))
+            self._settle_statuses(keys)
+            self._run(_JOURNAL_TRIM, (bound,))
         with self._journal.lock:
             self._journal.unsettled.clear()
             # Another thread of this process may have appended meanwhile: then there is more to fold.
@@ -317,20 +328,40 @@ class SyncStateJournal:
             keys = None  # a list this long costs more to carry than to read from the state
         self._run(_RETRY_WRITE, (Scalar("key", STRING, _RETRY_PREFIX + name), Scalar("value", STRING, json.dumps(keys))))
 
-    def _keep_retry_lists(self, upto: int) -> None:
-        """Move the retry lists on by the statuses the journal's entries set (failed or pending:
-        on the list; synced or deleted: off it). The journal is small; the state is not read."""
-        changes, _ = self._run(_STATUS_CHANGES, (Scalar("upto", INT64, upto),), fetch=True)
-        if not changes:
+    def _settle_statuses(self, keys: list[dict[str, Any]]) -> None:
+        """After a fold: the records whose status changed go on or off the retry lists (failed or
+        pending: on; synced or deleted: off), and the ones now clean (synced or deleted, no error)
+        are remembered for `close_settled_errors`."""
+        if not keys:
             return
         lists = self._retry_lists()
         for name in ("person", "company"):
-            keys = set(lists.get(name) or [])
-            mine = [c for c in changes if c["object_type"] == name]
-            keys |= {c["record_key"] for c in mine if c["status"] in ("failed", "pending")}
-            keys -= {c["record_key"] for c in mine if c["status"] not in ("failed", "pending")}
-            if mine:
-                self._write_retry_list(name, sorted(keys) if lists.get(name) is not None else None)
+            mine = sorted(k["record_key"] for k in keys if k["object_type"] == name)
+            if not mine:
+                continue
+            states: list[dict[str, Any]] = []
+            for start in range(0, len(mine), STATUS_CHUNK):
+                got, _ = self._run(_STATUS_OF, (Scalar("object_type", STRING, name),
+                                                KeySet("keys", STRING, mine[start:start + STATUS_CHUNK])), fetch=True)
+                states += got
+            waiting = {s["record_key"] for s in states if s["status"] in ("failed", "pending")}
+            clean = [s for s in states if s["status"] in ("synced", "deleted") and s["last_error"] is None]
+            clean_keys = {s["record_key"] for s in clean}
+            with self._journal.lock:
+                self._journal.clean[name].update(clean_keys)
+                self._journal.clean[name].difference_update({s["record_key"] for s in states} - clean_keys)
+                self._journal.clean_ids.update(s["crm_id"] for s in clean if s["crm_id"])
+            listed = lists.get(name)
+            if listed is not None:
+                after = (set(listed) | waiting) - ({s["record_key"] for s in states} - waiting)
+                if after != set(listed):
+                    self._write_retry_list(name, sorted(after))
+
+    def settled_since_forget(self) -> tuple[dict[str, set[str]], set[str]]:
+        """Keys (per object type) and Twenty ids of the records saved clean since the last
+        `fold_journal(forget=True)` (a run's start), as of the last fold."""
+        with self._journal.lock:
+            return {k: set(v) for k, v in self._journal.clean.items()}, set(self._journal.clean_ids)
 
 
 def _check_object_type(object_type: str) -> None:
