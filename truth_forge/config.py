@@ -6,13 +6,18 @@ name (`TWENTY_BASE_URL`, `GOOGLE_CLOUD_PROJECT`) are accepted under that name to
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TWENTY_BASE_URL = "https://api.twenty.com"
 DEFAULT_WAREHOUSE_URL = "duckdb:///truth_forge.duckdb"
+
+if TYPE_CHECKING:
+    from truth_forge.warehouse.detection import DetectionPolicy
 
 
 def _env(name: str, *aliases: str) -> AliasChoices:
@@ -104,6 +109,24 @@ class Settings(BaseSettings):
         description="How long a writer's lease lasts unless renewed: how long a writer that crashed on another "
                     "machine blocks others (one on this machine is recognised as gone at once)",
     )
+
+    # --- change detection (truth_forge/warehouse/detection.py) ------------------------------------
+    detection_audit_hours: float = Field(
+        24.0, ge=0, validation_alias=_env("DETECTION_AUDIT_HOURS"),
+        description="Hours between full comparisons of the warehouse with the sync state (the audit that finds "
+                    "rows written without updated_at, or removed outright); 0 audits every run",
+    )
+    detection_overlap_minutes: float = Field(
+        10.0, ge=0, validation_alias=_env("DETECTION_OVERLAP_MINUTES"),
+        description="How far before the last detection's start the next one looks for updated_at stamps (writers' "
+                    "statements commit after the time they stamp)",
+    )
+
+    def detection_policy(self) -> DetectionPolicy:
+        from truth_forge.warehouse.detection import DetectionPolicy
+
+        return DetectionPolicy(overlap=dt.timedelta(minutes=self.detection_overlap_minutes),
+                               audit_every=dt.timedelta(hours=self.detection_audit_hours))
 
     @field_validator("twenty_base_url")
     @classmethod

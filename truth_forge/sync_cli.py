@@ -132,7 +132,8 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
         with output.watch(settings.twenty_requests_per_minute, settings.twenty_batch_size, estimates) as on_event:
             result = run_sync(warehouse, api, schema, direction=options.direction,  # type: ignore[arg-type]
                               conflict_policy=options.conflict_policy, on_event=on_event,  # type: ignore[arg-type]
-                              full=options.full, lease_wait=options.lease_wait)
+                              full=options.full, lease_wait=options.lease_wait,
+                              detection=settings.detection_policy())
         alert_after_run(settings, warehouse, result, where=settings.warehouse_url, secrets=api.transport.secrets)
     output.summary(result)
     return STATUS_EXIT.get(result.status, EXIT_COULD_NOT_RUN)

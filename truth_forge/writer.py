@@ -33,6 +33,7 @@ from truth_forge.secrets import redact
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty.client import TwentyClient
+from truth_forge.warehouse.detection import DetectionPolicy
 from truth_forge.webhooks import DEFAULT_TOLERANCE_MS
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class ServeOptions:
     # writer lets a partial batch gather for up to this long; it is the floor of the apply delay.
     batch_window: float = 0.25
     lease_ttl: dt.timedelta = dt.timedelta(seconds=60)
+    detection: DetectionPolicy = field(default_factory=DetectionPolicy)  # how scheduled syncs find changes
     lease_poll: float = 1.0  # seconds between attempts while another writer holds the lease
     drain_seconds: float = 30.0  # how long shutdown keeps applying what is already in the inbox
     retry_pause: float = 2.0  # after a failed batch
@@ -250,7 +252,8 @@ class Writer:
 
     def _scheduled_sync(self, warehouse: Any, lease: WriterLease) -> None:
         try:
-            result = run_sync(warehouse, self.client, self.schema, lease=lease, secrets=self.secrets)
+            result = run_sync(warehouse, self.client, self.schema, lease=lease, secrets=self.secrets,
+                              detection=self.options.detection)
         except Exception as exc:  # a warehouse outage, say: the next interval tries again
             self.status.last_sync = {"status": "failed", "error": redact(str(exc), *self.secrets)}
             log.error("Scheduled sync failed: %s", self.status.last_sync["error"])

@@ -280,22 +280,12 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
 
     def get_watermark(self, name: str) -> str | None:
         """A named watermark (e.g. the pull's last seen updatedAt per object), or None."""
-        rows, _ = self._run(
-            "SELECT t.value AS value FROM {crm_sync_kv} AS t WHERE t.key = @key",
-            (Scalar("key", STRING, f"watermark:{name}"),),
-            fetch=True,
-        )
-        return rows[0]["value"] if rows else None
+        return self._kv_get(f"watermark:{name}")
 
     def set_watermark(self, name: str, value: str) -> None:
         if not isinstance(value, str):
             raise WarehouseDataError("crm_sync_kv", None, f"watermark {name!r} must be a string, got {value!r}")
-        self._run(
-            """MERGE {crm_sync_kv} AS t USING (SELECT @key AS key, @value AS value) AS s ON t.key = s.key
-WHEN MATCHED THEN UPDATE SET value = s.value, updated_at = CURRENT_TIMESTAMP()
-WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CURRENT_TIMESTAMP())""",
-            (Scalar("key", STRING, f"watermark:{name}"), Scalar("value", STRING, value)),
-        )
+        self._kv_set(f"watermark:{name}", value)
 
     # --- the writer lease (see truth_forge/lease.py) --------------------------------------------
 

@@ -96,8 +96,7 @@ WHEN NOT MATCHED THEN INSERT ({', '.join(_STATE_COLUMNS)})
 # The retry lists live in crm_sync_kv, one row per object type (a JSON list, or null past the cap).
 _RETRY_PREFIX = "retry-list:"
 RETRY_LIST_MAX = 100_000
-_RETRY_READ = f"SELECT t.key AS key, t.value AS value FROM {{crm_sync_kv}} AS t WHERE t.key IN " \
-              f"('{_RETRY_PREFIX}person', '{_RETRY_PREFIX}company')"
+_KV_ALL = "SELECT t.key AS key, t.value AS value FROM {crm_sync_kv} AS t"
 _RETRY_FROM_STATE = """SELECT s.object_type AS object_type, s.record_key AS record_key FROM {crm_sync_state} AS s
 WHERE s.status IN ('failed', 'pending')"""
 # Records whose status or error the entries up to @upto set (the journal is small: a run's saves).
@@ -108,7 +107,7 @@ WHERE j.seq <= @upto AND (STRPOS(j.fields, ',status,') > 0 OR STRPOS(j.fields, '
 _STATUS_OF = """SELECT t.record_key AS record_key, t.crm_id AS crm_id, t.status AS status, t.last_error AS last_error
 FROM {crm_sync_state} AS t WHERE t.object_type = @object_type AND t.record_key IN {keys_keys}"""
 STATUS_CHUNK = 10_000
-_RETRY_WRITE = """MERGE {crm_sync_kv} AS t USING (SELECT @key AS key, @value AS value) AS s ON t.key = s.key
+_KV_WRITE = """MERGE {crm_sync_kv} AS t USING (SELECT @key AS key, @value AS value) AS s ON t.key = s.key
 WHEN MATCHED THEN UPDATE SET value = s.value, updated_at = CURRENT_TIMESTAMP()
 WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CURRENT_TIMESTAMP())"""
 
@@ -127,6 +126,8 @@ class _JournalMemory:
         self.dirty: bool | None = None
         # Keys saved while not in the cache: until the next fold, only a read-through knows them.
         self.unsettled: set[tuple[str, str]] = set()
+        # crm_sync_kv as this process last read or wrote it (None: read it again first).
+        self.kv: dict[str, str | None] | None = None
         # Records found clean (synced or deleted, no error) by the folds since the run began.
         self.clean: dict[str, set[str]] = {"person": set(), "company": set()}
         self.clean_ids: set[str] = set()
@@ -275,6 +276,7 @@ class SyncStateJournal:
         with self._journal.lock:
             if forget:
                 self._journal.cache.clear()
+                self._journal.kv = None
                 self._journal.clean = {"person": set(), "company": set()}
                 self._journal.clean_ids.clear()
             if self._journal.dirty is False:
@@ -309,11 +311,12 @@ class SyncStateJournal:
         return self._retry_lists().get(object_type, [])
 
     def _retry_lists(self) -> dict[str, list[str] | None]:
-        rows, _ = self._run(_RETRY_READ, (), fetch=True)
         lists: dict[str, list[str] | None] = {}
-        for r in rows:
-            value = json.loads(r["value"] or "[]")
-            lists[r["key"].removeprefix(_RETRY_PREFIX)] = value if isinstance(value, list) else None
+        for name in ("person", "company"):
+            text = self._kv_get(_RETRY_PREFIX + name)
+            if text is not None:
+                value = json.loads(text or "[]")
+                lists[name] = value if isinstance(value, list) else None
         if len(lists) < 2:
             # A warehouse from before the lists: read them from the state, once.
             state, _ = self._run(_RETRY_FROM_STATE, (), fetch=True)
@@ -326,7 +329,28 @@ class SyncStateJournal:
     def _write_retry_list(self, name: str, keys: list[str] | None) -> None:
         if keys is not None and len(keys) > RETRY_LIST_MAX:
             keys = None  # a list this long costs more to carry than to read from the state
-        self._run(_RETRY_WRITE, (Scalar("key", STRING, _RETRY_PREFIX + name), Scalar("value", STRING, json.dumps(keys))))
+        self._kv_set(_RETRY_PREFIX + name, json.dumps(keys))
+
+    # --- crm_sync_kv, read once a run ------------------------------------------------------------
+
+    def _kv_get(self, key: str) -> str | None:
+        """A value of crm_sync_kv. The table is read whole once (one small query instead of one a
+        value: on BigQuery each query bills at least 10 MB), then served from memory until the next
+        run's start: the writer lease makes this process the table's only writer meanwhile."""
+        with self._journal.lock:
+            known = self._journal.kv
+        if known is None:
+            rows, _ = self._run(_KV_ALL, (), fetch=True)
+            known = {r["key"]: r["value"] for r in rows}
+            with self._journal.lock:
+                self._journal.kv = known
+        return known.get(key)
+
+    def _kv_set(self, key: str, value: str) -> None:
+        self._run(_KV_WRITE, (Scalar("key", STRING, key), Scalar("value", STRING, value)))
+        with self._journal.lock:
+            if self._journal.kv is not None:
+                self._journal.kv[key] = value
 
     def _settle_statuses(self, keys: list[dict[str, Any]]) -> None:
         """After a fold: the records whose status changed go on or off the retry lists (failed or
