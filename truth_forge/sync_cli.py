@@ -8,6 +8,8 @@ whatever a job prints). The exit code follows `truth_forge.failures.EXIT_CODES`.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import sys
@@ -127,7 +129,10 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
     with open_warehouse(settings, create=options.create, read_only=options.dry_run) as warehouse, \
             TwentyClient.from_settings(settings) as api:
         if options.dry_run:
-            return _dry_run(warehouse, api, schema, options, output)
+            policy = settings.detection_policy()
+            if options.full:
+                policy = dataclasses.replace(policy, audit=True)
+            return _dry_run(warehouse, api, schema, options, output, policy)
         estimates = estimate_push(warehouse) if output.shows_progress else {}
         with output.watch(settings.twenty_requests_per_minute, settings.twenty_batch_size, estimates) as on_event:
             result = run_sync(warehouse, api, schema, direction=options.direction,  # type: ignore[arg-type]
@@ -139,13 +144,13 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
     return STATUS_EXIT.get(result.status, EXIT_COULD_NOT_RUN)
 
 
-def _dry_run(warehouse: Any, api: Any, schema: Any, options: SyncOptions, output: Output) -> int:
+def _dry_run(warehouse: Any, api: Any, schema: Any, options: SyncOptions, output: Output, detection: Any) -> int:
     from truth_forge.reporting import ErrorReporter
     from truth_forge.sync.context import SyncContext
     from truth_forge.sync.plan import plan_sync, render_plan
 
     ctx = SyncContext(warehouse, api, schema, ErrorReporter("dry-run", api.transport.secrets),
-                      options.conflict_policy)  # type: ignore[arg-type]
+                      options.conflict_policy, detection=detection)  # type: ignore[arg-type]
     plan = plan_sync(ctx, direction=options.direction)
     if output.as_json or output.log_format == "json":
         typer.echo(json.dumps({"dry_run": True, **plan.as_dict()}, indent=2 if output.as_json else None,

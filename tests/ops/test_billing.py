@@ -60,6 +60,13 @@ def test_a_bigquery_run_records_its_statements_and_the_bytes_its_jobs_billed(big
     assert run["counts"]["warehouse_statements"] > 10
     table = bigquery_cli("runs")
     assert "billed" in table.stdout and "0 B" in table.stdout
+    # Before a run, the dry run says what its reads billed and what a fold of the bookkeeping would.
+    dry = bigquery_cli("sync", "--dry-run", "--json", timeout=300)
+    assert dry.returncode == 0, dry.stderr
+    forecast = json.loads(dry.stdout)["warehouse"]
+    assert forecast["bytes_billed"] == 0 and forecast["statements"] > 3 and forecast["fold_bytes"] is not None
+    text = bigquery_cli("sync", "--dry-run", "--log-format", "text", timeout=300)
+    assert "Warehouse: these reads billed 0 B in " in text.stdout and "bills the state table" in text.stdout
 
 
 def test_a_duckdb_run_counts_statements_and_shows_no_bill(ready_cli: Cli) -> None:

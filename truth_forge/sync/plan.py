@@ -54,6 +54,11 @@ class SyncPlan:
     conflict_count: int = 0
     unchanged: Counter[str] = field(default_factory=Counter)
     requests: int = 0
+    # What the dry run's own warehouse reads cost (the run's change detection reads the same), and,
+    # where the engine bills by bytes, what one fold of the bookkeeping into the state would bill.
+    warehouse_statements: int = 0
+    bytes_billed: int | None = None
+    fold_bytes: int | None = None
 
     def bucket(self, side: str, object_type: str, action: str) -> Bucket:
         return self.changes.setdefault((side, object_type, action), Bucket())
@@ -72,12 +77,15 @@ class SyncPlan:
             "conflicts": {"count": self.conflict_count, "samples": self.conflicts},
             "unchanged": dict(self.unchanged),
             "requests": self.requests,
+            "warehouse": {"statements": self.warehouse_statements, "bytes_billed": self.bytes_billed,
+                          "fold_bytes": self.fold_bytes},
         }
 
 
 def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelta = DEFAULT_OVERLAP) -> SyncPlan:
     """Read both sides and decide, writing nothing. `ctx.reporter` is not used."""
     before = ctx.client.transport.stats.requests
+    billed_before = ctx.warehouse.statements.snapshot()
     plan = SyncPlan()
     _require_setup(ctx.warehouse, ctx.client, ctx.schema, remember=False)
     merged: dict[str, set[str]] = {}
@@ -88,6 +96,10 @@ def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelt
         for obj in SYNC_ORDER:
             _plan_push(ctx, obj, plan, merged.get(obj.object_type, set()))
     plan.requests = ctx.client.transport.stats.requests - before
+    spent = ctx.warehouse.statements.since(billed_before)
+    plan.warehouse_statements, plan.bytes_billed = spent["statements"] or 0, spent["bytes_billed"]
+    # A fold is a MERGE into the state: on BigQuery it bills the whole state table (the journal is small).
+    plan.fold_bytes = ctx.warehouse.table_bytes("crm_sync_state")
     return plan
 
 
@@ -144,8 +156,9 @@ def _plan_record(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, record: Ma
 
 
 def _plan_push(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, merged: set[str]) -> None:
-    """The warehouse's changed rows, decided as the push would (rows the pull merges are done)."""
-    for rows in ctx.warehouse.changed_rows(obj.object_type):
+    """The warehouse's changed rows, decided as the push would (rows the pull merges are done), found
+    as the push finds them (the same detection, never committed), so the dry run reads what it reads."""
+    for rows in ctx.warehouse.detect_changes(obj.object_type, policy=ctx.detection):
         keys = [str(r[obj.key_column]) for r in rows if str(r[obj.key_column]) not in merged]
         states = ctx.warehouse.read_sync_state(obj.object_type, keys)
         for row in rows:
@@ -191,6 +204,13 @@ def _describe_row(obj: SyncedObject, row: Mapping[str, Any]) -> str:
 def render_plan(plan: SyncPlan, policy: str) -> list[str]:
     """The plan as lines a person reads."""
     lines = [f"Dry run: nothing was written ({plan.requests} read requests to Twenty)."]
+    if plan.bytes_billed is not None:
+        from truth_forge.status_cli import format_bytes
+
+        lines.append(f"Warehouse: these reads billed {format_bytes(plan.bytes_billed)} in "
+                     f"{plan.warehouse_statements} statements; the run's detection reads the same, its bookkeeping "
+                     "appends bill nothing, and each fold of them into the state (at most 3 a run, only when "
+                     f"there is something to fold) bills the state table, {format_bytes(plan.fold_bytes)} now.")
     for side, title in (("warehouse", "Into the warehouse (from Twenty)"), ("twenty", "Into Twenty (from the warehouse)")):
         buckets = {k: b for k, b in plan.changes.items() if k[0] == side}
         lines.append(f"{title}:" + ("" if buckets else " nothing"))

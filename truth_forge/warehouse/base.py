@@ -81,6 +81,8 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
 
     # Whether CREATE TABLE carries the tables' clustering (BigQuery's DDL has it; DuckDB has none).
     clusters_tables = False
+    # A handle for looking only (a dry run): the bookkeeping is read as it is, never folded or kept.
+    read_only = False
 
     def __init__(self, tables: TableNames) -> None:
         self.tables = tables
@@ -133,6 +135,10 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
         """Run parameter-free DDL statements (an engine may send them as one script)."""
         for statement in statements:
             self._run(statement, ())
+
+    def table_bytes(self, table: str) -> int | None:
+        """A table's logical size in bytes where the engine bills by it (BigQuery), else None."""
+        return None
 
     def count_rows(self, table: str) -> int:
         """Rows in a table, by logical name (e.g. 'contacts')."""

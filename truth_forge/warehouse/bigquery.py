@@ -61,12 +61,14 @@ class BigQueryWarehouse(Warehouse):
         endpoint: str | None = None,
         location: str | None = None,
         create: bool = True,
+        read_only: bool = False,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         change_range_rows: int | None = None,
     ) -> None:
         super().__init__(tables or TableNames())
         if change_range_rows is not None:
             self.change_range_rows = positive_range_rows(change_range_rows)
+        self.read_only = read_only
         self._owns_client = client is None
         if client is None:
             client = _make_client(project, endpoint)
@@ -185,6 +187,14 @@ class BigQueryWarehouse(Warehouse):
                     yield batch
         except _CALL_FAILED as exc:
             raise WarehouseQueryError("BigQuery", self._said(exc), sql) from exc
+
+    def table_bytes(self, table: str) -> int | None:
+        """From the table's metadata (tables.get: free), as BigQuery bills a full read of it."""
+        ref = f"{self.project}.{self.dataset}.{self.tables[table]}"
+        try:
+            return int(self.client.get_table(ref, retry=self._retry, timeout=self.timeout).num_bytes or 0)
+        except _CALL_FAILED as exc:
+            raise WarehouseQueryError("BigQuery", self._said(exc), f"(reading the size of {ref})") from exc
 
     def _account_job(self, sql: str, binds: Sequence[Bind], result: Any) -> None:
         # The job statistics that jobs.query returns with the first page: bytes processed; billed

@@ -85,7 +85,7 @@ class DuckDBWarehouse(Warehouse):
                  temp_directory: str | None = None, change_range_rows: int | None = None) -> None:
         super().__init__(tables or TableNames())
         self.path = path
-        self._read_only = read_only
+        self._read_only = self.read_only = read_only
         if not _MEMORY.match(memory_limit):
             raise WarehouseConfigError(f"DuckDB memory_limit {memory_limit!r}: expected a size such as 256MB or 2GB")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -139,7 +139,7 @@ class DuckDBWarehouse(Warehouse):
         twin = object.__new__(DuckDBWarehouse)
         Warehouse.__init__(twin, self.tables)
         twin.path = self.path
-        twin._read_only = self._read_only
+        twin._read_only = twin.read_only = self._read_only
         twin.memory_limit, twin.threads, twin.temp_directory = self.memory_limit, self.threads, self.temp_directory
         twin.change_range_rows = self.change_range_rows
         twin.statements = self.statements  # one account for the store, whichever thread sent it

@@ -130,6 +130,7 @@ def open_warehouse(
         endpoint=parsed.options.get("endpoint"),
         location=parsed.options.get("location"),
         create=create,
+        read_only=read_only,
         timeout=timeout,
         change_range_rows=range_rows,
     )

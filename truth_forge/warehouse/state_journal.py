@@ -149,6 +149,8 @@ class SyncStateJournal:
     """Sync state rows keyed by (object_type, record_key): written to the journal, read with it."""
 
     if TYPE_CHECKING:  # provided by Warehouse and its other parts
+        read_only: bool
+
         def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
             raise NotImplementedError
 
@@ -279,8 +281,8 @@ class SyncStateJournal:
                 self._journal.kv = None
                 self._journal.clean = {"person": set(), "company": set()}
                 self._journal.clean_ids.clear()
-            if self._journal.dirty is False:
-                return 0
+            if self._journal.dirty is False or self.read_only:
+                return 0  # nothing to fold, or a handle that only looks
         with self._journal.lock:
             seen = self._journal.last_seq  # entries this process wrote before the count below
         rows, _ = self._run(_JOURNAL_LAST, (), fetch=True)
@@ -327,6 +329,8 @@ class SyncStateJournal:
         return lists
 
     def _write_retry_list(self, name: str, keys: list[str] | None) -> None:
+        if self.read_only:
+            return  # a dry run reads the lists it would write, and keeps nothing
         if keys is not None and len(keys) > RETRY_LIST_MAX:
             keys = None  # a list this long costs more to carry than to read from the state
         self._kv_set(_RETRY_PREFIX + name, json.dumps(keys))
