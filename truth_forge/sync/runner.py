@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from truth_forge.crm_schema import CrmSchema, verify_schema
-from truth_forge.lease import WriterLease, writing
+from truth_forge.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
 from truth_forge.reporting import ErrorReporter
 from truth_forge.sync import own_writes
 from truth_forge.sync.objects import SYNC_ORDER, format_timestamp, now_utc, parse_timestamp
@@ -124,6 +124,7 @@ def run_sync(
     full: bool = False,
     lease: WriterLease | None = None,
     lease_wait: float = 0.0,
+    lease_ttl: dt.timedelta = DEFAULT_TTL,
 ) -> SyncResult:
     """One run, as the warehouse's only writer.
 
@@ -133,8 +134,11 @@ def run_sync(
     the incremental pull with a full pass over Twenty (`reconcile.py`), which also finds records
     destroyed there. The writer lease (`truth_forge/lease.py`) is taken for the run, or the caller's
     `lease` is used; another writer is waited for up to `lease_wait` seconds (then WarehouseBusy).
+    The lease fences the run's warehouse and Twenty writes: once it is lost, the run stops before
+    its next write and ends "aborted".
     """
-    with writing(warehouse, purpose="sync", held=lease, wait=lease_wait):
+    with writing(warehouse, purpose="sync", held=lease, wait=lease_wait, ttl=lease_ttl) as holder, \
+            holder.fencing(client.transport):
         return _run_as_writer(warehouse, client, schema, direction, conflict_policy, pull_overlap, secrets,
                               on_event, full)
 
@@ -178,6 +182,11 @@ def _run_as_writer(
                     raise
                 ctx.emit("phase_finished", phase="push", object_type=obj.object_type,
                          detail=counts[f"push_{obj.object_type}"])
+    except LeaseLost as exc:
+        # Another writer holds the warehouse now: write nothing more of the sync's (the run's own
+        # row and error rows are not fenced: they say how it ended).
+        aborted = True
+        reporter.record(object_type=None, operation="run", error=exc)
     except PushAborted as exc:
         aborted = True
         reporter.record(object_type=None, operation="push", error=exc.cause)
@@ -198,9 +207,17 @@ def _run_as_writer(
         counts["requests"] = client.transport.stats.requests - requests_before
         status = "aborted" if aborted else ("partial" if reporter.count else "succeeded")
         reporter.flush(warehouse)
-        _remember_batch_size(warehouse, client, known_batch_size)
-        counts["errors_closed"] = warehouse.close_settled_errors(run_succeeded=status == "succeeded",
-                                                                 run_started_at=started_at)
+        counts["errors_closed"] = 0
+        try:
+            _remember_batch_size(warehouse, client, known_batch_size)
+            counts["errors_closed"] = warehouse.close_settled_errors(run_succeeded=status == "succeeded",
+                                                                     run_started_at=started_at)
+        except LeaseLost as exc:  # lost now, or earlier: the sync's bookkeeping stays as the new holder has it
+            if not any(e["error_class"] == "LeaseLost" for e in reporter.sync_errors):
+                reporter.record(object_type=None, operation="run", error=exc)
+                reporter.flush(warehouse)
+            status = "aborted"
+            counts["errors"] = reporter.count
         spent = warehouse.statements.since(billed_before)
         counts["warehouse_statements"] = (spent["statements"] or 0) + 1  # and the finish_run below
         if spent["bytes_billed"] is not None:

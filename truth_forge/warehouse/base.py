@@ -32,9 +32,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -116,6 +117,9 @@ class Warehouse(RunHistory, ABC):
 
     # Rows (contacts or businesses) per change-detection range; an engine or a caller may change it.
     change_range_rows: int = DEFAULT_CHANGE_RANGE_ROWS
+    # Called by the engines before every statement `fenced()` names: the writer lease's proof that
+    # it still holds the lease (truth_forge/lease.py), which raises LeaseLost when it does not.
+    before_write: Callable[[], None] | None = None
 
     def __init__(self, tables: TableNames) -> None:
         self.tables = tables
@@ -418,10 +422,11 @@ WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CU
         self._run(q.lease_claim(_positive_ms(ttl)), binds)
         return self.read_lease(name) or {"name": name, "owner": None}
 
-    def renew_lease(self, name: str, owner: str, ttl: dt.timedelta) -> bool:
-        """Move the expiry `ttl` past now; False when the lease is no longer `owner`'s."""
+    def renew_lease(self, name: str, owner: str, ttl: dt.timedelta, token: int) -> bool:
+        """Move the expiry `ttl` past now; False when the grant `token` is no longer `owner`'s."""
         _, affected = self._run(
-            q.lease_renew(_positive_ms(ttl)), (Scalar("name", STRING, name), Scalar("owner", STRING, owner))
+            q.lease_renew(_positive_ms(ttl)),
+            (Scalar("name", STRING, name), Scalar("owner", STRING, owner), Scalar("token", INT64, token)),
         )
         return bool(affected)
 
@@ -618,6 +623,18 @@ def _int_keys(object_type: str, keys: Iterable[int]) -> list[int]:
             )
         out.append(k)
     return sorted(set(out))
+
+
+# What the writer lease fences: every statement that writes, except the lease's own and the run's own
+# log (its crm_sync_runs row and its appended error rows), which say how a run that lost the lease ended.
+_WRITES = re.compile(r"^\s*(INSERT|UPDATE|MERGE|DELETE)\b", re.IGNORECASE)
+_UNFENCED = re.compile(r"^\s*(MERGE\s+\{crm_sync_leases\}|UPDATE\s+\{crm_sync_leases\}|UPDATE\s+\{crm_sync_runs\}"
+                       r"|INSERT\s+INTO\s+\{crm_sync_runs\}|INSERT\s+INTO\s+\{crm_sync_errors\})", re.IGNORECASE)
+
+
+def fenced(template: str) -> bool:
+    """Whether a statement (its template) must wait for `Warehouse.before_write`."""
+    return bool(_WRITES.match(template)) and not _UNFENCED.match(template)
 
 
 def _positive_ms(span: dt.timedelta) -> int:
