@@ -66,13 +66,16 @@ class WarehouseBusy(RuntimeError):
 
     def __init__(self, holder: dict[str, Any], waited: float) -> None:
         self.holder = holder
-        expires = holder.get("expires_at")
-        until = expires.isoformat(timespec="seconds") if isinstance(expires, dt.datetime) else "unknown"
+        until, renewed = (_shown(holder.get(k)) for k in ("expires_at", "renewed_at"))
         super().__init__(
             f"the warehouse is being written by {holder.get('owner')!r} (lease held until {until}, renewed while "
-            f"it works); gave up after waiting {waited:.0f}s. Wait for it to finish, stop it (a `truth-forge serve` "
+            f"it works, last at {renewed}); gave up after waiting {waited:.0f}s. Wait for it to finish, stop it (a `truth-forge serve` "
             "runs the scheduled sync itself), or, if it crashed, wait for the lease to expire."
         )
+
+
+def _shown(moment: Any) -> str:
+    return moment.isoformat(timespec="seconds") if isinstance(moment, dt.datetime) else "unknown"
 
 
 class LeaseLost(RuntimeError):
@@ -258,7 +261,10 @@ class WriterLease:
 
     @contextlib.contextmanager
     def fencing(self, target: Any) -> Iterator[None]:
-        """Fence `target` for the block."""
+        """Fence `target` for the block (one fenced already by this lease stays fenced after it)."""
+        if getattr(target, "before_write", None) == self.check:
+            yield
+            return
         self.fence(target)
         try:
             yield
