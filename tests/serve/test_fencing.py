@@ -11,6 +11,7 @@ resumed process must stop before its next Twenty write and its next bookkeeping 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -94,6 +95,9 @@ def test_a_writer_paused_past_its_lease_stops_before_its_next_write_and_ends_abo
             wait_until_quiet(sandbox, quiet_s=2 * HELD_MS / 1000)  # what it sent before the pause is answered
             sandbox.clear_faults()
             assert people_created(sandbox) == 0 and companies_created(sandbox) > 0
+            with open_warehouse(url) as warehouse:  # the sync took TRUTH_FORGE_LEASE_TTL_SECONDS
+                held = warehouse.read_lease("writer")
+                assert held["expires_at"] - held["renewed_at"] == dt.timedelta(seconds=TTL_SECONDS), held
 
             # The second writer waits for the stopped one's lease to expire, takes it over and finishes.
             taker = start_sync(env, tmp_path, "taker", "--wait-for-lease", "120")

@@ -265,3 +265,22 @@ def test_a_sync_that_lost_its_lease_stops_before_its_next_write_and_ends_aborted
     assert [e["error_class"] for e in warehouse.open_errors() if e["run_id"] == result.run_id] == ["LeaseLost"]
     held.release()
     taker.release()
+
+
+@pytest.mark.parametrize(("template", "is_fenced"), [
+    ("MERGE {crm_sync_state} AS t USING ...", True),
+    ("  INSERT INTO {crm_sync_journal} (x) VALUES (1)", True),
+    ("UPDATE {crm_sync_errors} AS t SET resolved_at = ...", True),  # closing errors is shared bookkeeping
+    ("DELETE FROM {contacts} WHERE TRUE", True),
+    ("SELECT 1 FROM {crm_sync_state}", False),
+    ("CREATE TABLE {crm_sync_kv} (key STRING)", False),
+    ("UPDATE {crm_sync_leases} AS t SET owner = NULL", False),  # the lease's own statements
+    ("MERGE {crm_sync_leases} AS t USING ...", False),
+    ("INSERT INTO {crm_sync_runs} (run_id) VALUES (@run_id)", False),  # the run's own log
+    ("UPDATE {crm_sync_runs} AS t SET status = @status", False),
+    ("INSERT INTO {crm_sync_errors} (error_id) SELECT ...", False),
+])
+def test_the_fence_covers_every_write_but_the_leases_and_the_runs_own_log(template: str, is_fenced: bool) -> None:
+    from truth_forge.warehouse.base import fenced
+
+    assert fenced(template) is is_fenced
