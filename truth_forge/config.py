@@ -106,8 +106,9 @@ class Settings(BaseSettings):
     )
     lease_ttl_seconds: float = Field(
         60.0, ge=1, validation_alias=_env("LEASE_TTL_SECONDS"),
-        description="How long a writer's lease lasts unless renewed: how long a writer that crashed on another "
-                    "machine blocks others (one on this machine is recognised as gone at once)",
+        description="How long a writer's lease (serve, sync) lasts unless renewed: how long a writer that crashed "
+                    "blocks others (one in this machine's PID namespace is recognised as gone at once), and the "
+                    "longest a paused writer can be sure of its lease without renewing it first",
     )
 
     # --- change detection (truth_forge/warehouse/detection.py) ------------------------------------

@@ -9,7 +9,7 @@ whatever a job prints). The exit code follows `truth_forge.failures.EXIT_CODES`.
 from __future__ import annotations
 
 import dataclasses
-
+import datetime as dt
 import json
 import logging
 import sys
@@ -120,13 +120,15 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
     """One sync (or dry run) against the configured warehouse and workspace; returns the exit code."""
     from truth_forge.alerts import alert_after_run
     from truth_forge.crm_schema import CrmSchema
+    from truth_forge.lease import open_when_free
     from truth_forge.progress import estimate_push
     from truth_forge.sync.runner import run_sync
     from truth_forge.twenty.client import TwentyClient
     from truth_forge.warehouse import open_warehouse
 
     schema = CrmSchema.load(settings.crm_schema_file)
-    with open_warehouse(settings, create=options.create, read_only=options.dry_run) as warehouse, \
+    with open_when_free(lambda: open_warehouse(settings, create=options.create, read_only=options.dry_run),
+                        options.lease_wait) as warehouse, \
             TwentyClient.from_settings(settings) as api:
         if options.dry_run:
             policy = settings.detection_policy()
@@ -138,7 +140,8 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
             result = run_sync(warehouse, api, schema, direction=options.direction,  # type: ignore[arg-type]
                               conflict_policy=options.conflict_policy, on_event=on_event,  # type: ignore[arg-type]
                               full=options.full, lease_wait=options.lease_wait,
-                              detection=settings.detection_policy())
+                              detection=settings.detection_policy(),
+                              lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds))
         alert_after_run(settings, warehouse, result, where=settings.warehouse_url, secrets=api.transport.secrets)
     output.summary(result)
     return STATUS_EXIT.get(result.status, EXIT_COULD_NOT_RUN)

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from truth_forge.crm_schema import CrmSchema, verify_schema
-from truth_forge.lease import WriterLease, writing
+from truth_forge.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
 from truth_forge.reporting import ErrorReporter
 from truth_forge.sync import own_writes
 from truth_forge.sync.objects import SYNC_ORDER, format_timestamp, now_utc, parse_timestamp
@@ -127,6 +127,7 @@ def run_sync(
     lease: WriterLease | None = None,
     lease_wait: float = 0.0,
     detection: DetectionPolicy | None = None,
+    lease_ttl: dt.timedelta = DEFAULT_TTL,
 ) -> SyncResult:
     """One run, as the warehouse's only writer.
 
@@ -137,12 +138,14 @@ def run_sync(
     destroyed there. The writer lease (`truth_forge/lease.py`) is taken for the run, or the caller's
     `lease` is used; another writer is waited for up to `lease_wait` seconds (then WarehouseBusy).
     `detection` says how the push finds changed rows (incremental with a periodic audit by default;
-    `full` always audits).
+    `full` always audits). The lease fences the run's warehouse and Twenty writes: once it is lost,
+    the run stops before its next write and ends "aborted".
     """
     policy = detection or DetectionPolicy()
     if full:
         policy = dataclasses.replace(policy, audit=True)
-    with writing(warehouse, purpose="sync", held=lease, wait=lease_wait):
+    with writing(warehouse, purpose="sync", held=lease, wait=lease_wait, ttl=lease_ttl) as holder, \
+            holder.fencing(client.transport):
         return _run_as_writer(warehouse, client, schema, direction, conflict_policy, pull_overlap, secrets,
                               on_event, full, policy)
 
@@ -192,6 +195,11 @@ def _run_as_writer(
                     raise
                 ctx.emit("phase_finished", phase="push", object_type=obj.object_type,
                          detail=counts[f"push_{obj.object_type}"])
+    except LeaseLost as exc:
+        # Another writer holds the warehouse now: write nothing more of the sync's (the run's own
+        # row and error rows are not fenced: they say how it ended).
+        aborted = True
+        reporter.record(object_type=None, operation="run", error=exc)
     except PushAborted as exc:
         aborted = True
         reporter.record(object_type=None, operation="push", error=exc.cause)
@@ -212,9 +220,18 @@ def _run_as_writer(
         counts["requests"] = client.transport.stats.requests - requests_before
         status = "aborted" if aborted else ("partial" if reporter.count else "succeeded")
         reporter.flush(warehouse)
-        _remember_batch_size(warehouse, client, known_batch_size)
-        warehouse.fold_journal()
-        counts["errors_closed"] = warehouse.close_settled_errors(run_id=run_id, run_succeeded=status == "succeeded")
+        counts["errors_closed"] = 0
+        try:
+            _remember_batch_size(warehouse, client, known_batch_size)
+            warehouse.fold_journal()
+            counts["errors_closed"] = warehouse.close_settled_errors(run_id=run_id,
+                                                                     run_succeeded=status == "succeeded")
+        except LeaseLost as exc:  # lost now, or earlier: the sync's bookkeeping stays as the new holder has it
+            if not any(e["error_class"] == "LeaseLost" for e in reporter.sync_errors):
+                reporter.record(object_type=None, operation="run", error=exc)
+                reporter.flush(warehouse)
+            status = "aborted"
+            counts["errors"] = reporter.count
         spent = warehouse.statements.since(billed_before)
         counts["warehouse_statements"] = (spent["statements"] or 0) + 1  # and the finish_run below
         if spent["bytes_billed"] is not None:

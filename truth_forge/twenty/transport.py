@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 BODY_EXCERPT_CHARS = 500
 USER_AGENT = "truth-forge (+https://github.com/truth-forge)"
+_WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
 
 class RequestBudget:
@@ -298,6 +299,9 @@ class Transport:
         # The server's clock from its last answer's Date header (whole seconds, rounded down): the
         # pull's watermark is set by it, never by ours, so a skewed local clock cannot skip edits.
         self.server_time: dt.datetime | None = None
+        # Called before every write request leaves (POST, PATCH, DELETE, PUT): the writer lease's
+        # fence (truth_forge/lease.py), which raises LeaseLost, so nothing is sent, once it is lost.
+        self.before_write: Callable[[], None] | None = None
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -409,6 +413,8 @@ class Transport:
         (taking the token last keeps our departures as spread out as the bucket made them)."""
         with self.gate:
             self.budget.acquire()
+            if self.before_write is not None and method.upper() in _WRITE_METHODS:
+                self.before_write()
             self.stats.count(request=True)
             started = self._clock()
             response = self._http.request(method, path, params=params or None, json=json_body)

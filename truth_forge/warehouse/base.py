@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -83,6 +84,9 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
     clusters_tables = False
     # A handle for looking only (a dry run): the bookkeeping is read as it is, never folded or kept.
     read_only = False
+    # Called by the engines before every statement `fenced()` names: the writer lease's proof that
+    # it still holds the lease (truth_forge/lease.py), which raises LeaseLost when it does not.
+    before_write: Callable[[], None] | None = None
 
     def __init__(self, tables: TableNames) -> None:
         self.tables = tables
@@ -306,10 +310,11 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
         self._run(q.lease_claim(_positive_ms(ttl)), binds)
         return self.read_lease(name) or {"name": name, "owner": None}
 
-    def renew_lease(self, name: str, owner: str, ttl: dt.timedelta) -> bool:
-        """Move the expiry `ttl` past now; False when the lease is no longer `owner`'s."""
+    def renew_lease(self, name: str, owner: str, ttl: dt.timedelta, token: int) -> bool:
+        """Move the expiry `ttl` past now; False when the grant `token` is no longer `owner`'s."""
         _, affected = self._run(
-            q.lease_renew(_positive_ms(ttl)), (Scalar("name", STRING, name), Scalar("owner", STRING, owner))
+            q.lease_renew(_positive_ms(ttl)),
+            (Scalar("name", STRING, name), Scalar("owner", STRING, owner), Scalar("token", INT64, token)),
         )
         return bool(affected)
 
@@ -517,6 +522,18 @@ def _int_keys(object_type: str, keys: Iterable[int]) -> list[int]:
             )
         out.append(k)
     return sorted(set(out))
+
+
+# What the writer lease fences: every statement that writes, except the lease's own and the run's own
+# log (its crm_sync_runs row and its appended error rows), which say how a run that lost the lease ended.
+_WRITES = re.compile(r"^\s*(INSERT|UPDATE|MERGE|DELETE)\b", re.IGNORECASE)
+_UNFENCED = re.compile(r"^\s*(MERGE\s+\{crm_sync_leases\}|UPDATE\s+\{crm_sync_leases\}|UPDATE\s+\{crm_sync_runs\}"
+                       r"|INSERT\s+INTO\s+\{crm_sync_runs\}|INSERT\s+INTO\s+\{crm_sync_errors\})", re.IGNORECASE)
+
+
+def fenced(template: str) -> bool:
+    """Whether a statement (its template) must wait for `Warehouse.before_write`."""
+    return bool(_WRITES.match(template)) and not _UNFENCED.match(template)
 
 
 def _positive_ms(span: dt.timedelta) -> int:

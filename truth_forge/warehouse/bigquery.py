@@ -23,7 +23,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from truth_forge.warehouse.accounting import billed_from_processed
-from truth_forge.warehouse.base import Bind, KeySet, RowSet, Scalar, Warehouse, positive_range_rows
+from truth_forge.warehouse.base import Bind, KeySet, RowSet, Scalar, Warehouse, fenced, positive_range_rows
 from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseMissing, WarehouseQueryError
 from truth_forge.warehouse.schema import JSON, STRING, TABLES, TableNames
 
@@ -166,6 +166,8 @@ class BigQueryWarehouse(Warehouse):
         )
 
     def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
+        if self.before_write is not None and fenced(template):
+            self.before_write()  # the writer lease's fence (truth_forge/lease.py)
         sql = self._render(template, binds)
         try:
             result = self._query(sql, binds)

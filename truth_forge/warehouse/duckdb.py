@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 import sqlglot
 
-from truth_forge.warehouse.base import Bind, KeySet, RowSet, Warehouse, positive_range_rows
+from truth_forge.warehouse.base import Bind, KeySet, RowSet, Warehouse, fenced, positive_range_rows
 from truth_forge.warehouse.errors import (
     WarehouseConfigError,
     WarehouseLockedError,
@@ -205,6 +205,8 @@ class DuckDBWarehouse(Warehouse):
         return {k: v for k, v in params.items() if k in used}, registered
 
     def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
+        if self.before_write is not None and fenced(template):
+            self.before_write()  # the writer lease's fence (truth_forge/lease.py)
         sql = self._render(template, binds)
         params, registered = self._bind(self._con, sql, binds)
         try:

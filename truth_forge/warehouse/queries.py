@@ -372,12 +372,15 @@ OPEN_ERRORS_EXIST = "SELECT COUNT(*) AS n FROM {crm_sync_errors} AS e WHERE e.re
 # statement below treats all rows of a name alike). Claiming is one conditional UPDATE, so of two
 # writers racing for a free or expired lease only one sees its owner in the row afterwards. Times
 # come from the engine's clock, never from the callers', so two machines cannot disagree on expiry.
+# Every grant (a claim that is not the holder re-claiming its live lease) moves `token` on, and a
+# renewal must name the token it holds: a holder paused past its expiry, whose lease was granted to
+# another meanwhile, can no longer renew, and so can no longer write (the fence in lease.py).
 
 LEASE_ENSURE_ROW = """MERGE {crm_sync_leases} AS t
 USING (SELECT @name AS name) AS s
 ON t.name = s.name
-WHEN NOT MATCHED THEN INSERT (name, owner, acquired_at, expires_at, updated_at)
-  VALUES (s.name, NULL, NULL, NULL, CURRENT_TIMESTAMP())"""
+WHEN NOT MATCHED THEN INSERT (name, owner, acquired_at, expires_at, updated_at, token, renewed_at)
+  VALUES (s.name, NULL, NULL, NULL, CURRENT_TIMESTAMP(), 0, NULL)"""
 
 
 def lease_claim(ttl_ms: int) -> str:
@@ -385,18 +388,22 @@ def lease_claim(ttl_ms: int) -> str:
     return f"""UPDATE {{crm_sync_leases}} AS t
 SET owner = @owner,
   acquired_at = IF(t.owner = @owner AND t.expires_at > CURRENT_TIMESTAMP(), t.acquired_at, CURRENT_TIMESTAMP()),
+  token = IF(t.owner = @owner AND t.expires_at > CURRENT_TIMESTAMP(), t.token, COALESCE(t.token, 0) + 1),
   expires_at = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {int(ttl_ms)} MILLISECOND),
+  renewed_at = CURRENT_TIMESTAMP(),
   updated_at = CURRENT_TIMESTAMP()
 WHERE t.name = @name
   AND (t.owner IS NULL OR t.owner = @owner OR t.expires_at IS NULL OR t.expires_at <= CURRENT_TIMESTAMP())"""
 
 
 def lease_renew(ttl_ms: int) -> str:
-    """Push the expiry on while the lease is still ours (expired but not taken over counts as ours)."""
+    """Push the expiry on while the grant `@token` is still the lease's (expired but not granted to
+    anyone since counts as ours: nobody can have written meanwhile)."""
     return f"""UPDATE {{crm_sync_leases}} AS t
 SET expires_at = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {int(ttl_ms)} MILLISECOND),
+  renewed_at = CURRENT_TIMESTAMP(),
   updated_at = CURRENT_TIMESTAMP()
-WHERE t.name = @name AND t.owner = @owner"""
+WHERE t.name = @name AND t.owner = @owner AND t.token = @token"""
 
 
 LEASE_RELEASE = """UPDATE {crm_sync_leases} AS t
@@ -404,6 +411,6 @@ SET owner = NULL, expires_at = NULL, updated_at = CURRENT_TIMESTAMP()
 WHERE t.name = @name AND t.owner = @owner"""
 
 LEASE_SELECT = """SELECT t.name AS name, t.owner AS owner, t.acquired_at AS acquired_at, t.expires_at AS expires_at,
-  t.expires_at <= CURRENT_TIMESTAMP() AS expired
+  t.expires_at <= CURRENT_TIMESTAMP() AS expired, t.token AS token, t.renewed_at AS renewed_at
 FROM {crm_sync_leases} AS t WHERE t.name = @name
 ORDER BY t.updated_at DESC"""

@@ -211,9 +211,11 @@ CRM_SYNC_LEASES = Table(
         ("acquired_at", TIMESTAMP),
         ("expires_at", TIMESTAMP),  # the engine's clock; an expired lease may be taken over
         ("updated_at", TIMESTAMP),
+        ("token", INT64),  # the fencing token: grows with every grant, so a paused holder's renewal fails
+        ("renewed_at", TIMESTAMP),  # the holder's heartbeat (engine's clock), set by every claim and renewal
     ),
     key=("name",),
-    doc="one writer per warehouse: a lease claimed by a conditional UPDATE",
+    doc="one writer per warehouse: a lease claimed by a conditional UPDATE, fenced by a growing token",
 )
 
 TABLES: dict[str, Table] = {
