@@ -162,6 +162,7 @@ def sizes_for_contacts(
     *,
     json_bytes_per_contact: float = 3072,
     journal_rows: int = 0,
+    state_fill: float = 1.0,
     clustering: Mapping[str, tuple[str, ...]] | None = None,
     changed_fraction: float = 0.0,
     block_bytes: int = BLOCK_BYTES,
@@ -170,8 +171,9 @@ def sizes_for_contacts(
     measured, except the contact JSON columns, scaled so one contact carries `json_bytes_per_contact`
     of JSON in total (in the same proportions as the sample), and the sync state's `base`, which
     holds a copy of the synced values and so grows by the same amount for a person. The state holds
-    one row per contact and business (after a first sync); the journal `journal_rows` rows (what
-    the run being priced appends before its fold)."""
+    `state_fill` rows per contact and business (1 after a first sync; during a first sync it grows
+    from 0, so a statement sees half on average); the journal `journal_rows` rows (what the run
+    being priced appends before its fold)."""
     cb = {t: dict(cols) for t, cols in profile.column_bytes.items()}
     contact_cols = cb.get("contacts", {})
     sample_json = sum(contact_cols.get(c, 0.0) for c in CONTACT_JSON)
@@ -182,11 +184,11 @@ def sizes_for_contacts(
             contact_cols[c] = contact_cols.get(c, 0.0) * scale
         json_growth = json_bytes_per_contact - sample_json
     businesses = round(contacts * profile.rows_per_contact.get("businesses", 0.05))
-    state_rows = contacts + businesses
+    state_rows = round((contacts + businesses) * state_fill)
     if "crm_sync_state" in cb and profile.base_bytes:
         person_base = profile.base_bytes.get("person", 0.0) + json_growth
         company_base = profile.base_bytes.get("company", 0.0)
-        cb["crm_sync_state"]["base"] = (contacts * person_base + businesses * company_base) / max(1, state_rows)
+        cb["crm_sync_state"]["base"] = (contacts * person_base + businesses * company_base) / (contacts + businesses)
     if "crm_sync_journal" in cb and "crm_sync_state" in cb:
         cb["crm_sync_journal"]["base"] = cb["crm_sync_state"]["base"]
     rows = {
@@ -202,7 +204,7 @@ def sizes_for_contacts(
         "crm_sync_leases": 1,
     }
     tables = {name: TableSize(rows.get(name, 0), cb.get(name, {})) for name in TABLES}
-    persons = contacts / max(1, state_rows)
+    persons = contacts / max(1, contacts + businesses)
     return TableSizes(
         tables=tables,
         clustering=dict(clustering or {}),
