@@ -556,7 +556,8 @@ def by_kind(prices: list[ShapePrice]) -> str:
 
 
 def render(label: str, results: dict[int, dict[str, list[ShapePrice]]], command: str, seconds: float,
-           samples: list[Sample], clustering: dict[str, tuple[str, ...]], block_bytes: int) -> str:
+           samples: list[Sample], clustering: dict[str, tuple[str, ...]], block_bytes: int,
+           full_read: float) -> str:
     small, big = TARGETS
     layout = "; ".join(f"{t} ({', '.join(c)})" for t, c in sorted(clustering.items())) or "none"
     lines = [
@@ -588,7 +589,11 @@ def render(label: str, results: dict[int, dict[str, list[ShapePrice]]], command:
                           for p in top if p.billed > 0)
         lines.append(f"| {kind} | {by_kind(at_big)} | {fmt_gb(total_small, False)} | {fmt_usd(total_small)} | "
                      f"{fmt_gb(total_big, False)} | {fmt_usd(total_big)} | {where} |")
+    first = sum(p.billed for p in results[big].get("first sync", []))
     lines += [
+        "",
+        f"Every column of every table at {big // 1_000_000}M (the sync state full) is {fmt_gb(full_read)}: the first "
+        f"sync bills {first / full_read:,.0f} full reads of the tables.",
         "",
         "How each row was run: the samples edit 20-40 % of their contacts (\"1 % changed\") and 1/15-1/6 of their "
         "people in Twenty (the pull), so per-batch statements are seen several times; the fit carries them to 1 % "
@@ -676,7 +681,9 @@ def main(argv: list[str] | None = None) -> int:
                                               block_bytes)
     seconds = time.perf_counter() - started
     command = "python benchmarks/bench_bigquery_cost.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    section = render(args.label, results, command.strip(), seconds, samples, clustering, block_bytes)
+    everything = sizes_for_contacts(TARGETS[-1], profile, json_bytes_per_contact=JSON_BYTES_PER_CONTACT)
+    full_read = sum(t.total_bytes for t in everything.tables.values())
+    section = render(args.label, results, command.strip(), seconds, samples, clustering, block_bytes, full_read)
     args.json.parent.mkdir(exist_ok=True)
     args.json.write_text(json.dumps({
         "label": args.label, "at": dt.datetime.now(dt.timezone.utc).isoformat(),

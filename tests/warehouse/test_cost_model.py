@@ -267,3 +267,10 @@ def test_statements_recorded_from_the_bigquery_engine_are_priced(bigquery_wareho
     assert {"SELECT", "INSERT", "MERGE"} <= kinds
     changed = [model.price(s) for s in recorded if "row_hash" in s.sql and "range_lo" in s.sql]
     assert changed and all({r.table for r in c.reads} >= {"contacts", "crm_sync_state"} for c in changed)
+
+
+def test_an_alias_reused_in_another_subquery_names_its_own_table() -> None:
+    cost = _price("SELECT t.canonical_name FROM {contacts} AS t WHERE t.contact_id IN "
+                  "(SELECT t.contact_id FROM {contact_identifiers} AS t WHERE t.kind = 'email')")
+    read = {r.table: set(r.columns) for r in cost.reads}
+    assert read == {"contacts": {"canonical_name", "contact_id"}, "contact_identifiers": {"contact_id", "kind"}}

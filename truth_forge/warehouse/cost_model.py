@@ -264,7 +264,10 @@ class CostModel:
             sql, binds = statement.sql, statement.binds
         else:
             sql = statement
-        parsed = [e for e in sqlglot.parse(sql, read="bigquery") if isinstance(e, exp.Expression)]
+        try:
+            parsed = [e for e in sqlglot.parse(sql, read="bigquery") if isinstance(e, exp.Expression)]
+        except sqlglot.errors.ParseError as exc:
+            raise ValueError(f"the cost model cannot parse this statement: {' '.join(sql.split())[:300]}") from exc
         costs = [_Pricer(self, e, binds).cost() for e in parsed]
         if len(costs) == 1:
             return costs[0]
@@ -408,7 +411,7 @@ class _Pricer:
                 continue
             name = col.name
             if qualifier:
-                owner = by_alias.get(qualifier)
+                owner = self.owner_of(col, qualifier, refs) or by_alias.get(qualifier)
                 if owner is not None and name in TABLES[owner.table].column_types:
                     owner.columns.add(name)
                 continue
@@ -427,6 +430,18 @@ class _Pricer:
                 for r in refs:
                     if r.scope is star.parent:
                         r.columns.update(TABLES[r.table].column_names)
+
+    @staticmethod
+    def owner_of(col: exp.Column, qualifier: str, refs: list[_Ref]) -> _Ref | None:
+        """The table reference an alias names where the column stands: its own scope first, then
+        the enclosing ones (so an alias reused in another subquery names the right table)."""
+        scope = col.find_ancestor(*_SCOPES)
+        while scope is not None:
+            for r in refs:
+                if r.scope is scope and r.alias == qualifier:
+                    return r
+            scope = scope.find_ancestor(*_SCOPES)
+        return None
 
     def written_columns(self) -> set[int]:
         """Columns that are only written: SET targets and INSERT column lists (not billed as read)."""
