@@ -16,8 +16,8 @@ The rules followed (checked December 2026; see also /work/shared/reference/bigqu
   a statement that reads no table bills nothing.
 * cloud.google.com/bigquery/docs/storage_overview, "Data size calculation": INT64, FLOAT64,
   TIMESTAMP 8 bytes, BOOL 1, STRING 2 + its UTF-8 bytes, JSON the bytes of its text, NULL 0,
-  ARRAY/STRUCT the sum of their parts. (`TableSizes` carries average bytes per column measured by
-  these rules: `SIZE_EXPR`.)
+  ARRAY/STRUCT the sum of their parts (`value_bytes`; `measure_table` sizes sample data by it,
+  and `TableSizes` carries the averages per column).
 * cloud.google.com/bigquery/docs/reference/standard-sql/dml-syntax, "On-demand query size
   calculation": UPDATE, DELETE, and MERGE with an UPDATE or DELETE clause bill q + t (q: the
   referenced columns of every table scanned; t: every column of the target table, whole when it is
@@ -34,6 +34,7 @@ Modelling choices the docs leave open are named constants or stated where they a
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,6 +59,7 @@ MIN_BYTES_PER_TABLE = MIN_BILLED_BYTES
 # this errs toward billing more; a scattered key list of k keys reads min(k, blocks) blocks.
 BLOCK_BYTES = 256 * MIB
 
+
 def value_bytes(type_: str, value: Any) -> int:
     """BigQuery's logical size of one value of a column type (for hand-made sizes and tests)."""
     if value is None:
@@ -69,8 +71,6 @@ def value_bytes(type_: str, value: Any) -> int:
     if type_ == STRING:
         return 2 + len(str(value).encode())
     if type_ == JSON:
-        import json
-
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
         return len(text.encode())
     raise ValueError(f"no size rule for type {type_!r}")
