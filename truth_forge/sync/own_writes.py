@@ -13,6 +13,13 @@ off for good in this workspace (until `forget`), because on such a server a late
 leave our stamp in place and its edit would be skipped. Deletions, destroys and restores do not
 stamp `updatedBy`; the pull's filter never applies the exclusion to deletions, and restores are the
 one case it can miss (see `filter_clause`).
+
+The same actor tells the merge which Twenty values are ours (`last_written_by_us`): a record whose
+`updatedBy` is our key carries values one of our writes put there, even when the run that wrote them
+died before saving its answer. The merge takes those values as its base (what both sides last agreed
+on) instead of a person's edit, so a newer warehouse value still goes out. Where the actor is not
+known, or the filter is off because this server does not stamp our writes, nothing is recognised
+and such a record is merged as an edit, as before.
 """
 
 from __future__ import annotations
@@ -101,6 +108,27 @@ def _api_name(actor: tuple[Any, Any, Any] | None) -> str | None:
     return actor[1] if actor is not None and actor[0] == "API" and actor[2] is None else None
 
 
+def our_api_key_name(warehouse: SyncStore, base_url: str) -> str | None:
+    """The name our writes are stamped with on this server, or None when it cannot be trusted.
+
+    Kept across `forget` (as "was"): a full pass forgets the filter to learn it again, but still
+    needs to tell our landed writes from edits before its own first write answers.
+    """
+    agreed = _agreed.get(warehouse, {}).get(base_url)
+    if agreed is not None:
+        return agreed
+    known = _read(warehouse, base_url)
+    if "off" in known:
+        return None
+    name = known.get("name") or known.get("was")
+    return name if isinstance(name, str) and name else None
+
+
+def last_written_by_us(record: Mapping[str, Any], name: str | None) -> bool:
+    """Whether Twenty says this record's last create or update was ours (our API key's actor)."""
+    return name is not None and _api_name(_actor(record.get("updatedBy"))) == name
+
+
 def filter_clause(warehouse: SyncStore, base_url: str) -> str | None:
     """A Twenty filter matching records NOT last written by us, or None when we cannot tell.
 
@@ -142,6 +170,9 @@ def describe(raw: str | None) -> str:
 
 
 def forget(warehouse: SyncStore, base_url: str) -> None:
-    """Learn again from the next write (after a server upgrade, or a renamed API key)."""
+    """Learn again from the next write (after a server upgrade, or a renamed API key). The filter
+    is off until then; the name last learnt is kept for `our_api_key_name` alone."""
     _agreed.get(warehouse, {}).pop(base_url, None)
-    warehouse.set_watermark(_mark(base_url), "")
+    known = _read(warehouse, base_url)
+    was = known.get("name") or known.get("was")
+    warehouse.set_watermark(_mark(base_url), json.dumps({"was": was}) if was and "off" not in known else "")

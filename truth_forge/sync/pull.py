@@ -222,6 +222,8 @@ class _Apply:
         self.states = ctx.warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in records])
         self.company_keys = _company_keys(ctx.warehouse, records) if obj is PERSON else {}
         self.failed: set[str] = set()
+        # Our API key's name on this server, to tell our own landed writes from people's edits.
+        self.our_name = own_writes.our_api_key_name(ctx.warehouse, ctx.client.transport.base_url)
 
     def fail(self, record: Mapping[str, Any], error: BaseException | str) -> None:
         self.ctx.reporter.record(object_type=self.obj.object_type, operation="pull", error=error, crm_id=record["id"])
@@ -349,6 +351,10 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     theirs = views.twenty_view(obj, ctx.schema, record, page.company_keys)
     state = page.states.get(record["id"])
     revive = (state is not None and state.get("status") == "deleted") or row is None
+    ours_last = own_writes.last_written_by_us(record, page.our_name)
+    if row is not None and row.get("deleted_at") is not None and not revive and ours_last:
+        # Our own write, not an edit: the deletion made here since simply goes out.
+        return _Plan(record, key, None, dict(state.get("base") or {}) if state else {}, True)
     if row is not None and row.get("deleted_at") is not None and not revive:
         # Deleted in the warehouse, edited in Twenty since: a whole-record conflict.
         policy = ctx.policy_for("deleted_at")
@@ -366,6 +372,8 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     if base is None:
         # Synced before bases were kept: if the warehouse row is unchanged since, its values are the base.
         base = ours if row.get("row_hash") == state.get("warehouse_hash") else None
+    if ours_last:
+        base = _our_write_as_base(base, views.two_way(obj, ctx.schema, ours), theirs)
     result = merge_fields(base and views.two_way(obj, ctx.schema, base), views.two_way(obj, ctx.schema, ours),
                           theirs, ctx.policy_for)
     for conflict in result.conflicts:
@@ -378,6 +386,27 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     computed = {c: ours[c] for c in views.push_only_columns(obj, ctx.schema) if c in ours}
     to_send = bool(result.to_twenty) or base is None or bool(changed_since(base, computed))
     return _Plan(record, key, written if len(written) > 1 else None, {**(base or {}), **result.base}, to_send)
+
+
+def _our_write_as_base(base: Mapping[str, Any] | None, ours: Mapping[str, Any],
+                       theirs: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge base of a record Twenty says we were the last to write (issue 18, point 1).
+
+    Its values came from a write of ours that landed after the sync state was last saved (a run
+    killed before it saved the answer): a field changed on both sides since the base holds, in
+    Twenty, a value we sent, and the warehouse has moved on since. That value becomes the base, so
+    the warehouse's newer one goes out, with no conflict. A field changed in Twenty alone stays an
+    edit: our writes send only what changed, so it may be a person's edit made before ours landed
+    (the one loss left: a warehouse value sent and then set back to the base is pulled back).
+    With no base at all, Twenty's values are ours whole. (Actor unknown: merged as before.)
+    """
+    if base is None:
+        return dict(theirs)
+    merged = dict(base)
+    for name, value in theirs.items():
+        if name in base and name in ours and value != base[name] and ours[name] != base[name]:
+            merged[name] = value
+    return merged
 
 
 def _company_keys(warehouse: SyncStore, records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
