@@ -212,6 +212,33 @@ def _typed_key(obj: SyncedObject, record: Mapping[str, Any]) -> int | None:
     return key
 
 
+# How a broken tie's message (and the sync state's last_error) begins: the pull knows by it that a
+# record it held back may be merged again once its key is set back.
+BROKEN_TIE = "Key changed in Twenty"
+
+
+def tie_broken(obj: SyncedObject, record: Mapping[str, Any], record_key: str | int) -> bool:
+    """Whether a Twenty record we tie to `record_key` now carries another key (typed by hand).
+
+    An empty key field is not a broken tie: it is how a record created in Twenty looks until its key
+    is written back, and no other row can claim a record by an empty key.
+    """
+    typed = record.get(obj.key_field)
+    return typed not in (None, "") and str(typed).strip() != str(record_key)
+
+
+def was_broken(state: Mapping[str, Any]) -> bool:
+    return state.get("status") == "failed" and str(state.get("last_error") or "").startswith(BROKEN_TIE)
+
+
+def broken_tie_message(obj: SyncedObject, crm_id: str, record_key: str | int, typed: Any) -> str:
+    noun = "contact" if obj is PERSON else "business"
+    return (f"{BROKEN_TIE}: Twenty {obj.object_type} {crm_id} is tied to warehouse {noun} {record_key}, but its "
+            f"{obj.key_field} now reads {typed!r} (edited by hand). truth-forge leaves this record alone both ways "
+            f"until its {obj.key_field} is {record_key} again: set it back in Twenty (the {obj.key_field} is "
+            f"truth-forge's key, not meant to be edited)")
+
+
 class _Apply:
     """Merging one page of changed Twenty records into the warehouse."""
 
@@ -269,6 +296,21 @@ class _Apply:
                     keys[record["id"]] = key
         return keys
 
+    def hold_broken_ties(self, broken: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> None:
+        """Records whose key field no longer names the row our state ties them to: an open error
+        each, and their state failed, so neither side writes over the other until a person sets the
+        key back in Twenty (the record stays on the retry list meanwhile, read again every run)."""
+        now, held = now_utc(), []
+        for record, state in broken:
+            message = broken_tie_message(self.obj, record["id"], state["record_key"], record.get(self.obj.key_field))
+            self.ctx.reporter.record(object_type=self.obj.object_type, operation="key", error=message,
+                                     record_key=state["record_key"], crm_id=record["id"])
+            self.stats.failed += 1
+            self.failed.add(record["id"])
+            held.append({"object_type": self.obj.object_type, "record_key": str(state["record_key"]),
+                         "status": "failed", "last_error": message[:1000], "last_synced_at": now})
+        self.warehouse.upsert_sync_state(held)
+
     def conflict(self, key: int, crm_id: str, message: str) -> None:
         self.stats.conflicts += 1
         self.ctx.reporter.record(object_type=self.obj.object_type, operation="conflict", record_key=key,
@@ -279,14 +321,19 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
     """Merge Twenty records into the warehouse, field by field; returns the Twenty ids that failed."""
     page = _Apply(ctx, obj, records, stats)
     schema, warehouse = ctx.schema, ctx.warehouse
-    changed = []
+    changed, broken = [], []
     for record in records:
         state = page.states.get(record["id"])
+        if state is not None and tie_broken(obj, record, state["record_key"]):
+            broken.append((record, state))  # checked whatever the hash says: the hash leaves the key out
+            continue
         if state is not None and state.get("crm_hash") == obj.crm_hash(record, schema) \
-                and state.get("status") != "deleted":
+                and state.get("status") != "deleted" and not was_broken(state):
             stats.unchanged += 1  # our own push coming back, or a change to fields we do not pull
             continue
         changed.append(record)
+    if broken:
+        page.hold_broken_ties(broken)
     if not changed:
         return page.failed
     keys = page.keys_for(changed)
@@ -473,6 +520,6 @@ def apply_deletions(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mappi
     after = warehouse.row_hashes(obj.object_type, keys)
     warehouse.upsert_sync_state([
         {"object_type": obj.object_type, "record_key": str(k), "status": "deleted", "warehouse_hash": after.get(k),
-         "last_synced_at": now_utc()}
+         "last_synced_at": now_utc(), "last_error": None}
         for k in keys
     ])
