@@ -12,11 +12,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.sync.test_sync_sandbox import SCHEMA, crm, people, person_by_key
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
+from truth_forge.warehouse.sample_data import generate_sample_data
 
 TYPED = 777777
+
+
+@pytest.fixture
+def store(warehouse: Any) -> Any:
+    """40 contacts and 8 businesses, on each engine in turn (DuckDB, then BigQuery on bqemulator)."""
+    generate_sample_data(warehouse, 40, 8, seed=7)
+    return warehouse
 
 
 def retype_key(sandbox: Any, crm_id: str, key: int | str) -> None:

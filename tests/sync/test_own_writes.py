@@ -198,6 +198,13 @@ def test_our_actor_is_known_for_the_merge_until_the_server_is_found_not_to_stamp
         {"updatedBy": {"source": "MANUAL", "name": "truth-forge", "workspaceMemberId": "m-1"}}, "truth-forge")
 
 
+@pytest.fixture
+def engine_store(warehouse: Any) -> Any:
+    """40 contacts and 8 businesses, on each engine in turn (DuckDB, then BigQuery on bqemulator)."""
+    generate_sample_data(warehouse, 40, 8, seed=7)
+    return warehouse
+
+
 def write_as_a_killed_run_did(client: TwentyClient, crm_id: str, name: str) -> None:
     """What a run killed before saving its answer leaves: our write in Twenty, not in the sync state."""
     first, last = name.split(" ")
@@ -207,7 +214,8 @@ def write_as_a_killed_run_did(client: TwentyClient, crm_id: str, name: str) -> N
 
 @pytest.mark.parametrize("full", [False, True], ids=["pull", "full pass"])
 def test_our_unsaved_write_is_the_base_and_the_newer_warehouse_value_goes_out(
-        sandbox: Any, client: TwentyClient, store: Any, full: bool) -> None:
+        sandbox: Any, client: TwentyClient, engine_store: Any, full: bool) -> None:
+    store = engine_store
     assert run_sync(store, client, SCHEMA).status == "succeeded"
     seven = person_by_key(client, 7)
     write_as_a_killed_run_did(client, seven["id"], "Seven Once")
@@ -222,7 +230,8 @@ def test_our_unsaved_write_is_the_base_and_the_newer_warehouse_value_goes_out(
 
 
 def test_a_person_editing_after_our_unsaved_write_is_still_a_conflict(
-        sandbox: Any, client: TwentyClient, store: Any) -> None:
+        sandbox: Any, client: TwentyClient, engine_store: Any) -> None:
+    store = engine_store
     assert run_sync(store, client, SCHEMA).status == "succeeded"
     seven = person_by_key(client, 7)
     write_as_a_killed_run_did(client, seven["id"], "Seven Once")
