@@ -45,6 +45,9 @@ MARK_PREFIX = "own-writes:"
 # `observe` runs after every write request, and an answer that agrees with it needs no warehouse
 # read (on BigQuery, a query per write).
 _agreed: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+# The name the merge recognises as ours (`our_api_key_name`), as this process last read it; kept by
+# `forget`, dropped by `disable`.
+_recognised: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
 
 
 def _mark(base_url: str) -> str:
@@ -94,6 +97,7 @@ def disable(warehouse: SyncStore, base_url: str, reason: str) -> None:
     """Read our own writes back from now on (until `forget`), saying why."""
     log.info("The pull reads our own writes back: %s", reason)
     _agreed.get(warehouse, {}).pop(base_url, None)
+    _recognised.get(warehouse, {}).pop(base_url, None)
     warehouse.set_watermark(_mark(base_url), json.dumps({"off": reason}))
 
 
@@ -114,14 +118,17 @@ def our_api_key_name(warehouse: SyncStore, base_url: str) -> str | None:
     Kept across `forget` (as "was"): a full pass forgets the filter to learn it again, but still
     needs to tell our landed writes from edits before its own first write answers.
     """
-    agreed = _agreed.get(warehouse, {}).get(base_url)
+    agreed = _agreed.get(warehouse, {}).get(base_url) or _recognised.get(warehouse, {}).get(base_url)
     if agreed is not None:
         return agreed
     known = _read(warehouse, base_url)
     if "off" in known:
         return None
     name = known.get("name") or known.get("was")
-    return name if isinstance(name, str) and name else None
+    if not isinstance(name, str) or not name:
+        return None
+    _recognised.setdefault(warehouse, {})[base_url] = name  # every page merged asks: one read per process
+    return name
 
 
 def last_written_by_us(record: Mapping[str, Any], name: str | None) -> bool:

@@ -421,7 +421,8 @@ class _Push:
         holders = self._holders([item for item, _ in refused])
         # Who our state ties each key holder to: a record tied to another key is never claimed by this one.
         ties = self.warehouse.read_sync_state_by_crm_id(self.obj.object_type,
-                                                        [r["id"] for r in holders.by_key.values()])
+                                                        [r["id"] for r in holders.by_key.values()]
+                                                        ) if holders.by_key else {}
         claim: list[_Item] = []
         again: list[_Item] = []
         failed: list[dict[str, Any]] = []
