@@ -90,6 +90,14 @@ def test_a_retyped_key_with_an_edit_beside_it_is_not_merged_either(
     assert client.records.get("people", thirty["id"])["contactId"] == str(TYPED)
 
 
+def test_a_contact_id_cleared_in_twenty_is_written_back(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    thirty = person_by_key(client, 30)
+    retype_key(sandbox, thirty["id"], "")
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    assert client.records.get("people", thirty["id"])["contactId"] == "30"
+
+
 def test_a_contact_linked_to_a_business_missing_from_the_warehouse_has_an_open_error(
         sandbox: Any, client: TwentyClient, store: Any) -> None:
     missing = 4040

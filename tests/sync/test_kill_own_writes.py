@@ -123,5 +123,7 @@ def test_a_write_that_landed_before_a_kill_is_ours_and_the_newer_warehouse_value
         hits += hit > 0
         if hits:
             break
-    # Otherwise every stop came after the bookkeeping, and the case this test is about never happened.
-    assert hits, f"in {ATTEMPTS} attempts no stop landed between a batch's answer and its bookkeeping"
+    # Otherwise every kill came after the bookkeeping, and the case this test is about never happened.
+    # (A SIGTERM the sync handles, saving what it was answered before it stops, leaves no such window.)
+    if signum == signal.SIGKILL:
+        assert hits, f"in {ATTEMPTS} attempts no kill landed between a batch's answer and its bookkeeping"

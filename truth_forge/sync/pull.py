@@ -328,7 +328,8 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
             broken.append((record, state))  # checked whatever the hash says: the hash leaves the key out
             continue
         if state is not None and state.get("crm_hash") == obj.crm_hash(record, schema) \
-                and state.get("status") != "deleted" and not was_broken(state):
+                and state.get("status") != "deleted" and not was_broken(state) \
+                and record.get(obj.key_field) not in (None, ""):  # a key cleared by hand is written back
             stats.unchanged += 1  # our own push coming back, or a change to fields we do not pull
             continue
         changed.append(record)
