@@ -23,7 +23,7 @@ from typing import Any
 
 from truth_forge.sync import own_writes, views
 from truth_forge.sync.context import SyncContext
-from truth_forge.sync.merge import changed_since, merge_fields
+from truth_forge.sync.merge import base_after_our_write, changed_since, merge_fields
 from truth_forge.sync.objects import (
     PERSON,
     SyncedObject,
@@ -421,7 +421,8 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
         # Synced before bases were kept: if the warehouse row is unchanged since, its values are the base.
         base = ours if row.get("row_hash") == state.get("warehouse_hash") else None
     if ours_last:
-        base = _our_write_as_base(base, views.two_way(obj, ctx.schema, ours), theirs)
+        # Twenty says our write was the last: see merge.base_after_our_write. (Actor unknown: as before.)
+        base = base_after_our_write(base, views.two_way(obj, ctx.schema, ours), theirs)
     result = merge_fields(base and views.two_way(obj, ctx.schema, base), views.two_way(obj, ctx.schema, ours),
                           theirs, ctx.policy_for)
     for conflict in result.conflicts:
@@ -434,27 +435,6 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     computed = {c: ours[c] for c in views.push_only_columns(obj, ctx.schema) if c in ours}
     to_send = bool(result.to_twenty) or base is None or bool(changed_since(base, computed))
     return _Plan(record, key, written if len(written) > 1 else None, {**(base or {}), **result.base}, to_send)
-
-
-def _our_write_as_base(base: Mapping[str, Any] | None, ours: Mapping[str, Any],
-                       theirs: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge base of a record Twenty says we were the last to write (issue 18, point 1).
-
-    Its values came from a write of ours that landed after the sync state was last saved (a run
-    killed before it saved the answer): a field changed on both sides since the base holds, in
-    Twenty, a value we sent, and the warehouse has moved on since. That value becomes the base, so
-    the warehouse's newer one goes out, with no conflict. A field changed in Twenty alone stays an
-    edit: our writes send only what changed, so it may be a person's edit made before ours landed
-    (the one loss left: a warehouse value sent and then set back to the base is pulled back).
-    With no base at all, Twenty's values are ours whole. (Actor unknown: merged as before.)
-    """
-    if base is None:
-        return dict(theirs)
-    merged = dict(base)
-    for name, value in theirs.items():
-        if name in base and name in ours and value != base[name] and ours[name] != base[name]:
-            merged[name] = value
-    return merged
 
 
 def _company_keys(warehouse: SyncStore, records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
