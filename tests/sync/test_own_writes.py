@@ -242,3 +242,20 @@ def test_a_person_editing_after_our_unsaved_write_is_still_a_conflict(
     result = run_sync(store, client, SCHEMA)
     assert result.counts["pull_person"]["conflicts"] == 1  # Twenty wins by default: a person's edit
     assert store.get_rows("person", [7])[0]["canonical_name"] == "Seven Person"
+
+
+def test_a_deletion_made_here_after_our_unsaved_write_goes_out(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    """Before, our landed write counted as an edit made in Twenty against the deletion, and the
+    default policy (Twenty wins) brought the contact back to life."""
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    seven = person_by_key(client, 7)
+    write_as_a_killed_run_did(client, seven["id"], "Seven Once")
+    store.soft_delete("person", [7])
+    read_again(store, PERSON, [seven["id"]])
+    result = run_sync(store, client, SCHEMA)
+    assert result.status == "succeeded", result.sync_errors
+    assert result.counts["pull_person"]["conflicts"] == 0 and result.counts["push_person"]["deleted"] == 1
+    assert store.get_rows("person", [7])[0]["deleted_at"] is not None
+    trash = client.records.iter_records("people", filter="deletedAt[is]:NOT_NULL")
+    assert seven["id"] in {p["id"] for p in trash}
