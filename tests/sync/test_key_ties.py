@@ -114,3 +114,20 @@ def test_a_contact_linked_to_a_business_missing_from_the_warehouse_has_an_open_e
     assert store.open_errors("person") == []
     company = next(c for c in client.records.iter_records("companies") if c["businessId"] == str(missing))
     assert person_by_key(client, 12)["companyId"] == company["id"]
+
+
+def test_a_business_id_retyped_in_twenty_is_held_the_same_way(sandbox: Any, client: TwentyClient, store: Any) -> None:
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    [three] = [c for c in client.records.iter_records("companies") if c["businessId"] == "3"]
+    with crm(sandbox) as http:
+        http.patch(f"/rest/companies/{three['id']}", json={"businessId": "5555"}).raise_for_status()
+    store.upsert_businesses([{"business_id": 3, "business_name": "Renamed Here Ltd"}])
+    assert run_sync(store, client, SCHEMA).status == "partial"
+    [error] = [e for e in store.open_errors("company") if e["crm_id"] == three["id"]]
+    assert error["record_key"] == "3" and "'5555'" in error["error_message"]
+    assert client.records.get("companies", three["id"])["name"] == three["name"]  # not written over
+    with crm(sandbox) as http:
+        http.patch(f"/rest/companies/{three['id']}", json={"businessId": "3"}).raise_for_status()
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    assert store.open_errors("company") == []
+    assert client.records.get("companies", three["id"])["name"] == "Renamed Here Ltd"
