@@ -9,6 +9,14 @@ in the warehouse are left for the push, fields changed on both sides are settled
 recorded. Records that fail are kept on a retry list and fetched again by id on the next run, since
 the watermark has moved past them. The same query brings deletions (records in Twenty's trash).
 People created in Twenty get a new contact_id, written back as their `contactId`.
+
+The key fields (`contactId`, `businessId`) tie a Twenty record to its warehouse row, and the hash
+leaves them out, so they are checked on their own on every record read: a record whose key was
+retyped by hand is held (an open error naming the Twenty id, the key it should carry and the one it
+carries; nothing merged, and the push writes nothing over it) until a person sets the key back; a
+key cleared by hand is written back. A record Twenty says we wrote last is merged with our landed
+values as the base (`merge.base_after_our_write`), so a write whose answer a killed run never saved
+is not taken for a person's edit.
 """
 
 from __future__ import annotations
