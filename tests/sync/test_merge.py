@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from truth_forge.sync.merge import FieldConflict, Policy, changed_since, merge_fields
+from truth_forge.sync.merge import FieldConflict, Policy, base_after_our_write, changed_since, merge_fields
 
 
 def crm_wins(_: str) -> Policy:
@@ -116,3 +116,30 @@ def test_changed_since_lists_what_a_push_must_send() -> None:
     assert changed_since(BASE, {**BASE, "category_code": "X", "llm_context": "new"}) == \
         {"category_code": "X", "llm_context": "new"}
     assert changed_since(BASE, dict(BASE)) == {}
+
+
+# -- a record whose last writer is us (issue 18, point 1) -----------------------------------------
+
+
+@pytest.mark.parametrize(("warehouse", "twenty", "to_warehouse", "to_twenty"), [
+    # Ours landed ("Ada Once"), then the warehouse moved on: its newer value goes out, no conflict.
+    ({"canonical_name": "Ada Twice"}, {"canonical_name": "Ada Once"}, {}, {"canonical_name": "Ada Twice"}),
+    # Changed in Twenty alone: maybe a person's edit that our write (of other fields) left in place.
+    ({}, {"category_code": "A"}, {"category_code": "A"}, {}),
+    # Ours landed and the warehouse still holds it: nothing to do.
+    ({"category_code": "C"}, {"category_code": "C"}, {}, {}),
+])
+def test_our_landed_write_is_the_base_for_fields_changed_on_both_sides(
+        warehouse: dict[str, str], twenty: dict[str, str], to_warehouse: dict[str, str],
+        to_twenty: dict[str, str]) -> None:
+    mine, theirs = {**BASE, **warehouse}, {**BASE, **twenty}
+    result = merge_fields(base_after_our_write(BASE, mine, theirs), mine, theirs, crm_wins)
+    assert (result.to_warehouse, result.to_twenty, result.conflicts) == (to_warehouse, to_twenty, [])
+
+
+def test_with_no_base_our_landed_values_are_the_base_whole() -> None:
+    mine, theirs = {**BASE, "category_code": "E"}, {**BASE, "canonical_name": "Ada Once"}
+    result = merge_fields(base_after_our_write(None, mine, theirs), mine, theirs, crm_wins)
+    # Every field the warehouse holds otherwise goes out: nothing says which side moved, but Twenty's were ours.
+    assert result.to_twenty == {"canonical_name": "Ada Lovelace", "category_code": "E"}
+    assert result.conflicts == [] and result.to_warehouse == {}

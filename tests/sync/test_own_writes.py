@@ -13,7 +13,7 @@ from tests.sync.test_sync_sandbox import SCHEMA, crm, person_by_key
 from truth_forge.crm_schema import setup_schema
 from truth_forge.sync import own_writes
 from truth_forge.sync.objects import PERSON, parse_timestamp
-from truth_forge.sync.pull import changes_query
+from truth_forge.sync.pull import changes_query, read_again
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
@@ -178,3 +178,84 @@ def test_a_record_restored_in_twenty_after_our_last_write_comes_back_with_a_full
         http.patch(f"/rest/people/{nine['id']}/restore").raise_for_status()
     run_sync(store, client, SCHEMA, full=True)
     assert store.get_rows("person", [9])[0]["deleted_at"] is None
+
+
+# -- our landed writes are the merge base, wherever Twenty's records are merged (issue 18, point 1) --
+
+
+def test_our_actor_is_known_for_the_merge_until_the_server_is_found_not_to_stamp(store: Any) -> None:
+    assert own_writes.our_api_key_name(store, URL) is None
+    own_writes.observe(store, URL, stamped(api("truth-forge")))
+    assert own_writes.our_api_key_name(store, URL) == "truth-forge"
+    own_writes.forget(store, URL)  # a full pass relearns the filter, and still knows whose writes are ours
+    assert own_writes.filter_clause(store, URL) is None
+    assert own_writes.our_api_key_name(store, URL) == "truth-forge"
+    own_writes.observe(store, URL, stamped(api("truth-forge"), api("someone else")))
+    assert own_writes.our_api_key_name(store, URL) is None
+    assert not own_writes.last_written_by_us({"updatedBy": api("truth-forge")}, None)
+    assert own_writes.last_written_by_us({"updatedBy": api("truth-forge")}, "truth-forge")
+    assert not own_writes.last_written_by_us(
+        {"updatedBy": {"source": "MANUAL", "name": "truth-forge", "workspaceMemberId": "m-1"}}, "truth-forge")
+
+
+@pytest.fixture
+def engine_store(warehouse: Any) -> Any:
+    """40 contacts and 8 businesses, on each engine in turn (DuckDB, then BigQuery on bqemulator)."""
+    generate_sample_data(warehouse, 40, 8, seed=7)
+    return warehouse
+
+
+def write_as_a_killed_run_did(client: TwentyClient, crm_id: str, name: str) -> None:
+    """What a run killed before saving its answer leaves: our write in Twenty, not in the sync state."""
+    first, last = name.split(" ")
+    client.records.create_many("people", [{"id": crm_id, "name": {"firstName": first, "lastName": last}}],
+                               upsert=True, match_key="id")
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["pull", "full pass"])
+def test_our_unsaved_write_is_the_base_and_the_newer_warehouse_value_goes_out(
+        sandbox: Any, client: TwentyClient, engine_store: Any, full: bool) -> None:
+    store = engine_store
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    seven = person_by_key(client, 7)
+    write_as_a_killed_run_did(client, seven["id"], "Seven Once")
+    store.upsert_contacts([{"contact_id": 7, "canonical_name": "Seven Twice"}])
+    # The incremental pull leaves our stamped record out at the server: put it where it is read anyway.
+    read_again(store, PERSON, [seven["id"]])
+    result = run_sync(store, client, SCHEMA, full=full)
+    assert result.status == "succeeded", result.sync_errors
+    assert store.get_rows("person", [7])[0]["canonical_name"] == "Seven Twice"
+    assert person_by_key(client, 7)["name"] == {"firstName": "Seven", "lastName": "Twice"}
+    assert result.counts["reconcile_person" if full else "pull_person"]["conflicts"] == 0
+
+
+def test_a_person_editing_after_our_unsaved_write_is_still_a_conflict(
+        sandbox: Any, client: TwentyClient, engine_store: Any) -> None:
+    store = engine_store
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    seven = person_by_key(client, 7)
+    write_as_a_killed_run_did(client, seven["id"], "Seven Once")
+    with crm(sandbox) as http:
+        http.patch(f"/rest/people/{seven['id']}", json={"name": {"firstName": "Seven", "lastName": "Person"}}
+                   ).raise_for_status()
+    store.upsert_contacts([{"contact_id": 7, "canonical_name": "Seven Twice"}])
+    result = run_sync(store, client, SCHEMA)
+    assert result.counts["pull_person"]["conflicts"] == 1  # Twenty wins by default: a person's edit
+    assert store.get_rows("person", [7])[0]["canonical_name"] == "Seven Person"
+
+
+def test_a_deletion_made_here_after_our_unsaved_write_goes_out(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    """Before, our landed write counted as an edit made in Twenty against the deletion, and the
+    default policy (Twenty wins) brought the contact back to life."""
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    seven = person_by_key(client, 7)
+    write_as_a_killed_run_did(client, seven["id"], "Seven Once")
+    store.soft_delete("person", [7])
+    read_again(store, PERSON, [seven["id"]])
+    result = run_sync(store, client, SCHEMA)
+    assert result.status == "succeeded", result.sync_errors
+    assert result.counts["pull_person"]["conflicts"] == 0 and result.counts["push_person"]["deleted"] == 1
+    assert store.get_rows("person", [7])[0]["deleted_at"] is not None
+    trash = client.records.iter_records("people", filter="deletedAt[is]:NOT_NULL")
+    assert seven["id"] in {p["id"] for p in trash}

@@ -90,3 +90,24 @@ def merge_fields(
 def changed_since(base: Mapping[str, Any], warehouse: Mapping[str, Any]) -> dict[str, Any]:
     """The warehouse's fields that differ from the base (what a push of this row must send)."""
     return {name: value for name, value in warehouse.items() if name not in base or base[name] != value}
+
+
+def base_after_our_write(base: Mapping[str, Any] | None, warehouse: Mapping[str, Any],
+                         twenty: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge base of a record Twenty says we were the last to write (its `updatedBy` is our key).
+
+    Its values came from a write of ours that may have landed after the base was saved (a run killed
+    before it saved the answer). A field changed on both sides since the base holds, in Twenty, a
+    value we sent, and the warehouse has moved on since: that value becomes the base, so the
+    warehouse's newer one goes out, with no conflict. A field changed in Twenty alone stays an edit:
+    our writes carry only what changed, so it may be a person's edit made before ours landed (the one
+    loss left: a value sent and then set back to the base in the warehouse is pulled back). With no
+    base at all, Twenty's values are taken as ours whole.
+    """
+    if base is None:
+        return dict(twenty)
+    merged = dict(base)
+    for name, value in twenty.items():
+        if name in base and name in warehouse and value != base[name] and warehouse[name] != base[name]:
+            merged[name] = value
+    return merged

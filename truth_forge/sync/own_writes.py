@@ -13,6 +13,13 @@ off for good in this workspace (until `forget`), because on such a server a late
 leave our stamp in place and its edit would be skipped. Deletions, destroys and restores do not
 stamp `updatedBy`; the pull's filter never applies the exclusion to deletions, and restores are the
 one case it can miss (see `filter_clause`).
+
+The same actor tells the merge which Twenty values are ours (`last_written_by_us`): a record whose
+`updatedBy` is our key carries values one of our writes put there, even when the run that wrote them
+died before saving its answer. The merge takes those values as its base (what both sides last agreed
+on) instead of a person's edit, so a newer warehouse value still goes out. Where the actor is not
+known, or the filter is off because this server does not stamp our writes, nothing is recognised
+and such a record is merged as an edit, as before.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ MARK_PREFIX = "own-writes:"
 # `observe` runs after every write request, and an answer that agrees with it needs no warehouse
 # read (on BigQuery, a query per write).
 _agreed: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+# The name the merge recognises as ours (`our_api_key_name`), as this process last read it; kept by
+# `forget`, dropped by `disable`.
+_recognised: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
 
 
 def _mark(base_url: str) -> str:
@@ -87,6 +97,7 @@ def disable(warehouse: SyncStore, base_url: str, reason: str) -> None:
     """Read our own writes back from now on (until `forget`), saying why."""
     log.info("The pull reads our own writes back: %s", reason)
     _agreed.get(warehouse, {}).pop(base_url, None)
+    _recognised.get(warehouse, {}).pop(base_url, None)
     warehouse.set_watermark(_mark(base_url), json.dumps({"off": reason}))
 
 
@@ -99,6 +110,30 @@ def _actor(value: Any) -> tuple[Any, Any, Any] | None:
 def _api_name(actor: tuple[Any, Any, Any] | None) -> str | None:
     """The key name of an API key's actor; None for anyone else."""
     return actor[1] if actor is not None and actor[0] == "API" and actor[2] is None else None
+
+
+def our_api_key_name(warehouse: SyncStore, base_url: str) -> str | None:
+    """The name our writes are stamped with on this server, or None when it cannot be trusted.
+
+    Kept across `forget` (as "was"): a full pass forgets the filter to learn it again, but still
+    needs to tell our landed writes from edits before its own first write answers.
+    """
+    agreed = _agreed.get(warehouse, {}).get(base_url) or _recognised.get(warehouse, {}).get(base_url)
+    if agreed is not None:
+        return agreed
+    known = _read(warehouse, base_url)
+    if "off" in known:
+        return None
+    name = known.get("name") or known.get("was")
+    if not isinstance(name, str) or not name:
+        return None
+    _recognised.setdefault(warehouse, {})[base_url] = name  # every page merged asks: one read per process
+    return name
+
+
+def last_written_by_us(record: Mapping[str, Any], name: str | None) -> bool:
+    """Whether Twenty says this record's last create or update was ours (our API key's actor)."""
+    return name is not None and _api_name(_actor(record.get("updatedBy"))) == name
 
 
 def filter_clause(warehouse: SyncStore, base_url: str) -> str | None:
@@ -142,6 +177,9 @@ def describe(raw: str | None) -> str:
 
 
 def forget(warehouse: SyncStore, base_url: str) -> None:
-    """Learn again from the next write (after a server upgrade, or a renamed API key)."""
+    """Learn again from the next write (after a server upgrade, or a renamed API key). The filter
+    is off until then; the name last learnt is kept for `our_api_key_name` alone."""
     _agreed.get(warehouse, {}).pop(base_url, None)
-    warehouse.set_watermark(_mark(base_url), "")
+    known = _read(warehouse, base_url)
+    was = known.get("name") or known.get("was")
+    warehouse.set_watermark(_mark(base_url), json.dumps({"was": was}) if was and "off" not in known else "")

@@ -9,6 +9,14 @@ in the warehouse are left for the push, fields changed on both sides are settled
 recorded. Records that fail are kept on a retry list and fetched again by id on the next run, since
 the watermark has moved past them. The same query brings deletions (records in Twenty's trash).
 People created in Twenty get a new contact_id, written back as their `contactId`.
+
+The key fields (`contactId`, `businessId`) tie a Twenty record to its warehouse row, and the hash
+leaves them out, so they are checked on their own on every record read: a record whose key was
+retyped by hand is held (an open error naming the Twenty id, the key it should carry and the one it
+carries; nothing merged, and the push writes nothing over it) until a person sets the key back; a
+key cleared by hand is written back. A record Twenty says we wrote last is merged with our landed
+values as the base (`merge.base_after_our_write`), so a write whose answer a killed run never saved
+is not taken for a person's edit.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 
 from truth_forge.sync import own_writes, views
 from truth_forge.sync.context import SyncContext
-from truth_forge.sync.merge import changed_since, merge_fields
+from truth_forge.sync.merge import base_after_our_write, changed_since, merge_fields
 from truth_forge.sync.objects import (
     PERSON,
     SyncedObject,
@@ -212,6 +220,33 @@ def _typed_key(obj: SyncedObject, record: Mapping[str, Any]) -> int | None:
     return key
 
 
+# How a broken tie's message (and the sync state's last_error) begins: the pull knows by it that a
+# record it held back may be merged again once its key is set back.
+BROKEN_TIE = "Key changed in Twenty"
+
+
+def tie_broken(obj: SyncedObject, record: Mapping[str, Any], record_key: str | int) -> bool:
+    """Whether a Twenty record we tie to `record_key` now carries another key (typed by hand).
+
+    An empty key field is not a broken tie: it is how a record created in Twenty looks until its key
+    is written back, and no other row can claim a record by an empty key.
+    """
+    typed = record.get(obj.key_field)
+    return typed not in (None, "") and str(typed).strip() != str(record_key)
+
+
+def was_broken(state: Mapping[str, Any]) -> bool:
+    return state.get("status") == "failed" and str(state.get("last_error") or "").startswith(BROKEN_TIE)
+
+
+def broken_tie_message(obj: SyncedObject, crm_id: str, record_key: str | int, typed: Any) -> str:
+    noun = "contact" if obj is PERSON else "business"
+    return (f"{BROKEN_TIE}: Twenty {obj.object_type} {crm_id} is tied to warehouse {noun} {record_key}, but its "
+            f"{obj.key_field} now reads {typed!r} (edited by hand). truth-forge leaves this record alone both ways "
+            f"until its {obj.key_field} is {record_key} again: set it back in Twenty (the {obj.key_field} is "
+            f"truth-forge's key, not meant to be edited)")
+
+
 class _Apply:
     """Merging one page of changed Twenty records into the warehouse."""
 
@@ -222,6 +257,8 @@ class _Apply:
         self.states = ctx.warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in records])
         self.company_keys = _company_keys(ctx.warehouse, records) if obj is PERSON else {}
         self.failed: set[str] = set()
+        # Our API key's name on this server, to tell our own landed writes from people's edits.
+        self.our_name = own_writes.our_api_key_name(ctx.warehouse, ctx.client.transport.base_url)
 
     def fail(self, record: Mapping[str, Any], error: BaseException | str) -> None:
         self.ctx.reporter.record(object_type=self.obj.object_type, operation="pull", error=error, crm_id=record["id"])
@@ -267,6 +304,21 @@ class _Apply:
                     keys[record["id"]] = key
         return keys
 
+    def hold_broken_ties(self, broken: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]) -> None:
+        """Records whose key field no longer names the row our state ties them to: an open error
+        each, and their state failed, so neither side writes over the other until a person sets the
+        key back in Twenty (the record stays on the retry list meanwhile, read again every run)."""
+        now, held = now_utc(), []
+        for record, state in broken:
+            message = broken_tie_message(self.obj, record["id"], state["record_key"], record.get(self.obj.key_field))
+            self.ctx.reporter.record(object_type=self.obj.object_type, operation="key", error=message,
+                                     record_key=state["record_key"], crm_id=record["id"])
+            self.stats.failed += 1
+            self.failed.add(record["id"])
+            held.append({"object_type": self.obj.object_type, "record_key": str(state["record_key"]),
+                         "status": "failed", "last_error": message[:1000], "last_synced_at": now})
+        self.warehouse.upsert_sync_state(held)
+
     def conflict(self, key: int, crm_id: str, message: str) -> None:
         self.stats.conflicts += 1
         self.ctx.reporter.record(object_type=self.obj.object_type, operation="conflict", record_key=key,
@@ -277,14 +329,20 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
     """Merge Twenty records into the warehouse, field by field; returns the Twenty ids that failed."""
     page = _Apply(ctx, obj, records, stats)
     schema, warehouse = ctx.schema, ctx.warehouse
-    changed = []
+    changed, broken = [], []
     for record in records:
         state = page.states.get(record["id"])
+        if state is not None and tie_broken(obj, record, state["record_key"]):
+            broken.append((record, state))  # checked whatever the hash says: the hash leaves the key out
+            continue
         if state is not None and state.get("crm_hash") == obj.crm_hash(record, schema) \
-                and state.get("status") != "deleted":
+                and state.get("status") != "deleted" and not was_broken(state) \
+                and record.get(obj.key_field) not in (None, ""):  # a key cleared by hand is written back
             stats.unchanged += 1  # our own push coming back, or a change to fields we do not pull
             continue
         changed.append(record)
+    if broken:
+        page.hold_broken_ties(broken)
     if not changed:
         return page.failed
     keys = page.keys_for(changed)
@@ -349,6 +407,10 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     theirs = views.twenty_view(obj, ctx.schema, record, page.company_keys)
     state = page.states.get(record["id"])
     revive = (state is not None and state.get("status") == "deleted") or row is None
+    ours_last = own_writes.last_written_by_us(record, page.our_name)
+    if row is not None and row.get("deleted_at") is not None and not revive and ours_last:
+        # Our own write, not an edit: the deletion made here since simply goes out.
+        return _Plan(record, key, None, dict(state.get("base") or {}) if state else {}, True)
     if row is not None and row.get("deleted_at") is not None and not revive:
         # Deleted in the warehouse, edited in Twenty since: a whole-record conflict.
         policy = ctx.policy_for("deleted_at")
@@ -366,6 +428,9 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     if base is None:
         # Synced before bases were kept: if the warehouse row is unchanged since, its values are the base.
         base = ours if row.get("row_hash") == state.get("warehouse_hash") else None
+    if ours_last:
+        # Twenty says our write was the last: see merge.base_after_our_write. (Actor unknown: as before.)
+        base = base_after_our_write(base, views.two_way(obj, ctx.schema, ours), theirs)
     result = merge_fields(base and views.two_way(obj, ctx.schema, base), views.two_way(obj, ctx.schema, ours),
                           theirs, ctx.policy_for)
     for conflict in result.conflicts:
@@ -444,6 +509,6 @@ def apply_deletions(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mappi
     after = warehouse.row_hashes(obj.object_type, keys)
     warehouse.upsert_sync_state([
         {"object_type": obj.object_type, "record_key": str(k), "status": "deleted", "warehouse_hash": after.get(k),
-         "last_synced_at": now_utc()}
+         "last_synced_at": now_utc(), "last_error": None}
         for k in keys
     ])

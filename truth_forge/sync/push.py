@@ -29,7 +29,14 @@ from truth_forge.sync import mapping, own_writes, views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import changed_since
 from truth_forge.sync.objects import PERSON, SyncedObject, now_utc, parse_timestamp, write_by_field_set
-from truth_forge.sync.pull import PullStats, apply_deletions, apply_records, read_again
+from truth_forge.sync.pull import (
+    PullStats,
+    apply_deletions,
+    apply_records,
+    broken_tie_message,
+    read_again,
+    tie_broken,
+)
 from truth_forge.sync.reconcile import settle_destroyed
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.batch_stream import RecordFailure
@@ -141,6 +148,8 @@ class _Push:
         self.failures_in_a_row = 0
         self.links: dict[str, Any] = {}  # business_id -> Twenty id, for every row of this push so far
         self.company_keys: dict[str, int] = {}  # the other way round (Twenty id -> business_id), to read answers
+        # business_ids that contacts link to but the warehouse has no row for: those links wait, with an error.
+        self.missing_businesses: set[str] = set()
         # One stream each for the whole push, so batches flow across the warehouse's read batches.
         self.updates = _Lane(self, upsert=True)
         self.creates = _Lane(self, upsert=False)
@@ -264,6 +273,10 @@ class _Push:
             return
         if self.obj is PERSON:
             found = _company_links(self.warehouse, rows)
+            not_yet = [int(key) for key, link in found.items() if link is _NOT_YET]
+            if not_yet:
+                present = self.warehouse.row_hashes("company", not_yet)
+                self.missing_businesses.update(str(key) for key in not_yet if key not in present)
             self.links.update(found)
             self.company_keys.update({crm_id: int(key) for key, crm_id in found.items() if isinstance(crm_id, str)})
         known = [r for r in rows if r.get("crm_id")]
@@ -354,6 +367,16 @@ class _Push:
             self._outage(exc, rows, "push")
             return [], {}
         states = self.warehouse.read_sync_state(self.obj.object_type, [r[self.obj.key_column] for r in rows])
+        broken = [by_id[r["id"]] for r in found.values()
+                  if tie_broken(self.obj, r, by_id[r["id"]][self.obj.key_column])]
+        if broken:
+            # Its key was retyped in Twenty: not written over until a person sets the key back.
+            self._save([self._failed(row, broken_tie_message(self.obj, row["crm_id"], row[self.obj.key_column],
+                                                             found[row["crm_id"]].get(self.obj.key_field)), "key")
+                        for row in broken])
+            held = {row["crm_id"] for row in broken}
+            rows = [r for r in rows if r["crm_id"] not in held]
+            found = {crm_id: r for crm_id, r in found.items() if crm_id not in held}
         moved = [r for r in found.values() if not r.get("deletedAt")
                  and states.get(str(by_id[r["id"]][self.obj.key_column]), {}).get("crm_hash")
                  != self.obj.crm_hash(r, self.schema)]
@@ -394,6 +417,11 @@ class _Push:
             link = None if row.get("business_id") is None else self.links.get(str(row["business_id"]), _NOT_YET)
             if link is _NOT_YET:
                 waiting = True  # sent without a link now; linked on a later run, once the company is there
+                if str(row["business_id"]) in self.missing_businesses:
+                    # Nothing will ever link it unless someone adds that business: say so (an open error
+                    # until the contact is synced with its link, or with another business).
+                    left_out.append(f"company link: business {row['business_id']} is not in the warehouse's "
+                                    f"businesses; the contact waits, unlinked, until that business is added")
             else:
                 body["companyId"] = link
         else:
@@ -421,13 +449,22 @@ class _Push:
         refusal with no holder in sight (two new rows sharing an email) is created once more, record
         by record where refused again, and what is still refused comes back here for its holder."""
         holders = self._holders([item for item, _ in refused])
+        # Who our state ties each key holder to: a record tied to another key is never claimed by this one.
+        ties = self.warehouse.read_sync_state_by_crm_id(self.obj.object_type,
+                                                        [r["id"] for r in holders.by_key.values()]
+                                                        ) if holders.by_key else {}
         claim: list[_Item] = []
         again: list[_Item] = []
         failed: list[dict[str, Any]] = []
         for item, error in refused:
-            mine = holders.by_key.get(str(item.row[self.obj.key_column]))
+            key = str(item.row[self.obj.key_column])
+            mine = holders.by_key.get(key)
             other = holders.by_unique.get(_unique_value(self.obj, item.body) or "")
-            if mine is not None:
+            tied = ties.get(mine["id"]) if mine is not None else None
+            if mine is not None and tied is not None and str(tied["record_key"]) != key:
+                failed.append(self._failed(item.row, _tied_elsewhere_message(self.obj, key, mine, tied["record_key"]),
+                                           "key"))
+            elif mine is not None:
                 claim.append(_Item(item.row, {**item.body, "id": mine["id"]}, item.waiting, item.left_out, item.base))
             elif other is not None:
                 failed.append(self._failed(item.row, _taken_message(self.obj, item.body, other)))
@@ -557,6 +594,14 @@ def _taken_message(obj: SyncedObject, body: Mapping[str, Any], holder: Mapping[s
                 f"set its {obj.key_field}, or delete it permanently from the trash, then sync again")
     return (f"{what} {_unique_value(obj, body)} already belongs to {owner}; Twenty allows one {obj.object_type} "
             f"per {what}. Merge the two in the warehouse or change one {what}, then sync again")
+
+
+def _tied_elsewhere_message(obj: SyncedObject, key: str, holder: Mapping[str, Any], tied_to: str) -> str:
+    noun = "contact" if obj is PERSON else "business"
+    return (f"{obj.key_field} {key} is carried by Twenty {obj.object_type} {holder['id']}, which truth-forge ties "
+            f"to warehouse {noun} {tied_to} (its {obj.key_field} was changed in Twenty by hand). Twenty keeps "
+            f"{obj.key_field} unique, so {noun} {key} cannot be created, and that record is not taken over: set "
+            f"its {obj.key_field} back to {tied_to} in Twenty, then sync again")
 
 
 # A company link to a business that has no Twenty record yet cannot be sent; None means "unlink".
