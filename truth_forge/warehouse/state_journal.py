@@ -23,6 +23,7 @@ A mixin of `Warehouse`: it runs the same BigQuery-dialect SQL on both engines th
 from __future__ import annotations
 
 import collections
+import logging
 import contextlib
 import json
 import threading
@@ -35,6 +36,8 @@ from truth_forge.warehouse.binds import Bind, KeySet, RowSet, Scalar, plain_row
 from truth_forge.warehouse.errors import WarehouseDataError
 from truth_forge.warehouse.schema import CRM_SYNC_JOURNAL, CRM_SYNC_STATE, INT64, JSON, STRING
 from truth_forge.warehouse.validate import validate_rows
+
+log = logging.getLogger(__name__)
 
 SYNC_STATUSES = ("synced", "failed", "pending", "deleted")
 _KEY = ("object_type", "record_key")
@@ -64,6 +67,7 @@ _READ = f"""SELECT u.* FROM (
   UNION ALL
   SELECT j.seq AS seq, j.fields AS fields, {_selected('j')}
   FROM {{crm_sync_journal}} AS j WHERE j.object_type = @object_type AND j.record_key IN {{keys_keys}}
+    AND j.seq > @folded
 ) AS u ORDER BY u.seq"""
 
 # Which keys hold these Twenty ids, in the state or in entries not folded yet. Reads three narrow
@@ -83,7 +87,8 @@ def _fold_source() -> str:
         picks.append(f"MAX_BY(STRUCT(j.{c} AS v), {at}).v AS {c}")
         picks.append(f"MAX({at}) IS NOT NULL AS set_{c}")
     return (f"SELECT j.object_type AS object_type, j.record_key AS record_key, {', '.join(picks)}\n"
-            "FROM {crm_sync_journal} AS j WHERE j.seq <= @upto GROUP BY j.object_type, j.record_key")
+            "FROM {crm_sync_journal} AS j WHERE j.seq > @folded AND j.seq <= @upto "
+            "GROUP BY j.object_type, j.record_key")
 
 
 _FOLD = f"""MERGE {{crm_sync_state}} AS t
@@ -102,7 +107,7 @@ WHERE s.status IN ('failed', 'pending')"""
 # Records whose status or error the entries up to @upto set (the journal is small: a run's saves).
 _STATUS_KEYS = """SELECT DISTINCT j.object_type AS object_type, j.record_key AS record_key
 FROM {crm_sync_journal} AS j
-WHERE j.seq <= @upto AND (STRPOS(j.fields, ',status,') > 0 OR STRPOS(j.fields, ',last_error,') > 0)"""
+WHERE j.seq > @folded AND j.seq <= @upto AND (STRPOS(j.fields, ',status,') > 0 OR STRPOS(j.fields, ',last_error,') > 0)"""
 # Their folded state, by key: a constant filter on the clustering columns.
 _STATUS_OF = """SELECT t.record_key AS record_key, t.crm_id AS crm_id, t.status AS status, t.last_error AS last_error
 FROM {crm_sync_state} AS t WHERE t.object_type = @object_type AND t.record_key IN {keys_keys}"""
@@ -111,7 +116,12 @@ _KV_WRITE = """MERGE {crm_sync_kv} AS t USING (SELECT @key AS key, @value AS val
 WHEN MATCHED THEN UPDATE SET value = s.value, updated_at = CURRENT_TIMESTAMP()
 WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CURRENT_TIMESTAMP())"""
 
-_JOURNAL_LAST = "SELECT MAX(j.seq) AS upto, COUNT(*) AS n FROM {crm_sync_journal} AS j"
+# How far the journal goes, and how many entries landed below what an earlier fold already took
+# in: a write of a writer that was paused past its lease, landing after the next holder folded its
+# own (newer) saves. Those are dropped, never folded over the newer state.
+_JOURNAL_LAST = """SELECT MAX(j.seq) AS upto, COUNT(*) AS n, COUNTIF(j.seq <= @folded) AS stale
+FROM {crm_sync_journal} AS j"""
+_FOLDED_MARK = "journal-folded-upto"
 _JOURNAL_TRIM = "DELETE FROM {crm_sync_journal} AS j WHERE j.seq <= @upto"
 
 
@@ -122,6 +132,7 @@ class _JournalMemory:
         self.lock = threading.Lock()
         self.cache: collections.OrderedDict[tuple[str, str], dict[str, Any] | None] = collections.OrderedDict()
         self.last_seq = 0
+        self.floor_known = False  # whether last_seq was raised past the journal's folded mark yet
         # None: not known whether an earlier process left entries; True/False once known.
         self.dirty: bool | None = None
         # Keys saved while not in the cache: until the next fold, only a read-through knows them.
@@ -181,6 +192,12 @@ class SyncStateJournal:
             return 0
         value_fields = [c for c in _VALUE_COLUMNS if c in fields]
         field_set = _field_set(value_fields)
+        if not self._journal.floor_known:
+            # New entries order after everything folded so far, whatever this machine's clock says.
+            floor = int(self._kv_get(_FOLDED_MARK) or 0)
+            with self._journal.lock:
+                self._journal.last_seq = max(self._journal.last_seq, floor)
+                self._journal.floor_known = True
         with self._journal.lock:
             entries = [{**row, "seq": self._journal.next_seq(), "fields": field_set} for row in clean]
         columns = [(c.name, c.type) for c in CRM_SYNC_JOURNAL.columns
@@ -243,8 +260,8 @@ class SyncStateJournal:
         return {s["crm_id"]: s for s in states.values() if s.get("crm_id") in wanted}
 
     def _read_through(self, object_type: str, keys: list[str]) -> dict[str, dict[str, Any]]:
-        rows, _ = self._run(_READ, (Scalar("object_type", STRING, object_type),
-                                    KeySet("keys", STRING, keys)), fetch=True)
+        rows, _ = self._run(_READ, (Scalar("object_type", STRING, object_type), KeySet("keys", STRING, keys),
+                                    Scalar("folded", INT64, int(self._kv_get(_FOLDED_MARK) or 0))), fetch=True)
         out: dict[str, dict[str, Any]] = {}
         for r in rows:
             entry = plain_row(r)
@@ -279,23 +296,31 @@ class SyncStateJournal:
             if forget:
                 self._journal.cache.clear()
                 self._journal.kv = None
+                self._journal.floor_known = False
+                self._journal.dirty = None  # another writer may have left entries since
                 self._journal.clean = {"person": set(), "company": set()}
                 self._journal.clean_ids.clear()
             if self._journal.dirty is False or self.read_only:
                 return 0  # nothing to fold, or a handle that only looks
         with self._journal.lock:
             seen = self._journal.last_seq  # entries this process wrote before the count below
-        rows, _ = self._run(_JOURNAL_LAST, (), fetch=True)
+        folded = Scalar("folded", INT64, int(self._kv_get(_FOLDED_MARK) or 0))
+        rows, _ = self._run(_JOURNAL_LAST, (folded,), fetch=True)
         count = int(rows[0]["n"] or 0) if rows else 0
         upto = int(rows[0]["upto"]) if count else 0
         if count:
             # Replaying entries over a state that already has them gives the same state, so a fold
-            # killed between any two statements is simply done again by the next one: the entries
-            # are removed last.
+            # killed between any two statements is simply done again by the next one: the mark of
+            # what was folded moves once the state has it, and the entries are removed last.
             bound = Scalar("upto", INT64, upto)
-            keys, _ = self._run(_STATUS_KEYS, (bound,), fetch=True)
-            self._run(_FOLD, (bound,))
+            if rows[0]["stale"]:
+                log.warning("Dropped %d sync-state saves that landed after a later fold (a writer paused past "
+                            "its lease); the state keeps the newer saves", int(rows[0]["stale"]))
+            keys, _ = self._run(_STATUS_KEYS, (bound, folded), fetch=True)
+            self._run(_FOLD, (bound, folded))
             self._settle_statuses(keys)
+            if upto > (folded.value or 0):
+                self._kv_set(_FOLDED_MARK, str(upto))
             self._run(_JOURNAL_TRIM, (bound,))
         with self._journal.lock:
             self._journal.unsettled.clear()

@@ -1,0 +1,82 @@
+"""The sync state's journal on both engines: saves are appended and read back at once, folded field by
+field (a field a save leaves out is kept, one it sets to NULL is cleared), a fold stopped half-way is
+simply done again, a save that lands after a later fold (a writer paused past its lease) never
+overwrites the newer state, and a machine whose clock is behind still has its saves folded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from truth_forge.warehouse import Warehouse
+from truth_forge.warehouse.binds import RowSet
+from truth_forge.warehouse.queries import source_select
+from truth_forge.warehouse.schema import INT64, STRING
+
+
+def folded_state(wh: Warehouse, key: str) -> dict[str, Any]:
+    rows, _ = wh._run("SELECT t.crm_id AS crm_id, t.status AS status, t.last_error AS last_error "
+                      "FROM {crm_sync_state} AS t WHERE t.record_key = '" + key + "'", (), fetch=True)
+    [row] = rows
+    return row
+
+
+def save(wh: Warehouse, key: str, **values: Any) -> None:
+    wh.upsert_sync_state([{"object_type": "person", "record_key": key, **values}])
+
+
+def test_saves_are_read_back_at_once_and_folded_field_by_field(warehouse: Warehouse) -> None:
+    save(warehouse, "1", crm_id="a", status="failed", last_error="HTTP 500")
+    save(warehouse, "1", status="synced", last_error=None)  # crm_id left out: kept
+    assert warehouse.count_rows("crm_sync_state") == 0  # nothing folded yet...
+    got = warehouse.read_sync_state("person", [1])["1"]
+    assert (got["crm_id"], got["status"], got["last_error"]) == ("a", "synced", None)  # ...yet read back
+    assert warehouse.fold_journal() == 2
+    assert folded_state(warehouse, "1") == {"crm_id": "a", "status": "synced", "last_error": None}
+    assert warehouse.count_rows("crm_sync_journal") == 0
+    assert warehouse.fold_journal() == 0  # known empty: nothing sent
+    before = warehouse.statements.statements
+    warehouse.fold_journal()
+    assert warehouse.statements.statements == before
+
+
+def test_a_fold_stopped_before_its_entries_were_removed_is_done_again_the_same(warehouse: Warehouse) -> None:
+    save(warehouse, "2", crm_id="b", status="synced")
+    warehouse.fold_journal()
+    # As if killed after the MERGE: the entries are still there (put back by hand) and fold again.
+    warehouse._run("INSERT INTO {crm_sync_journal} (seq, fields, object_type, record_key, crm_id, status) "
+                   "VALUES (1, ',crm_id,status,', 'person', '2', 'b', 'synced')", ())
+    warehouse.fold_journal(forget=True)
+    assert folded_state(warehouse, "2") == {"crm_id": "b", "status": "synced", "last_error": None}
+
+
+def test_a_save_landing_after_a_later_fold_is_dropped_not_folded_over_newer_state(
+        warehouse: Warehouse, caplog: pytest.LogCaptureFixture) -> None:
+    save(warehouse, "3", crm_id="old", status="synced")
+    late_seq = warehouse._journal.last_seq  # the paused writer's save had this place in the order
+    save(warehouse, "3", crm_id="new", status="synced")  # the next holder's, later
+    warehouse.fold_journal()
+    # The paused writer's INSERT lands now, after that fold.
+    columns = [("seq", INT64), ("fields", STRING), ("object_type", STRING), ("record_key", STRING), ("crm_id", STRING)]
+    warehouse._run(f"INSERT INTO {{crm_sync_journal}} (seq, fields, object_type, record_key, crm_id) "
+                   f"{source_select('rows', columns)}",
+                   (RowSet("rows", columns, [{"seq": late_seq - 1, "fields": ",crm_id,", "object_type": "person",
+                                              "record_key": "3", "crm_id": "stale"}]),))
+    warehouse.fold_journal(forget=True)
+    assert folded_state(warehouse, "3")["crm_id"] == "new"
+    assert "Dropped 1 sync-state saves" in caplog.text
+    assert warehouse.read_sync_state("person", [3])["3"]["crm_id"] == "new"
+
+
+def test_a_machine_whose_clock_is_behind_still_has_its_saves_folded(warehouse: Warehouse) -> None:
+    save(warehouse, "4", crm_id="first", status="synced")
+    warehouse.fold_journal()
+    # The last fold was made by a machine whose clock ran a day ahead.
+    warehouse._run("UPDATE {crm_sync_kv} AS t SET value = CAST(CAST(t.value AS INT64) + 86400000000000 AS STRING) "
+                   "WHERE t.key = 'journal-folded-upto'", ())
+    warehouse.fold_journal(forget=True)  # a new run: what this process knows is dropped
+    save(warehouse, "4", crm_id="second")
+    warehouse.fold_journal()
+    assert folded_state(warehouse, "4")["crm_id"] == "second"
