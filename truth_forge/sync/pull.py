@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OVERLAP = dt.timedelta(minutes=2)
 PAGE_SIZE = 200
+APPLY_RECORDS = 2_000  # pulled records merged into the warehouse together (ten pages)
 RETRY_CHUNK = 50  # ids per `id[in]:[...]` lookup, to keep the URL short
 MAX_KEY = 2**63 - 1  # the warehouse keys are INT64
 # Emails and phones are written to the warehouse in pairs (primary with additional).
@@ -110,28 +111,47 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
 
     signpost: dt.datetime | None = None
     newest: dt.datetime | None = None
+    # Records of several pages are merged together (the latest version of each): every merge into
+    # the warehouse is up to three MERGEs, and on BigQuery each bills its whole target table.
+    pending: dict[str, dict[str, Any]] = {}
     for page in changed_pages(ctx, obj, overlap):
         if signpost is None:
             # The server's time when it answered the first page: every edit committed before then
             # was in this query's reach, so the next pull can start there (less the overlap)
             # whether or not this one found anything.
             signpost = ctx.client.transport.server_time
-        live = [r for r in page.records if not r.get("deletedAt")]
-        gone = [r for r in page.records if r.get("deletedAt")]
-        if live:
-            retry.update(live, apply_records(ctx, obj, live, stats))  # saved before the watermark moves
-        if gone:
-            apply_deletions(ctx, obj, gone, stats)
+        for record in page.records:
+            pending.pop(record["id"], None)  # seen again (edited while paging): its later version counts
+            pending[record["id"]] = record
         if page.records:
-            latest = _latest(page.records, "updatedAt")
-            warehouse.set_watermark(_watermark(obj), latest)
-            newest = parse_timestamp(latest)
-        ctx.reporter.flush(warehouse)
+            newest = parse_timestamp(_latest(page.records, "updatedAt"))
+        if len(pending) >= APPLY_RECORDS:
+            _apply_pending(ctx, obj, pending, retry, stats, newest)
         ctx.emit("page_read", phase="pull", object_type=obj.object_type, count=len(page.records),
                  total=page.total_count)
+    _apply_pending(ctx, obj, pending, retry, stats, newest)
     if signpost is not None and (newest is None or newest < signpost):
         warehouse.set_watermark(_watermark(obj), format_timestamp(signpost))
     return stats
+
+
+def _apply_pending(ctx: SyncContext, obj: SyncedObject, pending: dict[str, dict[str, Any]], retry: _RetryList,
+                   stats: PullStats, newest: dt.datetime | None) -> None:
+    """Merge the records read so far, then move the watermark past them (never before: a run killed
+    in between reads those pages again)."""
+    if not pending:
+        return
+    records = list(pending.values())
+    pending.clear()
+    live = [r for r in records if not r.get("deletedAt")]
+    gone = [r for r in records if r.get("deletedAt")]
+    if live:
+        retry.update(live, apply_records(ctx, obj, live, stats))
+    if gone:
+        apply_deletions(ctx, obj, gone, stats)
+    if newest is not None:
+        ctx.warehouse.set_watermark(_watermark(obj), format_timestamp(newest))
+    ctx.reporter.flush(ctx.warehouse)
 
 
 def changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta, *,

@@ -1,0 +1,34 @@
+"""A pull of many Twenty edits merges them into the warehouse together: statements per run, not per
+page (on BigQuery every MERGE into `contacts` bills the whole table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fixtures.sandbox import as_person
+from tests.sync.test_sync_sandbox import SCHEMA, people
+from truth_forge.sync.runner import run_sync
+from truth_forge.twenty import TwentyClient
+from truth_forge.warehouse import open_warehouse
+from truth_forge.warehouse.sample_data import generate_sample_data
+
+
+def test_edits_of_three_pages_are_merged_by_one_statement_per_table(
+        sandbox: Any, client: TwentyClient, tmp_path: Path) -> None:
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        generate_sample_data(wh, 450, 5, seed=11)
+        assert run_sync(wh, client, SCHEMA).status == "succeeded"
+        with httpx.Client(base_url=sandbox.base_url, headers=as_person(sandbox), timeout=30) as http:
+            for n, person in enumerate(people(client)):  # 450 edits: three pages of the pull
+                http.patch(f"/rest/people/{person['id']}",
+                           json={"name": {"firstName": f"Edited{n}", "lastName": "Twice"}}).raise_for_status()
+        sent: list[str] = []
+        wh.statements.listeners.append(lambda s: sent.append(" ".join(s.sql.split())))
+        result = run_sync(wh, client, SCHEMA, direction="pull")
+        assert result.counts["pull_person"]["updated"] == 450
+        merges = [s for s in sent if s.startswith("MERGE INTO") and "contacts" in s.split(" USING")[0]]
+        assert len(merges) == 1, merges
+        assert {r["canonical_name"].split()[-1] for r in wh.get_rows("person", range(1, 451))} == {"Twice"}
