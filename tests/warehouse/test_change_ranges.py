@@ -32,7 +32,7 @@ def old_changed_select(object_type: str) -> str:
         (q.contact_view_ctes("all"), q.CONTACT_VIEW_COLUMNS, "contact_id") if object_type == "person"
         else (q.business_view_ctes("all"), q.BUSINESS_VIEW_COLUMNS, "business_id"))
     return f"""WITH {ctes}
-SELECT {q._output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash,
+SELECT {q._output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash, h.copies AS copies,
   s.crm_id AS crm_id, s.status AS sync_status, s.warehouse_hash AS synced_hash
 FROM h
 LEFT JOIN {{crm_sync_state}} AS s

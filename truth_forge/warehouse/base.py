@@ -177,7 +177,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
         rows: list[dict[str, Any]] = []
         if stamped:
             stamps = sorted({plain_row(r)["stamp"] for r in found if r["stamp"] is not None})
-            rows, _ = self._run(select(object_type, "candidates"), (
+            rows, _ = self._run(select(object_type, "stamped"), (
                 KeySet("keys", INT64, stamped), KeySet("stamps", TIMESTAMP, stamps)), fetch=True)
             # A row another writer stamped again in between is not at its old stamp: read it by key.
             key = "record_key" if rows and "record_key" in rows[0] else _KEY_COLUMN[object_type]

@@ -182,7 +182,7 @@ class ChangeDetection:
                               self._audit(object_type, batch_size, announced, report), self, report)
         scan = ChangeScan(object_type, "incremental", started_at, iter(()), self, {"mode": "incremental"})
         stamps = self._candidates(object_type, since - policy.overlap, scan.report)
-        scan.batches = self._candidate_stream(object_type, stamps, batch_size)
+        scan.batches = self._candidate_stream(object_type, stamps, since - policy.overlap, batch_size)
         return scan
 
     def _candidates(self, object_type: str, since: dt.datetime, report: dict[str, Any]) -> dict[int, set[Any]]:
@@ -216,19 +216,20 @@ class ChangeDetection:
                             (Scalar("object_type", STRING, object_type),), fetch=True)
         return [r["k"] for r in rows]
 
-    def _candidate_stream(self, object_type: str, stamps: Mapping[int, set[Any]],
+    def _candidate_stream(self, object_type: str, stamps: Mapping[int, set[Any]], since: dt.datetime,
                           batch_size: int) -> Iterator[list[dict[str, Any]]]:
-        return self._judged(object_type, self._candidate_reads(object_type, stamps), batch_size)
+        return self._judged(object_type, self._candidate_reads(object_type, stamps, since), batch_size)
 
-    def _candidate_reads(self, object_type: str,
-                         stamps: Mapping[int, set[Any]]) -> Iterator[Sequence[Mapping[str, Any]]]:
+    def _candidate_reads(self, object_type: str, stamps: Mapping[int, set[Any]],
+                         since: dt.datetime) -> Iterator[Sequence[Mapping[str, Any]]]:
         sql = q.changed_select(object_type, "candidates")
         keys = sorted(stamps)
         for start in range(0, len(keys), CANDIDATE_CHUNK):
             chunk = keys[start:start + CANDIDATE_CHUNK]
-            # A row without a stamp cannot be found by one; the audit compares it.
-            times = sorted({t for k in chunk for t in stamps[k] if t is not None})
-            binds = (Scalar("object_type", STRING, object_type), KeySet("keys", INT64, chunk),
+            # Recent rows are found by the range; a row without a stamp by none (the audit compares it).
+            times = sorted({t for k in chunk for t in stamps[k] if t is not None and t < since})
+            binds = (Scalar("object_type", STRING, object_type), Scalar("since", TIMESTAMP, since),
+                     KeySet("keys", INT64, chunk),
                      KeySet("skeys", STRING, [str(k) for k in chunk]), KeySet("stamps", TIMESTAMP, times))
             rows, _ = self._run(sql, binds, fetch=True)
             yield rows

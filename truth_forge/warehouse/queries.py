@@ -70,26 +70,33 @@ def _output_columns(alias: str, columns: Sequence[str]) -> str:
 
 
 # Which rows a view reads: every row, the keys of a key set ({keys_keys}), one key range
-# (@range_lo <= key <= @range_hi, both bounds inclusive INT64 parameters), or change-detection
-# candidates: a key set whose wide row is also found by its `updated_at` ({keys_stamps}), the
-# clustering column a constant filter prunes on (warehouse/detection.py).
-Scope = Literal["all", "keys", "range", "candidates"]
+# (@range_lo <= key <= @range_hi, both bounds inclusive INT64 parameters), or rows found by their
+# `updated_at`, the wide tables' first clustering column, which a constant filter prunes on
+# (warehouse/detection.py): "stamped", keys whose rows carry one of the stamps {keys_stamps};
+# "candidates", keys whose rows were stamped at or after @since, or carry one of the older stamps.
+Scope = Literal["all", "keys", "range", "stamped", "candidates"]
 
 
 def _key_filter(column: str, scope: Scope) -> str:
-    if scope in ("keys", "candidates"):
+    if scope in ("keys", "stamped", "candidates"):
         return f"{column} IN {{keys_keys}}"
     if scope == "range":
         return f"{column} BETWEEN @range_lo AND @range_hi"
     return ""
 
 
-def _wide_filter(alias: str, key: str, scope: Scope) -> str:
-    """The WHERE of a wide table (contacts, businesses): its key, and in candidate scope its stamp."""
+def _wide_rows(table: str, alias: str, key: str, scope: Scope) -> str:
+    """The FROM of a wide table (contacts, businesses) for a scope. Candidates are read in two
+    scans, each with a constant filter on updated_at: the recent rows by a range (the blocks of the
+    last minutes), the few older ones (retried, or changed through another table) by their stamps."""
     if scope == "all":
-        return ""
-    stamp = f" AND {alias}.updated_at IN {{keys_stamps}}" if scope == "candidates" else ""
-    return f"WHERE {_key_filter(f'{alias}.{key}', scope)}{stamp}"
+        return f"{{{table}}} AS {alias}"
+    if scope == "candidates":
+        return (f"(SELECT w1.* FROM {{{table}}} AS w1 WHERE w1.{key} IN {{keys_keys}} AND w1.updated_at >= @since\n"
+                f"   UNION ALL SELECT w2.* FROM {{{table}}} AS w2 WHERE w2.{key} IN {{keys_keys}}\n"
+                f"     AND w2.updated_at IN {{keys_stamps}} AND w2.updated_at < @since) AS {alias}")
+    stamp = f" AND {alias}.updated_at IN {{keys_stamps}}" if scope == "stamped" else ""
+    return f"{{{table}}} AS {alias} WHERE {_key_filter(f'{alias}.{key}', scope)}{stamp}"
 
 
 def contact_view_ctes(scope: Scope = "all") -> str:
@@ -98,7 +105,7 @@ def contact_view_ctes(scope: Scope = "all") -> str:
     Every table is filtered by the scope on its own (not only through the join), so a key range
     reads the identifiers and links of that range alone: the aggregation stays range-sized.
     """
-    where_c = _wide_filter("c0", "contact_id", scope)
+    contacts = _wide_rows("contacts", "c0", "contact_id", scope)
     and_i = f"AND {_key_filter('i.contact_id', scope)}" if scope != "all" else ""
     and_l = f"AND {_key_filter('l.contact_id', scope)}" if scope != "all" else ""
     json_cols = ", ".join(f"c.{c} AS {c}" for c in CONTACT_JSON_COLUMNS)
@@ -110,7 +117,7 @@ c AS (
     {", ".join(f"c0.{c} AS {c}" for c in CONTACT_JSON_COLUMNS)},
     c0.updated_at AS updated_at, c0.deleted_at AS deleted_at,
     COUNT(*) OVER (PARTITION BY c0.contact_id) AS copies
-  FROM {{contacts}} AS c0 {where_c}
+  FROM {contacts}
 ),
 ids AS (
   SELECT i.contact_id AS contact_id,
@@ -148,12 +155,12 @@ h AS (
 
 def business_view_ctes(scope: Scope = "all") -> str:
     """CTEs ending in `h`: one row per business, CRM-facing columns, `updated_at` and `row_hash`."""
-    where_b = _wide_filter("b", "business_id", scope)
+    businesses = _wide_rows("businesses", "b", "business_id", scope)
     cols = ", ".join(f"b.{c} AS {c}" for c in BUSINESS_VIEW_COLUMNS)
     return f"""
 v AS (
   SELECT {cols}, b.updated_at AS updated_at, COUNT(*) OVER (PARTITION BY b.business_id) AS copies
-  FROM {{businesses}} AS b {where_b}
+  FROM {businesses}
 ),
 h AS (
   SELECT v.*, {_hash_expr("v", BUSINESS_VIEW_COLUMNS)} AS row_hash FROM v
