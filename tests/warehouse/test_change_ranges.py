@@ -47,7 +47,13 @@ ORDER BY h.{key}"""
 def oracle(wh: Warehouse, object_type: str) -> list[dict[str, Any]]:
     wh.fold_journal()  # the oracle reads crm_sync_state itself, without the journal's overlay
     rows, _ = wh._run(old_changed_select(object_type), (Scalar("object_type", STRING, object_type),), fetch=True)
-    return [warehouse_base._view_row(r) for r in rows]
+    out = [warehouse_base._view_row(r) for r in rows]
+    # A person with a company also carries that company's sync state (the push links by its Twenty id).
+    for row in out:
+        if object_type == "person" and row["business_id"] is not None:
+            state = wh.read_sync_state("company", [row["business_id"]]).get(str(row["business_id"]))
+            row["company_state"] = state and {"crm_id": state["crm_id"], "status": state["status"]}
+    return out
 
 
 def streamed(wh: Warehouse, object_type: str, batch_size: int = 500) -> list[dict[str, Any]]:

@@ -609,9 +609,13 @@ _NOT_YET = object()
 
 
 def _company_links(warehouse: SyncStore, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """business_id -> its Twenty id, None when the business is deleted, _NOT_YET when never pushed."""
+    """business_id -> its Twenty id, None when the business is deleted, _NOT_YET when never pushed.
+    Rows from change detection carry their company's state (`company_state`); the rest is read."""
     business_ids = {r["business_id"] for r in rows if r.get("business_id") is not None}
-    found = warehouse.read_sync_state("company", business_ids)
+    found = {str(r["business_id"]): r["company_state"] for r in rows
+             if r.get("business_id") is not None and "company_state" in r and r["company_state"] is not None}
+    carried = {str(r["business_id"]) for r in rows if "company_state" in r}
+    found.update(warehouse.read_sync_state("company", [b for b in business_ids if str(b) not in carried]))
     links: dict[str, Any] = {}
     for key in map(str, business_ids):
         state = found.get(key)

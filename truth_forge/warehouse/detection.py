@@ -286,6 +286,14 @@ class ChangeDetection:
             row = _view_row(raw)
             carried = {c: row.pop(f"state_{c}") for c in q.STATE_CARRIED}
             exists = row.pop("state_record_key") is not None
+            if "company_state_key" in row:
+                # The company's state as the query read it (folded at the detection's start: the
+                # companies of this run were pushed before the people): None when it has none.
+                known = row.pop("company_state_key") is not None
+                company = {"crm_id": row.pop("company_crm_id"), "status": row.pop("company_status")}
+                row["company_state"] = company if known else None
+                if row.get("business_id") is None:
+                    row.pop("company_state")
             key = str(row[key_column])
             if exists:
                 carried["base"] = json_value(carried["base"])

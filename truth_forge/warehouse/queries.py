@@ -194,17 +194,29 @@ def changed_select(object_type: str, scope: Scope = "range") -> str:
     state_cols = ", ".join(f"TO_JSON_STRING(s0.{c}) AS {c}" if c == "base" else f"s0.{c} AS {c}"
                            for c in STATE_CARRIED)
     carried = ", ".join(f"s.{c} AS state_{c}" for c in STATE_CARRIED)
+    # A person carries its company's Twenty id too (the push links by it): the company part of the
+    # state, three narrow columns, read once with the candidates instead of once per batch.
+    company_cte = company_cols = company_join = ""
+    if object_type == "person":
+        company_cte = """,
+cs AS (
+  SELECT c1.record_key AS record_key, c1.crm_id AS crm_id, c1.status AS status
+  FROM {crm_sync_state} AS c1 WHERE c1.object_type = 'company'
+)"""
+        company_cols = (",\n  cs.record_key AS company_state_key, cs.crm_id AS company_crm_id, "
+                        "cs.status AS company_status")
+        company_join = "\nLEFT JOIN cs ON cs.record_key = CAST(h.business_id AS STRING)"
     return f"""WITH {ctes},
 s AS (
   SELECT s0.record_key AS record_key, {state_cols}
   FROM {{crm_sync_state}} AS s0
   WHERE s0.object_type = @object_type {state_range}
-)
+){company_cte}
 SELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash, h.copies AS copies,
   s.crm_id AS crm_id, s.status AS sync_status, s.warehouse_hash AS synced_hash,
-  s.record_key AS state_record_key, {carried}
+  s.record_key AS state_record_key, {carried}{company_cols}
 FROM h
-LEFT JOIN s ON s.record_key = CAST(h.{key} AS STRING)
+LEFT JOIN s ON s.record_key = CAST(h.{key} AS STRING){company_join}
 WHERE (s.record_key IS NULL AND h.deleted_at IS NULL)
    OR (s.record_key IS NOT NULL AND (
         s.warehouse_hash IS NULL OR s.warehouse_hash != h.row_hash
