@@ -18,6 +18,7 @@ from pydantic import ValidationError
 EXIT_OK = 0
 EXIT_RECORDS_FAILED = 1
 EXIT_COULD_NOT_RUN = 2
+EXIT_STOPPED = 143  # 128 + SIGTERM, what service managers expect of a process that stopped when told
 
 # What happened -> exit code -> what to do. Rendered into `--help` and the README.
 EXIT_CODES: tuple[tuple[str, int, str], ...] = (
@@ -33,6 +34,8 @@ EXIT_CODES: tuple[tuple[str, int, str], ...] = (
     ("the run stopped early (an outage outlasted the retries)", EXIT_COULD_NOT_RUN,
      "nothing: the next run goes on from where this one stopped"),
     ("another sync is running in this process", EXIT_COULD_NOT_RUN, "wait for it"),
+    ("stopped by SIGTERM: requests on the wire were recorded, the run row closed as aborted", EXIT_STOPPED,
+     "nothing: the next run goes on from where this one stopped"),
 )
 
 
@@ -70,11 +73,14 @@ class CommandFailed(Exception):
 def explain(exc: BaseException) -> Explanation | None:
     """The one line and exit code for an expected failure; None for one nobody expected (a bug)."""
     from truth_forge.lease import WarehouseBusy
+    from truth_forge.shutdown import RunStopped
     from truth_forge.twenty.errors import TwentyError
     from truth_forge.warehouse.errors import WarehouseError
 
     if isinstance(exc, CommandFailed):
         return Explanation(str(exc), exc.exit_code)
+    if isinstance(exc, RunStopped):
+        return Explanation(str(exc), EXIT_STOPPED)
     if isinstance(exc, ValidationError):
         return Explanation(settings_error_line(exc))
     if isinstance(exc, TwentyError):

@@ -134,19 +134,23 @@ def run_sync(
     destroyed there. The writer lease (`truth_forge/lease.py`) is taken for the run, or the caller's
     `lease` is used; another writer is waited for up to `lease_wait` seconds (then WarehouseBusy).
     """
+    # Run rows still `running` that started before we set out to take the lease are not alive: closed below.
+    stale_before = None if lease is not None and lease.held else now_utc()
     with writing(warehouse, purpose="sync", held=lease, wait=lease_wait):
         return _run_as_writer(warehouse, client, schema, direction, conflict_policy, pull_overlap, secrets,
-                              on_event, full)
+                              on_event, full, stale_before)
 
 
 def _run_as_writer(
     warehouse: SyncStore, client: TwentyClient, schema: CrmSchema, direction: Direction,
     conflict_policy: ConflictPolicy | Mapping[str, ConflictPolicy], pull_overlap: dt.timedelta,
-    secrets: tuple[str, ...], on_event: EventHook | None, full: bool,
+    secrets: tuple[str, ...], on_event: EventHook | None, full: bool, stale_before: dt.datetime | None = None,
 ) -> SyncResult:
     warehouse.ensure_tables()
     started_at = now_utc()
     run_id = warehouse.start_run(started_at=started_at)
+    if stale_before is not None:
+        warehouse.close_stale_runs(before=stale_before, closed_by=run_id)
     reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
     ctx = SyncContext(warehouse, client, schema, reporter, conflict_policy, on_event)
     requests_before = client.transport.stats.requests

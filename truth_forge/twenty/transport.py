@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from truth_forge import shutdown
 from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT, InFlightGate, RateLimitHeaders
 from truth_forge.twenty.errors import (
     TwentyAuthError,
@@ -292,7 +293,7 @@ class Transport:
         retry: RetryPolicy | None = None,
         http_transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = shutdown.pause,  # a retry's wait ends when the process must stop
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         deadline: float = DEFAULT_DEADLINE_SECONDS,
     ) -> None:
@@ -433,6 +434,7 @@ class Transport:
         (taking the token last keeps our departures as spread out as the bucket made them)."""
         with self.gate:
             self.budget.acquire()
+            shutdown.check()  # told to stop (SIGTERM): no new request leaves; those on the wire finish
             self.stats.count(request=True)
             started = self._clock()
             response = self._within_deadline(method, path, params, json_body, started + self.deadline)
