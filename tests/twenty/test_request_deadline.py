@@ -92,3 +92,36 @@ def test_sync_against_a_dripping_server_stops_with_one_line_naming_the_setting(
     assert done.returncode == 2, done.stderr
     assert "TRUTH_FORGE_TWENTY_REQUEST_DEADLINE_SECONDS" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_stop_while_a_refused_chunk_is_split_still_hands_over_the_parts_that_landed(sandbox: SandboxServer) -> None:
+    from truth_forge import shutdown
+
+    people = [shapes.person_to_twenty({"name": f"Split Person{i}", "email": f"split{i}@example.com"})
+              for i in range(4)]
+    people[3]["emails"] = {"primaryEmail": "not an email", "additionalEmails": []}  # refused: the chunk splits
+    landed: list[int] = []
+    with TwentyClient(sandbox.base_url, sandbox.api_key, requests_per_minute=100_000, timeout=5.0,
+                      batch_size=4, max_in_flight=1) as client:
+        send = client.transport.request
+        posts = []
+
+        def stop_after_the_first_half(method: str, path: str, **kwargs: Any) -> Any:
+            answer = send(method, path, **kwargs)  # raises for the whole chunk (refused)
+            posts.append(path)
+            shutdown.request_stop("SIGTERM received")  # the first half landed: now the process is told to stop
+            return answer
+
+        client.transport.request = stop_after_the_first_half  # type: ignore[method-assign]
+        try:
+            with pytest.raises(shutdown.RunStopped):
+                with client.records.stream("people", upsert=False, match_key=None,
+                                           on_write=lambda pairs: landed.extend(i for i, _ in pairs)) as stream:
+                    stream.add(people)
+                    stream.finish()
+        finally:
+            shutdown.reset()
+            client.transport.request = send  # type: ignore[method-assign]
+        stored = sorted(r["name"]["lastName"] for r in client.records.iter_records("people"))
+    assert landed == [0, 1] and posts == ["/rest/batch/people"]
+    assert stored == ["Person0", "Person1"]
