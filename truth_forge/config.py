@@ -63,7 +63,13 @@ class Settings(BaseSettings):
         description="Plug-in targets (entry point names) that `sync_contact_to_all` sends to after Twenty",
     )
     twenty_timeout_seconds: float = Field(
-        30.0, gt=0, validation_alias=_env("TWENTY_TIMEOUT_SECONDS"), description="Per-request timeout"
+        30.0, gt=0, validation_alias=_env("TWENTY_TIMEOUT_SECONDS"),
+        description="Bound on each step of a request (connecting, sending, each read of the answer)",
+    )
+    twenty_request_deadline_seconds: float = Field(
+        120.0, gt=0, validation_alias=_env("TWENTY_REQUEST_DEADLINE_SECONDS"),
+        description="Bound on a whole request, answer included (a server sending a byte at a time is cut off); "
+                    "a request past it is retried like a broken connection",
     )
     twenty_max_retries: int = Field(
         6,

@@ -10,6 +10,7 @@ its traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 EXIT_OK = 0
 EXIT_RECORDS_FAILED = 1
 EXIT_COULD_NOT_RUN = 2
+EXIT_STOPPED = 143  # 128 + SIGTERM, what service managers expect of a process that stopped when told
 
 # What happened -> exit code -> what to do. Rendered into `--help` and the README.
 EXIT_CODES: tuple[tuple[str, int, str], ...] = (
@@ -27,12 +29,16 @@ EXIT_CODES: tuple[tuple[str, int, str], ...] = (
     ("a setting is invalid", EXIT_COULD_NOT_RUN, "fix the variable the message names"),
     ("the warehouse is missing, unreadable or busy", EXIT_COULD_NOT_RUN,
      "TRUTH_FORGE_WAREHOUSE_URL; `--create` or `truth-forge init` for a new one"),
+    ("the warehouse cannot write (disk full, I/O error)", EXIT_COULD_NOT_RUN,
+     "free space (or mend the device) where TRUTH_FORGE_WAREHOUSE_URL points; the next run goes on from there"),
     ("Twenty unreachable, wrong URL, or key refused", EXIT_COULD_NOT_RUN,
      "TWENTY_BASE_URL, TWENTY_API_KEY (or the Secret Manager secret)"),
     ("the workspace lacks truth-forge's fields", EXIT_COULD_NOT_RUN, "`truth-forge setup`"),
     ("the run stopped early (an outage outlasted the retries)", EXIT_COULD_NOT_RUN,
      "nothing: the next run goes on from where this one stopped"),
     ("another sync is running in this process", EXIT_COULD_NOT_RUN, "wait for it"),
+    ("stopped by SIGTERM: requests on the wire were recorded, the run row closed as aborted", EXIT_STOPPED,
+     "nothing: the next run goes on from where this one stopped"),
 )
 
 
@@ -70,22 +76,54 @@ class CommandFailed(Exception):
 def explain(exc: BaseException) -> Explanation | None:
     """The one line and exit code for an expected failure; None for one nobody expected (a bug)."""
     from truth_forge.lease import WarehouseBusy
+    from truth_forge.shutdown import RunStopped
     from truth_forge.twenty.errors import TwentyError
     from truth_forge.warehouse.errors import WarehouseError
 
     if isinstance(exc, CommandFailed):
         return Explanation(str(exc), exc.exit_code)
+    if isinstance(exc, RunStopped):
+        return Explanation(str(exc), EXIT_STOPPED)
     if isinstance(exc, ValidationError):
         return Explanation(settings_error_line(exc))
     if isinstance(exc, TwentyError):
         return Explanation(_with_hint(str(exc), twenty_hint(exc)))
+    storage = _storage_failure(exc) or (_storage_failure(exc.__cause__) if exc.__cause__ is not None else None)
+    if storage is not None:
+        return Explanation(_with_hint(storage, _warehouse_hint(storage)))
     if isinstance(exc, WarehouseError):
-        return Explanation(_with_hint(str(exc), _warehouse_hint(str(exc))))
+        message = " ".join(str(exc).split())  # engines' messages can span lines; the explanation is one
+        return Explanation(_with_hint(message, _warehouse_hint(message)))
     if isinstance(exc, ValueError) and str(exc).startswith("Twenty CRM API key not found"):
         return Explanation(str(exc))
     if isinstance(exc, WarehouseBusy):
         return Explanation(f"{exc} [sync --wait-for-lease SECONDS waits for it]")
     return None
+
+
+# OS-level reasons a warehouse cannot write: the disk (or quota) is full, the device failed, it went read-only.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+_STORAGE_WORDS = ("no space left on device", "disk quota exceeded", "input/output error", "read-only file system")
+
+
+def _storage_failure(exc: BaseException) -> str | None:
+    """One line for a warehouse that failed to write to its storage (a full disk, a failed device).
+
+    DuckDB reports these as IOException, or, once a checkpoint failed, as FatalException ("database has
+    been invalidated") from whatever statement comes next; Python's own file calls raise OSError."""
+    import duckdb
+
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        return f"the warehouse cannot write to its storage: {exc}"
+    if not isinstance(exc, duckdb.Error):
+        return None
+    said = " ".join(str(exc).split())
+    found = next((w for w in _STORAGE_WORDS if w in said.lower()), None)
+    if found is None and not isinstance(exc, (duckdb.IOException, duckdb.FatalException)):
+        return None  # a statement DuckDB refused for another reason
+    reason = f" ({found})" if found else ""
+    return (f"the DuckDB warehouse could not write{reason}; nothing after the failure was saved and the next run "
+            f"goes on from where this one stopped once the storage has room. DuckDB said: {said[:400]}")
 
 
 def _with_hint(message: str, hint: str | None) -> str:

@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from truth_forge.failures import CommandFailed
+from truth_forge import shutdown
+from truth_forge.failures import EXIT_STOPPED, CommandFailed
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,13 @@ def run_every(
     *,
     max_runs: int | None = None,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = shutdown.pause,
 ) -> int:
-    """Call `run_once` every `interval` seconds (from start to start) until `max_runs` or Ctrl-C.
+    """Call `run_once` every `interval` seconds (from start to start) until `max_runs`, Ctrl-C or SIGTERM
+    (under `shutdown.stop_on_sigterm`: the run under way stops at its next request, none follows).
 
-    Returns the exit code of the last run. A run that could not run (exit 2) does not end the
-    schedule: the next tick tries again, as cron would."""
+    Returns the exit code of the last run (`EXIT_STOPPED` once stopped by SIGTERM). A run that could
+    not run (exit 2) does not end the schedule: the next tick tries again, as cron would."""
     runs, code = 0, 0
     next_start = clock()
     try:
@@ -90,10 +92,15 @@ def run_every(
             wait = next_start - clock()
             if wait > 0:
                 sleep(wait)
+            if shutdown.stop_requested():
+                return EXIT_STOPPED
             started = clock()
             with exclusive_run():
                 code = run_once()
             runs += 1
+            if shutdown.stop_requested():
+                log.info("Stopped (%s) after %d runs", shutdown.stop_requested(), runs)
+                return EXIT_STOPPED
             next_start = started + interval
             late = clock() - next_start
             if late > 0:

@@ -51,6 +51,7 @@ def serve_command(
         sync_interval=60 * (sync_interval or settings.serve_sync_interval_minutes), sync_on_start=sync_on_start,
         tolerance_ms=settings.webhook_tolerance_seconds * 1000, max_body_bytes=settings.webhook_max_body_bytes,
         lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds), detection=settings.detection_policy(),
+        stall_seconds=2 * settings.twenty_request_deadline_seconds,
     )
     spec = WriterSpec(
         inbox_path=str(settings.serve_inbox_path), warehouse_url=settings.warehouse_url,

@@ -13,8 +13,8 @@ every few minutes for completeness. The process has two halves:
   thing at a time. On shutdown (after uvicorn has finished the requests in flight) it finishes what
   it is doing, applies what is already in the inbox (for a bounded time), then releases the lease.
 
-`/healthz` says the process lives; `/readyz` says the writer holds the lease and works; `/status`
-gives counts. It binds 127.0.0.1 unless told otherwise: the README shows a TLS reverse proxy.
+`/healthz` says the process lives; `/readyz` says the writer holds the lease and works (it has
+shown progress within `stall_seconds`); `/status` gives counts. It binds 127.0.0.1 unless told otherwise: the README shows a TLS reverse proxy.
 """
 
 from __future__ import annotations
@@ -108,9 +108,13 @@ class WebhookApp:
 
     async def readyz(self, request: Request) -> JSONResponse:
         status = self.writer.status()
-        ready = status["state"] == "ready" and self.writer.alive
-        return JSONResponse({"ready": ready, "state": status["state"], "detail": status.get("detail", "")},
-                            status_code=200 if ready else 503)
+        state, detail = status["state"], status.get("detail", "")
+        silent_s = (now_ms() - int(status.get("beat_ms") or now_ms())) / 1000
+        if state == "ready" and silent_s > self.options.stall_seconds:
+            # A writer stuck (on a Twenty request, a warehouse call) is not a working one.
+            state, detail = "stalled", f"the writer has shown no progress for {silent_s:.0f} s"
+        ready = state == "ready" and self.writer.alive
+        return JSONResponse({"ready": ready, "state": state, "detail": detail}, status_code=200 if ready else 503)
 
     async def status(self, request: Request) -> JSONResponse:
         return JSONResponse({"writer": self.writer.status(), "inbox": self.inbox.counts()})

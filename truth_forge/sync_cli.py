@@ -193,6 +193,7 @@ def sync_command(
     """Run one sync: pull Twenty's edits, push the warehouse's changes, alert if errors stay open."""
     from truth_forge.config import Settings
     from truth_forge.schedule import check_interval, parse_interval, run_every
+    from truth_forge.shutdown import stop_on_sigterm
 
     if direction not in ("both", "push", "pull"):
         raise CommandFailed(f"--direction must be both, push or pull, not {direction!r}")
@@ -208,12 +209,13 @@ def sync_command(
     output.configure_logging(verbose=bool(ctx.obj and ctx.obj.get("verbose")))
     settings = Settings()
     options = SyncOptions(direction, conflict_policy, dry_run, create, full, wait_for_lease)
-    if every is None:
-        code = _guarded(lambda: run_once(settings, options, output))
-    else:
-        interval = parse_interval(every)
-        check_interval(interval, settings.twenty_requests_per_minute)
-        code = run_every(interval, lambda: _scheduled(settings, options, output), max_runs=max_runs)
+    with stop_on_sigterm():  # a service manager's stop ends the run as cleanly as it can (shutdown.py)
+        if every is None:
+            code = _guarded(lambda: run_once(settings, options, output))
+        else:
+            interval = parse_interval(every)
+            check_interval(interval, settings.twenty_requests_per_minute)
+            code = run_every(interval, lambda: _scheduled(settings, options, output), max_runs=max_runs)
     raise typer.Exit(code)
 
 

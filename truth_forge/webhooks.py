@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ OBJECTS = ("person", "company")  # what the sync moves; other objects' events ar
 OPERATIONS = [f"{obj}.{action}" for obj in OBJECTS for action in ("created", "updated", "deleted", "destroyed",
                                                                    "restored")]
 DESCRIPTION = "truth-forge: contacts to the warehouse"
+# Twenty's record ids are UUIDs (Postgres `uuid` columns); anything else cannot name a record.
+_TWENTY_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class Rejected(Exception):
@@ -94,6 +97,10 @@ class WebhookEvent:
         return value if isinstance(value, str) else None
 
 
+def is_twenty_id(value: object) -> bool:
+    return isinstance(value, str) and _TWENTY_ID.fullmatch(value) is not None
+
+
 def parse_event(raw_body: bytes) -> WebhookEvent | None:
     """The event in a delivery body; None for objects the sync does not move; Rejected(400) if malformed."""
     try:
@@ -110,6 +117,9 @@ def parse_event(raw_body: bytes) -> WebhookEvent | None:
         return None
     if not isinstance(record, dict) or not isinstance(record.get("id"), str) or not record["id"]:
         raise Rejected(400, "record missing or without an id")
+    if not is_twenty_id(record["id"]):
+        # Stored, it would become a contact no write can ever reach, pending with an error for good.
+        raise Rejected(400, "record id is not a Twenty id (a UUID)")
     event_date = body.get("eventDate")
     return WebhookEvent(object_name, action, record["id"], record, event_date if isinstance(event_date, str) else None)
 

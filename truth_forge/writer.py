@@ -10,7 +10,14 @@ state in the same file (`/readyz` and `/status` read it from there).
 
 The writer stops when told (finishing what it is doing, then applying what is already in the
 inbox for up to `drain_seconds`) or when its parent disappears (a SIGKILLed server): it then
-drains the same way and releases the lease, so nothing is left half done.
+drains the same way and releases the lease, so nothing is left half done. A scheduled sync under
+way is stopped the way SIGTERM stops `truth-forge sync` (truth_forge/shutdown.py): no new request
+to Twenty leaves, those on the wire finish within their deadline and are recorded, the run closes
+as aborted. So a shutdown never waits on a stalled Twenty.
+
+The writer also beats: its published status carries the time it last made progress (a loop turn,
+a page or batch of a sync). `/readyz` stops saying ready when the beat is older than
+`stall_seconds`, so a writer stuck on a request is seen as not ready, not taken for a working one.
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ import datetime as dt
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from truth_forge import shutdown
 from truth_forge.applier import ApplyStats, apply_events
 from truth_forge.crm_schema import CrmSchema
 from truth_forge.inbox import Inbox
@@ -39,6 +48,7 @@ from truth_forge.webhooks import DEFAULT_TOLERANCE_MS
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05  # how often an idle writer looks at the inbox
+BEAT_SECONDS = 1.0  # how often the writer's status is republished to show it is making progress
 
 
 @dataclass
@@ -58,6 +68,9 @@ class ServeOptions:
     lease_poll: float = 1.0  # seconds between attempts while another writer holds the lease
     drain_seconds: float = 30.0  # how long shutdown keeps applying what is already in the inbox
     retry_pause: float = 2.0  # after a failed batch
+    # No progress for this long (no loop turn, no page or batch of a sync) and `/readyz` says stalled;
+    # the default is two request deadlines: one request at its longest, and as long again around it.
+    stall_seconds: float = 240.0
 
 
 @dataclass
@@ -94,11 +107,12 @@ class WriterStatus:
     failed_batches: int = 0
     syncs: int = 0
     last_sync: dict[str, Any] | None = None
+    beat_ms: int = 0  # when the writer last showed progress (its clock, milliseconds since the epoch)
 
     def as_dict(self) -> dict[str, Any]:
         return {"state": self.state, "detail": self.detail, "applied": self.applied.as_dict(),
                 "batches": self.batches, "failed_batches": self.failed_batches, "syncs": self.syncs,
-                "last_sync": self.last_sync}
+                "last_sync": self.last_sync, "beat_ms": self.beat_ms}
 
 
 def writer_main(spec: WriterSpec, stop: StopSignal, parent_pid: int) -> None:
@@ -112,6 +126,8 @@ def writer_main(spec: WriterSpec, stop: StopSignal, parent_pid: int) -> None:
     logging.getLogger("httpcore").setLevel(logging.INFO)
     from truth_forge.warehouse import open_warehouse
 
+    threading.Thread(target=_stop_requests_when_told, args=(stop, parent_pid), name="writer-stop",
+                     daemon=True).start()
     inbox = Inbox(spec.inbox_path)
     client = TwentyClient(spec.twenty_base_url, spec.api_key, **spec.client_options)
     try:
@@ -121,6 +137,14 @@ def writer_main(spec: WriterSpec, stop: StopSignal, parent_pid: int) -> None:
     finally:
         client.close()
         inbox.close()
+
+
+def _stop_requests_when_told(stop: StopSignal, parent_pid: int) -> None:
+    """Once the server says stop (or is gone), no new request to Twenty leaves this process."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            break
+    shutdown.request_stop("serve is stopping")
 
 
 class Writer:
@@ -149,7 +173,13 @@ class Writer:
             self.status.state = state
         if detail is not None:
             self.status.detail = detail
+        self.status.beat_ms = now_ms()
         self.inbox.save_writer_status(self.status.as_dict())
+
+    def _beat(self, *_event: Any) -> None:
+        """Show progress, at most once a `BEAT_SECONDS` (also the event hook of scheduled syncs)."""
+        if now_ms() - self.status.beat_ms >= BEAT_SECONDS * 1000:
+            self._publish()
 
     def run(self) -> None:
         self._publish("starting")
@@ -160,7 +190,10 @@ class Writer:
             return
         try:
             lease = WriterLease(warehouse, purpose=f"serve (server pid {self.parent_pid})", ttl=self.options.lease_ttl)
+            setting_out = dt.datetime.now(dt.timezone.utc)
             if self._claim(lease):
+                # Runs still `running` from before we sought the lease belong to writers that are gone.
+                warehouse.close_stale_runs(before=setting_out, closed_by=f"serve (server pid {self.parent_pid})")
                 try:
                     self._work(warehouse, lease)
                 finally:
@@ -197,6 +230,7 @@ class Writer:
         next_sync = time.monotonic() + (0.0 if self.options.sync_on_start else self.options.sync_interval)
         try:
             while not self._stopping():
+                self._beat()
                 if lease.lost and not self._claim(lease):
                     break
                 if time.monotonic() >= next_sync:
@@ -253,7 +287,7 @@ class Writer:
     def _scheduled_sync(self, warehouse: Any, lease: WriterLease) -> None:
         try:
             result = run_sync(warehouse, self.client, self.schema, lease=lease, secrets=self.secrets,
-                              detection=self.options.detection)
+                              detection=self.options.detection, on_event=self._beat)
         except Exception as exc:  # a warehouse outage, say: the next interval tries again
             self.status.last_sync = {"status": "failed", "error": redact(str(exc), *self.secrets)}
             log.error("Scheduled sync failed: %s", self.status.last_sync["error"])

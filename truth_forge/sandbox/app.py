@@ -201,6 +201,11 @@ class SandboxASGI:
             except ApiError as exc:
                 await error_response(exc)(scope, receive, capture)
                 return
+            if decision.action == "drip":
+                # The request is carried out; only its answer crawls out, as from a stalled proxy.
+                fault.append("drip")
+                await self.inner(scope, receive, _dripping(capture, raw_send, decision.drip_interval_s))
+                return
             await self.inner(scope, receive, capture)
         finally:
             log_once()  # responses that never completed are logged too
@@ -220,6 +225,28 @@ class SandboxASGI:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", b"64")]})
         raise ConnectionAbortedError("injected connection drop")
+
+
+def _dripping(send: Send, raw_send: Send, interval_s: float) -> Send:
+    """A `send` that passes the status and headers at once, then the body one byte per `interval_s`,
+    until the client hangs up (uvicorn's transport, when reachable, says so)."""
+    transport = getattr(getattr(raw_send, "__self__", None), "transport", None)
+
+    async def drip(message: Message) -> None:
+        if message["type"] != "http.response.body":
+            await send(message)
+            return
+        body: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
+        for i in range(len(body)):
+            if transport is not None and transport.is_closing():
+                return  # the client gave up: stop crawling
+            await send({"type": "http.response.body", "body": body[i : i + 1], "more_body": more or i < len(body) - 1})
+            await asyncio.sleep(interval_s)
+        if not body:
+            await send(message)
+
+    return drip
 
 
 def _key_id(key: str) -> str:

@@ -1,4 +1,6 @@
-"""Seeded fault injection: 5xx errors, database errors, latency, dropped connections, 429s.
+"""Seeded fault injection: 5xx errors, database errors, latency, dropped connections, 429s, and
+responses that drip their body a byte at a time (a stalled proxy or server: every read gets a byte
+in time, so only a deadline on the whole request ends it).
 
 Retry and resume logic can only be trusted if it has met failures; these faults are drawn from
 a seeded RNG (the same number of draws per request, whatever happens) so a test or benchmark
@@ -32,15 +34,20 @@ class FaultSettings:
     max_faults: int | None = None  # stop injecting after this many faults (None = no cap)
     error_statuses: tuple[int, ...] = (500, 502, 503)
     path_prefix: str = "/rest/"  # only requests under this prefix are affected
+    # share of requests whose answer is sent one byte at a time, `drip_interval_ms` apart
+    drip_rate: float = 0.0
+    drip_interval_ms: float = 1000.0
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "drop_rate", "rate_limit_storm", "db_error_rate"):
+        for name in ("error_rate", "drop_rate", "rate_limit_storm", "db_error_rate", "drip_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
         low, high = self.latency_range
         if not 0 <= low <= high <= MAX_LATENCY_MS:
             raise ValueError(f"latency_ms must be within 0..{MAX_LATENCY_MS} ms")
+        if not 0 < self.drip_interval_ms <= MAX_LATENCY_MS:
+            raise ValueError(f"drip_interval_ms must be within 0..{MAX_LATENCY_MS} ms (and above 0)")
         if not self.error_statuses or any(not 500 <= s <= 599 for s in self.error_statuses):
             raise ValueError("error_statuses must be 5xx codes")
         if not self.db_error_messages or not all(
@@ -56,7 +63,7 @@ class FaultSettings:
     @property
     def active(self) -> bool:
         return bool(self.error_rate or self.drop_rate or self.rate_limit_storm
-                    or self.db_error_rate or self.latency_range[1])
+                    or self.db_error_rate or self.drip_rate or self.latency_range[1])
 
     def to_dict(self) -> dict[str, Any]:
         low, high = self.latency_range
@@ -64,15 +71,17 @@ class FaultSettings:
                 "drop_rate": self.drop_rate, "rate_limit_storm": self.rate_limit_storm,
                 "db_error_rate": self.db_error_rate,
                 "db_error_messages": list(self.db_error_messages), "seed": self.seed, "max_faults": self.max_faults,
-                "error_statuses": list(self.error_statuses), "path_prefix": self.path_prefix}
+                "error_statuses": list(self.error_statuses), "path_prefix": self.path_prefix,
+                "drip_rate": self.drip_rate, "drip_interval_ms": self.drip_interval_ms}
 
 
 @dataclass
 class FaultDecision:
     latency_s: float = 0.0
-    action: str | None = None  # None | "drop" | "error" | "db_error" | "rate_limit"
+    action: str | None = None  # None | "drop" | "error" | "db_error" | "rate_limit" | "drip"
     status: int | None = None
     message: str | None = None  # the Postgres message of a "db_error"
+    drip_interval_s: float = 0.0  # the pause between two bytes of a "drip"
 
 
 @dataclass
@@ -108,6 +117,8 @@ class FaultInjector:
             # Always draw the same six numbers so one request's outcome never shifts the next.
             r_drop, r_error, r_storm, r_latency, r_status, r_db = (
                 self._rng.random() for _ in range(6))
+            # A seventh number only when dripping is on: sequences seeded before it existed stay as they were.
+            r_drip = self._rng.random() if s.drip_rate else 1.0
             low, high = s.latency_range
             decision = FaultDecision(latency_s=(low + (high - low) * r_latency) / 1000)
             if s.max_faults is not None and self.injected >= s.max_faults:
@@ -123,6 +134,9 @@ class FaultInjector:
                 decision.message = s.db_error_messages[int(r_status * len(s.db_error_messages))]
             elif r_storm < s.rate_limit_storm:
                 decision.action = "rate_limit"
+            elif r_drip < s.drip_rate:
+                decision.action = "drip"
+                decision.drip_interval_s = s.drip_interval_ms / 1000
             if decision.action:
                 self.injected += 1
             return decision

@@ -123,18 +123,22 @@ class SandboxServer:
                    max_faults: int | None = None,
                    error_statuses: tuple[int, ...] = (500, 502, 503),
                    path_prefix: str = "/rest/", db_error_rate: float = 0.0,
-                   db_error_messages: tuple[str, ...] = DB_ERROR_MESSAGES) -> FaultSettings:
+                   db_error_messages: tuple[str, ...] = DB_ERROR_MESSAGES,
+                   drip_rate: float = 0.0, drip_interval_ms: float = 1000.0) -> FaultSettings:
         """Replace the fault settings (and restart the seeded sequence) on the running server.
 
         `db_error_rate` answers that share of requests 400 with one of `db_error_messages`
         (Postgres deadlock / statement timeout, as Twenty relays a QueryFailedError).
+        `drip_rate` carries out that share of requests but sends each answer's body one byte per
+        `drip_interval_ms` (a server that never stalls long enough for a per-read timeout).
         """
         settings = FaultSettings(error_rate=error_rate, latency_ms=latency_ms,
                                  drop_rate=drop_rate, rate_limit_storm=rate_limit_storm,
                                  seed=seed, max_faults=max_faults,
                                  error_statuses=tuple(error_statuses), path_prefix=path_prefix,
                                  db_error_rate=db_error_rate,
-                                 db_error_messages=tuple(db_error_messages))
+                                 db_error_messages=tuple(db_error_messages),
+                                 drip_rate=drip_rate, drip_interval_ms=drip_interval_ms)
         self.runtime.faults.configure(settings)
         return settings
 

@@ -144,22 +144,27 @@ def run_sync(
     policy = detection or DetectionPolicy()
     if full:
         policy = dataclasses.replace(policy, audit=True)
+    # Run rows still `running` that started before we set out to take the lease are not alive: closed below.
+    stale_before = None if lease is not None and lease.held else now_utc()
     with writing(warehouse, purpose="sync", held=lease, wait=lease_wait, ttl=lease_ttl) as holder, \
             holder.fencing(client.transport):
         return _run_as_writer(warehouse, client, schema, direction, conflict_policy, pull_overlap, secrets,
-                              on_event, full, policy)
+                              on_event, full, policy, stale_before)
 
 
 def _run_as_writer(
     warehouse: SyncStore, client: TwentyClient, schema: CrmSchema, direction: Direction,
     conflict_policy: ConflictPolicy | Mapping[str, ConflictPolicy], pull_overlap: dt.timedelta,
     secrets: tuple[str, ...], on_event: EventHook | None, full: bool, detection: DetectionPolicy,
+    stale_before: dt.datetime | None = None,
 ) -> SyncResult:
     warehouse.ensure_tables()
     # What a killed run saved but never folded goes into the state before anything reads it.
     warehouse.fold_journal(forget=True)
     started_at = now_utc()
     run_id = warehouse.start_run(started_at=started_at)
+    if stale_before is not None:
+        warehouse.close_stale_runs(before=stale_before, closed_by=run_id)
     reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
     ctx = SyncContext(warehouse, client, schema, reporter, conflict_policy, on_event, detection=detection)
     requests_before = client.transport.stats.requests

@@ -12,6 +12,8 @@ is split (by the worker that sent it) until the bad records stand alone; a refus
 value on a plain create fails the whole chunk, unsplit; a chunk whose request failed as a whole
 (outage, auth) is reported through `on_abort`, which says whether the stream goes on. A stream that
 stops cancels what has not left and still hands over what the requests already on the wire stored.
+A process told to stop (SIGTERM, `truth_forge/shutdown.py`) stops the stream the same way: a chunk
+being split when it happens still hands over the parts that landed, then `RunStopped` is raised.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from truth_forge.shutdown import RunStopped
 from truth_forge.twenty.envelope import data_of
 from truth_forge.twenty.errors import TwentyError, TwentyProtocolError, TwentyRecordRejected
 from truth_forge.twenty.pool import RequestPool, settle
@@ -61,6 +64,7 @@ class _ChunkResult:
     aborted: TwentyError | None = None
     not_stored: list[int] = field(default_factory=list)
     requests: int = 0
+    stopped: RunStopped | None = None  # the process was told to stop before the chunk was all sent
 
 
 class _ChunkWriter:
@@ -78,6 +82,8 @@ class _ChunkWriter:
             result.aborted = exc
             done = {i for landed in result.landed for i, _ in landed} | {f.index for f in result.failures}
             result.not_stored = [i for i, _ in chunk if i not in done]
+        except RunStopped as stop:
+            result.stopped = stop  # what landed before is still handed over
         return result
 
     def _write(self, chunk: list[tuple[int, dict[str, Any]]], result: _ChunkResult) -> None:
@@ -215,6 +221,9 @@ class BatchStream:
                 self.on_write(landed)
         if result.failures and self.on_failures is not None:
             self.on_failures(result.failures)
+        if result.stopped is not None:
+            self._stop(deliver=True)
+            raise result.stopped
         if result.aborted is not None:
             go_on = self.on_abort(result.aborted, result.first, result.not_stored) if self.on_abort else False
             if not go_on:

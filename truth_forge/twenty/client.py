@@ -78,5 +78,6 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "batch_size": settings.twenty_batch_size if "twenty_batch_size" in settings.model_fields_set else None,
         "requests_per_minute": settings.twenty_requests_per_minute,
         "timeout": settings.twenty_timeout_seconds,
+        "deadline": settings.twenty_request_deadline_seconds,
         "max_retries": settings.twenty_max_retries,
     }

@@ -5,6 +5,10 @@ module keeps the client under that budget on its own (a token bucket), retries w
 (429, 5xx, broken connections) with exponential backoff and jitter while honouring `Retry-After` and
 `X-RateLimit-Reset`, refuses to resend a non-idempotent write whose outcome is unknown, and turns
 every failure into a typed error from `errors.py`.
+
+httpx's timeout bounds each read, not the request: a server (or proxy) that sends a byte every
+few seconds never trips it. So every request also has a deadline for the whole of it; the answer
+is read in pieces and given up once the deadline has passed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from truth_forge import shutdown
 from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT, InFlightGate, RateLimitHeaders
 from truth_forge.twenty.errors import (
     TwentyAuthError,
@@ -39,6 +44,8 @@ from truth_forge.twenty.errors import (
 log = logging.getLogger(__name__)
 
 BODY_EXCERPT_CHARS = 500
+DEFAULT_DEADLINE_SECONDS = 120.0
+DEADLINE_SETTING = "TRUTH_FORGE_TWENTY_REQUEST_DEADLINE_SECONDS"
 USER_AGENT = "truth-forge (+https://github.com/truth-forge)"
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
@@ -269,6 +276,10 @@ def error_for_response(response: httpx.Response, method: str, path: str, secret:
     return TwentyRecordRejected("Twenty rejected the request", **fields, **where)
 
 
+class DeadlinePassed(httpx.TransportError):
+    """The whole answer had not arrived when the request's deadline passed (each read was in time)."""
+
+
 class Transport:
     """Authenticated, budgeted, retrying JSON requests against one Twenty workspace."""
 
@@ -283,14 +294,18 @@ class Transport:
         retry: RetryPolicy | None = None,
         http_transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = shutdown.pause,  # a retry's wait ends when the process must stop
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        deadline: float = DEFAULT_DEADLINE_SECONDS,
     ) -> None:
         if not api_key:
             raise ValueError("Twenty API key is empty")
         self._api_key = api_key
         self._sleep = sleep
         self._clock = clock
+        if deadline <= 0:
+            raise ValueError("deadline must be positive")
+        self.deadline = deadline
         self.retry = retry or RetryPolicy()
         self.budget = RequestBudget(requests_per_minute, burst, clock=clock, sleep=sleep)
         # More requests on the wire than the bucket could ever pay for at once would only queue.
@@ -369,6 +384,16 @@ class Transport:
                     path=url,
                 )
                 retryable = True
+            except DeadlinePassed:
+                # The request may have been applied; only its answer was too slow.
+                failure = TwentyTransientError(
+                    f"Twenty's answer was not complete {self.deadline:g} s after the request left "
+                    f"({DEADLINE_SETTING})",
+                    method=method,
+                    path=url,
+                    maybe_applied=not idempotent,
+                )
+                retryable = idempotent
             except httpx.TransportError as exc:
                 # The request may have been applied before the connection broke.
                 failure = TwentyTransientError(
@@ -415,9 +440,10 @@ class Transport:
             self.budget.acquire()
             if self.before_write is not None and method.upper() in _WRITE_METHODS:
                 self.before_write()
+            shutdown.check()  # told to stop (SIGTERM): no new request leaves; those on the wire finish
             self.stats.count(request=True)
             started = self._clock()
-            response = self._http.request(method, path, params=params or None, json=json_body)
+            response = self._within_deadline(method, path, params, json_body, started + self.deadline)
             status = response.status_code
             self.stats.count(status=status)
             log.debug("%s %s -> %s in %.3fs", method, path, status, self._clock() - started)
@@ -430,6 +456,22 @@ class Transport:
             else:
                 self.gate.widen()
         return response
+
+    def _within_deadline(self, method: str, path: str, params: Mapping[str, Any], json_body: Any,
+                         deadline: float) -> httpx.Response:
+        """The response, its body read piece by piece and given up once `deadline` (our clock) has passed;
+        each piece is still bounded by the per-read timeout."""
+        with self._http.stream(method, path, params=params or None, json=json_body) as streamed:
+            raw = bytearray()
+            for piece in streamed.iter_raw():
+                raw += piece
+                if self._clock() > deadline:
+                    raise DeadlinePassed(f"the answer was still arriving after {self.deadline:g} s")
+            if self._clock() > deadline:
+                raise DeadlinePassed(f"the answer took longer than {self.deadline:g} s")
+        # A whole response again (the raw bytes are decoded once, by their content-encoding).
+        return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(raw),
+                              request=streamed.request, extensions=streamed.extensions)
 
     def _wait_after(self, response: httpx.Response, attempt: int) -> float:
         asked = _retry_after_seconds(response.headers, time.time())

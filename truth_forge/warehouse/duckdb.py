@@ -154,6 +154,8 @@ class DuckDBWarehouse(Warehouse):
         self._closed = True
         try:
             self.checkpoint()
+        except duckdb.FatalException:
+            pass  # invalidated by an earlier failure (a full disk), raised where it happened: just close
         finally:
             self._con.close()
 

@@ -14,6 +14,7 @@ A mixin of `Warehouse`: it runs the same BigQuery-dialect SQL on both engines th
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
@@ -51,6 +52,11 @@ _RUNS = """SELECT r.run_id AS run_id, r.started_at AS started_at, r.finished_at 
   TO_JSON_STRING(r.counts) AS counts
 FROM {crm_sync_runs} AS r ORDER BY r.started_at DESC, r.run_id LIMIT {limit}"""
 
+# A constant filter on a small table, run once per run (not per batch): cheap on both engines.
+_CLOSE_STALE_RUNS = """UPDATE {crm_sync_runs} AS t SET finished_at = CURRENT_TIMESTAMP(), status = 'aborted',
+  counts = PARSE_JSON(@counts)
+WHERE t.status = 'running' AND t.started_at < @before"""
+
 # The state as folded, counting the journal's entries not folded yet (state_journal.py).
 _STATE_COUNTS = """WITH j AS (
   SELECT j0.object_type AS object_type, j0.record_key AS record_key,
@@ -69,6 +75,21 @@ class RunHistory:
     """Reads over crm_sync_runs, crm_sync_errors, crm_sync_state and crm_sync_kv."""
 
     _run: Any  # provided by Warehouse
+
+    def close_stale_runs(self, *, before: dt.datetime, closed_by: str) -> int:
+        """Close, as aborted, every run row still `running` that started before `before`: the moment
+        the calling run set out to take the writer lease it now holds. Such a run's writer no longer
+        holds the lease (it was killed, or lost it), so nothing will ever close its row. Returns how
+        many were closed."""
+        from truth_forge.warehouse.base import Scalar
+        from truth_forge.warehouse.schema import TIMESTAMP
+
+        counts = json.dumps({"closed_by_run": closed_by,
+                             "reason": "its process ended (or lost the writer lease) before closing the run"},
+                            sort_keys=True, separators=(",", ":"))
+        _, affected = self._run(_CLOSE_STALE_RUNS, (Scalar("counts", STRING, counts),
+                                                    Scalar("before", TIMESTAMP, before)))
+        return int(affected or 0)
 
     def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first, with their counts parsed."""
