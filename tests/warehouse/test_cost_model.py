@@ -13,6 +13,7 @@ import pytest
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.accounting import MIB, Statement
 from truth_forge.warehouse.base import KeySet, RowSet, Scalar
+from truth_forge.warehouse.bigquery import render
 from truth_forge.warehouse.cost_model import (
     PRICE_PER_TIB_USD,
     TIB,
@@ -44,13 +45,7 @@ def _sizes(clustering: dict[str, tuple[str, ...]] | None = None, changed: float 
 
 def _sql(template: str, *binds: Any) -> str:
     """A template rendered as the BigQuery engine renders it (`project.dataset.table` refs)."""
-    fills = {name: f"`proj.ds.{name}`" for name in TABLES}
-    for b in binds:
-        if isinstance(b, RowSet):
-            fills[f"rows_{b.name}"] = f"UNNEST(@{b.name})"
-        elif isinstance(b, KeySet):
-            fills[f"keys_{b.name}"] = f"UNNEST(@{b.name})"
-    return template.format(**fills)
+    return render(template, {name: f"`proj.ds.{name}`" for name in TABLES}, binds)
 
 
 def _price(template: str, *binds: Any, sizes: TableSizes | None = None) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 import requests
@@ -127,13 +127,7 @@ class BigQueryWarehouse(Warehouse):
     # --- primitives ------------------------------------------------------------------------------
 
     def _render(self, template: str, binds: Sequence[Bind]) -> str:
-        fills: dict[str, str] = dict(self._refs)
-        for b in binds:
-            if isinstance(b, RowSet):
-                fills[f"rows_{b.name}"] = f"UNNEST(@{b.name})"
-            elif isinstance(b, KeySet):
-                fills[f"keys_{b.name}"] = f"UNNEST(@{b.name})"
-        return template.format(**fills)
+        return render(template, self._refs, binds)
 
     def _job_config(self, sql: str, binds: Sequence[Bind]) -> bigquery.QueryJobConfig:
         used = set(_PARAM.findall(sql))
@@ -262,6 +256,18 @@ class BigQueryWarehouse(Warehouse):
             raise WarehouseConfigError(
                 f"BigQuery dataset {name} does not exist and could not be created: {self._said(exc)}"
             ) from exc
+
+
+def render(template: str, refs: Mapping[str, str], binds: Sequence[Bind]) -> str:
+    """A statement template as BigQuery runs it: table references filled in, batches and key sets
+    as `UNNEST(@name)` of their array parameters."""
+    fills: dict[str, str] = dict(refs)
+    for b in binds:
+        if isinstance(b, RowSet):
+            fills[f"rows_{b.name}"] = f"UNNEST(@{b.name})"
+        elif isinstance(b, KeySet):
+            fills[f"keys_{b.name}"] = f"UNNEST(@{b.name})"
+    return template.format(**fills)
 
 
 def _make_client(project: str | None, endpoint: str | None) -> bigquery.Client:

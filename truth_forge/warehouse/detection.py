@@ -112,7 +112,8 @@ class ChangeDetection:
         def retry_keys(self, object_type: str) -> list[str] | None:
             raise NotImplementedError
 
-        def _settle_detected(self, object_type: str, key: str, carried: dict[str, Any] | None) -> dict[str, Any] | None:
+        def _settle_detected(self, object_type: str, key: str, carried: dict[str, Any] | None, *,
+                             keep: bool) -> dict[str, Any] | None:
             raise NotImplementedError
 
     # --- the full comparison (the audit) -------------------------------------------------------
@@ -284,7 +285,8 @@ class ChangeDetection:
         out = []
         for raw in rows:
             row = _view_row(raw)
-            carried = {c: row.pop(f"state_{c}") for c in q.STATE_CARRIED}
+            carried = {c: row.pop(f"state_{c}") for c in q.STATE_CARRIED if f"state_{c}" in row}
+            whole = "base" in carried  # the audit's rows carry their state without the merge base
             exists = row.pop("state_record_key") is not None
             if "company_state_key" in row:
                 # The company's state as the query read it (folded at the detection's start: the
@@ -296,9 +298,10 @@ class ChangeDetection:
                     row.pop("company_state")
             key = str(row[key_column])
             if exists:
-                carried["base"] = json_value(carried["base"])
+                if whole:
+                    carried["base"] = json_value(carried["base"])
                 carried = {"object_type": object_type, "record_key": key, **carried}
-            state = self._settle_detected(object_type, key, carried if exists else None)
+            state = self._settle_detected(object_type, key, carried if exists else None, keep=whole)
             if not _still_changed(row, state):
                 continue
             row["crm_id"] = state and state.get("crm_id")

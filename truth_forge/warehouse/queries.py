@@ -191,9 +191,11 @@ def changed_select(object_type: str, scope: Scope = "range") -> str:
     state_range = (f"AND {_key_filter('SAFE_CAST(s0.record_key AS INT64)', scope)}" if scope == "range"
                    # By the key as stored (text): a constant filter on the clustering column.
                    else "AND s0.record_key IN {keys_skeys}" if scope == "candidates" else "")
-    state_cols = ", ".join(f"TO_JSON_STRING(s0.{c}) AS {c}" if c == "base" else f"s0.{c} AS {c}"
-                           for c in STATE_CARRIED)
-    carried = ", ".join(f"s.{c} AS state_{c}" for c in STATE_CARRIED)
+    # Candidates carry their whole state (read by key: a few blocks); the audit, reading the whole
+    # state table, leaves the merge base out (the widest column, and most rows it reads are unchanged).
+    columns = STATE_CARRIED if scope == "candidates" else tuple(c for c in STATE_CARRIED if c != "base")
+    state_cols = ", ".join(f"TO_JSON_STRING(s0.{c}) AS {c}" if c == "base" else f"s0.{c} AS {c}" for c in columns)
+    carried = ", ".join(f"s.{c} AS state_{c}" for c in columns)
     # A person carries its company's Twenty id too (the push links by it): the company part of the
     # state, three narrow columns, read once with the candidates instead of once per batch.
     company_cte = company_cols = company_join = ""

@@ -273,16 +273,18 @@ class SyncStateJournal:
             out[key] = _apply(out.get(key) or _empty((object_type, key)), entry, fields)
         return out
 
-    def _settle_detected(self, object_type: str, key: str, carried: dict[str, Any] | None) -> dict[str, Any] | None:
+    def _settle_detected(self, object_type: str, key: str, carried: dict[str, Any] | None, *,
+                         keep: bool) -> dict[str, Any] | None:
         """The state of a row change detection hands out: what this process knows when it saved the
         row since the query read it, else what the query carried (None: no state), which is then
-        remembered, so that the push reads none of these rows' state again."""
+        remembered when it is whole (`keep`), so that the push reads none of these rows' state again."""
         with self._journal.lock:
             if (object_type, key) in self._journal.cache:
                 cached = self._journal.cache[(object_type, key)]
                 return None if cached is None else dict(cached)
             if (object_type, key) not in self._journal.unsettled:
-                self._journal.remember((object_type, key), carried)
+                if keep or carried is None:
+                    self._journal.remember((object_type, key), carried)
                 return None if carried is None else dict(carried)
         return self.read_sync_state(object_type, [key]).get(key)
 
