@@ -23,6 +23,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from truth_forge.warehouse.accounting import billed_from_processed
+from truth_forge.warehouse.detection import ONE_RANGE
 from truth_forge.warehouse.base import Bind, KeySet, RowSet, Scalar, Warehouse, fenced, positive_range_rows
 from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseMissing, WarehouseQueryError
 from truth_forge.warehouse.schema import JSON, STRING, TABLES, TableNames
@@ -46,10 +47,10 @@ def _param_type(type_: str) -> str:
 class BigQueryWarehouse(Warehouse):
     """`bigquery://PROJECT/DATASET`."""
 
-    # Larger ranges than DuckDB's: the work (and its memory) is BigQuery's, only one result page
-    # reaches this process, and each range is one more job that reads the key columns again
-    # (the tables are not clustered by key). The range still caps the final sort of one query.
-    change_range_rows = 1_000_000
+    # The audit reads the whole tables in one query: each key range would be another full read (the
+    # tables are clustered by updated_at, so a key range prunes nothing), and the work and its memory
+    # are BigQuery's; results come a page at a time. A URL's change_range_rows still splits it.
+    change_range_rows = ONE_RANGE
 
     def __init__(
         self,

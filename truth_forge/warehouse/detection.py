@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Rows per change-detection range of an audit unless the engine or the caller says otherwise.
 DEFAULT_CHANGE_RANGE_ROWS = 50_000
+ONE_RANGE = 2**62  # a range size no table reaches: the audit reads everything in one query
 # How far before the last detection's start the next one looks: writers' statements commit after
 # the time they stamp (BigQuery's CURRENT_TIMESTAMP() is the statement's start), so an edit stamped
 # just before a detection can commit just after it.
@@ -151,6 +152,8 @@ class ChangeDetection:
         """Inclusive (low, high) key ranges of about `change_range_rows` rows each, covering every
         INT64 key: the first starts at the smallest INT64, the last ends at the largest, so rows
         added after the bounds were read still fall in a range."""
+        if self.change_range_rows >= ONE_RANGE:
+            return [(INT64_MIN, INT64_MAX)]  # one range: no need to read the keys for bounds
         rows, _ = self._run(q.range_bounds_select(object_type),
                             (Scalar("range_rows", INT64, self.change_range_rows),), fetch=True)
         bounds = [int(r["k"]) for r in rows]
