@@ -44,15 +44,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import re
 import shlex
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -67,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx  # noqa: E402
 from bench_support import ROOT, Deadline, git_commit, load_average, machine_line, today  # noqa: E402
 
+from tests.fixtures.bqemulator import BQEMU_BIN, running_bqemulator  # noqa: E402
 from truth_forge.crm_schema import CrmSchema, setup_schema  # noqa: E402
 from truth_forge.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from truth_forge.sync.runner import run_sync  # noqa: E402
@@ -86,7 +82,6 @@ from truth_forge.warehouse.cost_model import (  # noqa: E402
 from truth_forge.warehouse.sample_data import generate_sample_data  # noqa: E402
 from truth_forge.warehouse.schema import TABLES  # noqa: E402
 
-BQEMU_VENV = Path(os.environ.get("BQEMU_VENV", ROOT / ".venv-bqemu"))
 PROJECT = "bench-project"
 API_KEY = "bench-key"
 MEMBER_TOKEN = "bench-member"
@@ -150,44 +145,12 @@ class KindRun:
 
 # -- bqemulator and the sandbox ------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def bqemulator(log_path: Path, timeout: float = 60.0) -> Iterator[str]:
-    binary = BQEMU_VENV / "bin" / "bqemulator"
-    if not binary.exists():
-        raise SystemExit(f"bqemulator is not installed ({binary} missing): run `make bqemu`")
-    rest, grpc_port = _free_port(), _free_port()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [str(binary), "start", "--rest-host", "127.0.0.1", "--grpc-host", "127.0.0.1", "--rest-port", str(rest),
-             "--grpc-port", str(grpc_port), "--project", PROJECT, "--log-level", "warning"],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, HOME=str(BQEMU_VENV / "home")))
-    url = f"http://127.0.0.1:{rest}"
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                urllib.request.urlopen(url + "/", timeout=0.5)  # loopback only
-                break
-            except urllib.error.HTTPError:
-                break  # any HTTP answer means it is up
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"bqemulator did not start; see {log_path}") from None
-                time.sleep(0.1)
+    if not BQEMU_BIN.exists():
+        raise SystemExit(f"bqemulator is not installed ({BQEMU_BIN} missing): run `make bqemu`")
+    with running_bqemulator(log_path, timeout=timeout, project=PROJECT) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def bigquery_client(endpoint: str) -> Any:

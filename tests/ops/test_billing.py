@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.warehouse import BQEMU_PROJECT
+from tests.fixtures.bqemulator import BQEMU_PROJECT
 from tests.ops.conftest import Cli, clean_env
 from truth_forge.crm_schema import CrmSchema, setup_schema
 from truth_forge.status_cli import format_bytes

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.warehouse import BQEMU_PROJECT
+from tests.fixtures.bqemulator import BQEMU_PROJECT
 from tests.serve.conftest import wait_until
 from tests.soak.harness import wait_until_quiet
 from truth_forge.twenty import TwentyClient

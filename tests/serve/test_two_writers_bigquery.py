@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.warehouse import BQEMU_PROJECT
+from tests.fixtures.bqemulator import BQEMU_PROJECT
 from tests.serve.conftest import ServeProcess, serve_env, wait_until
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.fixtures.warehouse import BQEMU_PROJECT
+from tests.fixtures.bqemulator import BQEMU_PROJECT
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.detection import DetectionPolicy
 from truth_forge.warehouse.duckdb import to_duckdb_sql
