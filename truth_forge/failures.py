@@ -78,7 +78,7 @@ def explain(exc: BaseException) -> Explanation | None:
     from truth_forge.lease import WarehouseBusy
     from truth_forge.shutdown import RunStopped
     from truth_forge.twenty.errors import TwentyError
-    from truth_forge.warehouse.errors import WarehouseError
+    from truth_forge.warehouse.errors import WarehouseError, WarehouseLockedError
 
     if isinstance(exc, CommandFailed):
         return Explanation(str(exc), exc.exit_code)
@@ -88,7 +88,9 @@ def explain(exc: BaseException) -> Explanation | None:
         return Explanation(settings_error_line(exc))
     if isinstance(exc, TwentyError):
         return Explanation(_with_hint(str(exc), twenty_hint(exc)))
-    storage = _storage_failure(exc) or (_storage_failure(exc.__cause__) if exc.__cause__ is not None else None)
+    # A file another process holds is busy, not broken: its own message (below), not a storage failure.
+    storage = None if isinstance(exc, WarehouseLockedError) else (
+        _storage_failure(exc) or (_storage_failure(exc.__cause__) if exc.__cause__ is not None else None))
     if storage is not None:
         return Explanation(_with_hint(storage, _warehouse_hint(storage)))
     if isinstance(exc, WarehouseError):
