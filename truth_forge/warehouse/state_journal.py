@@ -23,9 +23,8 @@ A mixin of `Warehouse`: it runs the same BigQuery-dialect SQL on both engines th
 from __future__ import annotations
 
 import collections
-import logging
-import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -145,7 +144,8 @@ class _JournalMemory:
 
     def next_seq(self) -> int:
         # Entries are ordered by seq across runs: nanoseconds since the epoch, strictly increasing
-        # within a process; a killed run's entries are folded before the next run writes its own.
+        # within a process and never below what was already folded (upsert_sync_state raises the
+        # floor first); a killed run's entries are folded before the next run writes its own.
         self.last_seq = max(time.time_ns(), self.last_seq + 1)
         return self.last_seq
 
@@ -163,9 +163,6 @@ class SyncStateJournal:
         read_only: bool
 
         def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
-            raise NotImplementedError
-
-        def _atomic(self) -> contextlib.AbstractContextManager[None]:
             raise NotImplementedError
 
     _journal: _JournalMemory
