@@ -66,6 +66,7 @@ from tests.fixtures.bqemulator import BQEMU_BIN, running_bqemulator  # noqa: E40
 from truth_forge.crm_schema import CrmSchema, setup_schema  # noqa: E402
 from truth_forge.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from truth_forge.sync.runner import run_sync  # noqa: E402
+from truth_forge.sync.views import DIGEST  # noqa: E402
 from truth_forge.twenty import TwentyClient  # noqa: E402
 from truth_forge.warehouse.accounting import Statement  # noqa: E402
 from truth_forge.warehouse.bigquery import BigQueryWarehouse  # noqa: E402
@@ -361,7 +362,11 @@ def measure_profile(warehouse: BigQueryWarehouse, contacts: int) -> SampleProfil
     for object_type in ("person", "company"):
         _n, sizes = measure_table(warehouse, "crm_sync_state", f"WHERE t.object_type = '{object_type}'")
         base[object_type] = sizes.get("base", 0.0)
-    return SampleProfile(column_bytes, rows_per_contact, base)
+    # Does the merge base hold the computed JSON, or digests of it (sync/views.py)? Read one.
+    rows, _ = warehouse._run("SELECT TO_JSON_STRING(t.base) AS base FROM {crm_sync_state} AS t "
+                             "WHERE t.object_type = 'person' AND t.base IS NOT NULL LIMIT 1", (), fetch=True)
+    holds_json = not (rows and DIGEST in str(rows[0]["base"]))
+    return SampleProfile(column_bytes, rows_per_contact, base, base_holds_json=holds_json)
 
 
 # -- the fit and the prices ----------------------------------------------------------------------

@@ -141,7 +141,7 @@ def _plan_record(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, record: Ma
         plan.bucket("warehouse", obj.object_type, "update").add(_describe(obj, record, key), theirs)
         return key
     ours = views.warehouse_view(obj, ctx.schema, rows[0])
-    base = state.get("base")
+    base = views.comparable_base(obj, ctx.schema, state.get("base"))
     result = merge_fields(base and views.two_way(obj, ctx.schema, base), views.two_way(obj, ctx.schema, ours),
                           theirs, ctx.policy_for)
     for found in result.conflicts:
@@ -173,7 +173,7 @@ def _plan_push(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, merged: set[
             if not row.get("crm_id"):
                 plan.bucket("twenty", obj.object_type, "create").add(sample)
                 continue
-            base = states.get(key, {}).get("base")
+            base = views.comparable_base(obj, ctx.schema, states.get(key, {}).get("base"))
             ours = views.warehouse_view(obj, ctx.schema, row)
             changed = ours if base is None else changed_since(base, ours)
             if changed:

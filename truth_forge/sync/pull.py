@@ -444,7 +444,7 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
         written = {obj.key_column: key, **theirs, **({"deleted_at": None} if row is not None else {})}
         return _Plan(record, key, written, dict(theirs), False)
     ours = views.warehouse_view(obj, ctx.schema, row)
-    base = state.get("base")
+    base = views.comparable_base(obj, ctx.schema, state.get("base"))
     if base is None:
         # Synced before bases were kept: if the warehouse row is unchanged since, its values are the base.
         base = ours if row.get("row_hash") == state.get("warehouse_hash") else None

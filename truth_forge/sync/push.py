@@ -329,7 +329,7 @@ class _Push:
         items, quiet = [], []
         for item in self._items(rows):
             state = states.get(str(item.row[self.obj.key_column]), {})
-            base = state.get("base")
+            base = views.comparable_base(self.obj, self.schema, state.get("base"))
             if base is None or state.get("status") == "deleted":
                 # Never merged before, or back from a deletion (an upsert by id revives it): whole.
                 items.append(item)

@@ -9,6 +9,8 @@ what was last sent. A person's company link is the `business_id` (Twenty names i
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +19,10 @@ from truth_forge.sync import mapping
 from truth_forge.sync.objects import PERSON, SyncedObject
 
 COMPANY_LINK = "business_id"  # a person's company, as the merge sees it
+# Push-only fields (LLM context, statistics: kilobytes of JSON) are only ever compared with what was
+# last sent, so a view holds a digest of them, not the value: the merge base in crm_sync_state stays
+# small, and on BigQuery every read or fold of the state bills its size.
+DIGEST = "digest:sha256:"
 
 # Warehouse columns of the standard fields -> the Twenty body key that carries them (composites whole).
 _STANDARD_KEYS = {
@@ -62,10 +68,29 @@ def warehouse_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any])
         view = obj.editable_from_crm(body, schema)
         for spec in schema.for_object(obj.object_type):
             if spec.sync == "push":
-                view[spec.column] = body.get(spec.name)
+                view[spec.column] = digest(body.get(spec.name))
     if obj is PERSON:
         view[COMPANY_LINK] = row.get(COMPANY_LINK)
     return view
+
+
+def digest(value: Any) -> str:
+    """A push-only value as views hold it: the digest of its canonical JSON."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return DIGEST + hashlib.sha256(text.encode()).hexdigest()
+
+
+def comparable_base(obj: SyncedObject, schema: CrmSchema, base: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A merge base as views compare it: push-only values that an older truth-forge kept whole are
+    digested, so an upgrade does not take every computed field for changed (and re-send it)."""
+    if base is None:
+        return None
+    out = dict(base)
+    for column in push_only_columns(obj, schema):
+        value = out.get(column)
+        if column in out and not (isinstance(value, str) and value.startswith(DIGEST)):
+            out[column] = digest(value)
+    return out
 
 
 def _two_way_columns(obj: SyncedObject, schema: CrmSchema) -> list[str]:

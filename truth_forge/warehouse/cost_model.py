@@ -146,6 +146,8 @@ class SampleProfile:
     rows_per_contact: Mapping[str, float]  # table -> rows per contact (businesses: 1/20, ...)
     # crm_sync_state.base's average bytes per object type (it holds the record's synced values).
     base_bytes: Mapping[str, float] = field(default_factory=dict)
+    # Whether the base holds the computed JSON itself (so grows with it), or digests of it (a fixed size).
+    base_holds_json: bool = True
 
 
 CONTACT_JSON = ("llm_context", "communication_stats", "social_network", "ai_insights",
@@ -170,7 +172,8 @@ def sizes_for_contacts(
     """The tables at `contacts` contacts: row counts from the profile's ratios, column sizes as
     measured, except the contact JSON columns, scaled so one contact carries `json_bytes_per_contact`
     of JSON in total (in the same proportions as the sample), and the sync state's `base`, which
-    holds a copy of the synced values and so grows by the same amount for a person. The state holds
+    grows by the same amount for a person where it holds a copy of the computed JSON (it holds
+    digests of it since sync/views.py's `digest`: then it keeps its measured size). The state holds
     `state_fill` rows per contact and business (1 after a first sync; during a first sync it grows
     from 0, so a statement sees half on average); the journal `journal_rows` rows (what the run
     being priced appends before its fold)."""
@@ -186,7 +189,7 @@ def sizes_for_contacts(
     businesses = round(contacts * profile.rows_per_contact.get("businesses", 0.05))
     state_rows = round((contacts + businesses) * state_fill)
     if "crm_sync_state" in cb and profile.base_bytes:
-        person_base = profile.base_bytes.get("person", 0.0) + json_growth
+        person_base = profile.base_bytes.get("person", 0.0) + (json_growth if profile.base_holds_json else 0.0)
         company_base = profile.base_bytes.get("company", 0.0)
         cb["crm_sync_state"]["base"] = (contacts * person_base + businesses * company_base) / (contacts + businesses)
     if "crm_sync_journal" in cb and "crm_sync_state" in cb:

@@ -1,0 +1,41 @@
+"""Push-only fields (kilobytes of JSON) are held in views, and so in the merge base, as digests: the
+state stays small, a changed value is still seen, and a base an older truth-forge kept whole compares
+equal, so an upgrade re-sends nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from truth_forge.crm_schema import CrmSchema
+from truth_forge.sync import mapping, views
+from truth_forge.sync.merge import changed_since
+from truth_forge.sync.objects import PERSON
+from truth_forge.warehouse import open_warehouse
+from truth_forge.warehouse.sample_data import generate_sample_data
+
+SCHEMA = CrmSchema.load()
+
+
+def test_push_only_fields_are_digests_that_still_tell_a_change(tmp_path: Path) -> None:
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        generate_sample_data(wh, 3, 1, seed=2)
+        [row] = wh.get_rows("person", [1])
+    push_only = views.push_only_columns(PERSON, SCHEMA)
+    view = views.warehouse_view(PERSON, SCHEMA, row)
+    assert push_only and all(view[c].startswith(views.DIGEST) for c in push_only)
+    assert len(json.dumps(view)) < len(json.dumps({c: row[c] for c in push_only})) + 2_000
+    edited = views.warehouse_view(PERSON, SCHEMA, {**row, "llm_context": {"summary": "something new"}})
+    assert set(changed_since(view, edited)) == {"llm_context"}
+
+
+def test_a_base_kept_whole_by_an_older_version_compares_equal(tmp_path: Path) -> None:
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        generate_sample_data(wh, 3, 1, seed=2)
+        [row] = wh.get_rows("person", [2])
+    body = mapping.contact_to_person(row, SCHEMA, left_out=[])
+    view = views.warehouse_view(PERSON, SCHEMA, row)
+    # What the previous release stored: the values as sent.
+    legacy = {**view, **{s.column: body.get(s.name) for s in SCHEMA.for_object("person") if s.sync == "push"}}
+    assert changed_since(legacy, view)  # compared raw, every computed field would look changed
+    assert changed_since(views.comparable_base(PERSON, SCHEMA, legacy), view) == {}
