@@ -19,6 +19,9 @@ batch, each at one moment and the key write-back at both; plus three kills after
 the run, the process's exit), at least one of them before the journal is folded (checked). 12 kills of
 ~9 s each, about 2 minutes on 2 cores. A SIGTERM variant stops the sync once a company
 batch has landed: the process must exit 143 by itself, and the rerun converges the same way.
+
+A strict xfail records a gap found here (on DuckDB too): a person's edit in Twenty of a record the
+killed run created but never saved is overwritten by the rerun with the warehouse's values.
 """
 
 from __future__ import annotations
@@ -216,6 +219,11 @@ def test_a_sync_killed_in_every_phase_on_bigquery_converges_with_both_sides_edit
     assert answered.count("POST /rest/batch/people") >= 6 and "POST /rest/batch/companies" in answered \
         and "POST /rest/batch/people?upsert=true" in answered, answered
     tail_s = ended_at - entries[-1].at  # the run's end after its last answer: the fold, closing the run
+    # The checker sees what it must: values changed behind the sync's back, in a column and in a JSON field.
+    reference.client.query_and_wait(
+        f"UPDATE `{reference.dataset}.contacts` SET canonical_name = 'Nobody Synced', "
+        f"llm_context = JSON '{{\"tampered\": true}}' WHERE contact_id = 3")
+    assert {(d.key, d.field) for d in reference.discrepancies()} == {("3", "name"), ("3", "llm_context")}
 
     failures, ended_in_time, unfolded_at_end = [], [], 0
     for k, moment, grace_s in kill_points(answered, tail_s):
