@@ -20,8 +20,8 @@ the run, the process's exit), at least one of them before the journal is folded 
 ~9 s each, about 2 minutes on 2 cores. A SIGTERM variant stops the sync once a company
 batch has landed: the process must exit 143 by itself, and the rerun converges the same way.
 
-A strict xfail records a gap found here (on DuckDB too): a person's edit in Twenty of a record the
-killed run created but never saved is overwritten by the rerun with the warehouse's values.
+A person's edit in Twenty of a record the killed run created but never saved survives the rerun (a
+gap this test found, on DuckDB too: the pull now adopts records our own create made).
 """
 
 from __future__ import annotations
@@ -280,8 +280,6 @@ def landed_unsaved(world: World) -> list[dict[str, Any]]:
     return [p for key, p in keyed.items() if not (states.get(str(key)) or {}).get("crm_id")]
 
 
-@pytest.mark.xfail(strict=True, reason="product gap: the pull leaves a record our key names but our state does not "
-                                        "know to the push, which writes the warehouse's values over a person's edit")
 def test_a_persons_edit_of_a_record_a_killed_run_created_but_never_saved_survives_the_rerun(
         new_world: Any, tmp_path: Path) -> None:
     for attempt in range(ATTEMPTS):

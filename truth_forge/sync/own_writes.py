@@ -131,6 +131,11 @@ def our_api_key_name(warehouse: SyncStore, base_url: str) -> str | None:
     return name
 
 
+def created_by_us(record: Mapping[str, Any], name: str | None) -> bool:
+    """Whether Twenty says this record was created with our API key (its `createdBy` actor)."""
+    return name is not None and _api_name(_actor(record.get("createdBy"))) == name
+
+
 def last_written_by_us(record: Mapping[str, Any], name: str | None) -> bool:
     """Whether Twenty says this record's last create or update was ours (our API key's actor)."""
     return name is not None and _api_name(_actor(record.get("updatedBy"))) == name

@@ -279,6 +279,8 @@ class _Apply:
         self.failed: set[str] = set()
         # Our API key's name on this server, to tell our own landed writes from people's edits.
         self.our_name = own_writes.our_api_key_name(ctx.warehouse, ctx.client.transport.base_url)
+        # Records our own create made whose bookkeeping a killed run never saved: merged here (see keys_for).
+        self.adopted: set[str] = set()
 
     def fail(self, record: Mapping[str, Any], error: BaseException | str) -> None:
         self.ctx.reporter.record(object_type=self.obj.object_type, operation="pull", error=error, crm_id=record["id"])
@@ -289,7 +291,10 @@ class _Apply:
         """Each changed record's warehouse key: from the sync state, or typed in Twenty, or None (new).
 
         A key typed in Twenty is taken only when nothing else claims it; a key that already names a
-        warehouse row is left for the push, which links the two with the warehouse's values.
+        warehouse row is left for the push, which links the two with the warehouse's values, unless
+        Twenty says we created the record (its `createdBy` is our API key): then a run that created it
+        was killed before saving that, and the record is adopted here, so that what people edited in
+        Twenty since is merged, not overwritten (`_adopted_state`).
         """
         keys: dict[str, int | None] = {}
         typed: dict[int, Mapping[str, Any]] = {}
@@ -315,9 +320,12 @@ class _Apply:
                 if owner is not None and owner.get("crm_id") not in (None, record["id"]):
                     self.fail(record, f"{self.obj.key_field} {key} already belongs to Twenty record "
                                       f"{owner['crm_id']}; two Twenty records cannot share it")
+                elif key in existing and own_writes.created_by_us(record, self.our_name):
+                    keys[record["id"]] = key
+                    self.adopted.add(record["id"])
                 elif key in existing:
-                    # Our key on a record we do not know: typed there by someone, or created by a push
-                    # that died before its bookkeeping. Either way the push claims it by this key.
+                    # Our key on a record we do not know, typed there by someone: the push claims it
+                    # by this key, with the warehouse's values.
                     log.info("%s %s %s in Twenty names an existing warehouse row; the push links them",
                              self.obj.object_type, self.obj.key_field, key)
                 else:
@@ -426,6 +434,8 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     ctx, obj = page.ctx, page.obj
     theirs = views.twenty_view(obj, ctx.schema, record, page.company_keys)
     state = page.states.get(record["id"])
+    if state is None and record["id"] in page.adopted and row is not None:
+        state = _adopted_state(obj, ctx, record, key, row)
     revive = (state is not None and state.get("status") == "deleted") or row is None
     ours_last = own_writes.last_written_by_us(record, page.our_name)
     if row is not None and row.get("deleted_at") is not None and not revive and ours_last:
@@ -463,6 +473,19 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     computed = {c: ours[c] for c in views.push_only_columns(obj, ctx.schema) if c in ours}
     to_send = bool(result.to_twenty) or base is None or bool(changed_since(base, computed))
     return _Plan(record, key, written if len(written) > 1 else None, {**(base or {}), **result.base}, to_send)
+
+
+def _adopted_state(obj: SyncedObject, ctx: SyncContext, record: Mapping[str, Any], key: int,
+                   row: Mapping[str, Any]) -> dict[str, Any]:
+    """The state a record we created would have had, had the run that created it saved it: its merge
+    base is the warehouse row as it is now when that row has not changed since the create (the create
+    carried exactly those values), else unknown, so that a field the two sides hold differently is a
+    conflict settled by its policy, never a silent overwrite."""
+    created, stamped = parse_timestamp(record.get("createdAt")), row.get("updated_at")
+    unchanged = created is not None and stamped is not None and stamped <= created
+    base = views.warehouse_view(obj, ctx.schema, row) if unchanged else None
+    return {"object_type": obj.object_type, "record_key": str(key), "crm_id": record["id"], "status": "pending",
+            "base": base, "warehouse_hash": None}
 
 
 def _company_keys(warehouse: SyncStore, records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
