@@ -19,7 +19,9 @@ reset by hand). `truth-forge sync --full` reads every record of each object, liv
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.objects import SyncedObject, now_utc
@@ -44,16 +46,22 @@ def reconcile_object(ctx: SyncContext, obj: SyncedObject) -> ReconcileStats:
     stats, merged = ReconcileStats(), PullStats()
     seen: set[str] = set()
     everything = "or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL)"  # naming deletedAt includes the trash
-    for page in ctx.client.records.iter_pages(obj.plural, filter=everything, order_by="id", page_size=PAGE_SIZE):
-        seen.update(r["id"] for r in page.records)
-        stats.checked += len(page.records)
-        apply_records(ctx, obj, [r for r in page.records if not r.get("deletedAt")], merged)
-        gone = [r for r in page.records if r.get("deletedAt")]
-        if gone:
-            apply_deletions(ctx, obj, gone, merged)
-        ctx.reporter.flush(ctx.warehouse)
-        ctx.emit("page_read", phase="reconcile", object_type=obj.object_type, count=len(page.records),
-                 total=page.total_count)
+    known = _KnownInIdOrder(ctx, obj)
+    try:
+        for page in ctx.client.records.iter_pages(obj.plural, filter=everything, order_by="id", page_size=PAGE_SIZE):
+            seen.update(r["id"] for r in page.records)
+            stats.checked += len(page.records)
+            live = [r for r in page.records if not r.get("deletedAt")]
+            # Only records that differ from what the state says reach the merge (and its state reads).
+            apply_records(ctx, obj, [r for r in live if not known.unchanged(r)], merged)
+            gone = [r for r in page.records if r.get("deletedAt")]
+            if gone:
+                apply_deletions(ctx, obj, gone, merged)
+            ctx.reporter.flush(ctx.warehouse)
+            ctx.emit("page_read", phase="reconcile", object_type=obj.object_type, count=len(page.records),
+                     total=page.total_count)
+    finally:
+        known.close()  # the state read must not stay open (DuckDB cannot checkpoint under it)
     stats.drifted, stats.taken_in, stats.deleted = merged.updated, merged.created, merged.deleted
     stats.conflicts, stats.failed = merged.conflicts, merged.failed
     for batch in ctx.warehouse.linked_records(obj.object_type):
@@ -61,6 +69,37 @@ def reconcile_object(ctx: SyncContext, obj: SyncedObject) -> ReconcileStats:
         if destroyed:
             stats.destroyed += settle_destroyed(ctx, obj, destroyed)
     return stats
+
+
+class _KnownInIdOrder:
+    """The state's view of each Twenty record, read beside the walk: both go in id order, so the
+    state is read once, four narrow columns (on BigQuery, a state read per page billed its blocks)."""
+
+    def __init__(self, ctx: SyncContext, obj: SyncedObject) -> None:
+        self.ctx, self.obj = ctx, obj
+        self.batches = ctx.warehouse.states_in_crm_id_order(obj.object_type)
+        self.rows = (row for batch in self.batches for row in batch)
+        self.ahead: dict[str, Any] | None = None
+
+    def close(self) -> None:
+        self.rows.close()
+        close = getattr(self.batches, "close", None)
+        if close is not None:
+            close()
+
+    def unchanged(self, record: Mapping[str, Any]) -> bool:
+        """Synced, same editable values, and still carrying our key: nothing to merge."""
+        state = self._find(str(record["id"]))
+        return (state is not None and state["status"] == "synced"
+                and state["crm_hash"] == self.obj.crm_hash(record, self.ctx.schema)
+                and str(record.get(self.obj.key_field) or "").strip() == str(state["record_key"]))
+
+    def _find(self, crm_id: str) -> dict[str, Any] | None:
+        while self.ahead is None or self.ahead["crm_id"] < crm_id:
+            self.ahead = next(self.rows, None)
+            if self.ahead is None:
+                self.ahead = {"crm_id": "\uffff"}  # past every id: nothing more is known
+        return self.ahead if self.ahead["crm_id"] == crm_id else None
 
 
 def settle_destroyed(ctx: SyncContext, obj: SyncedObject, destroyed: list[tuple[str, str]]) -> int:

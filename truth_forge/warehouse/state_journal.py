@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from truth_forge.warehouse import queries as q
@@ -76,6 +76,10 @@ WHERE t.object_type = @object_type AND t.crm_id IN {keys_ids}
 UNION DISTINCT
 SELECT j.record_key AS record_key FROM {crm_sync_journal} AS j
 WHERE j.object_type = @object_type AND j.crm_id IN {keys_ids}"""
+
+
+_LINKED_IN_ID_ORDER = """SELECT t.crm_id AS crm_id, t.record_key AS record_key, t.crm_hash AS crm_hash, t.status AS status
+FROM {crm_sync_state} AS t WHERE t.object_type = @object_type AND t.crm_id IS NOT NULL ORDER BY t.crm_id"""
 
 
 def _fold_source() -> str:
@@ -163,6 +167,9 @@ class SyncStateJournal:
         read_only: bool
 
         def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
+            raise NotImplementedError
+
+        def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Iterator[list[dict[str, Any]]]:
             raise NotImplementedError
 
     _journal: _JournalMemory
@@ -255,6 +262,14 @@ class SyncStateJournal:
                       if obj == object_type and row is not None and row.get("crm_id") in wanted]
         states = self.read_sync_state(object_type, {r["record_key"] for r in rows} | set(cached))
         return {s["crm_id"]: s for s in states.values() if s.get("crm_id") in wanted}
+
+    def states_in_crm_id_order(self, object_type: str, *, batch_size: int = 5_000) -> Iterator[list[dict[str, Any]]]:
+        """(crm_id, record_key, crm_hash, status) of every state row linked to Twenty, in crm_id order:
+        four narrow columns of the state read once, for a walk over Twenty in id order
+        (`sync --full`) that then reads the whole state of only the records that differ."""
+        _check_object_type(object_type)
+        self.fold_journal()
+        yield from self._stream(_LINKED_IN_ID_ORDER, (Scalar("object_type", STRING, object_type),), batch_size)
 
     def _read_through(self, object_type: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         rows, _ = self._run(_READ, (Scalar("object_type", STRING, object_type), KeySet("keys", STRING, keys),
