@@ -178,7 +178,11 @@ class World:
         with PlainTwenty(self.sandbox) as twenty:
             people = {int(p["contactId"]): p for p in twenty.records("people")
                       if str(p.get("contactId") or "").isdigit()}
-            live = sorted(k for k, c in side.contacts.items() if c["deleted_at"] is None and k not in doomed)
+            # Not the people made in Twenty this trial: if the stopped run took one in without saving its
+            # state, the rerun merges it afresh (no base) and the policy decides every field.
+            made_in_twenty = {e.crm_id for e in self.expectations if e.crm_id}
+            live = sorted(k for k, c in side.contacts.items() if c["deleted_at"] is None and k not in doomed
+                          and (k in written or (k in people and people[k]["id"] not in made_in_twenty)))
             with open_warehouse(f"duckdb:///{self.db}") as warehouse:
                 for _ in range(changes):
                     pool = written if written and self.rng.random() < 0.75 else live
