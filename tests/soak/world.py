@@ -98,6 +98,10 @@ class World:
         self.serial = self.runs = 0
         # (contact key, column) -> the sides ("w", "t") that edited it since the last convergence
         self.edited: dict[tuple[int, str], set[str]] = defaultdict(set)
+        # (contact key, column) -> every value it has had since the last convergence, that one included:
+        # an edit always picks a new value, or a "conflict" could be one side setting back the base.
+        self.seen: dict[tuple[int, str], set[str]] = defaultdict(set)
+        self.base: WarehouseSide | None = None  # the warehouse as the trial found it (both sides agreed)
         fresh_workspace(sandbox)
         with open_warehouse(f"duckdb:///{self.db}") as warehouse:
             generate_sample_data(warehouse, contacts, companies, seed=seed)
@@ -137,12 +141,15 @@ class World:
         """The expectations held: start the next trial with none."""
         self.expectations.clear()
         self.edited.clear()
+        self.seen.clear()
+        self.base = None
 
     # --- seeded changes on both sides --------------------------------------------------------------
 
     def mutate(self, changes: int) -> None:
         """`changes` random edits, inserts and deletes, on both sides, on different records."""
         side = read_warehouse(self.db)
+        self.base = self.base or side
         with PlainTwenty(self.sandbox) as twenty:
             people = {p["contactId"]: p for p in twenty.records("people") if p.get("contactId")}
             companies = {c["businessId"]: c for c in twenty.records("companies") if c.get("businessId")}
@@ -214,6 +221,11 @@ class World:
                              if (e.object_type, e.key, e.crm_id, e.column) != (object_type, key, crm_id, column)]
         self.expectations.append(Expectation(object_type, key, crm_id, column, value, f"{why} (change {self.serial})"))
 
+    def _new_category(self, key: int) -> str:
+        """A category this contact has not had since the last convergence (names and emails carry a serial)."""
+        was = self.base.contacts.get(key, {}).get("category_code") if self.base else None
+        return self.rng.choice([c for c in CATEGORIES if c != was and c not in self.seen[(key, "category_code")]])
+
     def _name(self) -> tuple[str, str]:
         return self.rng.choice(FIRST), f"{self.rng.choice(LAST)}{self.serial}"
 
@@ -224,7 +236,7 @@ class World:
                         column: str | None = None, why: str = "warehouse edit") -> None:
         column = column or self.rng.choice(["canonical_name", "category_code", "subcategory_code",
                                             "primary_email", "llm_context"])
-        value: Any = {"canonical_name": " ".join(self._name()), "category_code": self.rng.choice(CATEGORIES),
+        value: Any = {"canonical_name": " ".join(self._name()), "category_code": self._new_category(key),
                       "subcategory_code": f"S{self.serial}", "primary_email": self._email("w"),
                       "llm_context": {"note": f"soak {self.seed}/{self.serial}"}}[column]
         row = {"contact_id": key, column: value}
@@ -232,6 +244,7 @@ class World:
             row["additional_emails"] = []
         warehouse.upsert_contacts([row])
         self.edited[(key, column)].add("w")
+        self.seen[(key, column)].add(str(value))
         self._expect("person", key, column, value, f"{why} of {column}")
 
     def _twenty_edit(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any],
@@ -241,13 +254,14 @@ class World:
         first, last = self._name()
         patch, value = {
             "canonical_name": ({"name": {"firstName": first, "lastName": last}}, f"{first} {last}"),
-            "category_code": ({"categoryCode": (c := self.rng.choice(CATEGORIES))}, c),
+            "category_code": ({"categoryCode": (c := self._new_category(key))}, c),
             "subcategory_code": ({"subcategoryCode": f"T{self.serial}"}, f"T{self.serial}"),
             "primary_email": ({"emails": {"primaryEmail": (e := self._email("t").lower()), "additionalEmails": []}}, e),
             "relationship_category": ({"relationshipCategory": (r := self.rng.choice(RELATIONSHIPS))}, r),
         }[column]
         twenty.update("people", person["id"], patch)
         self.edited[(key, column)].add("t")
+        self.seen[(key, column)].add(str(value))
         self._expect("person", key, column, value, f"{why} of {column}")
 
     def _warehouse_delete(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any]) -> None:
@@ -269,6 +283,7 @@ class World:
         warehouse.upsert_contacts([{"contact_id": key, "canonical_name": name, "category_code": "C",
                                     "primary_email": email, "additional_emails": []}])
         self.live["person"] += 1
+        self.seen[(key, "category_code")].add("C")
         self._expect("person", key, "canonical_name", name, "warehouse insert")
         self._expect("person", key, "primary_email", email, "warehouse insert")
 
