@@ -31,7 +31,7 @@ MIN_KILLS_PER_WORLD = 5  # trials whose sync finished before its kill point prov
 PAUSED_SHARE = 0.3  # of the stopped syncs, those frozen (SIGSTOP) a few hundred ms before their stop
 CLEAN_RUNS = 2  # after a storm, the runs allowed to reach zero discrepancies
 DRIP_MS, DRIP_DEADLINE_S = 500, 2.0  # a dripping answer is cut off after 2 s of its hours
-STORM_RUN_S = 120.0  # a run under a storm that takes longer hangs (the slowest storm takes about 30 s)
+STORM_RUN_S = 120.0  # a run under a storm that takes longer counts as hung (a drip must be cut off)
 
 
 def settle_first(world: World) -> None:
