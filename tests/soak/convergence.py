@@ -1,8 +1,8 @@
 """Do the warehouse and Twenty agree, record by record and field by field? A list of every way they don't.
 
 Why it exists: "the sync converged" has to mean the same thing after a kill, a fault storm and a
-load of hostile data. Both sides are read independently of the product code: the DuckDB file with
-plain SQL (not the warehouse's view), Twenty over plain HTTP (not truth-forge's client), and
+load of hostile data. Both sides are read independently of the product code: the DuckDB file (or a
+BigQuery dataset, through the official client) with plain SQL (not the warehouse's view), Twenty over plain HTTP (not truth-forge's client), and
 compared with this module's own reading of how a value looks on each side:
 
 * names: the warehouse's `canonical_name` with its whitespace collapsed, against first + last name;
@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,28 +156,33 @@ def _json(value: Any) -> Any:
 def read_warehouse(db_path: Path) -> WarehouseSide:
     con = duckdb.connect(str(db_path), read_only=True)
     try:
-        contacts = {r["contact_id"]: r for r in _rows(con, "SELECT * FROM contacts")}
-        for c in contacts.values():
-            c.update(primary_email=None, additional_emails=[], primary_phone=None, additional_phones=[],
-                     business_id=None, **{k: _json(c[k]) for k in PERSON_JSON})
-        for i in _rows(con, "SELECT contact_id, kind, value, is_primary FROM contact_identifiers "
-                            "ORDER BY contact_id, kind, position, value"):
-            c = contacts.get(i["contact_id"])
-            if c is not None and i["kind"] in ("email", "phone"):
-                if i["is_primary"]:
-                    c[f"primary_{i['kind']}"] = i["value"]
-                else:
-                    c[f"additional_{i['kind']}s"].append(i["value"])
-        for link in _rows(con, "SELECT contact_id, MIN(business_id) AS business_id FROM contact_businesses "
-                               "WHERE is_primary GROUP BY contact_id"):
-            if link["contact_id"] in contacts:
-                contacts[link["contact_id"]]["business_id"] = link["business_id"]
-        businesses = {r["business_id"]: {**r, **{k: _json(r[k]) for k in COMPANY_JSON}}
-                      for r in _rows(con, "SELECT * FROM businesses")}
-        state = {(r["object_type"], r["record_key"]): r for r in _rows(con, "SELECT * FROM crm_sync_state")}
-        errors = _rows(con, "SELECT * FROM crm_sync_errors WHERE resolved_at IS NULL ORDER BY occurred_at")
+        return read_tables(lambda sql: _rows(con, sql))
     finally:
         con.close()
+
+
+def read_tables(rows: Callable[[str], list[dict[str, Any]]]) -> WarehouseSide:
+    """The warehouse's tables through `rows` (plain SQL in, rows as dicts out), whatever the engine."""
+    contacts = {r["contact_id"]: r for r in rows("SELECT * FROM contacts")}
+    for c in contacts.values():
+        c.update(primary_email=None, additional_emails=[], primary_phone=None, additional_phones=[],
+                 business_id=None, **{k: _json(c[k]) for k in PERSON_JSON})
+    for i in rows("SELECT contact_id, kind, value, is_primary FROM contact_identifiers "
+                  "ORDER BY contact_id, kind, position, value"):
+        c = contacts.get(i["contact_id"])
+        if c is not None and i["kind"] in ("email", "phone"):
+            if i["is_primary"]:
+                c[f"primary_{i['kind']}"] = i["value"]
+            else:
+                c[f"additional_{i['kind']}s"].append(i["value"])
+    for link in rows("SELECT contact_id, MIN(business_id) AS business_id FROM contact_businesses "
+                     "WHERE is_primary GROUP BY contact_id"):
+        if link["contact_id"] in contacts:
+            contacts[link["contact_id"]]["business_id"] = link["business_id"]
+    businesses = {r["business_id"]: {**r, **{k: _json(r[k]) for k in COMPANY_JSON}}
+                  for r in rows("SELECT * FROM businesses")}
+    state = {(r["object_type"], r["record_key"]): r for r in rows("SELECT * FROM crm_sync_state")}
+    errors = rows("SELECT * FROM crm_sync_errors WHERE resolved_at IS NULL ORDER BY occurred_at")
     return WarehouseSide(contacts, businesses, state, errors)
 
 
@@ -305,7 +310,12 @@ def check_convergence(db_path: Path, twenty: PlainTwenty, *, live_people: int | 
     `live_people` / `live_companies`: how many live records the caller's own bookkeeping expects (catches
     a record copied twice under two keys, which key-by-key pairing alone would take for two records).
     """
-    side = read_warehouse(db_path)
+    return check_side(read_warehouse(db_path), twenty, live_people=live_people, live_companies=live_companies)
+
+
+def check_side(side: WarehouseSide, twenty: PlainTwenty, *, live_people: int | None = None,
+               live_companies: int | None = None) -> list[Discrepancy]:
+    """`check_convergence` for a warehouse already read (`read_tables`, e.g. from BigQuery)."""
     people, companies = twenty.records("people"), twenty.records("companies")
     found = compare(side, people, companies)
     for object_type, expected, have in (("person", live_people, people), ("company", live_companies, companies)):

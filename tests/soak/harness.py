@@ -1,7 +1,8 @@
 """Run `truth-forge sync` as a separate process against the in-process sandbox, and kill it on cue.
 
 Why it exists: only a real process can be killed the way a machine dies (SIGKILL: no `finally`, no
-flush, DuckDB's WAL left behind). The sandbox logs every request it answers, so a test can watch the
+flush, DuckDB's WAL left behind), stopped the way a service manager stops it (SIGTERM), or frozen
+(SIGSTOP) the way a paused VM or a long GC freezes it. The sandbox logs every request it answers, so a test can watch the
 log and kill the sync right after the k-th answered request. Twenty-side edits go through plain HTTP
 (`PlainTwenty`), never through truth-forge's own client, so a misunderstanding cannot hide in both.
 """
@@ -28,6 +29,8 @@ from truth_forge.twenty import TwentyClient
 SCHEMA = CrmSchema.load()
 METADATA_PREFIX = "/rest/metadata"
 SYNC_TIMEOUT_S = 180.0  # a hung sync is a failure, never a hung test
+EXIT_STOPPED = 128 + signal.SIGTERM  # a sync stopped by SIGTERM exits 143 (truth_forge.shutdown)
+TERM_EXIT_S = 30.0  # after SIGTERM the sync must exit by itself within this (its requests have deadlines)
 POLL_S = 0.002
 # Environment the sync must not inherit from the machine running the tests.
 _FOREIGN_ENV = ("TRUTH_FORGE_", "TWENTY_", "GOOGLE_", "GCP_")
@@ -63,6 +66,8 @@ class SyncRun:
     stdout: str
     stderr: str
     killed_after: int | None = None
+    signal_name: str = "SIGKILL"  # the signal sent at `killed_after`
+    paused: bool = False  # frozen (SIGSTOP) for a while before that, then resumed (SIGCONT)
 
     @property
     def crashed(self) -> bool:
@@ -77,7 +82,8 @@ class SyncRun:
         said = [line for line in lines if line.startswith("run ")] + sorted(errors, key=lambda e: "  :" not in e)
         if self.crashed or not said:
             said += self.stderr.strip().splitlines()[-3:]
-        killed = f" (killed after {self.killed_after} answers)" if self.killed_after else ""
+        paused = ", paused before" if self.paused else ""
+        killed = f" ({self.signal_name} after {self.killed_after} answers{paused})" if self.killed_after else ""
         more = f" | ... {len(errors)} error lines in all" if len(errors) > 3 else ""
         return f"exit {self.returncode}{killed}: " + " | ".join(line[:300] for line in said[:4]) + more
 
@@ -85,12 +91,12 @@ class SyncRun:
 class SyncProcess:
     """One `truth-forge sync` subprocess; output goes to files so a full pipe can never block it."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, name: str) -> None:
+    def __init__(self, env: dict[str, str], workdir: Path, name: str, args: tuple[str, ...] = ()) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self._out, self._err = workdir / f"{name}.out", workdir / f"{name}.err"
         # cwd = workdir: no stray .env file of the developer's is read.
         with open(self._out, "w") as out, open(self._err, "w") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "truth_forge", "sync"], env=env, cwd=workdir,
+            self.proc = subprocess.Popen([sys.executable, "-m", "truth_forge", "sync", *args], env=env, cwd=workdir,
                                          stdout=out, stderr=err)
 
     def wait(self, timeout: float = SYNC_TIMEOUT_S, killed_after: int | None = None) -> SyncRun:
@@ -116,6 +122,34 @@ class SyncProcess:
                 break
             time.sleep(POLL_S)
         return self.wait()
+
+
+    def signal_after(self, sandbox: SandboxServer, answers: int, signum: int, *, grace_s: float = 0.0,
+                     pause_at: int | None = None, pause_s: float = 0.0) -> SyncRun:
+        """Send `signum` once the sandbox has answered `answers` record requests (+ `grace_s`); before that,
+        at `pause_at` answers, freeze the process for `pause_s` (SIGSTOP, then SIGCONT). A SIGTERMed sync
+        gets `TERM_EXIT_S` to exit by itself; one that finished before its cue is simply waited for."""
+        deadline = time.monotonic() + SYNC_TIMEOUT_S
+        paused = False
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            seen = len(record_requests(sandbox))
+            if pause_at is not None and not paused and seen >= pause_at:
+                self.proc.send_signal(signal.SIGSTOP)
+                time.sleep(pause_s)
+                self.proc.send_signal(signal.SIGCONT)
+                paused = True
+                continue
+            if seen >= answers:
+                if grace_s:
+                    time.sleep(grace_s)
+                self.proc.send_signal(signum)
+                run = self.wait(TERM_EXIT_S if signum == signal.SIGTERM else SYNC_TIMEOUT_S, killed_after=seen)
+                run.signal_name, run.paused = signal.Signals(signum).name, paused
+                return run
+            time.sleep(POLL_S)
+        run = self.wait()
+        run.paused = paused
+        return run
 
 
 def run_sync(sandbox: SandboxServer, db_path: Path, workdir: Path, name: str, **settings: Any) -> SyncRun:

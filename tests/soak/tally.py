@@ -1,6 +1,7 @@
 """The soak's running totals, printed as one summary line at the end of `make soak`.
 
-Trials add what they did (kills, storms, hostile records) and what they found; `conftest.py` prints
+Trials add what they did (kills and SIGTERMs, storms, fencing, hostile records) and what they found,
+and count what happened inside them (edits between a kill and its rerun, SIGSTOP pauses); `conftest.py` prints
 the line from `pytest_terminal_summary`, so it shows whether the trials passed or not.
 """
 
@@ -24,6 +25,11 @@ class Tally:
         self.records += records
         self.discrepancies += discrepancies
         self.kinds[kind] += 1
+
+    def count(self, kind: str, n: int = 1) -> None:
+        """Something that happened within trials (edits between a kill and its rerun, pauses), not a trial."""
+        if n:
+            self.kinds[kind] += n
 
     def line(self) -> str:
         kinds = ", ".join(f"{k}={n}" for k, n in sorted(self.kinds.items()))

@@ -1,23 +1,26 @@
 """Seeded random kills and fault storms against one evolving world each; run by `make soak` only.
 
-Kills: each world gets edits, inserts and deletes on both sides, then a sync killed (SIGKILL) after a
-random number of answered requests, then one run to completion, which must exit 0 and leave both sides
-equal, with every edit of the trial in place. Storms: 5xx, 429 (with and without Retry-After),
-dropped connections and latency beyond the client's timeout, each aimed at the metadata, batch or
-find-many routes; runs under a storm may stop early (exit 2) or partly (exit 1) but must not crash,
+Kills: each world gets edits, inserts and deletes on both sides, then a sync stopped after a random
+number of answered requests, by SIGKILL or by SIGTERM (after which it must exit 143 by itself, within a
+bound), sometimes frozen (SIGSTOP) for a few hundred milliseconds before; then edits on the warehouse,
+on Twenty or on both, of the records the stopped run was writing; then one run to completion, which
+must exit 0 and leave both sides equal, with every edit of the trial in place. Storms: 5xx, 429 (with and without Retry-After),
+dropped connections, latency beyond the client's timeout, and answers that drip a byte at a time
+(cut off by a low request deadline), each aimed at the metadata, batch or find-many routes; runs under a storm may stop early (exit 2) or partly (exit 1) but must not crash,
 and once the storm clears, at most two clean runs must bring both sides back to zero discrepancies.
 """
 
 from __future__ import annotations
 
 import random
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.soak.harness import wait_until_quiet
+from tests.soak.harness import EXIT_STOPPED, wait_until_quiet
 from tests.soak.tally import TALLY
 from tests.soak.world import World
 
@@ -25,7 +28,10 @@ pytestmark = [pytest.mark.soak, pytest.mark.slow]
 KILL_WORLDS = (101, 202, 303, 404)
 KILLS_PER_WORLD = 7
 MIN_KILLS_PER_WORLD = 5  # trials whose sync finished before its kill point prove less
+PAUSED_SHARE = 0.3  # of the stopped syncs, those frozen (SIGSTOP) a few hundred ms before their stop
 CLEAN_RUNS = 2  # after a storm, the runs allowed to reach zero discrepancies
+DRIP_MS, DRIP_DEADLINE_S = 500, 2.0  # a dripping answer is cut off after 2 s of its hours
+STORM_RUN_S = 120.0  # a run under a storm that takes longer counts as hung (a drip must be cut off)
 
 
 def settle_first(world: World) -> None:
@@ -46,18 +52,32 @@ def test_random_kills_with_edits_on_both_sides(sandbox: Any, tmp_path: Path, see
         world.mutate(rng.randint(5, 9))
         latency_ms = rng.choice((40, 70, 100))
         answers, grace_s = rng.randint(1, 6), rng.choice((0.0, latency_ms / 2000))
+        signum = rng.choice((signal.SIGKILL, signal.SIGTERM))
+        pause_at = rng.randint(0, answers - 1) if rng.random() < PAUSED_SHARE else None
+        pause_s = rng.choice((0.2, 0.3, 0.4))
         sandbox.set_faults(latency_ms=latency_ms, seed=seed * 100 + trial)
-        killed = world.start().kill_after(sandbox, answers, grace_s=grace_s)
+        stopped = world.start().signal_after(sandbox, answers, signum, grace_s=grace_s, pause_at=pause_at,
+                                             pause_s=pause_s)
         wait_until_quiet(sandbox, quiet_s=3 * latency_ms / 1000)
         sandbox.clear_faults()
+        # A SIGTERM that came after the run's last request stops nothing: the run ends as usual (exit 0).
+        in_time = stopped.killed_after is not None and not (signum == signal.SIGTERM and stopped.returncode == 0)
+        where = (f"world {seed} trial {trial}: {stopped.signal_name} after {stopped.killed_after} answers "
+                 f"(grace {grace_s:.3f} s{', paused' if stopped.paused else ''})" if in_time
+                 else f"world {seed} trial {trial}: finished before answer {answers}")
+        if signum == signal.SIGTERM and in_time:
+            assert stopped.returncode == EXIT_STOPPED and not stopped.crashed, f"{where}: {stopped.describe()}"
+        edits = world.edit_between(rng.randint(3, 6))
         rerun = world.run()
         problems, checked = world.problems()
-        where = (f"world {seed} trial {trial}: killed after {killed.killed_after} answers (grace {grace_s:.3f} s)"
-                 if killed.killed_after else f"world {seed} trial {trial}: finished before answer {answers}")
-        TALLY.trial("kill" if killed.killed_after else "kill-too-late", records=checked, discrepancies=len(problems))
+        kind = {signal.SIGKILL: "kill", signal.SIGTERM: "term"}[signum] + ("" if in_time else "-too-late")
+        TALLY.trial(kind, faults=(1 if in_time else 0) + stopped.paused, records=checked,
+                    discrepancies=len(problems))
+        TALLY.count("edits-after-stop", edits)
+        TALLY.count("paused", int(stopped.paused))
         assert rerun.returncode == 0 and not problems, f"{where}; rerun {rerun.describe()}\n" + "\n".join(problems)
         world.settled()
-        kills += killed.killed_after is not None
+        kills += in_time
     assert kills >= MIN_KILLS_PER_WORLD, f"world {seed}: only {kills} of {KILLS_PER_WORLD} syncs were killed"
 
 
@@ -67,6 +87,7 @@ class Storm:
     faults: dict[str, Any] = field(default_factory=dict)  # SandboxServer.set_faults arguments
     rate_limit: tuple[int, str] | None = None  # (requests per second, "legacy" | "v2") for the real limiter
     timeout_s: float = 10.0  # the client's per-request timeout during the storm
+    deadline_s: float | None = None  # the client's deadline on a whole request during the storm
 
     def faults_seen(self, sandbox: Any) -> int:
         """Faults the storm really caused: injected ones, the limiter's 429s, answers slower than the timeout."""
@@ -101,6 +122,14 @@ STORMS = [
     Storm("latency-find-many", {"latency_ms": (500, 1500), "path_prefix": PEOPLE}, timeout_s=1.0),
     Storm("everything-at-once", {"error_rate": 0.15, "drop_rate": 0.1, "rate_limit_storm": 0.1,
                                  "latency_ms": (0, 300), "path_prefix": "/rest/", "max_faults": 15}),
+    # Answers that crawl out a byte every 500 ms (the request itself is carried out): each read is in
+    # time, so only the request deadline cuts them off. Batch writes land although their answer never
+    # comes; a find-many that drips three times in a row exhausts the retries.
+    Storm("drip-batch", {**burst("drip_rate", BATCH, 2), "drip_interval_ms": DRIP_MS}, deadline_s=DRIP_DEADLINE_S),
+    Storm("drip-find-many", {**burst("drip_rate", PEOPLE, 3), "drip_interval_ms": DRIP_MS},
+          deadline_s=DRIP_DEADLINE_S),
+    Storm("drip-everywhere", {"drip_rate": 0.2, "drip_interval_ms": DRIP_MS, "path_prefix": "/rest/",
+                              "max_faults": 4}, deadline_s=DRIP_DEADLINE_S),
 ]
 
 
@@ -115,7 +144,8 @@ def test_a_fault_storm_then_clean_runs_converge(sandbox: Any, tmp_path: Path, st
     if storm.rate_limit:
         per_second, style = storm.rate_limit
         sandbox.set_rate_limit(per_second, window_ms=1000, style=style)
-    stormy = world.run(twenty_max_retries=2, twenty_timeout_seconds=storm.timeout_s)
+    deadline = {"twenty_request_deadline_seconds": storm.deadline_s} if storm.deadline_s else {}
+    stormy = world.start(twenty_max_retries=2, twenty_timeout_seconds=storm.timeout_s, **deadline).wait(STORM_RUN_S)
     faults = storm.faults_seen(sandbox)
     sandbox.clear_faults()
     sandbox.set_rate_limit(None)

@@ -3,13 +3,21 @@
 Why it exists: a soak has to prove more than "both sides agree" (they also agree when both lost the
 same edit). Every change made here is remembered as an `Expectation` (this contact's category is now
 C; the person made in Twenty has a contact with this name; this contact is deleted) and checked after
-the next convergence, so an edit the sync dropped, or overwrote with a stale value, is caught. Edits on
-the two sides touch different records within one trial, so no expectation depends on conflict policy.
+the next convergence, so an edit the sync dropped, or overwrote with a stale value, is caught. Before a
+run, edits on the two sides touch different records, so no expectation depends on conflict policy.
+
+Between a killed run and its rerun (`edit_between`) the edits go where the killed run was writing: the
+records changed before it, edited again on the same side (the newer value must win over the one the
+killed run may have half sent), on the other side, or on both sides at once (a conflict: the sync's
+policy, `crm_wins`, decides). Only one pairing is left out: a warehouse edit of a field Twenty had
+changed before the kill, because whether that is a conflict depends on whether the killed run had
+already brought Twenty's value over, which the kill point decides, not the sync.
 """
 
 from __future__ import annotations
 
 import random
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +42,9 @@ FIRST = ["Ines", "Tariq", "Mei", "Olu", "Sven", "Lucía", "Ravi", "Noa", "Kofi",
 LAST = ["Okoro", "Lindqvist", "Zhang", "Mendes", "Haddad", "Novak", "Ibarra", "Sato", "Fischer", "Adeyemi"]
 CATEGORIES = "ABCDEFGHX"
 RELATIONSHIPS = ["FAMILY", "FRIEND", "COLLEAGUE", "MENTOR", "CLIENT", "OTHER"]
+# Fields both sides edit, for the edits made between a kill and its rerun.
+TWO_WAY = ["canonical_name", "category_code", "subcategory_code", "primary_email"]
+POLICY = "crm_wins"  # the sync's default: a field edited on both sides takes Twenty's value
 COMPARE: dict[str, Callable[[Any], Any]] = {
     "canonical_name": norm_name, "primary_email": norm_email, "category_code": norm_option,
     "relationship_category": norm_option, "subcategory_code": norm_text, "industry": norm_text,
@@ -85,6 +96,12 @@ class World:
         self.settings: dict[str, Any] = {"twenty_batch_size": batch_size}
         self.expectations: list[Expectation] = []
         self.serial = self.runs = 0
+        # (contact key, column) -> the sides ("w", "t") that edited it since the last convergence
+        self.edited: dict[tuple[int, str], set[str]] = defaultdict(set)
+        # (contact key, column) -> every value it has had since the last convergence, that one included:
+        # an edit always picks a new value, or a "conflict" could be one side setting back the base.
+        self.seen: dict[tuple[int, str], set[str]] = defaultdict(set)
+        self.base: WarehouseSide | None = None  # the warehouse as the trial found it (both sides agreed)
         fresh_workspace(sandbox)
         with open_warehouse(f"duckdb:///{self.db}") as warehouse:
             generate_sample_data(warehouse, contacts, companies, seed=seed)
@@ -123,12 +140,16 @@ class World:
     def settled(self) -> None:
         """The expectations held: start the next trial with none."""
         self.expectations.clear()
+        self.edited.clear()
+        self.seen.clear()
+        self.base = None
 
     # --- seeded changes on both sides --------------------------------------------------------------
 
     def mutate(self, changes: int) -> None:
         """`changes` random edits, inserts and deletes, on both sides, on different records."""
         side = read_warehouse(self.db)
+        self.base = self.base or side
         with PlainTwenty(self.sandbox) as twenty:
             people = {p["contactId"]: p for p in twenty.records("people") if p.get("contactId")}
             companies = {c["businessId"]: c for c in twenty.records("companies") if c.get("businessId")}
@@ -154,9 +175,56 @@ class World:
                         {"w_edit": self._warehouse_edit, "t_edit": self._twenty_edit, "w_delete": self._warehouse_delete,
                          "t_delete": self._twenty_delete}[action](key, warehouse, twenty, people[str(key)])
 
+    def edit_between(self, changes: int) -> int:
+        """After a kill, before the rerun: `changes` seeded edits, mostly of records changed before the kill
+        (the ones the killed run was writing), on the warehouse, on Twenty or on both. Returns how many."""
+        side = read_warehouse(self.db)
+        doomed = {e.key for e in self.expectations if e.column == "deleted"}
+        written = sorted({e.key for e in self.expectations if e.object_type == "person" and e.key is not None} - doomed)
+        made = 0
+        with PlainTwenty(self.sandbox) as twenty:
+            people = {int(p["contactId"]): p for p in twenty.records("people")
+                      if str(p.get("contactId") or "").isdigit()}
+            # Not the people made in Twenty this trial: if the stopped run took one in without saving its
+            # state, the rerun merges it afresh (no base) and the policy decides every field.
+            made_in_twenty = {e.crm_id for e in self.expectations if e.crm_id}
+            live = sorted(k for k, c in side.contacts.items() if c["deleted_at"] is None and k not in doomed
+                          and (k in written or (k in people and people[k]["id"] not in made_in_twenty)))
+            with open_warehouse(f"duckdb:///{self.db}") as warehouse:
+                for _ in range(changes):
+                    pool = written if written and self.rng.random() < 0.75 else live
+                    key = self.rng.choice(pool)
+                    column = self.rng.choice(TWO_WAY)
+                    sides = self.rng.choice(["w", "t", "both"])
+                    if "t" in self.edited[(key, column)] and sides == "w":
+                        sides = "both"  # see the module docstring: a lone warehouse edit here is no fair test
+                    if key not in people and sides != "w":
+                        continue  # not (yet) in Twenty, or deleted there: only the warehouse can edit it
+                    if key not in side.contacts or side.contacts[key]["deleted_at"] is not None:
+                        continue
+                    self.serial += 1
+                    made += 1
+                    # On both sides the policy's winner is edited last, so its expectation is the one kept.
+                    order = {"w": ["w"], "t": ["t"], "both": ["w", "t"] if POLICY == "crm_wins" else ["t", "w"]}[sides]
+                    why = "edit on both sides after the kill" if sides == "both" else "edit after the kill"
+                    for one in order:
+                        if one == "w":
+                            self._warehouse_edit(key, warehouse, twenty, None, column, why=why)
+                        else:
+                            self._twenty_edit(key, warehouse, twenty, people[key], column, why=why)
+        return made
+
     def _expect(self, object_type: str, key: int | None, column: str, value: Any, why: str,
                 crm_id: str | None = None) -> None:
+        # A newer change of the same field replaces what the older one expected.
+        self.expectations = [e for e in self.expectations
+                             if (e.object_type, e.key, e.crm_id, e.column) != (object_type, key, crm_id, column)]
         self.expectations.append(Expectation(object_type, key, crm_id, column, value, f"{why} (change {self.serial})"))
+
+    def _new_category(self, key: int) -> str:
+        """A category this contact has not had since the last convergence (names and emails carry a serial)."""
+        was = self.base.contacts.get(key, {}).get("category_code") if self.base else None
+        return self.rng.choice([c for c in CATEGORIES if c != was and c not in self.seen[(key, "category_code")]])
 
     def _name(self) -> tuple[str, str]:
         return self.rng.choice(FIRST), f"{self.rng.choice(LAST)}{self.serial}"
@@ -164,31 +232,37 @@ class World:
     def _email(self, side: str) -> str:
         return f"{side}{self.seed}.{self.serial}@Example.org"  # mixed case: Twenty stores it lower-cased
 
-    def _warehouse_edit(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any]) -> None:
-        column = self.rng.choice(["canonical_name", "category_code", "subcategory_code", "primary_email",
-                                  "llm_context"])
-        value: Any = {"canonical_name": " ".join(self._name()), "category_code": self.rng.choice(CATEGORIES),
+    def _warehouse_edit(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any] | None,
+                        column: str | None = None, why: str = "warehouse edit") -> None:
+        column = column or self.rng.choice(["canonical_name", "category_code", "subcategory_code",
+                                            "primary_email", "llm_context"])
+        value: Any = {"canonical_name": " ".join(self._name()), "category_code": self._new_category(key),
                       "subcategory_code": f"S{self.serial}", "primary_email": self._email("w"),
                       "llm_context": {"note": f"soak {self.seed}/{self.serial}"}}[column]
         row = {"contact_id": key, column: value}
         if column == "primary_email":
             row["additional_emails"] = []
         warehouse.upsert_contacts([row])
-        self._expect("person", key, column, value, f"warehouse edit of {column}")
+        self.edited[(key, column)].add("w")
+        self.seen[(key, column)].add(str(value))
+        self._expect("person", key, column, value, f"{why} of {column}")
 
-    def _twenty_edit(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any]) -> None:
-        column = self.rng.choice(["canonical_name", "category_code", "subcategory_code", "primary_email",
-                                  "relationship_category"])
+    def _twenty_edit(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any],
+                     column: str | None = None, why: str = "Twenty edit") -> None:
+        column = column or self.rng.choice(["canonical_name", "category_code", "subcategory_code",
+                                            "primary_email", "relationship_category"])
         first, last = self._name()
         patch, value = {
             "canonical_name": ({"name": {"firstName": first, "lastName": last}}, f"{first} {last}"),
-            "category_code": ({"categoryCode": (c := self.rng.choice(CATEGORIES))}, c),
+            "category_code": ({"categoryCode": (c := self._new_category(key))}, c),
             "subcategory_code": ({"subcategoryCode": f"T{self.serial}"}, f"T{self.serial}"),
             "primary_email": ({"emails": {"primaryEmail": (e := self._email("t").lower()), "additionalEmails": []}}, e),
             "relationship_category": ({"relationshipCategory": (r := self.rng.choice(RELATIONSHIPS))}, r),
         }[column]
         twenty.update("people", person["id"], patch)
-        self._expect("person", key, column, value, f"Twenty edit of {column}")
+        self.edited[(key, column)].add("t")
+        self.seen[(key, column)].add(str(value))
+        self._expect("person", key, column, value, f"{why} of {column}")
 
     def _warehouse_delete(self, key: int, warehouse: Any, twenty: PlainTwenty, person: dict[str, Any]) -> None:
         warehouse.soft_delete("person", [key])
@@ -209,6 +283,7 @@ class World:
         warehouse.upsert_contacts([{"contact_id": key, "canonical_name": name, "category_code": "C",
                                     "primary_email": email, "additional_emails": []}])
         self.live["person"] += 1
+        self.seen[(key, "category_code")].add("C")
         self._expect("person", key, "canonical_name", name, "warehouse insert")
         self._expect("person", key, "primary_email", email, "warehouse insert")
 
