@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         10.0, gt=0, validation_alias=_env("SERVE_SYNC_INTERVAL_MINUTES"),
         description="Minutes between the scheduled two-way syncs that catch what webhooks missed",
     )
+    serve_batch_window_seconds: float | None = Field(
+        None, ge=0, validation_alias=_env("SERVE_BATCH_WINDOW_SECONDS"),
+        description="How long `serve` lets webhook events gather before applying them together; by default 0.25 s, "
+                    "and 60 s on BigQuery, where every apply writes contacts with a MERGE billing the whole table",
+    )
     serve_inbox_path: Path = Field(
         Path("truth_forge_inbox.sqlite3"), validation_alias=_env("SERVE_INBOX_PATH"),
         description="SQLite file where verified webhook events wait to be applied",
@@ -128,6 +133,11 @@ class Settings(BaseSettings):
         description="How far before the last detection's start the next one looks for updated_at stamps (writers' "
                     "statements commit after the time they stamp)",
     )
+
+    def serve_batch_window(self) -> float:
+        if self.serve_batch_window_seconds is not None:
+            return self.serve_batch_window_seconds
+        return 60.0 if self.warehouse_url.startswith("bigquery://") else 0.25
 
     def detection_policy(self) -> DetectionPolicy:
         from truth_forge.warehouse.detection import DetectionPolicy
