@@ -63,6 +63,7 @@ import httpx  # noqa: E402
 from bench_support import ROOT, Deadline, git_commit, load_average, machine_line, today  # noqa: E402
 
 from tests.fixtures.bqemulator import BQEMU_BIN, running_bqemulator  # noqa: E402
+from truth_forge.config import BIGQUERY_SERVE_BATCH_WINDOW  # noqa: E402
 from truth_forge.crm_schema import CrmSchema, setup_schema  # noqa: E402
 from truth_forge.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from truth_forge.sync.runner import run_sync  # noqa: E402
@@ -292,7 +293,7 @@ def serve_batches(sample: Sample, warehouse: BigQueryWarehouse, sandbox: Sandbox
     from truth_forge.webhooks import WebhookEvent
     from truth_forge.writer import ServeOptions
 
-    options = ServeOptions()
+    options = ServeOptions(batch_window=BIGQUERY_SERVE_BATCH_WINDOW)  # what serve chooses on BigQuery
     sizes = webhook_batches(SERVE_EVENTS_PER_HOUR, 3600, 3, options.batch_window, options.batch_size)
     batches = sizes[:sample.serve_batches]
     rows, _ = warehouse._run(
@@ -480,7 +481,7 @@ def serve_hour(runs: list[dict[str, KindRun]], names: list[dict[str, str]], prof
     if not batch_runs:
         return []
     total = fit([(r.x, r.u, len(r.statements)) for r in batch_runs])
-    options = ServeOptions()
+    options = ServeOptions(batch_window=BIGQUERY_SERVE_BATCH_WINDOW)  # what serve chooses on BigQuery
     batches = len(webhook_batches(SERVE_EVENTS_PER_HOUR, 3600, max(1.0, total[1]), options.batch_window,
                                   options.batch_size))
     out = price_kind(SERVE_BATCHES, batch_runs, names, profile, clustering, contacts, range_rows, block_bytes,

@@ -15,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TWENTY_BASE_URL = "https://api.twenty.com"
 DEFAULT_WAREHOUSE_URL = "duckdb:///truth_forge.duckdb"
+# serve's gathering window on BigQuery: each apply's MERGE into contacts bills the whole table.
+BIGQUERY_SERVE_BATCH_WINDOW = 60.0
 
 if TYPE_CHECKING:
     from truth_forge.warehouse.detection import DetectionPolicy
@@ -137,7 +139,7 @@ class Settings(BaseSettings):
     def serve_batch_window(self) -> float:
         if self.serve_batch_window_seconds is not None:
             return self.serve_batch_window_seconds
-        return 60.0 if self.warehouse_url.startswith("bigquery://") else 0.25
+        return BIGQUERY_SERVE_BATCH_WINDOW if self.warehouse_url.startswith("bigquery://") else 0.25
 
     def detection_policy(self) -> DetectionPolicy:
         from truth_forge.warehouse.detection import DetectionPolicy
