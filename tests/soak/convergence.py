@@ -167,8 +167,9 @@ def read_tables(rows: Callable[[str], list[dict[str, Any]]]) -> WarehouseSide:
     for c in contacts.values():
         c.update(primary_email=None, additional_emails=[], primary_phone=None, additional_phones=[],
                  business_id=None, **{k: _json(c[k]) for k in PERSON_JSON})
+    # NULL positions last on every engine (BigQuery sorts NULLs first, DuckDB last).
     for i in rows("SELECT contact_id, kind, value, is_primary FROM contact_identifiers "
-                  "ORDER BY contact_id, kind, position, value"):
+                  "ORDER BY contact_id, kind, position IS NULL, position, value"):
         c = contacts.get(i["contact_id"])
         if c is not None and i["kind"] in ("email", "phone"):
             if i["is_primary"]:

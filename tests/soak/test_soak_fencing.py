@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import signal
 import time
 import uuid
@@ -34,8 +33,9 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.warehouse import BQEMU_PROJECT
-from tests.soak.convergence import check_side, read_tables, summarize
+from tests.fixtures.bqemulator import BQEMU_PROJECT
+from tests.fixtures.bigquery_convergence import check_bigquery_convergence
+from tests.soak.convergence import summarize
 from tests.soak.harness import PlainTwenty, SyncProcess, fresh_workspace, record_requests, sync_env, \
     wait_until_quiet
 from tests.soak.tally import TALLY
@@ -55,14 +55,6 @@ FREEZE_WAIT_S = 120.0
 def twenty_writes(sandbox: Any) -> list[str]:
     return [f"{e.method} {e.path}" for e in sandbox.request_log
             if e.method in WRITES and not e.path.startswith("/rest/metadata")]
-
-
-def bigquery_rows(client: Any, dataset: str) -> Callable[[str], list[dict[str, Any]]]:
-    """Plain SQL on the emulator's dataset: each bare table name qualified with the dataset."""
-    def rows(sql: str) -> list[dict[str, Any]]:
-        qualified = re.sub(r"\bFROM (\w+)", lambda m: f"FROM `{BQEMU_PROJECT}.{dataset}.{m.group(1)}`", sql)
-        return [dict(row.items()) for row in client.query(qualified).result()]
-    return rows
 
 
 def freeze_when(process: SyncProcess, ready: Callable[[], bool], what: str) -> bool:
@@ -138,8 +130,8 @@ def test_a_writer_frozen_past_its_lease_ends_aborted_without_writing(
 
         clean = start("clean").wait()
         with PlainTwenty(sandbox) as twenty:
-            found = check_side(read_tables(bigquery_rows(bigquery_client, dataset)), twenty,
-                               live_people=contacts, live_companies=companies)
+            found = check_bigquery_convergence(bigquery_client, f"{BQEMU_PROJECT}.{dataset}", twenty,
+                                               live_people=contacts, live_companies=companies)
         TALLY.trial(f"fencing:{how}", faults=2, records=contacts + companies, discrepancies=len(found))
         assert clean.returncode == 0 and not found, (f"{where}: clean run {clean.describe()}\n"
                                                      f"{len(found)} discrepancies:\n{summarize(found, 12)}")
