@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from tests.sync.test_kill_recovery import TWENTY_PEOPLE
 from tests.fixtures.bigquery_convergence import check_bigquery_convergence, read_bigquery_warehouse
 from tests.fixtures.bqemulator import BQEMU_PROJECT
 from tests.soak.convergence import norm_name, norm_option, twenty_name
@@ -54,14 +55,6 @@ KILL_MOMENTS = {UNREAD: 0.0, READ: LATENCY_MS / 2000}
 # Kills after the last answer, at these fractions of the reference run's tail (last answer to exit).
 TAIL_FRACTIONS = (0.2, 0.45, 0.7)
 POLL_S = 0.002
-TWENTY_PEOPLE = [
-    {"name": {"firstName": "Ada", "lastName": "Lovelace"}, "emails": {"primaryEmail": "ada@example.org"},
-     "categoryCode": "E", "subcategoryCode": "E1_MENTORS"},
-    {"name": {"firstName": "Alan", "lastName": "Turing"}, "emails": {"primaryEmail": "alan@example.org"},
-     "phones": {"primaryPhoneNumber": "4155550123", "primaryPhoneCallingCode": "+1",
-                "primaryPhoneCountryCode": "US"}},
-    {"name": {"firstName": "Grace", "lastName": "Hopper"}, "relationshipCategory": "COLLEAGUE"},
-]
 # The edits made between the kill and the rerun; each must end on both sides.
 RENAMED_KEY, RENAMED_TO = 1, "Renamed Afterthekill"
 GRACE_CATEGORY = "MENTOR"
