@@ -176,9 +176,8 @@ class ChangeDetection:
         started_at = plain_row(rows[0])["now"]
         mark = _parse_mark(self.get_watermark(_mark_name(object_type)))
         since, audited = mark.get("since"), mark.get("audited_at")
-        due = (since is None or policy.audit or audited is None
-               or (policy.audit_every is not None and started_at - audited >= policy.audit_every))
-        if due or since is None:
+        if (since is None or policy.audit or audited is None
+                or (policy.audit_every is not None and started_at - audited >= policy.audit_every)):
             report: dict[str, Any] = {"mode": "audit"}
             # What an incremental detection would have found now: the audit reports the rest.
             announced = None if since is None else set(self._candidates(object_type, since - policy.overlap, {}))
