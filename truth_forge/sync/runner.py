@@ -228,7 +228,7 @@ def _run_as_writer(
         counts["errors_closed"] = 0
         try:
             _remember_batch_size(warehouse, client, known_batch_size)
-            warehouse.fold_journal()
+            # Folds the run's journal first, then closes what the run saved clean.
             counts["errors_closed"] = warehouse.close_settled_errors(run_id=run_id,
                                                                      run_succeeded=status == "succeeded")
         except LeaseLost as exc:  # lost now, or earlier: the sync's bookkeeping stays as the new holder has it

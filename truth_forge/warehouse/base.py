@@ -407,9 +407,9 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
         return len(clean)
 
     def close_settled_errors(self, *, run_id: str, run_succeeded: bool) -> int:
-        """Close the errors whose record this run saved clean (as its folds found them; call after
-        the run's last fold), the older rows its own errors supersede, and (after a run that
-        succeeded) the run-level errors of other runs; returns how many closed."""
+        """Close the errors whose record this run saved clean (as its folds found them: the journal is
+        folded first), the older rows its own errors supersede, and (after a run that succeeded) the
+        run-level errors of other runs; returns how many closed."""
         self.fold_journal()
         rows, _ = self._run(q.OPEN_ERRORS_EXIST, (), fetch=True)
         if not rows or not int(rows[0]["n"] or 0):
