@@ -50,7 +50,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,15 +178,19 @@ def twenty(base_url: str) -> TwentyClient:
     return TwentyClient(base_url, API_KEY, requests_per_minute=1e9)
 
 
-def edit_in_twenty(sandbox: SandboxServer, crm_ids: list[str], deadline: Deadline) -> None:
-    """Rename people as a workspace member (a person in Twenty's app): edits the pull must bring."""
+def edit_in_twenty(sandbox: SandboxServer, crm_ids: list[str], deadline: Deadline, *, first_name: str = "Edited",
+                   then: Callable[[httpx.Client, str], None] | None = None) -> None:
+    """Rename people as a workspace member (a person in Twenty's app): edits the pull must bring;
+    `then` is called after each edit with the member's client and the record's id."""
     with httpx.Client(base_url=sandbox.base_url, timeout=10,
                       headers={"Authorization": f"Bearer {MEMBER_TOKEN}"}) as http:
         for i, crm_id in enumerate(crm_ids):
             if i % 100 == 0:
-                deadline.check("the Twenty edits")
+                deadline.check(f"the Twenty edits ({first_name})")
             http.patch(f"/rest/people/{crm_id}",
-                       json={"name": {"firstName": "Edited", "lastName": f"Person {i}"}}).raise_for_status()
+                       json={"name": {"firstName": first_name, "lastName": f"Person {i}"}}).raise_for_status()
+            if then is not None:
+                then(http, crm_id)
 
 
 # -- one sample: every run kind in order ---------------------------------------------------------
@@ -301,15 +305,12 @@ def serve_batches(sample: Sample, warehouse: BigQueryWarehouse, sandbox: Sandbox
         "AND s.crm_id IS NOT NULL ORDER BY s.record_key DESC LIMIT @n", (_scalar_int("n", sum(batches)),), fetch=True)
     crm_ids = [r["crm_id"] for r in rows]
     events = []
-    with httpx.Client(base_url=sandbox.base_url, timeout=10,
-                      headers={"Authorization": f"Bearer {MEMBER_TOKEN}"}) as http:
-        for i, crm_id in enumerate(crm_ids):
-            if i % 100 == 0:
-                deadline.check("the webhook edits")
-            http.patch(f"/rest/people/{crm_id}",
-                       json={"name": {"firstName": "Hooked", "lastName": f"Person {i}"}}).raise_for_status()
-            record = http.get(f"/rest/people/{crm_id}").json()["data"]["person"]
-            events.append(WebhookEvent("person", "updated", crm_id, record, record.get("updatedAt")))
+
+    def as_event(http: httpx.Client, crm_id: str) -> None:
+        record = http.get(f"/rest/people/{crm_id}").json()["data"]["person"]
+        events.append(WebhookEvent("person", "updated", crm_id, record, record.get("updatedAt")))
+
+    edit_in_twenty(sandbox, crm_ids, deadline, first_name="Hooked", then=as_event)
     run = KindRun(x=len(batches), u=u, records=records)
     renewal = KindRun(x=0, u=u, records=records)
     recorded = run.statements

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.soak.convergence import check_convergence, summarize
-from tests.soak.harness import PlainTwenty, SyncProcess, fresh_workspace, run_sync, sync_env, wait_until_quiet
+from tests.soak.harness import PlainTwenty, SyncProcess, SyncRun, fresh_workspace, run_sync, sync_env, \
+    wait_until_quiet
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data
 
@@ -58,6 +59,20 @@ def _wait_for_batches(sandbox: Any, proc: subprocess.Popen[bytes], count: int) -
         time.sleep(POLL_S)
 
 
+def _signal_after_batches(sandbox: Any, db_path: Path, workdir: Path, name: str, batches: int,
+                          signum: signal.Signals) -> SyncRun:
+    """A sync on a slowed sandbox, sent `signum` once `batches` people batches landed; how it ended,
+    once the sandbox went quiet (faults cleared for what follows)."""
+    sandbox.set_faults(latency_ms=LATENCY_MS)
+    process = SyncProcess(sync_env(sandbox, db_path, **SETTINGS), workdir, name)
+    _wait_for_batches(sandbox, process.proc, batches)
+    process.proc.send_signal(signum)
+    ended = process.wait(WAIT_S)
+    wait_until_quiet(sandbox, quiet_s=3 * LATENCY_MS / 1000)
+    sandbox.clear_faults()
+    return ended
+
+
 def _runs(db_path: Path) -> list[dict[str, Any]]:
     with open_warehouse(f"duckdb:///{db_path}") as warehouse:
         return warehouse.recent_runs(50)
@@ -70,13 +85,7 @@ def _open_run_errors(db_path: Path, run_id: str) -> list[dict[str, Any]]:
 
 def test_sigterm_stops_a_sync_with_its_writes_recorded_and_the_rerun_converges(sandbox: Any, tmp_path: Path) -> None:
     db_path = prepare(sandbox, tmp_path)
-    sandbox.set_faults(latency_ms=LATENCY_MS)
-    process = SyncProcess(sync_env(sandbox, db_path, **SETTINGS), tmp_path, "stopped")
-    _wait_for_batches(sandbox, process.proc, 2)
-    process.proc.send_signal(signal.SIGTERM)
-    stopped = process.wait(WAIT_S)
-    wait_until_quiet(sandbox, quiet_s=3 * LATENCY_MS / 1000)
-    sandbox.clear_faults()
+    stopped = _signal_after_batches(sandbox, db_path, tmp_path, "stopped", 2, signal.SIGTERM)
 
     assert stopped.returncode == 143, stopped.describe()
     assert not stopped.crashed, stopped.stderr[-2000:]
@@ -101,13 +110,7 @@ def test_sigterm_stops_a_sync_with_its_writes_recorded_and_the_rerun_converges(s
 
 def test_a_sigkilled_runs_row_is_closed_by_the_next_run(sandbox: Any, tmp_path: Path) -> None:
     db_path = prepare(sandbox, tmp_path)
-    sandbox.set_faults(latency_ms=LATENCY_MS)
-    process = SyncProcess(sync_env(sandbox, db_path, **SETTINGS), tmp_path, "killed")
-    _wait_for_batches(sandbox, process.proc, 1)
-    process.proc.send_signal(signal.SIGKILL)
-    process.wait(WAIT_S)
-    wait_until_quiet(sandbox, quiet_s=3 * LATENCY_MS / 1000)
-    sandbox.clear_faults()
+    _signal_after_batches(sandbox, db_path, tmp_path, "killed", 1, signal.SIGKILL)
     [killed] = _runs(db_path)
     assert killed["status"] == "running"  # nothing of the killed process could close it
 
