@@ -2,9 +2,9 @@
 
 Older servers compare the cursor's millisecond value with `>` against the microseconds Postgres
 keeps, so every row of the cursor's own millisecond comes again and the id tie-breaker never
-applies (docs/twenty-facts.md, section 11). A walk through a tie larger than a page sees the
-same page again; the newest rules (profile "latest") walk it once. A walk ordered by `id` is
-exact on both.
+applies (docs/twenty-facts.md, "Paging through a tie"). A walk through a tie larger than a page
+sees the same page again; the newest rules (profile "latest") walk it once. A walk ordered by
+`id` is exact on both.
 """
 
 from __future__ import annotations

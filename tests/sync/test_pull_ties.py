@@ -1,8 +1,8 @@
 """The pull through a tie on `updatedAt`: one large import in Twenty gives hundreds of people one
 `updatedAt`, and older servers cannot page through such a tie (their next page starts at the tie's
-first row again: sandbox profile "legacy", docs/twenty-facts.md section 11). Every run must still
-succeed, bring every record once and converge; on the newest rules the pull spends no extra
-request. Real sandbox over loopback HTTP, real DuckDB files."""
+first row again: sandbox profile "legacy", docs/twenty-facts.md "Paging through a tie"). Every run
+must still succeed, bring every record once and converge; on the newest rules the pull spends no
+extra request. Real sandbox over loopback HTTP, real DuckDB files."""
 
 from __future__ import annotations
 
@@ -100,6 +100,15 @@ def test_a_large_import_with_one_updated_at_is_pulled_once_on_an_older_server(
     last = run_sync(warehouse, legacy_twenty, SCHEMA)
     assert last.status == "succeeded"
     assert record_writes(legacy_sandbox) == []  # converged: nothing left to send
+    _check_converged(warehouse, legacy_twenty)
+
+    # `sync --full` walks Twenty ordered by id, which older servers page exactly.
+    legacy_sandbox.clear_request_log()
+    full = run_sync(warehouse, legacy_twenty, SCHEMA, full=True)
+    assert full.status == "succeeded", full.sync_errors
+    walks = [parse_qs(e.query) for e in legacy_sandbox.request_log if e.method == "GET" and e.path == "/rest/people"]
+    assert [q["order_by"] for q in walks if "order_by" in q] == [["id"]] * math.ceil((CONTACTS + IMPORTED) / 200)
+    assert record_writes(legacy_sandbox) == []
     _check_converged(warehouse, legacy_twenty)
 
 

@@ -181,11 +181,11 @@ def walk_by_updated_at(records_api: RecordsApi, plural: str, query: str) -> Iter
     Newer servers page with the id as a tie-breaker; older ones compare the cursor's millisecond
     with `>` against the microseconds Postgres keeps, so a page that ends inside a tie on
     `updatedAt` (one batch write, one `updatedAt`) is followed by that tie again from its first
-    row, and a tie as large as a page gives the same page forever (docs/twenty-facts.md, section
-    11). Records seen again at the newest `updatedAt` are dropped; when a page brings a tie
-    again and still ends inside it, the tie is read on its own ordered by id (exact everywhere)
-    and the walk starts afresh after it. On a server that pages exactly, none of this happens:
-    one request per page, as plain cursor paging.
+    row, and a tie as large as a page gives the same page forever (docs/twenty-facts.md, "Paging
+    through a tie"). Records seen again at the newest `updatedAt` are dropped; when a page brings
+    a tie again and still ends inside it, the tie is read on its own ordered by id (exact
+    everywhere) and the walk starts afresh after it. On a server that pages exactly none of this
+    happens: one request per page, as plain cursor paging.
     """
     cursor: str | None = None
     after_tie: str | None = None  # where the walk starts again once a tie was read by id
