@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from truth_forge.sandbox.actors import Credential, build_credentials
-from truth_forge.sandbox.profiles import DEFAULT_PROFILE, Behaviour, EmailCheck, RefillMode, resolve
+from truth_forge.sandbox.profiles import (
+    DEFAULT_PROFILE,
+    Behaviour,
+    CursorPaging,
+    EmailCheck,
+    RefillMode,
+    resolve,
+)
 
 DEFAULT_API_KEY = "sandbox-api-key"
 # A fixed workspace id keeps object/field metadata ids stable across restarts (SQLite mode).
@@ -63,6 +70,7 @@ class SandboxConfig:
     empty_text_to_null: bool | None = None
     links_update_merges: bool | None = None
     create_stamps_updated_by: bool | None = None
+    cursor_paging: CursorPaging | None = None
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -80,7 +88,8 @@ class SandboxConfig:
             "rate_limit_refill": self.rate_limit_refill,
             "empty_text_to_null": self.empty_text_to_null,
             "links_update_merges": self.links_update_merges,
-            "create_stamps_updated_by": self.create_stamps_updated_by})
+            "create_stamps_updated_by": self.create_stamps_updated_by,
+            "cursor_paging": self.cursor_paging})
 
     @property
     def credentials(self) -> dict[str, Credential]:

@@ -22,6 +22,7 @@ from truth_forge.sandbox.filters import Node, bind, evaluate, mentions_deleted_a
 from truth_forge.sandbox.metadata import ObjectDef, composite_default
 from truth_forge.sandbox.profiles import Behaviour
 from truth_forge.sandbox.query import (
+    OrderItem,
     decode_cursor,
     encode_cursor,
     id_from_key,
@@ -333,7 +334,8 @@ class RecordService:
                 view = View(node, include_deleted, order, self._scan(table, node))
                 if len(view.keys) > limit:  # a walk that needs a second page: keep it
                     table.views.keep(view_key, view)
-            keys, has_prev, has_next = self._page(view, limit, after, before)
+            keys, has_prev, has_next = self._page(view, limit, after, before,
+                                                  tie_repeats=self._tie_repeats(obj, order))
             slot = id_slot(order)
             page = [table.rows[id_from_key(k, slot)] for k in keys]
             rendered = [self.render(obj, r, depth, fields) for r in page]
@@ -345,13 +347,22 @@ class RecordService:
             }
         return {"records": rendered, "pageInfo": page_info, "totalCount": len(view.keys)}
 
+    def _tie_repeats(self, obj: ObjectDef, order: list[OrderItem]) -> bool:
+        """Whether a cursor walk on this order starts again at the first row of the cursor's tie
+        (`cursor_paging` "sort_value": older servers, a DATE_TIME first sort field)."""
+        first = obj.field(order[0].path[0]) if len(order[0].path) == 1 else None
+        return self.rules.cursor_paging == "sort_value" and first is not None and first.type == "DATE_TIME"
+
     @staticmethod
-    def _page(view: View, limit: int, after: str | None,
-              before: str | None) -> tuple[list[tuple[Any, ...]], bool, bool]:
-        """Keys of one page: rows strictly after (or before) the cursor's order values + id."""
+    def _page(view: View, limit: int, after: str | None, before: str | None, *,
+              tie_repeats: bool = False) -> tuple[list[tuple[Any, ...]], bool, bool]:
+        """Keys of one page: rows strictly after (or before) the cursor's order values + id; with
+        `tie_repeats`, every row whose first order value equals the cursor's comes again."""
         keys, order = view.keys, view.order
         if after:
-            start = keys.bisect_right(sort_key(decode_cursor(after, order), order))
+            key = sort_key(decode_cursor(after, order), order)
+            # The first item's (rank, value) sorts before every key that starts with it.
+            start = keys.bisect_left(key[:2]) if tie_repeats and key[1] is not None else keys.bisect_right(key)
             return keys.slice(start, start + limit), start > 0, len(keys) - start > limit
         if before:
             end = keys.bisect_left(sort_key(decode_cursor(before, order), order))

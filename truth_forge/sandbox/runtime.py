@@ -37,6 +37,7 @@ class SandboxRuntime:
         """Records, custom fields/objects, webhooks, log, faults, rate-limit bucket: all fresh."""
         self.dispatcher.wait_idle(timeout=self.config.webhook_timeout_s + 1)
         self.workspace.reset()
+        self.workspace.clock.freeze(False)
         self.webhooks.reset()
         self.dispatcher.clear()
         self.request_log.clear()

@@ -118,6 +118,10 @@ class SandboxServer:
         """A fresh workspace: no records, custom fields, webhooks, log entries or faults."""
         self.runtime.reset()
 
+    def freeze_clock(self, frozen: bool = True) -> None:
+        """Every write from now until thawed carries one `updatedAt` (clock.MonotonicClock.freeze)."""
+        self.runtime.workspace.clock.freeze(frozen)
+
     def set_faults(self, error_rate: float = 0.0, latency_ms: float | tuple[float, float] = 0.0,
                    drop_rate: float = 0.0, rate_limit_storm: float = 0.0, seed: int = 0,
                    max_faults: int | None = None,

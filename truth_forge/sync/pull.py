@@ -41,8 +41,8 @@ from truth_forge.sync.objects import (
     write_by_field_set,
 )
 from truth_forge.sync.store import SyncStore
-from truth_forge.twenty.errors import TwentyRecordRejected, TwentySchemaMismatch
-from truth_forge.twenty.records import Page
+from truth_forge.twenty.errors import TwentyProtocolError, TwentyRecordRejected, TwentySchemaMismatch
+from truth_forge.twenty.records import Page, RecordsApi
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +161,7 @@ def changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta, *,
     `remember` is off: a dry run writes nothing) from then on."""
     base_url, records_api = ctx.client.transport.base_url, ctx.client.records
     not_ours = own_writes.filter_clause(ctx.warehouse, base_url)
-    pages = records_api.iter_pages(obj.plural, filter=changes_query(ctx.warehouse, obj, overlap, not_ours),
-                                   order_by="updatedAt", page_size=PAGE_SIZE)
+    pages = walk_by_updated_at(records_api, obj.plural, changes_query(ctx.warehouse, obj, overlap, not_ours))
     if not_ours is None:
         return pages
     try:
@@ -172,9 +171,83 @@ def changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta, *,
     except (TwentyRecordRejected, TwentySchemaMismatch) as exc:
         if remember:
             own_writes.disable(ctx.warehouse, base_url, f"Twenty refused a filter on updatedBy: {exc}")
-        return records_api.iter_pages(obj.plural, filter=changes_query(ctx.warehouse, obj, overlap),
-                                      order_by="updatedAt", page_size=PAGE_SIZE)
+        return walk_by_updated_at(records_api, obj.plural, changes_query(ctx.warehouse, obj, overlap))
     return itertools.chain([first], pages)
+
+
+def walk_by_updated_at(records_api: RecordsApi, plural: str, query: str) -> Iterator[Page]:
+    """The pages of `query` oldest `updatedAt` first, each record once, on every Twenty version.
+
+    Newer servers page with the id as a tie-breaker; older ones compare the cursor's millisecond
+    with `>` against the microseconds Postgres keeps, so a page that ends inside a tie on
+    `updatedAt` (one batch write, one `updatedAt`) is followed by that tie again from its first
+    row, and a tie as large as a page gives the same page forever (docs/twenty-facts.md, "Paging
+    through a tie"). Records seen again at the newest `updatedAt` are dropped; when a page brings
+    a tie again and still ends inside it, the tie is read on its own ordered by id (exact
+    everywhere) and the walk starts afresh after it. On a server that pages exactly none of this
+    happens: one request per page, as plain cursor paging.
+    """
+    cursor: str | None = None
+    after_tie: str | None = None  # where the walk starts again once a tie was read by id
+    tail_stamp: str | None = None  # the newest `updatedAt` read so far, and the ids read at it
+    tail_ids: set[str] = set()
+    walked_ties: set[str] = set()
+    repeats = False  # whether this server was seen to send a tie again
+    while True:
+        query_now = query if after_tie is None else f'and({query},updatedAt[gte]:"{after_tie}")'
+        page = records_api.find_page(plural, filter=query_now, order_by="updatedAt", limit=PAGE_SIZE,
+                                     starting_after=cursor)
+        fresh, repeated = [], None  # repeated: the `updatedAt` of records read a second time
+        for record in page.records:
+            stamp = record.get("updatedAt")
+            if stamp == tail_stamp and record["id"] in tail_ids:
+                repeated = stamp
+                continue
+            if stamp != tail_stamp:
+                tail_stamp, tail_ids = stamp, set()
+            tail_ids.add(record["id"])
+            fresh.append(record)
+        yield Page(records=fresh, has_next_page=page.has_next_page, end_cursor=page.end_cursor,
+                   total_count=page.total_count)
+        if not page.has_next_page or not page.records:
+            return
+        last_stamp = page.records[-1].get("updatedAt")
+        repeats = repeats or repeated is not None
+        # The next page would start at the tie this page ends in again, and bring nothing new if
+        # that tie fills a page: a tie that came again and still runs on past the page, a page
+        # that is one tie on a server known to repeat ties, a cursor that does not move.
+        tie_again = (repeated is not None and last_stamp == repeated) \
+            or (repeats and page.records[0].get("updatedAt") == last_stamp)
+        stuck = not fresh or not page.end_cursor or page.end_cursor == cursor
+        if not (stuck or tie_again):
+            cursor = page.end_cursor
+            continue
+        if tail_stamp is None or tail_stamp in walked_ties:
+            # Nothing left that reading by id could fix: stop rather than loop.
+            raise TwentyProtocolError("Twenty said there are more pages but gave no new cursor",
+                                      method="GET", path=f"/rest/{plural}")
+        walked_ties.add(tail_stamp)
+        yield from _walk_tie(records_api, plural, query, tail_stamp, tail_ids)
+        after_tie, cursor, tail_stamp, tail_ids = _next_millisecond(tail_stamp), None, None, set()
+
+
+def _walk_tie(records_api: RecordsApi, plural: str, query: str, stamp: str, seen: set[str]) -> Iterator[Page]:
+    """Every record of `query` updated in `stamp`'s millisecond that is not in `seen`, by id. A
+    range, not `[eq]`: on older servers an equality with a millisecond never matches the
+    microseconds stored."""
+    in_tie = f'and({query},updatedAt[gte]:"{stamp}",updatedAt[lt]:"{_next_millisecond(stamp)}")'
+    for page in records_api.iter_pages(plural, filter=in_tie, order_by="id", page_size=PAGE_SIZE):
+        fresh = [r for r in page.records if r["id"] not in seen]
+        seen |= {r["id"] for r in fresh}
+        yield Page(records=fresh, has_next_page=page.has_next_page, end_cursor=page.end_cursor,
+                   total_count=page.total_count)
+
+
+def _next_millisecond(stamp: str) -> str:
+    moment = parse_timestamp(stamp)
+    assert moment is not None
+    return format_timestamp(moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+                            + dt.timedelta(milliseconds=1))
 
 
 def pull_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[str, Any]]) -> PullStats:
