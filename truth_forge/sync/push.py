@@ -2,9 +2,10 @@
 
 Change detection happens in the warehouse (`changed_rows`), so only changed rows reach Python.
 Rows Twenty already has are updated through a batch upsert keyed on their Twenty id, carrying only
-the fields that changed since the merge base; before they are written, one read per 200 of them (a
-page) brings the records as Twenty has them now, and edits made there meanwhile are merged first
-(`pull.apply_records`). New rows are created whole (an upsert would also match on a unique email and
+the fields that changed since the merge base; before they are written, a read by id list per 200 of
+them (a few requests: the client keeps URLs short) brings the records as Twenty has them now, and
+edits made there meanwhile are merged first (`pull.apply_records`). A record that read lacks is
+asked for by id; only a 404 there settles it as destroyed. New rows are created whole (an upsert would also match on a unique email and
 take over someone else's record); `PushStats.upserted` counts both.
 
 Requests overlap: read-backs, update writes, creates and deletes share the client's request pool
