@@ -12,7 +12,7 @@ from truth_forge.config import Settings
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 from truth_forge.twenty import NextStep, TwentyClient, TwentyRequestTooLong
 from truth_forge.twenty.client import client_options
-from truth_forge.twenty.records import in_filter
+from truth_forge.twenty.records import _CURSOR_ROOM, in_filter
 from truth_forge.twenty.transport import DEFAULT_MAX_REQUEST_LINE
 
 
@@ -101,3 +101,26 @@ def test_nodes_431_is_the_same_clear_error(sandbox: SandboxServer) -> None:
         with pytest.raises(TwentyRequestTooLong, match="HTTP 431"):
             client.records.find_page("people", filter=in_filter("id", ids))  # 400 ids: about 18 KB
         assert [e.status for e in sandbox.request_log] == [431]
+
+
+def test_runs_of_values_of_any_length_are_each_as_long_as_fits(sandbox: SandboxServer) -> None:
+    # Emails of very different lengths (a look-up of holders): every run fits, and the next value
+    # would not have (so no request is wasted), in the values' order.
+    values = [f"{'x' * (n * 37 % 120 + 1)}{n}@example.com" for n in range(500)]
+    with client_for(sandbox, max_request_line=2048) as client:
+        records = client.records
+        runs = records.in_runs("people", "emails.primaryEmail", values, with_deleted=True)
+        assert [v for run in runs for v in run] == values
+
+        def line(run: list[str]) -> int:
+            return client.transport.request_line_length("GET", "/rest/people", records._find_params(
+                in_filter("emails.primaryEmail", run, with_deleted=True), None, 200, _CURSOR_ROOM, None, 0))
+
+        taken = 0
+        for run in runs:
+            taken += len(run)
+            assert line(run) <= 2048
+            if taken < len(values):
+                assert line(run + [values[taken]]) > 2048
+        found = records.find_in("people", "emails.primaryEmail", values, with_deleted=True)
+        assert found == [] and all(e.status == 200 for e in sandbox.request_log[-len(runs):])

@@ -60,7 +60,8 @@ def sandbox_command(
     url_host = f"[{host}]" if ":" in host else host
     message = "\n".join([
         f"Twenty sandbox listening on http://{url_host}:{{port}}"
-        + (f" (data in {db})" if db else " (in memory)") + f", rules: {twenty_version}",
+        + (f" (data in {db})" if db else " (in memory)") + f", rules: {twenty_version}"
+        + (f", request lines over {max_request_line} bytes refused (414)" if max_request_line else ""),
         f"export TWENTY_BASE_URL=http://{url_host}:{{port}}",
         f"export TWENTY_API_KEY={config.api_keys[0]}",
         # truth-forge keeps to its own request budget too (100 a minute by default, as Twenty allows):

@@ -207,10 +207,16 @@ class RecordsApi:
         start = 0
         while start < len(values):
             # The longest run from `start` that fits: a binary search over its length (a line
-            # only grows as values are added), so a run costs a few measurements, not one per value.
+            # only grows as values are added), so a run costs a few measurements, not one per value;
+            # values of one kind (ids) make runs of one length, so the last run's length is tried first.
             low, high = 0, min(most, len(values) - start)
-            if fits(values[start : start + high]):
+            guess = len(runs[-1]) if runs else high
+            if guess >= high and fits(values[start : start + high]):
                 low = high
+            elif guess < high and fits(values[start : start + guess]):
+                low = guess
+                if not fits(values[start : start + guess + 1]):
+                    high = guess
             while low < high:
                 middle = (low + high + 1) // 2
                 if fits(values[start : start + middle]):
