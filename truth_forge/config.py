@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         description="Bound on a whole request, answer included (a server sending a byte at a time is cut off); "
                     "a request past it is retried like a broken connection",
     )
+    twenty_max_request_line: int = Field(
+        4096, ge=1024, validation_alias=_env("TWENTY_MAX_REQUEST_LINE"),
+        description="Longest request line sent to Twenty, in bytes (method, path, encoded query, HTTP version); "
+                    "lists of ids are split into more requests to stay within it (nginx refuses over 8 KB)",
+    )
     twenty_max_retries: int = Field(
         6,
         ge=0,

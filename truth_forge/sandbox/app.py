@@ -4,15 +4,20 @@ The outer layer (`SandboxASGI`) is plain ASGI on purpose: it runs in front of St
 can inject faults (including closing the socket with no response at all), check the Bearer
 token (an API key or a workspace member's token), apply the rate limit to record requests made
 with an API key, stamp every response with the server clock's `Date`, and log every request
-with its final status.
+with its final status. It also refuses what never reaches Twenty's code: a request line and
+headers over Node's 16 KiB (431), or, playing a proxy in front (`max_request_line`), a request line
+over the proxy's limit (414, as nginx answers past its 8 KB buffer).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import re
 import time
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,6 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from truth_forge.sandbox.actors import Credential
+from truth_forge.sandbox.config import NODE_MAX_HEADER_BYTES
 from truth_forge.sandbox.errors import ApiError, invalid_token, missing_token
 from truth_forge.sandbox.faults import FaultSettings, fault_kwargs
 from truth_forge.sandbox.routes_core import CoreRoutes, read_json
@@ -30,6 +36,12 @@ from truth_forge.sandbox.runtime import SandboxRuntime
 log = logging.getLogger(__name__)
 
 _METADATA_PREFIXES = ("/rest/metadata", "/rest/webhooks", "/rest/open-api")
+# A filter that lists record ids (`id[in]:[...]`), not another field ending in "Id".
+_LISTS_IDS = re.compile(r"(?<![A-Za-z0-9_.])id\[in\]:")
+# What nginx sends with its 414 (an HTML page, not Twenty's JSON).
+_NGINX_414 = (b"<html>\r\n<head><title>414 Request-URI Too Large</title></head>\r\n<body>\r\n"
+              b"<center><h1>414 Request-URI Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n"
+              b"</body>\r\n</html>\r\n")
 
 
 def error_response(exc: ApiError) -> JSONResponse:
@@ -117,7 +129,31 @@ class SandboxASGI:
                 message = {**message, "headers": headers}
             await send(message)
 
+        if await self._refused_as_too_long(scope, dated, send):
+            return
         await self._dispatch(scope, receive, dated, send)
+
+    async def _refused_as_too_long(self, scope: Scope, send: Send, raw_send: Send) -> bool:
+        """Answer 414 (the proxy's limit on the request line) or 431 (Node's on the whole head)."""
+        query: bytes = scope.get("query_string", b"")
+        target = scope.get("raw_path") or scope["path"].encode()
+        line = (len(scope["method"]) + 1 + len(target) + (1 + len(query) if query else 0)
+                + len(" HTTP/") + len(scope.get("http_version", "1.1")))
+        head = line + 2 + sum(len(k) + 2 + len(v) + 2 for k, v in scope.get("headers", [])) + 2
+        limit = self.rt.config.max_request_line
+        if limit is not None and line > limit:
+            status, headers, body, answer = 414, [(b"content-type", b"text/html")], _NGINX_414, send
+        elif head > NODE_MAX_HEADER_BYTES:
+            # Node writes a bare status line and closes: no Date, no body.
+            status, headers, body, answer = 431, [(b"connection", b"close")], b"", raw_send
+        else:
+            return False
+        self.rt.request_log.add(scope["method"], scope["path"], query.decode("latin-1"), status, None, 0.0,
+                                "too_long")
+        await answer({"type": "http.response.start", "status": status,
+                      "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await answer({"type": "http.response.body", "body": body})
+        return True
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, raw_send: Send) -> None:
         """`send` dates the response; `raw_send` is uvicorn's own (the drop fault needs it)."""
@@ -206,6 +242,10 @@ class SandboxASGI:
                 fault.append("drip")
                 await self.inner(scope, receive, _dripping(capture, raw_send, decision.drip_interval_s))
                 return
+            settings = self.rt.faults.settings
+            if settings.lose_listed_rate and scope["method"] == "GET" and _lists_ids(scope):
+                await self.inner(scope, receive, _losing(capture, settings, fault))
+                return
             await self.inner(scope, receive, capture)
         finally:
             log_once()  # responses that never completed are logged too
@@ -247,6 +287,46 @@ def _dripping(send: Send, raw_send: Send, interval_s: float) -> Send:
             await send(message)
 
     return drip
+
+
+def _lists_ids(scope: Scope) -> bool:
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return any(_LISTS_IDS.search(value) for value in query.get("filter", []))
+
+
+def _losing(send: Send, settings: FaultSettings, fault: list[str]) -> Send:
+    """A `send` that holds the answer back, leaves out the records `settings.loses`, and sends the rest
+    (pageInfo and totalCount untouched, as a cache that lost rows would leave them)."""
+    held: list[Message] = []
+    body = bytearray()
+
+    async def lose(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            held.append(message)
+            return
+        body.extend(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        out = bytes(body)
+        start = held[0]
+        try:
+            answer = json.loads(out)
+        except ValueError:
+            answer = None
+        data = answer.get("data") if isinstance(answer, dict) else None
+        if start["status"] == 200 and isinstance(data, dict):
+            for name, records in data.items():
+                if isinstance(records, list):
+                    kept = [r for r in records if not (isinstance(r, dict) and settings.loses(str(r.get("id"))))]
+                    if len(kept) < len(records):
+                        fault[:] = ["lose_listed"]
+                    data[name] = kept
+            out = json.dumps(answer).encode()
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+    return lose
 
 
 def _key_id(key: str) -> str:

@@ -21,6 +21,8 @@ from truth_forge.sandbox.profiles import (
 )
 
 DEFAULT_API_KEY = "sandbox-api-key"
+# Node's default --max-http-header-size: a request line and headers together over this get 431.
+NODE_MAX_HEADER_BYTES = 16 * 1024
 # A fixed workspace id keeps object/field metadata ids stable across restarts (SQLite mode).
 DEFAULT_WORKSPACE_ID = "3b8e6458-5fc1-4e63-8563-008ccddaa6db"
 
@@ -59,6 +61,9 @@ class SandboxConfig:
     # Real Twenty blocks private targets; the sandbox does the opposite for safety:
     # only loopback targets are contacted unless this is switched on.
     webhook_allow_non_loopback: bool = False
+    # A proxy in front (a "proxy profile"): request lines longer than this are refused with 414, as
+    # nginx does past its 8 KB header buffer (8192). None = no proxy, only Node's 16 KiB (431).
+    max_request_line: int | None = None
     # Upper bound on the in-memory request log so a long benchmark cannot exhaust memory.
     request_log_limit: int = 200_000
     # Which Twenty rules to follow (profiles.PROFILES): "latest" (strictest, default) or
@@ -78,6 +83,8 @@ class SandboxConfig:
         _ = self.credentials  # a token declared twice fails here
         if not is_loopback_host(self.host):
             raise ValueError(f"the sandbox binds loopback addresses only, not {self.host!r}")
+        if self.max_request_line is not None and self.max_request_line < 64:
+            raise ValueError("max_request_line must be at least 64 bytes")
         # An unknown profile or a bad override fails here, not in the middle of a request.
         _ = self.behaviour
 

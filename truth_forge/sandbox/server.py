@@ -28,8 +28,10 @@ _START_TIMEOUT_S = 10.0
 def _uvicorn_config(app: Any) -> uvicorn.Config:
     # h11 explicitly: the drop fault relies on uvicorn's h11 protocol object. No uvicorn Date
     # header: the app sends its own from the sandbox clock.
+    # h11's own limit on a request's head (16 KiB by default, answered 400) is raised out of the
+    # way: the app answers long request lines as Node (431) or a proxy (414) would.
     return uvicorn.Config(app, log_level="warning", lifespan="off", http="h11",
-                          access_log=False, date_header=False)
+                          access_log=False, date_header=False, h11_max_incomplete_event_size=1024 * 1024)
 
 
 class SandboxServer:
@@ -128,13 +130,16 @@ class SandboxServer:
                    error_statuses: tuple[int, ...] = (500, 502, 503),
                    path_prefix: str = "/rest/", db_error_rate: float = 0.0,
                    db_error_messages: tuple[str, ...] = DB_ERROR_MESSAGES,
-                   drip_rate: float = 0.0, drip_interval_ms: float = 1000.0) -> FaultSettings:
+                   drip_rate: float = 0.0, drip_interval_ms: float = 1000.0,
+                   lose_listed_rate: float = 0.0) -> FaultSettings:
         """Replace the fault settings (and restart the seeded sequence) on the running server.
 
         `db_error_rate` answers that share of requests 400 with one of `db_error_messages`
         (Postgres deadlock / statement timeout, as Twenty relays a QueryFailedError).
         `drip_rate` carries out that share of requests but sends each answer's body one byte per
         `drip_interval_ms` (a server that never stalls long enough for a per-read timeout).
+        `lose_listed_rate` leaves that share of records (the same ones every time, by id) out of
+        answers to a find-many filtered on `id[in]` (a lossy proxy or cache).
         """
         settings = FaultSettings(error_rate=error_rate, latency_ms=latency_ms,
                                  drop_rate=drop_rate, rate_limit_storm=rate_limit_storm,
@@ -142,7 +147,8 @@ class SandboxServer:
                                  error_statuses=tuple(error_statuses), path_prefix=path_prefix,
                                  db_error_rate=db_error_rate,
                                  db_error_messages=tuple(db_error_messages),
-                                 drip_rate=drip_rate, drip_interval_ms=drip_interval_ms)
+                                 drip_rate=drip_rate, drip_interval_ms=drip_interval_ms,
+                                 lose_listed_rate=lose_listed_rate)
         self.runtime.faults.configure(settings)
         return settings
 

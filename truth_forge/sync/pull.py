@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 DEFAULT_OVERLAP = dt.timedelta(minutes=2)
 PAGE_SIZE = 200
 APPLY_RECORDS = 2_000  # pulled records merged into the warehouse together (ten pages)
-RETRY_CHUNK = 50  # ids per `id[in]:[...]` lookup, to keep the URL short
 MAX_KEY = 2**63 - 1  # the warehouse keys are INT64
 # Emails and phones are written to the warehouse in pairs (primary with additional).
 _PAIRS = (("primary_email", "additional_emails"), ("primary_phone", "additional_phones"))
@@ -101,13 +100,13 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
     stats = PullStats()
     warehouse, records_api = ctx.warehouse, ctx.client.records
     retry = _RetryList(warehouse, f"pull-retry:{obj.object_type}")
-    for chunk in retry.chunks():
-        quoted = ",".join(f'"{crm_id}"' for crm_id in chunk)
-        seen: set[str] = set()
-        for page in records_api.iter_pages(obj.plural, filter=f"id[in]:[{quoted}]", page_size=PAGE_SIZE):
-            seen |= {r["id"] for r in page.records}
-            retry.update(page.records, apply_records(ctx, obj, page.records, stats))
-        retry.forget(set(chunk) - seen)  # gone from Twenty (or deleted: the deleted pass has them)
+    # As many ids a request as keep its URL within the client's limit (records.py `in_runs`).
+    for chunk in records_api.in_runs(obj.plural, "id", sorted(retry.ids)):
+        found = records_api.find_in(obj.plural, "id", chunk)
+        retry.update(found, apply_records(ctx, obj, found, stats))
+        # Not live in Twenty (deleted: the deleted pass has them; destroyed: the next full walk
+        # settles it). Only forgotten here: absence from a filtered answer never deletes anything.
+        retry.forget(set(chunk) - {r["id"] for r in found})
 
     signpost: dt.datetime | None = None
     newest: dt.datetime | None = None
@@ -276,10 +275,6 @@ class _RetryList:
     def __init__(self, warehouse: SyncStore, name: str) -> None:
         self.warehouse, self.name = warehouse, name
         self.ids: set[str] = set(json.loads(warehouse.get_watermark(name) or "[]"))
-
-    def chunks(self) -> list[list[str]]:
-        ordered = sorted(self.ids)
-        return [ordered[i : i + RETRY_CHUNK] for i in range(0, len(ordered), RETRY_CHUNK)]
 
     def update(self, records: Iterable[Mapping[str, Any]], failed: set[str]) -> None:
         before = set(self.ids)

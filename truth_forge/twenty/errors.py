@@ -83,6 +83,11 @@ class TwentySchemaMismatch(TwentyConfigError):
     """400 naming a field the workspace does not have: every record would be refused alike."""
 
 
+class TwentyRequestTooLong(TwentyConfigError):
+    """414/431: a proxy or Twenty's server refused the request line (or headers) as too long, as it
+    will every time; `TRUTH_FORGE_TWENTY_MAX_REQUEST_LINE` sets how long the client makes them."""
+
+
 class TwentyRecordRejected(TwentyError):
     """400: Twenty refused this input (bad value, duplicate unique value...)."""
 
