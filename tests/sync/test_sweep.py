@@ -155,3 +155,28 @@ def test_a_run_killed_midway_reads_its_slice_again(
     monkeypatch.undo()
     swept_run(store, client, sandbox, clock, cap=20)
     assert store.get_rows("person", [7])[0]["category_code"] == code
+
+
+def test_the_settings_pace_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    from truth_forge.config import Settings
+
+    monkeypatch.setenv("TRUTH_FORGE_SWEEP_WINDOW_HOURS", "6")
+    monkeypatch.setenv("TRUTH_FORGE_SWEEP_MAX_REQUESTS", "12")
+    paced = Settings().sweep_policy()
+    assert paced.window == dt.timedelta(hours=6) and paced.max_requests == 12 and paced.enabled
+    assert not Settings(sweep_window_hours=0).sweep_policy().enabled
+    assert not Settings(sweep_max_requests=0).sweep_policy().enabled
+    monkeypatch.delenv("TRUTH_FORGE_SWEEP_WINDOW_HOURS")
+    assert Settings().sweep_policy().window == dt.timedelta(hours=24)
+
+
+def test_a_full_pass_starts_the_walk_again(sandbox: Any, client: TwentyClient, store: Any, clock: Clock) -> None:
+    swept_run(store, client, sandbox, clock)
+    clock.now += WINDOW / 2
+    swept_run(store, client, sandbox, clock)  # half of the walk read
+    mark = per_server("sweep:person", client.transport.base_url)
+    assert '"after": null' not in (store.get_watermark(mark) or "")
+    clock.now += dt.timedelta(minutes=1)
+    assert run_sync(store, client, SCHEMA, full=True, sweep=policy(clock)).status == "succeeded"
+    assert f'"started": "{clock.now:%Y-%m-%dT%H:%M}' in (store.get_watermark(mark) or "")
+    assert '"after": null' in (store.get_watermark(mark) or "")
