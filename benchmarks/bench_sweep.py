@@ -90,9 +90,10 @@ def measure(contacts: int, window: dt.timedelta, interval: dt.timedelta, cap: in
             elapsed = time.perf_counter() - started
             if result.status != "succeeded":
                 raise SystemExit(f"run {n}: sync {result.status}: {result.sync_errors[:3]}")
-            spent = sum(result.counts[f"sweep_{o}"]["requests"] for o in ("company", "person"))
+            swept = [result.counts.get(f"sweep_{o}", {}) for o in ("company", "person")]
+            spent = sum(s.get("requests", 0) for s in swept)
             per_run.append(spent)
-            records_read += sum(result.counts[f"sweep_{o}"]["read"] for o in ("company", "person"))
+            records_read += sum(s.get("read", 0) for s in swept)
             if spent:
                 sweep_seconds.append(elapsed)
             rows = {r["contact_id"]: r for r in warehouse.get_rows("person", list(pending))}

@@ -195,7 +195,8 @@ def _run_as_writer(
                 elif sweep.enabled:
                     swept = sweep_object(ctx, obj, sweep, budget.share())
                     budget.spend(swept.requests)
-                    counts[f"sweep_{obj.object_type}"] = swept.as_dict()
+                    if swept.requests or swept.behind:  # a run with nothing due keeps its counts as they were
+                        counts[f"sweep_{obj.object_type}"] = swept.as_dict()
             # Change detection compares with the folded state: what the pull merged is not sent back.
             warehouse.fold_journal()
         if direction in ("both", "push"):
