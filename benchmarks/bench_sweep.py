@@ -62,6 +62,7 @@ def measure(contacts: int, window: dt.timedelta, interval: dt.timedelta, cap: in
     per_run: list[int] = []
     waits: list[dt.timedelta] = []
     sweep_seconds: list[float] = []
+    statements: dict[bool, list[int]] = {True: [], False: []}  # warehouse statements of runs that swept / did not
     records_read = 0
     with tempfile.TemporaryDirectory() as tmp, \
             SandboxServer(SandboxConfig(api_keys=["bench-key"], rate_limit_per_minute=None)) as sandbox, \
@@ -96,6 +97,7 @@ def measure(contacts: int, window: dt.timedelta, interval: dt.timedelta, cap: in
             records_read += sum(s.get("read", 0) for s in swept)
             if spent:
                 sweep_seconds.append(elapsed)
+            statements[bool(spent)].append(result.counts["warehouse_statements"])
             rows = {r["contact_id"]: r for r in warehouse.get_rows("person", list(pending))}
             for arrived in [k for k, (v, _) in pending.items() if rows[k]["subcategory_code"] == v]:
                 waits.append(clock.now - pending.pop(arrived)[1])
@@ -113,7 +115,8 @@ def measure(contacts: int, window: dt.timedelta, interval: dt.timedelta, cap: in
         full_seconds = time.perf_counter() - started
     return {"contacts": contacts, "runs": runs, "per_run": per_run, "waits": waits, "missing": len(pending),
             "records_read": records_read, "full_requests": full.counts["requests"], "full_seconds": full_seconds,
-            "seconds_per_sweep_run": statistics.mean(sweep_seconds) if sweep_seconds else 0.0}
+            "seconds_per_sweep_run": statistics.mean(sweep_seconds) if sweep_seconds else 0.0,
+            "statements": {k: statistics.mean(v) if v else 0.0 for k, v in statements.items()}}
 
 
 def project(contacts: int, window: dt.timedelta, interval: dt.timedelta, cap: int) -> dict[str, Any]:
@@ -162,6 +165,8 @@ def main() -> None:
           f"{m['full_requests']} | {m['full_requests'] * 60 / TWENTY_REQUESTS_PER_MINUTE / 60:.1f} min |")
     print(f"\nLocal time of a run that swept (sandbox + DuckDB, this machine): {m['seconds_per_sweep_run']:.2f} s; "
           f"`sync --full`: {m['full_seconds']:.1f} s")
+    print(f"Warehouse statements per run (mean; each run also merges its one unstamped edit once it is found): "
+          f"{m['statements'][True]:.1f} when it swept, {m['statements'][False]:.1f} when it did not")
     for contacts in args.project:
         p = project(contacts, window, interval, args.max_requests)
         print(f"\nComputed at {contacts:,} contacts: {p['pages']:,} pages a walk; "

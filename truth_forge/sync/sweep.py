@@ -6,7 +6,8 @@ merged records' `updatedBy` over, older workflow "update record" steps wrote thr
 without the stamping hooks, and a restore from the trash runs no hook at all. A record we wrote last
 and then changed by one of those keeps our stamp, so the pull skips that change for good.
 
-The sweep walks each object in id order, without the own-writes filter, a slice per run, and merges
+The sweep walks each object in id order (`id[gt]:"<last id>"`, ordered by id: ids are unique, so
+no tie can stall it as one on `updatedAt` can), without the own-writes filter, a slice per run, and merges
 every record whose values differ from the sync state (`crm_hash`) through the pull's own merge
 (`pull.apply_records`, which reads the state by the slice's Twenty ids only). How far it reads each
 run follows the clock: by `started + window * f` it has read the fraction `f` of the records it
@@ -47,7 +48,8 @@ DEFAULT_MAX_REQUESTS = 50
 class SweepPolicy:
     """Every record is re-read within `window`; a run spends at most `max_requests` requests on it.
     `clock` is the time the schedule follows and `page_size` the records per request (tests pass
-    their own)."""
+    their own). The cap is checked before each page; writing back the key of a record created in
+    Twenty that the slice takes in is a request too, counted, and may pass it by that write."""
 
     window: dt.timedelta = DEFAULT_WINDOW
     max_requests: int = DEFAULT_MAX_REQUESTS
@@ -174,8 +176,8 @@ def sweep_object(ctx: SyncContext, obj: SyncedObject, policy: SweepPolicy, allow
             read_to = dataclasses.replace(position)
         if finished:
             stats.cycles_completed += 1
-            log.info("Sweep of %s complete: %d records re-read since %s", obj.object_type, read_to.remaining or 0,
-                     format_timestamp(now))
+            log.info("Sweep of %s: a walk of %d records is complete; the next begins now", obj.object_type,
+                     read_to.remaining or 0)
             break
     if pending:
         _merge(ctx, obj, pending, stats)
