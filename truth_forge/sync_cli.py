@@ -140,7 +140,7 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
             result = run_sync(warehouse, api, schema, direction=options.direction,  # type: ignore[arg-type]
                               conflict_policy=options.conflict_policy, on_event=on_event,  # type: ignore[arg-type]
                               full=options.full, lease_wait=options.lease_wait,
-                              detection=settings.detection_policy(),
+                              detection=settings.detection_policy(), sweep=settings.sweep_policy(),
                               lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds))
         alert_after_run(settings, warehouse, result, where=settings.warehouse_url, secrets=api.transport.secrets)
     output.summary(result)

@@ -31,6 +31,7 @@ from truth_forge.sandbox.errors import ApiError, invalid_token, missing_token
 from truth_forge.sandbox.faults import FaultSettings, fault_kwargs
 from truth_forge.sandbox.routes_core import CoreRoutes, read_json
 from truth_forge.sandbox.routes_metadata import MetadataRoutes
+from truth_forge.sandbox.routes_writers import UnstampedWriterRoutes
 from truth_forge.sandbox.runtime import SandboxRuntime
 
 log = logging.getLogger(__name__)
@@ -335,7 +336,7 @@ def _key_id(key: str) -> str:
 
 
 def build_app(runtime: SandboxRuntime) -> SandboxASGI:
-    routes = (AdminRoutes(runtime).routes() + MetadataRoutes(runtime).routes()
+    routes = (AdminRoutes(runtime).routes() + UnstampedWriterRoutes(runtime).routes() + MetadataRoutes(runtime).routes()
               + CoreRoutes(runtime).routes())
     starlette = Starlette(routes=routes, exception_handlers={ApiError: _api_error})
     return SandboxASGI(runtime, starlette)

@@ -160,6 +160,17 @@ class CoreRoutes:
         return JSONResponse({"data": {f"restore{_cap(obj.name_plural)}":
                                       self._render_all(request, obj, restored)}})
 
+    async def merge(self, request: Request) -> JSONResponse:
+        """`{ids, conflictPriorityIndex, dryRun?}`: duplicates merged into one (records.merge_many)."""
+        obj = self._obj(request)
+        self._check_render_params(request, obj)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise bad_request("Request body should be a JSON object")
+        merged = self.rt.records.merge_many(obj, body.get("ids"), body.get("conflictPriorityIndex"),
+                                            dry_run=body.get("dryRun") is True)
+        return JSONResponse({"data": {f"merge{_cap(obj.name_plural)}": self._render_all(request, obj, [merged])[0]}})
+
     async def not_supported(self, request: Request) -> JSONResponse:
         raise ApiError(501, "NotImplementedException",
                        f"{request.method} {request.url.path} is not implemented by the sandbox")
@@ -172,7 +183,7 @@ class CoreRoutes:
             Route("/rest/restore/{plural}", self.restore_many, methods=["PATCH"]),
             Route("/rest/{plural}/restore", self.restore_many, methods=["PATCH"]),
             Route("/rest/{plural}/duplicates", self.not_supported, methods=["POST"]),
-            Route("/rest/{plural}/merge", self.not_supported, methods=["PATCH"]),
+            Route("/rest/{plural}/merge", self.merge, methods=["PATCH"]),
             Route("/rest/{plural}/groupBy", self.not_supported, methods=["GET"]),
             Route("/rest/{plural}/{id}/restore", self.restore_one, methods=["PATCH"]),
             Route("/rest/{plural}/{id}", self.one, methods=["GET", "PATCH", "PUT", "DELETE"]),
