@@ -34,6 +34,13 @@ class Behaviour:
     # A create (and the update step of a batch upsert, which goes through createMany) writes
     # the caller into `updatedBy` too; without this only PATCH updates stamp it.
     create_stamps_updated_by: bool
+    # Error bodies carry Twenty's exception code (`code`) where the error is one of Twenty's own
+    # exceptions (send-http-exception-response.util.ts); older handlers sent no `code`.
+    error_codes: bool = True
+    # An answer to a read without `fields` on an object with more readable fields than this
+    # returns only that many per record and says so in `X-Twenty-Fields-Capped`
+    # (REST_API_DEFAULT_MAX_FIELDS = 200); None = every field, as older servers did.
+    fields_cap: int | None = 200
 
 
 PROFILES: dict[str, Behaviour] = {
@@ -48,6 +55,9 @@ PROFILES: dict[str, Behaviour] = {
                         rate_limit_refill="floored", empty_text_to_null=False,
                         links_update_merges=False, create_stamps_updated_by=False),
 }
+
+# Rules older servers did not have yet (kept apart from the table above so each reads alone).
+PROFILES["legacy"] = replace(PROFILES["legacy"], error_codes=False, fields_cap=None)
 
 DEFAULT_PROFILE = "latest"
 
@@ -64,4 +74,8 @@ def resolve(name: str, overrides: dict[str, Any]) -> Behaviour:
         raise ValueError("not_found_status must be 400 or 404")
     if behaviour.rate_limit_refill not in ("fractional", "floored"):
         raise ValueError("rate_limit_refill must be 'fractional' or 'floored'")
+    if behaviour.fields_cap == 0:
+        behaviour = replace(behaviour, fields_cap=None)  # 0: no cap (None means "the profile's")
+    if behaviour.fields_cap is not None and behaviour.fields_cap < 0:
+        raise ValueError("fields_cap must be a number of fields (0 for no cap)")
     return behaviour
