@@ -90,7 +90,9 @@ def changes_query(warehouse: SyncStore, obj: SyncedObject, overlap: dt.timedelta
     edited = f'updatedAt[gte]:"{since}"'
     if not_ours:
         edited = f"and({edited},{not_ours})"
-    return f'or({edited},deletedAt[gte]:"{since}")'
+    # `not_ours` last in every conjunction: an apostrophe in the key's name must have no comma after it
+    # (own_writes.clause_for).
+    return f'or(deletedAt[gte]:"{since}",{edited})'
 
 
 def _watermark(obj: SyncedObject) -> str:
