@@ -3,7 +3,8 @@
 Much of what truth-forge assumes about Twenty was read from Twenty's source, not seen on a running
 server (docs/checking-a-real-workspace.md lists those assumptions). Doctor checks them against the
 workspace truth-forge is configured for: reachability, the key, the data model, the batch limit,
-not-found answers, rate-limit headers and soft-deleted visibility. By default it writes nothing:
+not-found answers, rate-limit headers, soft-deleted visibility and whether another API key shares
+our key's name (Twenty's `updatedBy` carries the name only). By default it writes nothing:
 its one POST is a batch Twenty must refuse. With `probe_writes` it creates one probe person,
 tries a few writes on that record only, and destroys it again, also when a step fails.
 
