@@ -59,7 +59,7 @@ def test_a_key_name_with_an_apostrophe_keeps_the_filter_on(store: Any) -> None:
         # Left out at the server: one empty page per object, no 400, no warning.
         assert again.counts["requests"] == 2 and "warnings" not in again.counts
         assert own_writes.status(store, sandbox.base_url) == (
-            "on: records last updated by API key \"O'Brien sync\" are not read back")
+            "on: records last updated by API key \"O'Brien sync\" are not read back; no other API key has that name")
         edit_category(sandbox, MEMBER, client)
         assert run_sync(store, client, SCHEMA).counts["pull_person"]["updated"] == 1
 
@@ -110,6 +110,7 @@ def test_a_key_that_may_not_list_keys_says_so_in_plain_words_once(store: Any) ->
         assert "cannot check that no other API key is named 'sync'" in warning
         assert "lacks the 'API keys and webhooks' permission" in warning
         assert own_writes.filter_clause(store, sandbox.base_url) is not None  # unverified, not disproved
+        assert own_writes.status(store, sandbox.base_url).endswith("could not be checked")
         assert "warnings" not in run_sync(store, client, SCHEMA).counts
 
 

@@ -190,7 +190,10 @@ def describe(raw: str | None) -> str:
     if "off" in known:
         return f"off: {known['off']}"
     if known.get("name"):
-        return f"on: records last updated by API key {known['name']!r} are not read back"
+        checked = {"unique": "; no other API key has that name",
+                   "unknown": "; whether another API key has that name could not be checked"}
+        return (f"on: records last updated by API key {known['name']!r} are not read back"
+                + (checked.get(known.get("check", ""), "") if known.get("checked") == known["name"] else ""))
     return "not known yet: learnt from the first write's answer"
 
 
