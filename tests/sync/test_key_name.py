@@ -74,7 +74,7 @@ def test_a_filter_twenty_refuses_is_turned_off_and_said_once_in_the_run_counts(s
         refused = run_sync(store, client, SCHEMA)
         assert refused.status == "succeeded"
         [warning] = refused.counts["warnings"]
-        assert warning.startswith("own-writes filter off: Twenty refused a filter on updatedBy")
+        assert warning.startswith("own-writes filter off: Twenty refused the pull's filter on updatedBy (HTTP 400: ")
         assert "bracket is missing" in warning
         assert "warnings" not in run_sync(store, client, SCHEMA).counts  # said once
 

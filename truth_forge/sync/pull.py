@@ -173,7 +173,10 @@ def changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta, *,
         return iter(())
     except (TwentyRecordRejected, TwentySchemaMismatch) as exc:
         if remember:
-            own_writes.disable(ctx.warehouse, base_url, f"Twenty refused a filter on updatedBy: {exc}")
+            # Twenty's own words, not the error's advice (a SchemaMismatch says "run setup", wrong here).
+            said = "; ".join(exc.messages) or exc.summary
+            own_writes.disable(ctx.warehouse, base_url, f"Twenty refused the pull's filter on updatedBy "
+                                                        f"(HTTP {exc.status}: {said})")
         return records_api.iter_pages(obj.plural, filter=changes_query(ctx.warehouse, obj, overlap),
                                       order_by="updatedAt", page_size=PAGE_SIZE)
     return itertools.chain([first], pages)
