@@ -25,9 +25,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from truth_forge.sandbox.actors import Credential
+from truth_forge.sandbox.actors import CURRENT_CALLER, Credential
+from truth_forge.sandbox.apikeys import ApiKeyRoutes, needs_settings_permission
 from truth_forge.sandbox.config import NODE_MAX_HEADER_BYTES
-from truth_forge.sandbox.errors import ApiError, invalid_token, missing_token
+from truth_forge.sandbox.errors import (ApiError, conflict, invalid_token, missing_token, permission_denied,
+                                        quota_exhausted)
 from truth_forge.sandbox.faults import FaultSettings, fault_kwargs
 from truth_forge.sandbox.routes_core import CoreRoutes, read_json
 from truth_forge.sandbox.routes_metadata import MetadataRoutes
@@ -36,7 +38,8 @@ from truth_forge.sandbox.runtime import SandboxRuntime
 
 log = logging.getLogger(__name__)
 
-_METADATA_PREFIXES = ("/rest/metadata", "/rest/webhooks", "/rest/open-api")
+# Not record queries: Twenty's API-key throttle sits in the common query runner only.
+_METADATA_PREFIXES = ("/rest/metadata", "/rest/webhooks", "/rest/open-api", "/rest/apiKeys")
 # A filter that lists record ids (`id[in]:[...]`), not another field ending in "Id".
 _LISTS_IDS = re.compile(r"(?<![A-Za-z0-9_.])id\[in\]:")
 # What nginx sends with its 414 (an HTML page, not Twenty's JSON).
@@ -45,13 +48,10 @@ _NGINX_414 = (b"<html>\r\n<head><title>414 Request-URI Too Large</title></head>\
               b"</body>\r\n</html>\r\n")
 
 
-def error_response(exc: ApiError) -> JSONResponse:
+def error_response(exc: ApiError, codes: bool = True) -> JSONResponse:
+    """Twenty's error body; `codes` False drops `code`, as older servers never sent it."""
+    exc = exc if codes else exc.without_code()
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
-
-
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return error_response(exc)
 
 
 def credential_from(scope: Scope, credentials: dict[str, Credential]) -> Credential:
@@ -114,6 +114,8 @@ class SandboxASGI:
         self.rt = runtime
         self.inner = inner
         self.credentials = runtime.config.credentials
+        self.codes = runtime.config.behaviour.error_codes
+        self.without_settings = frozenset(runtime.config.api_keys_without_settings_permission)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -164,7 +166,7 @@ class SandboxASGI:
                 if credential_from(scope, self.credentials).kind != "api_key":
                     raise invalid_token()
             except ApiError as exc:
-                await error_response(exc)(scope, receive, send)
+                await error_response(exc, self.codes)(scope, receive, send)
                 return
             await self.inner(scope, receive, send)
             return
@@ -223,6 +225,10 @@ class SandboxASGI:
             try:
                 cred = credential_from(scope, self.credentials)
                 scope["state"]["credential"] = cred
+                # Who is writing, for the webhook events this request emits (userId, workspaceMemberId).
+                CURRENT_CALLER.set(cred)
+                if cred.token in self.without_settings and needs_settings_permission(path):
+                    raise permission_denied()
                 if decision.action == "rate_limit":
                     fault.append("rate_limit")
                     raise self.rt.rate_limiter.too_many_requests(_key_id(cred.token), 60.0)
@@ -235,8 +241,14 @@ class SandboxASGI:
                     # timeout): rolled back, answered 400 like any QueryFailedError.
                     fault.append("db_error")
                     raise ApiError(400, "BadRequestException", decision.message or "")
+                if decision.action == "quota":
+                    fault.append("quota")
+                    raise quota_exhausted(_key_id(cred.token))
+                if decision.action == "conflict":
+                    fault.append("conflict")
+                    raise conflict("Injected fault: conflict")
             except ApiError as exc:
-                await error_response(exc)(scope, receive, capture)
+                await error_response(exc, self.codes)(scope, receive, capture)
                 return
             if decision.action == "drip":
                 # The request is carried out; only its answer crawls out, as from a stalled proxy.
@@ -337,6 +349,12 @@ def _key_id(key: str) -> str:
 
 def build_app(runtime: SandboxRuntime) -> SandboxASGI:
     routes = (AdminRoutes(runtime).routes() + UnstampedWriterRoutes(runtime).routes() + MetadataRoutes(runtime).routes()
-              + CoreRoutes(runtime).routes())
-    starlette = Starlette(routes=routes, exception_handlers={ApiError: _api_error})
+              + ApiKeyRoutes(runtime.api_keys).routes() + CoreRoutes(runtime).routes())
+    codes = runtime.config.behaviour.error_codes
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc, codes)
+
+    starlette = Starlette(routes=routes, exception_handlers={ApiError: api_error})
     return SandboxASGI(runtime, starlette)

@@ -27,6 +27,9 @@ def sandbox_command(
         help="Requests per minute per workspace (0 disables the limit).")] = 100,
     rate_limit_burst: Annotated[Optional[int], typer.Option(
         help="Token bucket size (default: same as --rate-limit).")] = None,
+    short_rate_limit: Annotated[int, typer.Option(
+        help="Twenty's short bucket, checked first: requests per second per workspace "
+        "(API_RATE_LIMITING_SHORT_LIMIT, default 100; 0 switches it off).")] = 100,
     rate_limit_v2: Annotated[bool, typer.Option(
         help="Answer 429 in the 'rate limits v2' style (Retry-After, X-RateLimit-*).")] = False,
     docs_batch_limit: Annotated[bool, typer.Option(
@@ -50,6 +53,7 @@ def sandbox_command(
             api_keys=list(api_key) or [DEFAULT_API_KEY], host=host, port=port,
             db_path=str(db) if db else None,
             rate_limit_per_minute=rate_limit or None, rate_limit_burst=rate_limit_burst,
+            rate_limit_short_limit=short_rate_limit or None,
             rate_limit_style="v2" if rate_limit_v2 else "legacy",
             enforce_docs_batch_limit=docs_batch_limit,
             metadata_format="legacy" if legacy_metadata else "new",

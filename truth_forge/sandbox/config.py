@@ -31,13 +31,16 @@ DEFAULT_WORKSPACE_ID = "3b8e6458-5fc1-4e63-8563-008ccddaa6db"
 class SandboxConfig:
     """Everything a sandbox needs to start; every field has a Twenty-like default."""
 
+    # Tokens of the workspace's one default API key (named `api_key_name`): several tokens of
+    # one key, as Twenty can generate more than one token for the same key.
     api_keys: list[str] = field(default_factory=lambda: [DEFAULT_API_KEY])
     host: str = "127.0.0.1"
     port: int = 0
     workspace_id: str = DEFAULT_WORKSPACE_ID
     # Name written into createdBy/updatedBy for records made with a key of `api_keys`.
     api_key_name: str = "Sandbox API key"
-    # More API keys, each with its own name: {token: key name}.
+    # More API keys, one key per token, each with its name: {token: key name}. A name may repeat
+    # (Twenty does not make key names unique).
     named_api_keys: dict[str, str] = field(default_factory=dict)
     # Bearer tokens that act as a logged-in workspace member (a person in the UI), not rate
     # limited: {token: "First Last"}. The member's id is derived from the workspace and token.
@@ -76,6 +79,15 @@ class SandboxConfig:
     links_update_merges: bool | None = None
     create_stamps_updated_by: bool | None = None
     cursor_paging: CursorPaging | None = None
+    error_codes: bool | None = None
+    fields_cap: int | None = None  # 0 = no cap
+    # Twenty's short rate-limit bucket (API_RATE_LIMITING_SHORT_LIMIT per _SHORT_TTL_IN_MS,
+    # default 100 per 1000 ms), checked before the long one above; None switches it off.
+    rate_limit_short_limit: int | None = 100
+    rate_limit_short_window_ms: int = 1_000
+    # Tokens of API keys whose role lacks the API_KEYS_AND_WEBHOOKS permission: they may read
+    # and write records but get 403 on /rest/metadata/apiKeys and the webhook routes.
+    api_keys_without_settings_permission: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -96,13 +108,19 @@ class SandboxConfig:
             "empty_text_to_null": self.empty_text_to_null,
             "links_update_merges": self.links_update_merges,
             "create_stamps_updated_by": self.create_stamps_updated_by,
-            "cursor_paging": self.cursor_paging})
+            "cursor_paging": self.cursor_paging, "error_codes": self.error_codes, "fields_cap": self.fields_cap})
 
     @property
     def credentials(self) -> dict[str, Credential]:
         """Every accepted Bearer token and who it acts as."""
         return build_credentials(self.api_keys, self.api_key_name, self.named_api_keys,
                                  self.member_tokens, self.workspace_id)
+
+    @property
+    def short_bucket(self) -> tuple[int, int] | None:
+        if self.rate_limit_short_limit is None:
+            return None
+        return self.rate_limit_short_limit, self.rate_limit_short_window_ms
 
     @property
     def batch_max(self) -> int:

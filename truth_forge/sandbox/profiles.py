@@ -41,6 +41,13 @@ class Behaviour:
     # row of the cursor's own millisecond compares greater (so a tie comes again from its first
     # row) and the `eq` branch that would bring in the id tie-breaker never matches.
     cursor_paging: CursorPaging = "keyset"
+    # Error bodies carry Twenty's exception code (`code`) where the error is one of Twenty's own
+    # exceptions (send-http-exception-response.util.ts); older handlers sent no `code`.
+    error_codes: bool = True
+    # An answer to a read without `fields` on an object with more readable fields than this
+    # returns only that many per record and says so in `X-Twenty-Fields-Capped`
+    # (REST_API_DEFAULT_MAX_FIELDS = 200); None = every field, as older servers did.
+    fields_cap: int | None = 200
 
 
 PROFILES: dict[str, Behaviour] = {
@@ -59,6 +66,9 @@ PROFILES: dict[str, Behaviour] = {
                         cursor_paging="sort_value"),
 }
 
+# Rules older servers did not have yet (kept apart from the table above so each reads alone).
+PROFILES["legacy"] = replace(PROFILES["legacy"], error_codes=False, fields_cap=None)
+
 DEFAULT_PROFILE = "latest"
 
 
@@ -76,4 +86,8 @@ def resolve(name: str, overrides: dict[str, Any]) -> Behaviour:
         raise ValueError("rate_limit_refill must be 'fractional' or 'floored'")
     if behaviour.cursor_paging not in ("keyset", "sort_value"):
         raise ValueError("cursor_paging must be 'keyset' or 'sort_value'")
+    if behaviour.fields_cap == 0:
+        behaviour = replace(behaviour, fields_cap=None)  # 0: no cap (None means "the profile's")
+    if behaviour.fields_cap is not None and behaviour.fields_cap < 0:
+        raise ValueError("fields_cap must be a number of fields (0 for no cap)")
     return behaviour

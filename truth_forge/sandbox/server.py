@@ -131,7 +131,8 @@ class SandboxServer:
                    path_prefix: str = "/rest/", db_error_rate: float = 0.0,
                    db_error_messages: tuple[str, ...] = DB_ERROR_MESSAGES,
                    drip_rate: float = 0.0, drip_interval_ms: float = 1000.0,
-                   lose_listed_rate: float = 0.0) -> FaultSettings:
+                   lose_listed_rate: float = 0.0, quota_exhausted_rate: float = 0.0,
+                   conflict_rate: float = 0.0) -> FaultSettings:
         """Replace the fault settings (and restart the seeded sequence) on the running server.
 
         `db_error_rate` answers that share of requests 400 with one of `db_error_messages`
@@ -140,6 +141,8 @@ class SandboxServer:
         `drip_interval_ms` (a server that never stalls long enough for a per-read timeout).
         `lose_listed_rate` leaves that share of records (the same ones every time, by id) out of
         answers to a find-many filtered on `id[in]` (a lossy proxy or cache).
+        `quota_exhausted_rate` answers 402 (a spent usage quota, newer servers);
+        `conflict_rate` answers 409 ConflictException; neither request is executed.
         """
         settings = FaultSettings(error_rate=error_rate, latency_ms=latency_ms,
                                  drop_rate=drop_rate, rate_limit_storm=rate_limit_storm,
@@ -148,7 +151,9 @@ class SandboxServer:
                                  db_error_rate=db_error_rate,
                                  db_error_messages=tuple(db_error_messages),
                                  drip_rate=drip_rate, drip_interval_ms=drip_interval_ms,
-                                 lose_listed_rate=lose_listed_rate)
+                                 lose_listed_rate=lose_listed_rate,
+                                 quota_exhausted_rate=quota_exhausted_rate,
+                                 conflict_rate=conflict_rate)
         self.runtime.faults.configure(settings)
         return settings
 
@@ -161,18 +166,24 @@ class SandboxServer:
 
     def set_rate_limit(self, limit: int | None, *, window_ms: int = 60_000,
                        burst: int | None = None, style: str = "legacy",
-                       refill: str | None = None) -> None:
-        """Allow `limit` requests per `window_ms` (None disables); the bucket starts full.
+                       refill: str | None = None,
+                       short: tuple[int, int] | None | str = "config") -> None:
+        """Allow `limit` requests per `window_ms` (None disables both buckets); buckets start full.
 
-        `refill` is "fractional" or "floored"; None keeps the profile's choice.
+        `refill` is "fractional" or "floored"; None keeps the profile's choice. `short` is the
+        short bucket checked first, (tokens, window ms); "config" keeps the configured one
+        (Twenty's default 100 per 1000 ms), None switches it off.
         """
         if style not in ("legacy", "v2", "gateway"):
             raise ValueError("style must be 'legacy', 'v2' or 'gateway'")
         refill = refill or self.config.behaviour.rate_limit_refill
         if refill not in ("fractional", "floored"):
             raise ValueError("refill must be 'fractional' or 'floored'")
+        short_bucket = self.config.short_bucket if short == "config" else short
+        if isinstance(short_bucket, str):
+            raise ValueError("short must be (tokens, window_ms), None or 'config'")
         self.runtime.rate_limiter.configure(limit, window_ms, burst, style,  # type: ignore[arg-type]
-                                            refill)  # type: ignore[arg-type]
+                                            refill, short_bucket)  # type: ignore[arg-type]
 
     @property
     def webhook_deliveries(self) -> list[WebhookDelivery]:

@@ -89,7 +89,9 @@ def changes_query(warehouse: SyncStore, obj: SyncedObject, overlap: dt.timedelta
     edited = f'updatedAt[gte]:"{since}"'
     if not_ours:
         edited = f"and({edited},{not_ours})"
-    return f'or({edited},deletedAt[gte]:"{since}")'
+    # `not_ours` last in every conjunction: an apostrophe in the key's name must have no comma after it
+    # (own_writes.clause_for).
+    return f'or(deletedAt[gte]:"{since}",{edited})'
 
 
 def _watermark(obj: SyncedObject) -> str:
@@ -169,7 +171,10 @@ def changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta, *,
         return iter(())
     except (TwentyRecordRejected, TwentySchemaMismatch) as exc:
         if remember:
-            own_writes.disable(ctx.warehouse, base_url, f"Twenty refused a filter on updatedBy: {exc}")
+            # Twenty's own words, not the error's advice (a SchemaMismatch says "run setup", wrong here).
+            said = "; ".join(exc.messages) or exc.summary
+            own_writes.disable(ctx.warehouse, base_url, f"Twenty refused the pull's filter on updatedBy "
+                                                        f"(HTTP {exc.status}: {said})")
         return walk_by_updated_at(records_api, obj.plural, changes_query(ctx.warehouse, obj, overlap))
     return itertools.chain([first], pages)
 

@@ -171,6 +171,7 @@ def _run_as_writer(
     reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
     ctx = SyncContext(warehouse, client, schema, reporter, conflict_policy, on_event, detection=detection)
     requests_before = client.transport.stats.requests
+    own_before = own_writes.status(warehouse, client.transport.base_url)
     billed_before = warehouse.statements.snapshot()
     known_batch_size = _recall_batch_size(warehouse, client)
     counts: dict[str, Any] = {}
@@ -211,6 +212,15 @@ def _run_as_writer(
                     raise
                 ctx.emit("phase_finished", phase="push", object_type=obj.object_type,
                          detail=counts[f"push_{obj.object_type}"])
+        # Our key's name, once learnt: is it ours alone? (One request, once per name.)
+        named = own_writes.check_key_name_once(warehouse, client)
+        if named is not None and named.outcome == "unknown":
+            ctx.warn(f"own-writes filter unverified: {named.said}")
+        # The filter turned off during this run (a refused filter, an unstamped answer, a shared
+        # name): said in the run's counts once, the run it happened.
+        own_after = own_writes.status(warehouse, client.transport.base_url)
+        if own_after != own_before and own_after.startswith("off"):
+            ctx.warn(f"own-writes filter {own_after}", logged=True)
     except LeaseLost as exc:
         # Another writer holds the warehouse now: write nothing more of the sync's (the run's own
         # row and error rows are not fenced: they say how it ended).
@@ -234,6 +244,8 @@ def _run_as_writer(
     finally:
         counts["errors"] = reporter.count
         counts["requests"] = client.transport.stats.requests - requests_before
+        if ctx.warnings:
+            counts["warnings"] = list(ctx.warnings)
         status = "aborted" if aborted else ("partial" if reporter.count else "succeeded")
         reporter.flush(warehouse)
         counts["errors_closed"] = 0

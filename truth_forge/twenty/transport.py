@@ -32,9 +32,12 @@ from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT, InFlightGate, Rat
 from truth_forge.twenty.errors import (
     TwentyAuthError,
     TwentyConfigError,
+    TwentyConflict,
     TwentyError,
+    TwentyFieldsCapped,
     TwentyNotFound,
     TwentyProtocolError,
+    TwentyQuotaExhausted,
     TwentyRateLimited,
     TwentyRecordRejected,
     TwentyRequestTooLong,
@@ -283,7 +286,10 @@ def error_for_response(response: httpx.Response, method: str, path: str, secret:
     if status in (401, 403):
         return TwentyAuthError("Twenty refused the API key or its permissions", **fields, **where)
     if status == 402:
-        return TwentyConfigError("Twenty says the workspace's paid allowance is exhausted", **fields, **where)
+        return _quota_exhausted(response, fields, where)
+    if status == 409:
+        return TwentyConflict("Twenty refused the request as conflicting with the workspace's current state "
+                              "(HTTP 409; not retried: the next run reads that state again)", **fields, **where)
     if status == 404:
         return TwentyNotFound("Not found in Twenty", **fields, **where)
     if status == 429:
@@ -291,6 +297,26 @@ def error_for_response(response: httpx.Response, method: str, path: str, secret:
     if status >= 500 or status == 408:
         return TwentyTransientError("Twenty server error or timeout", **fields, **where)
     return TwentyRecordRejected("Twenty rejected the request", **fields, **where)
+
+
+def _quota_exhausted(response: httpx.Response, fields: dict[str, Any], where: dict[str, Any]) -> TwentyError:
+    """402 from newer servers' usage limits: say what is spent and when it comes back, and never retry."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    body = body if isinstance(body, dict) else {}
+    kind = "credit allowance" if body.get("exhaustedKind") == "allowance" else "usage quota"
+    retry_after = body.get("retryAfterSeconds")
+    retry_after = retry_after if isinstance(retry_after, int) and retry_after >= 0 else None
+    when = (f"; Twenty says it renews in {retry_after / 3600:.1f} h" if retry_after is not None
+            else "; Twenty did not say when it renews")
+    return TwentyQuotaExhausted(f"Twenty refused the request: the workspace's {kind} is spent (HTTP 402{when}). "
+                                "truth-forge does not retry it; raise the plan or wait for the next period",
+                                retry_after_s=retry_after, **fields, **where)
+
+
+FIELDS_CAPPED_HEADER = "x-twenty-fields-capped"
 
 
 class DeadlinePassed(httpx.TransportError):
@@ -443,6 +469,7 @@ class Transport:
                 status = response.status_code
                 if 200 <= status < 300:
                     self.server_time = _http_date(response.headers.get("date")) or self.server_time
+                    self._refuse_capped_read(response, method, url, clean_params)
                     return self._decode(response, method, url)
                 failure = error_for_response(response, method, url, self._api_key, request_line=line,
                                              max_request_line=self.max_request_line)
@@ -509,6 +536,24 @@ class Transport:
         # A whole response again (the raw bytes are decoded once, by their content-encoding).
         return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(raw),
                               request=streamed.request, extensions=streamed.extensions)
+
+    @staticmethod
+    def _refuse_capped_read(response: httpx.Response, method: str, url: str, params: Mapping[str, Any]) -> None:
+        """Newer servers answer a read without `fields` on an object with more than 200 fields with
+        200 of them per record and `X-Twenty-Fields-Capped`. A missing field would read as empty and
+        be merged as a person's edit, so such a read is an error, not data. (A write's answer with
+        the header is only logged: the write has happened.)"""
+        if FIELDS_CAPPED_HEADER not in response.headers or "fields" in params:
+            return
+        if method.upper() != "GET":
+            log.warning("Twenty capped the fields of its answer to %s %s (X-Twenty-Fields-Capped)", method, url)
+            return
+        raise TwentyFieldsCapped(
+            "Twenty left fields out of its answer (X-Twenty-Fields-Capped: the object has more fields than a "
+            "read returns by default, 200); truth-forge would take the missing ones for empty values. Remove "
+            "unused custom fields from the object in Twenty until it has at most 200",
+            status=response.status_code, method=method, path=url,
+            request_id=response.headers.get("x-request-id"))
 
     def _wait_after(self, response: httpx.Response, attempt: int) -> float:
         asked = _retry_after_seconds(response.headers, time.time())
