@@ -5,7 +5,7 @@
 balance check, default `and(...)`, top-level split, base-filter split) character for character,
 quirks included (its quote tracking toggles, so an apostrophe in a value swallows the commas
 after it), and reuses its error texts, so a client's malformed filter fails here the way it
-fails on a real server (docs/twenty-facts.md §11).
+fails on a real server (docs/twenty-facts.md §13).
 
 Evaluation is SQL's, because Twenty turns the filter into one WHERE clause: a comparison with
 NULL is unknown, not false, `not()` of unknown stays unknown, and only rows for which the whole
