@@ -1,6 +1,6 @@
 """Where the sandbox is now as strict as Twenty (issue 19, points 2, 5 and 6).
 
-Each test names the server source it follows; docs/twenty-facts.md §11 has the paths.
+Each test names the server source it follows; docs/twenty-facts.md §13 has the paths.
 """
 
 from __future__ import annotations
