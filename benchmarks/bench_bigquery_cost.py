@@ -95,6 +95,11 @@ PULL_EDITS = 1000  # the pull run kind: Twenty edits at the target
 KINDS = ("first sync", "no-op", "1 % changed", f"pull of {PULL_EDITS:,} Twenty edits", "sync --full")
 SERVE = "an hour of serve, 5,000 webhook events"
 SERVE_BATCHES = "serve: webhook batches"  # the measured part of the serve hour (fitted per batch)
+# The sync-state journal's fold (state_journal.py), recorded apart: on BigQuery it is due once the
+# journal holds this share of the state's rows, so a run pays its part of one fold, not a fold.
+FOLD = "journal fold"
+FOLD_SHARE = BigQueryWarehouse.journal_fold_share
+NEVER_DUE = 1e12  # a share no sample reaches: the samples' runs fold only when forced
 SERVE_EVENTS_PER_HOUR = 5000
 # How long BigQuery takes per statement of a webhook batch (a short query job: about a second):
 # events keep arriving while a batch is applied, so the next batch is larger than the writer's
@@ -221,6 +226,11 @@ def run_sample(sample: Sample, client: Any, sandbox: SandboxServer, deadline: De
             nonlocal recording
             deadline.check(kind)
             run = KindRun(x=x, u=u, records=sample.contacts + businesses)
+            if kind != "first sync":
+                # A sample's runs would reach the fold's share of its small state every time; at the
+                # target they do not: each starts with an empty journal and leaves it unfolded.
+                warehouse.journal_fold_share = NEVER_DUE
+                warehouse.fold_journal(force=True)
             state_before = warehouse.count_rows("crm_sync_state")
             recording = run.statements
             started = time.perf_counter()
@@ -245,6 +255,13 @@ def run_sample(sample: Sample, client: Any, sandbox: SandboxServer, deadline: De
         edits = edits[:sample.warehouse_edits]
         warehouse.upsert_contacts([{"contact_id": i, "canonical_name": f"Bench Changed{i}"} for i in edits])
         sync("1 % changed", len(edits))
+        fold = KindRun(x=warehouse.count_rows("crm_sync_journal"), u=u, records=sample.contacts + businesses)
+        fold.journal_rows = fold.x
+        fold.state_rows = (warehouse.count_rows("crm_sync_state"),) * 2
+        recording = fold.statements
+        warehouse.fold_journal(force=True)
+        recording = None
+        out[FOLD] = fold
         rows, _ = warehouse._run(
             "SELECT s.crm_id AS crm_id FROM {crm_sync_state} AS s WHERE s.object_type = 'person' "
             "AND s.crm_id IS NOT NULL ORDER BY s.record_key LIMIT @n",
@@ -336,6 +353,7 @@ def serve_batches(sample: Sample, warehouse: BigQueryWarehouse, sandbox: Sandbox
             lease.release()
     finally:
         warehouse.statements.listeners.pop()
+    run.journal_rows = warehouse.count_rows("crm_sync_journal")
     out[SERVE_BATCHES] = run
     out["serve: lease renewal"] = renewal
     say(f"  {sample.contacts:,} contacts: {len(batches)} webhook batches ({len(events)} events): "
@@ -429,15 +447,21 @@ class ShapePrice:
 
 def price_kind(kind: str, runs: list[KindRun], names: list[dict[str, str]], profile: SampleProfile,
                clustering: dict[str, tuple[str, ...]], contacts: int, range_rows: int | None,
-               block_bytes: int, x_n: int | None = None, changed: int | None = None) -> list[ShapePrice]:
+               block_bytes: int, x_n: int | None = None, changed: int | None = None,
+               folds: list[KindRun] | None = None) -> list[ShapePrice]:
     """Each statement shape of a run kind: its count fitted at `x_n` records changed (default: what
     the kind changes at `contacts`) and its average bill there; `changed` rows of the contacts
-    are what a `updated_at >= @since` filter selects (default `x_n`)."""
+    are what a `updated_at >= @since` filter selects (default `x_n`). With `folds` (the recorded
+    journal folds), the run leaves its journal entries unfolded, as on BigQuery at the target: its
+    statements see the journal's average backlog, and it pays its share of a fold."""
     x_n = changed_at(kind, contacts) if x_n is None else x_n
     u_n = ranges_at(contacts, range_rows)
     changed = x_n if changed is None else changed
     journal = fit([(r.x, r.u, r.journal_rows) for r in runs])
-    journal_rows = max(0, round(journal[0] + journal[1] * x_n + journal[2] * u_n))
+    entries = max(0, round(journal[0] + journal[1] * x_n + journal[2] * u_n))
+    state_rows = contacts + round(contacts * BUSINESSES_PER_CONTACT)
+    # Between two folds the journal grows from empty to the share: half of it on average.
+    journal_rows = entries + (round(FOLD_SHARE * state_rows / 2) if folds else 0)
     # The state's rows as the run's statements see them, on average: what it held before and after
     # the run, per record (a first sync fills it from empty: half on average).
     largest_run = max(runs, key=lambda r: (r.records, r.x))
@@ -465,6 +489,14 @@ def price_kind(kind: str, runs: list[KindRun], names: list[dict[str, str]], prof
         first = costs[0]
         touched = sorted({r.table for r in first.reads if r.columns} | ({first.target} if first.target else set()))
         out.append(ShapePrice(shape, first.kind, ", ".join(touched) or "no table", count, each, counts))
+    if folds and entries:
+        # One fold per FOLD_SHARE x state rows of entries; this run's part of it.
+        full = round(FOLD_SHARE * state_rows)
+        for price in price_kind(FOLD, folds, names, profile, clustering, contacts, range_rows, block_bytes,
+                                x_n=full):
+            price.count *= entries / full
+            price.tables += f" (its {entries / full:.0%} of a fold)"
+            out.append(price)
     return out
 
 
@@ -485,15 +517,16 @@ def serve_hour(runs: list[dict[str, KindRun]], names: list[dict[str, str]], prof
     options = ServeOptions(batch_window=BIGQUERY_SERVE_BATCH_WINDOW)  # what serve chooses on BigQuery
     batches = len(webhook_batches(SERVE_EVENTS_PER_HOUR, 3600, max(1.0, total[1]), options.batch_window,
                                   options.batch_size))
+    folds = [r[FOLD] for r in runs if FOLD in r]
     out = price_kind(SERVE_BATCHES, batch_runs, names, profile, clustering, contacts, range_rows, block_bytes,
-                     x_n=batches, changed=SERVE_EVENTS_PER_HOUR)
+                     x_n=batches, changed=SERVE_EVENTS_PER_HOUR, folds=folds)
     renewals = 3600 / (DEFAULT_TTL.total_seconds() / 3)
     renewal = price_kind("serve: lease renewal", [r["serve: lease renewal"] for r in runs], names, profile,
                          clustering, contacts, range_rows, block_bytes, x_n=0)
     syncs = 3600 / (Settings.model_fields["serve_sync_interval_minutes"].default * 60)
     per_sync = round(SERVE_EVENTS_PER_HOUR / syncs)
     pulls = price_kind(KINDS[3], [r[KINDS[3]] for r in runs], names, profile, clustering, contacts, range_rows,
-                       block_bytes, x_n=per_sync)
+                       block_bytes, x_n=per_sync, folds=folds)
     for p in renewal:
         p.count *= renewals
     for p in pulls:
@@ -521,8 +554,12 @@ def fmt_usd(b: float) -> str:
 def by_kind(prices: list[ShapePrice]) -> str:
     counts: Counter[str] = Counter()
     for p in prices:
-        counts[p.kind] += int(p.count)
-    return " · ".join(f"{k} {n:,}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n)
+        counts[p.kind] += p.count  # type: ignore[assignment]
+    return " · ".join(f"{k} {_count(n)}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]) if n >= 0.05)
+
+
+def _count(n: float) -> str:
+    return f"{n:,.0f}" if n >= 9.95 or n == int(n) else f"{n:.1f}"
 
 
 def render(label: str, results: dict[int, dict[str, list[ShapePrice]]], command: str, seconds: float,
@@ -555,7 +592,7 @@ def render(label: str, results: dict[int, dict[str, list[ShapePrice]]], command:
         total_small = sum(p.billed for p in at_small)
         total_big = sum(p.billed for p in at_big)
         top = sorted(at_big, key=lambda p: -p.billed)[:2]
-        where = "; ".join(f"{p.kind} {p.tables} ×{p.count:,.0f} ({fmt_gb(p.billed_each)} each)"
+        where = "; ".join(f"{p.kind} {p.tables} ×{_count(p.count)} ({fmt_gb(p.billed_each)} each)"
                           for p in top if p.billed > 0)
         lines.append(f"| {kind} | {by_kind(at_big)} | {fmt_gb(total_small, False)} | {fmt_usd(total_small)} | "
                      f"{fmt_gb(total_big, False)} | {fmt_usd(total_big)} | {where} |")
@@ -572,6 +609,13 @@ def render(label: str, results: dict[int, dict[str, list[ShapePrice]]], command:
         f"(20-60 batches per sample), fitted per batch and counted for {SERVE_EVENTS_PER_HOUR:,} events arriving at "
         f"random with {BIGQUERY_SECONDS_PER_STATEMENT:g} s per BigQuery statement; plus a lease renewal every 20 s "
         "and the scheduled syncs, each priced as a pull of its interval's edits (extrapolated, not a real hour).",
+        "",
+        f"The sync-state journal on BigQuery is folded into the state once it holds {FOLD_SHARE:.0%} of the state's "
+        "rows (`journal_fold_share`): the no-op, 1 % changed, pull and serve rows leave their entries unfolded, their "
+        f"statements read the journal's average backlog ({FOLD_SHARE / 2:.0%} of the state's rows) beside the state, "
+        "and each pays its share of one fold (the fold's statements recorded after the samples' 1 % runs, priced "
+        "with a full journal, times this run's entries over the entries a fold takes in). First syncs and "
+        "`sync --full` fold as they go.",
         "",
         "Goals at 10M (issue 17): no-op ≤ 1 GB (stretch ≤ 100 MB); 1 % changed ≤ 10 GB; first sync ≤ 3 "
         "full reads of the tables; no statement billing a whole table per batch.",
@@ -644,8 +688,11 @@ def main(argv: list[str] | None = None) -> int:
         results[contacts] = {}
         for kind in KINDS:
             kind_runs = [r[kind] for r in runs if kind in r]
+            # First syncs and `sync --full` fold as they go (a state filling from empty; the walk
+            # reads the state table alone); the other runs leave the journal to a later fold.
+            folds = None if kind in ("first sync", "sync --full") else [r[FOLD] for r in runs if FOLD in r]
             results[contacts][kind] = price_kind(kind, kind_runs, names, profile, clustering, contacts,
-                                                 engine_range_rows, block_bytes)
+                                                 engine_range_rows, block_bytes, folds=folds)
     for contacts in TARGETS:
         results[contacts][SERVE] = serve_hour(runs, names, profile, clustering, contacts, engine_range_rows,
                                               block_bytes)

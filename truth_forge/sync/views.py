@@ -21,9 +21,9 @@ from truth_forge.sync.objects import PERSON, SyncedObject
 COMPANY_LINK = "business_id"  # a person's company, as the merge sees it
 # Push-only fields (LLM context, statistics: kilobytes of JSON) are only ever compared with what was
 # last sent, so a view holds a digest of them, not the value: the merge base in crm_sync_state stays
-# small, and on BigQuery every read or fold of the state bills its size. 64 bits of SHA-256 are
-# plenty: a digest is only compared with the same field's previous digest, never looked up.
-DIGEST = "sha256/64:"
+# small, and on BigQuery every read or fold of the state bills its size. `#` and 64 bits of SHA-256
+# in hex are plenty: a digest is only compared with the same field's previous digest, never looked up.
+DIGEST = "#"
 DIGEST_HEX = 16
 # The form truth-forge kept before (the whole hex digest): its first 16 digits are the digest now.
 _LONG_DIGEST = "digest:sha256:"

@@ -34,6 +34,7 @@ from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from truth_forge.warehouse import base_keys
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.binds import Bind, KeySet, Scalar, json_value, plain_row
 from truth_forge.warehouse.schema import INT64, STRING, TIMESTAMP
@@ -305,7 +306,7 @@ class ChangeDetection:
             key = str(row[key_column])
             if exists:
                 if whole:
-                    carried["base"] = json_value(carried["base"])
+                    carried["base"] = base_keys.decode(json_value(carried["base"]))
                 carried = {"object_type": object_type, "record_key": key, **carried}
             state = self._settle_detected(object_type, key, carried if exists else None, keep=whole)
             if not _still_changed(row, state):

@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from truth_forge.warehouse import base_keys
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.binds import Bind, KeySet, RowSet, Scalar, plain_row
 from truth_forge.warehouse.errors import WarehouseDataError
@@ -196,7 +197,8 @@ class SyncStateJournal:
     def upsert_sync_state(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Save sync state rows keyed by (object_type, record_key); fields a row leaves out are left
         as they are. One INSERT into the journal per call, whatever the number of rows."""
-        clean, fields = validate_rows("crm_sync_state", rows, SYNC_STATE_FIELDS, _KEY)
+        stored = ({**r, "base": base_keys.encode(r["base"])} if "base" in r else r for r in rows)
+        clean, fields = validate_rows("crm_sync_state", stored, SYNC_STATE_FIELDS, _KEY)
         for index, row in enumerate(clean):
             if row["object_type"] not in ("person", "company"):
                 raise WarehouseDataError("crm_sync_state", index, "object_type must be one of ('person', 'company')")
@@ -288,7 +290,7 @@ class SyncStateJournal:
         for r in rows:
             entry = plain_row(r)
             for name in _JSON_COLUMNS:
-                entry[name] = json.loads(entry[name]) if isinstance(entry[name], str) else entry[name]
+                entry[name] = _read_json(entry[name])
             key = entry["record_key"]
             fields = [f for f in str(entry.pop("fields")).strip(",").split(",") if f]
             entry.pop("seq")
@@ -484,5 +486,10 @@ def _apply(state: dict[str, Any], entry: Mapping[str, Any], fields: Iterable[str
 
 
 def _parsed(row: Mapping[str, Any]) -> dict[str, Any]:
-    # Validated rows carry JSON as its canonical text; reads hand it out parsed.
-    return {k: json.loads(v) if k in _JSON_COLUMNS and isinstance(v, str) else v for k, v in row.items()}
+    # Validated rows carry JSON as its canonical text (the base encoded); reads hand it out parsed.
+    return {k: _read_json(v) if k in _JSON_COLUMNS else v for k, v in row.items()}
+
+
+def _read_json(value: Any) -> Any:
+    """A JSON column as stored (text or parsed) as the sync reads it (the only one, base, decoded)."""
+    return base_keys.decode(json.loads(value) if isinstance(value, str) else value)
