@@ -163,8 +163,8 @@ def _register_component_commands() -> None:
     app.command("init")(explained(init_command))
     app.command("sandbox")(sandbox_command)
     app.command("sample-data")(explained(sample_data_command))
-    app.command("doctor")(doctor_command)
-    app.command("serve")(serve_command)
+    app.command("doctor")(explained(doctor_command))
+    app.command("serve")(explained(serve_command))
     app.add_typer(webhooks_app, name="webhooks")
 
 

@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from truth_forge.config import Settings
+from truth_forge.failures import explain
 
 
 def doctor_command(
@@ -29,7 +30,8 @@ def doctor_command(
         settings = Settings()
         report = run_doctor(settings, probe_writes=probe_writes)
     except (ValidationError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        explanation = explain(exc)
+        typer.secho(f"error: {explanation.message if explanation else exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     typer.echo(report.to_json() if as_json else report.render())
     raise typer.Exit(report.exit_code)

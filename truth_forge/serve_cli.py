@@ -61,9 +61,13 @@ def serve_command(
         client_options=client_options(settings),
         log_level=logging.getLogger().getEffectiveLevel(),
     )
+    try:  # bound first: a port in use is a setting to change, found before anything is opened
+        sock = bind_tcp(options.host, options.port)
+    except OSError as exc:
+        _fail(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc} "
+              f"[choose another port with --port or TRUTH_FORGE_SERVE_PORT, or stop what holds it]")
     inbox = Inbox(settings.serve_inbox_path)
     app = build_server(secret=secret, inbox=inbox, spec=spec)
-    sock = bind_tcp(options.host, options.port)
     sock.listen(2048)  # listening before the line below: a caller that reads it can connect at once
     bound = sock.getsockname()[1]
     typer.echo(f"truth-forge serve listening on http://{options.host}:{bound} (webhooks at /webhooks/twenty)")
