@@ -21,6 +21,7 @@ from pydantic_settings import SettingsError
 EXIT_OK = 0
 EXIT_RECORDS_FAILED = 1
 EXIT_COULD_NOT_RUN = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells expect of a process stopped by Ctrl-C
 EXIT_STOPPED = 143  # 128 + SIGTERM, what service managers expect of a process that stopped when told
 
 # What happened -> exit code -> what to do. Rendered into `--help` and the README.
@@ -39,6 +40,8 @@ EXIT_CODES: tuple[tuple[str, int, str], ...] = (
     ("the run stopped early (an outage outlasted the retries)", EXIT_COULD_NOT_RUN,
      "nothing: the next run goes on from where this one stopped"),
     ("another sync is running in this process", EXIT_COULD_NOT_RUN, "wait for it"),
+    ("stopped by Ctrl-C (SIGINT): the run row closed as interrupted", EXIT_INTERRUPTED,
+     "nothing: the next run goes on from where this one stopped"),
     ("stopped by SIGTERM: requests on the wire were recorded, the run row closed as aborted", EXIT_STOPPED,
      "nothing: the next run goes on from where this one stopped"),
 )

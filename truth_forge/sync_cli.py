@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from truth_forge.failures import EXIT_COULD_NOT_RUN, EXIT_OK, EXIT_RECORDS_FAILED, CommandFailed
+from truth_forge.failures import EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORDS_FAILED, CommandFailed
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,11 @@ def sync_command(
     options = SyncOptions(direction, conflict_policy, dry_run, create, full, wait_for_lease)
     with stop_on_sigterm():  # a service manager's stop ends the run as cleanly as it can (shutdown.py)
         if every is None:
-            code = _guarded(lambda: run_once(settings, options, output))
+            try:
+                code = _guarded(lambda: run_once(settings, options, output))
+            except KeyboardInterrupt:  # the run row is closed as interrupted (sync/runner.py)
+                log.info("Stopped by Ctrl-C: the run was closed as interrupted; the next run goes on from where it stopped")
+                code = EXIT_INTERRUPTED
         else:
             interval = parse_interval(every)
             check_interval(interval, settings.twenty_requests_per_minute)

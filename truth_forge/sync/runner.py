@@ -41,7 +41,7 @@ Direction = Literal["both", "push", "pull"]
 @dataclass
 class SyncResult:
     run_id: str
-    status: str  # "succeeded" | "partial" (some records failed) | "aborted" (stopped early)
+    status: str  # "succeeded" | "partial" (some records failed) | "aborted" (stopped early) | "interrupted" (Ctrl-C)
     counts: dict[str, Any]
     sync_errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -171,7 +171,7 @@ def _run_as_writer(
     billed_before = warehouse.statements.snapshot()
     known_batch_size = _recall_batch_size(warehouse, client)
     counts: dict[str, Any] = {}
-    aborted = False
+    aborted = interrupted = False
     ctx.emit("run_started", detail={"run_id": run_id, "direction": direction})
     try:
         _require_setup(warehouse, client, schema)
@@ -215,15 +215,20 @@ def _run_as_writer(
         reporter.record(object_type=None, operation="run", error=exc)
         if exc.next_step is NextStep.FIX_CONFIG:
             _forget_setup(warehouse, client, schema)
+    except KeyboardInterrupt:
+        # Ctrl-C: a person stopped the run on purpose. It ends "interrupted", with no error to fix.
+        interrupted = True
+        raise
     except BaseException as exc:
-        # Not Twenty's doing (a warehouse failure, a bug, Ctrl-C): close the run as aborted, then re-raise.
+        # Not Twenty's doing (a warehouse failure, a bug): close the run as aborted, then re-raise.
         aborted = True
         reporter.record(object_type=None, operation="run", error=exc)
         raise
     finally:
         counts["errors"] = reporter.count
         counts["requests"] = client.transport.stats.requests - requests_before
-        status = "aborted" if aborted else ("partial" if reporter.count else "succeeded")
+        status = "interrupted" if interrupted else "aborted" if aborted else (
+            "partial" if reporter.count else "succeeded")
         reporter.flush(warehouse)
         counts["errors_closed"] = 0
         try:
