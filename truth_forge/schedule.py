@@ -98,6 +98,8 @@ def run_every(
             with exclusive_run():
                 code = run_once()
             runs += 1
+            if shutdown.interrupted():  # Ctrl-C in a run that then ended another way
+                raise KeyboardInterrupt
             if shutdown.stop_requested():
                 log.info("Stopped (%s) after %d runs", shutdown.stop_requested(), runs)
                 return EXIT_STOPPED
@@ -110,7 +112,9 @@ def run_every(
                 next_start = clock()
             elif max_runs is None or runs < max_runs:
                 log.info("Next run in %.0f s", next_start - clock())
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not (isinstance(exc, KeyboardInterrupt) or shutdown.interrupted()):
+            raise
         log.info("Stopped by Ctrl-C after %d finished runs (a run under way was closed as interrupted)", runs)
         return EXIT_INTERRUPTED
     return code

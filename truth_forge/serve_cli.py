@@ -30,9 +30,17 @@ def serve_command(
     sync_interval: Annotated[Optional[float], typer.Option(
         help="Minutes between scheduled syncs (default: serve_sync_interval_minutes).")] = None,
     sync_on_start: Annotated[bool, typer.Option(help="Run a sync as soon as the writer lease is held.")] = True,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="text | json (one JSON object a line on stderr, the writer's lines too)")] = "text",
 ) -> None:
     """Receive Twenty's webhooks on POST /webhooks/twenty and run the scheduled sync, until stopped."""
     import logging
+
+    from truth_forge.logs import check_log_format, use_json_logs
+
+    check_log_format(log_format)
+    if log_format == "json":
+        use_json_logs()
 
     from truth_forge.inbox import Inbox
     from truth_forge.secrets import resolve_api_key
@@ -59,7 +67,7 @@ def serve_command(
         warehouse_tables=dict(settings.warehouse_tables), twenty_base_url=settings.twenty_base_url, api_key=api_key,
         options=options, schema_file=settings.crm_schema_file, secrets=(secret,),
         client_options=client_options(settings),
-        log_level=logging.getLogger().getEffectiveLevel(),
+        log_level=logging.getLogger().getEffectiveLevel(), log_format=log_format,
     )
     try:  # bound first: a port in use is a setting to change, found before anything is opened
         sock = bind_tcp(options.host, options.port)
@@ -72,7 +80,7 @@ def serve_command(
     bound = sock.getsockname()[1]
     typer.echo(f"truth-forge serve listening on http://{options.host}:{bound} (webhooks at /webhooks/twenty)")
     try:
-        uvicorn_server(app).run(sockets=[sock])
+        uvicorn_server(app, own_logging=log_format != "json").run(sockets=[sock])
     finally:
         sock.close()
         inbox.close()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from truth_forge import shutdown
 from truth_forge.crm_schema import CrmSchema, verify_schema
 from truth_forge.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
 from truth_forge.reporting import ErrorReporter
@@ -215,11 +216,12 @@ def _run_as_writer(
         reporter.record(object_type=None, operation="run", error=exc)
         if exc.next_step is NextStep.FIX_CONFIG:
             _forget_setup(warehouse, client, schema)
-    except KeyboardInterrupt:
-        # Ctrl-C: a person stopped the run on purpose. It ends "interrupted", with no error to fix.
-        interrupted = True
-        raise
     except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) or shutdown.interrupted():
+            # Ctrl-C (DuckDB reports one that lands mid-statement as its own error): a person stopped
+            # the run on purpose. It ends "interrupted", with no error to fix.
+            interrupted = True
+            raise
         # Not Twenty's doing (a warehouse failure, a bug): close the run as aborted, then re-raise.
         aborted = True
         reporter.record(object_type=None, operation="run", error=exc)
