@@ -324,6 +324,13 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
             raise WarehouseDataError("crm_sync_kv", None, f"watermark {name!r} must be a string, got {value!r}")
         self._kv_set(f"watermark:{name}", value)
 
+    def get_bookkeeping(self, key: str) -> str | None:
+        """A value truth-forge keeps for itself in crm_sync_kv (e.g. which errors an alert announced)."""
+        return self._kv_get(key)
+
+    def set_bookkeeping(self, key: str, value: str) -> None:
+        self._kv_set(key, value)
+
     # --- the writer lease (see truth_forge/lease.py) --------------------------------------------
 
     def claim_lease(self, name: str, owner: str, ttl: dt.timedelta) -> dict[str, Any]:
