@@ -191,3 +191,26 @@ def test_no_secret_in_any_log_line_error_row_or_alert(ready_cli: Cli, sandbox: A
         for secret in secrets:
             assert secret not in text
     assert all(path.endswith("hook-token-4b1d9a") for path in webhook_receiver.paths)  # it was used, not shown
+
+
+def test_a_write_outage_is_one_run_level_error_and_one_alert(ready_cli: Cli, sandbox: Any, warehouse_url: str,
+                                                             webhook_receiver: WebhookReceiver) -> None:
+    """Every people write refused (HTTP 502 after the retries): the push stops after three batches in a
+    row, and the run records one error, not one error row and warning per record of those batches."""
+    sandbox.set_faults(error_rate=1.0, error_statuses=(502,), path_prefix="/rest/batch/people")
+    try:
+        done = ready_cli("sync", "--log-format", "json", TRUTH_FORGE_TWENTY_BATCH_SIZE="3",
+                         TRUTH_FORGE_TWENTY_MAX_RETRIES="0", TRUTH_FORGE_ALERT_WEBHOOK_URL=webhook_receiver.url)
+    finally:
+        sandbox.clear_faults()
+    assert done.returncode == 2, done.stderr[-2000:]
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["status"] == "aborted" and summary["counts"]["push_person"]["failed"] >= 9
+    logged = [json.loads(line) for line in done.stderr.splitlines() if not line.startswith("error: ")]
+    warnings = [e for e in logged if e["level"] == "WARNING"]
+    assert len(warnings) == 1 and "502" in warnings[0]["message"], warnings
+    with open_warehouse(warehouse_url) as wh:
+        [error] = wh.open_errors()
+    assert error["record_key"] is None and error["operation"] == "push" and error["http_status"] == 502
+    [post] = webhook_receiver.posts
+    assert "sync stopped early, 1 new errors, 1 open" in post["text"]
