@@ -57,3 +57,17 @@ def test_a_file_given_as_workdir_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DemoFolderInUse):
         prepare_workdir(path)
     assert path.read_text() == "x"
+
+
+def test_the_default_folder_an_older_demo_left_is_reused(tmp_path: Path) -> None:
+    old = tmp_path / ".demo"
+    old.mkdir()
+    (old / "warehouse.duckdb").write_text("an older demo's warehouse")
+    prepare_workdir(old)
+    assert (old / MARKER).exists() and not (old / "warehouse.duckdb").exists()
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    (elsewhere / "warehouse.duckdb").write_text("somebody's warehouse")
+    with pytest.raises(DemoFolderInUse):
+        prepare_workdir(elsewhere)
+    assert (elsewhere / "warehouse.duckdb").read_text() == "somebody's warehouse"

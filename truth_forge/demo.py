@@ -24,6 +24,7 @@ DEMO_PERSON_TOKEN = "demo-person-token"  # a workspace member, not an API key
 DEMO_KEY = "demo-sandbox-key"
 # The demo writes this file first: a folder holding it is a previous demo's, whose files may be replaced.
 MARKER = ".truth-forge-demo"
+DEFAULT_WORKDIR = ".demo"
 # Everything the demo may leave in its folder (DuckDB writes a .wal beside the file while it is open).
 DEMO_FILES = (MARKER, "warehouse.duckdb", "warehouse.duckdb.wal")
 
@@ -41,7 +42,9 @@ def prepare_workdir(workdir: Path) -> None:
         raise DemoFolderInUse(f"--workdir {workdir} is a file, not a folder; give the demo a new or empty folder")
     workdir.mkdir(parents=True, exist_ok=True)
     present = {p.name for p in workdir.iterdir()}
-    if present and MARKER not in present:
+    # The default folder as demos before the marker left it: only a warehouse file in `.demo`.
+    left_by_an_older_demo = workdir.name == DEFAULT_WORKDIR and present <= set(DEMO_FILES)
+    if present and MARKER not in present and not left_by_an_older_demo:
         raise DemoFolderInUse(
             f"--workdir {workdir} is not empty and was not made by `truth-forge demo` (no {MARKER} in it); "
             f"the demo deletes nothing it did not create: give it a new or empty folder")
