@@ -13,7 +13,6 @@ from contextlib import closing
 
 import pytest
 
-from tests.ops.conftest import Cli, cli  # noqa: F401 (the fixture, shared)
 from truth_forge.twenty.errors import NextStep, TwentyConfigError, TwentyTransientError
 from truth_forge.twenty.transport import RetryPolicy, Transport
 from truth_forge.twenty.unreachable import REFUSED_RETRIES
@@ -94,12 +93,3 @@ def test_once_twenty_has_answered_a_refused_connection_is_an_outage_with_every_r
         with pytest.raises(TwentyTransientError) as info:
             api.request("GET", "/rest/people")
     assert len(waits) == 4 and "connection refused" in str(info.value)
-
-
-def test_the_cli_says_it_in_one_line_and_exit_2(cli: Cli, plain_http: http.server.HTTPServer) -> None:
-    url = f"https://127.0.0.1:{plain_http.server_port}"
-    done = cli("setup", TWENTY_BASE_URL=url, TWENTY_API_KEY=KEY, timeout=60)
-    assert done.returncode == 2, done.stderr
-    assert "Traceback" not in done.stderr and KEY not in done.stderr + done.stdout
-    [line] = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert url in line and "answers plain HTTP, not HTTPS" in line
