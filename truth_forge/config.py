@@ -19,6 +19,7 @@ DEFAULT_WAREHOUSE_URL = "duckdb:///truth_forge.duckdb"
 BIGQUERY_SERVE_BATCH_WINDOW = 60.0
 
 if TYPE_CHECKING:
+    from truth_forge.sync.sweep import SweepPolicy
     from truth_forge.warehouse.detection import DetectionPolicy
 
 
@@ -72,6 +73,11 @@ class Settings(BaseSettings):
         120.0, gt=0, validation_alias=_env("TWENTY_REQUEST_DEADLINE_SECONDS"),
         description="Bound on a whole request, answer included (a server sending a byte at a time is cut off); "
                     "a request past it is retried like a broken connection",
+    )
+    twenty_max_request_line: int = Field(
+        4096, ge=1024, validation_alias=_env("TWENTY_MAX_REQUEST_LINE"),
+        description="Longest request line sent to Twenty, in bytes (method, path, encoded query, HTTP version); "
+                    "lists of ids are split into more requests to stay within it (nginx refuses over 8 KB)",
     )
     twenty_max_retries: int = Field(
         6,
@@ -135,6 +141,22 @@ class Settings(BaseSettings):
         description="How far before the last detection's start the next one looks for updated_at stamps (writers' "
                     "statements commit after the time they stamp)",
     )
+
+    # --- the rolling sweep (truth_forge/sync/sweep.py) ---------------------------------------------
+    sweep_window_hours: float = Field(
+        24.0, ge=0, validation_alias=_env("SWEEP_WINDOW_HOURS"),
+        description="Every Twenty record is re-read within this many hours (plus one run interval), to catch edits "
+                    "the pull cannot tell from ours (merges, unstamped workflow steps, restores); 0 turns it off",
+    )
+    sweep_max_requests: int = Field(
+        50, ge=0, validation_alias=_env("SWEEP_MAX_REQUESTS"),
+        description="Requests one sync run may spend on that re-read (200 records a request); 0 turns it off",
+    )
+
+    def sweep_policy(self) -> SweepPolicy:
+        from truth_forge.sync.sweep import SweepPolicy
+
+        return SweepPolicy(window=dt.timedelta(hours=self.sweep_window_hours), max_requests=self.sweep_max_requests)
 
     def serve_batch_window(self) -> float:
         if self.serve_batch_window_seconds is not None:

@@ -3,7 +3,8 @@
 Much of what truth-forge assumes about Twenty was read from Twenty's source, not seen on a running
 server (docs/checking-a-real-workspace.md lists those assumptions). Doctor checks them against the
 workspace truth-forge is configured for: reachability, the key, the data model, the batch limit,
-not-found answers, rate-limit headers and soft-deleted visibility. By default it writes nothing:
+not-found answers, rate-limit headers, soft-deleted visibility and whether another API key shares
+our key's name (Twenty's `updatedBy` carries the name only). By default it writes nothing:
 its one POST is a batch Twenty must refuse. With `probe_writes` it creates one probe person,
 tries a few writes on that record only, and destroys it again, also when a step fails.
 
@@ -13,6 +14,8 @@ text it prints passes `redact` with the API key, which is never printed.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
 from collections.abc import Callable
@@ -500,6 +503,43 @@ class Doctor:
 
     # -- 5: rate-limit headers (read from every answer of the run) -----------------------------
 
+    # -- one key name, one key ---------------------------------------------------------------
+
+    def check_key_name(self) -> None:
+        """No other API key may carry our key's name: `updatedBy` holds the name only, so that key's
+        edits would be skipped as ours. Our name comes from the write probe's stamp, or from the key
+        list by the id in our token (an API key is a JWT whose `jti` is the key's id)."""
+        stamped = next((f.details.get("name") for f in self.findings
+                        if f.check == "updatedBy" and f.details.get("source") == "API"), None)
+        try:
+            keys = self.client.metadata.list_api_keys()
+        except TwentyError as exc:
+            said = own_writes.unlisted(exc, stamped).said
+            self.add("api key name", "WARN" if isinstance(exc, TwentyAuthError) else "INFO", said,
+                     "give the key's role the 'API keys and webhooks' permission, or check the names by hand "
+                     "in Twenty (Settings > APIs & Webhooks)", status_code=exc.status, listed=False)
+            return
+        kid = _api_key_id(self.secret)
+        name = stamped or next((k.get("name") for k in keys if kid is not None and k.get("id") == kid), None)
+        if isinstance(name, str) and name:
+            named = own_writes.judge_key_name(keys, name)
+            statuses: dict[str, Status] = {"unique": "OK", "shared": "WARN", "unknown": "INFO"}
+            status = statuses[named.outcome]
+            self.add("api key name", status, named.said,
+                     "rename the other keys in Twenty so each has its own name" if named.outcome == "shared" else "",
+                     listed=True, name=name, same_name=named.same_name)
+            return
+        names = [str(k.get("name")) for k in keys]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            self.add("api key name", "WARN", f"{len(keys)} API keys listed; these names are used by more than one "
+                     f"key: {', '.join(map(repr, repeated))}. If truth-forge's key has one of them, the other key's "
+                     "edits are skipped as truth-forge's own",
+                     "give every key its own name (or run doctor --probe-writes to learn which name is ours)",
+                     listed=True, repeated=repeated)
+            return
+        self.add("api key name", "OK", f"{len(keys)} API keys listed, each with its own name", listed=True)
+
     def check_rate_headers(self) -> None:
         budget = f"client budget {BUDGET_SETTING}={self.settings.twenty_requests_per_minute}/min"
         seen = [a for a in self.log.answers if any(h in a.headers for h in _RATE_HEADERS)]
@@ -518,6 +558,20 @@ class Doctor:
                  "another client shares this workspace's budget: lower the budget" if limited else
                  f"keep {BUDGET_SETTING} at or below the workspace's limit (100/min by default)",
                  headers={}, rate_limited=limited)
+
+
+def _api_key_id(token: str) -> str | None:
+    """The key id (`jti`) in an API key's token, read without checking its signature; None if the
+    token is not a JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    jti = payload.get("jti") if isinstance(payload, dict) else None
+    return jti if isinstance(jti, str) else None
 
 
 def run_doctor(settings: Settings | None = None, *, api_key: str | None = None, probe_writes: bool = False,
@@ -556,6 +610,7 @@ def run_doctor(settings: Settings | None = None, *, api_key: str | None = None, 
                 doctor.probe_writes()
             else:
                 doctor.guarded("deleted visibility", doctor.check_deleted_visible_read_only)
+            doctor.check_key_name()
             doctor.check_rate_headers()
         return DoctorReport(url, key_source, probe_writes, doctor.findings, client.transport.stats.requests,
                             could_not_run=could_not_run)

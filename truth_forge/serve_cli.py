@@ -59,6 +59,7 @@ def serve_command(
         sync_interval=60 * (sync_interval or settings.serve_sync_interval_minutes), sync_on_start=sync_on_start,
         tolerance_ms=settings.webhook_tolerance_seconds * 1000, max_body_bytes=settings.webhook_max_body_bytes,
         lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds), detection=settings.detection_policy(),
+        sweep=settings.sweep_policy(),
         batch_window=settings.serve_batch_window(),
         stall_seconds=2 * settings.twenty_request_deadline_seconds,
     )

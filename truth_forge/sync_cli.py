@@ -131,6 +131,7 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
                                   conflict_policy=options.conflict_policy,  # type: ignore[arg-type]
                                   on_event=tracking_run_id(on_event), full=options.full,
                                   lease_wait=options.lease_wait, detection=settings.detection_policy(),
+                                  sweep=settings.sweep_policy(),
                                   lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds))
             finally:
                 set_run_id(outside_runs)

@@ -43,6 +43,7 @@ from truth_forge.secrets import redact
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty.client import TwentyClient
+from truth_forge.sync.sweep import SweepPolicy
 from truth_forge.warehouse.detection import DetectionPolicy
 from truth_forge.webhooks import DEFAULT_TOLERANCE_MS
 
@@ -66,6 +67,7 @@ class ServeOptions:
     batch_window: float = 0.25
     lease_ttl: dt.timedelta = dt.timedelta(seconds=60)
     detection: DetectionPolicy = field(default_factory=DetectionPolicy)  # how scheduled syncs find changes
+    sweep: SweepPolicy = field(default_factory=SweepPolicy)  # how scheduled syncs pace the rolling re-read
     lease_poll: float = 1.0  # seconds between attempts while another writer holds the lease
     drain_seconds: float = 30.0  # how long shutdown keeps applying what is already in the inbox
     retry_pause: float = 2.0  # after a failed batch
@@ -293,7 +295,8 @@ class Writer:
         webhook_run = current_run_id()
         try:
             result = run_sync(warehouse, self.client, self.schema, lease=lease, secrets=self.secrets,
-                              detection=self.options.detection, on_event=tracking_run_id(self._beat))
+                              detection=self.options.detection, sweep=self.options.sweep,
+                              on_event=tracking_run_id(self._beat))
         except Exception as exc:  # a warehouse outage, say: the next interval tries again
             self.status.last_sync = {"status": "failed", "error": redact(str(exc), *self.secrets)}
             set_run_id(webhook_run)

@@ -133,7 +133,7 @@ def test_sandbox_command_registers_as_a_typer_command() -> None:
     assert result.exit_code == 0, result.output
     for option in ("--port", "--host", "--api-key", "--db", "--rate-limit", "--rate-limit-v2",
                    "--docs-batch-limit", "--legacy-metadata", "--twenty-version",
-                   "--member-token"):
+                   "--member-token", "--short-rate-limit"):
         assert option in result.output
     refused = CliRunner().invoke(app, ["sandbox", "--host", "0.0.0.0"])
     assert refused.exit_code != 0 and "loopback" in refused.output

@@ -183,6 +183,15 @@ def read_tables(rows: Callable[[str], list[dict[str, Any]]]) -> WarehouseSide:
     businesses = {r["business_id"]: {**r, **{k: _json(r[k]) for k in COMPANY_JSON}}
                   for r in rows("SELECT * FROM businesses")}
     state = {(r["object_type"], r["record_key"]): r for r in rows("SELECT * FROM crm_sync_state")}
+    # Entries not folded into the state yet (on BigQuery the journal is folded only now and then),
+    # laid over it field by field as the sync reads it; entries up to the folded mark are in it.
+    kv = {r["key"]: r["value"] for r in rows("SELECT key, value FROM crm_sync_kv")}
+    folded = int(kv.get("journal-folded-upto") or 0)
+    for entry in rows("SELECT * FROM crm_sync_journal ORDER BY seq"):
+        if entry["seq"] > folded:
+            key = (entry["object_type"], entry["record_key"])
+            laid = state.setdefault(key, {"object_type": key[0], "record_key": key[1]})
+            laid.update({f: entry[f] for f in entry["fields"].strip(",").split(",") if f})
     errors = rows("SELECT * FROM crm_sync_errors WHERE resolved_at IS NULL ORDER BY occurred_at")
     return WarehouseSide(contacts, businesses, state, errors)
 

@@ -24,8 +24,14 @@ def client(sandbox: Any) -> Iterator[TwentyClient]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Any]:
-    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+def store_options() -> str:
+    """Extra warehouse URL options of `store` (a module may override this fixture)."""
+    return ""
+
+
+@pytest.fixture
+def store(tmp_path: Path, store_options: str) -> Iterator[Any]:
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}{store_options}") as wh:
         wh.ensure_tables()
         generate_sample_data(wh, 40, 8, seed=7)
         yield wh

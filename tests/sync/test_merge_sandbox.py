@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.sync.test_sync_sandbox import SCHEMA, crm, people, person_by_key
+from tests.sync.test_sync_sandbox import SCHEMA, crm, people, person_by_key, store_options  # noqa: F401 (both journal ways)
 from truth_forge.sync.context import SyncEvent
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient

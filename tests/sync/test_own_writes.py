@@ -39,7 +39,7 @@ def test_our_api_actor_is_learnt_from_a_write_and_named_in_the_filter(store: Any
     own_writes.observe(store, URL, stamped(api("truth-forge"), api("truth-forge")))
     clause = own_writes.filter_clause(store, URL)
     assert clause == ('or(updatedBy.source[neq]:API,updatedBy.source[is]:NULL,'
-                      'updatedBy.name[neq]:"truth-forge",updatedBy.name[is]:NULL)')
+                      'updatedBy.name[is]:NULL,updatedBy.name[neq]:"truth-forge")')  # the name last
     assert own_writes.filter_clause(store, "http://another.example") is None  # per workspace
 
 
@@ -75,8 +75,8 @@ def test_answers_without_updated_by_teach_nothing(store: Any) -> None:
 def test_the_filter_narrows_edits_never_deletions(store: Any) -> None:
     store.set_watermark("pull:person", "2026-11-30T10:00:00.000Z")
     query = changes_query(store, PERSON, dt.timedelta(minutes=2), "NOT_OURS")
-    assert query == ('or(and(updatedAt[gte]:"2026-11-30T09:58:00.000Z",NOT_OURS),'
-                     'deletedAt[gte]:"2026-11-30T09:58:00.000Z")')
+    assert query == ('or(deletedAt[gte]:"2026-11-30T09:58:00.000Z",'
+                     'and(updatedAt[gte]:"2026-11-30T09:58:00.000Z",NOT_OURS))')  # NOT_OURS last
 
 
 # -- against the sandbox: what a run right after a push reads, and what it must never skip ---------

@@ -4,6 +4,7 @@ equal, so an upgrade re-sends nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -39,3 +40,23 @@ def test_a_base_kept_whole_by_an_older_version_compares_equal(tmp_path: Path) ->
     legacy = {**view, **{s.column: body.get(s.name) for s in SCHEMA.for_object("person") if s.sync == "push"}}
     assert changed_since(legacy, view)  # compared raw, every computed field would look changed
     assert changed_since(views.comparable_base(PERSON, SCHEMA, legacy), view) == {}
+
+
+def test_a_base_with_the_longer_digests_of_an_older_version_compares_equal(tmp_path: Path) -> None:
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        generate_sample_data(wh, 3, 1, seed=2)
+        [row] = wh.get_rows("person", [2])
+    body = mapping.contact_to_person(row, SCHEMA, left_out=[])
+    view = views.warehouse_view(PERSON, SCHEMA, row)
+    push_only = views.push_only_columns(PERSON, SCHEMA)
+
+    def long_digest(value: object) -> str:  # what the release before kept: the whole SHA-256
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return "digest:sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    older = {**view, **{s.column: long_digest(body.get(s.name)) for s in SCHEMA.for_object("person") if s.sync == "push"}}
+    assert all(len(view[c]) < len(older[c]) for c in push_only)
+    assert changed_since(views.comparable_base(PERSON, SCHEMA, older), view) == {}
+    # ... and a value changed since is still seen as changed.
+    edited = views.warehouse_view(PERSON, SCHEMA, {**row, "llm_context": {"summary": "something new"}})
+    assert set(changed_since(views.comparable_base(PERSON, SCHEMA, older), edited)) == {"llm_context"}

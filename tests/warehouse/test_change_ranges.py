@@ -45,7 +45,7 @@ ORDER BY h.{key}"""
 
 
 def oracle(wh: Warehouse, object_type: str) -> list[dict[str, Any]]:
-    wh.fold_journal()  # the oracle reads crm_sync_state itself, without the journal's overlay
+    wh.fold_journal(force=True)  # the oracle reads crm_sync_state itself, without the journal's overlay
     rows, _ = wh._run(old_changed_select(object_type), (Scalar("object_type", STRING, object_type),), fetch=True)
     out = [warehouse_base._view_row(r) for r in rows]
     # A person with a company also carries that company's sync state (the push links by its Twenty id).

@@ -80,3 +80,33 @@ def test_a_machine_whose_clock_is_behind_still_has_its_saves_folded(warehouse: W
     save(warehouse, "4", crm_id="second")
     warehouse.fold_journal()
     assert folded_state(warehouse, "4")["crm_id"] == "second"
+
+
+def test_a_journal_kept_beside_the_state_settles_every_run_and_folds_only_when_forced(warehouse: Warehouse) -> None:
+    """BigQuery's way (a fold bills the state table twice): entries stay in the journal, read beside
+    the state; settling still keeps the retry lists and the records saved clean."""
+    warehouse.journal_fold_share = 1_000_000.0  # never due by size, once the state has a row
+    save(warehouse, "6", crm_id="f", status="synced")
+    assert warehouse.fold_journal() == 1  # an empty state: folding costs nothing, so it is due
+    save(warehouse, "5", crm_id="e", status="failed", last_error="HTTP 500")
+    assert warehouse.fold_journal() == 0
+    assert warehouse.count_rows("crm_sync_state") == 1 and warehouse.count_rows("crm_sync_journal") == 1
+    assert "5" in (warehouse.retry_keys("person") or [])
+    save(warehouse, "5", status="synced", last_error=None)
+    assert warehouse.fold_journal() == 0
+    assert "5" not in (warehouse.retry_keys("person") or [])
+    keys, ids = warehouse.settled_since_forget()
+    assert "5" in keys["person"] and "e" in ids
+    warehouse.fold_journal(forget=True)  # the next run: nothing new, nothing folded, read back whole
+    got = warehouse.read_sync_state("person", [5])["5"]
+    assert (got["crm_id"], got["status"], got["last_error"]) == ("e", "synced", None)
+    assert warehouse.read_sync_state_by_crm_id("person", ["e"])["e"]["record_key"] == "5"
+    assert warehouse.count_rows("crm_sync_state") == 1
+    assert warehouse.fold_journal(force=True) == 2  # before a reader of the state table alone
+    assert folded_state(warehouse, "5") == {"crm_id": "e", "status": "synced", "last_error": None}
+    assert warehouse.count_rows("crm_sync_journal") == 0
+    # New saves order after the kept entries, whatever the clock: the marks say where they end.
+    save(warehouse, "5", status="failed", last_error="HTTP 502")
+    warehouse.fold_journal()
+    assert warehouse.read_sync_state("person", [5])["5"]["last_error"] == "HTTP 502"
+    assert "5" in (warehouse.retry_keys("person") or [])

@@ -8,6 +8,7 @@ in the UI with a member token; only API keys are rate-limited, as in Twenty.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,12 +29,22 @@ class Credential:
         # Twenty throttles API-key (and application) requests only, never user sessions.
         return self.kind == "api_key"
 
+    @property
+    def user_id(self) -> str | None:
+        """A member's user id (a user and their workspace membership are two records in Twenty)."""
+        return None if self.workspace_member_id is None else stable_id(self.workspace_member_id, "user")
+
     def actor(self) -> dict[str, Any]:
         """A fresh actor value, as `buildCreatedByFrom...` builds it for this caller."""
         if self.kind == "member":
             return {"source": "MANUAL", "workspaceMemberId": self.workspace_member_id,
                     "name": self.name, "context": {}}
         return {"source": "API", "workspaceMemberId": None, "name": self.name, "context": {}}
+
+
+# The caller of the request being handled (set by the app's outer layer): record events emitted
+# while handling it carry that caller into webhook bodies, as Twenty's events carry the auth context.
+CURRENT_CALLER: ContextVar[Credential | None] = ContextVar("sandbox_current_caller", default=None)
 
 
 def member_id(workspace_id: str, token: str) -> str:

@@ -27,6 +27,9 @@ def sandbox_command(
         help="Requests per minute per workspace (0 disables the limit).")] = 100,
     rate_limit_burst: Annotated[Optional[int], typer.Option(
         help="Token bucket size (default: same as --rate-limit).")] = None,
+    short_rate_limit: Annotated[int, typer.Option(
+        help="Twenty's short bucket, checked first: requests per second per workspace "
+        "(API_RATE_LIMITING_SHORT_LIMIT, default 100; 0 switches it off).")] = 100,
     rate_limit_v2: Annotated[bool, typer.Option(
         help="Answer 429 in the 'rate limits v2' style (Retry-After, X-RateLimit-*).")] = False,
     docs_batch_limit: Annotated[bool, typer.Option(
@@ -36,6 +39,9 @@ def sandbox_command(
     twenty_version: Annotated[str, typer.Option(
         help="Which Twenty rules to follow: " + ", ".join(PROFILES)
         + f" (default {DEFAULT_PROFILE}, the strictest).")] = DEFAULT_PROFILE,
+    max_request_line: Annotated[Optional[int], typer.Option(
+        help="Play a proxy in front of Twenty: refuse request lines longer than this many bytes with "
+        "414 (nginx's default is 8192). Without it only Node's 16 KiB header limit applies (431).")] = None,
     member_token: Annotated[list[str], typer.Option(
         "--member-token", help="TOKEN=First Last: a Bearer token that acts as a logged-in "
         "workspace member (updatedBy source MANUAL, not rate-limited); repeat for several.")] = [],
@@ -47,17 +53,19 @@ def sandbox_command(
             api_keys=list(api_key) or [DEFAULT_API_KEY], host=host, port=port,
             db_path=str(db) if db else None,
             rate_limit_per_minute=rate_limit or None, rate_limit_burst=rate_limit_burst,
+            rate_limit_short_limit=short_rate_limit or None,
             rate_limit_style="v2" if rate_limit_v2 else "legacy",
             enforce_docs_batch_limit=docs_batch_limit,
             metadata_format="legacy" if legacy_metadata else "new",
-            twenty_version=twenty_version, member_tokens=members,
+            twenty_version=twenty_version, member_tokens=members, max_request_line=max_request_line,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     url_host = f"[{host}]" if ":" in host else host
     message = "\n".join([
         f"Twenty sandbox listening on http://{url_host}:{{port}}"
-        + (f" (data in {db})" if db else " (in memory)") + f", rules: {twenty_version}",
+        + (f" (data in {db})" if db else " (in memory)") + f", rules: {twenty_version}"
+        + (f", request lines over {max_request_line} bytes refused (414)" if max_request_line else ""),
         f"export TWENTY_BASE_URL=http://{url_host}:{{port}}",
         f"export TWENTY_API_KEY={config.api_keys[0]}",
         # truth-forge keeps to its own request budget too (100 a minute by default, as Twenty allows):

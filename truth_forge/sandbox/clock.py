@@ -36,19 +36,30 @@ class MonotonicClock:
         self._lock = threading.Lock()
         self._last_ms = 0
         self.offset_ms = offset_ms
+        self._frozen = False
+
+    def freeze(self, frozen: bool = True) -> None:
+        """While frozen every write gets the same timestamp: what one large import committed in
+        one transaction looks like in Twenty (more rows than one request may carry, one
+        `updatedAt`). Thawed, the clock goes on after that timestamp."""
+        with self._lock:
+            if frozen and not self._frozen:
+                self._last_ms = max(self._wall_ms(), self._last_ms + 1)
+            self._frozen = frozen
 
     def _wall_ms(self) -> int:
         return time.time_ns() // 1_000_000 + self.offset_ms
 
     def now_ms(self) -> int:
         with self._lock:
-            self._last_ms = max(self._wall_ms(), self._last_ms + 1)
+            if not self._frozen:
+                self._last_ms = max(self._wall_ms(), self._last_ms + 1)
             return self._last_ms
 
     def peek_ms(self) -> int:
         """The current time without taking a timestamp: never before one already handed out."""
         with self._lock:
-            return max(self._wall_ms(), self._last_ms)
+            return self._last_ms if self._frozen else max(self._wall_ms(), self._last_ms)
 
     def http_date(self) -> str:
         return http_date(self.peek_ms())

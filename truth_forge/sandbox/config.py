@@ -11,9 +11,18 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from truth_forge.sandbox.actors import Credential, build_credentials
-from truth_forge.sandbox.profiles import DEFAULT_PROFILE, Behaviour, EmailCheck, RefillMode, resolve
+from truth_forge.sandbox.profiles import (
+    DEFAULT_PROFILE,
+    Behaviour,
+    CursorPaging,
+    EmailCheck,
+    RefillMode,
+    resolve,
+)
 
 DEFAULT_API_KEY = "sandbox-api-key"
+# Node's default --max-http-header-size: a request line and headers together over this get 431.
+NODE_MAX_HEADER_BYTES = 16 * 1024
 # A fixed workspace id keeps object/field metadata ids stable across restarts (SQLite mode).
 DEFAULT_WORKSPACE_ID = "3b8e6458-5fc1-4e63-8563-008ccddaa6db"
 
@@ -22,13 +31,16 @@ DEFAULT_WORKSPACE_ID = "3b8e6458-5fc1-4e63-8563-008ccddaa6db"
 class SandboxConfig:
     """Everything a sandbox needs to start; every field has a Twenty-like default."""
 
+    # Tokens of the workspace's one default API key (named `api_key_name`): several tokens of
+    # one key, as Twenty can generate more than one token for the same key.
     api_keys: list[str] = field(default_factory=lambda: [DEFAULT_API_KEY])
     host: str = "127.0.0.1"
     port: int = 0
     workspace_id: str = DEFAULT_WORKSPACE_ID
     # Name written into createdBy/updatedBy for records made with a key of `api_keys`.
     api_key_name: str = "Sandbox API key"
-    # More API keys, each with its own name: {token: key name}.
+    # More API keys, one key per token, each with its name: {token: key name}. A name may repeat
+    # (Twenty does not make key names unique).
     named_api_keys: dict[str, str] = field(default_factory=dict)
     # Bearer tokens that act as a logged-in workspace member (a person in the UI), not rate
     # limited: {token: "First Last"}. The member's id is derived from the workspace and token.
@@ -52,6 +64,9 @@ class SandboxConfig:
     # Real Twenty blocks private targets; the sandbox does the opposite for safety:
     # only loopback targets are contacted unless this is switched on.
     webhook_allow_non_loopback: bool = False
+    # A proxy in front (a "proxy profile"): request lines longer than this are refused with 414, as
+    # nginx does past its 8 KB header buffer (8192). None = no proxy, only Node's 16 KiB (431).
+    max_request_line: int | None = None
     # Upper bound on the in-memory request log so a long benchmark cannot exhaust memory.
     request_log_limit: int = 200_000
     # Which Twenty rules to follow (profiles.PROFILES): "latest" (strictest, default) or
@@ -63,6 +78,16 @@ class SandboxConfig:
     empty_text_to_null: bool | None = None
     links_update_merges: bool | None = None
     create_stamps_updated_by: bool | None = None
+    cursor_paging: CursorPaging | None = None
+    error_codes: bool | None = None
+    fields_cap: int | None = None  # 0 = no cap
+    # Twenty's short rate-limit bucket (API_RATE_LIMITING_SHORT_LIMIT per _SHORT_TTL_IN_MS,
+    # default 100 per 1000 ms), checked before the long one above; None switches it off.
+    rate_limit_short_limit: int | None = 100
+    rate_limit_short_window_ms: int = 1_000
+    # Tokens of API keys whose role lacks the API_KEYS_AND_WEBHOOKS permission: they may read
+    # and write records but get 403 on /rest/metadata/apiKeys and the webhook routes.
+    api_keys_without_settings_permission: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.api_keys:
@@ -70,6 +95,8 @@ class SandboxConfig:
         _ = self.credentials  # a token declared twice fails here
         if not is_loopback_host(self.host):
             raise ValueError(f"the sandbox binds loopback addresses only, not {self.host!r}")
+        if self.max_request_line is not None and self.max_request_line < 64:
+            raise ValueError("max_request_line must be at least 64 bytes")
         # An unknown profile or a bad override fails here, not in the middle of a request.
         _ = self.behaviour
 
@@ -80,13 +107,20 @@ class SandboxConfig:
             "rate_limit_refill": self.rate_limit_refill,
             "empty_text_to_null": self.empty_text_to_null,
             "links_update_merges": self.links_update_merges,
-            "create_stamps_updated_by": self.create_stamps_updated_by})
+            "create_stamps_updated_by": self.create_stamps_updated_by,
+            "cursor_paging": self.cursor_paging, "error_codes": self.error_codes, "fields_cap": self.fields_cap})
 
     @property
     def credentials(self) -> dict[str, Credential]:
         """Every accepted Bearer token and who it acts as."""
         return build_credentials(self.api_keys, self.api_key_name, self.named_api_keys,
                                  self.member_tokens, self.workspace_id)
+
+    @property
+    def short_bucket(self) -> tuple[int, int] | None:
+        if self.rate_limit_short_limit is None:
+            return None
+        return self.rate_limit_short_limit, self.rate_limit_short_window_ms
 
     @property
     def batch_max(self) -> int:

@@ -1,6 +1,8 @@
 """Seeded fault injection: 5xx errors, database errors, latency, dropped connections, 429s, and
 responses that drip their body a byte at a time (a stalled proxy or server: every read gets a byte
-in time, so only a deadline on the whole request ends it).
+in time, so only a deadline on the whole request ends it), and answers to a list of ids
+(`id[in]:[...]`) that lose some of the records asked for (a lossy cache or proxy, a read replica
+behind): the sync must not take a record missing from such an answer for a destroyed one.
 
 Retry and resume logic can only be trusted if it has met failures; these faults are drawn from
 a seeded RNG (the same number of draws per request, whatever happens) so a test or benchmark
@@ -10,6 +12,7 @@ while the server runs.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 from dataclasses import dataclass, field, replace
@@ -37,9 +40,18 @@ class FaultSettings:
     # share of requests whose answer is sent one byte at a time, `drip_interval_ms` apart
     drip_rate: float = 0.0
     drip_interval_ms: float = 1000.0
+    # share of the records a find-many filtered on `id[in]` leaves out of its answer (chosen by
+    # record id and seed, not drawn: the same records go missing every time, with no RNG draw)
+    lose_listed_rate: float = 0.0
+    # share of requests answered 402: the workspace's usage quota or credit allowance is spent
+    # (newer servers' usage limits, usage-limit-to-rest-api-exception-handler.util.ts)
+    quota_exhausted_rate: float = 0.0
+    # share of requests answered 409 ConflictException (the request is not executed)
+    conflict_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "drop_rate", "rate_limit_storm", "db_error_rate", "drip_rate"):
+        for name in ("error_rate", "drop_rate", "rate_limit_storm", "db_error_rate", "drip_rate",
+                     "lose_listed_rate", "quota_exhausted_rate", "conflict_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
@@ -63,7 +75,8 @@ class FaultSettings:
     @property
     def active(self) -> bool:
         return bool(self.error_rate or self.drop_rate or self.rate_limit_storm
-                    or self.db_error_rate or self.drip_rate or self.latency_range[1])
+                    or self.db_error_rate or self.drip_rate or self.latency_range[1]
+                    or self.quota_exhausted_rate or self.conflict_rate)
 
     def to_dict(self) -> dict[str, Any]:
         low, high = self.latency_range
@@ -72,13 +85,23 @@ class FaultSettings:
                 "db_error_rate": self.db_error_rate,
                 "db_error_messages": list(self.db_error_messages), "seed": self.seed, "max_faults": self.max_faults,
                 "error_statuses": list(self.error_statuses), "path_prefix": self.path_prefix,
-                "drip_rate": self.drip_rate, "drip_interval_ms": self.drip_interval_ms}
+                "drip_rate": self.drip_rate, "drip_interval_ms": self.drip_interval_ms,
+                "lose_listed_rate": self.lose_listed_rate,
+                "quota_exhausted_rate": self.quota_exhausted_rate, "conflict_rate": self.conflict_rate}
+
+    def loses(self, record_id: str) -> bool:
+        """Whether an `id[in]` answer leaves this record out."""
+        if not self.lose_listed_rate:
+            return False
+        digest = hashlib.sha256(f"{self.seed}:{record_id}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") / 2**32 < self.lose_listed_rate
 
 
 @dataclass
 class FaultDecision:
     latency_s: float = 0.0
-    action: str | None = None  # None | "drop" | "error" | "db_error" | "rate_limit" | "drip"
+    # None | "drop" | "error" | "db_error" | "rate_limit" | "drip" | "quota" | "conflict"
+    action: str | None = None
     status: int | None = None
     message: str | None = None  # the Postgres message of a "db_error"
     drip_interval_s: float = 0.0  # the pause between two bytes of a "drip"
@@ -119,6 +142,8 @@ class FaultInjector:
                 self._rng.random() for _ in range(6))
             # A seventh number only when dripping is on: sequences seeded before it existed stay as they were.
             r_drip = self._rng.random() if s.drip_rate else 1.0
+            r_quota = self._rng.random() if s.quota_exhausted_rate else 1.0
+            r_conflict = self._rng.random() if s.conflict_rate else 1.0
             low, high = s.latency_range
             decision = FaultDecision(latency_s=(low + (high - low) * r_latency) / 1000)
             if s.max_faults is not None and self.injected >= s.max_faults:
@@ -137,6 +162,10 @@ class FaultInjector:
             elif r_drip < s.drip_rate:
                 decision.action = "drip"
                 decision.drip_interval_s = s.drip_interval_ms / 1000
+            elif r_quota < s.quota_exhausted_rate:
+                decision.action, decision.status = "quota", 402
+            elif r_conflict < s.conflict_rate:
+                decision.action, decision.status = "conflict", 409
             if decision.action:
                 self.injected += 1
             return decision

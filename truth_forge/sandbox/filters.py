@@ -2,8 +2,10 @@
 
 `field[comparator]:value`, comma-separated conditions AND-ed at the root, nested `and()`,
 `or()`, `not()`, dotted composite subfields. Parsing follows Twenty's own steps (bracket
-balance check, default `and(...)`, top-level split, base-filter split) and reuses its error
-texts, so a client's malformed filter fails here the way it fails on a real server.
+balance check, default `and(...)`, top-level split, base-filter split) character for character,
+quirks included (its quote tracking toggles, so an apostrophe in a value swallows the commas
+after it), and reuses its error texts, so a client's malformed filter fails here the way it
+fails on a real server (docs/twenty-facts.md §13).
 
 Evaluation is SQL's, because Twenty turns the filter into one WHERE clause: a comparison with
 NULL is unknown, not false, `not()` of unknown stays unknown, and only rows for which the whole
@@ -20,14 +22,12 @@ from typing import Any, Callable, Union
 
 from truth_forge.sandbox.clock import parse_iso_ms
 from truth_forge.sandbox.errors import bad_request, unknown_field
-from truth_forge.sandbox.metadata import COMPOSITE_TYPES, ObjectDef
+from truth_forge.sandbox.metadata import ACTOR_SOURCES, COMPOSITE_TYPES, ObjectDef
 
 COMPARATORS = (
     "eq", "neq", "in", "containsAny", "is", "gt", "gte", "lt", "lte", "startsWith", "endsWith",
     "like", "ilike",
 )
-_CONJUNCTIONS = ("and", "or", "not")
-_BASE = re.compile(r"^([^\[]+)\[([^\]]+)\]:(.+)$", re.DOTALL)
 _NUMERIC_TYPES = frozenset({"NUMBER", "NUMERIC", "POSITION"})
 
 
@@ -58,9 +58,16 @@ Node = Union[Condition, Conjunction]
 
 def parse_filter(text: str) -> Node:
     _check_brackets(text)
-    if not _is_wrapped_conjunction(text):
+    if not _ROOT_CONJUNCTION.match(text):
         text = f"and({text})"
     return _parse(text)
+
+
+# parse-filter.util.ts: a text is a conjunction when it starts with `and(`, `or(` or `not(` and
+# ends with `)`, whether or not those two parentheses match each other. JavaScript's `.` stops at
+# a line break, as Python's does without DOTALL.
+_ROOT_CONJUNCTION = re.compile(r"^(and|or|not)\((.+)\)$")
+_BASE_SHAPE = re.compile(r"^(.+)\[(.+)\]:(.+)$")
 
 
 def _check_brackets(text: str) -> None:
@@ -68,81 +75,93 @@ def _check_brackets(text: str) -> None:
     if diff:
         hint = (f"{diff} close bracket{'s are' if diff > 1 else ' is'}" if diff > 0
                 else f"{-diff} open bracket{'s are' if -diff > 1 else ' is'}")
-        raise bad_request(f"'filter' invalid. {hint} missing in the query")
+        raise bad_request(f"'filter' invalid. {hint} missing in the query", code=_INVALID_FILTER)
 
 
-def _is_wrapped_conjunction(text: str) -> bool:
-    """True when the text is exactly `and(...)`, `or(...)` or `not(...)`."""
-    for conj in _CONJUNCTIONS:
-        if text.startswith(conj + "(") and _matching_paren(text, len(conj)) == len(text) - 1:
-            return True
-    return False
+_INVALID_FILTER = "INVALID_FILTER_QUERY_PARAM"  # RestInputRequestParserException's code
 
 
-def _matching_paren(text: str, open_at: int) -> int:
+def split_filter_content(text: str) -> list[str]:
+    """parse-filter-content.util.ts, step for step: the conditions of one conjunction.
+
+    It splits on commas at parenthesis depth 1 that are outside brackets and quotes, but its
+    trackers are plain toggles: every `"` flips "inside double quotes", every `'` flips "inside
+    single quotes" (even inside a double-quoted value), every `[` or `]` flips "inside
+    brackets", and parentheses are counted inside quotes too. So one apostrophe in a value
+    (`name[eq]:"O'Brien"`) leaves every later comma of that conjunction unsplit: the rest of the
+    conjunction becomes part of that condition's value, or a condition whose field name is
+    nonsense. Characters outside the outer parentheses are dropped.
+    """
+    in_brackets = in_double = in_single = False
     depth = 0
-    quote: str | None = None
-    for i in range(open_at, len(text)):
-        c = text[i]
-        if quote:
-            if c == quote:
-                quote = None
-            continue
-        if c in "\"'":
-            quote = c
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-    return -1
-
-
-def _split_top_level(content: str) -> list[str]:
-    """Split on commas outside quotes, brackets and nested parentheses."""
     parts: list[str] = []
     current: list[str] = []
-    depth = 0
-    in_brackets = False
-    quote: str | None = None
-    for c in content:
-        if quote:
-            if c == quote:
-                quote = None
-        elif c in "\"'":
-            quote = c
-        elif c == "(":
+    for c in text:
+        keep = depth >= 1
+        if c == "(":
             depth += 1
-        elif c == ")":
+        if c == ")":
             depth -= 1
-        elif c in "[]":
-            in_brackets = c == "["
-        elif c == "," and depth == 0 and not in_brackets:
+            keep = depth >= 1
+        if c in "[]":
+            in_brackets = not in_brackets
+        if c == '"':
+            in_double = not in_double
+        if c == "'":
+            in_single = not in_single
+        if c == "," and depth == 1 and not (in_brackets or in_double or in_single):
             parts.append("".join(current))
             current = []
-            continue
-        current.append(c)
+            keep = False
+        if keep:
+            current.append(c)
     parts.append("".join(current))
     return parts
 
 
 def _parse(text: str) -> Node:
-    if _is_wrapped_conjunction(text):
-        kind = text[: text.index("(")]
-        children = [_parse(part) for part in _split_top_level(text[len(kind) + 1: -1])]
+    match = _ROOT_CONJUNCTION.match(text)
+    if match:
+        kind = match.group(1)
+        children = [_parse(part) for part in split_filter_content(text)]
         if kind == "not" and len(children) > 1:
             raise bad_request("'filter' invalid. 'not' conjunction should contain only 1 "
-                              "condition. eg: not(field[eq]:1)")
+                              "condition. eg: not(field[eq]:1)", code=_INVALID_FILTER)
         return Conjunction(kind, children)
-    match = _BASE.match(text)
-    if match is None:
-        raise bad_request(f"'filter' invalid for '{text}'. eg: price[gte]:10")
-    fields, comparator, raw = match.groups()
-    if comparator not in COMPARATORS:
-        raise bad_request(f"'filter' invalid for '{text}', comparator {comparator} not in "
-                          f"{', '.join(COMPARATORS)}")
+    fields, comparator, raw = parse_base_filter(text)
     return Condition(fields.split("."), comparator, raw)
+
+
+def parse_base_filter(text: str) -> tuple[str, str, str]:
+    """parse-base-filter.util.ts: `field[comparator]:value`, read character by character.
+
+    The field is everything before the first `[`, the comparator runs to the next `]`, and the
+    value starts after the first `:` that follows it (a `:` before any `[` starts it too).
+    """
+    if _BASE_SHAPE.match(text) is None:
+        raise bad_request(f"'filter' invalid for '{text}'. eg: price[gte]:10")
+    fields: list[str] = []
+    comparator: list[str] = []
+    value: list[str] = []
+    fill_fields, fill_comparator, fill_value = True, False, False
+    for c in text:
+        if fill_value:
+            value.append(c)
+        if c == "]" and not fill_value:
+            fill_comparator = False
+        if c == ":" and not fill_comparator:
+            fill_value = True
+        if fill_comparator:
+            comparator.append(c)
+        if c == "[" and fill_fields:
+            fill_fields, fill_comparator = False, True
+        if fill_fields:
+            fields.append(c)
+    op = "".join(comparator)
+    if op not in COMPARATORS:
+        raise bad_request(f"'filter' invalid for '{text}', comparator {op} not in "
+                          f"{', '.join(COMPARATORS)}")
+    return "".join(fields), op, "".join(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,17 +182,36 @@ def bind(node: Node, obj: ObjectDef) -> Node:
 
 
 def _check_enum_values(cond: Condition, obj: ObjectDef) -> None:
-    """Postgres rejects unknown enum literals: `invalid input value for enum ...` (a 400)."""
+    """Enum columns refuse values they do not list, two ways (docs/twenty-facts.md §9).
+
+    A SELECT or MULTI_SELECT field is checked by the REST layer before any SQL
+    (check-filter-enum-values.util.ts): every value, whatever the comparator (so a `like`
+    pattern too), must be one of the options, NULL or NOT_NULL. An enum subfield of a composite
+    (an ACTOR's `source`) is not checked there; Postgres refuses an unknown literal in `=`, `!=`
+    or `IN` (`invalid input value for enum`, answered 400), while `like`, `ilike`, `startsWith`
+    and `endsWith` compare the column cast to text and pass.
+    """
     f = obj.field(cond.path[0])
-    if f is None or f.type not in ("SELECT", "MULTI_SELECT") or cond.comparator == "is":
-        return
-    if cond.comparator in ("like", "ilike", "startsWith", "endsWith"):
+    if f is None or cond.comparator == "is":
         return
     values = cond.value if isinstance(cond.value, list) else [cond.value]
-    for value in values:
-        if value not in f.option_values:
-            raise bad_request(f'invalid input value for enum {obj.name_singular}_{f.name}_enum: '
-                              f'"{value}"')
+    if f.type in ("SELECT", "MULTI_SELECT") and len(cond.path) == 1:
+        allowed = ["NULL", "NOT_NULL", *f.option_values]
+        for value in values:
+            if value not in allowed:
+                listed = "', '".join(f.option_values)
+                raise bad_request(f"'filter' enum value '{value}' not available in '{f.name}' enum. "
+                                  f"Available enum values are ['{listed}']")
+        return
+    if f.type == "ACTOR" and cond.path[1:] == ["source"] and cond.comparator not in _TEXT_CAST_COMPARATORS:
+        for value in values:
+            if value not in ACTOR_SOURCES:
+                raise bad_request(f'invalid input value for enum "{obj.name_singular}_{f.name}Source_enum": '
+                                  f'"{value}"')
+
+
+# compute-where-condition-parts.ts casts the column to text for these, so enum columns take any text.
+_TEXT_CAST_COMPARATORS = frozenset({"like", "ilike", "startsWith", "endsWith"})
 
 
 def _leaf_type(path: list[str], obj: ObjectDef) -> str:

@@ -106,6 +106,30 @@ def parse_fields(raw: str | None, obj: ObjectDef) -> list[str] | None:
     return names
 
 
+FIELDS_CAPPED_HEADER = "X-Twenty-Fields-Capped"
+_FIRST_FIELDS = ("id", "createdAt", "updatedAt", "deletedAt", "position")
+
+
+def default_field_names(obj: ObjectDef, cap: int | None) -> list[str] | None:
+    """The fields a read without `fields` returns when the object has more than `cap` readable
+    fields (None when it has no more): id, the label and image identifiers, createdAt, updatedAt,
+    deletedAt, position, then standard fields before custom ones, each group by name (the `fields`
+    parameter's description in Twenty's OpenAPI, REST_API_DEFAULT_MAX_FIELDS = 200)."""
+    readable = [f for f in obj.fields.values() if f.is_active]
+    if cap is None or len(readable) <= cap:
+        return None
+    names = {f.name for f in readable}
+    first = [n for n in ("id", obj.label_identifier_field, "avatarUrl", *_FIRST_FIELDS[1:]) if n in names]
+    rest = sorted((f for f in readable if f.name not in first), key=lambda f: (f.is_custom, f.name))
+    return list(dict.fromkeys([*first, *(f.name for f in rest)]))[:cap]
+
+
+def cap_fields(record: dict[str, Any], obj: ObjectDef, kept: list[str]) -> dict[str, Any]:
+    """The record with only the kept fields (a kept relation keeps its join column too)."""
+    allowed = set(kept) | {f.join_column for f in obj.fields.values() if f.name in kept and f.join_column}
+    return {k: v for k, v in record.items() if k in allowed}
+
+
 # --------------------------------------------------------------------------------------------
 # Sorting and cursors
 

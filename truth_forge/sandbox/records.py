@@ -22,6 +22,7 @@ from truth_forge.sandbox.filters import Node, bind, evaluate, mentions_deleted_a
 from truth_forge.sandbox.metadata import ObjectDef, composite_default
 from truth_forge.sandbox.profiles import Behaviour
 from truth_forge.sandbox.query import (
+    OrderItem,
     decode_cursor,
     encode_cursor,
     id_from_key,
@@ -333,7 +334,8 @@ class RecordService:
                 view = View(node, include_deleted, order, self._scan(table, node))
                 if len(view.keys) > limit:  # a walk that needs a second page: keep it
                     table.views.keep(view_key, view)
-            keys, has_prev, has_next = self._page(view, limit, after, before)
+            keys, has_prev, has_next = self._page(view, limit, after, before,
+                                                  tie_repeats=self._tie_repeats(obj, order))
             slot = id_slot(order)
             page = [table.rows[id_from_key(k, slot)] for k in keys]
             rendered = [self.render(obj, r, depth, fields) for r in page]
@@ -345,13 +347,22 @@ class RecordService:
             }
         return {"records": rendered, "pageInfo": page_info, "totalCount": len(view.keys)}
 
+    def _tie_repeats(self, obj: ObjectDef, order: list[OrderItem]) -> bool:
+        """Whether a cursor walk on this order starts again at the first row of the cursor's tie
+        (`cursor_paging` "sort_value": older servers, a DATE_TIME first sort field)."""
+        first = obj.field(order[0].path[0]) if len(order[0].path) == 1 else None
+        return self.rules.cursor_paging == "sort_value" and first is not None and first.type == "DATE_TIME"
+
     @staticmethod
-    def _page(view: View, limit: int, after: str | None,
-              before: str | None) -> tuple[list[tuple[Any, ...]], bool, bool]:
-        """Keys of one page: rows strictly after (or before) the cursor's order values + id."""
+    def _page(view: View, limit: int, after: str | None, before: str | None, *,
+              tie_repeats: bool = False) -> tuple[list[tuple[Any, ...]], bool, bool]:
+        """Keys of one page: rows strictly after (or before) the cursor's order values + id; with
+        `tie_repeats`, every row whose first order value equals the cursor's comes again."""
         keys, order = view.keys, view.order
         if after:
-            start = keys.bisect_right(sort_key(decode_cursor(after, order), order))
+            key = sort_key(decode_cursor(after, order), order)
+            # The first item's (rank, value) sorts before every key that starts with it.
+            start = keys.bisect_left(key[:2]) if tie_repeats and key[1] is not None else keys.bisect_right(key)
             return keys.slice(start, start + limit), start > 0, len(keys) - start > limit
         if before:
             end = keys.bisect_left(sort_key(decode_cursor(before, order), order))
@@ -409,10 +420,16 @@ class RecordService:
             raise self._not_found()
         return rec
 
+    def update_unstamped(self, obj: ObjectDef, rid: str, body: Any) -> dict[str, Any]:
+        """A write through the repository, past the query runner's hooks: what older workflow "update
+        record" steps did. The values land and `updatedAt` moves; `updatedBy` keeps the last editor."""
+        rid = check_uuid(rid)
+        return self._update_rows(obj, lambda: [self._live(obj, rid)], body, None, stamp=False)[0]
+
     def _update_rows(self, obj: ObjectDef, select: Any, body: Any,
-                     who: Credential | None) -> list[dict[str, Any]]:
+                     who: Credential | None, *, stamp: bool = True) -> list[dict[str, Any]]:
         """PATCH: the update-one / update-many hooks stamp `updatedBy` in every profile."""
-        who = self._caller(who)
+        who = self._caller(who) if stamp else None
         results: list[dict[str, Any]] = []
         with self._writing(obj) as (batch, events):
             data = normalize_input(obj, body, self.rules)
@@ -508,3 +525,97 @@ class RecordService:
                 events.append(self._event(batch, "restored", obj, new))
                 results.append(new)
         return results
+
+    # ----------------------------------------------------------------------------------------
+    # merge
+
+    def merge_many(self, obj: ObjectDef, ids: Any, priority: Any, *, dry_run: bool = False) -> dict[str, Any]:
+        """Merge duplicates into the record at `ids[priority]` (common-merge-many-query-runner).
+
+        Each non-system field takes the priority record's value when it has one, else the first
+        other record's that has one; emails are pooled (the others' addresses become additional
+        ones). Many-to-one references to the others move to the survivor, the others go to the
+        trash, and the survivor is written with the merged values. No actor hook runs on this path:
+        the survivor's `updatedBy` (a system field, left out of the merge) stays what it was.
+        """
+        if not isinstance(ids, list) or len(ids) < 2 or not all(isinstance(i, str) for i in ids):
+            raise bad_request("ids must be an array of at least two record ids")
+        if len(ids) > MERGE_MAX_RECORDS:
+            raise bad_request(f"Cannot merge more than {MERGE_MAX_RECORDS} records")
+        ids = [check_uuid(i) for i in ids]
+        if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority < len(ids):
+            raise bad_request("conflictPriorityIndex must be an index into ids")
+        table = self.ws.table(obj)
+        with self.ws.lock:
+            found = [table.get(i) for i in ids]
+            if any(r is None or r.get("deletedAt") is not None for r in found):
+                raise self._not_found()
+            records: list[dict[str, Any]] = [r for r in found if r is not None]
+            merged = _merged_values(obj, records, priority)
+        survivor_id = ids[priority]
+        if dry_run:
+            return {**records[priority], **merged, "id": str(uuid.uuid4()), "deletedAt": self.ws.clock.now_iso()}
+        losers = [i for i in ids if i != survivor_id]
+        self._repoint_references(obj, losers, survivor_id)
+        with self._writing(obj) as (batch, events):
+            for rid in losers:
+                rec = batch.table.get(rid)
+                assert rec is not None
+                gone = {**rec, "deletedAt": batch.now, "updatedAt": batch.now}
+                batch.put(gone)
+                events.append(self._event(batch, "deleted", obj, gone))
+            before = batch.table.get(survivor_id)
+            assert before is not None
+            survivor = {**before, **merged, "updatedAt": batch.now}
+            self._check_unique(obj, batch.table, survivor)
+            batch.put(survivor)
+            changed = [k for k in survivor if k not in _BOOKKEEPING and survivor.get(k) != before.get(k)]
+            events.append(self._event(batch, "updated", obj, survivor, changed))
+        return survivor
+
+    def _repoint_references(self, obj: ObjectDef, losers: list[str], survivor: str) -> None:
+        """Many-to-one references to the merged-away records now name the survivor."""
+        gone = set(losers)
+        with self.ws.lock:
+            for other in self.ws.objects.values():
+                for column, f in other.join_columns().items():
+                    if not f.relation or f.relation["target"] != obj.name_singular:
+                        continue
+                    table = self.ws.table(other)
+                    moved = [{**r, column: survivor} for r in table.values() if r.get(column) in gone]
+                    for rec in moved:
+                        table.put(rec)
+                    self.ws.persist(other.name_singular, moved, [])
+
+
+# Twenty's MUTATION_MAX_MERGE_RECORDS (twenty-shared constants).
+MERGE_MAX_RECORDS = 9
+
+
+def _has_value(value: Any) -> bool:
+    """hasRecordFieldValue: a composite counts when any of its parts does."""
+    if isinstance(value, dict):
+        return any(_has_value(v) for v in value.values())
+    if isinstance(value, (list, str)):
+        return len(value) > 0
+    return value is not None
+
+
+def _merged_values(obj: ObjectDef, records: list[dict[str, Any]], priority: int) -> dict[str, Any]:
+    ordered = [records[priority], *(r for i, r in enumerate(records) if i != priority)]
+    merged: dict[str, Any] = {}
+    for name, f in obj.fields.items():
+        if f.is_system or f.type == "RELATION" and not f.join_column:
+            continue
+        key = f.join_column or name
+        with_value = [r[key] for r in ordered if _has_value(r.get(key))]
+        if not with_value:
+            continue
+        if f.type == "EMAILS":
+            primary = next((v.get("primaryEmail") for v in with_value if v.get("primaryEmail")), None)
+            pooled = [e for v in with_value for e in [v.get("primaryEmail"), *(v.get("additionalEmails") or [])] if e]
+            extra = list(dict.fromkeys(e for e in pooled if e != primary))
+            merged[key] = {**with_value[0], "primaryEmail": primary, "additionalEmails": extra or None}
+        else:
+            merged[key] = with_value[0]
+    return merged

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from truth_forge.sandbox.actors import Credential
 from truth_forge.sandbox.errors import ApiError, bad_request
 from truth_forge.sandbox.metadata import ObjectDef
-from truth_forge.sandbox.query import parse_depth, parse_fields
+from truth_forge.sandbox.query import FIELDS_CAPPED_HEADER, cap_fields, default_field_names, parse_depth, parse_fields
 from truth_forge.sandbox.runtime import SandboxRuntime
 from truth_forge.sandbox.values import normalize_input
 
@@ -71,6 +71,18 @@ class CoreRoutes:
             return [r if set(r) == {"id"} else self.rt.records.render(obj, r, depth, fields)
                     for r in records]
 
+    def _capped(self, request: Request, obj: ObjectDef,
+                records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """A read without `fields` on an object with too many fields gets the default set only,
+        and the header saying so (newer servers; the profile's `fields_cap`)."""
+        if request.query_params.get("fields"):
+            return records, {}
+        with self.rt.workspace.lock:
+            kept = default_field_names(obj, self.rt.config.behaviour.fields_cap)
+        if kept is None:
+            return records, {}
+        return [cap_fields(r, obj, kept) for r in records], {FIELDS_CAPPED_HEADER: "true"}
+
     # -- collection -------------------------------------------------------------------------
 
     async def collection(self, request: Request) -> JSONResponse:
@@ -79,9 +91,10 @@ class CoreRoutes:
         method = request.method
         if method == "GET":
             result = self.rt.records.find_many(obj, _params(request))
-            return JSONResponse({"data": {obj.name_plural: result["records"]},
+            records, headers = self._capped(request, obj, result["records"])
+            return JSONResponse({"data": {obj.name_plural: records},
                                  "pageInfo": result["pageInfo"],
-                                 "totalCount": result["totalCount"]})
+                                 "totalCount": result["totalCount"]}, headers=headers)
         if method == "POST":
             body = await read_json(request)
             if not isinstance(body, dict):
@@ -135,7 +148,8 @@ class CoreRoutes:
         singular = _cap(obj.name_singular)
         if request.method == "GET":
             record = self.rt.records.find_one(obj, rid, _params(request))
-            return JSONResponse({"data": {obj.name_singular: record}})
+            capped, headers = self._capped(request, obj, [record])
+            return JSONResponse({"data": {obj.name_singular: capped[0]}}, headers=headers)
         if request.method in ("PATCH", "PUT"):
             body = await read_json(request)
             updated = self.rt.records.update_one(obj, rid, body, who=_caller(request))
@@ -160,6 +174,17 @@ class CoreRoutes:
         return JSONResponse({"data": {f"restore{_cap(obj.name_plural)}":
                                       self._render_all(request, obj, restored)}})
 
+    async def merge(self, request: Request) -> JSONResponse:
+        """`{ids, conflictPriorityIndex, dryRun?}`: duplicates merged into one (records.merge_many)."""
+        obj = self._obj(request)
+        self._check_render_params(request, obj)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise bad_request("Request body should be a JSON object")
+        merged = self.rt.records.merge_many(obj, body.get("ids"), body.get("conflictPriorityIndex"),
+                                            dry_run=body.get("dryRun") is True)
+        return JSONResponse({"data": {f"merge{_cap(obj.name_plural)}": self._render_all(request, obj, [merged])[0]}})
+
     async def not_supported(self, request: Request) -> JSONResponse:
         raise ApiError(501, "NotImplementedException",
                        f"{request.method} {request.url.path} is not implemented by the sandbox")
@@ -172,7 +197,7 @@ class CoreRoutes:
             Route("/rest/restore/{plural}", self.restore_many, methods=["PATCH"]),
             Route("/rest/{plural}/restore", self.restore_many, methods=["PATCH"]),
             Route("/rest/{plural}/duplicates", self.not_supported, methods=["POST"]),
-            Route("/rest/{plural}/merge", self.not_supported, methods=["PATCH"]),
+            Route("/rest/{plural}/merge", self.merge, methods=["PATCH"]),
             Route("/rest/{plural}/groupBy", self.not_supported, methods=["GET"]),
             Route("/rest/{plural}/{id}/restore", self.restore_one, methods=["PATCH"]),
             Route("/rest/{plural}/{id}", self.one, methods=["GET", "PATCH", "PUT", "DELETE"]),

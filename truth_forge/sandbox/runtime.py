@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from truth_forge.sandbox.apikeys import ApiKeyRegistry
 from truth_forge.sandbox.config import SandboxConfig
 from truth_forge.sandbox.faults import FaultInjector
 from truth_forge.sandbox.ratelimit import RateLimiter
@@ -23,10 +24,11 @@ class SandboxRuntime:
         self.workspace = Workspace(config, on_events=self._on_events)
         self.records = RecordService(self.workspace)
         self.webhooks = WebhookRegistry(self.workspace.clock, self.workspace)
+        self.api_keys = ApiKeyRegistry(config, self.workspace.clock)
         self.dispatcher = WebhookDispatcher(config, self.webhooks)
         self.rate_limiter = RateLimiter(config.rate_limit_per_minute, config.rate_limit_window_ms,
                                         config.rate_limit_burst, config.rate_limit_style,
-                                        config.behaviour.rate_limit_refill)
+                                        config.behaviour.rate_limit_refill, config.short_bucket)
         self.faults = FaultInjector()
         self.request_log = RequestLog(config.request_log_limit)
 
@@ -37,14 +39,16 @@ class SandboxRuntime:
         """Records, custom fields/objects, webhooks, log, faults, rate-limit bucket: all fresh."""
         self.dispatcher.wait_idle(timeout=self.config.webhook_timeout_s + 1)
         self.workspace.reset()
+        self.workspace.clock.freeze(False)
         self.webhooks.reset()
+        self.api_keys.reset()
         self.dispatcher.clear()
         self.request_log.clear()
         self.faults.clear()
         self.rate_limiter.configure(self.config.rate_limit_per_minute,
                                     self.config.rate_limit_window_ms,
                                     self.config.rate_limit_burst, self.config.rate_limit_style,
-                                    self.config.behaviour.rate_limit_refill)
+                                    self.config.behaviour.rate_limit_refill, self.config.short_bucket)
 
     def close(self) -> None:
         self.dispatcher.close()

@@ -28,8 +28,10 @@ _START_TIMEOUT_S = 10.0
 def _uvicorn_config(app: Any) -> uvicorn.Config:
     # h11 explicitly: the drop fault relies on uvicorn's h11 protocol object. No uvicorn Date
     # header: the app sends its own from the sandbox clock.
+    # h11's own limit on a request's head (16 KiB by default, answered 400) is raised out of the
+    # way: the app answers long request lines as Node (431) or a proxy (414) would.
     return uvicorn.Config(app, log_level="warning", lifespan="off", http="h11",
-                          access_log=False, date_header=False)
+                          access_log=False, date_header=False, h11_max_incomplete_event_size=1024 * 1024)
 
 
 class SandboxServer:
@@ -118,19 +120,29 @@ class SandboxServer:
         """A fresh workspace: no records, custom fields, webhooks, log entries or faults."""
         self.runtime.reset()
 
+    def freeze_clock(self, frozen: bool = True) -> None:
+        """Every write from now until thawed carries one `updatedAt` (clock.MonotonicClock.freeze)."""
+        self.runtime.workspace.clock.freeze(frozen)
+
     def set_faults(self, error_rate: float = 0.0, latency_ms: float | tuple[float, float] = 0.0,
                    drop_rate: float = 0.0, rate_limit_storm: float = 0.0, seed: int = 0,
                    max_faults: int | None = None,
                    error_statuses: tuple[int, ...] = (500, 502, 503),
                    path_prefix: str = "/rest/", db_error_rate: float = 0.0,
                    db_error_messages: tuple[str, ...] = DB_ERROR_MESSAGES,
-                   drip_rate: float = 0.0, drip_interval_ms: float = 1000.0) -> FaultSettings:
+                   drip_rate: float = 0.0, drip_interval_ms: float = 1000.0,
+                   lose_listed_rate: float = 0.0, quota_exhausted_rate: float = 0.0,
+                   conflict_rate: float = 0.0) -> FaultSettings:
         """Replace the fault settings (and restart the seeded sequence) on the running server.
 
         `db_error_rate` answers that share of requests 400 with one of `db_error_messages`
         (Postgres deadlock / statement timeout, as Twenty relays a QueryFailedError).
         `drip_rate` carries out that share of requests but sends each answer's body one byte per
         `drip_interval_ms` (a server that never stalls long enough for a per-read timeout).
+        `lose_listed_rate` leaves that share of records (the same ones every time, by id) out of
+        answers to a find-many filtered on `id[in]` (a lossy proxy or cache).
+        `quota_exhausted_rate` answers 402 (a spent usage quota, newer servers);
+        `conflict_rate` answers 409 ConflictException; neither request is executed.
         """
         settings = FaultSettings(error_rate=error_rate, latency_ms=latency_ms,
                                  drop_rate=drop_rate, rate_limit_storm=rate_limit_storm,
@@ -138,7 +150,10 @@ class SandboxServer:
                                  error_statuses=tuple(error_statuses), path_prefix=path_prefix,
                                  db_error_rate=db_error_rate,
                                  db_error_messages=tuple(db_error_messages),
-                                 drip_rate=drip_rate, drip_interval_ms=drip_interval_ms)
+                                 drip_rate=drip_rate, drip_interval_ms=drip_interval_ms,
+                                 lose_listed_rate=lose_listed_rate,
+                                 quota_exhausted_rate=quota_exhausted_rate,
+                                 conflict_rate=conflict_rate)
         self.runtime.faults.configure(settings)
         return settings
 
@@ -151,18 +166,24 @@ class SandboxServer:
 
     def set_rate_limit(self, limit: int | None, *, window_ms: int = 60_000,
                        burst: int | None = None, style: str = "legacy",
-                       refill: str | None = None) -> None:
-        """Allow `limit` requests per `window_ms` (None disables); the bucket starts full.
+                       refill: str | None = None,
+                       short: tuple[int, int] | None | str = "config") -> None:
+        """Allow `limit` requests per `window_ms` (None disables both buckets); buckets start full.
 
-        `refill` is "fractional" or "floored"; None keeps the profile's choice.
+        `refill` is "fractional" or "floored"; None keeps the profile's choice. `short` is the
+        short bucket checked first, (tokens, window ms); "config" keeps the configured one
+        (Twenty's default 100 per 1000 ms), None switches it off.
         """
         if style not in ("legacy", "v2", "gateway"):
             raise ValueError("style must be 'legacy', 'v2' or 'gateway'")
         refill = refill or self.config.behaviour.rate_limit_refill
         if refill not in ("fractional", "floored"):
             raise ValueError("refill must be 'fractional' or 'floored'")
+        short_bucket = self.config.short_bucket if short == "config" else short
+        if isinstance(short_bucket, str):
+            raise ValueError("short must be (tokens, window_ms), None or 'config'")
         self.runtime.rate_limiter.configure(limit, window_ms, burst, style,  # type: ignore[arg-type]
-                                            refill)  # type: ignore[arg-type]
+                                            refill, short_bucket)  # type: ignore[arg-type]
 
     @property
     def webhook_deliveries(self) -> list[WebhookDelivery]:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from truth_forge.sandbox.actors import CURRENT_CALLER
 from truth_forge.sandbox.clock import MonotonicClock
 from truth_forge.sandbox.config import SandboxConfig, is_loopback_host
 from truth_forge.sandbox.errors import ApiError, bad_request
@@ -202,6 +203,12 @@ class WebhookDispatcher:
         self._pending: set[Future[None]] = set()
 
     def on_events(self, events: list[RecordEvent]) -> None:
+        # transform-event-batch-to-webhook-events.ts copies the event's userId and
+        # workspaceMemberId; both are undefined (so absent from the JSON) for an API key's write.
+        caller = CURRENT_CALLER.get()
+        who: dict[str, Any] = {}
+        if caller is not None and caller.kind == "member":
+            who = {"userId": caller.user_id, "workspaceMemberId": caller.workspace_member_id}
         for event in events:
             event_name = f"{event.object.name_singular}.{event.action}"
             for hook in self.registry.matching(event_name):
@@ -213,6 +220,7 @@ class WebhookDispatcher:
                     "workspaceId": self.config.workspace_id,
                     "webhookId": hook["id"],
                     "eventDate": event.event_date,
+                    **who,
                     "record": event.record,
                 }
                 if event.updated_fields is not None:

@@ -65,6 +65,8 @@ class SyncContext:
     default_region: str | None = None
     # How the push finds changed rows: incrementally, with a periodic full audit (detection.py).
     detection: DetectionPolicy = field(default_factory=DetectionPolicy)
+    # What this run had to give up or could not check, said once each, for the run's counts.
+    warnings: list[str] = field(default_factory=list)
 
     def emit(self, kind: EventKind, **values: Any) -> None:
         if self.on_event is None:
@@ -75,6 +77,14 @@ class SyncContext:
         except Exception:  # a broken progress display must not break the sync
             log.exception("The sync's event subscriber failed on %s; it gets no more events this run", kind)
             self.on_event = None
+
+    def warn(self, message: str, *, logged: bool = False) -> None:
+        """Something the person running the sync should know (a safeguard off, a check not possible):
+        logged as a warning (unless `logged` says it was already) and kept in the run's counts."""
+        if message not in self.warnings:
+            if not logged:
+                log.warning("%s", message)
+            self.warnings.append(message)
 
     def policy_for(self, column: str) -> ConflictPolicy:
         """Who wins a field edited on both sides: per field where configured, else the run's default."""

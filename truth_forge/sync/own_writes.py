@@ -29,14 +29,19 @@ import logging
 import re
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from truth_forge.sync.store import SyncStore, per_server
+from truth_forge.twenty.client import TwentyClient
+from truth_forge.twenty.errors import TwentyAuthError, TwentyError, TwentyNotFound
 
 log = logging.getLogger(__name__)
 
-# Names we can put in a filter value as they are: Twenty's filter parser splits on commas and
-# brackets without regard for quotes, so anything else would change the filter's meaning.
+# Names we can put in a filter value as they are. Twenty's filter parser (parse-filter-content.util.ts)
+# tracks brackets, parentheses and quotes by counting and toggling, whatever encloses them: a comma,
+# bracket, parenthesis or `"` in a name would change the filter's meaning. An apostrophe is allowed
+# because `clause_for` puts the name last (see there).
 _FILTERABLE_NAME = re.compile(r"^[\w .@'-]{1,100}$")
 
 
@@ -94,8 +99,9 @@ def observe(warehouse: SyncStore, base_url: str, records: Iterable[Mapping[str, 
 
 
 def disable(warehouse: SyncStore, base_url: str, reason: str) -> None:
-    """Read our own writes back from now on (until `forget`), saying why."""
-    log.info("The pull reads our own writes back: %s", reason)
+    """Read our own writes back from now on (until `forget`), saying why (once: it is off after this)."""
+    log.warning("The pull reads truth-forge's own writes back from now on (safe, but every write is read "
+                "once more): %s", reason)
     _agreed.get(warehouse, {}).pop(base_url, None)
     _recognised.get(warehouse, {}).pop(base_url, None)
     warehouse.set_watermark(_mark(base_url), json.dumps({"off": reason}))
@@ -157,9 +163,16 @@ def filter_clause(warehouse: SyncStore, base_url: str) -> str | None:
 
 
 def clause_for(name: str) -> str:
-    """The filter leaving out records last written by the API key called `name`."""
+    """The filter leaving out records last written by the API key called `name`.
+
+    The name comes last, and the clause must come last in every conjunction around it (the pull's
+    query does so): Twenty's parser flips "inside single quotes" on every apostrophe, even inside a
+    double-quoted value, and then splits no later comma of that conjunction. With nothing after
+    it, an apostrophe in the key's name ("O'Brien sync") changes nothing. Put earlier, it made the
+    rest of the query one condition on a field called `and(updatedAt`: a 400, and the filter off.
+    """
     return (f'or(updatedBy.source[neq]:API,updatedBy.source[is]:NULL,'
-            f'updatedBy.name[neq]:"{name}",updatedBy.name[is]:NULL)')
+            f'updatedBy.name[is]:NULL,updatedBy.name[neq]:"{name}")')
 
 
 def filterable(name: str) -> bool:
@@ -177,7 +190,10 @@ def describe(raw: str | None) -> str:
     if "off" in known:
         return f"off: {known['off']}"
     if known.get("name"):
-        return f"on: records last updated by API key {known['name']!r} are not read back"
+        checked = {"unique": "; no other API key has that name",
+                   "unknown": "; whether another API key has that name could not be checked"}
+        return (f"on: records last updated by API key {known['name']!r} are not read back"
+                + (checked.get(known.get("check", ""), "") if known.get("checked") == known["name"] else ""))
     return "not known yet: learnt from the first write's answer"
 
 
@@ -188,3 +204,78 @@ def forget(warehouse: SyncStore, base_url: str) -> None:
     known = _read(warehouse, base_url)
     was = known.get("name") or known.get("was")
     warehouse.set_watermark(_mark(base_url), json.dumps({"was": was}) if was and "off" not in known else "")
+
+
+# --- one name, one key ---------------------------------------------------------------------------
+# Twenty does not make API key names unique (api-key.entity.ts indexes the workspace only) and the
+# actor in `updatedBy` carries the name alone. Another key with our key's name would have its edits
+# taken for ours: left out by the pull, merged as our own values. So the name is checked against
+# the workspace's key list once per learnt name (the first sync that learns it, and every `doctor`).
+
+
+@dataclass(frozen=True)
+class NameCheck:
+    outcome: Literal["unique", "shared", "unknown"]
+    said: str  # plain words for the person running truth-forge
+    same_name: int = 0  # keys listed under our name (ours included)
+
+
+def _why_it_matters(name: str) -> str:
+    return f"another API key named {name!r} would have its edits skipped as truth-forge's own"
+
+
+def unlisted(exc: TwentyError, name: str | None) -> NameCheck:
+    """What to say when the key may not (or cannot) list the workspace's API keys (`name` None:
+    our key's name is not known yet)."""
+    if isinstance(exc, TwentyAuthError):
+        why = (f"Twenty refused to list the workspace's API keys (HTTP {exc.status}; the key's role lacks the "
+               "'API keys and webhooks' permission)")
+    elif isinstance(exc, TwentyNotFound):
+        why = f"this Twenty has no API key list (HTTP {exc.status})"
+    else:
+        why = f"listing the workspace's API keys failed ({exc.summary})"
+    if name is None:
+        return NameCheck("unknown", f"cannot check that no other API key shares truth-forge's key's name: {why}. "
+                                    "Make sure by hand that the name is unique: another API key with that name "
+                                    "would have its edits skipped as truth-forge's own")
+    return NameCheck("unknown", f"cannot check that no other API key is named {name!r}: {why}. Make sure by hand "
+                                f"that the name is unique: {_why_it_matters(name)}")
+
+
+def judge_key_name(keys: Iterable[Mapping[str, Any]], name: str) -> NameCheck:
+    """Our key's name against the workspace's key list (keys not revoked, ours among them)."""
+    same = sum(1 for key in keys if key.get("name") == name)
+    if same > 1:
+        return NameCheck("shared", f"{same} API keys in this workspace are named {name!r}, and Twenty's updatedBy "
+                                   f"carries the name only: {_why_it_matters(name)}. Rename the other keys in "
+                                   "Twenty (Settings > APIs & Webhooks) so the pull can leave out truth-forge's "
+                                   "own writes", same)
+    if same == 0:
+        return NameCheck("unknown", f"no API key named {name!r} is listed (renamed since it last wrote?); "
+                                    f"{_why_it_matters(name)}", 0)
+    return NameCheck("unique", f"no other API key in this workspace is named {name!r}", 1)
+
+
+def check_key_name(client: TwentyClient, name: str) -> NameCheck:
+    """Whether our key is the only API key of the workspace named `name`, as far as the key may see."""
+    try:
+        keys = client.metadata.list_api_keys()
+    except TwentyError as exc:
+        return unlisted(exc, name)
+    return judge_key_name(keys, name)
+
+
+def check_key_name_once(warehouse: SyncStore, client: TwentyClient) -> NameCheck | None:
+    """After a run: check a newly learnt name once. A shared name turns the filter off (and stops
+    the merge taking that actor's values for ours); a check that cannot be made is said, once."""
+    base_url = client.transport.base_url
+    known = _read(warehouse, base_url)
+    name = known.get("name")
+    if "off" in known or not isinstance(name, str) or not name or known.get("checked") == name:
+        return None
+    result = check_key_name(client, name)
+    if result.outcome == "shared":
+        disable(warehouse, base_url, result.said)
+        return result
+    warehouse.set_watermark(_mark(base_url), json.dumps({**known, "checked": name, "check": result.outcome}))
+    return result

@@ -41,15 +41,14 @@ from truth_forge.sync.objects import (
     write_by_field_set,
 )
 from truth_forge.sync.store import SyncStore
-from truth_forge.twenty.errors import TwentyRecordRejected, TwentySchemaMismatch
-from truth_forge.twenty.records import Page
+from truth_forge.twenty.errors import TwentyProtocolError, TwentyRecordRejected, TwentySchemaMismatch
+from truth_forge.twenty.records import Page, RecordsApi
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OVERLAP = dt.timedelta(minutes=2)
 PAGE_SIZE = 200
 APPLY_RECORDS = 2_000  # pulled records merged into the warehouse together (ten pages)
-RETRY_CHUNK = 50  # ids per `id[in]:[...]` lookup, to keep the URL short
 MAX_KEY = 2**63 - 1  # the warehouse keys are INT64
 # Emails and phones are written to the warehouse in pairs (primary with additional).
 _PAIRS = (("primary_email", "additional_emails"), ("primary_phone", "additional_phones"))
@@ -90,7 +89,9 @@ def changes_query(warehouse: SyncStore, obj: SyncedObject, overlap: dt.timedelta
     edited = f'updatedAt[gte]:"{since}"'
     if not_ours:
         edited = f"and({edited},{not_ours})"
-    return f'or({edited},deletedAt[gte]:"{since}")'
+    # `not_ours` last in every conjunction: an apostrophe in the key's name must have no comma after it
+    # (own_writes.clause_for).
+    return f'or(deletedAt[gte]:"{since}",{edited})'
 
 
 def _watermark(obj: SyncedObject) -> str:
@@ -101,13 +102,13 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
     stats = PullStats()
     warehouse, records_api = ctx.warehouse, ctx.client.records
     retry = _RetryList(warehouse, f"pull-retry:{obj.object_type}")
-    for chunk in retry.chunks():
-        quoted = ",".join(f'"{crm_id}"' for crm_id in chunk)
-        seen: set[str] = set()
-        for page in records_api.iter_pages(obj.plural, filter=f"id[in]:[{quoted}]", page_size=PAGE_SIZE):
-            seen |= {r["id"] for r in page.records}
-            retry.update(page.records, apply_records(ctx, obj, page.records, stats))
-        retry.forget(set(chunk) - seen)  # gone from Twenty (or deleted: the deleted pass has them)
+    # As many ids a request as keep its URL within the client's limit (records.py `in_runs`).
+    for chunk in records_api.in_runs(obj.plural, "id", sorted(retry.ids)):
+        found = records_api.find_in(obj.plural, "id", chunk)
+        retry.update(found, apply_records(ctx, obj, found, stats))
+        # Not live in Twenty (deleted: the deleted pass has them; destroyed: the next full walk
+        # settles it). Only forgotten here: absence from a filtered answer never deletes anything.
+        retry.forget(set(chunk) - {r["id"] for r in found})
 
     signpost: dt.datetime | None = None
     newest: dt.datetime | None = None
@@ -161,8 +162,7 @@ def changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta, *,
     `remember` is off: a dry run writes nothing) from then on."""
     base_url, records_api = ctx.client.transport.base_url, ctx.client.records
     not_ours = own_writes.filter_clause(ctx.warehouse, base_url)
-    pages = records_api.iter_pages(obj.plural, filter=changes_query(ctx.warehouse, obj, overlap, not_ours),
-                                   order_by="updatedAt", page_size=PAGE_SIZE)
+    pages = walk_by_updated_at(records_api, obj.plural, changes_query(ctx.warehouse, obj, overlap, not_ours))
     if not_ours is None:
         return pages
     try:
@@ -171,10 +171,87 @@ def changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta, *,
         return iter(())
     except (TwentyRecordRejected, TwentySchemaMismatch) as exc:
         if remember:
-            own_writes.disable(ctx.warehouse, base_url, f"Twenty refused a filter on updatedBy: {exc}")
-        return records_api.iter_pages(obj.plural, filter=changes_query(ctx.warehouse, obj, overlap),
-                                      order_by="updatedAt", page_size=PAGE_SIZE)
+            # Twenty's own words, not the error's advice (a SchemaMismatch says "run setup", wrong here).
+            said = "; ".join(exc.messages) or exc.summary
+            own_writes.disable(ctx.warehouse, base_url, f"Twenty refused the pull's filter on updatedBy "
+                                                        f"(HTTP {exc.status}: {said})")
+        return walk_by_updated_at(records_api, obj.plural, changes_query(ctx.warehouse, obj, overlap))
     return itertools.chain([first], pages)
+
+
+def walk_by_updated_at(records_api: RecordsApi, plural: str, query: str) -> Iterator[Page]:
+    """The pages of `query` oldest `updatedAt` first, each record once, on every Twenty version.
+
+    Newer servers page with the id as a tie-breaker; older ones compare the cursor's millisecond
+    with `>` against the microseconds Postgres keeps, so a page that ends inside a tie on
+    `updatedAt` (one batch write, one `updatedAt`) is followed by that tie again from its first
+    row, and a tie as large as a page gives the same page forever (docs/twenty-facts.md, "Paging
+    through a tie"). Records seen again at the newest `updatedAt` are dropped; when a page brings
+    a tie again and still ends inside it, the tie is read on its own ordered by id (exact
+    everywhere) and the walk starts afresh after it. On a server that pages exactly none of this
+    happens: one request per page, as plain cursor paging.
+    """
+    cursor: str | None = None
+    after_tie: str | None = None  # where the walk starts again once a tie was read by id
+    tail_stamp: str | None = None  # the newest `updatedAt` read so far, and the ids read at it
+    tail_ids: set[str] = set()
+    walked_ties: set[str] = set()
+    repeats = False  # whether this server was seen to send a tie again
+    while True:
+        query_now = query if after_tie is None else f'and({query},updatedAt[gte]:"{after_tie}")'
+        page = records_api.find_page(plural, filter=query_now, order_by="updatedAt", limit=PAGE_SIZE,
+                                     starting_after=cursor)
+        fresh, repeated = [], None  # repeated: the `updatedAt` of records read a second time
+        for record in page.records:
+            stamp = record.get("updatedAt")
+            if stamp == tail_stamp and record["id"] in tail_ids:
+                repeated = stamp
+                continue
+            if stamp != tail_stamp:
+                tail_stamp, tail_ids = stamp, set()
+            tail_ids.add(record["id"])
+            fresh.append(record)
+        yield Page(records=fresh, has_next_page=page.has_next_page, end_cursor=page.end_cursor,
+                   total_count=page.total_count)
+        if not page.has_next_page or not page.records:
+            return
+        last_stamp = page.records[-1].get("updatedAt")
+        repeats = repeats or repeated is not None
+        # The next page would start at the tie this page ends in again, and bring nothing new if
+        # that tie fills a page: a tie that came again and still runs on past the page, a page
+        # that is one tie on a server known to repeat ties, a cursor that does not move.
+        tie_again = (repeated is not None and last_stamp == repeated) \
+            or (repeats and page.records[0].get("updatedAt") == last_stamp)
+        stuck = not fresh or not page.end_cursor or page.end_cursor == cursor
+        if not (stuck or tie_again):
+            cursor = page.end_cursor
+            continue
+        if tail_stamp is None or tail_stamp in walked_ties:
+            # Nothing left that reading by id could fix: stop rather than loop.
+            raise TwentyProtocolError("Twenty said there are more pages but gave no new cursor",
+                                      method="GET", path=f"/rest/{plural}")
+        walked_ties.add(tail_stamp)
+        yield from _walk_tie(records_api, plural, query, tail_stamp, tail_ids)
+        after_tie, cursor, tail_stamp, tail_ids = _next_millisecond(tail_stamp), None, None, set()
+
+
+def _walk_tie(records_api: RecordsApi, plural: str, query: str, stamp: str, seen: set[str]) -> Iterator[Page]:
+    """Every record of `query` updated in `stamp`'s millisecond that is not in `seen`, by id. A
+    range, not `[eq]`: on older servers an equality with a millisecond never matches the
+    microseconds stored."""
+    in_tie = f'and({query},updatedAt[gte]:"{stamp}",updatedAt[lt]:"{_next_millisecond(stamp)}")'
+    for page in records_api.iter_pages(plural, filter=in_tie, order_by="id", page_size=PAGE_SIZE):
+        fresh = [r for r in page.records if r["id"] not in seen]
+        seen |= {r["id"] for r in fresh}
+        yield Page(records=fresh, has_next_page=page.has_next_page, end_cursor=page.end_cursor,
+                   total_count=page.total_count)
+
+
+def _next_millisecond(stamp: str) -> str:
+    moment = parse_timestamp(stamp)
+    assert moment is not None
+    return format_timestamp(moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+                            + dt.timedelta(milliseconds=1))
 
 
 def pull_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[str, Any]]) -> PullStats:
@@ -203,10 +280,6 @@ class _RetryList:
     def __init__(self, warehouse: SyncStore, name: str) -> None:
         self.warehouse, self.name = warehouse, name
         self.ids: set[str] = set(json.loads(warehouse.get_watermark(name) or "[]"))
-
-    def chunks(self) -> list[list[str]]:
-        ordered = sorted(self.ids)
-        return [ordered[i : i + RETRY_CHUNK] for i in range(0, len(ordered), RETRY_CHUNK)]
 
     def update(self, records: Iterable[Mapping[str, Any]], failed: set[str]) -> None:
         before = set(self.ids)

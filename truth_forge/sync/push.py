@@ -2,9 +2,10 @@
 
 Change detection happens in the warehouse (`changed_rows`), so only changed rows reach Python.
 Rows Twenty already has are updated through a batch upsert keyed on their Twenty id, carrying only
-the fields that changed since the merge base; before they are written, one read per 200 of them (a
-page) brings the records as Twenty has them now, and edits made there meanwhile are merged first
-(`pull.apply_records`). New rows are created whole (an upsert would also match on a unique email and
+the fields that changed since the merge base; before they are written, a read by id list per 200 of
+them (a few requests: the client keeps URLs short) brings the records as Twenty has them now, and
+edits made there meanwhile are merged first (`pull.apply_records`). A record that read lacks is
+asked for by id; only a 404 there settles it as destroyed. New rows are created whole (an upsert would also match on a unique email and
 take over someone else's record); `PushStats.upserted` counts both.
 
 Requests overlap: read-backs, update writes, creates and deletes share the client's request pool
@@ -41,19 +42,27 @@ from truth_forge.sync.pull import (
 from truth_forge.sync.reconcile import settle_destroyed
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.batch_stream import RecordFailure
-from truth_forge.twenty.errors import NextStep, TwentyError, TwentyRecordRejected
+from truth_forge.twenty.errors import (
+    NextStep,
+    TwentyError,
+    TwentyNotFound,
+    TwentyRecordRejected,
+    TwentyRequestTooLong,
+)
 from truth_forge.twenty.pool import settle
 from truth_forge.twenty.records import MAX_PAGE_SIZE
 
 log = logging.getLogger(__name__)
 
 READ_BATCH = 600  # rows fetched from the warehouse at a time: ten write batches of 60, three of 200
-READ_BACK = MAX_PAGE_SIZE  # records read back per request before their update: one page
+READ_BACK = MAX_PAGE_SIZE  # rows whose records are read back together before their update (one batch)
+# Records a read-back answer lacked, checked one by one (GET by id) per read-back: past this, the
+# rest wait for the next run (a lossy proxy must not turn every update into a GET).
+CONFIRM_BY_ID = 20
 RECOVER_AT = 200  # refused creates held before their holders are looked up (and at the end of the push)
 # Write requests in a row that failed after every retry: past this, Twenty is taken to be down and
 # the rest of the push waits for the next run. Fewer failures are recorded and the push goes on.
 CONSECUTIVE_FAILURE_BUDGET = 3
-LOOKUP_CHUNK = 50  # values per `[in]` filter, to keep the URL short
 
 
 class PushAborted(Exception):
@@ -78,6 +87,16 @@ class PushStats:
 
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if k != "detection"}
+
+
+@dataclass
+class _ReadBack:
+    """Records as Twenty has them now, by id; of the ids its list answer lacked, those a GET by id
+    found gone (404: positive evidence) and those left unchecked (no evidence either way)."""
+
+    found: dict[str, dict[str, Any]]
+    gone: set[str] = field(default_factory=set)
+    unchecked: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -343,7 +362,7 @@ class _Push:
             view.pop(views.COMPANY_LINK, None)
         return view
 
-    def _update(self, rows: Sequence[Mapping[str, Any]], read: Future[dict[str, dict[str, Any]]]) -> list[_Item]:
+    def _update(self, rows: Sequence[Mapping[str, Any]], read: Future[_ReadBack]) -> list[_Item]:
         """Rows Twenty has: catch up with edits made there meanwhile (`read`: these records as Twenty
         has them now), then return what changed, to be sent."""
         rows, states = self._catch_up(rows, read)
@@ -370,23 +389,47 @@ class _Push:
             self._save(quiet)
         return items
 
-    def _read_back(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-        """On a worker: these records as Twenty has them now, soft-deleted ones too (one request for a page)."""
-        quoted = ",".join(f'"{r["crm_id"]}"' for r in rows)
-        return {r["id"]: r for r in self.client.records.iter_records(
-            self.obj.plural, filter=f"and(id[in]:[{quoted}],or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL))")}
+    def _read_back(self, rows: Sequence[Mapping[str, Any]]) -> _ReadBack:
+        """On a worker: these records as Twenty has them now, soft-deleted ones too (`id[in]` lists,
+        as many requests as keep the URL short). An id the answer lacks is asked for by id: being
+        missing from a list is no proof (a proxy or a partial answer can lose records); a 404 is."""
+        ids = [r["crm_id"] for r in rows]
+        answer = _ReadBack({r["id"]: r for r in self.client.records.find_in(self.obj.plural, "id", ids,
+                                                                             with_deleted=True)})
+        for n, crm_id in enumerate(i for i in ids if i not in answer.found):
+            if n >= CONFIRM_BY_ID:
+                answer.unchecked.add(crm_id)
+                continue
+            try:
+                answer.found[crm_id] = self.client.records.get(self.obj.plural, crm_id)
+            except TwentyNotFound:
+                answer.gone.add(crm_id)
+            except TwentyError as exc:
+                if exc.next_step is not NextStep.SKIP_RECORD:
+                    raise
+                answer.unchecked.add(crm_id)
+        return answer
 
-    def _catch_up(self, rows: Sequence[Mapping[str, Any]], read: Future[dict[str, dict[str, Any]]],
+    def _catch_up(self, rows: Sequence[Mapping[str, Any]], read: Future[_ReadBack],
                   ) -> tuple[list[Mapping[str, Any]], dict[str, dict[str, Any]]]:
         """Merge what changed in Twenty since we last saw these records (`read`: as Twenty has them
         now), so a write never overwrites an edit made while this run was going. Returns the rows as
         they are after that, without the ones now deleted, and their sync state."""
         by_id = {r["crm_id"]: r for r in rows}
         try:
-            found = read.result()
+            answer = read.result()
         except TwentyError as exc:
             self._outage(exc, rows, "push")
             return [], {}
+        found = answer.found
+        if answer.unchecked:
+            # Neither seen nor shown gone: not written over blind, and not deleted either; the row
+            # stays changed, so the next run reads it again.
+            self._save([self._failed(row, "Twenty's answer to a read of these ids (id[in]) lacked this record, "
+                                          "and no more were checked one by one this run: not written, and not "
+                                          "taken as deleted; read again next run")
+                        for row in rows if row["crm_id"] in answer.unchecked])
+            rows = [r for r in rows if r["crm_id"] not in answer.unchecked]
         states = self.warehouse.read_sync_state(self.obj.object_type, [r[self.obj.key_column] for r in rows])
         broken = [by_id[r["id"]] for r in found.values()
                   if tie_broken(self.obj, r, by_id[r["id"]][self.obj.key_column])]
@@ -406,7 +449,7 @@ class _Push:
         deleted = [r for r in found.values() if r.get("deletedAt")
                    and states.get(str(by_id[r["id"]][self.obj.key_column]), {}).get("status") != "deleted"
                    and states.get(str(by_id[r["id"]][self.obj.key_column]), {}).get("base") is not None]
-        destroyed = [r for r in rows if r["crm_id"] not in found]
+        destroyed = [r for r in rows if r["crm_id"] in answer.gone]  # a 404 by id, nothing less
         if not (moved or deleted or destroyed):
             return list(rows), states
         caught = PullStats()
@@ -510,7 +553,7 @@ class _Push:
 
     def _holders(self, items: Sequence[_Item]) -> _Holders:
         """Twenty records, live or soft-deleted, holding these items' keys, then (for the items whose
-        key is not there) their unique values: one read per 50 values, usually just the first."""
+        key is not there) their unique values: a read per run of values that keeps the URL short."""
         holders = _Holders({}, {})
         self._look_up(holders, self.obj.key_field, [str(i.row[self.obj.key_column]) for i in items])
         unclaimed = [i for i in items if str(i.row[self.obj.key_column]) not in holders.by_key]
@@ -520,12 +563,16 @@ class _Push:
         return holders
 
     def _look_up(self, holders: _Holders, field: str, values: Sequence[str]) -> None:
-        for start in range(0, len(values), LOOKUP_CHUNK):
-            quoted = ",".join(f'"{v}"' for v in values[start : start + LOOKUP_CHUNK])
-            # Naming deletedAt makes Twenty search soft-deleted records too (graphql-query.parser.ts).
-            query = f"and({field}[in]:[{quoted}],or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL))"
+        records = self.client.records
+        # As many values a request as keep its URL within the client's limit; soft-deleted holders too.
+        try:
+            runs = records.in_runs(self.obj.plural, field, values, with_deleted=True)
+        except TwentyRequestTooLong as exc:  # one value longer than a whole request may be
+            log.warning("Could not look up which records hold %s values: %s", field, exc)
+            return
+        for run in runs:
             try:
-                found = list(self.client.records.iter_records(self.obj.plural, filter=query))
+                found = records.find_in(self.obj.plural, field, run, with_deleted=True)
             except TwentyError as exc:
                 if exc.next_step is not NextStep.SKIP_RECORD:
                     raise PushAborted(exc) from exc

@@ -64,6 +64,7 @@ def reconcile_object(ctx: SyncContext, obj: SyncedObject) -> ReconcileStats:
         known.close()  # the state read must not stay open (DuckDB cannot checkpoint under it)
     stats.drifted, stats.taken_in, stats.deleted = merged.updated, merged.created, merged.deleted
     stats.conflicts, stats.failed = merged.conflicts, merged.failed
+    # Only here, after every page was read: a walk that stopped early proves nothing about the rest.
     for batch in ctx.warehouse.linked_records(obj.object_type):
         destroyed = [(key, crm_id) for key, crm_id in batch if crm_id not in seen]
         if destroyed:
@@ -103,7 +104,13 @@ class _KnownInIdOrder:
 
 
 def settle_destroyed(ctx: SyncContext, obj: SyncedObject, destroyed: list[tuple[str, str]]) -> int:
-    """Deleted here too, unless the warehouse edited the row since and its policy wins."""
+    """Deleted here too, unless the warehouse edited the row since and its policy wins.
+
+    Callers pass only records known to be gone: a 404 to a GET by id (the push's read-back), a
+    `destroyed` webhook event (applier.py), or absence from a full walk that completed (above).
+    Absence from a filtered list is no such evidence (a proxy, a cache or a partial answer can lose
+    records): check those by id first, or leave them to the next full walk.
+    """
     warehouse = ctx.warehouse
     states = warehouse.read_sync_state(obj.object_type, [key for key, _ in destroyed])
     hashes = warehouse.row_hashes(obj.object_type, [int(key) for key, _ in destroyed])

@@ -30,6 +30,7 @@ from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
 from truth_forge.sync.push import PushAborted, push_object
 from truth_forge.sync.reconcile import reconcile_object
 from truth_forge.sync.store import SyncStore, per_server
+from truth_forge.sync.sweep import DEFAULT_SWEEP, SweepBudget, SweepPolicy, restart, sweep_object
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import NextStep, TwentyConfigError, TwentyError
 from truth_forge.warehouse.detection import DetectionPolicy
@@ -129,6 +130,7 @@ def run_sync(
     lease_wait: float = 0.0,
     detection: DetectionPolicy | None = None,
     lease_ttl: dt.timedelta = DEFAULT_TTL,
+    sweep: SweepPolicy = DEFAULT_SWEEP,
 ) -> SyncResult:
     """One run, as the warehouse's only writer.
 
@@ -140,7 +142,8 @@ def run_sync(
     `lease` is used; another writer is waited for up to `lease_wait` seconds (then WarehouseBusy).
     `detection` says how the push finds changed rows (incremental with a periodic audit by default;
     `full` always audits). The lease fences the run's warehouse and Twenty writes: once it is lost,
-    the run stops before its next write and ends "aborted".
+    the run stops before its next write and ends "aborted". `sweep` paces the rolling re-read that
+    catches edits the pull's own-writes filter cannot see (sweep.py; `sweep.OFF` turns it off).
     """
     policy = detection or DetectionPolicy()
     if full:
@@ -150,14 +153,14 @@ def run_sync(
     with writing(warehouse, purpose="sync", held=lease, wait=lease_wait, ttl=lease_ttl) as holder, \
             holder.fencing(client.transport):
         return _run_as_writer(warehouse, client, schema, direction, conflict_policy, pull_overlap, secrets,
-                              on_event, full, policy, stale_before)
+                              on_event, full, policy, stale_before, sweep)
 
 
 def _run_as_writer(
     warehouse: SyncStore, client: TwentyClient, schema: CrmSchema, direction: Direction,
     conflict_policy: ConflictPolicy | Mapping[str, ConflictPolicy], pull_overlap: dt.timedelta,
     secrets: tuple[str, ...], on_event: EventHook | None, full: bool, detection: DetectionPolicy,
-    stale_before: dt.datetime | None = None,
+    stale_before: dt.datetime | None = None, sweep: SweepPolicy = DEFAULT_SWEEP,
 ) -> SyncResult:
     warehouse.ensure_tables()
     # What a killed run saved but never folded goes into the state before anything reads it.
@@ -169,6 +172,7 @@ def _run_as_writer(
     reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
     ctx = SyncContext(warehouse, client, schema, reporter, conflict_policy, on_event, detection=detection)
     requests_before = client.transport.stats.requests
+    own_before = own_writes.status(warehouse, client.transport.base_url)
     billed_before = warehouse.statements.snapshot()
     known_batch_size = _recall_batch_size(warehouse, client)
     counts: dict[str, Any] = {}
@@ -182,11 +186,19 @@ def _run_as_writer(
             own_writes.forget(warehouse, client.transport.base_url)
         if direction in ("both", "pull"):
             phase = "reconcile" if full else "pull"
+            budget = SweepBudget(sweep.max_requests, len(SYNC_ORDER))
             for obj in SYNC_ORDER:
                 ctx.emit("phase_started", phase=phase, object_type=obj.object_type)
                 done = reconcile_object(ctx, obj) if full else pull_object(ctx, obj, overlap=pull_overlap)
                 counts[f"{phase}_{obj.object_type}"] = done.as_dict()
                 ctx.emit("phase_finished", phase=phase, object_type=obj.object_type, detail=done.as_dict())
+                if full and sweep.enabled:
+                    restart(ctx, obj, sweep.clock())  # everything was just re-read: the next walk starts now
+                elif sweep.enabled:
+                    swept = sweep_object(ctx, obj, sweep, budget.share())
+                    budget.spend(swept.requests)
+                    if swept.requests or swept.behind:  # a run with nothing due keeps its counts as they were
+                        counts[f"sweep_{obj.object_type}"] = swept.as_dict()
             # Change detection compares with the folded state: what the pull merged is not sent back.
             warehouse.fold_journal()
         if direction in ("both", "push"):
@@ -201,6 +213,15 @@ def _run_as_writer(
                     raise
                 ctx.emit("phase_finished", phase="push", object_type=obj.object_type,
                          detail=counts[f"push_{obj.object_type}"])
+        # Our key's name, once learnt: is it ours alone? (One request, once per name.)
+        named = own_writes.check_key_name_once(warehouse, client)
+        if named is not None and named.outcome == "unknown":
+            ctx.warn(f"own-writes filter unverified: {named.said}")
+        # The filter turned off during this run (a refused filter, an unstamped answer, a shared
+        # name): said in the run's counts once, the run it happened.
+        own_after = own_writes.status(warehouse, client.transport.base_url)
+        if own_after != own_before and own_after.startswith("off"):
+            ctx.warn(f"own-writes filter {own_after}", logged=True)
     except LeaseLost as exc:
         # Another writer holds the warehouse now: write nothing more of the sync's (the run's own
         # row and error rows are not fenced: they say how it ended).
@@ -229,6 +250,8 @@ def _run_as_writer(
     finally:
         counts["errors"] = reporter.count
         counts["requests"] = client.transport.stats.requests - requests_before
+        if ctx.warnings:
+            counts["warnings"] = list(ctx.warnings)
         status = "interrupted" if interrupted else "aborted" if aborted else (
             "partial" if reporter.count else "succeeded")
         reporter.flush(warehouse)

@@ -21,8 +21,12 @@ from truth_forge.sync.objects import PERSON, SyncedObject
 COMPANY_LINK = "business_id"  # a person's company, as the merge sees it
 # Push-only fields (LLM context, statistics: kilobytes of JSON) are only ever compared with what was
 # last sent, so a view holds a digest of them, not the value: the merge base in crm_sync_state stays
-# small, and on BigQuery every read or fold of the state bills its size.
-DIGEST = "digest:sha256:"
+# small, and on BigQuery every read or fold of the state bills its size. 64 bits of SHA-256 are
+# plenty: a digest is only compared with the same field's previous digest, never looked up.
+DIGEST = "sha256/64:"
+DIGEST_HEX = 16
+# The form truth-forge kept before (the whole hex digest): its first 16 digits are the digest now.
+_LONG_DIGEST = "digest:sha256:"
 
 # Warehouse columns of the standard fields -> the Twenty body key that carries them (composites whole).
 _STANDARD_KEYS = {
@@ -77,20 +81,29 @@ def warehouse_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any])
 def digest(value: Any) -> str:
     """A push-only value as views hold it: the digest of its canonical JSON."""
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return DIGEST + hashlib.sha256(text.encode()).hexdigest()
+    return DIGEST + hashlib.sha256(text.encode()).hexdigest()[:DIGEST_HEX]
 
 
 def comparable_base(obj: SyncedObject, schema: CrmSchema, base: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A merge base as views compare it: push-only values that an older truth-forge kept whole are
-    digested, so an upgrade does not take every computed field for changed (and re-send it)."""
+    """A merge base as views compare it: push-only values that an older truth-forge kept whole, or
+    as a longer digest, are brought to today's digest, so an upgrade does not take every computed
+    field for changed (and re-send it)."""
     if base is None:
         return None
     out = dict(base)
     for column in push_only_columns(obj, schema):
-        value = out.get(column)
-        if column in out and not (isinstance(value, str) and value.startswith(DIGEST)):
-            out[column] = digest(value)
+        if column in out:
+            out[column] = _as_digest(out[column])
     return out
+
+
+def _as_digest(value: Any) -> str:
+    if isinstance(value, str):
+        if value.startswith(DIGEST) and len(value) == len(DIGEST) + DIGEST_HEX:
+            return value
+        if value.startswith(_LONG_DIGEST) and len(value) == len(_LONG_DIGEST) + 64:
+            return DIGEST + value[len(_LONG_DIGEST):][:DIGEST_HEX]
+    return digest(value)
 
 
 def _two_way_columns(obj: SyncedObject, schema: CrmSchema) -> list[str]:

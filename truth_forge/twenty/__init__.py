@@ -10,6 +10,7 @@ from truth_forge.twenty.errors import (
     TwentyProtocolError,
     TwentyRateLimited,
     TwentyRecordRejected,
+    TwentyRequestTooLong,
     TwentyTransientError,
 )
 from truth_forge.twenty.records import BatchOutcome, Page, RecordFailure
@@ -27,5 +28,6 @@ __all__ = [
     "TwentyProtocolError",
     "TwentyRateLimited",
     "TwentyRecordRejected",
+    "TwentyRequestTooLong",
     "TwentyTransientError",
 ]

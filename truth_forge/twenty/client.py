@@ -80,4 +80,5 @@ def client_options(settings: Settings) -> dict[str, Any]:
         "timeout": settings.twenty_timeout_seconds,
         "deadline": settings.twenty_request_deadline_seconds,
         "max_retries": settings.twenty_max_retries,
+        "max_request_line": settings.twenty_max_request_line,
     }

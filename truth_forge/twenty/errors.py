@@ -79,8 +79,26 @@ class TwentyAuthError(TwentyConfigError):
     """401/403: the key is missing, invalid, expired or lacks the permission."""
 
 
+class TwentyQuotaExhausted(TwentyConfigError):
+    """402: the workspace's usage quota or credit allowance is spent (newer servers' usage limits).
+    Sending again changes nothing until the period ends or the plan changes, so it is never retried."""
+
+    def __init__(self, summary: str, *, retry_after_s: int | None = None, **kwargs: Any) -> None:
+        self.retry_after_s = retry_after_s  # when Twenty says the period ends, if it said
+        super().__init__(summary, **kwargs)
+
+
+class TwentyFieldsCapped(TwentyConfigError):
+    """A read answered with `X-Twenty-Fields-Capped`: Twenty left fields out of every record."""
+
+
 class TwentySchemaMismatch(TwentyConfigError):
     """400 naming a field the workspace does not have: every record would be refused alike."""
+
+
+class TwentyRequestTooLong(TwentyConfigError):
+    """414/431: a proxy or Twenty's server refused the request line (or headers) as too long, as it
+    will every time; `TRUTH_FORGE_TWENTY_MAX_REQUEST_LINE` sets how long the client makes them."""
 
 
 class TwentyRecordRejected(TwentyError):
@@ -97,6 +115,12 @@ class TwentyRecordRejected(TwentyError):
 
 # How Twenty words a unique violation: the ORM's message, and the older "id already exists" one.
 DUPLICATE_MARKERS = ("duplicate entry", "Duplicate", "already exists", "duplicate key value")
+
+
+class TwentyConflict(TwentyRecordRejected):
+    """409: the request conflicts with the workspace's current state (Nest's ConflictException;
+    Twenty uses it where something the request would create already exists or changed meanwhile).
+    Not retried as it is: the next run reads the state again and decides anew."""
 
 
 class TwentyNotFound(TwentyError):

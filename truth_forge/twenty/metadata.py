@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from truth_forge.twenty.errors import TwentyProtocolError
+from truth_forge.twenty.errors import TwentyNotFound, TwentyProtocolError
 from truth_forge.twenty.transport import Transport
 
 METADATA_PAGE_SIZE = 1000  # the metadata API's default and maximum
@@ -90,3 +90,19 @@ class MetadataApi:
 
     def delete_webhook(self, webhook_id: str, path: str = WEBHOOKS_PATH) -> None:
         self.transport.request("DELETE", f"{path}/{webhook_id}")
+
+    # API keys: GET answers a bare array of the workspace's keys not revoked (api-key.controller.ts;
+    # /rest/apiKeys is the deprecated alias), behind the API_KEYS_AND_WEBHOOKS permission (403 without).
+    API_KEYS_PATH = "/rest/metadata/apiKeys"
+    LEGACY_API_KEYS_PATH = "/rest/apiKeys"
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        """The workspace's API keys (id, name, expiresAt, revokedAt...); never their tokens."""
+        try:
+            body = self.transport.request("GET", self.API_KEYS_PATH)
+        except TwentyNotFound:
+            body = self.transport.request("GET", self.LEGACY_API_KEYS_PATH)
+        if isinstance(body, list):
+            return [k for k in body if isinstance(k, dict)]
+        keys, _ = _unwrap_list(body, "apiKeys", self.API_KEYS_PATH)
+        return keys

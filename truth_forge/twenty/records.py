@@ -5,13 +5,17 @@ the server takes: 200 first (Twenty's server code), or what the server names whe
 ("Maximum number of records to upsert is 60"), or the size the user set; a batch that Twenty rejects
 because of one bad record is split until the bad record stands alone, so one poison row never
 stalls the others. Batch writes keep several requests on the wire (`batch_stream.py`).
+
+Lists of ids or keys travel in the query string (`id[in]:[...]`), and proxies refuse long request
+lines (nginx: 414 past 8 KB). Every such list is cut here, by measuring the encoded request line,
+into as many requests as keep it within the transport's limit (`split_to_fit`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +24,12 @@ from truth_forge.twenty.errors import (
     TwentyNotFound,
     TwentyProtocolError,
     TwentyRecordRejected,
+    TwentyRequestTooLong,
 )
 from truth_forge.twenty.batch_stream import BatchStream, OnAbort, OnFailures, OnWrite, RecordFailure
 from truth_forge.twenty.envelope import data_of
 from truth_forge.twenty.pool import RequestPool, settle
-from truth_forge.twenty.transport import Transport
+from truth_forge.twenty.transport import MAX_REQUEST_LINE_SETTING, Transport
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +37,19 @@ MAX_PAGE_SIZE = 200  # Twenty lowers any larger limit to this
 # Twenty's docs say 60 records a batch, its server code takes 200 (QUERY_MAX_RECORDS): a client that
 # is not told a size starts at 200 and learns the server's limit from its refusal.
 LEARN_FROM = MAX_PAGE_SIZE
-__all__ = ["BatchOutcome", "OnWrite", "Page", "RecordFailure", "RecordsApi"]
+__all__ = ["BatchOutcome", "OnWrite", "Page", "RecordFailure", "RecordsApi", "in_filter"]
 _MAX_RECORDS_RE = re.compile(r"Maximum number of records to \w+ is (\d+)")
+# Naming deletedAt makes Twenty search soft-deleted records too (graphql-query.parser.ts).
+ANY_DELETED = "or(deletedAt[is]:NULL,deletedAt[is]:NOT_NULL)"
+# Room kept for a page cursor (`starting_after`) when a list is measured: the answer to one list is
+# normally one page, but a second page must still fit. Twenty's cursors are base64 of a small JSON.
+_CURSOR_ROOM = "c" * 160
+
+
+def in_filter(field: str, values: Sequence[str], *, with_deleted: bool = False) -> str:
+    """`field[in]:["a","b"]`, soft-deleted records included when asked."""
+    listed = f"{field}[in]:[" + ",".join(f'"{v}"' for v in values) + "]"
+    return f"and({listed},{ANY_DELETED})" if with_deleted else listed
 
 
 @dataclass
@@ -101,6 +117,18 @@ class RecordsApi:
         path = f"/rest/{plural}/{record_id}"
         return _data(self.transport.request("GET", path, params={"depth": depth}), "GET", path)
 
+    @staticmethod
+    def _find_params(filter: str | None, order_by: str | None, limit: int, starting_after: str | None,
+                     fields: Sequence[str] | None, depth: int) -> dict[str, Any]:
+        return {
+            "filter": filter,
+            "order_by": order_by,
+            "limit": max(1, min(limit, MAX_PAGE_SIZE)),
+            "starting_after": starting_after,
+            "fields": ",".join(fields) if fields else None,
+            "depth": depth,
+        }
+
     def find_page(
         self,
         plural: str,
@@ -113,14 +141,7 @@ class RecordsApi:
         depth: int = 0,
     ) -> Page:
         path = f"/rest/{plural}"
-        params = {
-            "filter": filter,
-            "order_by": order_by,
-            "limit": max(1, min(limit, MAX_PAGE_SIZE)),
-            "starting_after": starting_after,
-            "fields": ",".join(fields) if fields else None,
-            "depth": depth,
-        }
+        params = self._find_params(filter, order_by, limit, starting_after, fields, depth)
         body = self.transport.request("GET", path, params=params)
         records = _data(body, "GET", path)
         if not isinstance(records, list):
@@ -167,6 +188,66 @@ class RecordsApi:
                     return
                 seen += 1
                 yield record
+
+    # -- lists in the query string ---------------------------------------------------------------
+
+    def split_to_fit(self, method: str, path: str, values: Sequence[str],
+                     params_for: Callable[[Sequence[str]], dict[str, Any]], *, most: int) -> list[list[str]]:
+        """`values` cut, in order, into runs of at most `most` whose request (`params_for(run)`) keeps
+        its request line within the transport's limit; each run is as long as that allows.
+
+        A value too long to fit even alone fails here (TwentyRequestTooLong), not at the proxy.
+        """
+        limit = self.transport.max_request_line
+
+        def fits(run: Sequence[str]) -> bool:
+            return self.transport.request_line_length(method, path, params_for(run)) <= limit
+
+        runs: list[list[str]] = []
+        start = 0
+        while start < len(values):
+            # The longest run from `start` that fits: a binary search over its length (a line
+            # only grows as values are added), so a run costs a few measurements, not one per value;
+            # values of one kind (ids) make runs of one length, so the last run's length is tried first.
+            low, high = 0, min(most, len(values) - start)
+            guess = len(runs[-1]) if runs else high
+            if guess >= high and fits(values[start : start + high]):
+                low = high
+            elif guess < high and fits(values[start : start + guess]):
+                low = guess
+                if not fits(values[start : start + guess + 1]):
+                    high = guess
+            while low < high:
+                middle = (low + high + 1) // 2
+                if fits(values[start : start + middle]):
+                    low = middle
+                else:
+                    high = middle - 1
+            if low == 0:
+                line = self.transport.request_line_length(method, path, params_for(values[start : start + 1]))
+                raise TwentyRequestTooLong(
+                    f"A request naming {values[start][:60]!r} alone has a request line of {line} bytes, over the "
+                    f"{limit} of {MAX_REQUEST_LINE_SETTING}", method=method, path=path)
+            runs.append(list(values[start : start + low]))
+            start += low
+        return runs
+
+    def in_runs(self, plural: str, field: str, values: Sequence[str], *, with_deleted: bool = False) -> list[list[str]]:
+        """`values` cut into runs, each a `field[in]` find whose request line fits (pages included)."""
+        def params(run: Sequence[str]) -> dict[str, Any]:
+            return self._find_params(in_filter(field, run, with_deleted=with_deleted), None, MAX_PAGE_SIZE,
+                                     _CURSOR_ROOM, None, 0)
+
+        return self.split_to_fit("GET", f"/rest/{plural}", values, params, most=MAX_PAGE_SIZE)
+
+    def find_in(self, plural: str, field: str, values: Sequence[str], *, with_deleted: bool = False,
+                ) -> list[dict[str, Any]]:
+        """Records whose `field` is one of `values` (live ones; soft-deleted too with `with_deleted`),
+        in as many requests as keep each request line within the limit."""
+        found: list[dict[str, Any]] = []
+        for run in self.in_runs(plural, field, values, with_deleted=with_deleted):
+            found += self.iter_records(plural, filter=in_filter(field, run, with_deleted=with_deleted))
+        return found
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -272,12 +353,14 @@ class RecordsApi:
         return _data(self.transport.request("DELETE", path, params=params), "DELETE", path)
 
     def delete_many(self, plural: str, record_ids: Sequence[str], *, soft: bool = True) -> list[dict[str, Any]]:
-        """Delete records by id, one request per batch; ids already gone are simply not in the answer.
+        """Delete records by id, a batch per request (fewer when a batch's ids would make the request
+        line too long); ids already gone are simply not in the answer.
 
         A filtered delete only sees live records, so a record already soft-deleted or destroyed is
         left as it is, which is what a caller repeating a delete wants.
         """
-        chunks = [record_ids[start : start + self.batch_size] for start in range(0, len(record_ids), self.batch_size)]
+        chunks = self.split_to_fit("DELETE", f"/rest/{plural}", record_ids,
+                                   lambda run: self._delete_params(run, soft), most=self.batch_size)
         if len(chunks) <= 1:
             return [r for chunk in chunks for r in self._delete_chunk(plural, chunk, soft)]
         futures = [self.pool.submit(self._delete_chunk, plural, chunk, soft) for chunk in chunks]
@@ -290,11 +373,14 @@ class RecordsApi:
                 raise
         return deleted
 
+    @staticmethod
+    def _delete_params(record_ids: Sequence[str], soft: bool) -> dict[str, Any]:
+        return {"filter": in_filter("id", record_ids), "soft_delete": "true" if soft else None}
+
     def _delete_chunk(self, plural: str, record_ids: Sequence[str], soft: bool) -> list[dict[str, Any]]:
         path = f"/rest/{plural}"
-        params = {"filter": "id[in]:[" + ",".join(f'"{i}"' for i in record_ids) + "]",
-                  "soft_delete": "true" if soft else None}
-        result = _data(self.transport.request("DELETE", path, params=params), "DELETE", path)
+        result = _data(self.transport.request("DELETE", path, params=self._delete_params(record_ids, soft)),
+                       "DELETE", path)
         return result if isinstance(result, list) else []
 
     def restore(self, plural: str, record_id: str) -> dict[str, Any]:

@@ -33,11 +33,15 @@ from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT, InFlightGate, Rat
 from truth_forge.twenty.errors import (
     TwentyAuthError,
     TwentyConfigError,
+    TwentyConflict,
     TwentyError,
+    TwentyFieldsCapped,
     TwentyNotFound,
     TwentyProtocolError,
+    TwentyQuotaExhausted,
     TwentyRateLimited,
     TwentyRecordRejected,
+    TwentyRequestTooLong,
     TwentySchemaMismatch,
     TwentyTransientError,
 )
@@ -47,6 +51,12 @@ log = logging.getLogger(__name__)
 BODY_EXCERPT_CHARS = 500
 DEFAULT_DEADLINE_SECONDS = 120.0
 DEADLINE_SETTING = "TRUTH_FORGE_TWENTY_REQUEST_DEADLINE_SECONDS"
+# nginx refuses request lines longer than its 8 KB header buffer (414), Node headers over 16 KiB
+# (431): half of nginx's default leaves room for whatever a proxy adds or counts differently.
+DEFAULT_MAX_REQUEST_LINE = 4096
+MAX_REQUEST_LINE_SETTING = "TRUTH_FORGE_TWENTY_MAX_REQUEST_LINE"
+MIN_REQUEST_LINE = 1024  # below this not even one id fits beside a filter's other conditions
+HTTP_VERSION = "HTTP/1.1"
 USER_AGENT = "truth-forge (+https://github.com/truth-forge)"
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
@@ -246,12 +256,22 @@ def redirect_target(location: str | None, secret: str = "") -> str:
     return shown.replace(secret, "***") if secret else shown
 
 
-def error_for_response(response: httpx.Response, method: str, path: str, secret: str = "") -> TwentyError:
+def error_for_response(response: httpx.Response, method: str, path: str, secret: str = "", *,
+                       request_line: int | None = None, max_request_line: int | None = None) -> TwentyError:
     """Map a non-2xx answer to the typed error that says what to do next."""
     status = response.status_code
     fields = _error_fields(response, secret)
     where: dict[str, Any] = {"method": method, "path": path}
     said = " ".join(fields["messages"])
+    if status in (414, 431):
+        # A proxy's (414) or Node's (431) limit on the request line or headers: the same request
+        # is refused every time, so it is not retried; a smaller limit splits id lists further.
+        sent = f"a request line of {request_line} bytes" if request_line else "the request"
+        limit = f" (now {max_request_line})" if max_request_line else ""
+        return TwentyRequestTooLong(
+            f"Twenty, or a proxy in front of it, refused {sent} as too long (HTTP {status}); set "
+            f"{MAX_REQUEST_LINE_SETTING} below that{limit} so that id lists are sent in smaller requests",
+            **fields, **where)
     if 300 <= status < 400:
         target = redirect_target(response.headers.get("location"), secret)
         return TwentyConfigError(f"Twenty's base URL redirects to {target}; configure that URL in TWENTY_BASE_URL instead",
@@ -267,7 +287,10 @@ def error_for_response(response: httpx.Response, method: str, path: str, secret:
     if status in (401, 403):
         return TwentyAuthError("Twenty refused the API key or its permissions", **fields, **where)
     if status == 402:
-        return TwentyConfigError("Twenty says the workspace's paid allowance is exhausted", **fields, **where)
+        return _quota_exhausted(response, fields, where)
+    if status == 409:
+        return TwentyConflict("Twenty refused the request as conflicting with the workspace's current state "
+                              "(HTTP 409; not retried: the next run reads that state again)", **fields, **where)
     if status == 404:
         return TwentyNotFound("Not found in Twenty", **fields, **where)
     if status == 429:
@@ -275,6 +298,26 @@ def error_for_response(response: httpx.Response, method: str, path: str, secret:
     if status >= 500 or status == 408:
         return TwentyTransientError("Twenty server error or timeout", **fields, **where)
     return TwentyRecordRejected("Twenty rejected the request", **fields, **where)
+
+
+def _quota_exhausted(response: httpx.Response, fields: dict[str, Any], where: dict[str, Any]) -> TwentyError:
+    """402 from newer servers' usage limits: say what is spent and when it comes back, and never retry."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    body = body if isinstance(body, dict) else {}
+    kind = "credit allowance" if body.get("exhaustedKind") == "allowance" else "usage quota"
+    retry_after = body.get("retryAfterSeconds")
+    retry_after = retry_after if isinstance(retry_after, int) and retry_after >= 0 else None
+    when = (f"; Twenty says it renews in {retry_after / 3600:.1f} h" if retry_after is not None
+            else "; Twenty did not say when it renews")
+    return TwentyQuotaExhausted(f"Twenty refused the request: the workspace's {kind} is spent (HTTP 402{when}). "
+                                "truth-forge does not retry it; raise the plan or wait for the next period",
+                                retry_after_s=retry_after, **fields, **where)
+
+
+FIELDS_CAPPED_HEADER = "x-twenty-fields-capped"
 
 
 class DeadlinePassed(httpx.TransportError):
@@ -298,6 +341,7 @@ class Transport:
         sleep: Callable[[float], None] = shutdown.pause,  # a retry's wait ends when the process must stop
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         deadline: float = DEFAULT_DEADLINE_SECONDS,
+        max_request_line: int = DEFAULT_MAX_REQUEST_LINE,
     ) -> None:
         if not api_key:
             raise ValueError("Twenty API key is empty")
@@ -307,6 +351,11 @@ class Transport:
         if deadline <= 0:
             raise ValueError("deadline must be positive")
         self.deadline = deadline
+        if max_request_line < MIN_REQUEST_LINE:
+            raise ValueError(f"max_request_line must be at least {MIN_REQUEST_LINE} bytes")
+        # Longest request line (method, path, encoded query, HTTP version) this client sends;
+        # callers that put lists in a query split them to fit (RecordsApi.split_to_fit).
+        self.max_request_line = max_request_line
         self.retry = retry or RetryPolicy()
         self.budget = RequestBudget(requests_per_minute, burst, clock=clock, sleep=sleep)
         # More requests on the wire than the bucket could ever pay for at once would only queue.
@@ -348,6 +397,13 @@ class Transport:
         """The full URL a path is sent to, as httpx joins it (a base URL's own path prefix kept)."""
         return str(self._http.base_url.join(path.lstrip("/"))) if path.startswith("/") else path
 
+    def request_line_length(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> int:
+        """Bytes of the request line this request would be sent with: `GET /rest/people?filter=... HTTP/1.1`,
+        its path and query encoded as httpx encodes them (the length proxies and Node count)."""
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        target = httpx.URL(self.url_for(path), params=clean or None).raw_path
+        return len(method) + 1 + len(target) + 1 + len(HTTP_VERSION)
+
     @property
     def max_in_flight(self) -> int:
         return self.gate.maximum
@@ -375,6 +431,12 @@ class Transport:
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
         # Errors name the whole URL tried (base URL prefix included), never its query or the key.
         url = self.url_for(path)
+        line = self.request_line_length(method, path, clean_params)
+        if line > self.max_request_line:
+            # Never sent: a proxy would refuse it, and a caller with a list should have split it.
+            raise TwentyRequestTooLong(
+                f"A request line of {line} bytes is over the {self.max_request_line} of {MAX_REQUEST_LINE_SETTING}; "
+                f"not sent", method=method, path=url)
         attempt = 0
         while True:
             retry_limit = self.retry.max_retries
@@ -415,8 +477,10 @@ class Transport:
                 status = response.status_code
                 if 200 <= status < 300:
                     self.server_time = _http_date(response.headers.get("date")) or self.server_time
+                    self._refuse_capped_read(response, method, url, clean_params)
                     return self._decode(response, method, url)
-                failure = error_for_response(response, method, url, self._api_key)
+                failure = error_for_response(response, method, url, self._api_key, request_line=line,
+                                             max_request_line=self.max_request_line)
                 if status == 429:
                     retryable = True
                 elif status >= 500 or status == 408:
@@ -495,6 +559,24 @@ class Transport:
         # A whole response again (the raw bytes are decoded once, by their content-encoding).
         return httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(raw),
                               request=streamed.request, extensions=streamed.extensions)
+
+    @staticmethod
+    def _refuse_capped_read(response: httpx.Response, method: str, url: str, params: Mapping[str, Any]) -> None:
+        """Newer servers answer a read without `fields` on an object with more than 200 fields with
+        200 of them per record and `X-Twenty-Fields-Capped`. A missing field would read as empty and
+        be merged as a person's edit, so such a read is an error, not data. (A write's answer with
+        the header is only logged: the write has happened.)"""
+        if FIELDS_CAPPED_HEADER not in response.headers or "fields" in params:
+            return
+        if method.upper() != "GET":
+            log.warning("Twenty capped the fields of its answer to %s %s (X-Twenty-Fields-Capped)", method, url)
+            return
+        raise TwentyFieldsCapped(
+            "Twenty left fields out of its answer (X-Twenty-Fields-Capped: the object has more fields than a "
+            "read returns by default, 200); truth-forge would take the missing ones for empty values. Remove "
+            "unused custom fields from the object in Twenty until it has at most 200",
+            status=response.status_code, method=method, path=url,
+            request_id=response.headers.get("x-request-id"))
 
     def _wait_after(self, response: httpx.Response, attempt: int) -> float:
         asked = _retry_after_seconds(response.headers, time.time())

@@ -308,7 +308,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
     def linked_records(self, object_type: ObjectType, *, batch_size: int = 1000) -> Iterator[list[tuple[str, str]]]:
         """(record_key, crm_id) of every record the state says is live in Twenty, in batches."""
         _check_object_type(object_type)
-        self.fold_journal()
+        self.fold_journal(force=True)  # read from the state table alone
         sql = ("SELECT t.record_key AS record_key, t.crm_id AS crm_id FROM {crm_sync_state} AS t "
                "WHERE t.object_type = @object_type AND t.crm_id IS NOT NULL AND t.status != 'deleted' "
                "ORDER BY t.record_key")

@@ -51,6 +51,9 @@ class BigQueryWarehouse(Warehouse):
     # tables are clustered by updated_at, so a key range prunes nothing), and the work and its memory
     # are BigQuery's; results come a page at a time. A URL's change_range_rows still splits it.
     change_range_rows = ONE_RANGE
+    # The sync-state journal is folded once its entries reach a tenth of the state's rows: a fold
+    # bills the state table twice, while reading the journal beside the state bills the journal.
+    journal_fold_share = 0.1
 
     def __init__(
         self,
@@ -65,10 +68,13 @@ class BigQueryWarehouse(Warehouse):
         read_only: bool = False,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         change_range_rows: int | None = None,
+        journal_fold_share: float | None = None,
     ) -> None:
         super().__init__(tables or TableNames())
         if change_range_rows is not None:
             self.change_range_rows = positive_range_rows(change_range_rows)
+        if journal_fold_share is not None:
+            self.journal_fold_share = journal_fold_share
         self.read_only = read_only
         self._owns_client = client is None
         if client is None:

@@ -101,7 +101,10 @@ class ChangeDetection:
         def _stream(self, template: str, binds: Sequence[Bind], batch_size: int) -> Generator[list[dict[str, Any]], None, None]:
             raise NotImplementedError
 
-        def fold_journal(self, *, forget: bool = False) -> int:
+        def fold_journal(self, *, forget: bool = False, force: bool = False) -> int:
+            raise NotImplementedError
+
+        def folded_mark(self) -> Scalar:
             raise NotImplementedError
 
         def get_watermark(self, name: str) -> str | None:
@@ -132,7 +135,7 @@ class ChangeDetection:
         (`.close()`) to stop early; the open range's read ends with it.
         """
         _check(object_type, batch_size)
-        self.fold_journal()  # compared with the state as saved so far
+        self.fold_journal(force=True)  # the whole state table is read: everything saved so far folded in
         return self._judged(object_type, self._range_reads(object_type, batch_size), batch_size)
 
     def _range_reads(self, object_type: str, batch_size: int) -> Iterator[Sequence[Mapping[str, Any]]]:
@@ -214,6 +217,7 @@ class ChangeDetection:
         return stamps
 
     def _failed_or_pending(self, object_type: str) -> list[str]:
+        self.fold_journal(force=True)  # read from the state table alone
         rows, _ = self._run("SELECT s.record_key AS k FROM {crm_sync_state} AS s WHERE s.object_type = @object_type "
                             "AND s.status IN ('failed', 'pending')",
                             (Scalar("object_type", STRING, object_type),), fetch=True)
@@ -232,7 +236,7 @@ class ChangeDetection:
             # Recent rows are found by the range; a row without a stamp by none (the audit compares it).
             times = sorted({t for k in chunk for t in stamps[k] if t is not None and t < since})
             binds = (Scalar("object_type", STRING, object_type), Scalar("since", TIMESTAMP, since),
-                     KeySet("keys", INT64, chunk),
+                     self.folded_mark(), KeySet("keys", INT64, chunk),
                      KeySet("skeys", STRING, [str(k) for k in chunk]), KeySet("stamps", TIMESTAMP, times))
             rows, _ = self._run(sql, binds, fetch=True)
             yield rows

@@ -82,7 +82,8 @@ class DuckDBWarehouse(Warehouse):
 
     def __init__(self, path: str, tables: TableNames | None = None, *, read_only: bool = False,
                  create: bool = True, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS,
-                 temp_directory: str | None = None, change_range_rows: int | None = None) -> None:
+                 temp_directory: str | None = None, change_range_rows: int | None = None,
+                 journal_fold_share: float | None = None) -> None:
         super().__init__(tables or TableNames())
         self.path = path
         self._read_only = self.read_only = read_only
@@ -92,6 +93,8 @@ class DuckDBWarehouse(Warehouse):
             raise WarehouseConfigError(f"DuckDB threads {threads!r}: expected a whole number >= 1")
         if change_range_rows is not None:
             self.change_range_rows = positive_range_rows(change_range_rows)
+        if journal_fold_share is not None:
+            self.journal_fold_share = journal_fold_share
         self.memory_limit = memory_limit.strip()
         self.threads = threads
         # Next to the file (DuckDB's own choice for a file); for :memory:, a folder of this
@@ -142,6 +145,7 @@ class DuckDBWarehouse(Warehouse):
         twin._read_only = twin.read_only = self._read_only
         twin.memory_limit, twin.threads, twin.temp_directory = self.memory_limit, self.threads, self.temp_directory
         twin.change_range_rows = self.change_range_rows
+        twin.journal_fold_share = self.journal_fold_share
         twin.statements = self.statements  # one account for the store, whichever thread sent it
         twin._share_journal(self)
         twin._con = self._con.cursor()

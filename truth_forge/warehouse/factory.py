@@ -7,6 +7,8 @@ Why it exists: callers name a warehouse by one URL setting and never import an e
   bigquery://PROJECT/DATASET       bigquery:///DATASET (project from gcp_project_id or the client)
     optional ?endpoint=http://127.0.0.1:9050 (an emulator: anonymous credentials) &location=EU
   either engine: &change_range_rows=N (rows per change-detection range; see Warehouse.changed_rows)
+    &journal_fold_share=F (fold the sync-state journal once its entries reach F times the state's
+    rows; 0 folds at every settle: DuckDB's default; BigQuery's is 0.1; see state_journal.py)
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ class WarehouseURL:
     options: dict[str, str] = field(default_factory=dict)
 
 
-_KNOWN_OPTIONS = {"duckdb": {"read_only", "memory_limit", "threads", "temp_directory", "change_range_rows"},
-                  "bigquery": {"endpoint", "location", "change_range_rows"}}
+_KNOWN_OPTIONS = {"duckdb": {"read_only", "memory_limit", "threads", "temp_directory", "change_range_rows",
+                             "journal_fold_share"},
+                  "bigquery": {"endpoint", "location", "change_range_rows", "journal_fold_share"}}
 
 
 def parse_warehouse_url(url: str) -> WarehouseURL:
@@ -101,6 +104,8 @@ def open_warehouse(
     parsed = parse_warehouse_url(url)
     range_rows = (_whole_number(url, "change_range_rows", parsed.options["change_range_rows"])
                   if "change_range_rows" in parsed.options else None)
+    fold_share = (_share(url, "journal_fold_share", parsed.options["journal_fold_share"])
+                  if "journal_fold_share" in parsed.options else None)
     if parsed.engine == "duckdb":
         from truth_forge.warehouse.duckdb import DuckDBWarehouse
 
@@ -113,7 +118,7 @@ def open_warehouse(
         if parsed.options.get("temp_directory"):
             tuning["temp_directory"] = parsed.options["temp_directory"]
         return DuckDBWarehouse(parsed.path, names, read_only=read_only, create=create,
-                               change_range_rows=range_rows, **tuning)
+                               change_range_rows=range_rows, journal_fold_share=fold_share, **tuning)
     try:
         from truth_forge.warehouse.bigquery import BigQueryWarehouse
     except ImportError as exc:
@@ -133,7 +138,18 @@ def open_warehouse(
         read_only=read_only,
         timeout=timeout,
         change_range_rows=range_rows,
+        journal_fold_share=fold_share,
     )
+
+
+def _share(url: str, option: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise WarehouseConfigError(f"warehouse_url {url!r}: {option} must be a number >= 0 (e.g. 0.1), got {text!r}")
+    return value
 
 
 def _whole_number(url: str, option: str, text: str) -> int:

@@ -18,7 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from truth_forge.warehouse.schema import BUSINESS_JSON_COLUMNS, CONTACT_JSON_COLUMNS
+from truth_forge.warehouse.schema import BUSINESS_JSON_COLUMNS, CONTACT_JSON_COLUMNS, CRM_SYNC_STATE
+
+# The sync state's columns other than its key (what a journal entry may set).
+STATE_VALUE_COLUMNS = tuple(c for c in CRM_SYNC_STATE.column_names if c not in ("object_type", "record_key"))
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -179,6 +182,32 @@ def hash_select(object_type: str, scope: Scope) -> str:
     return f"WITH {ctes}\nSELECT h.{key} AS record_key, h.row_hash AS row_hash FROM h"
 
 
+def journal_fields(where: str, columns: Sequence[str] = STATE_VALUE_COLUMNS, alias: str = "j") -> str:
+    """Per key, each field's value from the latest journal entry that set it, and whether any did
+    (`set_<field>`), over the entries `where` keeps (a condition on `alias`)."""
+    picks = []
+    for c in columns:
+        at = f"IF(STRPOS({alias}.fields, ',{c},') > 0, {alias}.seq, NULL)"
+        picks.append(f"MAX_BY(STRUCT({alias}.{c} AS v), {at}).v AS {c}")
+        picks.append(f"MAX({at}) IS NOT NULL AS set_{c}")
+    return (f"SELECT {alias}.object_type AS object_type, {alias}.record_key AS record_key, {', '.join(picks)}\n"
+            f"FROM {{crm_sync_journal}} AS {alias} WHERE {where} "
+            f"GROUP BY {alias}.object_type, {alias}.record_key")
+
+
+def state_with_journal(state_where: str, journal_where: str, columns: Sequence[str]) -> str:
+    """The state of some records as it is now: the state table's rows (`state_where`, on alias `s1`)
+    with the journal's entries not folded yet (seq > @folded, and `journal_where` on alias `j1`)
+    laid over them field by field. Columns: record_key and `columns` (JSON ones as JSON)."""
+    picks = ", ".join(f"IF(jx.set_{c} IS TRUE, jx.{c}, sx.{c}) AS {c}" for c in columns)
+    return f"""SELECT COALESCE(sx.record_key, jx.record_key) AS record_key, {picks}
+  FROM (SELECT s1.record_key AS record_key, {', '.join(f's1.{c} AS {c}' for c in columns)}
+        FROM {{crm_sync_state}} AS s1 WHERE {state_where}) AS sx
+  FULL OUTER JOIN ({journal_fields(f"j1.seq > @folded AND {journal_where}", columns, "j1")}) AS jx
+  ON jx.record_key = sx.record_key"""
+
+
+
 def changed_select(object_type: str, scope: Scope = "range") -> str:
     """Rows whose hash differs from the recorded one, that have no state yet, or whose push failed,
     in key order; with the default scope, only those of one key range (@range_lo..@range_hi).
@@ -195,15 +224,25 @@ def changed_select(object_type: str, scope: Scope = "range") -> str:
     # state table, leaves the merge base out (the widest column, and most rows it reads are unchanged).
     columns = STATE_CARRIED if scope == "candidates" else tuple(c for c in STATE_CARRIED if c != "base")
     state_cols = ", ".join(f"TO_JSON_STRING(s0.{c}) AS {c}" if c == "base" else f"s0.{c} AS {c}" for c in columns)
+    state_source = f"{{crm_sync_state}} AS s0\n  WHERE s0.object_type = @object_type {state_range}"
+    company_source = "{crm_sync_state} AS c1 WHERE c1.object_type = 'company'"
+    if scope == "candidates":
+        # The state as it is now: the journal's entries not folded yet laid over the table's rows
+        # (on BigQuery the journal is folded only now and then: warehouse/state_journal.py).
+        by_key = "{0}.object_type = @object_type AND {0}.record_key IN {{keys_skeys}}"
+        now = state_with_journal(by_key.format("s1"), by_key.format("j1"), columns)
+        state_source = f"({now}) AS s0"
+        companies = state_with_journal("s1.object_type = 'company'", "j1.object_type = 'company'", ("crm_id", "status"))
+        company_source = f"({companies}) AS c1"
     carried = ", ".join(f"s.{c} AS state_{c}" for c in columns)
     # A person carries its company's Twenty id too (the push links by it): the company part of the
     # state, three narrow columns, read once with the candidates instead of once per batch.
     company_cte = company_cols = company_join = ""
     if object_type == "person":
-        company_cte = """,
+        company_cte = f""",
 cs AS (
   SELECT c1.record_key AS record_key, c1.crm_id AS crm_id, c1.status AS status
-  FROM {crm_sync_state} AS c1 WHERE c1.object_type = 'company'
+  FROM {company_source}
 )"""
         company_cols = (",\n  cs.record_key AS company_state_key, cs.crm_id AS company_crm_id, "
                         "cs.status AS company_status")
@@ -211,8 +250,7 @@ cs AS (
     return f"""WITH {ctes},
 s AS (
   SELECT s0.record_key AS record_key, {state_cols}
-  FROM {{crm_sync_state}} AS s0
-  WHERE s0.object_type = @object_type {state_range}
+  FROM {state_source}
 ){company_cte}
 SELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash, h.copies AS copies,
   s.crm_id AS crm_id, s.status AS sync_status, s.warehouse_hash AS synced_hash,

@@ -1,21 +1,29 @@
-"""The sync state, written as an append-only journal and folded into `crm_sync_state` once a phase.
+"""The sync state, written as an append-only journal and folded into `crm_sync_state` when it pays.
 
 Why it exists: the sync saves what every write request stored before the next answer is looked at
 (that is what makes a killed run lose nothing). As a MERGE into `crm_sync_state` per request, that
 guarantee bills the whole state table on BigQuery for every request (an UPDATE or MERGE bills its
 whole target: docs/reference/standard-sql/dml-syntax, "On-demand query size calculation"). Here a
-save is an INSERT into `crm_sync_journal` (it reads no table, so it bills nothing), and the journal
-is folded into the state by one MERGE between phases (`fold_journal`, called by the runner at the
-start of a run, after the pull and at the end). A killed run's journal is folded by the next run.
+save is an INSERT into `crm_sync_journal` (it reads no table, so it bills nothing).
 
-Reads see the journal too: `read_sync_state` overlays the entries not yet folded, so the sync reads
-its own writes. A journal entry carries only the fields its save set (`fields`), as an upsert did.
+Between phases the journal is *settled* (`fold_journal`, called by the runner at the start of a run,
+after the pull and at the end): the records whose status the new entries set go on or off the retry
+lists, and the clean ones are remembered for closing their errors. It is *folded* into the state by
+one MERGE only when that is due: on DuckDB every time (a scan is free there, and the state table
+then always says everything), on BigQuery once the entries not folded reach a share of the state's
+rows (`journal_fold_share`, 10 %: a fold bills the state table twice, while reading the journal
+beside the state bills only the journal), and always before a reader that takes the state table
+alone (the audit, `sync --full`). A killed run's journal is settled by the next run.
+
+Reads see the journal too: `read_sync_state`, lookups by Twenty id and change detection overlay the
+entries not yet folded, so the sync reads its own writes. A journal entry carries only the fields its
+save set (`fields`), as an upsert did.
 
 Reads are also served from a bounded cache of the rows this process read or wrote (change detection
 hands over the state of the rows it yields): the writer lease makes this process the only writer,
 so what it last saw is the state. On BigQuery every query bills at least 10 MB per table, so a state
-read per batch would cost more than the batch itself. The cache is dropped with every fold at a
-run's start (another writer may have run since this process last held the lease).
+read per batch would cost more than the batch itself. The cache is dropped at a run's start (another
+writer may have run since this process last held the lease).
 
 A mixin of `Warehouse`: it runs the same BigQuery-dialect SQL on both engines through `_run`.
 """
@@ -82,20 +90,8 @@ _LINKED_IN_ID_ORDER = """SELECT t.crm_id AS crm_id, t.record_key AS record_key, 
 FROM {crm_sync_state} AS t WHERE t.object_type = @object_type AND t.crm_id IS NOT NULL ORDER BY t.crm_id"""
 
 
-def _fold_source() -> str:
-    """Per key, each field's value from the latest entry that set it (and whether any did)."""
-    picks = []
-    for c in _VALUE_COLUMNS:
-        at = f"IF(STRPOS(j.fields, ',{c},') > 0, j.seq, NULL)"
-        picks.append(f"MAX_BY(STRUCT(j.{c} AS v), {at}).v AS {c}")
-        picks.append(f"MAX({at}) IS NOT NULL AS set_{c}")
-    return (f"SELECT j.object_type AS object_type, j.record_key AS record_key, {', '.join(picks)}\n"
-            "FROM {crm_sync_journal} AS j WHERE j.seq > @folded AND j.seq <= @upto "
-            "GROUP BY j.object_type, j.record_key")
-
-
 _FOLD = f"""MERGE {{crm_sync_state}} AS t
-USING ({_fold_source()}) AS s
+USING ({q.journal_fields("j.seq > @folded AND j.seq <= @upto")}) AS s
 ON t.object_type = s.object_type AND t.record_key = s.record_key
 WHEN MATCHED THEN UPDATE SET {', '.join(f'{c} = IF(s.set_{c}, s.{c}, t.{c})' for c in _VALUE_COLUMNS)}
 WHEN NOT MATCHED THEN INSERT ({', '.join(_STATE_COLUMNS)})
@@ -107,13 +103,16 @@ RETRY_LIST_MAX = 100_000
 _KV_ALL = "SELECT t.key AS key, t.value AS value FROM {crm_sync_kv} AS t"
 _RETRY_FROM_STATE = """SELECT s.object_type AS object_type, s.record_key AS record_key FROM {crm_sync_state} AS s
 WHERE s.status IN ('failed', 'pending')"""
-# Records whose status or error the entries up to @upto set (the journal is small: a run's saves).
+# Records whose status or error the entries settled last time up to @upto set (the journal is
+# small: the saves since the last fold).
 _STATUS_KEYS = """SELECT DISTINCT j.object_type AS object_type, j.record_key AS record_key
 FROM {crm_sync_journal} AS j
-WHERE j.seq > @folded AND j.seq <= @upto AND (STRPOS(j.fields, ',status,') > 0 OR STRPOS(j.fields, ',last_error,') > 0)"""
-# Their folded state, by key: a constant filter on the clustering columns.
-_STATUS_OF = """SELECT t.record_key AS record_key, t.crm_id AS crm_id, t.status AS status, t.last_error AS last_error
-FROM {crm_sync_state} AS t WHERE t.object_type = @object_type AND t.record_key IN {keys_keys}"""
+WHERE j.seq > @settled AND j.seq <= @upto AND (STRPOS(j.fields, ',status,') > 0 OR STRPOS(j.fields, ',last_error,') > 0)"""
+# Their state now, by key (a constant filter on the clustering columns): three narrow columns of
+# the state, with the entries not folded yet laid over them.
+_STATUS_OF = q.state_with_journal("s1.object_type = @object_type AND s1.record_key IN {keys_keys}",
+                                "j1.object_type = @object_type AND j1.record_key IN {keys_keys} AND j1.seq <= @upto",
+                                ("crm_id", "status", "last_error"))
 STATUS_CHUNK = 10_000
 _KV_WRITE = """MERGE {crm_sync_kv} AS t USING (SELECT @key AS key, @value AS value) AS s ON t.key = s.key
 WHEN MATCHED THEN UPDATE SET value = s.value, updated_at = CURRENT_TIMESTAMP()
@@ -122,9 +121,11 @@ WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CU
 # How far the journal goes, and how many entries landed below what an earlier fold already took
 # in: a write of a writer that was paused past its lease, landing after the next holder folded its
 # own (newer) saves. Those are dropped, never folded over the newer state.
-_JOURNAL_LAST = """SELECT MAX(j.seq) AS upto, COUNT(*) AS n, COUNTIF(j.seq <= @folded) AS stale
+_JOURNAL_LAST = """SELECT MAX(j.seq) AS upto, COUNT(*) AS n, COUNTIF(j.seq <= @folded) AS stale,
+  COUNTIF(j.seq > @settled) AS fresh
 FROM {crm_sync_journal} AS j"""
-_FOLDED_MARK = "journal-folded-upto"
+_FOLDED_MARK = "journal-folded-upto"  # entries up to here are in crm_sync_state (and removed)
+_SETTLED_MARK = "journal-settled-upto"  # entries up to here are on the retry lists (folded or not)
 _JOURNAL_TRIM = "DELETE FROM {crm_sync_journal} AS j WHERE j.seq <= @upto"
 
 
@@ -135,9 +136,11 @@ class _JournalMemory:
         self.lock = threading.Lock()
         self.cache: collections.OrderedDict[tuple[str, str], dict[str, Any] | None] = collections.OrderedDict()
         self.last_seq = 0
-        self.floor_known = False  # whether last_seq was raised past the journal's folded mark yet
-        # None: not known whether an earlier process left entries; True/False once known.
+        self.floor_known = False  # whether last_seq was raised past the journal's settled mark yet
+        # None: not known whether an earlier process left entries to settle; True/False once known.
         self.dirty: bool | None = None
+        # Whether entries not folded into crm_sync_state remain (None: not known yet).
+        self.unfolded: bool | None = None
         # Keys saved while not in the cache: until the next fold, only a read-through knows them.
         self.unsettled: set[tuple[str, str]] = set()
         # crm_sync_kv as this process last read or wrote it (None: read it again first).
@@ -173,6 +176,13 @@ class SyncStateJournal:
             raise NotImplementedError
 
     _journal: _JournalMemory
+    # Fold once the entries not folded reach this share of the state's rows (0: at every settle).
+    journal_fold_share = 0.0
+
+    def _state_rows(self) -> int:
+        """Rows in crm_sync_state (a count reads no column: BigQuery bills its 10 MB minimum)."""
+        rows, _ = self._run("SELECT COUNT(*) AS n FROM {crm_sync_state}", (), fetch=True)
+        return int(rows[0]["n"] or 0)
 
     def _init_journal(self) -> None:
         self._journal = _JournalMemory()
@@ -197,8 +207,8 @@ class SyncStateJournal:
         value_fields = [c for c in _VALUE_COLUMNS if c in fields]
         field_set = _field_set(value_fields)
         if not self._journal.floor_known:
-            # New entries order after everything folded so far, whatever this machine's clock says.
-            floor = int(self._kv_get(_FOLDED_MARK) or 0)
+            # New entries order after everything settled so far, whatever this machine's clock says.
+            floor = self._settled_mark()
             with self._journal.lock:
                 self._journal.last_seq = max(self._journal.last_seq, floor)
                 self._journal.floor_known = True
@@ -268,12 +278,12 @@ class SyncStateJournal:
         four narrow columns of the state read once, for a walk over Twenty in id order
         (`sync --full`) that then reads the whole state of only the records that differ."""
         _check_object_type(object_type)
-        self.fold_journal()
+        self.fold_journal(force=True)  # read from the state table alone
         yield from self._stream(_LINKED_IN_ID_ORDER, (Scalar("object_type", STRING, object_type),), batch_size)
 
     def _read_through(self, object_type: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         rows, _ = self._run(_READ, (Scalar("object_type", STRING, object_type), KeySet("keys", STRING, keys),
-                                    Scalar("folded", INT64, int(self._kv_get(_FOLDED_MARK) or 0))), fetch=True)
+                                    self.folded_mark()), fetch=True)
         out: dict[str, dict[str, Any]] = {}
         for r in rows:
             entry = plain_row(r)
@@ -302,46 +312,73 @@ class SyncStateJournal:
 
     # --- folding -------------------------------------------------------------------------------
 
-    def fold_journal(self, *, forget: bool = False) -> int:
-        """Fold the journal into crm_sync_state (one MERGE, then the folded entries are removed);
-        returns how many entries were folded. Nothing is sent when this process knows the journal
-        is empty. `forget` also drops the read cache (at a run's start: another writer may have run)."""
+    def fold_journal(self, *, forget: bool = False, force: bool = False) -> int:
+        """Settle the journal's new entries (retry lists, records saved clean) and, when due or
+        `force`d, fold it into crm_sync_state (one MERGE, then the folded entries are removed);
+        returns how many entries were folded. Nothing is sent when this process knows there is
+        nothing to do. `forget` also drops the read cache (at a run's start: another writer may
+        have run)."""
         with self._journal.lock:
             if forget:
                 self._journal.cache.clear()
                 self._journal.kv = None
                 self._journal.floor_known = False
                 self._journal.dirty = None  # another writer may have left entries since
+                self._journal.unfolded = None
                 self._journal.clean = {"person": set(), "company": set()}
                 self._journal.clean_ids.clear()
-            if self._journal.dirty is False or self.read_only:
-                return 0  # nothing to fold, or a handle that only looks
-        with self._journal.lock:
+            if self.read_only:
+                return 0  # a handle that only looks
+            if self._journal.dirty is False and not (force and self._journal.unfolded is not False):
+                return 0  # nothing new to settle, nor to fold
             seen = self._journal.last_seq  # entries this process wrote before the count below
-        folded = Scalar("folded", INT64, int(self._kv_get(_FOLDED_MARK) or 0))
-        rows, _ = self._run(_JOURNAL_LAST, (folded,), fetch=True)
+        folded, settled = self.folded_mark(), self._settled_mark()
+        rows, _ = self._run(_JOURNAL_LAST, (folded, Scalar("settled", INT64, settled)), fetch=True)
         count = int(rows[0]["n"] or 0) if rows else 0
         upto = int(rows[0]["upto"]) if count else 0
+        done = 0
         if count:
             # Replaying entries over a state that already has them gives the same state, so a fold
-            # killed between any two statements is simply done again by the next one: the mark of
-            # what was folded moves once the state has it, and the entries are removed last.
+            # killed between any two statements is simply done again by the next one: the marks
+            # move once the state and the lists have them, and the entries are removed last.
             bound = Scalar("upto", INT64, upto)
-            if rows[0]["stale"]:
+            stale = int(rows[0]["stale"] or 0)
+            if stale:
                 log.warning("Dropped %d sync-state saves that landed after a later fold (a writer paused past "
-                            "its lease); the state keeps the newer saves", int(rows[0]["stale"]))
-            keys, _ = self._run(_STATUS_KEYS, (bound, folded), fetch=True)
-            self._run(_FOLD, (bound, folded))
-            self._settle_statuses(keys)
-            if upto > (folded.value or 0):
-                self._kv_set(_FOLDED_MARK, str(upto))
-            self._run(_JOURNAL_TRIM, (bound,))
+                            "its lease); the state keeps the newer saves", stale)
+            keys: list[dict[str, Any]] = []
+            if int(rows[0]["fresh"] or 0):
+                keys, _ = self._run(_STATUS_KEYS, (bound, Scalar("settled", INT64, settled)), fetch=True)
+            if force or self._fold_due(count - stale):
+                self._run(_FOLD, (bound, folded))
+                folded = Scalar("folded", INT64, upto)
+                done = count
+            self._settle_statuses(keys, bound, folded)
+            if upto > settled:
+                self._kv_set(_SETTLED_MARK, str(upto))
+            if done:
+                if upto > (self.folded_mark().value or 0):
+                    self._kv_set(_FOLDED_MARK, str(upto))
+                self._run(_JOURNAL_TRIM, (bound,))
         with self._journal.lock:
             self._journal.unsettled.clear()
-            # Another thread of this process may have appended meanwhile: then there is more to fold.
+            # Another thread of this process may have appended meanwhile: then there is more to do.
             self._journal.dirty = self._journal.last_seq > max(seen, upto)
-        return count
+            self._journal.unfolded = bool(count) and not done or self._journal.dirty
+        return done
 
+    def _fold_due(self, entries: int) -> bool:
+        """Whether folding `entries` journal entries now costs less than reading them beside the
+        state until later: always where scans are free (share 0), else once they reach the share."""
+        share = self.journal_fold_share
+        return share <= 0 or entries >= share * self._state_rows()
+
+    def folded_mark(self) -> Scalar:
+        """@folded: the journal entries up to this seq are in crm_sync_state."""
+        return Scalar("folded", INT64, int(self._kv_get(_FOLDED_MARK) or 0))
+
+    def _settled_mark(self) -> int:
+        return max(int(self._kv_get(_SETTLED_MARK) or 0), int(self._kv_get(_FOLDED_MARK) or 0))
 
     # --- the retry lists -------------------------------------------------------------------------
 
@@ -395,8 +432,8 @@ class SyncStateJournal:
             if self._journal.kv is not None:
                 self._journal.kv[key] = value
 
-    def _settle_statuses(self, keys: list[dict[str, Any]]) -> None:
-        """After a fold: the records whose status changed go on or off the retry lists (failed or
+    def _settle_statuses(self, keys: list[dict[str, Any]], upto: Scalar, folded: Scalar) -> None:
+        """The records whose status the settled entries set go on or off the retry lists (failed or
         pending: on; synced or deleted: off), and the ones now clean (synced or deleted, no error)
         are remembered for `close_settled_errors`."""
         if not keys:
@@ -408,7 +445,7 @@ class SyncStateJournal:
                 continue
             states: list[dict[str, Any]] = []
             for start in range(0, len(mine), STATUS_CHUNK):
-                got, _ = self._run(_STATUS_OF, (Scalar("object_type", STRING, name),
+                got, _ = self._run(_STATUS_OF, (Scalar("object_type", STRING, name), upto, folded,
                                                 KeySet("keys", STRING, mine[start:start + STATUS_CHUNK])), fetch=True)
                 states += got
             waiting = {s["record_key"] for s in states if s["status"] in ("failed", "pending")}
