@@ -1,11 +1,13 @@
-"""Alerts after a sync run: one message per run that stopped or left errors open, never one per record.
+"""Alerts after a sync run: one message when errors open that were not open before, one when they
+have all closed ("recovered"); never one per record, never the same open errors again every run.
 
-Why it exists: a scheduled sync fails where nobody looks. After each run, when the run stopped early
-or at least `TRUTH_FORGE_ALERT_MIN_ERRORS` errors are open (new in this run or still open from
-earlier ones), one message goes to each configured channel: email over SMTP (STARTTLS and AUTH by
-default, the standard library's `smtplib`) and an HTTP webhook whose body is Slack's
-`{"text": ...}` (an incoming webhook posts it as it is). The message says what failed, how many,
-since when, and the command that lists them.
+Why it exists: a scheduled sync fails where nobody looks, and an alert that repeats every minute
+under `--every 1m` is soon ignored. After each run, when errors opened that the last run did not
+leave open (and at least `TRUTH_FORGE_ALERT_MIN_ERRORS` are open, or the run stopped early), one
+message goes to each configured channel: email over SMTP (STARTTLS and AUTH by default, the
+standard library's `smtplib`) and an HTTP webhook whose body is Slack's `{"text": ...}` (an incoming
+webhook posts it as it is). It says what failed, how many, since when, and the command that lists
+them. Which errors were open is kept between runs in crm_sync_kv (hashed identities, `Announced`).
 
 Delivering an alert must never break the run: a channel that fails is logged and recorded as a
 run-level `alert` error row (closed by the next successful run), and the other channels still go.
@@ -15,6 +17,8 @@ redacted from everything an alert says and from every failure it reports.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import smtplib
 import ssl
@@ -32,6 +36,9 @@ from truth_forge.secrets import redact
 log = logging.getLogger(__name__)
 
 LATEST_SHOWN = 5  # error messages quoted in an alert; the command lists the rest
+# The open errors compared with the last alert's, newest first: past this many, the oldest count as announced.
+OPEN_ERRORS_READ = 10_000
+ANNOUNCED_KEY = "alerts:announced"  # crm_sync_kv: the open errors the last run left, hashed (error_identity)
 
 
 @dataclass(frozen=True)
@@ -47,34 +54,62 @@ class Delivery:
     detail: str = ""
 
 
-def compose_alert(result: Any, open_kinds: Sequence[Mapping[str, Any]], latest: Sequence[Mapping[str, Any]],
-                  *, min_errors: int, where: str) -> Alert | None:
-    """The alert for a finished run, or None when it needs none. `open_kinds` is
-    `Warehouse.open_error_kinds()`, `latest` the newest open errors (`error_lifecycles(open_only=True)`)."""
-    open_now = sum(int(k["open_errors"]) for k in open_kinds)
-    new = int(result.counts.get("errors", 0))
+def error_identity(error: Mapping[str, Any]) -> str:
+    """Which error this is across runs: one record's failure in one operation, or one kind of run-level
+    failure (a row of `error_lifecycles`). Hashed short: the set of them is kept in crm_sync_kv."""
+    run_level = error.get("record_key") is None and error.get("crm_id") is None
+    parts = (error.get("operation"), error.get("object_type"), error.get("record_key"), error.get("crm_id"),
+             error.get("error_class") if run_level else None)
+    return hashlib.sha1("|".join("" if p is None else str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Announced:
+    """The open errors as the last run left them, and whether an alert told someone about them."""
+
+    keys: frozenset[str] = frozenset()
+    alerted: bool = False
+
+
+def compose_alert(result: Any, open_kinds: Sequence[Mapping[str, Any]], open_errors: Sequence[Mapping[str, Any]],
+                  *, announced: Announced, min_errors: int, where: str) -> tuple[Alert | None, Announced]:
+    """The alert for a finished run (None when it needs none) and what is announced afterwards.
+
+    `open_kinds` is `Warehouse.open_error_kinds()`, `open_errors` the open errors newest first
+    (`error_lifecycles(open_only=True)`), `announced` what earlier runs left. An alert goes out when
+    errors opened that were not open before (never again for the same open errors), and once, as
+    "recovered", when every error an alert announced has closed."""
+    open_errors = [e for e in open_errors if e.get("operation") != "alert"]  # a channel's own failures
+    keys = frozenset(error_identity(e) for e in open_errors)
+    if not keys:
+        if not announced.alerted:
+            return None, Announced()
+        text = (f"truth-forge run {result.run_id} on {where}: {result.status}.\n"
+                f"Every error open at the last alert is closed ({len(announced.keys)} were open then); "
+                "nothing is open now.")
+        return Alert(subject="[truth-forge] sync recovered, no errors open", text=text), Announced()
+    new = [e for e in open_errors if error_identity(e) not in announced.keys]
+    open_now = max(len(open_errors), sum(int(k["open_errors"]) for k in open_kinds if k["operation"] != "alert"))
     stopped = result.status == "aborted"
-    if not stopped and open_now < min_errors:
-        return None
-    older = max(0, open_now - new)
-    headline = (f"sync stopped early, {open_now} errors open" if stopped
-                else f"sync {result.status}, {new} new errors, {open_now} open")
+    if not new or (not stopped and open_now < min_errors):
+        return None, Announced(keys, announced.alerted)
+    headline = (f"sync stopped early, {len(new)} new errors, {open_now} open" if stopped
+                else f"sync {result.status}, {len(new)} new errors, {open_now} open")
     lines = [f"truth-forge run {result.run_id} on {where}: {result.status}.",
-             f"New in this run: {new}. Open now: {open_now} ({older} from earlier runs)."]
+             f"New since the last alert: {len(new)}. Open now: {open_now} ({open_now - len(new)} already announced)."]
     if open_kinds:
         lines.append("Open errors by kind:")
         for kind in open_kinds:
             what = " ".join(str(x) for x in (kind["operation"], kind.get("object_type"), kind["error_class"]) if x)
             lines.append(f"  {what}: {kind['open_errors']} ({kind['attempts']} attempts, first seen "
                          f"{_when(kind['first_seen'])}, last {_when(kind['last_seen'])})")
-    if latest:
-        lines.append("Latest:")
-        for error in latest[:LATEST_SHOWN]:
-            who = " ".join(str(x) for x in (error["operation"], error.get("object_type"),
-                                            error.get("record_key") or error.get("crm_id")) if x)
-            lines.append(f"  {who}: {error['error_message']}")
+    lines.append("New:")
+    for error in new[:LATEST_SHOWN]:
+        who = " ".join(str(x) for x in (error["operation"], error.get("object_type"),
+                                        error.get("record_key") or error.get("crm_id")) if x)
+        lines.append(f"  {who}: {error['error_message']}")
     lines.append(f"See them: truth-forge errors --open   (this run: truth-forge errors --run {result.run_id})")
-    return Alert(subject=f"[truth-forge] {headline}", text="\n".join(lines))
+    return Alert(subject=f"[truth-forge] {headline}", text="\n".join(lines)), Announced(keys, True)
 
 
 def _when(value: Any) -> str:
@@ -190,19 +225,39 @@ def alert_after_run(settings: Settings, warehouse: Any, result: Any, *, where: s
     if not configured_channels(settings):
         return []
     try:
-        alert = compose_alert(result, warehouse.open_error_kinds(),
-                              warehouse.error_lifecycles(open_only=True, limit=LATEST_SHOWN),
-                              min_errors=settings.alert_min_errors, where=where)
+        announced = load_announced(warehouse)
+        alert, after = compose_alert(result, warehouse.open_error_kinds(),
+                                     warehouse.error_lifecycles(open_only=True, limit=OPEN_ERRORS_READ),
+                                     announced=announced, min_errors=settings.alert_min_errors, where=where)
     except Exception as exc:  # the warehouse may be what broke the run; the run's outcome stands
         log.warning("Could not read the errors to alert on: %s", redact(str(exc), *secrets))
         return []
-    if alert is None:
-        return []
-    outcomes = deliver(settings, alert, secrets=secrets)
+    outcomes = deliver(settings, alert, secrets=secrets) if alert is not None else []
     failed = [o for o in outcomes if not o.ok]
     if failed:
         _record_failures(warehouse, result.run_id, failed)
+    if alert is None or len(failed) < len(outcomes):  # an alert no channel delivered is tried again next run
+        _save_announced(warehouse, announced, after)
     return outcomes
+
+
+def load_announced(warehouse: Any) -> Announced:
+    said = warehouse.get_bookkeeping(ANNOUNCED_KEY)
+    if not said:
+        return Announced()
+    value = json.loads(said)
+    return Announced(frozenset(value.get("keys") or ()), bool(value.get("alerted")))
+
+
+def _save_announced(warehouse: Any, before: Announced, after: Announced) -> None:
+    if after == before:
+        return  # nothing changed: no write
+    try:
+        warehouse.set_bookkeeping(ANNOUNCED_KEY, json.dumps({"keys": sorted(after.keys), "alerted": after.alerted},
+                                                            separators=(",", ":")))
+        warehouse.checkpoint()
+    except Exception as exc:
+        log.warning("Could not keep which errors were announced (the next run may alert on them again): %s", exc)
 
 
 def _record_failures(warehouse: Any, run_id: str, failed: Sequence[Delivery]) -> None:

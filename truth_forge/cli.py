@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from truth_forge.failures import exit_codes_text, explain
+from truth_forge.failures import CommandFailed, exit_codes_text, explain
 
 log = logging.getLogger(__name__)
 
@@ -131,15 +131,18 @@ def verify(as_json: bool = typer.Option(False, "--json", help="Print the report 
 @app.command()
 @explained
 def demo(
-    workdir: str = typer.Option(".demo", help="Folder for the demo's DuckDB file (emptied first)."),
+    workdir: str = typer.Option(".demo", help="Folder for the demo's DuckDB file: new, empty, or a previous demo's (only its files are replaced)."),
     contacts: int = typer.Option(200, min=1, help="Sample contacts to generate."),
 ) -> None:
     """Run the whole loop on the bundled Twenty sandbox and a DuckDB file: setup, sync, edit, sync."""
     from pathlib import Path
 
-    from truth_forge.demo import run_demo
+    from truth_forge.demo import DemoFolderInUse, run_demo
 
-    figures = run_demo(Path(workdir), contacts=contacts, say=typer.echo)
+    try:
+        figures = run_demo(Path(workdir), contacts=contacts, say=typer.echo)
+    except DemoFolderInUse as exc:
+        raise CommandFailed(str(exc)) from None
     raise typer.Exit(0 if figures["open_errors"] == 0 else 1)
 
 
@@ -160,8 +163,8 @@ def _register_component_commands() -> None:
     app.command("init")(explained(init_command))
     app.command("sandbox")(sandbox_command)
     app.command("sample-data")(explained(sample_data_command))
-    app.command("doctor")(doctor_command)
-    app.command("serve")(serve_command)
+    app.command("doctor")(explained(doctor_command))
+    app.command("serve")(explained(serve_command))
     app.add_typer(webhooks_app, name="webhooks")
 
 

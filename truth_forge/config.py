@@ -184,7 +184,8 @@ class Settings(BaseSettings):
     )
     alert_min_errors: int = Field(
         1, ge=1, validation_alias=_env("ALERT_MIN_ERRORS"),
-        description="Alert after a run when at least this many errors are open (a stopped run always alerts)",
+        description="Alert after a run that opened new errors when at least this many are open (a stopped run "
+                    "alerts whatever the count)",
     )
     alert_webhook_url: SecretStr | None = Field(
         None, validation_alias=_env("ALERT_WEBHOOK_URL"),

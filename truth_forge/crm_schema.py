@@ -195,6 +195,10 @@ BUILTIN_FIELDS: tuple[FieldSpec, ...] = (
 )
 
 
+class CrmSchemaError(ValueError):
+    """The CRM schema file (TRUTH_FORGE_CRM_SCHEMA_FILE) cannot be read or says something invalid."""
+
+
 class CrmSchema:
     """The full set of fields truth-forge manages: the built-in ones plus any the user adds."""
 
@@ -204,7 +208,7 @@ class CrmSchema:
         for spec in self.fields:
             for key in ((spec.object, spec.name), (spec.object, "column:" + spec.column)):
                 if key in seen:
-                    raise ValueError(f"CRM schema names {spec.object}.{key[1]} twice")
+                    raise CrmSchemaError(f"CRM schema names {spec.object}.{key[1]} twice")
                 seen.add(key)
 
     @classmethod
@@ -228,10 +232,10 @@ def load_extra_fields(path: Path) -> list[FieldSpec]:
         text = Path(path).read_text(encoding="utf-8")
         data = tomllib.loads(text) if str(path).endswith(".toml") else json.loads(text)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"Cannot read CRM schema file {path}: {exc}") from None
+        raise CrmSchemaError(f"Cannot read CRM schema file {path}: {exc}") from None
     entries = data.get("fields") if isinstance(data, dict) else None
     if not isinstance(entries, list):
-        raise ValueError(f"CRM schema file {path} must hold a list under 'fields'")
+        raise CrmSchemaError(f"CRM schema file {path} must hold a list under 'fields'")
     specs = []
     for position, entry in enumerate(entries):
         try:
@@ -240,7 +244,7 @@ def load_extra_fields(path: Path) -> list[FieldSpec]:
             reasons = "; ".join(
                 f"{'.'.join(str(part) for part in err['loc']) or 'field'}: {err['msg']}" for err in exc.errors()
             )
-            raise ValueError(f"CRM schema file {path}, field #{position + 1}: {reasons}") from None
+            raise CrmSchemaError(f"CRM schema file {path}, field #{position + 1}: {reasons}") from None
     return specs
 
 

@@ -7,7 +7,6 @@ printing what each step did and what it cost in API requests.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,35 @@ from truth_forge.warehouse.sample_data import generate_sample_data
 
 DEMO_PERSON_TOKEN = "demo-person-token"  # a workspace member, not an API key
 DEMO_KEY = "demo-sandbox-key"
+# The demo writes this file first: a folder holding it is a previous demo's, whose files may be replaced.
+MARKER = ".truth-forge-demo"
+DEFAULT_WORKDIR = ".demo"
+# Everything the demo may leave in its folder (DuckDB writes a .wal beside the file while it is open).
+DEMO_FILES = (MARKER, "warehouse.duckdb", "warehouse.duckdb.wal")
+
+
+class DemoFolderInUse(Exception):
+    """The folder given to the demo holds files the demo did not create."""
+
+
+def prepare_workdir(workdir: Path) -> None:
+    """Make `workdir` ready for a fresh demo without deleting anything the demo did not create.
+
+    A missing or empty folder is used as it is; a previous demo's folder (it holds MARKER) loses only
+    the demo's own files; any other folder with something in it is refused."""
+    if workdir.exists() and not workdir.is_dir():
+        raise DemoFolderInUse(f"--workdir {workdir} is a file, not a folder; give the demo a new or empty folder")
+    workdir.mkdir(parents=True, exist_ok=True)
+    present = {p.name for p in workdir.iterdir()}
+    # The default folder as demos before the marker left it: only a warehouse file in `.demo`.
+    left_by_an_older_demo = workdir.name == DEFAULT_WORKDIR and present <= set(DEMO_FILES)
+    if present and MARKER not in present and not left_by_an_older_demo:
+        raise DemoFolderInUse(
+            f"--workdir {workdir} is not empty and was not made by `truth-forge demo` (no {MARKER} in it); "
+            f"the demo deletes nothing it did not create: give it a new or empty folder")
+    for name in DEMO_FILES:
+        (workdir / name).unlink(missing_ok=True)
+    (workdir / MARKER).write_text("Made by `truth-forge demo`; the next demo replaces this folder's demo files.\n")
 
 
 def describe(counts: dict[str, Any]) -> str:
@@ -38,9 +66,8 @@ def describe(counts: dict[str, Any]) -> str:
 
 
 def run_demo(workdir: Path, *, contacts: int = 200, businesses: int = 30, say: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the demo in `workdir` (emptied first); returns the figures it printed."""
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
+    """Run the demo in `workdir` (a new or empty folder, or a previous demo's); returns the figures it printed."""
+    prepare_workdir(workdir)
     warehouse_url = f"duckdb:///{workdir / 'warehouse.duckdb'}"
     figures: dict[str, Any] = {}
     # Twenty's own limit (100 requests a minute per workspace) stays on: the demo lives within it.

@@ -222,10 +222,10 @@ class Doctor:
             return (f"{url} redirects ({status}) to {where}{scheme}",
                     "set TWENTY_BASE_URL to the address Twenty answers on directly (clients do not follow "
                     "redirects with the key)")
+        if not status:  # never answered: refused, a name that does not resolve, TLS against plain HTTP
+            return (f"no answer from {url}: {exc.summary}", "check TWENTY_BASE_URL, DNS, the network and that "
+                    "the server runs")
         if isinstance(exc, TwentyTransientError):
-            if not status:
-                return (f"no answer from {url}: {exc.summary}", "check TWENTY_BASE_URL, DNS, the network and that "
-                        "the server runs")
             return f"{url} answered {_said(exc)}", "the server is failing: try again later or read its logs"
         if isinstance(exc, TwentyRateLimited) or status == 402:
             return (f"{url} answered {_said(exc)}", "the workspace's request budget or plan is spent: wait a "

@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from truth_forge.config import Settings
+from truth_forge.failures import explain
 
 
 def doctor_command(
@@ -18,18 +19,26 @@ def doctor_command(
         "--probe-writes",
         help="Also create ONE probe person, try writes on it, and destroy it again (fires webhooks).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="text | json (log lines as JSON objects on stderr; the findings stay on stdout)")] = "text",
 ) -> None:
     """Check a live Twenty workspace against what truth-forge relies on. Read-only unless --probe-writes.
 
     Exit 0 when nothing failed, 1 when a check failed, 2 when the workspace could not be checked.
     """
     from truth_forge.doctor import run_doctor
+    from truth_forge.logs import check_log_format, use_json_logs
+
+    check_log_format(log_format)
+    if log_format == "json":
+        use_json_logs()
 
     try:
         settings = Settings()
         report = run_doctor(settings, probe_writes=probe_writes)
     except (ValidationError, ValueError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        explanation = explain(exc)
+        typer.secho(f"error: {explanation.message if explanation else exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     typer.echo(report.to_json() if as_json else report.render())
     raise typer.Exit(report.exit_code)

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from dataclasses import dataclass
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 EXIT_OK = 0
 EXIT_RECORDS_FAILED = 1
 EXIT_COULD_NOT_RUN = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells expect of a process stopped by Ctrl-C
 EXIT_STOPPED = 143  # 128 + SIGTERM, what service managers expect of a process that stopped when told
 
 # What happened -> exit code -> what to do. Rendered into `--help` and the README.
@@ -37,6 +40,8 @@ EXIT_CODES: tuple[tuple[str, int, str], ...] = (
     ("the run stopped early (an outage outlasted the retries)", EXIT_COULD_NOT_RUN,
      "nothing: the next run goes on from where this one stopped"),
     ("another sync is running in this process", EXIT_COULD_NOT_RUN, "wait for it"),
+    ("stopped by Ctrl-C (SIGINT): the run row closed as interrupted", EXIT_INTERRUPTED,
+     "nothing: the next run goes on from where this one stopped"),
     ("stopped by SIGTERM: requests on the wire were recorded, the run row closed as aborted", EXIT_STOPPED,
      "nothing: the next run goes on from where this one stopped"),
 )
@@ -75,6 +80,7 @@ class CommandFailed(Exception):
 
 def explain(exc: BaseException) -> Explanation | None:
     """The one line and exit code for an expected failure; None for one nobody expected (a bug)."""
+    from truth_forge.crm_schema import CrmSchemaError
     from truth_forge.lease import WarehouseBusy
     from truth_forge.shutdown import RunStopped
     from truth_forge.twenty.errors import TwentyError
@@ -86,6 +92,10 @@ def explain(exc: BaseException) -> Explanation | None:
         return Explanation(str(exc), EXIT_STOPPED)
     if isinstance(exc, ValidationError):
         return Explanation(settings_error_line(exc))
+    if isinstance(exc, SettingsError):
+        return Explanation(unparsable_setting_line(exc))
+    if isinstance(exc, CrmSchemaError):
+        return Explanation(_with_hint(str(exc), "fix the file TRUTH_FORGE_CRM_SCHEMA_FILE names, or unset it"))
     if isinstance(exc, TwentyError):
         return Explanation(_with_hint(str(exc), twenty_hint(exc)))
     # A file another process holds is busy, not broken: its own message (below), not a storage failure.
@@ -182,6 +192,24 @@ def settings_error_line(exc: ValidationError) -> str:
         shown = "" if _is_secret_field(Settings, field) or isinstance(value, dict) else f"={value!r}"
         lines.append(f"{variable}{shown}: {reason}")
     return "invalid setting: " + "; ".join(lines)
+
+
+def unparsable_setting_line(exc: SettingsError) -> str:
+    """One line for a setting pydantic-settings could not even parse (malformed JSON in a dict or list
+    setting such as TRUTH_FORGE_WAREHOUSE_TABLES): the variable, why, and the shape it takes."""
+    from truth_forge.config import Settings
+
+    found = re.search(r'field "([^"]+)"', str(exc))
+    field = found.group(1) if found else ""
+    variable = setting_source(Settings, field) if field else "a TRUTH_FORGE_* setting"
+    reason = f"not valid JSON ({exc.__cause__})" if exc.__cause__ is not None else str(exc)
+    info = Settings.model_fields.get(field)
+    example = ""
+    if info is not None and info.description and "{" in info.description:
+        example = "; e.g. " + info.description[info.description.index("{"):]
+    elif info is not None and "list" in str(info.annotation):
+        example = '; e.g. ["name"]'
+    return f"invalid setting: {variable}: {reason}{example}"
 
 
 def _aliases(settings_class: type, field: str) -> list[str]:

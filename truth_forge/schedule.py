@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from truth_forge import shutdown
-from truth_forge.failures import EXIT_STOPPED, CommandFailed
+from truth_forge.failures import EXIT_INTERRUPTED, EXIT_STOPPED, CommandFailed
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def run_every(
     """Call `run_once` every `interval` seconds (from start to start) until `max_runs`, Ctrl-C or SIGTERM
     (under `shutdown.stop_on_sigterm`: the run under way stops at its next request, none follows).
 
-    Returns the exit code of the last run (`EXIT_STOPPED` once stopped by SIGTERM). A run that could
+    Returns the exit code of the last run (`EXIT_STOPPED` once stopped by SIGTERM, `EXIT_INTERRUPTED` by Ctrl-C). A run that could
     not run (exit 2) does not end the schedule: the next tick tries again, as cron would."""
     runs, code = 0, 0
     next_start = clock()
@@ -98,6 +98,8 @@ def run_every(
             with exclusive_run():
                 code = run_once()
             runs += 1
+            if shutdown.interrupted():  # Ctrl-C in a run that then ended another way
+                raise KeyboardInterrupt
             if shutdown.stop_requested():
                 log.info("Stopped (%s) after %d runs", shutdown.stop_requested(), runs)
                 return EXIT_STOPPED
@@ -110,6 +112,9 @@ def run_every(
                 next_start = clock()
             elif max_runs is None or runs < max_runs:
                 log.info("Next run in %.0f s", next_start - clock())
-    except KeyboardInterrupt:
-        log.info("Stopped after %d runs", runs)
+    except BaseException as exc:
+        if not (isinstance(exc, KeyboardInterrupt) or shutdown.interrupted()):
+            raise
+        log.info("Stopped by Ctrl-C after %d finished runs (a run under way was closed as interrupted)", runs)
+        return EXIT_INTERRUPTED
     return code

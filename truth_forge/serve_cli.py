@@ -30,9 +30,17 @@ def serve_command(
     sync_interval: Annotated[Optional[float], typer.Option(
         help="Minutes between scheduled syncs (default: serve_sync_interval_minutes).")] = None,
     sync_on_start: Annotated[bool, typer.Option(help="Run a sync as soon as the writer lease is held.")] = True,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="text | json (one JSON object a line on stderr, the writer's lines too)")] = "text",
 ) -> None:
     """Receive Twenty's webhooks on POST /webhooks/twenty and run the scheduled sync, until stopped."""
     import logging
+
+    from truth_forge.logs import check_log_format, use_json_logs
+
+    check_log_format(log_format)
+    if log_format == "json":
+        use_json_logs()
 
     from truth_forge.inbox import Inbox
     from truth_forge.secrets import resolve_api_key
@@ -60,16 +68,20 @@ def serve_command(
         warehouse_tables=dict(settings.warehouse_tables), twenty_base_url=settings.twenty_base_url, api_key=api_key,
         options=options, schema_file=settings.crm_schema_file, secrets=(secret,),
         client_options=client_options(settings),
-        log_level=logging.getLogger().getEffectiveLevel(),
+        log_level=logging.getLogger().getEffectiveLevel(), log_format=log_format,
     )
+    try:  # bound first: a port in use is a setting to change, found before anything is opened
+        sock = bind_tcp(options.host, options.port)
+    except OSError as exc:
+        _fail(f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc} "
+              f"[choose another port with --port or TRUTH_FORGE_SERVE_PORT, or stop what holds it]")
     inbox = Inbox(settings.serve_inbox_path)
     app = build_server(secret=secret, inbox=inbox, spec=spec)
-    sock = bind_tcp(options.host, options.port)
     sock.listen(2048)  # listening before the line below: a caller that reads it can connect at once
     bound = sock.getsockname()[1]
     typer.echo(f"truth-forge serve listening on http://{options.host}:{bound} (webhooks at /webhooks/twenty)")
     try:
-        uvicorn_server(app).run(sockets=[sock])
+        uvicorn_server(app, own_logging=log_format != "json").run(sockets=[sock])
     finally:
         sock.close()
         inbox.close()

@@ -49,7 +49,7 @@ class WriterProcess:
         self.spec = spec
         self.inbox = inbox
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or sockets
-        self._stop = context.Event()
+        self._stop: Any = context.Event()
         self._process = context.Process(target=writer_main, args=(spec, self._stop, os.getpid()),
                                         name="truth-forge-writer", daemon=False)
 
@@ -65,6 +65,11 @@ class WriterProcess:
             log.error("The writer did not stop in time; terminating it (the inbox keeps what it had not applied)")
             self._process.kill()
             self._process.join(10)
+        if not self._process.is_alive():
+            # The stop flag's semaphores are unlinked when the flag is collected: now, since uvicorn ends
+            # the process by re-raising SIGTERM, which runs no exit handlers, and multiprocessing's
+            # resource tracker would then warn of "leaked semaphore objects".
+            self._stop = _StopAlreadySet()
 
     @property
     def alive(self) -> bool:
@@ -75,6 +80,13 @@ class WriterProcess:
         if not self.alive and reported.get("state") not in ("stopped", "failed"):
             reported = {**reported, "state": "failed", "detail": f"the writer process exited ({self._process.exitcode})"}
         return reported
+
+
+class _StopAlreadySet:
+    """What is left of the stop flag once the writer has exited."""
+
+    def set(self) -> None:
+        return None
 
 
 # --- the request path ------------------------------------------------------------------------------
@@ -163,9 +175,11 @@ def build_server(*, secret: str, inbox: Inbox, spec: WriterSpec) -> WebhookApp:
     return WebhookApp(secret=secret, inbox=inbox, writer=WriterProcess(spec, inbox), options=spec.options)
 
 
-def uvicorn_server(app: WebhookApp, *, graceful_seconds: float = 10.0) -> uvicorn.Server:
+def uvicorn_server(app: WebhookApp, *, graceful_seconds: float = 10.0, own_logging: bool = True) -> uvicorn.Server:
     # h11 and asyncio: measured, httptools and uvloop did not lower the CPU per request (0.46 ms,
     # mostly the signature check, JSON and the inbox commit), so no extra dependency for them.
     config = uvicorn.Config(app.build(), lifespan="on", log_level="warning", access_log=False, http="h11",
-                            loop="asyncio", timeout_graceful_shutdown=int(graceful_seconds), proxy_headers=False)
+                            loop="asyncio", timeout_graceful_shutdown=int(graceful_seconds), proxy_headers=False,
+                            # uvicorn's own handlers print text; without them its lines reach the root's (JSON).
+                            log_config=uvicorn.config.LOGGING_CONFIG if own_logging else None)
     return uvicorn.Server(config)

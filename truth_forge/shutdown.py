@@ -20,6 +20,7 @@ from types import FrameType
 
 _stop = threading.Event()
 _reason: list[str] = []
+_interrupted = threading.Event()
 
 
 class RunStopped(Exception):
@@ -55,6 +56,31 @@ def reset() -> None:
     """Forget a stop (a process that goes on after one, like a test)."""
     _reason.clear()
     _stop.clear()
+    _interrupted.clear()
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C was pressed (under `notice_ctrl_c`). DuckDB turns a KeyboardInterrupt that lands
+    in the middle of a statement into its own "Query interrupted" error: this tells the two apart."""
+    return _interrupted.is_set()
+
+
+@contextmanager
+def notice_ctrl_c() -> Iterator[None]:
+    """While inside, Ctrl-C raises KeyboardInterrupt as usual and is remembered (`interrupted`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        _interrupted.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -21,7 +21,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from truth_forge.failures import EXIT_COULD_NOT_RUN, EXIT_OK, EXIT_RECORDS_FAILED, CommandFailed
+from truth_forge.failures import EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORDS_FAILED, CommandFailed
+from truth_forge.logs import LOG_FORMATS, check_log_format, current_run_id, set_run_id, tracking_run_id, use_json_logs
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +62,7 @@ class Output:
     def configure_logging(self, verbose: bool) -> None:
         root = logging.getLogger()
         if self.log_format == "json":
-            handler: logging.Handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(JsonLogFormatter())
-            root.handlers[:] = [handler]
+            use_json_logs()
         elif self.progress_console.is_terminal:
             from rich.logging import RichHandler
 
@@ -105,17 +104,6 @@ class Output:
             render_summary(self.console, result)
 
 
-class JsonLogFormatter(logging.Formatter):
-    """Log records as JSON lines (time, level, logger, message)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            line["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
-
-
 def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
     """One sync (or dry run) against the configured warehouse and workspace; returns the exit code."""
     from truth_forge.alerts import alert_after_run
@@ -137,11 +125,16 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
             return _dry_run(warehouse, api, schema, options, output, policy)
         estimates = estimate_push(warehouse) if output.shows_progress else {}
         with output.watch(settings.twenty_requests_per_minute, settings.twenty_batch_size, estimates) as on_event:
-            result = run_sync(warehouse, api, schema, direction=options.direction,  # type: ignore[arg-type]
-                              conflict_policy=options.conflict_policy, on_event=on_event,  # type: ignore[arg-type]
-                              full=options.full, lease_wait=options.lease_wait,
-                              detection=settings.detection_policy(), sweep=settings.sweep_policy(),
-                              lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds))
+            outside_runs = current_run_id()
+            try:  # log lines carry the run's id while it runs
+                result = run_sync(warehouse, api, schema, direction=options.direction,  # type: ignore[arg-type]
+                                  conflict_policy=options.conflict_policy,  # type: ignore[arg-type]
+                                  on_event=tracking_run_id(on_event), full=options.full,
+                                  lease_wait=options.lease_wait, detection=settings.detection_policy(),
+                                  sweep=settings.sweep_policy(),
+                                  lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds))
+            finally:
+                set_run_id(outside_runs)
         alert_after_run(settings, warehouse, result, where=settings.warehouse_url, secrets=api.transport.secrets)
     output.summary(result)
     return STATUS_EXIT.get(result.status, EXIT_COULD_NOT_RUN)
@@ -193,14 +186,13 @@ def sync_command(
     """Run one sync: pull Twenty's edits, push the warehouse's changes, alert if errors stay open."""
     from truth_forge.config import Settings
     from truth_forge.schedule import check_interval, parse_interval, run_every
-    from truth_forge.shutdown import stop_on_sigterm
+    from truth_forge.shutdown import interrupted, notice_ctrl_c, stop_on_sigterm
 
     if direction not in ("both", "push", "pull"):
         raise CommandFailed(f"--direction must be both, push or pull, not {direction!r}")
     if conflict_policy not in ("crm_wins", "warehouse_wins"):
         raise CommandFailed(f"--conflict-policy must be crm_wins or warehouse_wins, not {conflict_policy!r}")
-    if log_format not in ("auto", "text", "json"):
-        raise CommandFailed(f"--log-format must be auto, text or json, not {log_format!r}")
+    check_log_format(log_format, ("auto", *LOG_FORMATS))
     if dry_run and every:
         raise CommandFailed("--dry-run runs once; leave out --every")
     if dry_run and full:
@@ -209,9 +201,16 @@ def sync_command(
     output.configure_logging(verbose=bool(ctx.obj and ctx.obj.get("verbose")))
     settings = Settings()
     options = SyncOptions(direction, conflict_policy, dry_run, create, full, wait_for_lease)
-    with stop_on_sigterm():  # a service manager's stop ends the run as cleanly as it can (shutdown.py)
+    # A service manager's stop ends the run as cleanly as it can; Ctrl-C closes it as interrupted (shutdown.py).
+    with stop_on_sigterm(), notice_ctrl_c():
         if every is None:
-            code = _guarded(lambda: run_once(settings, options, output))
+            try:
+                code = _guarded(lambda: run_once(settings, options, output))
+            except BaseException:
+                if not interrupted():
+                    raise
+                log.info("Stopped by Ctrl-C: the run was closed as interrupted; the next run goes on from where it stopped")
+                code = EXIT_INTERRUPTED
         else:
             interval = parse_interval(every)
             check_interval(interval, settings.twenty_requests_per_minute)
@@ -229,12 +228,13 @@ def _guarded(run: Callable[[], int]) -> int:
 def _scheduled(settings: Any, options: SyncOptions, output: Output) -> int:
     """One run of a schedule: a run that cannot run is reported and the schedule goes on."""
     from truth_forge.failures import explain
+    from truth_forge.shutdown import interrupted
 
     try:
         return run_once(settings, options, output)
     except Exception as exc:
         explained = explain(exc)
-        if explained is None:
+        if explained is None or interrupted():  # Ctrl-C ends the schedule, not just this run
             raise
         log.error("This run could not run: %s", explained.message)
         return explained.exit_code

@@ -37,6 +37,7 @@ from truth_forge.applier import ApplyStats, apply_events
 from truth_forge.crm_schema import CrmSchema
 from truth_forge.inbox import Inbox
 from truth_forge.lease import WriterLease
+from truth_forge.logs import current_run_id, set_run_id, tracking_run_id, use_json_logs
 from truth_forge.reporting import ErrorReporter
 from truth_forge.secrets import redact
 from truth_forge.sync.context import SyncContext
@@ -89,6 +90,7 @@ class WriterSpec:
     client_options: dict[str, Any] = field(default_factory=dict)
     secrets: tuple[str, ...] = field(default=(), repr=False)  # never written anywhere
     log_level: int = logging.INFO
+    log_format: str = "text"  # "json": the writer's lines as JSON objects too (truth_forge/logs.py)
 
 
 class StopSignal(Protocol):
@@ -124,6 +126,8 @@ def writer_main(spec: WriterSpec, stop: StopSignal, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=spec.log_level, format="%(asctime)s %(levelname)s %(name)s[writer]: %(message)s")
+    if spec.log_format == "json":
+        use_json_logs()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.INFO)
     from truth_forge.warehouse import open_warehouse
@@ -227,6 +231,7 @@ class Writer:
 
     def _work(self, warehouse: Any, lease: WriterLease) -> None:
         run_id = warehouse.start_run()
+        set_run_id(run_id)  # the webhook run: what the writer logs between scheduled syncs belongs to it
         reporter = ErrorReporter(run_id, self.secrets)
         ctx = SyncContext(warehouse, self.client, self.schema, reporter)
         next_sync = time.monotonic() + (0.0 if self.options.sync_on_start else self.options.sync_interval)
@@ -287,11 +292,14 @@ class Writer:
         return True
 
     def _scheduled_sync(self, warehouse: Any, lease: WriterLease) -> None:
+        webhook_run = current_run_id()
         try:
             result = run_sync(warehouse, self.client, self.schema, lease=lease, secrets=self.secrets,
-                              detection=self.options.detection, sweep=self.options.sweep, on_event=self._beat)
+                              detection=self.options.detection, sweep=self.options.sweep,
+                              on_event=tracking_run_id(self._beat))
         except Exception as exc:  # a warehouse outage, say: the next interval tries again
             self.status.last_sync = {"status": "failed", "error": redact(str(exc), *self.secrets)}
+            set_run_id(webhook_run)
             log.error("Scheduled sync failed: %s", self.status.last_sync["error"])
         else:
             self.status.last_sync = {"run_id": result.run_id, "status": result.status, "counts": result.counts}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.sync.conftest import client, store  # noqa: F401 (the sync tests' fixtures, shared)
+from tests.sync.conftest import client, store, store_options  # noqa: F401 (the sync tests' fixtures, shared)
 from truth_forge.crm_schema import CrmSchema, setup_schema
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse

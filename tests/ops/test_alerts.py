@@ -35,21 +35,50 @@ def test_a_run_with_failures_sends_one_email_and_one_webhook(ready_cli: Cli, war
     assert mail.recipients == ["ops@example.test", "oncall@example.test"]
     assert "Subject: [truth-forge] sync partial, 3 new errors, 3 open" in mail.content
     assert "push person" in mail.content and "truth-forge errors --open" in mail.content
-    assert "New in this run: 3. Open now: 3 (0 from earlier runs)." in mail.content
+    assert "New since the last alert: 3. Open now: 3 (0 already announced)." in mail.content
     [post] = webhook_receiver.posts
     assert set(post) == {"text"}  # Slack's body: an incoming webhook posts it as it is
     assert "sync partial, 3 new errors" in post["text"] and "truth-forge errors --run" in post["text"]
 
 
-def test_errors_still_open_alert_again_and_a_clean_run_is_quiet(ready_cli: Cli, warehouse_url: str,
-                                                                 webhook_receiver: WebhookReceiver) -> None:
+def good_phones(url: str, *keys: int) -> None:
+    with open_warehouse(url) as wh:
+        wh.upsert_contacts([{"contact_id": k, "primary_phone": "+14155552671", "additional_phones": []} for k in keys])
+
+
+def test_only_new_errors_alert_and_their_closing_says_recovered_once(ready_cli: Cli, warehouse_url: str,
+                                                                     webhook_receiver: WebhookReceiver) -> None:
     hook = {"TRUTH_FORGE_ALERT_WEBHOOK_URL": webhook_receiver.url}
     assert ready_cli("sync", "--quiet", **hook).returncode == 0
     assert webhook_receiver.posts == []  # nothing open: no alert
     bad_phones(warehouse_url, 6)
     assert ready_cli("sync", "--quiet", **hook).returncode == 1
+    assert ready_cli("sync", "--quiet", **hook).returncode == 1  # the same error still open: no second alert
+    assert len(webhook_receiver.posts) == 1 and "1 new errors, 1 open" in webhook_receiver.posts[0]["text"]
+    bad_phones(warehouse_url, 7)
     assert ready_cli("sync", "--quiet", **hook).returncode == 1
-    assert len(webhook_receiver.posts) == 2 and "Open now: 1" in webhook_receiver.posts[1]["text"]
+    assert len(webhook_receiver.posts) == 2
+    second = webhook_receiver.posts[1]["text"]
+    assert "1 new errors, 2 open" in second and "push person 7:" in second and "push person 6:" not in second
+    good_phones(warehouse_url, 6, 7)
+    assert ready_cli("sync", "--quiet", **hook).returncode == 0
+    assert ready_cli("sync", "--quiet", **hook).returncode == 0
+    assert len(webhook_receiver.posts) == 3  # one "recovered", not one a run
+    assert "sync recovered, no errors open" in webhook_receiver.posts[2]["text"]
+    bad_phones(warehouse_url, 6)  # broken again after it closed: new again
+    assert ready_cli("sync", "--quiet", **hook).returncode == 1
+    assert len(webhook_receiver.posts) == 4 and "1 new errors, 1 open" in webhook_receiver.posts[3]["text"]
+
+
+def test_a_twenty_outage_alerts_once_and_then_recovered(ready_cli: Cli, webhook_receiver: WebhookReceiver) -> None:
+    hook = {"TRUTH_FORGE_ALERT_WEBHOOK_URL": webhook_receiver.url}
+    down = {**hook, "TWENTY_BASE_URL": f"http://127.0.0.1:{free_port()}"}
+    assert ready_cli("sync", "--quiet", **down).returncode == 2
+    assert ready_cli("sync", "--quiet", **down).returncode == 2
+    assert [p["text"].splitlines()[0] for p in webhook_receiver.posts] == \
+        ["*[truth-forge] sync stopped early, 1 new errors, 1 open*"]
+    assert ready_cli("sync", "--quiet", **hook).returncode == 0
+    assert len(webhook_receiver.posts) == 2 and "sync recovered" in webhook_receiver.posts[1]["text"]
 
 
 def test_below_the_threshold_no_alert_goes_out(ready_cli: Cli, warehouse_url: str,
@@ -162,3 +191,26 @@ def test_no_secret_in_any_log_line_error_row_or_alert(ready_cli: Cli, sandbox: A
         for secret in secrets:
             assert secret not in text
     assert all(path.endswith("hook-token-4b1d9a") for path in webhook_receiver.paths)  # it was used, not shown
+
+
+def test_a_write_outage_is_one_run_level_error_and_one_alert(ready_cli: Cli, sandbox: Any, warehouse_url: str,
+                                                             webhook_receiver: WebhookReceiver) -> None:
+    """Every people write refused (HTTP 502 after the retries): the push stops after three batches in a
+    row, and the run records one error, not one error row and warning per record of those batches."""
+    sandbox.set_faults(error_rate=1.0, error_statuses=(502,), path_prefix="/rest/batch/people")
+    try:
+        done = ready_cli("sync", "--log-format", "json", TRUTH_FORGE_TWENTY_BATCH_SIZE="3",
+                         TRUTH_FORGE_TWENTY_MAX_RETRIES="0", TRUTH_FORGE_ALERT_WEBHOOK_URL=webhook_receiver.url)
+    finally:
+        sandbox.clear_faults()
+    assert done.returncode == 2, done.stderr[-2000:]
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["status"] == "aborted" and summary["counts"]["push_person"]["failed"] >= 9
+    logged = [json.loads(line) for line in done.stderr.splitlines() if not line.startswith("error: ")]
+    warnings = [e for e in logged if e["level"] == "WARNING"]
+    assert len(warnings) == 1 and "502" in warnings[0]["message"], warnings
+    with open_warehouse(warehouse_url) as wh:
+        [error] = wh.open_errors()
+    assert error["record_key"] is None and error["operation"] == "push" and error["http_status"] == 502
+    [post] = webhook_receiver.posts
+    assert "sync stopped early, 1 new errors, 1 open" in post["text"]

@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from truth_forge.secrets import redact
 from truth_forge.sync import mapping, own_writes, views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import changed_since
@@ -151,6 +152,7 @@ def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[list[di
             push.updates.stream.finish()
             push.creates.stream.finish()
         push.recover()
+        push.went_through()  # no outage stopped it: failed batches' rows get their errors
     except PushAborted as stop:
         stop.stats = push.stats
         raise
@@ -165,6 +167,8 @@ class _Push:
         self.warehouse, self.client, self.schema, self.reporter = ctx.warehouse, ctx.client, ctx.schema, ctx.reporter
         self.stats = PushStats()
         self.failures_in_a_row = 0
+        # Whole-batch failures whose error rows wait for a write that lands (see _outage).
+        self.waiting_errors: list[tuple[TwentyError, Sequence[Mapping[str, Any]], str]] = []
         self.links: dict[str, Any] = {}  # business_id -> Twenty id, for every row of this push so far
         self.company_keys: dict[str, int] = {}  # the other way round (Twenty id -> business_id), to read answers
         # business_ids that contacts link to but the warehouse has no row for: those links wait, with an error.
@@ -222,13 +226,30 @@ class _Push:
         return self.obj.crm_hash(record, self.schema) if agree else None
 
     def _outage(self, error: TwentyError, rows: Sequence[Mapping[str, Any]], operation: str) -> None:
-        """A write that failed as a whole: record it on its rows; abort when Twenty looks down or misconfigured."""
+        """A write that failed as a whole: its rows are saved as failed (retried next run); abort when
+        Twenty looks down or misconfigured. Their error rows wait: writes that go on failing are one
+        outage, which the run records once (PushAborted), not one error and warning a record."""
         if error.next_step is NextStep.FIX_CONFIG:
             raise PushAborted(error)
-        self._save([self._failed(row, error, operation) for row in rows])
+        said = redact(str(error), *self.reporter.secrets)[:1000]
+        self._save([self._state(row, status="failed", last_error=said, last_synced_at=now_utc()) for row in rows])
+        self.stats.failed += len(rows)
+        self.waiting_errors.append((error, rows, operation))
         self.failures_in_a_row += 1
         if self.failures_in_a_row >= CONSECUTIVE_FAILURE_BUDGET:
             raise PushAborted(error)
+
+    def went_through(self) -> None:
+        """A write landed (or the push ended without an outage): the rows of the whole-batch failures
+        before it get their own errors, as failures of their batches rather than of Twenty."""
+        self.failures_in_a_row = 0
+        waiting, self.waiting_errors = self.waiting_errors, []
+        for error, rows, operation in waiting:
+            for row in rows:
+                self.reporter.record(object_type=self.obj.object_type, operation=operation, error=error,
+                                     record_key=row[self.obj.key_column], crm_id=row.get("crm_id"))
+        if waiting:
+            self.reporter.flush(self.warehouse)
 
     # -- broken keys --------------------------------------------------------------------------
 
@@ -272,7 +293,7 @@ class _Push:
                 except TwentyError as exc:
                     self._outage(exc, chunk, "delete")
                     continue
-                self.failures_in_a_row = 0
+                self.went_through()
                 self._save([self._gone(r) for r in chunk])
         except BaseException:
             settle(sent)  # a delete sent again next run is harmless; one left on the wire is not
@@ -596,7 +617,7 @@ class _Lane:
         if late:
             read_again(push.warehouse, push.obj, late)  # our stamp now hides that edit from the pull's filter
         push._save(states)
-        push.failures_in_a_row = 0
+        push.went_through()
 
     def on_failures(self, failures: list[RecordFailure]) -> None:
         failed = []

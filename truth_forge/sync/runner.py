@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from truth_forge import shutdown
 from truth_forge.crm_schema import CrmSchema, verify_schema
 from truth_forge.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
 from truth_forge.reporting import ErrorReporter
@@ -42,7 +43,7 @@ Direction = Literal["both", "push", "pull"]
 @dataclass
 class SyncResult:
     run_id: str
-    status: str  # "succeeded" | "partial" (some records failed) | "aborted" (stopped early)
+    status: str  # "succeeded" | "partial" (some records failed) | "aborted" (stopped early) | "interrupted" (Ctrl-C)
     counts: dict[str, Any]
     sync_errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -175,7 +176,7 @@ def _run_as_writer(
     billed_before = warehouse.statements.snapshot()
     known_batch_size = _recall_batch_size(warehouse, client)
     counts: dict[str, Any] = {}
-    aborted = False
+    aborted = interrupted = False
     ctx.emit("run_started", detail={"run_id": run_id, "direction": direction})
     try:
         _require_setup(warehouse, client, schema)
@@ -237,7 +238,12 @@ def _run_as_writer(
         if exc.next_step is NextStep.FIX_CONFIG:
             _forget_setup(warehouse, client, schema)
     except BaseException as exc:
-        # Not Twenty's doing (a warehouse failure, a bug, Ctrl-C): close the run as aborted, then re-raise.
+        if isinstance(exc, KeyboardInterrupt) or shutdown.interrupted():
+            # Ctrl-C (DuckDB reports one that lands mid-statement as its own error): a person stopped
+            # the run on purpose. It ends "interrupted", with no error to fix.
+            interrupted = True
+            raise
+        # Not Twenty's doing (a warehouse failure, a bug): close the run as aborted, then re-raise.
         aborted = True
         reporter.record(object_type=None, operation="run", error=exc)
         raise
@@ -246,7 +252,8 @@ def _run_as_writer(
         counts["requests"] = client.transport.stats.requests - requests_before
         if ctx.warnings:
             counts["warnings"] = list(ctx.warnings)
-        status = "aborted" if aborted else ("partial" if reporter.count else "succeeded")
+        status = "interrupted" if interrupted else "aborted" if aborted else (
+            "partial" if reporter.count else "succeeded")
         reporter.flush(warehouse)
         counts["errors_closed"] = 0
         try:

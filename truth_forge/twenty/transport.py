@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from truth_forge import shutdown
+from truth_forge.twenty import unreachable
 from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT, InFlightGate, RateLimitHeaders
 from truth_forge.twenty.errors import (
     TwentyAuthError,
@@ -366,6 +367,8 @@ class Transport:
         # Called before every write request leaves (POST, PATCH, DELETE, PUT): the writer lease's
         # fence (truth_forge/lease.py), which raises LeaseLost, so nothing is sent, once it is lost.
         self.before_write: Callable[[], None] | None = None
+        # Whether Twenty has answered at all: a failure to connect means a wrong URL before, an outage after.
+        self._answered = False
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=timeout,
@@ -436,11 +439,16 @@ class Transport:
                 f"not sent", method=method, path=url)
         attempt = 0
         while True:
+            retry_limit = self.retry.max_retries
+            failure: TwentyError
             try:
                 response = self._send(method, path, clean_params, json_body)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                # Nothing reached the server: always safe to resend.
-                failure: TwentyError = TwentyTransientError(
+            except httpx.ConnectError as exc:
+                # Nothing reached the server: always safe to resend, when waiting can help at all.
+                failure, retry_limit = self._not_connected(exc, method, url)
+                retryable = True
+            except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                failure = TwentyTransientError(
                     f"Could not connect to Twenty at {self.base_url} (TWENTY_BASE_URL): {type(exc).__name__}",
                     method=method,
                     path=url,
@@ -491,11 +499,25 @@ class Transport:
                     attempt += 1
                     continue
                 raise failure
-            if retryable and attempt < self.retry.max_retries:
+            if retryable and attempt < retry_limit:
                 self._pause(self.retry.backoff(attempt), method, path, str(failure.summary), attempt)
                 attempt += 1
                 continue
             raise failure
+
+    def _not_connected(self, exc: httpx.ConnectError, method: str, url: str) -> tuple[TwentyError, int]:
+        """The error for a connection never made, and how many retries it deserves. Before Twenty has
+        answered once, a name that does not resolve or TLS against plain HTTP is a wrong URL (no retry)
+        and a refused connection gets a short retry; once it has answered, the same failures are an
+        outage (a restart, a DNS blip) and get the whole retry policy."""
+        why = unreachable.classify(exc, self.base_url)
+        summary = f"Could not connect to Twenty at {self.base_url} (TWENTY_BASE_URL): {why.reason}"
+        if self._answered:
+            return TwentyTransientError(summary, method=method, path=url), self.retry.max_retries
+        if why.hopeless:
+            return TwentyConfigError(summary, method=method, path=url), 0
+        limit = unreachable.REFUSED_RETRIES if why.kind == "refused" else self.retry.max_retries
+        return TwentyTransientError(summary, method=method, path=url), min(limit, self.retry.max_retries)
 
     def _send(self, method: str, path: str, params: Mapping[str, Any], json_body: Any) -> httpx.Response:
         """One request on the wire: a slot in the gate first, then a token, then at once out
@@ -508,6 +530,7 @@ class Transport:
             self.stats.count(request=True)
             started = self._clock()
             response = self._within_deadline(method, path, params, json_body, started + self.deadline)
+            self._answered = True
             status = response.status_code
             self.stats.count(status=status)
             log.debug("%s %s -> %s in %.3fs", method, path, status, self._clock() - started)

@@ -30,6 +30,7 @@ datetimes):
 from __future__ import annotations
 
 import contextlib
+import difflib
 import datetime as dt
 import json
 import re
@@ -115,6 +116,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
     def ensure_tables(self) -> None:
         """Create missing tables; check that existing (possibly user-owned) ones have our columns."""
         existing = self._existing_columns()
+        self._check_renamed_tables_exist(existing)
         missing_tables: list[str] = []
         for table in TABLES.values():
             physical = self.tables[table.name]
@@ -134,6 +136,31 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
                 )
         if missing_tables:
             self._run_ddl(missing_tables)
+
+    def _check_renamed_tables_exist(self, existing: Mapping[str, object]) -> None:
+        """A rename of one of the user's own tables names a table the user has: one that is missing is a
+        typo, and creating it would start an empty table (and pull the whole CRM into it). Only in a
+        warehouse with no tables at all (a new one, made by `init` or `--create`) are renamed tables created."""
+        missing = [(logical, self.tables[logical]) for logical in TABLES
+                   if not logical.startswith("crm_sync_") and self.tables[logical] != logical
+                   and self.tables[logical] not in existing]
+        if not missing:
+            return
+        present = self._table_names()
+        if not present:
+            return
+        problems = []
+        for logical, physical in missing:
+            close = difflib.get_close_matches(physical, present, n=1)
+            problems.append(f"{logical!r} to {physical!r}, which does not exist"
+                            + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise WarehouseConfigError(
+            "TRUTH_FORGE_WAREHOUSE_TABLES renames " + "; ".join(problems) + ". Fix the name or remove the rename: "
+            "truth-forge creates only its own crm_sync_* tables in a warehouse that has tables, never one of yours")
+
+    def _table_names(self) -> list[str]:
+        """Every table in the warehouse's database or dataset, whoever made it."""
+        return sorted(self._existing_columns())
 
     def _run_ddl(self, statements: Sequence[str]) -> None:
         """Run parameter-free DDL statements (an engine may send them as one script)."""
@@ -296,6 +323,13 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
         if not isinstance(value, str):
             raise WarehouseDataError("crm_sync_kv", None, f"watermark {name!r} must be a string, got {value!r}")
         self._kv_set(f"watermark:{name}", value)
+
+    def get_bookkeeping(self, key: str) -> str | None:
+        """A value truth-forge keeps for itself in crm_sync_kv (e.g. which errors an alert announced)."""
+        return self._kv_get(key)
+
+    def set_bookkeeping(self, key: str, value: str) -> None:
+        self._kv_set(key, value)
 
     # --- the writer lease (see truth_forge/lease.py) --------------------------------------------
 

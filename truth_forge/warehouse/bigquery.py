@@ -229,6 +229,14 @@ class BigQueryWarehouse(Warehouse):
                                       f"(listing the tables of {self.project}.{self.dataset})") from exc
         return out
 
+    def _table_names(self) -> list[str]:
+        try:
+            return sorted(item.table_id for item in self.client.list_tables(
+                f"{self.project}.{self.dataset}", retry=self._retry, timeout=self.timeout))
+        except _CALL_FAILED as exc:
+            raise WarehouseQueryError("BigQuery", self._said(exc),
+                                      f"(listing the tables of {self.project}.{self.dataset})") from exc
+
     def _said(self, exc: BaseException) -> str:
         """BigQuery's words, with the endpoint tried when the call never got an answer."""
         text = " ".join(str(exc).split())[:400]
