@@ -182,9 +182,10 @@ def hash_select(object_type: str, scope: Scope) -> str:
     return f"WITH {ctes}\nSELECT h.{key} AS record_key, h.row_hash AS row_hash FROM h"
 
 
-def journal_fields(where: str, columns: Sequence[str] = STATE_VALUE_COLUMNS, alias: str = "j") -> str:
+def journal_fields(where: str, columns: Sequence[str] = STATE_VALUE_COLUMNS, alias: str = "j",
+                   having: str = "") -> str:
     """Per key, each field's value from the latest journal entry that set it, and whether any did
-    (`set_<field>`), over the entries `where` keeps (a condition on `alias`)."""
+    (`set_<field>`), over the entries `where` keeps (a condition on `alias`); `having` keeps keys."""
     picks = []
     for c in columns:
         at = f"IF(STRPOS({alias}.fields, ',{c},') > 0, {alias}.seq, NULL)"
@@ -192,7 +193,7 @@ def journal_fields(where: str, columns: Sequence[str] = STATE_VALUE_COLUMNS, ali
         picks.append(f"MAX({at}) IS NOT NULL AS set_{c}")
     return (f"SELECT {alias}.object_type AS object_type, {alias}.record_key AS record_key, {', '.join(picks)}\n"
             f"FROM {{crm_sync_journal}} AS {alias} WHERE {where} "
-            f"GROUP BY {alias}.object_type, {alias}.record_key")
+            f"GROUP BY {alias}.object_type, {alias}.record_key{f' HAVING {having}' if having else ''}")
 
 
 def state_with_journal(state_where: str, journal_where: str, columns: Sequence[str]) -> str:

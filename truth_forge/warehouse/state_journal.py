@@ -104,16 +104,16 @@ RETRY_LIST_MAX = 100_000
 _KV_ALL = "SELECT t.key AS key, t.value AS value FROM {crm_sync_kv} AS t"
 _RETRY_FROM_STATE = """SELECT s.object_type AS object_type, s.record_key AS record_key FROM {crm_sync_state} AS s
 WHERE s.status IN ('failed', 'pending')"""
-# Records whose status or error the entries settled last time up to @upto set (the journal is
-# small: the saves since the last fold).
-_STATUS_KEYS = """SELECT DISTINCT j.object_type AS object_type, j.record_key AS record_key
-FROM {crm_sync_journal} AS j
-WHERE j.seq > @settled AND j.seq <= @upto AND (STRPOS(j.fields, ',status,') > 0 OR STRPOS(j.fields, ',last_error,') > 0)"""
-# Their state now, by key (a constant filter on the clustering columns): three narrow columns of
-# the state, with the entries not folded yet laid over them.
+# Records whose status or error the entries after the settled mark (up to @upto) set, with their
+# latest status, error and Twenty id as the journal alone says (narrow columns of a small table).
+_STATUS_SEEN = q.journal_fields(
+    "j.seq > @folded AND j.seq <= @upto", ("crm_id", "status", "last_error"),
+    having="MAX(IF(j.seq > @settled AND (STRPOS(j.fields, ',status,') > 0 OR STRPOS(j.fields, ',last_error,') > 0), 1, 0)) = 1")
+# The same from the state with the journal laid over it, for the few the journal cannot tell alone:
+# by key (a constant filter on the clustering columns), three narrow columns of the state.
 _STATUS_OF = q.state_with_journal("s1.object_type = @object_type AND s1.record_key IN {keys_keys}",
-                                "j1.object_type = @object_type AND j1.record_key IN {keys_keys} AND j1.seq <= @upto",
-                                ("crm_id", "status", "last_error"))
+                                  "j1.object_type = @object_type AND j1.record_key IN {keys_keys} AND j1.seq <= @upto",
+                                  ("crm_id", "status", "last_error"))
 STATUS_CHUNK = 10_000
 _KV_WRITE = """MERGE {crm_sync_kv} AS t USING (SELECT @key AS key, @value AS value) AS s ON t.key = s.key
 WHEN MATCHED THEN UPDATE SET value = s.value, updated_at = CURRENT_TIMESTAMP()
@@ -348,14 +348,14 @@ class SyncStateJournal:
             if stale:
                 log.warning("Dropped %d sync-state saves that landed after a later fold (a writer paused past "
                             "its lease); the state keeps the newer saves", stale)
-            keys: list[dict[str, Any]] = []
+            journal_says: list[dict[str, Any]] = []
             if int(rows[0]["fresh"] or 0):
-                keys, _ = self._run(_STATUS_KEYS, (bound, Scalar("settled", INT64, settled)), fetch=True)
+                journal_says, _ = self._run(_STATUS_SEEN, (bound, folded, Scalar("settled", INT64, settled)), fetch=True)
             if force or self._fold_due(count - stale):
                 self._run(_FOLD, (bound, folded))
                 folded = Scalar("folded", INT64, upto)
                 done = count
-            self._settle_statuses(keys, bound, folded)
+            self._settle_statuses(journal_says, bound, folded)
             if upto > settled:
                 self._kv_set(_SETTLED_MARK, str(upto))
             if done:
@@ -434,22 +434,21 @@ class SyncStateJournal:
             if self._journal.kv is not None:
                 self._journal.kv[key] = value
 
-    def _settle_statuses(self, keys: list[dict[str, Any]], upto: Scalar, folded: Scalar) -> None:
+    def _settle_statuses(self, seen: list[dict[str, Any]], upto: Scalar, folded: Scalar) -> None:
         """The records whose status the settled entries set go on or off the retry lists (failed or
         pending: on; synced or deleted: off), and the ones now clean (synced or deleted, no error)
-        are remembered for `close_settled_errors`."""
-        if not keys:
+        are remembered for `close_settled_errors`. `seen`: what the journal says of them."""
+        if not seen:
             return
         lists = self._retry_lists()
         for name in ("person", "company"):
-            mine = sorted(k["record_key"] for k in keys if k["object_type"] == name)
-            if not mine:
-                continue
-            states: list[dict[str, Any]] = []
-            for start in range(0, len(mine), STATUS_CHUNK):
+            states, unknown = self._statuses_known(name, [r for r in seen if r["object_type"] == name])
+            for start in range(0, len(unknown), STATUS_CHUNK):
                 got, _ = self._run(_STATUS_OF, (Scalar("object_type", STRING, name), upto, folded,
-                                                KeySet("keys", STRING, mine[start:start + STATUS_CHUNK])), fetch=True)
+                                                KeySet("keys", STRING, unknown[start:start + STATUS_CHUNK])), fetch=True)
                 states += got
+            if not states:
+                continue
             waiting = {s["record_key"] for s in states if s["status"] in ("failed", "pending")}
             clean = [s for s in states if s["status"] in ("synced", "deleted") and s["last_error"] is None]
             clean_keys = {s["record_key"] for s in clean}
@@ -463,11 +462,32 @@ class SyncStateJournal:
                 if after != set(listed):
                     self._write_retry_list(name, sorted(after))
 
+    def _statuses_known(self, object_type: str, seen: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+        """(record_key, crm_id, status, last_error) of the records whose entries set both status and
+        error, their Twenty id from the entries or this process's memory of the state (a clean
+        record needs it); the keys of the rest, to read from the state."""
+        known: list[dict[str, Any]] = []
+        unknown: list[str] = []
+        with self._journal.lock:
+            for r in seen:
+                key = r["record_key"]
+                cached = self._journal.cache.get((object_type, key), _NOT_CACHED)
+                crm_id = r["crm_id"] if r["set_crm_id"] else (
+                    cached.get("crm_id") if isinstance(cached, dict) else None if cached is None else _NOT_CACHED)
+                if r["set_status"] and r["set_last_error"] and crm_id is not _NOT_CACHED:
+                    known.append({"record_key": key, "crm_id": crm_id, "status": r["status"], "last_error": r["last_error"]})
+                else:
+                    unknown.append(key)
+        return known, sorted(unknown)
+
     def settled_since_forget(self) -> tuple[dict[str, set[str]], set[str]]:
         """Keys (per object type) and Twenty ids of the records saved clean since the last
         `fold_journal(forget=True)` (a run's start), as of the last fold."""
         with self._journal.lock:
             return {k: set(v) for k, v in self._journal.clean.items()}, set(self._journal.clean_ids)
+
+
+_NOT_CACHED = object()
 
 
 def _check_object_type(object_type: str) -> None:
