@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.sandbox.util import create_field, create_person, person
+from tests.sandbox.util import create_field, create_person, first_answer, free_port, person, spawn_sandbox
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 
 
@@ -64,20 +60,9 @@ def test_a_failed_batch_is_not_persisted(tmp_path: Path) -> None:
         assert client.get("/rest/people").json()["totalCount"] == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_python_dash_m_starts_a_server_and_prints_the_key() -> None:
-    port = _free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "truth_forge.sandbox", "--port", str(port), "--api-key", "cli-key",
-         "--member-token", "ui-token=Grace Hopper"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        cwd=Path(__file__).resolve().parents[2])
+    port = free_port()
+    proc = spawn_sandbox(port, "--api-key", "cli-key", "--member-token", "ui-token=Grace Hopper")
     try:
         assert proc.stdout is not None
         lines = []
@@ -93,15 +78,9 @@ def test_python_dash_m_starts_a_server_and_prints_the_key() -> None:
         assert "export TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE=100\n" in text
         url = re.search(r"export TWENTY_BASE_URL=(\S+)", text)
         assert url and url.group(1) == f"http://127.0.0.1:{port}"
-        for _ in range(200):  # the key is printed just before uvicorn starts listening
-            try:
-                response = httpx.get(f"{url.group(1)}/rest/people",
-                                     headers={"Authorization": "Bearer cli-key"})
-                break
-            except httpx.ConnectError:
-                time.sleep(0.05)
-        else:
-            raise AssertionError("server never accepted a connection")
+        # The key is printed just before uvicorn starts listening.
+        response = first_answer(lambda: httpx.get(f"{url.group(1)}/rest/people",
+                                                  headers={"Authorization": "Bearer cli-key"}))
         assert response.status_code == 200 and response.json()["totalCount"] == 0
         by_member = httpx.post(f"{url.group(1)}/rest/people", json={"name": {"firstName": "G"}},
                                headers={"Authorization": "Bearer ui-token"})
@@ -163,26 +142,15 @@ def test_profiles_choose_rules_as_a_whole_and_switches_override_one_rule() -> No
 
 
 def test_python_dash_m_accepts_a_twenty_version() -> None:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "truth_forge.sandbox", "--port", str(port), "--api-key", "k",
-         "--twenty-version", "legacy"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=Path(__file__).resolve().parents[2])
+    port = free_port()
+    proc = spawn_sandbox(port, "--api-key", "k", "--twenty-version", "legacy")
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert "rules: legacy" in first, first
-        for _ in range(200):  # bounded wait for the listener
-            try:
-                response = httpx.post(f"http://127.0.0.1:{port}/rest/people",
-                                      headers={"Authorization": "Bearer k"},
-                                      json=person("Ada", email="Ada@Example.com"))
-                break
-            except httpx.ConnectError:
-                time.sleep(0.05)
-        else:
-            raise AssertionError("server never accepted a connection")
+        response = first_answer(lambda: httpx.post(f"http://127.0.0.1:{port}/rest/people",
+                                                   headers={"Authorization": "Bearer k"},
+                                                   json=person("Ada", email="Ada@Example.com")))
         # Legacy rules lower-case a mixed-case email instead of refusing it.
         assert response.status_code == 201, response.text
         assert response.json()["data"]["createPerson"]["emails"]["primaryEmail"] == \

@@ -3,18 +3,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.sandbox.util import first_answer, free_port, spawn_sandbox
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 
 KEY = "request-line-key"
@@ -89,28 +84,15 @@ def test_lossy_lists_lose_the_same_records_from_id_lists_only(sandbox: SandboxSe
 
 
 def test_the_command_line_plays_a_proxy_with_max_request_line() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "truth_forge.sandbox", "--port", str(port), "--api-key", KEY,
-         "--max-request-line", "8192"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=Path(__file__).resolve().parents[2])
+    port = free_port()
+    proc = spawn_sandbox(port, "--api-key", KEY, "--max-request-line", "8192")
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
         assert "request lines over 8192 bytes refused (414)" in first, first
         base_url = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {KEY}"}
-        for _ in range(200):  # bounded wait for the listener
-            try:
-                fitting = httpx.get(padded(base_url, 8192), headers=headers)
-                break
-            except httpx.ConnectError:
-                time.sleep(0.05)
-        else:
-            raise AssertionError("server never accepted a connection")
+        fitting = first_answer(lambda: httpx.get(padded(base_url, 8192), headers=headers))
         assert fitting.status_code == 200
         assert httpx.get(padded(base_url, 8193), headers=headers).status_code == 414
     finally:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,3 +60,27 @@ SELECT_OPTIONS = [
     {"value": "QUALIFIED", "label": "Qualified", "color": "green", "position": 1},
     {"value": "LOST_2024", "label": "Lost", "color": "red", "position": 2},
 ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn_sandbox(port: int, *args: str) -> subprocess.Popen[str]:
+    """`python -m truth_forge.sandbox --port PORT ARGS...`, its output (unbuffered) on stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "truth_forge.sandbox", "--port", str(port), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=Path(__file__).resolve().parents[2])
+
+
+def first_answer(send: Callable[[], httpx.Response]) -> httpx.Response:
+    """`send()`'s answer once the server listens (it prints before uvicorn binds): a bounded wait."""
+    for _ in range(200):
+        try:
+            return send()
+        except httpx.ConnectError:
+            time.sleep(0.05)
+    raise AssertionError("server never accepted a connection")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from truth_forge.crm_schema import CrmSchema
 from truth_forge.sync import mapping, views
@@ -30,12 +31,16 @@ def test_push_only_fields_are_digests_that_still_tell_a_change(tmp_path: Path) -
     assert set(changed_since(view, edited)) == {"llm_context"}
 
 
-def test_a_base_kept_whole_by_an_older_version_compares_equal(tmp_path: Path) -> None:
+def sample_person(tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A sample contact row, the body sent for it, and its view."""
     with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
         generate_sample_data(wh, 3, 1, seed=2)
         [row] = wh.get_rows("person", [2])
-    body = mapping.contact_to_person(row, SCHEMA, left_out=[])
-    view = views.warehouse_view(PERSON, SCHEMA, row)
+    return row, mapping.contact_to_person(row, SCHEMA, left_out=[]), views.warehouse_view(PERSON, SCHEMA, row)
+
+
+def test_a_base_kept_whole_by_an_older_version_compares_equal(tmp_path: Path) -> None:
+    _row, body, view = sample_person(tmp_path)
     # What the previous release stored: the values as sent.
     legacy = {**view, **{s.column: body.get(s.name) for s in SCHEMA.for_object("person") if s.sync == "push"}}
     assert changed_since(legacy, view)  # compared raw, every computed field would look changed
@@ -43,11 +48,7 @@ def test_a_base_kept_whole_by_an_older_version_compares_equal(tmp_path: Path) ->
 
 
 def test_a_base_with_the_longer_digests_of_an_older_version_compares_equal(tmp_path: Path) -> None:
-    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
-        generate_sample_data(wh, 3, 1, seed=2)
-        [row] = wh.get_rows("person", [2])
-    body = mapping.contact_to_person(row, SCHEMA, left_out=[])
-    view = views.warehouse_view(PERSON, SCHEMA, row)
+    row, body, view = sample_person(tmp_path)
     push_only = views.push_only_columns(PERSON, SCHEMA)
 
     def long_digest(value: object) -> str:  # what the release before kept: the whole SHA-256
