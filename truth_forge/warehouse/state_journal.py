@@ -348,6 +348,7 @@ class SyncStateJournal:
             if stale:
                 log.warning("Dropped %d sync-state saves that landed after a later fold (a writer paused past "
                             "its lease); the state keeps the newer saves", stale)
+                self._run(_JOURNAL_TRIM, (Scalar("upto", INT64, folded.value),))
             journal_says: list[dict[str, Any]] = []
             if int(rows[0]["fresh"] or 0):
                 journal_says, _ = self._run(_STATUS_SEEN, (bound, folded, Scalar("settled", INT64, settled)), fetch=True)
