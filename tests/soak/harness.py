@@ -49,11 +49,13 @@ def fresh_workspace(sandbox: SandboxServer) -> None:
     sandbox.clear_request_log()
 
 
-def sync_env(sandbox: SandboxServer, db_path: Path, **settings: Any) -> dict[str, str]:
-    """The environment of a sync process: this sandbox, this DuckDB file, `settings` as TRUTH_FORGE_<NAME>."""
+def sync_env(sandbox: SandboxServer, db_path: Path, url_options: str = "", **settings: Any) -> dict[str, str]:
+    """The environment of a sync process: this sandbox, this DuckDB file (with `url_options`, e.g.
+    `?journal_fold_share=...`), `settings` as TRUTH_FORGE_<NAME>."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN_ENV)}
     env.update(TWENTY_BASE_URL=sandbox.base_url, TWENTY_API_KEY=sandbox.api_key,
-               TRUTH_FORGE_WAREHOUSE_URL=f"duckdb:///{db_path}", TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE="100000")
+               TRUTH_FORGE_WAREHOUSE_URL=f"duckdb:///{db_path}{url_options}",
+               TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE="100000")
     env.update({f"TRUTH_FORGE_{name.upper()}": str(value) for name, value in settings.items()})
     return env
 
@@ -152,9 +154,10 @@ class SyncProcess:
         return run
 
 
-def run_sync(sandbox: SandboxServer, db_path: Path, workdir: Path, name: str, **settings: Any) -> SyncRun:
+def run_sync(sandbox: SandboxServer, db_path: Path, workdir: Path, name: str, url_options: str = "",
+             **settings: Any) -> SyncRun:
     """One whole sync run to its end."""
-    return SyncProcess(sync_env(sandbox, db_path, **settings), workdir, name).wait()
+    return SyncProcess(sync_env(sandbox, db_path, url_options, **settings), workdir, name).wait()
 
 
 def wait_until_quiet(sandbox: SandboxServer, quiet_s: float, timeout_s: float = 30.0) -> None:
