@@ -26,7 +26,7 @@ DEMO_KEY = "demo-sandbox-key"
 MARKER = ".truth-forge-demo"
 DEFAULT_WORKDIR = ".demo"
 # Everything the demo may leave in its folder (DuckDB writes a .wal beside the file while it is open).
-DEMO_FILES = (MARKER, "warehouse.duckdb", "warehouse.duckdb.wal")
+DEMO_FILES = (MARKER, "warehouse.duckdb", "warehouse.duckdb.wal", "warehouse.duckdb.status.json")
 
 
 class DemoFolderInUse(Exception):

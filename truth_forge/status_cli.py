@@ -1,7 +1,9 @@
 """`truth-forge status`, `runs` and `errors`: the sync's bookkeeping, readable without SQL.
 
 Kept apart from `status.py` (which gathers) so the library stays free of Typer. These commands never
-create a warehouse and open a DuckDB file read-only: looking must change nothing.
+create a warehouse and open a DuckDB file read-only: looking must change nothing. While another
+process writes the DuckDB file (DuckDB then lets nobody else open it), they show what that process
+last wrote beside it (`snapshot.py`) and say so on stderr.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -27,6 +31,26 @@ def _open(settings: Any) -> Any:
     from truth_forge.warehouse import open_warehouse
 
     return open_warehouse(settings, create=False, read_only=True)
+
+
+@contextmanager
+def _reading(settings: Any) -> Iterator[tuple[Any, dict[str, Any] | None]]:
+    """(the warehouse opened for reading, None), or (None, the writer's snapshot) while another
+    process holds the DuckDB file; the file's own error when there is no snapshot to show."""
+    from truth_forge.snapshot import read_snapshot, snapshot_note
+    from truth_forge.warehouse import WarehouseLockedError
+
+    try:
+        warehouse = _open(settings)
+    except WarehouseLockedError:
+        snapshot = read_snapshot(settings.warehouse_url)
+        if snapshot is None:
+            raise
+        typer.echo(snapshot_note(snapshot), err=True)
+        yield None, snapshot
+        return
+    with warehouse:
+        yield warehouse, None
 
 
 def _quiet_logs(ctx: typer.Context) -> None:
@@ -116,13 +140,17 @@ def status_command(
     Exit 0 when all is well, 1 when errors are open, the last run did not succeed or setup is incomplete,
     2 when the warehouse could not be read."""
     from truth_forge.config import Settings
-    from truth_forge.status import NOT_CHECKED_OFFLINE, check_setup, gather_status
+    from truth_forge.status import NOT_CHECKED_OFFLINE, StatusReport, check_setup, gather_status
 
     _quiet_logs(ctx)
     settings = Settings()
     setup = NOT_CHECKED_OFFLINE if offline else check_setup(settings)
-    with _open(settings) as warehouse:
-        report = gather_status(warehouse, warehouse_url=settings.warehouse_url, setup=setup)
+    with _reading(settings) as (warehouse, snapshot):
+        if snapshot is not None:
+            written = {k: v for k, v in snapshot["status"].items() if k != "open_errors"}
+            report = StatusReport(**{**written, "setup": setup})
+        else:
+            report = gather_status(warehouse, warehouse_url=settings.warehouse_url, setup=setup)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2, sort_keys=True))
     else:
@@ -166,8 +194,8 @@ def runs_command(
     from truth_forge.config import Settings
 
     _quiet_logs(ctx)
-    with _open(Settings()) as warehouse:
-        runs = warehouse.recent_runs(limit)
+    with _reading(Settings()) as (warehouse, snapshot):
+        runs = snapshot["runs"][:limit] if snapshot is not None else warehouse.recent_runs(limit)
     if as_json:
         typer.echo(json.dumps(runs, indent=2, sort_keys=True, default=str))
     elif runs:
@@ -189,8 +217,12 @@ def errors_command(
     from truth_forge.config import Settings
 
     _quiet_logs(ctx)
-    with _open(Settings()) as warehouse:
-        errors = warehouse.error_lifecycles(open_only=open_only, run_id=run, limit=limit)
+    with _reading(Settings()) as (warehouse, snapshot):
+        if snapshot is not None:
+            errors = [e for e in snapshot["errors"] if (e["is_open"] or not open_only)
+                      and (run is None or str(e.get("last_run_id") or "").startswith(run))][:limit]
+        else:
+            errors = warehouse.error_lifecycles(open_only=open_only, run_id=run, limit=limit)
     if as_json:
         typer.echo(json.dumps(errors, indent=2, sort_keys=True, default=str))
     elif errors:

@@ -110,6 +110,7 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
     from truth_forge.crm_schema import CrmSchema
     from truth_forge.lease import open_when_free
     from truth_forge.progress import estimate_push
+    from truth_forge.snapshot import write_snapshot
     from truth_forge.sync.runner import run_sync
     from truth_forge.twenty.client import TwentyClient
     from truth_forge.warehouse import open_warehouse
@@ -135,6 +136,7 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
                                   lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds))
             finally:
                 set_run_id(outside_runs)
+        write_snapshot(warehouse, settings.warehouse_url)  # what status reads while a later run holds the file
         alert_after_run(settings, warehouse, result, where=settings.warehouse_url, secrets=api.transport.secrets)
     output.summary(result)
     return STATUS_EXIT.get(result.status, EXIT_COULD_NOT_RUN)

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from truth_forge import shutdown
 from truth_forge.applier import ApplyStats, apply_events
+from truth_forge.snapshot import Throttle, write_snapshot
 from truth_forge.crm_schema import CrmSchema
 from truth_forge.inbox import Inbox
 from truth_forge.lease import WriterLease
@@ -139,7 +140,7 @@ def writer_main(spec: WriterSpec, stop: StopSignal, parent_pid: int) -> None:
     try:
         Writer(inbox=inbox, open_warehouse=lambda: open_warehouse(spec.warehouse_url, tables=spec.warehouse_tables),
                client=client, schema=CrmSchema.load(spec.schema_file), options=spec.options, stop=stop,
-               parent_pid=parent_pid, secrets=(spec.api_key, *spec.secrets)).run()
+               parent_pid=parent_pid, secrets=(spec.api_key, *spec.secrets), warehouse_url=spec.warehouse_url).run()
     finally:
         client.close()
         inbox.close()
@@ -157,8 +158,12 @@ class Writer:
     """The loop of the writer process; see the module docstring."""
 
     def __init__(self, *, inbox: Inbox, open_warehouse: Any, client: TwentyClient, schema: CrmSchema,
-                 options: ServeOptions, stop: StopSignal, parent_pid: int, secrets: tuple[str, ...] = ()) -> None:
+                 options: ServeOptions, stop: StopSignal, parent_pid: int, secrets: tuple[str, ...] = (),
+                 warehouse_url: str | None = None) -> None:
         self.inbox = inbox
+        # Where status, runs and errors find what this process holds the DuckDB file for (snapshot.py).
+        self.warehouse_url = warehouse_url
+        self.snapshots = Throttle()
         self.open_warehouse = open_warehouse
         self.client = client
         self.schema = schema
@@ -254,6 +259,7 @@ class Writer:
             reporter.flush(warehouse)
             warehouse.finish_run(run_id, "partial" if reporter.count else "succeeded", counts)
             warehouse.checkpoint()
+            self._snapshot(warehouse)
 
     def _drain(self, ctx: SyncContext, lease: WriterLease) -> None:
         deadline = time.monotonic() + self.options.drain_seconds
@@ -288,6 +294,8 @@ class Writer:
         self.status.applied.add(stats)
         self.status.batches += 1
         self._publish()
+        if self.snapshots.due():
+            self._snapshot(ctx.warehouse)
         log.debug("Applied %d webhook events (oldest waited %d ms)", len(items), now_ms() - items[0].received_ms)
         return True
 
@@ -305,3 +313,8 @@ class Writer:
             self.status.last_sync = {"run_id": result.run_id, "status": result.status, "counts": result.counts}
         self.status.syncs += 1
         self._publish()
+        self._snapshot(warehouse)
+
+    def _snapshot(self, warehouse: Any) -> None:
+        if self.warehouse_url is not None:
+            write_snapshot(warehouse, self.warehouse_url)
