@@ -336,7 +336,11 @@ class _Push:
 
     def _landed_view(self, item: _Item) -> dict[str, Any]:
         """What both sides hold once this item's body landed (a link still waiting is not among it)."""
-        view = views.warehouse_view(self.obj, self.schema, item.row)
+        if self.ctx.default_region is None:
+            view = views.body_view(self.obj, self.schema, item.row, item.body)  # the row is mapped once
+        else:
+            # Views read phones without a region (as the pull's and the plan's do): mapped again so they agree.
+            view = views.warehouse_view(self.obj, self.schema, item.row)
         if item.waiting:
             view.pop(views.COMPANY_LINK, None)
         return view
