@@ -72,19 +72,18 @@ def _leave_out(left_out: list[str] | None, reason: str) -> None:
 def check_storable(body: Mapping[str, Any]) -> None:
     """Refuse text Twenty's Postgres cannot store (a NUL character), naming the field."""
     for name, value in body.items():
-        for text in _strings(value):
-            if "\x00" in text:
-                raise ValueError(f"{name} contains a NUL character, which Twenty's database cannot store")
+        if _has_nul(value):
+            raise ValueError(f"{name} contains a NUL character, which Twenty's database cannot store")
 
 
-def _strings(value: Any) -> list[str]:
+def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
-        return [value]
+        return "\x00" in value
     if isinstance(value, Mapping):
-        return [t for v in value.values() for t in _strings(v)]
+        return any(_has_nul(v) for v in value.values())
     if isinstance(value, list):
-        return [t for v in value for t in _strings(v)]
-    return []
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def contact_to_person(

@@ -88,9 +88,15 @@ def body_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any], body
     return view
 
 
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str), built
+# once. A string (what the push sends for a JSON column: its text) is encoded as that encoder
+# encodes one, by the same function, without building an encoder per value.
+_DIGEST_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def digest(value: Any) -> str:
     """A push-only value as views hold it: the digest of its canonical JSON."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = json.encoder.encode_basestring(value) if isinstance(value, str) else _DIGEST_JSON.encode(value)
     return DIGEST + hashlib.sha256(text.encode()).hexdigest()[:DIGEST_HEX]
 
 
