@@ -72,17 +72,23 @@ def _leave_out(left_out: list[str] | None, reason: str) -> None:
 def check_storable(body: Mapping[str, Any]) -> None:
     """Refuse text Twenty's Postgres cannot store (a NUL character), naming the field."""
     for name, value in body.items():
+        if isinstance(value, str) and "\x00" not in value:
+            continue  # most fields: one look, no walk
         if _has_nul(value):
             raise ValueError(f"{name} contains a NUL character, which Twenty's database cannot store")
 
 
 def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(_has_nul(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+    waiting = [value]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, Mapping):
+            waiting.extend(item.values())
+        elif isinstance(item, list):
+            waiting.extend(item)
     return False
 
 

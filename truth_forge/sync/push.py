@@ -214,12 +214,13 @@ class _Push:
         """The hash of what Twenty answered, when its two-way fields are what we think both sides now
         hold. Otherwise someone edited a field we did not send in the instant before our write: no
         hash, so the next pull takes the record as changed and merges that edit instead of losing it."""
+        editable = self.obj.editable_from_crm(record, self.schema)  # read once for the view and the hash
         if item.base is None:
-            return self.obj.crm_hash(record, self.schema)
-        theirs = views.twenty_view(self.obj, self.schema, record, self.company_keys)
+            return self.obj.crm_hash(record, self.schema, editable)
+        theirs = views.twenty_view(self.obj, self.schema, record, self.company_keys, editable)
         expected = views.two_way(self.obj, self.schema, item.base)
         agree = all(theirs[name] == expected[name] for name in theirs.keys() & expected.keys())
-        return self.obj.crm_hash(record, self.schema) if agree else None
+        return self.obj.crm_hash(record, self.schema, editable) if agree else None
 
     def _outage(self, error: TwentyError, rows: Sequence[Mapping[str, Any]], operation: str) -> None:
         """A write that failed as a whole: record it on its rows; abort when Twenty looks down or misconfigured."""

@@ -48,9 +48,10 @@ def body_keys(obj: SyncedObject, schema: CrmSchema, columns: Iterable[str]) -> s
 
 
 def twenty_view(obj: SyncedObject, schema: CrmSchema, record: Mapping[str, Any],
-                company_keys: Mapping[str, int]) -> dict[str, Any]:
-    """A Twenty record's two-way fields (and company link, when the company is known to us)."""
-    view = obj.editable_from_crm(record, schema)
+                company_keys: Mapping[str, int], editable: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A Twenty record's two-way fields (and company link, when the company is known to us).
+    `editable`: `obj.editable_from_crm(record, schema)` when the caller has it already."""
+    view = obj.editable_from_crm(record, schema) if editable is None else dict(editable)
     if obj is PERSON and "companyId" in record:
         company = record["companyId"]
         if company is None:
