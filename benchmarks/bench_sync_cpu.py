@@ -12,8 +12,8 @@ change of machine load hits both. Run by hand (not part of the test suite):
     .venv/bin/python benchmarks/bench_sync_cpu.py --before e9762fa --sizes 50000
     .venv/bin/python benchmarks/bench_sync_cpu.py --sizes 30000 --only after --profile /tmp/push.prof
 
-`--profile` runs the sync under cProfile, timed by the main thread's CPU clock (slower: for finding
-the lines, not for figures), and prints the top functions by cumulative time.
+`--profile` runs the sync under cProfile (slower: for finding the lines, not for figures) and
+prints the top functions by own time.
 """
 
 from __future__ import annotations
@@ -33,15 +33,23 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+API_KEY = "bench-memory-key"  # bench_memory's sandbox is started with it
 
-from bench_memory import API_KEY, _cpu_seconds, _start_sandbox  # noqa: E402
+
+def _bench_memory() -> Any:
+    """bench_memory's sandbox helpers, for the driver only: importing that module puts this checkout
+    first on sys.path, which a step running another tree's code must not get."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_memory
+
+    assert bench_memory.API_KEY == API_KEY
+    return bench_memory
 
 
 def _sub(timeout: float, step: str, *args: str) -> dict[str, Any]:
     """A step of this script in a fresh process (PYTHONPATH, set by the caller, picks the code tree)."""
     proc = subprocess.Popen([sys.executable, __file__, "--step", step, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=tempfile.gettempdir())
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -86,7 +94,9 @@ def step_sync(path: str, base_url: str, batch_size: int, profile: str) -> dict[s
         if profile:
             import cProfile
 
-            profiler = cProfile.Profile(time.thread_time)  # this thread's CPU, not the wall clock
+            # The wall clock (a CPU clock per call costs a system call: it would triple the run);
+            # the main thread's waits show as such (lock acquire, future result).
+            profiler = cProfile.Profile()
         cpu0, main0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -119,13 +129,16 @@ def run_one(code: Path, data: Path, tmp: Path, label: str, batch_size: int, time
             profile: str) -> dict[str, Any]:
     copy = tmp / f"{label}.duckdb"
     shutil.copyfile(data, copy)
-    sandbox, url = _start_sandbox(tmp / f"sandbox-{label}.log")
+    helpers = _bench_memory()
+    sandbox, url = helpers._start_sandbox(tmp / f"sandbox-{label}.log")
     try:
         env_path = str(code)
         os.environ["PYTHONPATH"] = env_path  # _sub's child inherits it: that tree's truth_forge is imported
-        sandbox_cpu0 = _cpu_seconds(sandbox.pid) or 0.0
+        sandbox_cpu0 = helpers._cpu_seconds(sandbox.pid) or 0.0
         result = _sub(timeout, "sync", str(copy), url, str(batch_size), profile)
-        sandbox_cpu = _cpu_seconds(sandbox.pid)
+        sandbox_cpu = helpers._cpu_seconds(sandbox.pid)
+        if "code" in result and Path(result["code"]) != code.resolve():
+            raise SystemExit(f"the {label} run imported truth_forge from {result['code']}, not {code}")
         result["sandbox_cpu_s"] = None if sandbox_cpu is None else round(sandbox_cpu - sandbox_cpu0, 1)
         return result
     finally:
@@ -197,7 +210,7 @@ def main() -> None:
     if ns.profile:
         import pstats
 
-        pstats.Stats(ns.profile).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(ns.profile).sort_stats("tottime").print_stats(50)
 
 
 if __name__ == "__main__":

@@ -118,14 +118,17 @@ def phones_value(
     }
 
 
+_NOT_DIGITS = re.compile(r"\D")  # compiled once: every view of a person reads its phones back
+
+
 def phone_to_e164(number: str | None, calling_code: str | None) -> str | None:
     """Twenty's national number + calling code back to one E.164 string."""
     if not number:
         return None
     if number.startswith("+"):
         return number
-    digits = re.sub(r"\D", "", number)
-    code = re.sub(r"\D", "", calling_code or "")
+    digits = _NOT_DIGITS.sub("", number)
+    code = _NOT_DIGITS.sub("", calling_code or "")
     return f"+{code}{digits}" if code else digits
 
 
