@@ -70,7 +70,7 @@ def step_prepare(path: str, contacts: int) -> dict[str, Any]:
     return {"businesses": report.businesses}
 
 
-def step_sync(path: str, base_url: str, batch_size: int, profile: str) -> dict[str, Any]:
+def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_options: str) -> dict[str, Any]:
     """One first sync with the code on sys.path (PYTHONPATH picks the tree), measuring its CPU."""
     import truth_forge
     from truth_forge.crm_schema import CrmSchema, setup_schema
@@ -88,7 +88,7 @@ def step_sync(path: str, base_url: str, batch_size: int, profile: str) -> dict[s
     with TwentyClient(base_url, API_KEY, requests_per_minute=1e9) as client:
         setup_schema(client, CrmSchema.load())
     load_before = os.getloadavg()
-    with open_warehouse(f"duckdb:///{path}") as wh, \
+    with open_warehouse(f"duckdb:///{path}{url_options}") as wh, \
             TwentyClient(base_url, API_KEY, batch_size=batch_size, requests_per_minute=1e9) as client:
         profiler = None
         if profile:
@@ -126,7 +126,7 @@ def _export(ref: str, into: Path) -> Path:
 
 
 def run_one(code: Path, data: Path, tmp: Path, label: str, batch_size: int, timeout: float,
-            profile: str) -> dict[str, Any]:
+            profile: str, url_options: str) -> dict[str, Any]:
     copy = tmp / f"{label}.duckdb"
     shutil.copyfile(data, copy)
     helpers = _bench_memory()
@@ -135,7 +135,7 @@ def run_one(code: Path, data: Path, tmp: Path, label: str, batch_size: int, time
         env_path = str(code)
         os.environ["PYTHONPATH"] = env_path  # _sub's child inherits it: that tree's truth_forge is imported
         sandbox_cpu0 = helpers._cpu_seconds(sandbox.pid) or 0.0
-        result = _sub(timeout, "sync", str(copy), url, str(batch_size), profile)
+        result = _sub(timeout, "sync", str(copy), url, str(batch_size), profile, url_options)
         sandbox_cpu = helpers._cpu_seconds(sandbox.pid)
         if "code" in result and Path(result["code"]) != code.resolve():
             raise SystemExit(f"the {label} run imported truth_forge from {result['code']}, not {code}")
@@ -155,15 +155,18 @@ def main() -> None:
     parser.add_argument("--only", choices=("before", "after"), help="run one side only")
     parser.add_argument("--batch-size", type=int, default=200, help="records per Twenty write (default 200)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per step before it is stopped")
+    parser.add_argument("--url-options", default="", help="appended to the DuckDB URL, e.g. '?memory_limit=1GB'")
     parser.add_argument("--profile", default="", help="cProfile the sync into this file (one side only)")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.step:
         a = ns.args
-        result = step_prepare(a[0], int(a[1])) if ns.step == "prepare" else step_sync(a[0], a[1], int(a[2]), a[3])
+        result = step_prepare(a[0], int(a[1])) if ns.step == "prepare" else step_sync(a[0], a[1], int(a[2]), a[3], a[4])
         print(json.dumps(result))
         return
+    if ns.url_options and not ns.url_options.startswith("?"):
+        ns.url_options = "?" + ns.url_options.lstrip("&")  # glued to the file path: without "?" it names another file
     if ns.profile and not ns.only:
         parser.error("--profile needs --only (one side)")
 
@@ -174,7 +177,7 @@ def main() -> None:
     print(f"# {platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
           f"Python {platform.python_version()}, duckdb {duckdb.__version__}, batch {ns.batch_size}, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; before = {ns.before} ({commit}), after = this checkout",
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, url options {ns.url_options or '(defaults)'}; before = {ns.before} ({commit}), after = this checkout",
           flush=True)
     print("| contacts | code | records written | sync CPU (s) | records / CPU-s | wall (s) | sandbox CPU (s) "
           "| peak RSS (MiB) | load avg (1 min, start -> end) |")
@@ -195,7 +198,7 @@ def main() -> None:
                 print(f"| {n:,} | preparing failed: {prep['failed']} | | | | | | | |", flush=True)
                 continue
             for side in sides:
-                r = run_one(codes[side], data, tmp, side, ns.batch_size, ns.timeout, ns.profile)
+                r = run_one(codes[side], data, tmp, side, ns.batch_size, ns.timeout, ns.profile, ns.url_options)
                 r.update(contacts=n, side=side)
                 details.append(r)
                 if "failed" in r:
