@@ -57,7 +57,8 @@ def _sub(timeout: float, step: str, *args: str) -> dict[str, Any]:
         proc.communicate()
         return {"failed": f"{step} ran over {timeout:.0f} s and was stopped"}
     if proc.returncode != 0:
-        return {"failed": f"{step} exited {proc.returncode}: {err.strip().splitlines()[-3:]}"}
+        lines = err.strip().splitlines()
+        return {"failed": f"{step} exited {proc.returncode}: {[x for x in lines if 'Error' in x][-1:] or lines[-3:]}"}
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
