@@ -210,6 +210,10 @@ class CrmSchema:
                 if key in seen:
                     raise CrmSchemaError(f"CRM schema names {spec.object}.{key[1]} twice")
                 seen.add(key)
+        # Asked for several times per row by the mapping: sorted out once (the fields never change).
+        self._by_object: dict[str, tuple[FieldSpec, ...]] = {}
+        for spec in self.fields:
+            self._by_object[spec.object] = (*self._by_object.get(spec.object, ()), spec)
 
     @classmethod
     def load(cls, extra_file: Path | None = None) -> "CrmSchema":
@@ -217,7 +221,7 @@ class CrmSchema:
         return cls([*BUILTIN_FIELDS, *(load_extra_fields(extra_file) if extra_file else [])])
 
     def for_object(self, obj: ObjectName) -> list[FieldSpec]:
-        return [f for f in self.fields if f.object == obj]
+        return list(self._by_object.get(obj, ()))
 
     def by_column(self, obj: ObjectName) -> dict[str, FieldSpec]:
         return {f.column: f for f in self.for_object(obj)}

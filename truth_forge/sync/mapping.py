@@ -72,19 +72,24 @@ def _leave_out(left_out: list[str] | None, reason: str) -> None:
 def check_storable(body: Mapping[str, Any]) -> None:
     """Refuse text Twenty's Postgres cannot store (a NUL character), naming the field."""
     for name, value in body.items():
-        for text in _strings(value):
-            if "\x00" in text:
-                raise ValueError(f"{name} contains a NUL character, which Twenty's database cannot store")
+        if isinstance(value, str) and "\x00" not in value:
+            continue  # most fields: one look, no walk
+        if _has_nul(value):
+            raise ValueError(f"{name} contains a NUL character, which Twenty's database cannot store")
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping):
-        return [t for v in value.values() for t in _strings(v)]
-    if isinstance(value, list):
-        return [t for v in value for t in _strings(v)]
-    return []
+def _has_nul(value: Any) -> bool:
+    waiting = [value]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, Mapping):
+            waiting.extend(item.values())
+        elif isinstance(item, list):
+            waiting.extend(item)
+    return False
 
 
 def contact_to_person(

@@ -21,10 +21,14 @@ class SyncedObject:
     editable_from_crm: Callable[[Mapping[str, Any], CrmSchema], dict[str, Any]]
     link_fields: tuple[str, ...] = ()  # relations a person can change in Twenty (by Twenty id)
 
-    def crm_hash(self, record: Mapping[str, Any], schema: CrmSchema) -> str:
-        """Hash of the values a person can edit in Twenty: equal hashes mean nothing new to pull."""
+    def crm_hash(self, record: Mapping[str, Any], schema: CrmSchema,
+                 editable: Mapping[str, Any] | None = None) -> str:
+        """Hash of the values a person can edit in Twenty: equal hashes mean nothing new to pull.
+        `editable`: `editable_from_crm(record, schema)` when the caller has it already."""
         links = {name: record.get(name) for name in self.link_fields}
-        return mapping.crm_hash({**self.editable_from_crm(record, schema), **links})
+        if editable is None:
+            editable = self.editable_from_crm(record, schema)
+        return mapping.crm_hash({**editable, **links})
 
 
 PERSON = SyncedObject("person", "people", "contact_id", "contactId", mapping.person_to_contact, ("companyId",))

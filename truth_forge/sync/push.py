@@ -218,12 +218,13 @@ class _Push:
         """The hash of what Twenty answered, when its two-way fields are what we think both sides now
         hold. Otherwise someone edited a field we did not send in the instant before our write: no
         hash, so the next pull takes the record as changed and merges that edit instead of losing it."""
+        editable = self.obj.editable_from_crm(record, self.schema)  # read once for the view and the hash
         if item.base is None:
-            return self.obj.crm_hash(record, self.schema)
-        theirs = views.twenty_view(self.obj, self.schema, record, self.company_keys)
+            return self.obj.crm_hash(record, self.schema, editable)
+        theirs = views.twenty_view(self.obj, self.schema, record, self.company_keys, editable)
         expected = views.two_way(self.obj, self.schema, item.base)
         agree = all(theirs[name] == expected[name] for name in theirs.keys() & expected.keys())
-        return self.obj.crm_hash(record, self.schema) if agree else None
+        return self.obj.crm_hash(record, self.schema, editable) if agree else None
 
     def _outage(self, error: TwentyError, rows: Sequence[Mapping[str, Any]], operation: str) -> None:
         """A write that failed as a whole: its rows are saved as failed (retried next run); abort when
@@ -357,7 +358,11 @@ class _Push:
 
     def _landed_view(self, item: _Item) -> dict[str, Any]:
         """What both sides hold once this item's body landed (a link still waiting is not among it)."""
-        view = views.warehouse_view(self.obj, self.schema, item.row)
+        if self.ctx.default_region is None:
+            view = views.body_view(self.obj, self.schema, item.row, item.body)  # the row is mapped once
+        else:
+            # Views read phones without a region (as the pull's and the plan's do): mapped again so they agree.
+            view = views.warehouse_view(self.obj, self.schema, item.row)
         if item.waiting:
             view.pop(views.COMPANY_LINK, None)
         return view

@@ -48,9 +48,10 @@ def body_keys(obj: SyncedObject, schema: CrmSchema, columns: Iterable[str]) -> s
 
 
 def twenty_view(obj: SyncedObject, schema: CrmSchema, record: Mapping[str, Any],
-                company_keys: Mapping[str, int]) -> dict[str, Any]:
-    """A Twenty record's two-way fields (and company link, when the company is known to us)."""
-    view = obj.editable_from_crm(record, schema)
+                company_keys: Mapping[str, int], editable: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A Twenty record's two-way fields (and company link, when the company is known to us).
+    `editable`: `obj.editable_from_crm(record, schema)` when the caller has it already."""
+    view = obj.editable_from_crm(record, schema) if editable is None else dict(editable)
     if obj is PERSON and "companyId" in record:
         company = record["companyId"]
         if company is None:
@@ -68,19 +69,35 @@ def warehouse_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any])
     except ValueError:
         # Not sendable as it is (an unreadable phone...): compare the raw values; the push reports why.
         view = {c: row.get(c) for c in _two_way_columns(obj, schema)}
-    else:
-        view = obj.editable_from_crm(body, schema)
-        for spec in schema.for_object(obj.object_type):
-            if spec.sync == "push":
-                view[spec.column] = digest(body.get(spec.name))
+        if obj is PERSON:
+            view[COMPANY_LINK] = row.get(COMPANY_LINK)
+        return view
+    return body_view(obj, schema, row, body)
+
+
+def body_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any], body: Mapping[str, Any]
+              ) -> dict[str, Any]:
+    """`warehouse_view` of a row whose body the push has already mapped (with no default region):
+    the same view, without mapping the row a second time. Keys the push adds to a body (its Twenty
+    id, its company link) are not among the fields a view reads."""
+    view = obj.editable_from_crm(body, schema)
+    for spec in schema.for_object(obj.object_type):
+        if spec.sync == "push":
+            view[spec.column] = digest(body.get(spec.name))
     if obj is PERSON:
         view[COMPANY_LINK] = row.get(COMPANY_LINK)
     return view
 
 
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str), built
+# once. A string (what the push sends for a JSON column: its text) is encoded as that encoder
+# encodes one, by the same function, without building an encoder per value.
+_DIGEST_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def digest(value: Any) -> str:
     """A push-only value as views hold it: the digest of its canonical JSON."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = json.encoder.encode_basestring(value) if isinstance(value, str) else _DIGEST_JSON.encode(value)
     return DIGEST + hashlib.sha256(text.encode()).hexdigest()[:DIGEST_HEX]
 
 

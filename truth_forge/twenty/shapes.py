@@ -8,6 +8,7 @@ always written whole: whether Twenty keeps the subfields a partial update leaves
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -84,16 +85,25 @@ def _parse_phone(number: str, default_region: str | None) -> phonenumbers.PhoneN
     return parsed
 
 
+# Parsed phones remembered (a switchboard number shared by many contacts, a row mapped again by a
+# retry): parsing is the dearest part of mapping a row. Bounded, so memory stays flat in N.
+PHONE_MEMO = 8192
+
+
 def phone_parts(number: str, default_region: str | None = None) -> dict[str, str]:
     """`+33 6 12 34 56 78` -> national number, ISO country code and calling code, as Twenty stores them."""
-    parsed = _parse_phone(number, default_region)
+    national, country, calling = _phone_parts(number, default_region)
+    return {"number": national, "countryCode": country, "callingCode": calling}  # a fresh dict: callers own it
+
+
+@functools.lru_cache(maxsize=PHONE_MEMO)
+def _phone_parts(number: str, default_region: str | None) -> tuple[str, str, str]:
+    parsed = _parse_phone(number, default_region)  # a ValueError is not remembered: it is raised each time
     region = phonenumbers.region_code_for_number(parsed) or ""
-    return {
-        "number": phonenumbers.national_significant_number(parsed),
-        # Non-geographic numbers (+800 ...) have region "001", which Twenty refuses as a country code.
-        "countryCode": region if re.fullmatch(r"[A-Z]{2}", region) and region != "ZZ" else "",
-        "callingCode": f"+{parsed.country_code}",
-    }
+    return (phonenumbers.national_significant_number(parsed),
+            # Non-geographic numbers (+800 ...) have region "001", which Twenty refuses as a country code.
+            region if re.fullmatch(r"[A-Z]{2}", region) and region != "ZZ" else "",
+            f"+{parsed.country_code}")
 
 
 def phones_value(
@@ -108,14 +118,17 @@ def phones_value(
     }
 
 
+_NOT_DIGITS = re.compile(r"\D")  # compiled once: every view of a person reads its phones back
+
+
 def phone_to_e164(number: str | None, calling_code: str | None) -> str | None:
     """Twenty's national number + calling code back to one E.164 string."""
     if not number:
         return None
     if number.startswith("+"):
         return number
-    digits = re.sub(r"\D", "", number)
-    code = re.sub(r"\D", "", calling_code or "")
+    digits = _NOT_DIGITS.sub("", number)
+    code = _NOT_DIGITS.sub("", calling_code or "")
     return f"+{code}{digits}" if code else digits
 
 
@@ -149,10 +162,14 @@ def link_value(url: str | None) -> dict[str, Any]:
     return {"primaryLinkUrl": link_url(url), "primaryLinkLabel": None, "secondaryLinks": []}
 
 
+# json.dumps with these options, without building an encoder per call (six JSON columns a row).
+_TEXT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def text_value(value: Any) -> Any:
     """TEXT fields hold the seed's JSON columns as strings; dicts and lists are serialised here."""
     if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        return _TEXT_JSON.encode(value)
     return value
 
 

@@ -197,7 +197,8 @@ class DuckDBWarehouse(Warehouse):
         for b in binds:
             if isinstance(b, RowSet):
                 schema = pa.schema([(n, _ARROW_TYPES[t]) for n, t in b.columns])
-                table = pa.Table.from_pylist([{n: r.get(n) for n, _ in b.columns} for r in b.rows], schema=schema)
+                # Column by column: no dict per row (a push saves state for every record it writes).
+                table = pa.Table.from_pydict({n: [r.get(n) for r in b.rows] for n, _ in b.columns}, schema=schema)
                 name = f"_src_{b.name}"
             elif isinstance(b, KeySet):
                 table = pa.table({"key": pa.array(list(b.values), type=_ARROW_TYPES[b.type])})

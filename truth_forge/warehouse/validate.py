@@ -21,9 +21,13 @@ STRING_LIST = "ARRAY<STRING>"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
+# json.dumps with these options, built once (every saved merge base goes through it).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_json(value: Any) -> str:
     """The one text form of a JSON value that the warehouse stores."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(value)
 
 
 def _coerce(value: Any, type_: str) -> Any:
@@ -89,10 +93,11 @@ def validate_rows(
     keys = (key,) if isinstance(key, str) else key
     out: dict[Any, dict[str, Any]] = {}
     field_set: tuple[str, ...] | None = None
+    known = set(fields)
     for index, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise WarehouseDataError(table, index, f"expects a mapping, got {type(row).__name__}")
-        unknown = sorted(set(row) - set(fields))
+        unknown = sorted(set(row) - known)
         if unknown:
             raise WarehouseDataError(table, index, f"unknown fields {unknown}; known: {sorted(fields)}")
         missing = [k for k in keys if row.get(k) is None]
