@@ -110,3 +110,21 @@ def test_a_journal_kept_beside_the_state_settles_every_run_and_folds_only_when_f
     warehouse.fold_journal()
     assert warehouse.read_sync_state("person", [5])["5"]["last_error"] == "HTTP 502"
     assert "5" in (warehouse.retry_keys("person") or [])
+
+
+def test_a_fold_in_windows_gives_what_one_fold_gives(warehouse: Warehouse) -> None:
+    """An engine with little memory folds a long journal a window of entries at a time: a record
+    whose saves fall into several windows still ends with each field's latest value."""
+    warehouse.fold_window_rows = 2
+    sent: list[Any] = []
+    warehouse.statements.listeners.append(sent.append)
+    save(warehouse, "7", crm_id="a", status="failed", last_error="HTTP 500")
+    save(warehouse, "8", crm_id="c", status="synced")
+    save(warehouse, "7", status="synced", last_error=None)
+    save(warehouse, "7", crm_id="b")
+    save(warehouse, "8", last_error="kept")
+    assert warehouse.fold_journal(force=True) == 5
+    assert folded_state(warehouse, "7") == {"crm_id": "b", "status": "synced", "last_error": None}
+    assert folded_state(warehouse, "8") == {"crm_id": "c", "status": "synced", "last_error": "kept"}
+    folds = [s for s in sent if s.sql.lstrip().startswith("MERGE") and "crm_sync_journal" in s.sql]
+    assert len(folds) == 3  # windows of 2, 2 and 1 entries

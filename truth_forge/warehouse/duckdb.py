@@ -80,6 +80,10 @@ def to_duckdb_sql(bigquery_sql: str) -> str:
 class DuckDBWarehouse(Warehouse):
     """`duckdb:///path/file.duckdb` or `duckdb:///:memory:`."""
 
+    # The journal's fold in windows: one MERGE of a first sync's million entries (each with its
+    # merge base) does not fit the default memory limit.
+    fold_window_rows = 20_000
+
     def __init__(self, path: str, tables: TableNames | None = None, *, read_only: bool = False,
                  create: bool = True, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS,
                  temp_directory: str | None = None, change_range_rows: int | None = None,

@@ -128,6 +128,11 @@ FROM {crm_sync_journal} AS j"""
 _FOLDED_MARK = "journal-folded-upto"  # entries up to here are in crm_sync_state (and removed)
 _SETTLED_MARK = "journal-settled-upto"  # entries up to here are on the retry lists (folded or not)
 _JOURNAL_TRIM = "DELETE FROM {crm_sync_journal} AS j WHERE j.seq <= @upto"
+# Every @window-th entry's seq after @folded: where the fold's windows end.
+_FOLD_BOUNDS = """SELECT w.seq AS seq FROM (
+  SELECT j.seq AS seq, ROW_NUMBER() OVER (ORDER BY j.seq) AS rn FROM {crm_sync_journal} AS j
+  WHERE j.seq > @folded AND j.seq <= @upto
+) AS w WHERE MOD(w.rn, @window) = 0 ORDER BY w.seq"""
 
 
 class _JournalMemory:
@@ -179,6 +184,8 @@ class SyncStateJournal:
     _journal: _JournalMemory
     # Fold once the entries not folded reach this share of the state's rows (0: at every settle).
     journal_fold_share = 0.0
+    # Entries per fold MERGE (None: all in one); an engine whose memory is bounded sets it.
+    fold_window_rows: int | None = None
 
     def _state_rows(self) -> int:
         """Rows in crm_sync_state (a count reads no column: BigQuery bills its 10 MB minimum)."""
@@ -353,7 +360,8 @@ class SyncStateJournal:
             if int(rows[0]["fresh"] or 0):
                 journal_says, _ = self._run(_STATUS_SEEN, (bound, folded, Scalar("settled", INT64, settled)), fetch=True)
             if force or self._fold_due(count - stale):
-                self._run(_FOLD, (bound, folded))
+                for low, high in self._fold_windows(folded.value or 0, upto):
+                    self._run(_FOLD, (Scalar("upto", INT64, high), Scalar("folded", INT64, low)))
                 folded = Scalar("folded", INT64, upto)
                 done = count
             self._settle_statuses(journal_says, bound, folded)
@@ -369,6 +377,18 @@ class SyncStateJournal:
             self._journal.dirty = self._journal.last_seq > max(seen, upto)
             self._journal.unfolded = bool(count) and not done or self._journal.dirty
         return done
+
+    def _fold_windows(self, folded: int, upto: int) -> list[tuple[int, int]]:
+        """(after, upto] seq windows of at most `fold_window_rows` entries, oldest first: folding them
+        one after the other gives what one fold gives (each field takes its latest entry's value),
+        and bounds the memory of each MERGE (DuckDB's is 160 MB by default; a first sync of a
+        million contacts leaves a million entries)."""
+        if not self.fold_window_rows:
+            return [(folded, upto)]
+        rows, _ = self._run(_FOLD_BOUNDS, (Scalar("folded", INT64, folded), Scalar("upto", INT64, upto),
+                                           Scalar("window", INT64, self.fold_window_rows)), fetch=True)
+        bounds = [int(r["seq"]) for r in rows if int(r["seq"]) < upto] + [upto]
+        return list(zip([folded] + bounds[:-1], bounds))
 
     def _fold_due(self, entries: int) -> bool:
         """Whether folding `entries` journal entries now costs less than reading them beside the
