@@ -18,6 +18,7 @@ import pytest
 from tests.fixtures.sandbox import as_person
 from tests.sync.test_sync_sandbox import SCHEMA, record_writes
 from truth_forge.crm_schema import setup_schema
+from truth_forge.sync import own_writes
 from truth_forge.sync.pull import walk_by_updated_at
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
@@ -171,3 +172,15 @@ def test_the_walk_reads_every_record_once_in_bounded_requests(
         walked = [r["id"] for page in walk_by_updated_at(twenty.records, "people", EVERYONE) for r in page.records]
     assert len(walked) == 800 and len(set(walked)) == 800
     assert len(server.request_log) == requests
+
+
+def test_a_tie_is_walked_with_an_apostrophe_in_our_key_name_in_the_query(legacy_sandbox: Any) -> None:
+    """The walk's own conditions go before the pull's query, whose own-writes clause must stay last:
+    after an apostrophe ("O'Brien sync") Twenty's parser splits no later comma, so a condition
+    appended after it made the walk through a tie a 400 on every run."""
+    _three_writes(legacy_sandbox, 150, 450, 200)
+    ours = own_writes.clause_for("O'Brien sync")
+    query = f"and({EVERYONE},{ours})"
+    with TwentyClient(legacy_sandbox.base_url, legacy_sandbox.api_key, requests_per_minute=100_000, timeout=5) as twenty:
+        walked = [r["id"] for page in walk_by_updated_at(twenty.records, "people", query) for r in page.records]
+    assert len(walked) == 800 and len(set(walked)) == 800

@@ -198,7 +198,9 @@ def walk_by_updated_at(records_api: RecordsApi, plural: str, query: str) -> Iter
     walked_ties: set[str] = set()
     repeats = False  # whether this server was seen to send a tie again
     while True:
-        query_now = query if after_tie is None else f'and({query},updatedAt[gte]:"{after_tie}")'
+        # Our conditions first: the pull's query ends in the own-writes clause, which must stay last
+        # (an apostrophe in the key's name would swallow any comma after it: own_writes.clause_for).
+        query_now = query if after_tie is None else f'and(updatedAt[gte]:"{after_tie}",{query})'
         page = records_api.find_page(plural, filter=query_now, order_by="updatedAt", limit=PAGE_SIZE,
                                      starting_after=cursor)
         fresh, repeated = [], None  # repeated: the `updatedAt` of records read a second time
@@ -239,7 +241,7 @@ def _walk_tie(records_api: RecordsApi, plural: str, query: str, stamp: str, seen
     """Every record of `query` updated in `stamp`'s millisecond that is not in `seen`, by id. A
     range, not `[eq]`: on older servers an equality with a millisecond never matches the
     microseconds stored."""
-    in_tie = f'and({query},updatedAt[gte]:"{stamp}",updatedAt[lt]:"{_next_millisecond(stamp)}")'
+    in_tie = f'and(updatedAt[gte]:"{stamp}",updatedAt[lt]:"{_next_millisecond(stamp)}",{query})'
     for page in records_api.iter_pages(plural, filter=in_tie, order_by="id", page_size=PAGE_SIZE):
         fresh = [r for r in page.records if r["id"] not in seen]
         seen |= {r["id"] for r in fresh}
