@@ -6,13 +6,15 @@ overwrites the newer state, and a machine whose clock is behind still has its sa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from truth_forge.warehouse import Warehouse
+from truth_forge.warehouse import Warehouse, open_warehouse
 from truth_forge.warehouse.binds import RowSet
 from truth_forge.warehouse.queries import source_select
+from truth_forge.warehouse.sample_data import generate_sample_data
 from truth_forge.warehouse.schema import INT64, STRING
 
 
@@ -128,3 +130,21 @@ def test_a_fold_in_windows_gives_what_one_fold_gives(warehouse: Warehouse) -> No
     assert folded_state(warehouse, "8") == {"crm_id": "c", "status": "synced", "last_error": "kept"}
     folds = [s for s in sent if s.sql.lstrip().startswith("MERGE") and "crm_sync_journal" in s.sql]
     assert len(folds) == 3  # windows of 2, 2 and 1 entries
+
+
+def test_a_handle_that_only_looks_judges_rows_by_the_journal_it_may_not_fold(tmp_path: Path) -> None:
+    """A dry run may not fold; with the journal kept beside the state (BigQuery's way), its audit
+    must still read the journal's saves, or it would list records already synced as to be created."""
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}?journal_fold_share=1000000"
+    with open_warehouse(url) as wh:
+        generate_sample_data(wh, 8, 2, seed=4)
+        save(wh, "99", crm_id="z", status="synced")
+        wh.fold_journal()  # an empty state: folded; from now on the journal is kept
+        rows = [r for batch in wh.changed_rows("person") for r in batch]
+        wh.upsert_sync_state([{"object_type": "person", "record_key": str(r["contact_id"]), "crm_id": f"id-{r['contact_id']}",
+                               "status": "synced", "warehouse_hash": r["row_hash"]} for r in rows[:5]])
+        wh.fold_journal()
+        assert wh.count_rows("crm_sync_journal") == 5  # kept, not folded
+    with open_warehouse(url, read_only=True) as looking:
+        left = [r["contact_id"] for batch in looking.changed_rows("person") for r in batch]
+    assert sorted(left) == sorted(r["contact_id"] for r in rows[5:])

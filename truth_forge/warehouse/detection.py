@@ -108,6 +108,9 @@ class ChangeDetection:
         def folded_mark(self) -> Scalar:
             raise NotImplementedError
 
+        def _read_unsettled(self, object_type: str, keys: list[str]) -> None:
+            raise NotImplementedError
+
         def get_watermark(self, name: str) -> str | None:
             raise NotImplementedError
 
@@ -289,6 +292,7 @@ class ChangeDetection:
         """View rows with the state they carried: that state is kept for the push's reads, and a
         row whose state this process saved since the query ran is judged by that newer state."""
         key_column = "contact_id" if object_type == "person" else "business_id"
+        self._read_unsettled(object_type, [str(r[key_column]) for r in rows])  # one read, not one a row
         out = []
         for raw in rows:
             row = _view_row(raw)

@@ -128,6 +128,9 @@ FROM {crm_sync_journal} AS j"""
 _FOLDED_MARK = "journal-folded-upto"  # entries up to here are in crm_sync_state (and removed)
 _SETTLED_MARK = "journal-settled-upto"  # entries up to here are on the retry lists (folded or not)
 _JOURNAL_TRIM = "DELETE FROM {crm_sync_journal} AS j WHERE j.seq <= @upto"
+# The records with entries not folded yet.
+_UNFOLDED_KEYS = """SELECT DISTINCT j.object_type AS object_type, j.record_key AS record_key
+FROM {crm_sync_journal} AS j WHERE j.seq > @folded"""
 # Every @window-th entry's seq after @folded: where the fold's windows end.
 _FOLD_BOUNDS = """SELECT w.seq AS seq FROM (
   SELECT j.seq AS seq, ROW_NUMBER() OVER (ORDER BY j.seq) AS rn FROM {crm_sync_journal} AS j
@@ -304,6 +307,15 @@ class SyncStateJournal:
             out[key] = _apply(out.get(key) or _empty((object_type, key)), entry, fields)
         return out
 
+    def _read_unsettled(self, object_type: str, keys: list[str]) -> None:
+        """Read through, in one query, the state of those of `keys` saved (or, for a handle that
+        may not fold, journalled) since the query that found them read the state table."""
+        with self._journal.lock:
+            wanted = [k for k in keys if (object_type, k) in self._journal.unsettled
+                      and (object_type, k) not in self._journal.cache]
+        if wanted:
+            self.read_sync_state(object_type, wanted)
+
     def _settle_detected(self, object_type: str, key: str, carried: dict[str, Any] | None, *,
                          keep: bool) -> dict[str, Any] | None:
         """The state of a row change detection hands out: what this process knows when it saved the
@@ -336,8 +348,14 @@ class SyncStateJournal:
                 self._journal.unfolded = None
                 self._journal.clean = {"person": set(), "company": set()}
                 self._journal.clean_ids.clear()
-            if self.read_only:
+            if self.read_only and not force:
                 return 0  # a handle that only looks
+        if self.read_only:
+            # It may not fold, so a reader of the state table alone would see stale rows: the keys
+            # with entries not folded are read through the journal instead (`_settle_detected`).
+            self._unfolded_keys_unsettled()
+            return 0
+        with self._journal.lock:
             if self._journal.dirty is False and not (force and self._journal.unfolded is not False):
                 return 0  # nothing new to settle, nor to fold
             seen = self._journal.last_seq  # entries this process wrote before the count below
@@ -377,6 +395,14 @@ class SyncStateJournal:
             self._journal.dirty = self._journal.last_seq > max(seen, upto)
             self._journal.unfolded = bool(count) and not done or self._journal.dirty
         return done
+
+    def _unfolded_keys_unsettled(self) -> None:
+        rows, _ = self._run(_UNFOLDED_KEYS, (self.folded_mark(),), fetch=True)
+        with self._journal.lock:
+            for r in rows:
+                key = (r["object_type"], r["record_key"])
+                self._journal.cache.pop(key, None)
+                self._journal.unsettled.add(key)
 
     def _fold_windows(self, folded: int, upto: int) -> list[tuple[int, int]]:
         """(after, upto] seq windows of at most `fold_window_rows` entries, oldest first: folding them
