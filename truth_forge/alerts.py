@@ -92,7 +92,9 @@ def compose_alert(result: Any, open_kinds: Sequence[Mapping[str, Any]], open_err
     open_now = max(len(open_errors), sum(int(k["open_errors"]) for k in open_kinds if k["operation"] != "alert"))
     stopped = result.status == "aborted"
     if not new or (not stopped and open_now < min_errors):
-        return None, Announced(keys, announced.alerted)
+        # Only what an alert named stays announced: errors kept back under the threshold are new
+        # to the alert that crosses it.
+        return None, Announced(announced.keys & keys, announced.alerted)
     headline = (f"sync stopped early, {len(new)} new errors, {open_now} open" if stopped
                 else f"sync {result.status}, {len(new)} new errors, {open_now} open")
     lines = [f"truth-forge run {result.run_id} on {where}: {result.status}.",

@@ -87,6 +87,12 @@ def test_below_the_threshold_no_alert_goes_out(ready_cli: Cli, warehouse_url: st
     done = ready_cli("sync", "--quiet", TRUTH_FORGE_ALERT_WEBHOOK_URL=webhook_receiver.url,
                      TRUTH_FORGE_ALERT_MIN_ERRORS="3")
     assert done.returncode == 1 and webhook_receiver.posts == []
+    # A third bad record crosses it: the alert names all three, the two kept back included.
+    bad_phones(warehouse_url, 5)
+    done = ready_cli("sync", "--quiet", TRUTH_FORGE_ALERT_WEBHOOK_URL=webhook_receiver.url,
+                     TRUTH_FORGE_ALERT_MIN_ERRORS="3")
+    assert done.returncode == 1 and len(webhook_receiver.posts) == 1
+    assert "3 new errors, 3 open" in webhook_receiver.posts[0]["text"]
 
 
 def test_dead_channels_are_logged_and_recorded_and_the_run_stands(ready_cli: Cli, warehouse_url: str,
