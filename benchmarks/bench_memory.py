@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_support import proc_status_mib  # noqa: E402
+from bench_support import proc_status_mib, run_step  # noqa: E402
 
 API_KEY = "bench-memory-key"
 GOAL_MB = 500
@@ -200,17 +200,8 @@ def _round(value: float | None) -> float | None:
 
 
 def _sub(timeout: float, step: str, *args: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--step", step, *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"failed": f"{step} ran over {timeout:.0f} s and was stopped"}
-    if proc.returncode != 0:
-        return {"failed": f"{step} exited {proc.returncode}: {err.strip().splitlines()[-1:] or ''}"}
-    return json.loads(out.strip().splitlines()[-1])
+    """A step of this script in a fresh process (PYTHONPATH, set by the caller, picks the code tree)."""
+    return run_step(__file__, timeout, step, *args)
 
 
 def measure(contacts: int, batch_size: int, url_options: str, timeout: float, trace: bool) -> dict[str, Any]:

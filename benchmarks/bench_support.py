@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -307,3 +308,20 @@ class Deadline:
     def check(self, what: str) -> None:
         if self.left() <= 0:
             raise TimeoutError(f"the benchmark's time bound ran out before {what}")
+
+
+def run_step(script: str, timeout: float, step: str, *args: str, cwd: str | None = None) -> dict[str, Any]:
+    """`python SCRIPT --step STEP ARGS...` in a fresh process group, bounded by `timeout`: the JSON
+    object on its last line of output, or {"failed": why} (the whole group is killed on a timeout)."""
+    proc = subprocess.Popen([sys.executable, script, "--step", step, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {"failed": f"{step} ran over {timeout:.0f} s and was stopped"}
+    if proc.returncode != 0:
+        lines = err.strip().splitlines()
+        return {"failed": f"{step} exited {proc.returncode}: {[x for x in lines if 'Error' in x][-1:] or lines[-3:]}"}
+    return dict(json.loads(out.strip().splitlines()[-1]))

@@ -24,7 +24,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,18 +47,10 @@ def _bench_memory() -> Any:
 
 def _sub(timeout: float, step: str, *args: str) -> dict[str, Any]:
     """A step of this script in a fresh process (PYTHONPATH, set by the caller, picks the code tree)."""
-    proc = subprocess.Popen([sys.executable, __file__, "--step", step, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=tempfile.gettempdir())
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {"failed": f"{step} ran over {timeout:.0f} s and was stopped"}
-    if proc.returncode != 0:
-        lines = err.strip().splitlines()
-        return {"failed": f"{step} exited {proc.returncode}: {[x for x in lines if 'Error' in x][-1:] or lines[-3:]}"}
-    return dict(json.loads(out.strip().splitlines()[-1]))
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # the driver's import only, as in _bench_memory
+    from bench_support import run_step
+
+    return run_step(__file__, timeout, step, *args, cwd=tempfile.gettempdir())
 
 
 def step_prepare(path: str, contacts: int) -> dict[str, Any]:
