@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -58,6 +59,16 @@ def main(
     logging.getLogger("httpcore").setLevel(logging.INFO)
     _state["verbose"] = verbose
     ctx.obj = {"verbose": verbose}
+    _warn_unknown_variables()
+
+
+def _warn_unknown_variables() -> None:
+    """A misspelled TRUTH_FORGE_* variable (in the environment or .env) is said, not silently ignored."""
+    from truth_forge.config import unknown_variables
+    from truth_forge.secrets import dotenv_file_values
+
+    for line in unknown_variables([*os.environ, *dotenv_file_values()]):
+        logging.getLogger("truth_forge.config").warning(line)
 
 
 def explained(command: Command) -> Command:

@@ -7,6 +7,8 @@ name (`TWENTY_BASE_URL`, `GOOGLE_CLOUD_PROJECT`) are accepted under that name to
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -212,6 +214,24 @@ class Settings(BaseSettings):
     )
     alert_timeout_seconds: float = Field(10.0, gt=0, validation_alias=_env("ALERT_TIMEOUT_SECONDS"),
                                          description="Bound on each alert delivery")
+
+
+# TRUTH_FORGE_* variables that are not settings: read by the project's own test suite.
+_NOT_SETTINGS = ("TRUTH_FORGE_SOAK", "TRUTH_FORGE_TEST_")
+
+
+def unknown_variables(names: Iterable[str]) -> list[str]:
+    """A line for each TRUTH_FORGE_* name no setting reads (pydantic ignores them, so a typo would
+    silently leave the default in force), with the closest setting's name when one is close."""
+    known = {choice for f in Settings.model_fields.values() if isinstance(f.validation_alias, AliasChoices)
+             for choice in f.validation_alias.choices if isinstance(choice, str)}
+    lines = []
+    for name in sorted(set(names)):
+        if name.startswith("TRUTH_FORGE_") and name not in known and not name.startswith(_NOT_SETTINGS):
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+            lines.append(f"{name} is not a truth-forge setting and is ignored"
+                         + (f" (did you mean {close[0]}?)" if close else ""))
+    return lines
 
 
 def get_settings() -> Settings:

@@ -140,7 +140,7 @@ def _find_secret(kind: _SecretKind, settings: Settings | None, secret_client: An
             "(set TRUTH_FORGE_GCP_PROJECT_ID or GOOGLE_CLOUD_PROJECT)"
         )
 
-    dotenv = _dotenv_values()
+    dotenv = dotenv_file_values()
     for var in kind.env_vars:
         raw = os.environ.get(var)
         where = f"environment variable {var}"
@@ -210,7 +210,7 @@ def _store_in_dotenv(path: str, var: str, value: str) -> str:
     return f"environment file {path} ({var})"
 
 
-def _dotenv_values(path: str = ".env") -> dict[str, str | None]:
+def dotenv_file_values(path: str = ".env") -> dict[str, str | None]:
     from dotenv import dotenv_values
 
     return dict(dotenv_values(path)) if os.path.isfile(path) else {}

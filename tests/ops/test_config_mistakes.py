@@ -83,3 +83,12 @@ def test_a_sync_with_a_typo_in_a_rename_stops_before_creating_anything(ready_cli
     with open_warehouse(warehouse_url) as warehouse:
         assert "companys" not in warehouse._table_names()
         assert warehouse.recent_runs(5) == []
+
+
+def test_a_misspelled_setting_is_said_with_the_name_it_was_meant_to_be(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("TRUTH_FORGE_TWENTY_BATCH_SIZ=50\n")  # cli runs in tmp_path
+    done = cli("status", "--offline", TRUTH_FORGE_WAREHOUSE_ULR="duckdb:///x.duckdb")
+    assert "TRUTH_FORGE_WAREHOUSE_ULR is not a truth-forge setting and is ignored " \
+           "(did you mean TRUTH_FORGE_WAREHOUSE_URL?)" in done.stderr
+    assert "TRUTH_FORGE_TWENTY_BATCH_SIZ is not a truth-forge setting" in done.stderr
+    assert "TRUTH_FORGE_TWENTY_BATCH_SIZE?" in done.stderr

@@ -18,11 +18,29 @@ rate-limited; API keys can have names of their own:
         human = TwentyClient(sb.base_url, sb.member_token)   # sb.actor(sb.member_token)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from truth_forge.sandbox.config import DEFAULT_API_KEY, SandboxConfig
-from truth_forge.sandbox.faults import FaultSettings
-from truth_forge.sandbox.requestlog import RequestLogEntry
-from truth_forge.sandbox.server import SandboxServer, serve_forever
-from truth_forge.sandbox.webhooks import WebhookDelivery
+
+if TYPE_CHECKING:
+    from truth_forge.sandbox.faults import FaultSettings
+    from truth_forge.sandbox.requestlog import RequestLogEntry
+    from truth_forge.sandbox.server import SandboxServer, serve_forever
+    from truth_forge.sandbox.webhooks import WebhookDelivery
+
+# The server (uvicorn, starlette, the whole API) is imported when first named, not with the package:
+# `truth-forge --help` and every command that never starts a sandbox skip a fifth of a second.
+_LAZY = {"FaultSettings": "faults", "RequestLogEntry": "requestlog", "SandboxServer": "server",
+         "serve_forever": "server", "WebhookDelivery": "webhooks"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"truth_forge.sandbox.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'truth_forge.sandbox' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_API_KEY",

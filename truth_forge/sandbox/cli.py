@@ -13,7 +13,6 @@ import typer
 
 from truth_forge.sandbox.config import DEFAULT_API_KEY, SandboxConfig
 from truth_forge.sandbox.profiles import DEFAULT_PROFILE, PROFILES
-from truth_forge.sandbox.server import serve_forever
 
 
 def sandbox_command(
@@ -73,6 +72,8 @@ def sandbox_command(
         f"export TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE={rate_limit or 100000}"
         + ("" if rate_limit else "  # this sandbox has no limit"),
     ])
+    from truth_forge.sandbox.server import serve_forever  # the server's imports only when one starts
+
     serve_forever(config, ready_message=message)
 
 
