@@ -56,9 +56,9 @@ def write_snapshot(warehouse: Any, warehouse_url: str) -> None:
         partial = path.with_name(path.name + f".{os.getpid()}.tmp")
         partial.write_text(json.dumps(snapshot, default=str, sort_keys=True))
         os.replace(partial, path)
-    except (OSError, WarehouseError) as exc:
+    except Exception as exc:  # what only describes a run never fails it (a full disk, a read that failed)
         log.warning("Could not write the status snapshot %s (status, runs and errors cannot read the warehouse "
-                    "while this process holds it): %s", path, exc)
+                    "while this process holds it): %s: %s", path, type(exc).__name__, exc)
 
 
 def read_snapshot(warehouse_url: str) -> dict[str, Any] | None:

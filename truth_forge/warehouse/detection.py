@@ -300,7 +300,7 @@ class ChangeDetection:
             whole = "base" in carried  # the audit's rows carry their state without the merge base
             exists = row.pop("state_record_key") is not None
             if "company_state_key" in row:
-                # The company's state as the query read it (folded at the detection's start: the
+                # The company's state as the query read it (with the journal laid over it, or folded: the
                 # companies of this run were pushed before the people): None when it has none.
                 known = row.pop("company_state_key") is not None
                 company = {"crm_id": row.pop("company_crm_id"), "status": row.pop("company_status")}
