@@ -11,10 +11,12 @@ lost and nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,13 +125,24 @@ def test_a_sigkilled_runs_row_is_closed_by_the_next_run(sandbox: Any, tmp_path: 
     assert converged(sandbox, db_path) == []
 
 
+@contextlib.contextmanager
+def _sync_every(sandbox: Any, db_path: Path, workdir: Path, interval: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`truth-forge sync --every INTERVAL` (JSON events in every.out), killed if the test leaves it running."""
+    with open(workdir / "every.out", "w") as stdout, open(workdir / "every.err", "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "truth_forge", "sync", "--every", interval, "--log-format", "json"],
+                                env=sync_env(sandbox, db_path, **SETTINGS), cwd=workdir, stdout=stdout, stderr=stderr)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_sigterm_ends_a_sync_every_loop_between_runs(sandbox: Any, tmp_path: Path) -> None:
     db_path = prepare(sandbox, tmp_path)
     out = tmp_path / "every.out"
-    with open(out, "w") as stdout, open(tmp_path / "every.err", "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "truth_forge", "sync", "--every", "1h", "--log-format", "json"],
-                                env=sync_env(sandbox, db_path, **SETTINGS), cwd=tmp_path, stdout=stdout, stderr=stderr)
-    try:
+    with _sync_every(sandbox, db_path, tmp_path, "1h") as proc:
         deadline = time.monotonic() + WAIT_S
         while '"event": "summary"' not in out.read_text():  # the first run is over; the loop waits an hour
             assert proc.poll() is None, (tmp_path / "every.err").read_text()[-2000:]
@@ -137,10 +150,6 @@ def test_sigterm_ends_a_sync_every_loop_between_runs(sandbox: Any, tmp_path: Pat
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(WAIT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     assert code == 143, (tmp_path / "every.err").read_text()[-2000:]
     assert [r["status"] for r in _runs(db_path)] == ["succeeded"]
 
@@ -148,17 +157,10 @@ def test_sigterm_ends_a_sync_every_loop_between_runs(sandbox: Any, tmp_path: Pat
 def test_sigterm_during_a_scheduled_run_closes_it_and_starts_no_other(sandbox: Any, tmp_path: Path) -> None:
     db_path = prepare(sandbox, tmp_path)
     sandbox.set_faults(latency_ms=LATENCY_MS)
-    with open(tmp_path / "every.out", "w") as stdout, open(tmp_path / "every.err", "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "truth_forge", "sync", "--every", "60s", "--log-format", "json"],
-                                env=sync_env(sandbox, db_path, **SETTINGS), cwd=tmp_path, stdout=stdout, stderr=stderr)
-    try:
+    with _sync_every(sandbox, db_path, tmp_path, "60s") as proc:
         _wait_for_batches(sandbox, proc, 1)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(WAIT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     sandbox.clear_faults()
     assert code == 143, (tmp_path / "every.err").read_text()[-2000:]
     assert [r["status"] for r in _runs(db_path)] == ["aborted"]
