@@ -237,11 +237,12 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def estimate_push(warehouse: Any) -> dict[str, int]:
-    """Rows each push will at least send: those without sync state yet (two COUNTs per object).
+def estimate_push(warehouse: Any, states: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, int]:
+    """Rows each push will at least send: those without sync state yet (two COUNTs per object;
+    `states`: `sync_state_counts()` when the caller has it already).
 
     Exact on a first sync; edits to rows synced before are found only by change detection."""
-    states = warehouse.sync_state_counts()
+    states = warehouse.sync_state_counts() if states is None else states
     return {obj: max(0, warehouse.count_rows(table) - sum(states.get(obj, {}).values()))
             for obj, table in OBJECT_TABLES.items()}
 

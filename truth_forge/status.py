@@ -57,14 +57,15 @@ def gather_status(warehouse: Any, *, warehouse_url: str, setup: str) -> StatusRe
                   if k.startswith("watermark:pull") and not k.startswith("watermark:pull-retry")}
     retry_lists = {k.removeprefix("watermark:pull-retry:"): len(json.loads(v or "[]")) for k, v in kv.items()
                    if k.startswith("watermark:pull-retry:")}
+    synced = warehouse.sync_state_counts()
     report = StatusReport(
         warehouse_url=warehouse_url,
         runs=warehouse.recent_runs(RECENT_RUNS),
         open_kinds=warehouse.open_error_kinds(),
         watermarks=watermarks,
         retry_lists=retry_lists,
-        synced=warehouse.sync_state_counts(),
-        never_pushed=estimate_push(warehouse),
+        synced=synced,
+        never_pushed=estimate_push(warehouse, synced),
         setup=setup,
         own_writes=[own_writes.describe(v) for k, v in kv.items() if k.startswith(f"watermark:{own_writes.MARK_PREFIX}")],
     )
