@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 SYNC_STATUSES = ("synced", "failed", "pending", "deleted")
 _KEY = ("object_type", "record_key")
 _STATE_COLUMNS = CRM_SYNC_STATE.column_names
-_VALUE_COLUMNS = tuple(c for c in _STATE_COLUMNS if c not in _KEY)
+_VALUE_COLUMNS = q.STATE_VALUE_COLUMNS
 _JSON_COLUMNS = frozenset(c.name for c in CRM_SYNC_STATE.columns if c.type == JSON)
 SYNC_STATE_FIELDS: dict[str, str] = {c.name: c.type for c in CRM_SYNC_STATE.columns}
 # Rows of state kept in memory for reads (change detection primes it a range at a time; the push
