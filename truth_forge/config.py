@@ -17,8 +17,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TWENTY_BASE_URL = "https://api.twenty.com"
 DEFAULT_WAREHOUSE_URL = "duckdb:///truth_forge.duckdb"
-# serve's gathering window on BigQuery: each apply's MERGE into contacts bills the whole table.
+# serve's gathering window on BigQuery: each apply reads the stamps of the batch's contacts by key
+# (their key and updated_at columns, whole: the table is clustered by updated_at).
 BIGQUERY_SERVE_BATCH_WINDOW = 60.0
+# How long pulled values wait in crm_sync_pending under serve on BigQuery: each landing is a MERGE
+# billing contacts whole (warehouse/pending_rows.py).
+BIGQUERY_SERVE_FOLD_MINUTES = 30.0
 
 if TYPE_CHECKING:
     from truth_forge.sync.sweep import SweepPolicy
@@ -111,7 +115,12 @@ class Settings(BaseSettings):
     serve_batch_window_seconds: float | None = Field(
         None, ge=0, validation_alias=_env("SERVE_BATCH_WINDOW_SECONDS"),
         description="How long `serve` lets webhook events gather before applying them together; by default 0.25 s, "
-                    "and 60 s on BigQuery, where every apply writes contacts with a MERGE billing the whole table",
+                    "and 60 s on BigQuery, where every apply reads the key and stamp columns of contacts",
+    )
+    serve_fold_minutes: float | None = Field(
+        None, ge=0, validation_alias=_env("SERVE_FOLD_MINUTES"),
+        description="On BigQuery, how long values pulled by `serve` wait beside contacts before landing in it "
+                    "(one MERGE billing the whole table each time); by default 30, and 0 (at once) on DuckDB",
     )
     serve_inbox_path: Path = Field(
         Path("truth_forge_inbox.sqlite3"), validation_alias=_env("SERVE_INBOX_PATH"),
@@ -159,6 +168,11 @@ class Settings(BaseSettings):
         from truth_forge.sync.sweep import SweepPolicy
 
         return SweepPolicy(window=dt.timedelta(hours=self.sweep_window_hours), max_requests=self.sweep_max_requests)
+
+    def serve_fold_minutes_or_default(self) -> float:
+        if self.serve_fold_minutes is not None:
+            return self.serve_fold_minutes
+        return BIGQUERY_SERVE_FOLD_MINUTES if self.warehouse_url.startswith("bigquery://") else 0.0
 
     def serve_batch_window(self) -> float:
         if self.serve_batch_window_seconds is not None:

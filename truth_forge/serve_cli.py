@@ -60,7 +60,7 @@ def serve_command(
         tolerance_ms=settings.webhook_tolerance_seconds * 1000, max_body_bytes=settings.webhook_max_body_bytes,
         lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds), detection=settings.detection_policy(),
         sweep=settings.sweep_policy(),
-        batch_window=settings.serve_batch_window(),
+        batch_window=settings.serve_batch_window(), fold_minutes=settings.serve_fold_minutes_or_default(),
         stall_seconds=2 * settings.twenty_request_deadline_seconds,
     )
     spec = WriterSpec(

@@ -66,6 +66,8 @@ class ServeOptions:
     # A batch costs about the same for 10 events as for 300 (a fixed number of statements), so the
     # writer lets a partial batch gather for up to this long; it is the floor of the apply delay.
     batch_window: float = 0.25
+    # Minutes pulled values wait in crm_sync_pending before a scheduled sync lands them (BigQuery).
+    fold_minutes: float = 0.0
     lease_ttl: dt.timedelta = dt.timedelta(seconds=60)
     detection: DetectionPolicy = field(default_factory=DetectionPolicy)  # how scheduled syncs find changes
     sweep: SweepPolicy = field(default_factory=SweepPolicy)  # how scheduled syncs pace the rolling re-read
@@ -199,6 +201,7 @@ class Writer:
         except Exception as exc:
             self._fail(exc)
             return
+        warehouse.pending_fold_minutes = self.options.fold_minutes
         try:
             lease = WriterLease(warehouse, purpose=f"serve (server pid {self.parent_pid})", ttl=self.options.lease_ttl)
             setting_out = dt.datetime.now(dt.timezone.utc)

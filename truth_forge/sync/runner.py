@@ -199,6 +199,8 @@ def _run_as_writer(
                     budget.spend(swept.requests)
                     if swept.requests or swept.behind:  # a run with nothing due keeps its counts as they were
                         counts[f"sweep_{obj.object_type}"] = swept.as_dict()
+            # Pulled values staged on BigQuery land once a run (or, under serve, once an interval).
+            warehouse.fold_pending()
             # Change detection compares with the folded state: what the pull merged is not sent back.
             warehouse.fold_journal()
         if direction in ("both", "push"):
