@@ -158,7 +158,7 @@ def test_a_run_killed_midway_reads_its_slice_again(
 
 
 def test_the_settings_pace_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
-    from truth_forge.config import Settings
+    from truth_forge.core.config import Settings
 
     monkeypatch.setenv("TRUTH_FORGE_SWEEP_WINDOW_HOURS", "6")
     monkeypatch.setenv("TRUTH_FORGE_SWEEP_MAX_REQUESTS", "12")

@@ -205,7 +205,7 @@ def render_plan(plan: SyncPlan, policy: str) -> list[str]:
     """The plan as lines a person reads."""
     lines = [f"Dry run: nothing was written ({plan.requests} read requests to Twenty)."]
     if plan.bytes_billed is not None:
-        from truth_forge.status_cli import format_bytes
+        from truth_forge.cli.status import format_bytes
 
         lines.append(f"Warehouse: these reads billed {format_bytes(plan.bytes_billed)} in "
                      f"{plan.warehouse_statements} statements; the run's detection reads the same, its bookkeeping "

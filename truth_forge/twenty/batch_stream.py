@@ -12,7 +12,7 @@ is split (by the worker that sent it) until the bad records stand alone; a refus
 value on a plain create fails the whole chunk, unsplit; a chunk whose request failed as a whole
 (outage, auth) is reported through `on_abort`, which says whether the stream goes on. A stream that
 stops cancels what has not left and still hands over what the requests already on the wire stored.
-A process told to stop (SIGTERM, `truth_forge/shutdown.py`) stops the stream the same way: a chunk
+A process told to stop (SIGTERM, `truth_forge/core/shutdown.py`) stops the stream the same way: a chunk
 being split when it happens still hands over the parts that landed, then `RunStopped` is raised.
 """
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from truth_forge.shutdown import RunStopped
+from truth_forge.core.shutdown import RunStopped
 from truth_forge.twenty.envelope import data_of
 from truth_forge.twenty.errors import TwentyError, TwentyProtocolError, TwentyRecordRejected
 from truth_forge.twenty.pool import RequestPool, settle

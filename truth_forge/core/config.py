@@ -179,7 +179,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https:// (e.g. https://api.twenty.com)")
         return value
 
-    # --- operating it: warehouse timeouts and alerts (truth_forge/alerts.py) ------------------------
+    # --- operating it: warehouse timeouts and alerts (truth_forge/operations/alerts.py) ------------------------
     warehouse_timeout_seconds: float = Field(
         30.0, gt=0, validation_alias=_env("WAREHOUSE_TIMEOUT_SECONDS"),
         description="Bound on each BigQuery call, retries included (an unreachable endpoint fails after this)",
@@ -240,7 +240,7 @@ def get_settings() -> Settings:
 
 
 def __getattr__(name: str) -> Settings:
-    # `from truth_forge.config import settings` reads `settings.twenty_base_url`, as the seed does.
+    # `from truth_forge.core.config import settings` reads `settings.twenty_base_url`, as the seed does.
     if name == "settings":
         return get_settings()
     raise AttributeError(name)
