@@ -47,6 +47,8 @@ def serve_command(
     from truth_forge.realtime.listen import bind_tcp
     from truth_forge.realtime.server import build_server, uvicorn_server
     from truth_forge.realtime.writer import ServeOptions, WriterSpec
+    from truth_forge.sync.sweep import SweepPolicy
+    from truth_forge.warehouse.detection import DetectionPolicy
 
     settings = get_settings()
     try:
@@ -58,8 +60,8 @@ def serve_command(
         host=host or settings.serve_host, port=settings.serve_port if port is None else port,
         sync_interval=60 * (sync_interval or settings.serve_sync_interval_minutes), sync_on_start=sync_on_start,
         tolerance_ms=settings.webhook_tolerance_seconds * 1000, max_body_bytes=settings.webhook_max_body_bytes,
-        lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds), detection=settings.detection_policy(),
-        sweep=settings.sweep_policy(),
+        lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds), detection=DetectionPolicy.from_settings(settings),
+        sweep=SweepPolicy.from_settings(settings),
         batch_window=settings.serve_batch_window(),
         stall_seconds=2 * settings.twenty_request_deadline_seconds,
     )

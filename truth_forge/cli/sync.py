@@ -112,15 +112,17 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
     from truth_forge.operations.progress import estimate_push
     from truth_forge.operations.snapshot import write_snapshot
     from truth_forge.sync.runner import run_sync
+    from truth_forge.sync.sweep import SweepPolicy
     from truth_forge.twenty.client import TwentyClient
     from truth_forge.warehouse import open_warehouse
+    from truth_forge.warehouse.detection import DetectionPolicy
 
     schema = CrmSchema.load(settings.crm_schema_file)
     with open_when_free(lambda: open_warehouse(settings, create=options.create, read_only=options.dry_run),
                         options.lease_wait) as warehouse, \
             TwentyClient.from_settings(settings) as api:
         if options.dry_run:
-            policy = settings.detection_policy()
+            policy = DetectionPolicy.from_settings(settings)
             if options.full:
                 policy = dataclasses.replace(policy, audit=True)
             return _dry_run(warehouse, api, schema, options, output, policy)
@@ -131,8 +133,8 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
                 result = run_sync(warehouse, api, schema, direction=options.direction,  # type: ignore[arg-type]
                                   conflict_policy=options.conflict_policy,  # type: ignore[arg-type]
                                   on_event=tracking_run_id(on_event), full=options.full,
-                                  lease_wait=options.lease_wait, detection=settings.detection_policy(),
-                                  sweep=settings.sweep_policy(),
+                                  lease_wait=options.lease_wait, detection=DetectionPolicy.from_settings(settings),
+                                  sweep=SweepPolicy.from_settings(settings),
                                   lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds))
             finally:
                 set_run_id(outside_runs)

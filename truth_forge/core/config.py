@@ -6,11 +6,9 @@ name (`TWENTY_BASE_URL`, `GOOGLE_CLOUD_PROJECT`) are accepted under that name to
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,11 +17,6 @@ DEFAULT_TWENTY_BASE_URL = "https://api.twenty.com"
 DEFAULT_WAREHOUSE_URL = "duckdb:///truth_forge.duckdb"
 # serve's gathering window on BigQuery: each apply's MERGE into contacts bills the whole table.
 BIGQUERY_SERVE_BATCH_WINDOW = 60.0
-
-if TYPE_CHECKING:
-    from truth_forge.sync.sweep import SweepPolicy
-    from truth_forge.warehouse.detection import DetectionPolicy
-
 
 def _env(name: str, *aliases: str) -> AliasChoices:
     return AliasChoices(f"TRUTH_FORGE_{name}", *aliases)
@@ -155,21 +148,10 @@ class Settings(BaseSettings):
         description="Requests one sync run may spend on that re-read (200 records a request); 0 turns it off",
     )
 
-    def sweep_policy(self) -> SweepPolicy:
-        from truth_forge.sync.sweep import SweepPolicy
-
-        return SweepPolicy(window=dt.timedelta(hours=self.sweep_window_hours), max_requests=self.sweep_max_requests)
-
     def serve_batch_window(self) -> float:
         if self.serve_batch_window_seconds is not None:
             return self.serve_batch_window_seconds
         return BIGQUERY_SERVE_BATCH_WINDOW if self.warehouse_url.startswith("bigquery://") else 0.25
-
-    def detection_policy(self) -> DetectionPolicy:
-        from truth_forge.warehouse.detection import DetectionPolicy
-
-        return DetectionPolicy(overlap=dt.timedelta(minutes=self.detection_overlap_minutes),
-                               audit_every=dt.timedelta(hours=self.detection_audit_hours))
 
     @field_validator("twenty_base_url")
     @classmethod
