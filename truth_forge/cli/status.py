@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from truth_forge.warehouse.accounting import format_bytes
+
 MESSAGE_CHARS = 200
 
 
@@ -79,18 +81,6 @@ def _phase_total(counts: dict[str, Any], prefix: str, keys: tuple[str, ...]) -> 
 
 
 RUN_ID_SHOWN = 12  # enough to tell runs apart; `errors --run` takes this prefix
-
-
-def format_bytes(n: int | None) -> str:
-    """Bytes as BigQuery's console shows them (powers of 1024), '' when the engine reported none."""
-    if n is None:
-        return ""
-    size, unit = float(n), "B"
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if size < 1024 or unit == "PB":
-            break
-        size /= 1024
-    return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
 
 
 def runs_table(runs: list[dict[str, Any]], *, short_ids: bool = False) -> Table:
