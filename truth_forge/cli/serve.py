@@ -44,7 +44,7 @@ def serve_command(
 
     from truth_forge.realtime.inbox import Inbox
     from truth_forge.core.secrets import resolve_api_key
-    from truth_forge.realtime.listen import bind_tcp
+    from truth_forge.core.listen import bind_tcp
     from truth_forge.realtime.server import build_server, uvicorn_server
     from truth_forge.realtime.writer import ServeOptions, WriterSpec
     from truth_forge.sync.sweep import SweepPolicy
