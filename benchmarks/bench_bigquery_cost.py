@@ -63,8 +63,8 @@ import httpx  # noqa: E402
 from bench_support import ROOT, Deadline, git_commit, load_average, machine_line, today  # noqa: E402
 
 from tests.fixtures.bqemulator import BQEMU_BIN, running_bqemulator  # noqa: E402
-from truth_forge.config import BIGQUERY_SERVE_BATCH_WINDOW, BIGQUERY_SERVE_FOLD_MINUTES  # noqa: E402
-from truth_forge.crm_schema import CrmSchema, setup_schema  # noqa: E402
+from truth_forge.core.config import BIGQUERY_SERVE_BATCH_WINDOW, BIGQUERY_SERVE_FOLD_MINUTES  # noqa: E402
+from truth_forge.core.crm_schema import CrmSchema, setup_schema  # noqa: E402
 from truth_forge.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from truth_forge.sync.runner import run_sync  # noqa: E402
 from truth_forge.sync.views import DIGEST  # noqa: E402
@@ -319,12 +319,12 @@ def serve_batches(sample: Sample, warehouse: BigQueryWarehouse, sandbox: Sandbox
     lease renewed once (recorded apart: renewals come by the clock), the run closed. The batch sizes
     are those of the target's hour (`webhook_batches` at 3 statements a batch: the sizes matter
     little, the statements per batch do not depend on them)."""
-    from truth_forge.applier import apply_events
-    from truth_forge.lease import WriterLease
-    from truth_forge.reporting import ErrorReporter
+    from truth_forge.realtime.applier import apply_events
+    from truth_forge.core.lease import WriterLease
+    from truth_forge.core.reporting import ErrorReporter
     from truth_forge.sync.context import SyncContext
-    from truth_forge.webhooks import WebhookEvent
-    from truth_forge.writer import ServeOptions
+    from truth_forge.realtime.webhooks import WebhookEvent
+    from truth_forge.realtime.writer import ServeOptions
 
     options = ServeOptions(batch_window=BIGQUERY_SERVE_BATCH_WINDOW)  # what serve chooses on BigQuery
     sizes = webhook_batches(SERVE_EVENTS_PER_HOUR, 3600, 3, options.batch_window, options.batch_size)
@@ -518,9 +518,9 @@ def serve_hour(runs: list[dict[str, KindRun]], names: list[dict[str, str]], prof
     """An hour of `serve` with SERVE_EVENTS_PER_HOUR events: the webhook batches the writer forms
     (fitted per batch), a lease renewal every third of its TTL, and the scheduled syncs (each priced
     as a pull of the edits of its interval: they find the webhooks' records already applied)."""
-    from truth_forge.config import Settings
-    from truth_forge.lease import DEFAULT_TTL
-    from truth_forge.writer import ServeOptions
+    from truth_forge.core.config import Settings
+    from truth_forge.core.lease import DEFAULT_TTL
+    from truth_forge.realtime.writer import ServeOptions
 
     batch_runs = [r[SERVE_BATCHES] for r in runs if SERVE_BATCHES in r]
     if not batch_runs:

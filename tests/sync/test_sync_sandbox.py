@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.fixtures.sandbox import as_person
-from truth_forge.crm_schema import CrmSchema
+from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse.sample_data import generate_sample_data

@@ -87,7 +87,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, ABC)
     # A handle for looking only (a dry run): the bookkeeping is read as it is, never folded or kept.
     read_only = False
     # Called by the engines before every statement `fenced()` names: the writer lease's proof that
-    # it still holds the lease (truth_forge/lease.py), which raises LeaseLost when it does not.
+    # it still holds the lease (truth_forge/core/lease.py), which raises LeaseLost when it does not.
     before_write: Callable[[], None] | None = None
 
     def __init__(self, tables: TableNames) -> None:
@@ -347,7 +347,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, ABC)
     def set_bookkeeping(self, key: str, value: str) -> None:
         self._kv_set(key, value)
 
-    # --- the writer lease (see truth_forge/lease.py) --------------------------------------------
+    # --- the writer lease (see truth_forge/core/lease.py) --------------------------------------------
 
     def claim_lease(self, name: str, owner: str, ttl: dt.timedelta) -> dict[str, Any]:
         """Take the lease `name` for `ttl` if it is free, expired or already `owner`'s.

@@ -169,7 +169,7 @@ class BigQueryWarehouse(Warehouse):
 
     def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
         if self.before_write is not None and fenced(template):
-            self.before_write()  # the writer lease's fence (truth_forge/lease.py)
+            self.before_write()  # the writer lease's fence (truth_forge/core/lease.py)
         sql = self._render(template, binds)
         try:
             result = self._query(sql, binds)

@@ -39,6 +39,9 @@ from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.binds import Bind, KeySet, Scalar, json_value, plain_row
 from truth_forge.warehouse.schema import INT64, STRING, TIMESTAMP
 
+if TYPE_CHECKING:
+    from truth_forge.core.config import Settings
+
 log = logging.getLogger(__name__)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -64,6 +67,11 @@ class DetectionPolicy:
     overlap: dt.timedelta = DEFAULT_OVERLAP
     audit_every: dt.timedelta | None = DEFAULT_AUDIT_EVERY
     audit: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DetectionPolicy:
+        return cls(overlap=dt.timedelta(minutes=settings.detection_overlap_minutes),
+                   audit_every=dt.timedelta(hours=settings.detection_audit_hours))
 
 
 @dataclass

@@ -28,7 +28,7 @@ from truth_forge.warehouse.schema import TableNames
 DEFAULT_TIMEOUT_SECONDS = 30.0  # Settings.warehouse_timeout_seconds when no settings are given
 
 if TYPE_CHECKING:
-    from truth_forge.config import Settings
+    from truth_forge.core.config import Settings
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def open_warehouse(
     project_hint: str | None = None
     timeout = DEFAULT_TIMEOUT_SECONDS
     if url_or_settings is None or not isinstance(url_or_settings, str):
-        from truth_forge.config import get_settings
+        from truth_forge.core.config import get_settings
 
         settings = url_or_settings if url_or_settings is not None else get_settings()
         url = settings.warehouse_url

@@ -225,7 +225,7 @@ CRM_SYNC_LEASES = Table(
     "crm_sync_leases",
     _cols(
         ("name", STRING, True),  # what is leased: 'writer' (the right to write this warehouse)
-        ("owner", STRING),  # who holds it (NULL: free); see truth_forge/lease.py
+        ("owner", STRING),  # who holds it (NULL: free); see truth_forge/core/lease.py
         ("acquired_at", TIMESTAMP),
         ("expires_at", TIMESTAMP),  # the engine's clock; an expired lease may be taken over
         ("updated_at", TIMESTAMP),

@@ -8,7 +8,7 @@ every few minutes for completeness. The process has two halves:
 * the request path (Starlette on uvicorn): verify, store in the inbox, answer 200, all in a few
   milliseconds; it never touches the warehouse, so a slow MERGE or a running sync cannot make
   Twenty's 5-second delivery time out;
-* the writer (a child process, truth_forge/writer.py): holds the warehouse's writer lease for as
+* the writer (a child process, truth_forge/realtime/writer.py): holds the warehouse's writer lease for as
   long as the server runs, applies the inbox in micro-batches and runs the scheduled sync, one
   thing at a time. On shutdown (after uvicorn has finished the requests in flight) it finishes what
   it is doing, applies what is already in the inbox (for a bounded time), then releases the lease.
@@ -33,9 +33,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from truth_forge.inbox import Inbox
-from truth_forge.webhooks import Rejected, parse_event, verify_delivery
-from truth_forge.writer import ServeOptions, WriterSpec, now_ms, writer_main
+from truth_forge.realtime.inbox import Inbox
+from truth_forge.realtime.webhooks import Rejected, parse_event, verify_delivery
+from truth_forge.realtime.writer import ServeOptions, WriterSpec, now_ms, writer_main
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ WEBHOOK_PATH = "/webhooks/twenty"
 
 
 class WriterProcess:
-    """The server's handle on its writer process (truth_forge/writer.py)."""
+    """The server's handle on its writer process (truth_forge/realtime/writer.py)."""
 
     def __init__(self, spec: WriterSpec, inbox: Inbox) -> None:
         self.spec = spec

@@ -6,11 +6,9 @@ name (`TWENTY_BASE_URL`, `GOOGLE_CLOUD_PROJECT`) are accepted under that name to
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,11 +21,6 @@ BIGQUERY_SERVE_BATCH_WINDOW = 60.0
 # How long pulled values wait in crm_sync_pending under serve on BigQuery: each landing is a MERGE
 # billing contacts whole (warehouse/pending_rows.py).
 BIGQUERY_SERVE_FOLD_MINUTES = 30.0
-
-if TYPE_CHECKING:
-    from truth_forge.sync.sweep import SweepPolicy
-    from truth_forge.warehouse.detection import DetectionPolicy
-
 
 def _env(name: str, *aliases: str) -> AliasChoices:
     return AliasChoices(f"TRUTH_FORGE_{name}", *aliases)
@@ -164,11 +157,6 @@ class Settings(BaseSettings):
         description="Requests one sync run may spend on that re-read (200 records a request); 0 turns it off",
     )
 
-    def sweep_policy(self) -> SweepPolicy:
-        from truth_forge.sync.sweep import SweepPolicy
-
-        return SweepPolicy(window=dt.timedelta(hours=self.sweep_window_hours), max_requests=self.sweep_max_requests)
-
     def serve_fold_minutes_or_default(self) -> float:
         if self.serve_fold_minutes is not None:
             return self.serve_fold_minutes
@@ -179,12 +167,6 @@ class Settings(BaseSettings):
             return self.serve_batch_window_seconds
         return BIGQUERY_SERVE_BATCH_WINDOW if self.warehouse_url.startswith("bigquery://") else 0.25
 
-    def detection_policy(self) -> DetectionPolicy:
-        from truth_forge.warehouse.detection import DetectionPolicy
-
-        return DetectionPolicy(overlap=dt.timedelta(minutes=self.detection_overlap_minutes),
-                               audit_every=dt.timedelta(hours=self.detection_audit_hours))
-
     @field_validator("twenty_base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
@@ -193,7 +175,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https:// (e.g. https://api.twenty.com)")
         return value
 
-    # --- operating it: warehouse timeouts and alerts (truth_forge/alerts.py) ------------------------
+    # --- operating it: warehouse timeouts and alerts (truth_forge/operations/alerts.py) ------------------------
     warehouse_timeout_seconds: float = Field(
         30.0, gt=0, validation_alias=_env("WAREHOUSE_TIMEOUT_SECONDS"),
         description="Bound on each BigQuery call, retries included (an unreachable endpoint fails after this)",
@@ -254,7 +236,7 @@ def get_settings() -> Settings:
 
 
 def __getattr__(name: str) -> Settings:
-    # `from truth_forge.config import settings` reads `settings.twenty_base_url`, as the seed does.
+    # `from truth_forge.core.config import settings` reads `settings.twenty_base_url`, as the seed does.
     if name == "settings":
         return get_settings()
     raise AttributeError(name)

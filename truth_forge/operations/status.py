@@ -52,7 +52,7 @@ class StatusReport:
 
 def gather_status(warehouse: Any, *, warehouse_url: str, setup: str) -> StatusReport:
     """Read the bookkeeping and say what the next run will do."""
-    from truth_forge.progress import estimate_push
+    from truth_forge.operations.progress import estimate_push
 
     kv = warehouse.bookkeeping_values()
     watermarks = {k.removeprefix("watermark:"): v for k, v in kv.items()
@@ -113,8 +113,8 @@ def _minus_overlap(mark: str) -> str:
 
 def check_setup(settings: Any) -> str:
     """'complete', 'INCOMPLETE: ...' or 'not checked: <why>' (one metadata read)."""
-    from truth_forge.crm_schema import CrmSchema, verify_schema
-    from truth_forge.failures import explain
+    from truth_forge.core.crm_schema import CrmSchema, verify_schema
+    from truth_forge.operations.failures import explain
     from truth_forge.twenty.client import TwentyClient
 
     try:
