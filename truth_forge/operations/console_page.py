@@ -21,7 +21,7 @@ from truth_forge.operations.metrics import run_totals
 from truth_forge.warehouse.accounting import format_bytes
 
 RUNS_LISTED = 20
-CHART_W, CHART_H, CHART_PAD = 720, 160, 28
+CHART_W, CHART_H, CHART_PAD = 760, 170, 44
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -75,10 +75,12 @@ def _lookup_form(object_type: str = "person", asked: str = "") -> str:
 def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, numeric: Iterable[str] = (),
            table_id: str = "") -> str:
     numbers = set(numeric)
+    number_cell = '<td class="n">'
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td{' class=n' if c in numbers else ''}>{cell}</td>"
+    body = "".join("<tr>" + "".join(f"{number_cell if c in numbers else '<td>'}{cell}</td>"
                                     for c, cell in zip(columns, row)) + "</tr>" for row in rows)
-    return f"<table{f' id={_e(table_id)}' if table_id else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    opening = f'<table id="{_e(table_id)}">' if table_id else "<table>"
+    return f"{opening}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # --- the overview ----------------------------------------------------------------------------------
@@ -137,7 +139,10 @@ def _budget_section(overview: Overview, requests_per_minute: float) -> str:
         hours[slot] += int((run.get("counts") or {}).get("requests", 0) or 0)
     spent = sum(hours)
     hourly_budget = requests_per_minute * 60
-    top = max(max(hours), hourly_budget, 1)
+    # Scaled to what was spent: a budget far above it would flatten every bar to nothing.
+    top = max(max(hours) * 1.15, 1)
+    budget_on_scale = hourly_budget <= top * 1.5
+    top = max(top, hourly_budget) if budget_on_scale else top
     inner_w, inner_h = CHART_W - 2 * CHART_PAD, CHART_H - 2 * CHART_PAD
     bar_w = inner_w / 24
     bars = []
@@ -146,15 +151,19 @@ def _budget_section(overview: Overview, requests_per_minute: float) -> str:
         bars.append(f"<rect x=\"{CHART_PAD + i * bar_w + 1:.1f}\" y=\"{CHART_PAD + inner_h - h:.1f}\" "
                     f"width=\"{bar_w - 2:.1f}\" height=\"{h:.1f}\" fill=\"#3b6fd8\"><title>{_e(n)} requests, "
                     f"hour starting {_e(_when(start + dt.timedelta(hours=i)))}</title></rect>")
-    budget_y = CHART_PAD + inner_h - inner_h * hourly_budget / top
+    budget_y = CHART_PAD + inner_h - inner_h * hourly_budget / top if budget_on_scale else CHART_PAD - 10
     svg = (f"<svg id=\"budget-chart\" width=\"{CHART_W}\" height=\"{CHART_H}\" viewBox=\"0 0 {CHART_W} {CHART_H}\" "
            f"role=\"img\" aria-label=\"requests per hour over the last day\">"
            f"<line x1=\"{CHART_PAD}\" x2=\"{CHART_W - CHART_PAD}\" y1=\"{CHART_PAD + inner_h}\" "
            f"y2=\"{CHART_PAD + inner_h}\" stroke=\"#9aa3b1\"/>{''.join(bars)}"
-           f"<line x1=\"{CHART_PAD}\" x2=\"{CHART_W - CHART_PAD}\" y1=\"{budget_y:.1f}\" y2=\"{budget_y:.1f}\" "
-           f"stroke=\"#b3261e\" stroke-dasharray=\"4 3\"/>"
-           f"<text x=\"{CHART_W - CHART_PAD}\" y=\"{budget_y - 4:.1f}\" text-anchor=\"end\" font-size=\"11\" "
-           f"fill=\"#b3261e\">budget {_e(int(hourly_budget))}/hour</text>"
+           + (f"<line x1=\"{CHART_PAD}\" x2=\"{CHART_W - CHART_PAD}\" y1=\"{budget_y:.1f}\" y2=\"{budget_y:.1f}\" "
+              f"stroke=\"#b3261e\" stroke-dasharray=\"4 3\"/>" if budget_on_scale else "")
+           + f"<text x=\"{CHART_W - CHART_PAD}\" y=\"{max(budget_y - 4, 12):.1f}\" text-anchor=\"end\" font-size=\"11\" "
+           f"fill=\"#b3261e\">budget {_e(int(hourly_budget))}/hour{'' if budget_on_scale else ' (above this scale)'}</text>"
+           f"<text x=\"{CHART_PAD - 4}\" y=\"{CHART_PAD + 4}\" text-anchor=\"end\" font-size=\"11\" "
+           f"fill=\"#5b6474\">{_e(int(top))}</text>"
+           f"<text x=\"{CHART_PAD - 4}\" y=\"{CHART_PAD + inner_h}\" text-anchor=\"end\" font-size=\"11\" "
+           f"fill=\"#5b6474\">0</text>"
            f"<text x=\"{CHART_PAD}\" y=\"{CHART_H - 8}\" font-size=\"11\" fill=\"#5b6474\">{_e(_when(start))}</text>"
            f"<text x=\"{CHART_W - CHART_PAD}\" y=\"{CHART_H - 8}\" font-size=\"11\" text-anchor=\"end\" "
            f"fill=\"#5b6474\">{_e(_when(end))} UTC</text></svg>")
@@ -170,7 +179,8 @@ def _error_rows(errors: Iterable[Mapping[str, Any]]) -> list[list[str]]:
     rows = []
     for error in errors:
         record = _record_link(error)
-        state = "open" if error.get("is_open") else f"closed {_when(error.get('resolved_at'))}"
+        closed = "settled" if error.get("operation") == "conflict" else "closed"
+        state = "open" if error.get("is_open") else f"{closed} {_when(error.get('resolved_at'))}"
         message = f"{error.get('error_class') or ''}: {error.get('error_message') or ''}"
         rows.append([_e(state), _e(" ".join(x for x in (error.get("operation"), error.get("object_type")) if x)),
                      record, _e(error.get("attempts")), _e(_when(error.get("first_seen"))),
@@ -207,7 +217,11 @@ def _conflicts_section(conflicts: list[dict[str, Any]]) -> str:
 
 def record_page(lookup: RecordLookup, *, source: str) -> str:
     title = f"{lookup.object_type} {lookup.asked}"
-    parts = [f"<section><h2>{_e(title)}</h2>{_lookup_form(lookup.object_type, lookup.asked)}</section>"]
+    parts = [f"<section><h2>{_e(title)}</h2>{_lookup_form(lookup.object_type, lookup.asked)}</section>",
+             _history_section(lookup.history)]
+    rows = _error_rows(lookup.errors)
+    table = _table(_ERROR_COLUMNS, rows, numeric=("attempts",), table_id="record-errors") if rows else "<p>None.</p>"
+    parts.append(f"<section><h2>Errors and conflicts</h2>{table}</section>")
     if lookup.unavailable:
         parts.append(f"<section><p class=\"bad\" id=\"unavailable\">{_e(lookup.unavailable)}</p></section>")
     elif lookup.state is None:
@@ -221,10 +235,6 @@ def record_page(lookup: RecordLookup, *, source: str) -> str:
             base_rows = [[_e(k), f"<pre>{_e(v)}</pre>"] for k, v in sorted(base.items())]
             parts.append("<section><h2>Values both sides last agreed on</h2>"
                          f"{_table(['field', 'value'], base_rows, table_id='base')}</section>")
-    parts.append(_history_section(lookup.history))
-    rows = _error_rows(lookup.errors)
-    table = _table(_ERROR_COLUMNS, rows, numeric=("attempts",), table_id="record-errors") if rows else "<p>None.</p>"
-    parts.append(f"<section><h2>Errors and conflicts</h2>{table}</section>")
     return _page(f"truth-forge: {title}", "".join(parts), source=source)
 
 

@@ -126,7 +126,7 @@ class ConsoleReads:
         open_errors = [e for e in errors if e["is_open"] and e["operation"] != "conflict"][:ERRORS_SHOWN]
         conflicts = [e for e in errors if e["operation"] == "conflict"][:ERRORS_SHOWN]
         return Overview(runs=runs, open_errors=open_errors, open_error_count=open_count, conflicts=conflicts,
-                        source=note or "warehouse")
+                        source=note or f"the warehouse, {self.warehouse_url}")
 
     def record(self, object_type: str, asked: str) -> RecordLookup:
         """One record by its warehouse key or its Twenty id (a UUID)."""
