@@ -103,6 +103,8 @@ class ConsoleReads:
         yield None, snapshot, snapshot_note(snapshot)
 
     def overview(self) -> Overview:
+        if self._held_by_serve:
+            return self._read_overview()  # a snapshot costs nothing to read: always the latest
         with self._lock:
             if self._cached is not None and time.monotonic() - self._cached[0] < self._cache_seconds:
                 return self._cached[1]
