@@ -71,6 +71,7 @@ def test_metrics_of_a_running_serve_parse_and_count_runs_records_requests_and_we
     # The oldest event not applied yet: none, or the echo of the key the writer just gave Grace.
     assert 0 <= got[("truth_forge_webhook_lag_seconds", ())] < 60
     assert got[("truth_forge_writer_ready", ())] == 1
+    assert got[("truth_forge_warehouse_readable", ())] == 1
 
 
 def test_beyond_loopback_the_console_and_metrics_ask_for_the_token(

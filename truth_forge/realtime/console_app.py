@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,7 +31,7 @@ from starlette.routing import Route
 
 from truth_forge.core.secrets import redact
 from truth_forge.operations import console_page, metrics
-from truth_forge.operations.console_reads import CACHE_SECONDS as CACHE_SECONDS_IN_SERVE, ConsoleReads
+from truth_forge.operations.console_reads import CACHE_SECONDS as CACHE_SECONDS_IN_SERVE, ConsoleReads, Overview
 from truth_forge.warehouse.errors import WarehouseError
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,6 @@ class Console:
     access: ConsoleAccess
     requests_per_minute: float
     serve: ServeSide | None = None  # set inside `serve`: /metrics is answered too
-    now_ms: Callable[[], int] = field(default=lambda: 0)
 
     def _guarded(self, handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
         async def guarded(request: Request) -> Response:
@@ -146,9 +146,17 @@ class Console:
         serve = self.serve
 
         def gather() -> str:
-            collected = metrics.collect(self.reads.overview(), writer=serve.writer_report(),
+            try:
+                overview, readable = self.reads.overview(), True
+            except WarehouseError as exc:  # the webhook side's figures still go out
+                log.warning("/metrics could not read the warehouse: %s: %s", type(exc).__name__, exc)
+                overview, readable = Overview([], [], 0, [], source="unreadable"), False
+            collected = metrics.collect(overview, writer=serve.writer_report(),
                                         inbox_counts=serve.inbox_counts(), oldest_pending_ms=serve.oldest_pending_ms(),
-                                        now_ms=self.now_ms(), requests_per_minute=self.requests_per_minute)
+                                        now_ms=time.time_ns() // 1_000_000,
+                                        requests_per_minute=self.requests_per_minute)
+            collected.append(metrics.Metric(f"{metrics.PREFIX}warehouse_readable", "gauge",
+                                            "1 when the runs and errors above could be read").add(float(readable)))
             return metrics.render(collected)
 
         return Response(await run_in_threadpool(gather), media_type=metrics.CONTENT_TYPE,
@@ -186,7 +194,6 @@ def serve_console_routes(webhook_app: Any) -> list[Route]:
     """The console and /metrics of `serve` (realtime/server.py's WebhookApp): the warehouse is read
     only through the writer's snapshot when it is a DuckDB file (the writer holds it), and at most
     once every CACHE_SECONDS on BigQuery."""
-    from truth_forge.realtime.writer import now_ms
     from truth_forge.warehouse import open_warehouse
 
     spec, options = webhook_app.writer.spec, webhook_app.options
@@ -198,4 +205,4 @@ def serve_console_routes(webhook_app: Any) -> list[Route]:
         log.warning("serve listens on %s, beyond loopback, and %s is not set: the console and /metrics answer 403",
                     options.host, TOKEN_SETTING)
     per_minute = float(spec.client_options.get("requests_per_minute") or 100)
-    return Console(reads, access, per_minute, serve=_ServeFigures(webhook_app), now_ms=now_ms).routes()
+    return Console(reads, access, per_minute, serve=_ServeFigures(webhook_app)).routes()
