@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from truth_forge.realtime.console_app import serve_console_routes
 from truth_forge.realtime.inbox import Inbox
 from truth_forge.realtime.webhooks import Rejected, parse_event, verify_delivery
 from truth_forge.realtime.writer import ServeOptions, WriterSpec, now_ms, writer_main
@@ -146,6 +147,7 @@ class WebhookApp:
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/status", self.status, methods=["GET"]),
+            *serve_console_routes(self),  # `/`, `/record`, `/metrics`: read-only, token beyond loopback
         ], lifespan=lifespan)
 
 
