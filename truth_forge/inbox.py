@@ -56,6 +56,16 @@ CREATE TABLE IF NOT EXISTS replay_keys (
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """A verified delivery on its way into the inbox."""
+
+    delivery: SignedDelivery
+    event: WebhookEvent | None  # None: an object the sync does not move
+    raw_body: bytes
+    received_ms: int
+
+
+@dataclass(frozen=True)
 class InboxItem:
     seq: int
     received_ms: int
@@ -65,7 +75,7 @@ class InboxItem:
 class Inbox:
     """One SQLite file, opened by the server and by its writer process (WAL: readers never wait)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +83,8 @@ class Inbox:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        # How long a transaction waits for the other process's to end before failing.
+        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -82,26 +93,37 @@ class Inbox:
 
     # --- the request path ------------------------------------------------------------------------
 
-    def accept(self, delivery: SignedDelivery, event: WebhookEvent | None, raw_body: bytes, now_ms: int) -> str:
-        """Store a verified delivery in one transaction: 'stored', 'duplicate' (same body seen) or
-        'ignored' (an object the sync does not move). Raise Rejected(401) for a replay, storing nothing."""
+    def accept_group(self, arrivals: Sequence[Arrival]) -> list[str | Rejected]:
+        """Store verified deliveries that arrived together, in one transaction with one commit (one
+        fsync for the group: a group commit). Each gets its outcome, in order: 'stored', 'duplicate'
+        (same body seen), 'ignored' (an object the sync does not move), or Rejected(401) for a replay,
+        which stores nothing of that delivery. Returns only once the group is durable; raises (and
+        stores none of it) if the transaction fails."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._remember(f"nonce:{delivery.nonce}", now_ms, "replayed nonce")
-                self._remember(f"signature:{delivery.signature}", now_ms, "replayed delivery (same signature)")
-                outcome = "ignored" if event is None else self._store(event, raw_body, now_ms)
+                outcomes = [self._accept(arrival) for arrival in arrivals]
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
-        return outcome
+        return outcomes
 
-    def _remember(self, key: str, now_ms: int, reason: str) -> None:
-        try:
-            self._db.execute("INSERT INTO replay_keys (key, seen_ms) VALUES (?, ?)", (key, now_ms))
-        except sqlite3.IntegrityError:
-            raise Rejected(401, reason) from None
+    def _accept(self, arrival: Arrival) -> str | Rejected:
+        nonce_key = f"nonce:{arrival.delivery.nonce}"
+        if not self._remember(nonce_key, arrival.received_ms):
+            return Rejected(401, "replayed nonce")
+        if not self._remember(f"signature:{arrival.delivery.signature}", arrival.received_ms):
+            # Refused: its nonce must not stay behind either (it came with a replay, not a delivery).
+            self._db.execute("DELETE FROM replay_keys WHERE key = ?", (nonce_key,))
+            return Rejected(401, "replayed delivery (same signature)")
+        return "ignored" if arrival.event is None else self._store(arrival.event, arrival.raw_body, arrival.received_ms)
+
+    def _remember(self, key: str, now_ms: int) -> bool:
+        """Record a replay key; False if it was already there."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO replay_keys (key, seen_ms) VALUES (?, ?)", (key, now_ms))
+        return cursor.rowcount == 1
 
     def _store(self, event: WebhookEvent, raw_body: bytes, now_ms: int) -> str:
         cursor = self._db.execute(
