@@ -86,8 +86,17 @@ class Inbox:
         # How long a transaction waits for the other process's to end before failing.
         self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self._db.executescript(_SCHEMA)
+        # Status reads (/status, /readyz) on a connection of their own: in WAL they never wait for a
+        # commit, so the server's event loop is not held while the storing thread syncs the disk.
+        self._read_lock = threading.Lock()
+        self._reads = self._db if self.path == ":memory:" else sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False)
+        self._reads.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
 
     def close(self) -> None:
+        with self._read_lock:
+            if self._reads is not self._db:
+                self._reads.close()
         with self._lock:
             self._db.close()
 
@@ -162,8 +171,8 @@ class Inbox:
             self._db.execute("COMMIT")
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
+        with self._read_lock:
+            rows = self._reads.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
         return {"pending": 0, "applied": 0, "failed": 0, **{status: n for status, n in rows}}
 
     def save_writer_status(self, status: dict[str, object]) -> None:
@@ -174,8 +183,8 @@ class Inbox:
                              (json.dumps(status, default=str), _now_ms()))
 
     def writer_status(self) -> dict[str, object] | None:
-        with self._lock:
-            row = self._db.execute("SELECT status FROM writer_status WHERE id = 1").fetchone()
+        with self._read_lock:
+            row = self._reads.execute("SELECT status FROM writer_status WHERE id = 1").fetchone()
         return json.loads(row[0]) if row else None
 
     def clear_writer_status(self) -> None:
