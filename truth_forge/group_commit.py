@@ -6,8 +6,13 @@ fsync, one event after another. Here one thread does the storing: it takes every
 when it is free, stores them in one transaction (truth_forge/inbox.py, `Inbox.accept_group`) and
 only then, once that commit has returned, hands each request its outcome. So each
 acknowledgement still follows its own durable store, the event loop keeps parsing and verifying
-while the disk syncs, and under load one fsync serves many events. Nothing waits for a group to
-fill: an event arriving at an idle moment is committed at once, alone.
+while the disk syncs, and under load one fsync serves many events.
+
+A commit has a fixed cost (about 0.2 ms of CPU here, most of it the fsync) and a delivery alone
+costs a tenth of that, so a group gathers for up to `GATHER_SECONDS` after its first delivery
+arrived: paced at 1,000 events a second, deliveries come a millisecond apart and would otherwise
+mostly commit alone (measured: 1.6 per commit, 0.22 ms of the storing thread's CPU per event).
+Two milliseconds are nothing against Twenty's 5-second delivery timeout.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections import defaultdict
 
 from truth_forge.inbox import Arrival, Inbox
@@ -23,15 +29,17 @@ from truth_forge.inbox import Arrival, Inbox
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 256  # deliveries per transaction at most: bounds how long the first of them waits
-_Waiting = tuple[Arrival, "asyncio.Future[str]"]
+GATHER_SECONDS = 0.002  # how long a group's first delivery waits for companions at most
+_Waiting = tuple[Arrival, "asyncio.Future[str]", float]  # the delivery, its answer, when it came (monotonic)
 
 
 class GroupCommit:
     """A storing thread between the request handlers and the inbox (start it, then `await store(...)`)."""
 
-    def __init__(self, inbox: Inbox, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, inbox: Inbox, max_group: int = MAX_GROUP, gather_seconds: float = GATHER_SECONDS) -> None:
         self.inbox = inbox
         self.max_group = max_group
+        self.gather_seconds = gather_seconds
         self._waiting: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.commits = 0  # transactions made (fewer than deliveries under load: that is the point)
@@ -53,7 +61,7 @@ class GroupCommit:
         if self._thread is None:
             raise RuntimeError("the inbox's commit thread is not running")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting.put((arrival, future))
+        self._waiting.put((arrival, future, time.monotonic()))
         return await future
 
     def _run(self) -> None:
@@ -63,9 +71,11 @@ class GroupCommit:
             if first is None:
                 return
             group = [first]
+            gathered_by = first[2] + self.gather_seconds
             while len(group) < self.max_group:
+                left = gathered_by - time.monotonic()
                 try:
-                    waiting = self._waiting.get_nowait()
+                    waiting = self._waiting.get(timeout=left) if left > 0 else self._waiting.get_nowait()
                 except queue.Empty:
                     break
                 if waiting is None:
@@ -77,14 +87,14 @@ class GroupCommit:
     def _commit(self, group: list[_Waiting]) -> None:
         outcomes: list[str | BaseException]
         try:
-            outcomes = list(self.inbox.accept_group([arrival for arrival, _ in group]))
+            outcomes = list(self.inbox.accept_group([arrival for arrival, _, _ in group]))
             self.commits += 1
         except Exception as exc:  # the whole transaction failed: no request of the group is acknowledged
             log.error("Could not store %d webhook deliveries in the inbox: %s", len(group), exc)
             outcomes = [exc] * len(group)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[str], str | BaseException]]] = \
             defaultdict(list)
-        for (_, future), outcome in zip(group, outcomes):
+        for (_, future, _), outcome in zip(group, outcomes):
             by_loop[future.get_loop()].append((future, outcome))
         for loop, settled in by_loop.items():
             # One wake-up of the event loop per group, not one per request.
