@@ -154,6 +154,14 @@ class Inbox:
         return [InboxItem(seq, received, WebhookEvent(obj, action, record_id, json.loads(record), event_date))
                 for seq, received, obj, action, record_id, event_date, record in rows]
 
+    def pending_arrivals(self, limit: int) -> list[int]:
+        """When the oldest events not yet applied arrived (ms), in arrival order: what the writer
+        needs to decide whether to wait for more, without reading and decoding the events."""
+        with self._lock:
+            rows = self._db.execute("SELECT received_ms FROM events WHERE status = 'pending' ORDER BY seq LIMIT ?",
+                                    (int(limit),)).fetchall()
+        return [received for (received,) in rows]
+
     def mark_applied(self, seqs: Sequence[int], now_ms: int | None = None) -> None:
         self._update(seqs, "UPDATE events SET status = 'applied', applied_ms = ?, last_error = NULL "
                            "WHERE seq = ?", now_ms if now_ms is not None else _now_ms())

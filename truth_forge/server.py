@@ -153,7 +153,8 @@ class WebhookApp:
         return JSONResponse({"ready": ready, "state": state, "detail": detail}, status_code=200 if ready else 503)
 
     async def status(self, request: Request) -> JSONResponse:
-        return JSONResponse({"writer": self.writer.status(), "inbox": self.inbox.counts()})
+        return JSONResponse({"writer": self.writer.status(), "inbox": self.inbox.counts(),
+                             "receiver": {"commits": self.commit.commits}})
 
     def build(self) -> ASGIApp:
         @contextlib.asynccontextmanager
