@@ -12,8 +12,8 @@ bundled Twenty sandbox (both on 127.0.0.1), every statement the engine sends is 
 
 Run kinds, in this order on one warehouse: first sync; no-op; "1 % changed" (contacts renamed in
 the warehouse); a pull of Twenty edits (people renamed in the sandbox by a workspace member, as a
-person in Twenty's app); `sync --full`. (An hour of `serve` with 5,000 webhook events is not
-measured yet.)
+person in Twenty's app), whose staged values' landing is recorded apart; `sync --full`; then the
+webhook batches of an hour of `serve` (priced with its scheduled syncs and landings).
 
 From a few thousand contacts to millions: the emulator holds a few thousand contacts, so the
 statement counts are extrapolated. Statements are grouped by shape (the SQL with table names made
@@ -63,8 +63,8 @@ import httpx  # noqa: E402
 from bench_support import ROOT, Deadline, git_commit, load_average, machine_line, today  # noqa: E402
 
 from tests.fixtures.bqemulator import BQEMU_BIN, running_bqemulator  # noqa: E402
-from truth_forge.config import BIGQUERY_SERVE_BATCH_WINDOW  # noqa: E402
-from truth_forge.crm_schema import CrmSchema, setup_schema  # noqa: E402
+from truth_forge.core.config import BIGQUERY_SERVE_BATCH_WINDOW, BIGQUERY_SERVE_FOLD_MINUTES  # noqa: E402
+from truth_forge.core.crm_schema import CrmSchema, setup_schema  # noqa: E402
 from truth_forge.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from truth_forge.sync.runner import run_sync  # noqa: E402
 from truth_forge.sync.views import DIGEST  # noqa: E402
@@ -100,6 +100,9 @@ SERVE_BATCHES = "serve: webhook batches"  # the measured part of the serve hour 
 FOLD = "journal fold"
 FOLD_SHARE = BigQueryWarehouse.journal_fold_share
 NEVER_DUE = 1e12  # a share no sample reaches: the samples' runs fold only when forced
+# Pulled values staged beside contacts (warehouse/pending_rows.py), landed by one MERGE per table:
+# recorded apart, as serve lands them once an interval rather than once a sync.
+LANDING = "landing of staged pulled values"
 SERVE_EVENTS_PER_HOUR = 5000
 # How long BigQuery takes per statement of a webhook batch (a short query job: about a second):
 # events keep arriving while a batch is applied, so the next batch is larger than the writer's
@@ -268,7 +271,16 @@ def run_sample(sample: Sample, client: Any, sandbox: SandboxServer, deadline: De
             (_scalar_int("n", sample.twenty_edits),), fetch=True)
         crm_ids = [r["crm_id"] for r in rows]
         edit_in_twenty(sandbox, crm_ids, deadline)
+        warehouse.pending_fold_minutes = NEVER_DUE  # the pull stages; its landing is recorded apart
         sync(KINDS[3], len(crm_ids))
+        landing = KindRun(x=warehouse.pending_summary()[0], u=u, records=sample.contacts + businesses)
+        landing.journal_rows = warehouse.count_rows("crm_sync_journal")
+        landing.state_rows = (warehouse.count_rows("crm_sync_state"),) * 2
+        recording = landing.statements
+        warehouse.fold_pending(force=True)
+        recording = None
+        out[LANDING] = landing
+        warehouse.pending_fold_minutes = 0.0
         sync("sync --full", sample.contacts + businesses, full=True)
         serve_batches(sample, warehouse, sandbox, out, deadline, u, sample.contacts + businesses)
     finally:
@@ -307,12 +319,12 @@ def serve_batches(sample: Sample, warehouse: BigQueryWarehouse, sandbox: Sandbox
     lease renewed once (recorded apart: renewals come by the clock), the run closed. The batch sizes
     are those of the target's hour (`webhook_batches` at 3 statements a batch: the sizes matter
     little, the statements per batch do not depend on them)."""
-    from truth_forge.applier import apply_events
-    from truth_forge.lease import WriterLease
-    from truth_forge.reporting import ErrorReporter
+    from truth_forge.realtime.applier import apply_events
+    from truth_forge.core.lease import WriterLease
+    from truth_forge.core.reporting import ErrorReporter
     from truth_forge.sync.context import SyncContext
-    from truth_forge.webhooks import WebhookEvent
-    from truth_forge.writer import ServeOptions
+    from truth_forge.realtime.webhooks import WebhookEvent
+    from truth_forge.realtime.writer import ServeOptions
 
     options = ServeOptions(batch_window=BIGQUERY_SERVE_BATCH_WINDOW)  # what serve chooses on BigQuery
     sizes = webhook_batches(SERVE_EVENTS_PER_HOUR, 3600, 3, options.batch_window, options.batch_size)
@@ -506,9 +518,9 @@ def serve_hour(runs: list[dict[str, KindRun]], names: list[dict[str, str]], prof
     """An hour of `serve` with SERVE_EVENTS_PER_HOUR events: the webhook batches the writer forms
     (fitted per batch), a lease renewal every third of its TTL, and the scheduled syncs (each priced
     as a pull of the edits of its interval: they find the webhooks' records already applied)."""
-    from truth_forge.config import Settings
-    from truth_forge.lease import DEFAULT_TTL
-    from truth_forge.writer import ServeOptions
+    from truth_forge.core.config import Settings
+    from truth_forge.core.lease import DEFAULT_TTL
+    from truth_forge.realtime.writer import ServeOptions
 
     batch_runs = [r[SERVE_BATCHES] for r in runs if SERVE_BATCHES in r]
     if not batch_runs:
@@ -527,11 +539,17 @@ def serve_hour(runs: list[dict[str, KindRun]], names: list[dict[str, str]], prof
     per_sync = round(SERVE_EVENTS_PER_HOUR / syncs)
     pulls = price_kind(KINDS[3], [r[KINDS[3]] for r in runs], names, profile, clustering, contacts, range_rows,
                        block_bytes, x_n=per_sync, folds=folds)
+    # What webhooks and syncs staged lands once an interval (serve's default on BigQuery).
+    landings = 60 / BIGQUERY_SERVE_FOLD_MINUTES
+    landed = price_kind(LANDING, [r[LANDING] for r in runs], names, profile, clustering, contacts, range_rows,
+                        block_bytes, x_n=round(SERVE_EVENTS_PER_HOUR / landings), folds=folds)
     for p in renewal:
         p.count *= renewals
     for p in pulls:
         p.count *= syncs
-    return out + renewal + pulls
+    for p in landed:
+        p.count *= landings
+    return out + renewal + pulls + landed
 
 
 # -- the section ---------------------------------------------------------------------------------
@@ -609,6 +627,11 @@ def render(label: str, results: dict[int, dict[str, list[ShapePrice]]], command:
         f"(20-60 batches per sample), fitted per batch and counted for {SERVE_EVENTS_PER_HOUR:,} events arriving at "
         f"random with {BIGQUERY_SECONDS_PER_STATEMENT:g} s per BigQuery statement; plus a lease renewal every 20 s "
         "and the scheduled syncs, each priced as a pull of its interval's edits (extrapolated, not a real hour).",
+        "",
+        "Pulled values are staged beside contacts on BigQuery (`crm_sync_pending`, INSERT only) and land with one "
+        "MERGE per table (`warehouse/pending_rows.py`): the pull row pays one landing of its edits, as a `sync` "
+        f"lands what it pulled before it ends; the serve hour lands every {BIGQUERY_SERVE_FOLD_MINUTES:g} minutes "
+        "(`TRUTH_FORGE_SERVE_FOLD_MINUTES`), and its webhook batches and scheduled syncs only stage.",
         "",
         f"The sync-state journal on BigQuery is folded into the state once it holds {FOLD_SHARE:.0%} of the state's "
         "rows (`journal_fold_share`): the no-op, 1 % changed, pull and serve rows leave their entries unfolded, their "
@@ -693,6 +716,10 @@ def main(argv: list[str] | None = None) -> int:
             folds = None if kind in ("first sync", "sync --full") else [r[FOLD] for r in runs if FOLD in r]
             results[contacts][kind] = price_kind(kind, kind_runs, names, profile, clustering, contacts,
                                                  engine_range_rows, block_bytes, folds=folds)
+            if kind == KINDS[3]:  # a `sync` lands what its pull staged before it ends
+                results[contacts][kind] += price_kind(LANDING, [r[LANDING] for r in runs], names, profile,
+                                                      clustering, contacts, engine_range_rows, block_bytes,
+                                                      x_n=PULL_EDITS, folds=folds)
     for contacts in TARGETS:
         results[contacts][SERVE] = serve_hour(runs, names, profile, clustering, contacts, engine_range_rows,
                                               block_bytes)

@@ -63,7 +63,7 @@ def _peak_mib() -> float:
 
 def step_prepare(path: str, contacts: int, base_url: str) -> dict[str, Any]:
     """Sample data into a fresh DuckDB file, and our custom fields into the sandbox."""
-    from truth_forge.crm_schema import CrmSchema, setup_schema
+    from truth_forge.core.crm_schema import CrmSchema, setup_schema
     from truth_forge.twenty import TwentyClient
     from truth_forge.warehouse import open_warehouse
     from truth_forge.warehouse.sample_data import generate_sample_data
@@ -81,7 +81,7 @@ def step_sync(path: str, base_url: str, batch_size: int, url_options: str, trace
     """One real first sync (pull, then push), measuring this process's memory while it runs."""
     import tracemalloc
 
-    from truth_forge.crm_schema import CrmSchema
+    from truth_forge.core.crm_schema import CrmSchema
     from truth_forge.sync.context import SyncEvent
     from truth_forge.sync.runner import run_sync
     from truth_forge.twenty import TwentyClient

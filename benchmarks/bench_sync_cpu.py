@@ -65,7 +65,7 @@ def step_prepare(path: str, contacts: int) -> dict[str, Any]:
 def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_options: str) -> dict[str, Any]:
     """One first sync with the code on sys.path (PYTHONPATH picks the tree), measuring its CPU."""
     import truth_forge
-    from truth_forge.crm_schema import CrmSchema, setup_schema
+    from truth_forge.core.crm_schema import CrmSchema, setup_schema
     from truth_forge.sync.context import SyncEvent
     from truth_forge.sync.runner import run_sync
     from truth_forge.twenty import TwentyClient

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from truth_forge.crm_schema import CrmSchema, setup_schema  # noqa: E402
+from truth_forge.core.crm_schema import CrmSchema, setup_schema  # noqa: E402
 from truth_forge.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from truth_forge.sync.pull import DEFAULT_OVERLAP  # noqa: E402
 from truth_forge.sync.runner import run_sync  # noqa: E402

@@ -39,7 +39,7 @@ from bench_support import (  # noqa: E402
 import dlt_pull  # noqa: E402
 import naive_loop  # noqa: E402
 
-from truth_forge.crm_schema import CrmSchema, setup_schema  # noqa: E402
+from truth_forge.core.crm_schema import CrmSchema, setup_schema  # noqa: E402
 from truth_forge.sync import pull as pull_module  # noqa: E402
 from truth_forge.sync.runner import run_sync  # noqa: E402
 from truth_forge.twenty import TwentyClient  # noqa: E402

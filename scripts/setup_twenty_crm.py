@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from truth_forge.cli import app  # noqa: E402
+from truth_forge.cli.main import app  # noqa: E402
 
 if __name__ == "__main__":
     app(["setup", *sys.argv[1:]])

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from truth_forge.cli import app
+from truth_forge.cli.main import app
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data
 
@@ -81,7 +81,7 @@ def test_a_redirect_with_the_key_in_it_never_prints_the_key(tmp_path: Path, comm
     env.update(TWENTY_API_KEY=key, TWENTY_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}",
                TRUTH_FORGE_WAREHOUSE_URL=f"duckdb:///{tmp_path / 'w.duckdb'}")
     try:
-        done = subprocess.run([sys.executable, "-m", "truth_forge.cli", *command], env=env, cwd=tmp_path,
+        done = subprocess.run([sys.executable, "-m", "truth_forge.cli.main", *command], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=60)
     finally:
         server.shutdown()

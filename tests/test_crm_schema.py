@@ -13,8 +13,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from truth_forge.cli import app
-from truth_forge.crm_schema import BUILTIN_FIELDS, CrmSchema, FieldSpec, setup_schema, verify_schema
+from truth_forge.cli.main import app
+from truth_forge.core.crm_schema import BUILTIN_FIELDS, CrmSchema, FieldSpec, setup_schema, verify_schema
 from truth_forge.twenty import TwentyClient
 
 WRITE_METHODS = {"POST", "PATCH", "PUT", "DELETE"}

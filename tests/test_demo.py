@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from truth_forge.demo import MARKER, DemoFolderInUse, prepare_workdir, run_demo
+from truth_forge.cli.demo import MARKER, DemoFolderInUse, prepare_workdir, run_demo
 
 
 def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_demo_refuses_a_folder_it_did_not_make_and_deletes_nothing(tmp_path: Pat
     project.mkdir()
     (project / "notes.txt").write_text("mine")
     (project / "warehouse.duckdb").write_text("my own warehouse, not the demo's")
-    result = subprocess.run([sys.executable, "-m", "truth_forge.cli", "demo", "--workdir", str(project),
+    result = subprocess.run([sys.executable, "-m", "truth_forge.cli.main", "demo", "--workdir", str(project),
                              "--contacts", "5"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "not empty and was not made by `truth-forge demo`" in result.stderr

@@ -18,10 +18,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from truth_forge.cli import app
-from truth_forge.config import Settings
-from truth_forge.crm_schema import CrmSchema, setup_schema
-from truth_forge.doctor import Doctor, DoctorReport, ResponseLog, run_doctor
+from truth_forge.cli.main import app
+from truth_forge.core.config import Settings
+from truth_forge.core.crm_schema import CrmSchema, setup_schema
+from truth_forge.operations.doctor import Doctor, DoctorReport, ResponseLog, run_doctor
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 from truth_forge.twenty.client import TwentyClient
 

@@ -6,7 +6,7 @@ import base64
 import json
 
 from tests.test_doctor import doctor, settings_for, status_of
-from truth_forge.doctor import run_doctor
+from truth_forge.operations.doctor import run_doctor
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 from truth_forge.sandbox.actors import Credential
 from truth_forge.sandbox.apikeys import key_id

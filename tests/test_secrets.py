@@ -1,4 +1,4 @@
-"""Tests for truth_forge.secrets: lookup order, fallbacks, failure modes and secret hygiene.
+"""Tests for truth_forge.core.secrets: lookup order, fallbacks, failure modes and secret hygiene.
 
 Secret Manager is the real official client talking gRPC to the in-process fake from
 tests/fixtures/secret_manager.py, so status mapping, retry and deadlines behave as in production.
@@ -15,8 +15,8 @@ import grpc
 import pytest
 
 from tests.fixtures.secret_manager import FakeSecretManager
-from truth_forge.config import Settings
-from truth_forge.secrets import (
+from truth_forge.core.config import Settings
+from truth_forge.core.secrets import (
     ENV_VARS,
     SECRET_NAMES,
     ResolvedApiKey,
@@ -373,7 +373,7 @@ def test_importing_the_module_does_not_import_secret_manager() -> None:
     import subprocess
     import sys
 
-    code = "import sys, truth_forge.secrets; print('google.cloud.secretmanager' in sys.modules)"
+    code = "import sys, truth_forge.core.secrets; print('google.cloud.secretmanager' in sys.modules)"
     repo = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo
@@ -446,12 +446,12 @@ def test_log_names_the_source_but_never_the_key(
     fake_secret_manager: FakeSecretManager,
     secret_manager_client: Any,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="truth_forge.secrets")
+    caplog.set_level(logging.DEBUG, logger="truth_forge.core.secrets")
     fake_secret_manager.put(PROJECT, "twenty_api_key", "sm-key-SHOULD-NOT-APPEAR")
 
     resolve_api_key(settings(), secret_client=secret_manager_client)
 
-    infos = [r for r in caplog.records if r.name == "truth_forge.secrets" and r.levelno == logging.INFO]
+    infos = [r for r in caplog.records if r.name == "truth_forge.core.secrets" and r.levelno == logging.INFO]
     assert [r.getMessage() for r in infos] == [
         f"Twenty CRM API key loaded from Secret Manager secret twenty_api_key in project {PROJECT}"
     ]
@@ -462,7 +462,7 @@ def test_log_names_the_source_but_never_the_key(
 def test_log_names_env_source_but_never_the_key(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, dead_secret_manager_client: Any
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="truth_forge.secrets")
+    caplog.set_level(logging.DEBUG, logger="truth_forge.core.secrets")
     monkeypatch.setenv("TWENTY_API_KEY", "env-key-SHOULD-NOT-APPEAR")
 
     resolve_api_key(settings(), secret_client=dead_secret_manager_client)

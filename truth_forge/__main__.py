@@ -1,3 +1,3 @@
-from truth_forge.cli import app
+from truth_forge.cli.main import app
 
 app()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.sync.conftest import client, store, store_options  # noqa: F401 (the sync tests' fixtures, shared)
-from truth_forge.crm_schema import CrmSchema, setup_schema
+from truth_forge.core.crm_schema import CrmSchema, setup_schema
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data
@@ -30,7 +30,7 @@ class Cli:
     cwd: Path
 
     def __call__(self, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "truth_forge.cli", *args], env={**self.env, **env},
+        return subprocess.run([sys.executable, "-m", "truth_forge.cli.main", *args], env={**self.env, **env},
                               cwd=self.cwd, capture_output=True, text=True, timeout=timeout)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.soak.harness import fresh_workspace, sync_env
-from truth_forge.failures import EXIT_COULD_NOT_RUN, explain
+from truth_forge.operations.failures import EXIT_COULD_NOT_RUN, explain
 from truth_forge.sandbox import SandboxServer
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.ops.conftest import REPO, Cli
-from truth_forge.failures import EXIT_CODES, exit_codes_markdown
+from truth_forge.operations.failures import EXIT_CODES, exit_codes_markdown
 
 
 def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
@@ -67,7 +67,7 @@ def test_an_unreachable_bigquery_endpoint_fails_within_the_timeout_and_names_it(
 def test_bigquery_without_the_extra_says_what_to_install(cli: Cli) -> None:
     # A DuckDB user's install has no Google clients: the interpreter is told they are not there.
     script = ("import sys; sys.modules['google'] = None; sys.argv[0] = 'truth-forge'; "
-              "from truth_forge.cli import app; app()")
+              "from truth_forge.cli.main import app; app()")
     done = subprocess.run([sys.executable, "-c", script, "sync"], capture_output=True, text=True, timeout=60,
                           env={**cli.env, "TRUTH_FORGE_WAREHOUSE_URL": "bigquery://p/d"}, cwd=cli.cwd)
     assert done.returncode == 2
@@ -76,7 +76,7 @@ def test_bigquery_without_the_extra_says_what_to_install(cli: Cli) -> None:
 
 def test_a_duckdb_sync_never_imports_grpc_or_the_google_clients(ready_cli: Cli) -> None:
     script = ("import sys, runpy; sys.argv = ['truth-forge', 'sync', '--quiet']\n"
-              "try:\n    runpy.run_module('truth_forge.cli', run_name='__main__')\n"
+              "try:\n    runpy.run_module('truth_forge.cli.main', run_name='__main__')\n"
               "except SystemExit as done:\n"
               "    print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'google')), done.code)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
@@ -150,7 +150,7 @@ def test_help_and_readme_carry_the_exit_code_table(cli: Cli) -> None:
 
 def test_a_secret_manager_project_without_the_extra_falls_back_to_the_environment(cli: Cli) -> None:
     script = ("import sys; sys.modules['google'] = None\n"
-              "from truth_forge.secrets import find_api_key\n"
+              "from truth_forge.core.secrets import find_api_key\n"
               "print(find_api_key().source)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           env={**cli.env, "TRUTH_FORGE_GCP_PROJECT_ID": "p", "TWENTY_API_KEY": "k"}, cwd=cli.cwd)

@@ -11,8 +11,8 @@ import pytest
 from rich.console import Console
 
 from tests.ops.conftest import Cli
-from truth_forge.crm_schema import CrmSchema
-from truth_forge.progress import ProgressModel, RichProgress, Task, estimate_push, eta_seconds
+from truth_forge.core.crm_schema import CrmSchema
+from truth_forge.operations.progress import ProgressModel, RichProgress, Task, estimate_push, eta_seconds
 from truth_forge.sync.context import SyncEvent
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient

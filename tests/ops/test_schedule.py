@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.ops.conftest import Cli
-from truth_forge.failures import CommandFailed
-from truth_forge.schedule import (
+from truth_forge.operations.failures import CommandFailed
+from truth_forge.operations.schedule import (
     SyncAlreadyRunning,
     check_interval,
     exclusive_run,

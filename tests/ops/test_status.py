@@ -106,3 +106,14 @@ def test_looking_never_creates_a_warehouse(ready_cli: Cli, tmp_path: Path) -> No
         done = ready_cli(*command, TRUTH_FORGE_WAREHOUSE_URL=f"duckdb:///{missing}")
         assert done.returncode == 2 and "does not exist" in done.stderr
     assert not missing.exists()
+
+
+def test_status_says_how_many_pulled_values_wait_to_land(ready_cli: Cli, warehouse_url: str) -> None:
+    with open_warehouse(warehouse_url + "?stage_pulled=true") as wh:
+        current = {r["contact_id"]: r for r in wh.get_rows("person", [7])}
+        wh.land_pulled("person", [{"contact_id": 7, "canonical_name": "Staged In Twenty"}], current)
+    done = ready_cli("status", "--json", "--offline")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["waiting_to_land"]["records"] == 1
+    assert any(step.startswith("land 1 pulled records waiting") for step in report["next_run"])

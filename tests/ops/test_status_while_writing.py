@@ -8,7 +8,7 @@ import json
 
 from tests.ops.conftest import Cli
 from tests.ops.test_status import bad_phone
-from truth_forge.snapshot import snapshot_path
+from truth_forge.operations.snapshot import snapshot_path
 from truth_forge.warehouse import open_warehouse
 
 

@@ -24,14 +24,14 @@ from typing import Any
 import httpx
 import pytest
 
-from truth_forge.crm_schema import CrmSchema, setup_schema
-from truth_forge.inbox import Inbox
-from truth_forge.listen import bind_tcp
-from truth_forge.server import WebhookApp, build_server, uvicorn_server
+from truth_forge.core.crm_schema import CrmSchema, setup_schema
+from truth_forge.realtime.inbox import Inbox
+from truth_forge.core.listen import bind_tcp
+from truth_forge.realtime.server import WebhookApp, build_server, uvicorn_server
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
-from truth_forge.writer import ServeOptions, WriterSpec
-from truth_forge.webhooks import OPERATIONS
+from truth_forge.realtime.writer import ServeOptions, WriterSpec
+from truth_forge.realtime.webhooks import OPERATIONS
 
 SCHEMA = CrmSchema.load()
 SECRET = "a" * 64
@@ -165,11 +165,11 @@ def harness(make_harness: Callable[..., ServeHarness]) -> ServeHarness:
 
 
 class ServeProcess:
-    """`python -m truth_forge.cli serve` in a child process (so it can be SIGKILLed), on 127.0.0.1."""
+    """`python -m truth_forge.cli.main serve` in a child process (so it can be SIGKILLed), on 127.0.0.1."""
 
     def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "truth_forge.cli", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "truth_forge.cli.main", "serve", "--port", "0", *args],
             env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True)  # its own process group: kill() takes the writer process down too
         self.url = self._announced_url()

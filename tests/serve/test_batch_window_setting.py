@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from truth_forge.config import Settings
+from truth_forge.core.config import Settings
 
 
 @pytest.mark.parametrize(("url", "setting", "window"), [

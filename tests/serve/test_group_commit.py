@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from truth_forge.group_commit import GroupCommit
-from truth_forge.inbox import Arrival, Inbox
-from truth_forge.webhooks import Rejected, SignedDelivery, parse_event
+from truth_forge.realtime.group_commit import GroupCommit
+from truth_forge.realtime.inbox import Arrival, Inbox
+from truth_forge.realtime.webhooks import Rejected, SignedDelivery, parse_event
 
 
 def arrival(first_name: str, *, nonce: str | None = None, signature: str | None = None) -> Arrival:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from truth_forge.crm_schema import CrmSchema
-from truth_forge.lease import LeaseLost, WarehouseBusy, WriterLease, _boot_id, _pid_namespace, writing
+from truth_forge.core.crm_schema import CrmSchema
+from truth_forge.core.lease import LeaseLost, WarehouseBusy, WriterLease, _boot_id, _pid_namespace, writing
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse.sample_data import generate_sample_data
@@ -137,7 +137,7 @@ def test_a_holder_in_another_pid_namespace_is_waited_for_though_its_pid_is_free_
 # names a pid that does not run in ours; that process claims the lease, then lives until stdin closes.
 _NAMESPACED_HOLDER = """
 import os, sys
-from truth_forge.lease import WriterLease
+from truth_forge.core.lease import WriterLease
 from truth_forge.warehouse import open_warehouse
 target = int(sys.argv[1])
 while True:

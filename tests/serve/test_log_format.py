@@ -31,5 +31,5 @@ def test_serve_logs_json_lines_with_run_ids(sandbox: Any, crm: TwentyClient, tmp
         runs = {run["run_id"] for run in warehouse.recent_runs(10)}
     tagged = {entry["run_id"] for entry in parsed if "run_id" in entry}
     assert tagged and tagged <= runs, (tagged, runs)
-    assert any(entry["logger"].startswith("truth_forge.writer") or entry["logger"] == "truth_forge.lease"
+    assert any(entry["logger"].startswith("truth_forge.realtime.writer") or entry["logger"] == "truth_forge.core.lease"
                for entry in parsed if "run_id" in entry)

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.serve.conftest import ServeHarness, wait_until
 from tests.serve.test_wait_for_lease import sync_env
-from truth_forge.snapshot import snapshot_path
+from truth_forge.operations.snapshot import snapshot_path
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.bigquery
 
 
 def sync_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "truth_forge.cli", "sync", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "truth_forge.cli.main", "sync", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from truth_forge.config import Settings
+from truth_forge.core.config import Settings
 
 LOG = Path(__file__).with_name("received.jsonl")  # replaced by the test through the environment
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.sync.test_sync_sandbox import crm, person_by_key
-from truth_forge.config import Settings
+from truth_forge.core.config import Settings
 from truth_forge.services.sync import BigQuerySyncService, CRMTwentySyncService
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data

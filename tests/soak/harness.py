@@ -22,14 +22,14 @@ from typing import Any
 import httpx
 
 from tests.fixtures.sandbox import as_person
-from truth_forge.crm_schema import CrmSchema, setup_schema
+from truth_forge.core.crm_schema import CrmSchema, setup_schema
 from truth_forge.sandbox import SandboxServer
 from truth_forge.twenty import TwentyClient
 
 SCHEMA = CrmSchema.load()
 METADATA_PREFIX = "/rest/metadata"
 SYNC_TIMEOUT_S = 180.0  # a hung sync is a failure, never a hung test
-EXIT_STOPPED = 128 + signal.SIGTERM  # a sync stopped by SIGTERM exits 143 (truth_forge.shutdown)
+EXIT_STOPPED = 128 + signal.SIGTERM  # a sync stopped by SIGTERM exits 143 (truth_forge.core.shutdown)
 TERM_EXIT_S = 30.0  # after SIGTERM the sync must exit by itself within this (its requests have deadlines)
 POLL_S = 0.002
 # Environment the sync must not inherit from the machine running the tests.

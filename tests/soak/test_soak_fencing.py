@@ -7,7 +7,7 @@ over and finish, then resumes A. A must end aborted (non-zero exit, status "abor
 Twenty write of its own after resuming (counted in the sandbox's request log), save those already
 under way when it froze; one clean run afterwards must converge.
 
-"Under way": the fence (truth_forge/lease.py) is checked by each request worker just before its
+"Under way": the fence (truth_forge/core/lease.py) is checked by each request worker just before its
 request leaves, so a worker frozen between its check and its send sends that one request on waking.
 No client-side fence can stop it (only a store that checks the token could); each of A's workers can
 have at most one, so more late writes than workers mean the fence let a new write through. The ones

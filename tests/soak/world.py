@@ -89,8 +89,9 @@ class World:
     """One soak world: a DuckDB file, the sandbox workspace, a seeded RNG, and what must be true next."""
 
     def __init__(self, sandbox: SandboxServer, workdir: Path, seed: int, *, contacts: int = 24,
-                 companies: int = 4, batch_size: int = 2) -> None:
+                 companies: int = 4, batch_size: int = 2, url_options: str = "") -> None:
         self.sandbox, self.workdir, self.seed = sandbox, workdir, seed
+        self.url_options = url_options  # the sync's warehouse URL options (e.g. BigQuery's ways on DuckDB)
         self.rng = random.Random(seed)
         self.db = workdir / "warehouse.duckdb"
         self.settings: dict[str, Any] = {"twenty_batch_size": batch_size}
@@ -121,7 +122,7 @@ class World:
     def start(self, **settings: Any) -> SyncProcess:
         self.runs += 1
         self.sandbox.clear_request_log()
-        env = sync_env(self.sandbox, self.db, **{**self.settings, **settings})
+        env = sync_env(self.sandbox, self.db, self.url_options, **{**self.settings, **settings})
         return SyncProcess(env, self.workdir, f"run{self.runs}")
 
     def run(self, **settings: Any) -> SyncRun:

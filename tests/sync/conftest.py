@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from truth_forge.crm_schema import CrmSchema, setup_schema
+from truth_forge.core.crm_schema import CrmSchema, setup_schema
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data

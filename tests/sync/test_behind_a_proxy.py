@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from truth_forge.cli import app
+from truth_forge.cli.main import app
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse

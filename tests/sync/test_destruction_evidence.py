@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from tests.fixtures.sandbox import as_person
-from truth_forge.crm_schema import CrmSchema
+from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync import push
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.sync.conftest import SCHEMA
-from truth_forge.crm_schema import setup_schema
+from truth_forge.core.crm_schema import setup_schema
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 from truth_forge.sync import own_writes
 from truth_forge.sync.runner import run_sync
@@ -116,7 +116,7 @@ def test_a_key_that_may_not_list_keys_says_so_in_plain_words_once(store: Any) ->
 
 def test_the_key_list_finds_our_key_by_the_id_in_a_jwt_token() -> None:
     """doctor reads our key's name from the list by the token's `jti` (no write needed)."""
-    from truth_forge.doctor import _api_key_id
+    from truth_forge.operations.doctor import _api_key_id
 
     payload = base64.urlsafe_b64encode(json.dumps({"sub": "w", "jti": "key-1"}).encode()).decode().rstrip("=")
     assert _api_key_id(f"eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln") == "key-1"

@@ -115,8 +115,9 @@ def one_scenario(sandbox: Any, workdir: Path, signum: int, url_options: str) -> 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum,url_options", [
     (signal.SIGKILL, ""), (signal.SIGTERM, ""),
-    # BigQuery's way: the first run's journal stays beside the state, the killed run adds to it.
-    (signal.SIGKILL, "?journal_fold_share=1000000"),
+    # BigQuery's way: the first run's journal stays beside the state, the killed run adds to it, and
+    # pulled values are staged beside contacts, landing at the end of a run's pull.
+    (signal.SIGKILL, "?journal_fold_share=1000000&stage_pulled=true"),
 ], ids=["SIGKILL", "SIGTERM", "SIGKILL-journal-kept"])
 def test_a_write_that_landed_before_a_kill_is_ours_and_the_newer_warehouse_value_wins(
         sandbox: Any, tmp_path: Path, signum: int, url_options: str) -> None:

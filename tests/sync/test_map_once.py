@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.hostile_data import warehouse_businesses, warehouse_rows
-from truth_forge.crm_schema import CrmSchema
+from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync import mapping, views
 from truth_forge.sync.objects import COMPANY, PERSON, SyncedObject
 from truth_forge.warehouse import open_warehouse

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from truth_forge.crm_schema import CrmSchema
+from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync.mapping import (
     business_to_company,
     company_to_business,

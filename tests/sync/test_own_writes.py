@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.sync.test_sync_sandbox import SCHEMA, crm, person_by_key
-from truth_forge.crm_schema import setup_schema
+from truth_forge.core.crm_schema import setup_schema
 from truth_forge.sync import own_writes
 from truth_forge.sync.objects import PERSON, parse_timestamp
 from truth_forge.sync.pull import changes_query, read_again

@@ -17,7 +17,7 @@ import pytest
 
 from tests.fixtures.sandbox import as_person
 from tests.sync.test_sync_sandbox import SCHEMA, record_writes
-from truth_forge.crm_schema import setup_schema
+from truth_forge.core.crm_schema import setup_schema
 from truth_forge.sync import own_writes
 from truth_forge.sync.pull import walk_by_updated_at
 from truth_forge.sync.runner import run_sync

@@ -158,16 +158,16 @@ def test_a_run_killed_midway_reads_its_slice_again(
 
 
 def test_the_settings_pace_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
-    from truth_forge.config import Settings
+    from truth_forge.core.config import Settings
 
     monkeypatch.setenv("TRUTH_FORGE_SWEEP_WINDOW_HOURS", "6")
     monkeypatch.setenv("TRUTH_FORGE_SWEEP_MAX_REQUESTS", "12")
-    paced = Settings().sweep_policy()
+    paced = SweepPolicy.from_settings(Settings())
     assert paced.window == dt.timedelta(hours=6) and paced.max_requests == 12 and paced.enabled
-    assert not Settings(sweep_window_hours=0).sweep_policy().enabled
-    assert not Settings(sweep_max_requests=0).sweep_policy().enabled
+    assert not SweepPolicy.from_settings(Settings(sweep_window_hours=0)).enabled
+    assert not SweepPolicy.from_settings(Settings(sweep_max_requests=0)).enabled
     monkeypatch.delenv("TRUTH_FORGE_SWEEP_WINDOW_HOURS")
-    assert Settings().sweep_policy().window == dt.timedelta(hours=24)
+    assert SweepPolicy.from_settings(Settings()).window == dt.timedelta(hours=24)
 
 
 def test_a_full_pass_starts_the_walk_again(sandbox: Any, client: TwentyClient, store: Any, clock: Clock) -> None:

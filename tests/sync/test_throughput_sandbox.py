@@ -12,7 +12,7 @@ import pytest
 from tests.fixtures.sandbox import SANDBOX_TEST_KEY
 from tests.sync.conftest import SCHEMA
 from tests.twenty.test_concurrency_sandbox import most_at_once
-from truth_forge.crm_schema import setup_schema
+from truth_forge.core.crm_schema import setup_schema
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 from truth_forge.sync.runner import _batch_mark, run_sync
 from truth_forge.twenty import TwentyClient

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.sync.test_sync_sandbox import SCHEMA, crm, forget_state, people, person_by_key, record_writes
-from truth_forge.crm_schema import setup_schema
+from truth_forge.core.crm_schema import setup_schema
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient

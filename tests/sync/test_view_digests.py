@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from truth_forge.crm_schema import CrmSchema
+from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync import mapping, views
 from truth_forge.sync.merge import changed_since
 from truth_forge.sync.objects import PERSON

@@ -180,7 +180,7 @@ def with_contact_id(i: int) -> dict[str, Any]:
 
 
 def test_batch_results_are_matched_by_external_key(sandbox: Any) -> None:
-    from truth_forge.crm_schema import CrmSchema, setup_schema
+    from truth_forge.core.crm_schema import CrmSchema, setup_schema
 
     with client_for(sandbox) as client:
         setup_schema(client, CrmSchema.load())
@@ -192,7 +192,7 @@ def test_batch_results_are_matched_by_external_key(sandbox: Any) -> None:
 
 
 def test_inputs_sharing_a_key_send_only_the_last(sandbox: Any) -> None:
-    from truth_forge.crm_schema import CrmSchema, setup_schema
+    from truth_forge.core.crm_schema import CrmSchema, setup_schema
 
     with client_for(sandbox) as client:
         setup_schema(client, CrmSchema.load())

@@ -65,7 +65,7 @@ def test_a_write_whose_answer_drips_is_not_resent_blindly(sandbox: SandboxServer
 
 
 def test_a_deadline_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from truth_forge.config import Settings
+    from truth_forge.core.config import Settings
     from truth_forge.twenty.client import client_options
 
     monkeypatch.setenv("TRUTH_FORGE_TWENTY_REQUEST_DEADLINE_SECONDS", "7.5")
@@ -84,7 +84,7 @@ def test_sync_against_a_dripping_server_stops_with_one_line_naming_the_setting(
         monkeypatch.setenv(name, value)
     import os
 
-    cli = [sys.executable, "-m", "truth_forge.cli"]
+    cli = [sys.executable, "-m", "truth_forge.cli.main"]
     subprocess.run([*cli, "setup"], check=True, capture_output=True, env=os.environ.copy(), timeout=120)
     sandbox.set_faults(drip_rate=1.0, drip_interval_ms=200.0)  # a byte every 0.2 s: minutes per answer
     done = subprocess.run([*cli, "sync", "--create", "--log-format", "text"], capture_output=True, text=True,
@@ -95,7 +95,7 @@ def test_sync_against_a_dripping_server_stops_with_one_line_naming_the_setting(
 
 
 def test_a_stop_while_a_refused_chunk_is_split_still_hands_over_the_parts_that_landed(sandbox: SandboxServer) -> None:
-    from truth_forge import shutdown
+    from truth_forge.core import shutdown
 
     people = [shapes.person_to_twenty({"name": f"Split Person{i}", "email": f"split{i}@example.com"})
               for i in range(4)]

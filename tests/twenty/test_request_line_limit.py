@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from truth_forge.config import Settings
+from truth_forge.core.config import Settings
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 from truth_forge.twenty import NextStep, TwentyClient, TwentyRequestTooLong
 from truth_forge.twenty.client import client_options

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from truth_forge.crm_schema import CrmSchema
+from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync import views
 from truth_forge.sync.objects import COMPANY, PERSON
 from truth_forge.warehouse import Warehouse, base_keys

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from truth_forge.config import Settings
+from truth_forge.core.config import Settings
 from truth_forge.warehouse import (
     WarehouseConfigError,
     WarehouseLockedError,

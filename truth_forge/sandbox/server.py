@@ -14,7 +14,7 @@ from typing import Any
 
 import uvicorn
 
-from truth_forge.listen import bind_tcp as _bind
+from truth_forge.core.listen import bind_tcp as _bind
 from truth_forge.sandbox.app import build_app
 from truth_forge.sandbox.config import SandboxConfig
 from truth_forge.sandbox.faults import DB_ERROR_MESSAGES, FaultSettings

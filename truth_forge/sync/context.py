@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from truth_forge.crm_schema import CrmSchema
-from truth_forge.reporting import ErrorReporter
+from truth_forge.core.crm_schema import CrmSchema
+from truth_forge.core.reporting import ErrorReporter
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.warehouse.detection import DetectionPolicy

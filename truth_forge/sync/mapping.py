@@ -15,7 +15,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from truth_forge.crm_schema import CrmSchema, FieldSpec, to_option_value
+from truth_forge.core.crm_schema import CrmSchema, FieldSpec, to_option_value
 from truth_forge.twenty import shapes
 
 def to_twenty_value(spec: FieldSpec, value: Any) -> Any:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from truth_forge.crm_schema import CrmSchema
+from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync import mapping
 from truth_forge.warehouse.base import ObjectType
 

@@ -26,6 +26,7 @@ from truth_forge.sync.merge import FieldConflict, changed_since, merge_fields
 from truth_forge.sync.objects import PERSON, SYNC_ORDER, SyncedObject
 from truth_forge.sync.pull import DEFAULT_OVERLAP, changed_pages
 from truth_forge.sync.runner import _require_setup
+from truth_forge.warehouse.accounting import format_bytes
 
 SAMPLES_PER_KIND = 5
 
@@ -205,8 +206,6 @@ def render_plan(plan: SyncPlan, policy: str) -> list[str]:
     """The plan as lines a person reads."""
     lines = [f"Dry run: nothing was written ({plan.requests} read requests to Twenty)."]
     if plan.bytes_billed is not None:
-        from truth_forge.status_cli import format_bytes
-
         lines.append(f"Warehouse: these reads billed {format_bytes(plan.bytes_billed)} in "
                      f"{plan.warehouse_statements} statements; the run's detection reads the same, its bookkeeping "
                      "appends bill nothing, and each fold of them into the state (at most 3 a run, only when "

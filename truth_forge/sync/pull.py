@@ -43,6 +43,7 @@ from truth_forge.sync.objects import (
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.errors import TwentyProtocolError, TwentyRecordRejected, TwentySchemaMismatch
 from truth_forge.twenty.records import Page, RecordsApi
+from truth_forge.warehouse.pending_rows import STAGED_HASH
 
 log = logging.getLogger(__name__)
 
@@ -462,9 +463,10 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
 
     current = {r[obj.key_column]: r for r in warehouse.get_rows(obj.object_type, [k for k in keys.values() if k])}
     plans = [_plan(page, record, keys[record["id"]], current.get(keys[record["id"]])) for record in changed]  # type: ignore[arg-type]
-    write_by_field_set(warehouse.upsert_contacts if obj is PERSON else warehouse.upsert_businesses,
-                       [p.row for p in plans if p.row is not None])
-    hashes_after = warehouse.row_hashes(obj.object_type, [p.key for p in plans])
+    # Written at once, or staged to land later (BigQuery: warehouse/pending_rows.py).
+    staged = warehouse.land_pulled(obj.object_type, [p.row for p in plans if p.row is not None], current)
+    hashes_after = warehouse.row_hashes(obj.object_type, [p.key for p in plans if p.key not in staged])
+    hashes_after.update(dict.fromkeys(staged, STAGED_HASH))
 
     now, state_rows, to_key = now_utc(), [], []
     for plan in plans:

@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from truth_forge.secrets import redact
+from truth_forge.core.secrets import redact
 from truth_forge.sync import mapping, own_writes, views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import changed_since

@@ -107,7 +107,7 @@ def settle_destroyed(ctx: SyncContext, obj: SyncedObject, destroyed: list[tuple[
     """Deleted here too, unless the warehouse edited the row since and its policy wins.
 
     Callers pass only records known to be gone: a 404 to a GET by id (the push's read-back), a
-    `destroyed` webhook event (applier.py), or absence from a full walk that completed (above).
+    `destroyed` webhook event (realtime/applier.py), or absence from a full walk that completed (above).
     Absence from a filtered list is no such evidence (a proxy, a cache or a partial answer can lose
     records): check those by id first, or leave them to the next full walk.
     """

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from truth_forge import shutdown
-from truth_forge.crm_schema import CrmSchema, verify_schema
-from truth_forge.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
-from truth_forge.reporting import ErrorReporter
+from truth_forge.core import shutdown
+from truth_forge.core.crm_schema import CrmSchema, verify_schema
+from truth_forge.core.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
+from truth_forge.core.reporting import ErrorReporter
 from truth_forge.sync import own_writes
 from truth_forge.sync.objects import SYNC_ORDER, format_timestamp, now_utc, parse_timestamp
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
@@ -138,7 +138,7 @@ def run_sync(
     warehouse column (`{"category_code": "warehouse_wins", "*": "crm_wins"}`; `deleted_at` settles an
     edit on one side against a deletion on the other). `on_event` receives progress. `full` replaces
     the incremental pull with a full pass over Twenty (`reconcile.py`), which also finds records
-    destroyed there. The writer lease (`truth_forge/lease.py`) is taken for the run, or the caller's
+    destroyed there. The writer lease (`truth_forge/core/lease.py`) is taken for the run, or the caller's
     `lease` is used; another writer is waited for up to `lease_wait` seconds (then WarehouseBusy).
     `detection` says how the push finds changed rows (incremental with a periodic audit by default;
     `full` always audits). The lease fences the run's warehouse and Twenty writes: once it is lost,
@@ -199,6 +199,8 @@ def _run_as_writer(
                     budget.spend(swept.requests)
                     if swept.requests or swept.behind:  # a run with nothing due keeps its counts as they were
                         counts[f"sweep_{obj.object_type}"] = swept.as_dict()
+            # Pulled values staged on BigQuery land once a run (or, under serve, once an interval).
+            warehouse.fold_pending()
             # Change detection compares with the folded state: what the pull merged is not sent back.
             warehouse.fold_journal()
         if direction in ("both", "push"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from truth_forge.warehouse.accounting import Accounting
@@ -41,6 +41,11 @@ class SyncStore(Protocol):
     def upsert_contacts(self, rows: Iterable[Mapping[str, Any]]) -> int: ...
 
     def upsert_businesses(self, rows: Iterable[Mapping[str, Any]]) -> int: ...
+
+    def land_pulled(self, object_type: ObjectType, rows: Sequence[Mapping[str, Any]],
+                    current: Mapping[int, Mapping[str, Any]]) -> set[int]: ...
+
+    def fold_pending(self, *, force: bool = False) -> int: ...
 
     def soft_delete(self, object_type: ObjectType, keys: Iterable[int],
                     deleted_at: dt.datetime | None = None) -> int: ...

@@ -31,12 +31,15 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.objects import PERSON, SyncedObject, format_timestamp, now_utc, parse_timestamp
 from truth_forge.sync.pull import APPLY_RECORDS, PAGE_SIZE, PullStats, apply_records, read_again
 from truth_forge.sync.store import per_server
+
+if TYPE_CHECKING:
+    from truth_forge.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,10 @@ class SweepPolicy:
     @property
     def enabled(self) -> bool:
         return self.window > dt.timedelta(0) and self.max_requests > 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SweepPolicy:
+        return cls(window=dt.timedelta(hours=settings.sweep_window_hours), max_requests=settings.sweep_max_requests)
 
 
 DEFAULT_SWEEP = SweepPolicy()

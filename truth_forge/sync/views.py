@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from truth_forge.crm_schema import CrmSchema
+from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync import mapping
 from truth_forge.sync.objects import PERSON, SyncedObject
 

@@ -12,7 +12,7 @@ is split (by the worker that sent it) until the bad records stand alone; a refus
 value on a plain create fails the whole chunk, unsplit; a chunk whose request failed as a whole
 (outage, auth) is reported through `on_abort`, which says whether the stream goes on. A stream that
 stops cancels what has not left and still hands over what the requests already on the wire stored.
-A process told to stop (SIGTERM, `truth_forge/shutdown.py`) stops the stream the same way: a chunk
+A process told to stop (SIGTERM, `truth_forge/core/shutdown.py`) stops the stream the same way: a chunk
 being split when it happens still hands over the parts that landed, then `RunStopped` is raised.
 """
 
@@ -24,17 +24,27 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from truth_forge.shutdown import RunStopped
+from truth_forge.core.shutdown import RunStopped
 from truth_forge.twenty.envelope import data_of
 from truth_forge.twenty.errors import TwentyError, TwentyProtocolError, TwentyRecordRejected
 from truth_forge.twenty.pool import RequestPool, settle
-
-if TYPE_CHECKING:
-    from truth_forge.twenty.records import RecordsApi
+from truth_forge.twenty.transport import Transport
 
 log = logging.getLogger(__name__)
+
+
+class ChunkApi(Protocol):
+    """What a stream needs of the records API (`RecordsApi` is one): its transport, its batch size, and
+    the smaller size a refusal teaches. Named here so this module need not import the API that builds streams."""
+
+    transport: Transport
+
+    @property
+    def batch_size(self) -> int: ...
+
+    def learn_max_batch(self, exc: TwentyError) -> int | None: ...
 
 Landed = list[tuple[int, dict[str, Any]]]
 OnWrite = Callable[[Landed], None]
@@ -70,7 +80,7 @@ class _ChunkResult:
 class _ChunkWriter:
     """Runs on a worker: sends one chunk, splitting a refused one down to its bad records."""
 
-    def __init__(self, api: RecordsApi, plural: str, upsert: bool, key: str | None) -> None:
+    def __init__(self, api: ChunkApi, plural: str, upsert: bool, key: str | None) -> None:
         self.api, self.upsert, self.key = api, upsert, key
         self.path = f"/rest/batch/{plural}"
 
@@ -146,7 +156,7 @@ class BatchStream:
     """Feed records with `add`, end with `finish`; use as a context manager so a stream left by an
     exception stops cleanly. Indexes count every record ever added, from 0."""
 
-    def __init__(self, api: RecordsApi, pool: RequestPool, plural: str, *, upsert: bool, key: str | None,
+    def __init__(self, api: ChunkApi, pool: RequestPool, plural: str, *, upsert: bool, key: str | None,
                  on_write: OnWrite | None = None, on_failures: OnFailures | None = None,
                  on_abort: OnAbort | None = None, window: int | None = None) -> None:
         self.api, self.pool, self.key = api, pool, key

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from truth_forge.config import Settings
+from truth_forge.core.config import Settings
 from truth_forge.twenty.metadata import MetadataApi
 from truth_forge.twenty.pool import RequestPool
 from truth_forge.twenty.records import RecordsApi
@@ -52,7 +52,7 @@ class TwentyClient:
         """Build from settings; the key comes from Secret Manager or the environment unless given."""
         settings = settings or Settings()
         if api_key is None:
-            from truth_forge.secrets import resolve_api_key
+            from truth_forge.core.secrets import resolve_api_key
 
             api_key = resolve_api_key(settings)
         return cls(settings.twenty_base_url, api_key, **{**client_options(settings), **options})

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from truth_forge import shutdown
+from truth_forge.core import shutdown
 from truth_forge.twenty import unreachable
 from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT, InFlightGate, RateLimitHeaders
 from truth_forge.twenty.errors import (
@@ -365,7 +365,7 @@ class Transport:
         # pull's watermark is set by it, never by ours, so a skewed local clock cannot skip edits.
         self.server_time: dt.datetime | None = None
         # Called before every write request leaves (POST, PATCH, DELETE, PUT): the writer lease's
-        # fence (truth_forge/lease.py), which raises LeaseLost, so nothing is sent, once it is lost.
+        # fence (truth_forge/core/lease.py), which raises LeaseLost, so nothing is sent, once it is lost.
         self.before_write: Callable[[], None] | None = None
         # Whether Twenty has answered at all: a failure to connect means a wrong URL before, an outage after.
         self._answered = False

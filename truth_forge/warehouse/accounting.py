@@ -21,6 +21,18 @@ MIB = 1024 * 1024
 MIN_BILLED_BYTES = 10 * MIB
 
 
+def format_bytes(n: int | None) -> str:
+    """Bytes as BigQuery's console shows them (powers of 1024), '' when the engine reported none."""
+    if n is None:
+        return ""
+    size, unit = float(n), "B"
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if size < 1024 or unit == "PB":
+            break
+        size /= 1024
+    return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+
+
 @dataclass(frozen=True)
 class Statement:
     """One statement as the engine ran it."""

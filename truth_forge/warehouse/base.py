@@ -45,6 +45,7 @@ from truth_forge.warehouse.binds import Bind, KeySet, RowSet, Scalar, json_value
 from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseDataError
 from truth_forge.warehouse.detection import ChangeDetection, _view_row
 from truth_forge.warehouse.history import RunHistory
+from truth_forge.warehouse.pending_rows import PendingRows
 from truth_forge.warehouse.state_journal import SyncStateJournal
 from truth_forge.warehouse.schema import (
     BOOL,
@@ -78,7 +79,7 @@ ERROR_FIELDS: dict[str, str] = {c.name: c.type for c in CRM_SYNC_ERRORS.columns}
 
 
 
-class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
+class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, ABC):
     """The canonical contacts store. Use as a context manager; see the module doc for row shapes."""
 
     # Whether CREATE TABLE carries the tables' clustering (BigQuery's DDL has it; DuckDB has none).
@@ -86,7 +87,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
     # A handle for looking only (a dry run): the bookkeeping is read as it is, never folded or kept.
     read_only = False
     # Called by the engines before every statement `fenced()` names: the writer lease's proof that
-    # it still holds the lease (truth_forge/lease.py), which raises LeaseLost when it does not.
+    # it still holds the lease (truth_forge/core/lease.py), which raises LeaseLost when it does not.
     before_write: Callable[[], None] | None = None
 
     def __init__(self, tables: TableNames) -> None:
@@ -94,6 +95,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
         # Every statement sent, with what the engine says it cost (accounting.py).
         self.statements = Accounting()
         self._init_journal()
+        self._init_pending()
 
     def _account(self, sql: str, binds: Sequence[Bind], **figures: Any) -> None:
         self.statements.add(Statement(sql, tuple(binds), **figures))
@@ -181,13 +183,25 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
     # --- canonical rows ------------------------------------------------------------------------
 
     def get_rows(self, object_type: ObjectType, keys: Iterable[int]) -> list[dict[str, Any]]:
-        """The current view rows (with row_hash) for the given contact_ids / business_ids."""
-        rows = [_view_row(r) for r in self._by_stamps(object_type, keys, q.view_select)]
+        """The current view rows (with row_hash) for the given contact_ids / business_ids, with
+        pulled values still waiting to land laid over them (pending_rows.py)."""
+        keys = list(keys)
+        return self._overlaid(object_type, keys, self._table_rows(object_type, keys),
+                              lambda: self.get_rows(object_type, keys))
+
+    def _table_rows(self, object_type: str, keys: Iterable[int]) -> list[dict[str, Any]]:
+        """The view rows as the tables hold them."""
+        rows = [_view_row(r) for r in self._by_stamps(object_type, keys, q.view_select)]  # type: ignore[arg-type]
         return sorted(rows, key=lambda r: r[_KEY_COLUMN[object_type]])
 
     def row_hashes(self, object_type: ObjectType, keys: Iterable[int]) -> dict[int, str]:
         """The current row hash of each given key that exists (to record after merging CRM edits)."""
-        return {int(r["record_key"]): r["row_hash"] for r in self._by_stamps(object_type, keys, q.hash_select)}
+        keys = list(keys)
+        rows = [{_KEY_COLUMN[object_type]: int(r["record_key"]), "row_hash": r["row_hash"]}
+                for r in self._by_stamps(object_type, keys, q.hash_select)]
+        overlaid = self._overlaid(object_type, keys, rows, lambda: [
+            {_KEY_COLUMN[object_type]: k, "row_hash": h} for k, h in self.row_hashes(object_type, keys).items()])
+        return {int(r[_KEY_COLUMN[object_type]]): r["row_hash"] for r in overlaid}
 
     def _by_stamps(self, object_type: ObjectType, keys: Iterable[int],
                    select: Callable[[str, q.Scope], str]) -> list[dict[str, Any]]:
@@ -222,13 +236,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
         Returns the number of distinct contacts written. A bad row raises WarehouseDataError
         before anything is written.
         """
-        clean, fields = validate_rows(
-            "contacts",
-            rows,
-            CONTACT_FIELDS,
-            "contact_id",
-            required_together=[("primary_email", "additional_emails"), ("primary_phone", "additional_phones")],
-        )
+        clean, fields = self._validated("person", rows)
         if not clean:
             return 0
         columns = [(c.name, c.type) for c in CONTACTS.columns if c.name in fields]
@@ -258,7 +266,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
 
     def upsert_businesses(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Insert or update businesses (only the fields the batch carries); returns rows written."""
-        clean, fields = validate_rows("businesses", rows, BUSINESS_FIELDS, "business_id")
+        clean, fields = self._validated("company", rows)
         if not clean:
             return 0
         columns = [(c.name, c.type) for c in BUSINESSES.columns if c.name in fields]
@@ -267,6 +275,14 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
             (RowSet("rows", columns, clean),),
         )
         return len(clean)
+
+    @staticmethod
+    def _validated(object_type: str, rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+        """The rows checked and normalised for a write (WarehouseDataError names a bad one)."""
+        if object_type == "person":
+            return validate_rows("contacts", rows, CONTACT_FIELDS, "contact_id", required_together=[
+                ("primary_email", "additional_emails"), ("primary_phone", "additional_phones")])
+        return validate_rows("businesses", rows, BUSINESS_FIELDS, "business_id")
 
     def soft_delete(
         self, object_type: ObjectType, keys: Iterable[int], deleted_at: dt.datetime | None = None
@@ -331,7 +347,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, RunHistory, ABC):
     def set_bookkeeping(self, key: str, value: str) -> None:
         self._kv_set(key, value)
 
-    # --- the writer lease (see truth_forge/lease.py) --------------------------------------------
+    # --- the writer lease (see truth_forge/core/lease.py) --------------------------------------------
 
     def claim_lease(self, name: str, owner: str, ttl: dt.timedelta) -> dict[str, Any]:
         """Take the lease `name` for `ttl` if it is free, expired or already `owner`'s.

@@ -54,6 +54,7 @@ class BigQueryWarehouse(Warehouse):
     # The sync-state journal is folded once its entries reach a tenth of the state's rows: a fold
     # bills the state table twice, while reading the journal beside the state bills the journal.
     journal_fold_share = 0.1
+    stage_pulled_rows = True  # a MERGE into contacts bills the whole table: pulled values land once a run
 
     def __init__(
         self,
@@ -168,7 +169,7 @@ class BigQueryWarehouse(Warehouse):
 
     def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
         if self.before_write is not None and fenced(template):
-            self.before_write()  # the writer lease's fence (truth_forge/lease.py)
+            self.before_write()  # the writer lease's fence (truth_forge/core/lease.py)
         sql = self._render(template, binds)
         try:
             result = self._query(sql, binds)

@@ -1,9 +1,9 @@
-"""Command functions of the warehouse, for `truth_forge.cli` to register with Typer.
+"""Command functions of the warehouse, for `truth_forge.cli.main` to register with Typer.
 
 Why it exists: `truth-forge init` creates a warehouse (the only commands that create one are this,
 `sync --create` and `sample-data`, so a typo in a URL is refused rather than started afresh);
 `truth-forge sample-data --contacts N --businesses M` fills one for demos and benchmarks. The
-commands live beside the code they drive so cli.py only wires them up:
+commands live beside the code they drive so cli/main.py only wires them up:
     app.command("sample-data")(sample_data_command)
 """
 
@@ -47,7 +47,7 @@ def init_command(
     ] = None,
 ) -> None:
     """Create the warehouse (a DuckDB file or a BigQuery dataset) and its tables; harmless if they exist."""
-    from truth_forge.config import get_settings
+    from truth_forge.core.config import get_settings
 
     url = warehouse_url or get_settings().warehouse_url
     with open_warehouse(warehouse_url, create=True) as warehouse:

@@ -30,7 +30,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,6 +38,9 @@ from truth_forge.warehouse import base_keys
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.binds import Bind, KeySet, Scalar, json_value, plain_row
 from truth_forge.warehouse.schema import INT64, STRING, TIMESTAMP
+
+if TYPE_CHECKING:
+    from truth_forge.core.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,11 @@ class DetectionPolicy:
     overlap: dt.timedelta = DEFAULT_OVERLAP
     audit_every: dt.timedelta | None = DEFAULT_AUDIT_EVERY
     audit: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DetectionPolicy:
+        return cls(overlap=dt.timedelta(minutes=settings.detection_overlap_minutes),
+                   audit_every=dt.timedelta(hours=settings.detection_audit_hours))
 
 
 @dataclass
@@ -105,6 +113,15 @@ class ChangeDetection:
         def fold_journal(self, *, forget: bool = False, force: bool = False) -> int:
             raise NotImplementedError
 
+        def fold_pending(self, *, force: bool = False) -> int:
+            raise NotImplementedError
+
+        def pending_keys(self, object_type: str, keys: Iterable[int]) -> list[int]:
+            raise NotImplementedError
+
+        def get_rows(self, object_type: Literal["person", "company"], keys: Iterable[int]) -> list[dict[str, Any]]:
+            raise NotImplementedError
+
         def folded_mark(self) -> Scalar:
             raise NotImplementedError
 
@@ -139,6 +156,9 @@ class ChangeDetection:
         (`.close()`) to stop early; the open range's read ends with it.
         """
         _check(object_type, batch_size)
+        # Every row is read from the tables: pulled values still staged land first, or they would
+        # all read as changed (and be counted as unstamped writes by the audit).
+        self.fold_pending(force=True)
         self.fold_journal(force=True)  # the whole state table is read: everything saved so far folded in
         return self._judged(object_type, self._range_reads(object_type, batch_size), batch_size)
 
@@ -293,9 +313,13 @@ class ChangeDetection:
         row whose state this process saved since the query ran is judged by that newer state."""
         key_column = "contact_id" if object_type == "person" else "business_id"
         self._read_unsettled(object_type, [str(r[key_column]) for r in rows])  # one read, not one a row
+        # A candidate whose pulled values still wait to land is judged as it will be (pending_rows.py).
+        staged = self.pending_keys(object_type, [int(r[key_column]) for r in rows])
+        landing = {r[key_column]: r for r in self.get_rows(object_type, staged)} if staged else {}  # type: ignore[arg-type]
         out = []
         for raw in rows:
             row = _view_row(raw)
+            row.update(landing.get(row[key_column], {}))
             carried = {c: row.pop(f"state_{c}") for c in q.STATE_CARRIED if f"state_{c}" in row}
             whole = "base" in carried  # the audit's rows carry their state without the merge base
             exists = row.pop("state_record_key") is not None

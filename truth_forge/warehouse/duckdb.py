@@ -150,6 +150,8 @@ class DuckDBWarehouse(Warehouse):
         twin.memory_limit, twin.threads, twin.temp_directory = self.memory_limit, self.threads, self.temp_directory
         twin.change_range_rows = self.change_range_rows
         twin.journal_fold_share = self.journal_fold_share
+        twin.stage_pulled_rows, twin.pending_fold_minutes = self.stage_pulled_rows, self.pending_fold_minutes
+        twin._share_pending(self)
         twin.statements = self.statements  # one account for the store, whichever thread sent it
         twin._share_journal(self)
         twin._con = self._con.cursor()
@@ -217,7 +219,7 @@ class DuckDBWarehouse(Warehouse):
 
     def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
         if self.before_write is not None and fenced(template):
-            self.before_write()  # the writer lease's fence (truth_forge/lease.py)
+            self.before_write()  # the writer lease's fence (truth_forge/core/lease.py)
         sql = self._render(template, binds)
         params, registered = self._bind(self._con, sql, binds)
         try:

@@ -9,6 +9,9 @@ Why it exists: callers name a warehouse by one URL setting and never import an e
   either engine: &change_range_rows=N (rows per change-detection range; see Warehouse.changed_rows)
     &journal_fold_share=F (fold the sync-state journal once its entries reach F times the state's
     rows; 0 folds at every settle: DuckDB's default; BigQuery's is 0.1; see state_journal.py)
+    &stage_pulled=true|false (land pulled values through crm_sync_pending: BigQuery's default)
+    &pending_fold_minutes=M (staged values land at a run's end once the oldest waited M minutes;
+    default 0, every run; see pending_rows.py)
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from truth_forge.warehouse.schema import TableNames
 DEFAULT_TIMEOUT_SECONDS = 30.0  # Settings.warehouse_timeout_seconds when no settings are given
 
 if TYPE_CHECKING:
-    from truth_forge.config import Settings
+    from truth_forge.core.config import Settings
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,9 @@ class WarehouseURL:
     options: dict[str, str] = field(default_factory=dict)
 
 
-_KNOWN_OPTIONS = {"duckdb": {"read_only", "memory_limit", "threads", "temp_directory", "change_range_rows",
-                             "journal_fold_share"},
-                  "bigquery": {"endpoint", "location", "change_range_rows", "journal_fold_share"}}
+_EITHER = {"change_range_rows", "journal_fold_share", "stage_pulled", "pending_fold_minutes"}
+_KNOWN_OPTIONS = {"duckdb": {"read_only", "memory_limit", "threads", "temp_directory", *_EITHER},
+                  "bigquery": {"endpoint", "location", *_EITHER}}
 
 
 def parse_warehouse_url(url: str) -> WarehouseURL:
@@ -90,7 +93,7 @@ def open_warehouse(
     project_hint: str | None = None
     timeout = DEFAULT_TIMEOUT_SECONDS
     if url_or_settings is None or not isinstance(url_or_settings, str):
-        from truth_forge.config import get_settings
+        from truth_forge.core.config import get_settings
 
         settings = url_or_settings if url_or_settings is not None else get_settings()
         url = settings.warehouse_url
@@ -117,8 +120,9 @@ def open_warehouse(
             tuning["threads"] = _whole_number(url, "threads", parsed.options["threads"])
         if parsed.options.get("temp_directory"):
             tuning["temp_directory"] = parsed.options["temp_directory"]
-        return DuckDBWarehouse(parsed.path, names, read_only=read_only, create=create,
-                               change_range_rows=range_rows, journal_fold_share=fold_share, **tuning)
+        return _staging(url, parsed, DuckDBWarehouse(parsed.path, names, read_only=read_only, create=create,
+                                                     change_range_rows=range_rows, journal_fold_share=fold_share,
+                                                     **tuning))
     try:
         from truth_forge.warehouse.bigquery import BigQueryWarehouse
     except ImportError as exc:
@@ -127,7 +131,7 @@ def open_warehouse(
             "pip install 'truth-forge[bigquery]'"
         ) from None
 
-    return BigQueryWarehouse(
+    return _staging(url, parsed, BigQueryWarehouse(
         project=parsed.project or project_hint,
         dataset=parsed.dataset,
         tables=names,
@@ -139,7 +143,22 @@ def open_warehouse(
         timeout=timeout,
         change_range_rows=range_rows,
         journal_fold_share=fold_share,
-    )
+    ))
+
+
+def _staging(url: str, parsed: WarehouseURL, warehouse: Warehouse) -> Warehouse:
+    """The URL's say on staging pulled values (pending_rows.py), over the engine's default."""
+    if "stage_pulled" in parsed.options:
+        text = parsed.options["stage_pulled"].lower()
+        if text not in _BOOLEANS:
+            raise WarehouseConfigError(f"warehouse_url {url!r}: stage_pulled must be true or false, got {text!r}")
+        warehouse.stage_pulled_rows = _BOOLEANS[text]
+    if "pending_fold_minutes" in parsed.options:
+        warehouse.pending_fold_minutes = _share(url, "pending_fold_minutes", parsed.options["pending_fold_minutes"])
+    return warehouse
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def _share(url: str, option: str, text: str) -> float:

@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from truth_forge.warehouse.binds import Scalar, plain_row
-from truth_forge.warehouse.schema import BOOL, STRING
+from truth_forge.warehouse.schema import BOOL, STRING, TIMESTAMP
 
 # One "error" as a person sees it: one record's failures in one operation, or, for run-level errors
 # (no record named), one kind of failure. Every failed attempt is a row; the group is its lifecycle.
@@ -81,9 +81,6 @@ class RunHistory:
         the calling run set out to take the writer lease it now holds. Such a run's writer no longer
         holds the lease (it was killed, or lost it), so nothing will ever close its row. Returns how
         many were closed."""
-        from truth_forge.warehouse.base import Scalar
-        from truth_forge.warehouse.schema import TIMESTAMP
-
         counts = json.dumps({"closed_by_run": closed_by,
                              "reason": "its process ended (or lost the writer lease) before closing the run"},
                             sort_keys=True, separators=(",", ":"))

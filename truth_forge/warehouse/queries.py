@@ -427,14 +427,14 @@ WHERE e.resolved_at IS NULL AND (
 OPEN_ERRORS_EXIST = "SELECT COUNT(*) AS n FROM {crm_sync_errors} AS e WHERE e.resolved_at IS NULL"
 
 
-# --- the writer lease (truth_forge/lease.py) -------------------------------------------------------
+# --- the writer lease (truth_forge/core/lease.py) -------------------------------------------------------
 # The row is created once by an insert-only MERGE (a duplicate from a race is harmless: every
 # statement below treats all rows of a name alike). Claiming is one conditional UPDATE, so of two
 # writers racing for a free or expired lease only one sees its owner in the row afterwards. Times
 # come from the engine's clock, never from the callers', so two machines cannot disagree on expiry.
 # Every grant (a claim that is not the holder re-claiming its live lease) moves `token` on, and a
 # renewal must name the token it holds: a holder paused past its expiry, whose lease was granted to
-# another meanwhile, can no longer renew, and so can no longer write (the fence in lease.py).
+# another meanwhile, can no longer renew, and so can no longer write (the fence in core/lease.py).
 
 LEASE_ENSURE_ROW = """MERGE {crm_sync_leases} AS t
 USING (SELECT @name AS name) AS s

@@ -167,6 +167,24 @@ CRM_SYNC_JOURNAL = Table(
     doc="append-only sync-state changes not yet folded into crm_sync_state",
     cluster_by=("object_type", "record_key"),
 )
+# Values pulled from Twenty on BigQuery, appended at once and landed in contacts/businesses (one
+# MERGE per table) once a run or interval (warehouse/pending_rows.py): a MERGE bills its whole
+# target, an INSERT bills nothing. `payload` holds the fields to write and the warehouse values the
+# merge saw, so landing them late never overwrites a warehouse edit made in between.
+CRM_SYNC_PENDING = Table(
+    "crm_sync_pending",
+    _cols(
+        ("batch_id", STRING, True),
+        ("position", INT64, True),
+        ("object_type", STRING, True),
+        ("record_key", INT64, True),
+        ("staged_at", TIMESTAMP, True),
+        ("payload", STRING, True),
+    ),
+    key=("batch_id", "position"),
+    doc="pulled values waiting to land in contacts/businesses",
+    cluster_by=("object_type", "record_key"),
+)
 CRM_SYNC_RUNS = Table(
     "crm_sync_runs",
     _cols(
@@ -207,7 +225,7 @@ CRM_SYNC_LEASES = Table(
     "crm_sync_leases",
     _cols(
         ("name", STRING, True),  # what is leased: 'writer' (the right to write this warehouse)
-        ("owner", STRING),  # who holds it (NULL: free); see truth_forge/lease.py
+        ("owner", STRING),  # who holds it (NULL: free); see truth_forge/core/lease.py
         ("acquired_at", TIMESTAMP),
         ("expires_at", TIMESTAMP),  # the engine's clock; an expired lease may be taken over
         ("updated_at", TIMESTAMP),
@@ -227,6 +245,7 @@ TABLES: dict[str, Table] = {
         CONTACT_BUSINESSES,
         CRM_SYNC_STATE,
         CRM_SYNC_JOURNAL,
+        CRM_SYNC_PENDING,
         CRM_SYNC_RUNS,
         CRM_SYNC_ERRORS,
         CRM_SYNC_KV,

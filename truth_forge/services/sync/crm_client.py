@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from truth_forge.config import Settings
-from truth_forge.crm_schema import CrmSchema, ObjectName
+from truth_forge.core.config import Settings
+from truth_forge.core.crm_schema import CrmSchema, ObjectName
 from truth_forge.sync.mapping import to_twenty_value
 from truth_forge.twenty import shapes
 from truth_forge.twenty.client import TwentyClient

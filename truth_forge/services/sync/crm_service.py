@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from truth_forge.config import Settings
-from truth_forge.crm_schema import CrmSchema, setup_schema, verify_schema
-from truth_forge.reporting import ErrorReporter
+from truth_forge.core.config import Settings
+from truth_forge.core.crm_schema import CrmSchema, setup_schema, verify_schema
+from truth_forge.core.reporting import ErrorReporter
 from truth_forge.services.sync.crm_client import TwentyCRMClient, is_twenty_id
 from truth_forge.sync.objects import PERSON
 from truth_forge.sync.context import SyncContext

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from truth_forge.reporting import ErrorReporter
+from truth_forge.core.reporting import ErrorReporter
 from truth_forge.services.sync.crm_service import TwentyCRMService
 from truth_forge.services.sync.targets import SyncTarget, load_targets
 from truth_forge.sync.context import SyncContext, SyncEvent

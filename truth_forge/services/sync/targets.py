@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any, Protocol
 
-from truth_forge.config import Settings
+from truth_forge.core.config import Settings
 
 ENTRY_POINT_GROUP = "truth_forge.sync_targets"
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from truth_forge.secrets import redact
+from truth_forge.core.secrets import redact
 from truth_forge.twenty.errors import TwentyError
 
 log = logging.getLogger(__name__)

@@ -80,9 +80,9 @@ class CommandFailed(Exception):
 
 def explain(exc: BaseException) -> Explanation | None:
     """The one line and exit code for an expected failure; None for one nobody expected (a bug)."""
-    from truth_forge.crm_schema import CrmSchemaError
-    from truth_forge.lease import WarehouseBusy
-    from truth_forge.shutdown import RunStopped
+    from truth_forge.core.crm_schema import CrmSchemaError
+    from truth_forge.core.lease import WarehouseBusy
+    from truth_forge.core.shutdown import RunStopped
     from truth_forge.twenty.errors import TwentyError
     from truth_forge.warehouse.errors import WarehouseError, WarehouseLockedError
 
@@ -181,7 +181,7 @@ def _warehouse_hint(message: str) -> str | None:
 
 def settings_error_line(exc: ValidationError) -> str:
     """One line per invalid setting, naming the variable the user actually set and its value."""
-    from truth_forge.config import Settings
+    from truth_forge.core.config import Settings
 
     lines = []
     for error in exc.errors():
@@ -197,7 +197,7 @@ def settings_error_line(exc: ValidationError) -> str:
 def unparsable_setting_line(exc: SettingsError) -> str:
     """One line for a setting pydantic-settings could not even parse (malformed JSON in a dict or list
     setting such as TRUTH_FORGE_WAREHOUSE_TABLES): the variable, why, and the shape it takes."""
-    from truth_forge.config import Settings
+    from truth_forge.core.config import Settings
 
     found = re.search(r'field "([^"]+)"', str(exc))
     field = found.group(1) if found else ""

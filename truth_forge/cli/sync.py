@@ -3,7 +3,7 @@
 Why it exists: the command wires the library together (warehouse, client, run, alerts, schedule)
 and picks the output: progress bars and a summary table on a terminal, JSON lines when stdout is
 not a terminal (or `--log-format json`), one line or nothing with `--quiet` (for cron, which mails
-whatever a job prints). The exit code follows `truth_forge.failures.EXIT_CODES`.
+whatever a job prints). The exit code follows `truth_forge.operations.failures.EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from truth_forge.failures import EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORDS_FAILED, CommandFailed
-from truth_forge.logs import LOG_FORMATS, check_log_format, current_run_id, set_run_id, tracking_run_id, use_json_logs
+from truth_forge.operations.failures import EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORDS_FAILED, CommandFailed
+from truth_forge.operations.logs import LOG_FORMATS, check_log_format, current_run_id, set_run_id, tracking_run_id, use_json_logs
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Output:
     def watch(self, requests_per_minute: float, batch_size: int,
               push_estimates: dict[str, int]) -> Iterator[Callable[[Any], None] | None]:
         """The run's event subscriber for this output (None: nobody watches)."""
-        from truth_forge.progress import JsonLines, ProgressModel, RichProgress
+        from truth_forge.operations.progress import JsonLines, ProgressModel, RichProgress
 
         if not self.shows_progress:
             yield None
@@ -85,8 +85,8 @@ class Output:
             yield subscriber
 
     def summary(self, result: Any) -> None:
-        from truth_forge.failures import run_stopped_lines
-        from truth_forge.progress import render_summary, write_json_line
+        from truth_forge.operations.failures import run_stopped_lines
+        from truth_forge.operations.progress import render_summary, write_json_line
 
         if result.status == "aborted":
             for line in run_stopped_lines(result.sync_errors):
@@ -106,21 +106,23 @@ class Output:
 
 def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
     """One sync (or dry run) against the configured warehouse and workspace; returns the exit code."""
-    from truth_forge.alerts import alert_after_run
-    from truth_forge.crm_schema import CrmSchema
-    from truth_forge.lease import open_when_free
-    from truth_forge.progress import estimate_push
-    from truth_forge.snapshot import write_snapshot
+    from truth_forge.operations.alerts import alert_after_run
+    from truth_forge.core.crm_schema import CrmSchema
+    from truth_forge.core.lease import open_when_free
+    from truth_forge.operations.progress import estimate_push
+    from truth_forge.operations.snapshot import write_snapshot
     from truth_forge.sync.runner import run_sync
+    from truth_forge.sync.sweep import SweepPolicy
     from truth_forge.twenty.client import TwentyClient
     from truth_forge.warehouse import open_warehouse
+    from truth_forge.warehouse.detection import DetectionPolicy
 
     schema = CrmSchema.load(settings.crm_schema_file)
     with open_when_free(lambda: open_warehouse(settings, create=options.create, read_only=options.dry_run),
                         options.lease_wait) as warehouse, \
             TwentyClient.from_settings(settings) as api:
         if options.dry_run:
-            policy = settings.detection_policy()
+            policy = DetectionPolicy.from_settings(settings)
             if options.full:
                 policy = dataclasses.replace(policy, audit=True)
             return _dry_run(warehouse, api, schema, options, output, policy)
@@ -131,8 +133,8 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
                 result = run_sync(warehouse, api, schema, direction=options.direction,  # type: ignore[arg-type]
                                   conflict_policy=options.conflict_policy,  # type: ignore[arg-type]
                                   on_event=tracking_run_id(on_event), full=options.full,
-                                  lease_wait=options.lease_wait, detection=settings.detection_policy(),
-                                  sweep=settings.sweep_policy(),
+                                  lease_wait=options.lease_wait, detection=DetectionPolicy.from_settings(settings),
+                                  sweep=SweepPolicy.from_settings(settings),
                                   lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds))
             finally:
                 set_run_id(outside_runs)
@@ -143,7 +145,7 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
 
 
 def _dry_run(warehouse: Any, api: Any, schema: Any, options: SyncOptions, output: Output, detection: Any) -> int:
-    from truth_forge.reporting import ErrorReporter
+    from truth_forge.core.reporting import ErrorReporter
     from truth_forge.sync.context import SyncContext
     from truth_forge.sync.plan import plan_sync, render_plan
 
@@ -186,9 +188,9 @@ def sync_command(
         "--quiet", "-q", help="Print nothing when all synced, one line when not (for cron).")] = False,
 ) -> None:
     """Run one sync: pull Twenty's edits, push the warehouse's changes, alert if errors stay open."""
-    from truth_forge.config import Settings
-    from truth_forge.schedule import check_interval, parse_interval, run_every
-    from truth_forge.shutdown import interrupted, notice_ctrl_c, stop_on_sigterm
+    from truth_forge.core.config import Settings
+    from truth_forge.operations.schedule import check_interval, parse_interval, run_every
+    from truth_forge.core.shutdown import interrupted, notice_ctrl_c, stop_on_sigterm
 
     if direction not in ("both", "push", "pull"):
         raise CommandFailed(f"--direction must be both, push or pull, not {direction!r}")
@@ -221,7 +223,7 @@ def sync_command(
 
 
 def _guarded(run: Callable[[], int]) -> int:
-    from truth_forge.schedule import exclusive_run
+    from truth_forge.operations.schedule import exclusive_run
 
     with exclusive_run():
         return run()
@@ -229,8 +231,8 @@ def _guarded(run: Callable[[], int]) -> int:
 
 def _scheduled(settings: Any, options: SyncOptions, output: Output) -> int:
     """One run of a schedule: a run that cannot run is reported and the schedule goes on."""
-    from truth_forge.failures import explain
-    from truth_forge.shutdown import interrupted
+    from truth_forge.operations.failures import explain
+    from truth_forge.core.shutdown import interrupted
 
     try:
         return run_once(settings, options, output)

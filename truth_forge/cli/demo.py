@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from truth_forge.config import Settings
-from truth_forge.crm_schema import CrmSchema
+from truth_forge.core.config import Settings
+from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sandbox import SandboxConfig, SandboxServer
 from truth_forge.services.sync import TwentyCRMClient, TwentyCRMService
 from truth_forge.sync.runner import run_sync

@@ -3,8 +3,8 @@
 Why it exists: every acknowledged event must be on disk first (`synchronous=FULL`, an fsync per
 commit), and a commit per event cost the server a commit's CPU and held its event loop for the
 fsync, one event after another. Here one thread does the storing: it takes every delivery waiting
-when it is free, stores them in one transaction (truth_forge/inbox.py, `Inbox.accept_group`) and
-only then, once that commit has returned, hands each request its outcome. So each
+when it is free, stores them in one transaction (`Inbox.accept_group`, truth_forge/realtime/inbox.py)
+and only then, once that commit has returned, hands each request its outcome. So each
 acknowledgement still follows its own durable store, the event loop keeps parsing and verifying
 while the disk syncs, and under load one fsync serves many events.
 
@@ -24,7 +24,7 @@ import threading
 import time
 from collections import defaultdict
 
-from truth_forge.inbox import Arrival, Inbox
+from truth_forge.realtime.inbox import Arrival, Inbox
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from truth_forge.config import Settings
-from truth_forge.crm_schema import CrmSchema, verify_schema
-from truth_forge.secrets import find_api_key, redact
+from truth_forge.core.config import Settings
+from truth_forge.core.crm_schema import CrmSchema, verify_schema
+from truth_forge.core.secrets import find_api_key, redact
 from truth_forge.sync import own_writes
 from truth_forge.twenty import shapes
 from truth_forge.twenty.client import TwentyClient

@@ -19,6 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from truth_forge.warehouse.accounting import format_bytes
+
 MESSAGE_CHARS = 200
 
 
@@ -37,7 +39,7 @@ def _open(settings: Any) -> Any:
 def _reading(settings: Any) -> Iterator[tuple[Any, dict[str, Any] | None]]:
     """(the warehouse opened for reading, None), or (None, the writer's snapshot) while another
     process holds the DuckDB file; the file's own error when there is no snapshot to show."""
-    from truth_forge.snapshot import read_snapshot, snapshot_note
+    from truth_forge.operations.snapshot import read_snapshot, snapshot_note
     from truth_forge.warehouse import WarehouseLockedError
 
     try:
@@ -66,7 +68,7 @@ def _when(value: Any) -> str:
 
 
 def _duration(run: dict[str, Any]) -> str:
-    from truth_forge.progress import format_duration
+    from truth_forge.operations.progress import format_duration
 
     if not run.get("finished_at") or not run.get("started_at"):
         return ""
@@ -79,18 +81,6 @@ def _phase_total(counts: dict[str, Any], prefix: str, keys: tuple[str, ...]) -> 
 
 
 RUN_ID_SHOWN = 12  # enough to tell runs apart; `errors --run` takes this prefix
-
-
-def format_bytes(n: int | None) -> str:
-    """Bytes as BigQuery's console shows them (powers of 1024), '' when the engine reported none."""
-    if n is None:
-        return ""
-    size, unit = float(n), "B"
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if size < 1024 or unit == "PB":
-            break
-        size /= 1024
-    return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
 
 
 def runs_table(runs: list[dict[str, Any]], *, short_ids: bool = False) -> Table:
@@ -139,8 +129,8 @@ def status_command(
 
     Exit 0 when all is well, 1 when errors are open, the last run did not succeed or setup is incomplete,
     2 when the warehouse could not be read."""
-    from truth_forge.config import Settings
-    from truth_forge.status import NOT_CHECKED_OFFLINE, StatusReport, check_setup, gather_status
+    from truth_forge.core.config import Settings
+    from truth_forge.operations.status import NOT_CHECKED_OFFLINE, StatusReport, check_setup, gather_status
 
     _quiet_logs(ctx)
     settings = Settings()
@@ -191,7 +181,7 @@ def runs_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
 ) -> None:
     """The latest sync runs: when, how long, what they moved, what failed, what they cost."""
-    from truth_forge.config import Settings
+    from truth_forge.core.config import Settings
 
     _quiet_logs(ctx)
     with _reading(Settings()) as (warehouse, snapshot):
@@ -214,7 +204,7 @@ def errors_command(
 ) -> None:
     """Sync errors with their lifecycle: first and last seen, attempts, resolved when the record (or,
     for a run-level error, the next successful run) went through."""
-    from truth_forge.config import Settings
+    from truth_forge.core.config import Settings
 
     _quiet_logs(ctx)
     with _reading(Settings()) as (warehouse, snapshot):

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from truth_forge.config import Settings
-from truth_forge.secrets import redact
+from truth_forge.core.config import Settings
+from truth_forge.core.secrets import redact
 
 log = logging.getLogger(__name__)
 

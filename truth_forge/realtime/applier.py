@@ -39,7 +39,7 @@ from truth_forge.sync.context import SyncContext
 from truth_forge.sync.objects import COMPANY, PERSON, SyncedObject, format_timestamp, now_utc, parse_timestamp
 from truth_forge.sync.pull import PullStats, pull_records, read_again
 from truth_forge.sync.reconcile import settle_destroyed
-from truth_forge.webhooks import WebhookEvent, is_twenty_id
+from truth_forge.realtime.webhooks import WebhookEvent, is_twenty_id
 
 log = logging.getLogger(__name__)
 

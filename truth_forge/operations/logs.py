@@ -63,7 +63,7 @@ class JsonLogFormatter(logging.Formatter):
 
 
 def check_log_format(log_format: str, allowed: tuple[str, ...] = LOG_FORMATS) -> None:
-    from truth_forge.failures import CommandFailed
+    from truth_forge.operations.failures import CommandFailed
 
     if log_format not in allowed:
         raise CommandFailed(f"--log-format must be {', '.join(allowed[:-1])} or {allowed[-1]}, not {log_format!r}")

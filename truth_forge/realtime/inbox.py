@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from truth_forge.webhooks import Rejected, SignedDelivery, WebhookEvent
+from truth_forge.realtime.webhooks import Rejected, SignedDelivery, WebhookEvent
 
 MAX_ATTEMPTS = 5  # an event that failed this often is set aside as 'failed' (the scheduled pull still covers it)
 KEEP_APPLIED_MS = 24 * 3600 * 1000

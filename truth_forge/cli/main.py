@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from truth_forge.failures import CommandFailed, exit_codes_text, explain
+from truth_forge.operations.failures import CommandFailed, exit_codes_text, explain
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,11 @@ def main(
 
 def _warn_unknown_variables() -> None:
     """A misspelled TRUTH_FORGE_* variable (in the environment or .env) is said, not silently ignored."""
-    from truth_forge.config import unknown_variables
-    from truth_forge.secrets import dotenv_file_values
+    from truth_forge.core.config import unknown_variables
+    from truth_forge.core.secrets import dotenv_file_values
 
     for line in unknown_variables([*os.environ, *dotenv_file_values()]):
-        logging.getLogger("truth_forge.config").warning(line)
+        logging.getLogger("truth_forge.core.config").warning(line)
 
 
 def explained(command: Command) -> Command:
@@ -148,7 +148,7 @@ def demo(
     """Run the whole loop on the bundled Twenty sandbox and a DuckDB file: setup, sync, edit, sync."""
     from pathlib import Path
 
-    from truth_forge.demo import DemoFolderInUse, run_demo
+    from truth_forge.cli.demo import DemoFolderInUse, run_demo
 
     try:
         figures = run_demo(Path(workdir), contacts=contacts, say=typer.echo)
@@ -159,11 +159,11 @@ def demo(
 
 def _register_component_commands() -> None:
     # Each component keeps its command beside the code it drives; this file only wires them up.
-    from truth_forge.doctor_cli import doctor_command
+    from truth_forge.cli.doctor import doctor_command
     from truth_forge.sandbox.cli import sandbox_command
-    from truth_forge.serve_cli import serve_command, webhooks_app
-    from truth_forge.status_cli import errors_command, runs_command, status_command
-    from truth_forge.sync_cli import sync_command
+    from truth_forge.cli.serve import serve_command, webhooks_app
+    from truth_forge.cli.status import errors_command, runs_command, status_command
+    from truth_forge.cli.sync import sync_command
     from truth_forge.warehouse.cli import init_command, sample_data_command
 
     epilog = exit_codes_text().replace("\n", "\n\n")
@@ -182,5 +182,5 @@ def _register_component_commands() -> None:
 _register_component_commands()
 
 
-if __name__ == "__main__":  # `python -m truth_forge.cli`, as the tests run it
+if __name__ == "__main__":  # `python -m truth_forge.cli.main`, as the tests run it
     app()

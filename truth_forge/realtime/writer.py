@@ -11,7 +11,7 @@ state in the same file (`/readyz` and `/status` read it from there).
 The writer stops when told (finishing what it is doing, then applying what is already in the
 inbox for up to `drain_seconds`) or when its parent disappears (a SIGKILLed server): it then
 drains the same way and releases the lease, so nothing is left half done. A scheduled sync under
-way is stopped the way SIGTERM stops `truth-forge sync` (truth_forge/shutdown.py): no new request
+way is stopped the way SIGTERM stops `truth-forge sync` (truth_forge/core/shutdown.py): no new request
 to Twenty leaves, those on the wire finish within their deadline and are recorded, the run closes
 as aborted. So a shutdown never waits on a stalled Twenty.
 
@@ -32,21 +32,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from truth_forge import shutdown
-from truth_forge.applier import ApplyStats, apply_events
-from truth_forge.snapshot import Throttle, write_snapshot
-from truth_forge.crm_schema import CrmSchema
-from truth_forge.inbox import Inbox
-from truth_forge.lease import WriterLease
-from truth_forge.logs import current_run_id, set_run_id, tracking_run_id, use_json_logs
-from truth_forge.reporting import ErrorReporter
-from truth_forge.secrets import redact
+from truth_forge.core import shutdown
+from truth_forge.realtime.applier import ApplyStats, apply_events
+from truth_forge.operations.snapshot import Throttle, write_snapshot
+from truth_forge.core.crm_schema import CrmSchema
+from truth_forge.realtime.inbox import Inbox
+from truth_forge.core.lease import WriterLease
+from truth_forge.operations.logs import current_run_id, set_run_id, tracking_run_id, use_json_logs
+from truth_forge.core.reporting import ErrorReporter
+from truth_forge.core.secrets import redact
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.sync.sweep import SweepPolicy
 from truth_forge.warehouse.detection import DetectionPolicy
-from truth_forge.webhooks import DEFAULT_TOLERANCE_MS
+from truth_forge.realtime.webhooks import DEFAULT_TOLERANCE_MS
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class ServeOptions:
     # A batch costs about the same for 10 events as for 300 (a fixed number of statements), so the
     # writer lets a partial batch gather for up to this long; it is the floor of the apply delay.
     batch_window: float = 0.25
+    # Minutes pulled values wait in crm_sync_pending before a scheduled sync lands them (BigQuery).
+    fold_minutes: float = 0.0
     lease_ttl: dt.timedelta = dt.timedelta(seconds=60)
     detection: DetectionPolicy = field(default_factory=DetectionPolicy)  # how scheduled syncs find changes
     sweep: SweepPolicy = field(default_factory=SweepPolicy)  # how scheduled syncs pace the rolling re-read
@@ -91,7 +93,7 @@ class WriterSpec:
     client_options: dict[str, Any] = field(default_factory=dict)
     secrets: tuple[str, ...] = field(default=(), repr=False)  # never written anywhere
     log_level: int = logging.INFO
-    log_format: str = "text"  # "json": the writer's lines as JSON objects too (truth_forge/logs.py)
+    log_format: str = "text"  # "json": the writer's lines as JSON objects too (truth_forge/operations/logs.py)
 
 
 class StopSignal(Protocol):
@@ -199,6 +201,7 @@ class Writer:
         except Exception as exc:
             self._fail(exc)
             return
+        warehouse.pending_fold_minutes = self.options.fold_minutes
         try:
             lease = WriterLease(warehouse, purpose=f"serve (server pid {self.parent_pid})", ttl=self.options.lease_ttl)
             setting_out = dt.datetime.now(dt.timezone.utc)

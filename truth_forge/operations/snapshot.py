@@ -43,7 +43,7 @@ def snapshot_path(warehouse_url: str) -> Path | None:
 def write_snapshot(warehouse: Any, warehouse_url: str) -> None:
     """Write what `status`, `runs` and `errors` would read now. Never fails the caller: a snapshot
     that cannot be written is logged, and the commands then say the file is in use, as before."""
-    from truth_forge.status import gather_status
+    from truth_forge.operations.status import gather_status
 
     path = snapshot_path(warehouse_url)
     if path is None:

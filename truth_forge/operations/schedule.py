@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from truth_forge import shutdown
-from truth_forge.failures import EXIT_INTERRUPTED, EXIT_STOPPED, CommandFailed
+from truth_forge.core import shutdown
+from truth_forge.operations.failures import EXIT_INTERRUPTED, EXIT_STOPPED, CommandFailed
 
 log = logging.getLogger(__name__)
 

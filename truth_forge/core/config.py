@@ -6,24 +6,21 @@ name (`TWENTY_BASE_URL`, `GOOGLE_CLOUD_PROJECT`) are accepted under that name to
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TWENTY_BASE_URL = "https://api.twenty.com"
 DEFAULT_WAREHOUSE_URL = "duckdb:///truth_forge.duckdb"
-# serve's gathering window on BigQuery: each apply's MERGE into contacts bills the whole table.
+# serve's gathering window on BigQuery: each apply reads the stamps of the batch's contacts by key
+# (their key and updated_at columns, whole: the table is clustered by updated_at).
 BIGQUERY_SERVE_BATCH_WINDOW = 60.0
-
-if TYPE_CHECKING:
-    from truth_forge.sync.sweep import SweepPolicy
-    from truth_forge.warehouse.detection import DetectionPolicy
-
+# How long pulled values wait in crm_sync_pending under serve on BigQuery: each landing is a MERGE
+# billing contacts whole (warehouse/pending_rows.py).
+BIGQUERY_SERVE_FOLD_MINUTES = 30.0
 
 def _env(name: str, *aliases: str) -> AliasChoices:
     return AliasChoices(f"TRUTH_FORGE_{name}", *aliases)
@@ -111,7 +108,12 @@ class Settings(BaseSettings):
     serve_batch_window_seconds: float | None = Field(
         None, ge=0, validation_alias=_env("SERVE_BATCH_WINDOW_SECONDS"),
         description="How long `serve` lets webhook events gather before applying them together; by default 0.25 s, "
-                    "and 60 s on BigQuery, where every apply writes contacts with a MERGE billing the whole table",
+                    "and 60 s on BigQuery, where every apply reads the key and stamp columns of contacts",
+    )
+    serve_fold_minutes: float | None = Field(
+        None, ge=0, validation_alias=_env("SERVE_FOLD_MINUTES"),
+        description="On BigQuery, how long values pulled by `serve` wait beside contacts before landing in it "
+                    "(one MERGE billing the whole table each time); by default 30, and 0 (at once) on DuckDB",
     )
     serve_inbox_path: Path = Field(
         Path("truth_forge_inbox.sqlite3"), validation_alias=_env("SERVE_INBOX_PATH"),
@@ -155,21 +157,15 @@ class Settings(BaseSettings):
         description="Requests one sync run may spend on that re-read (200 records a request); 0 turns it off",
     )
 
-    def sweep_policy(self) -> SweepPolicy:
-        from truth_forge.sync.sweep import SweepPolicy
-
-        return SweepPolicy(window=dt.timedelta(hours=self.sweep_window_hours), max_requests=self.sweep_max_requests)
+    def serve_fold_minutes_or_default(self) -> float:
+        if self.serve_fold_minutes is not None:
+            return self.serve_fold_minutes
+        return BIGQUERY_SERVE_FOLD_MINUTES if self.warehouse_url.startswith("bigquery://") else 0.0
 
     def serve_batch_window(self) -> float:
         if self.serve_batch_window_seconds is not None:
             return self.serve_batch_window_seconds
         return BIGQUERY_SERVE_BATCH_WINDOW if self.warehouse_url.startswith("bigquery://") else 0.25
-
-    def detection_policy(self) -> DetectionPolicy:
-        from truth_forge.warehouse.detection import DetectionPolicy
-
-        return DetectionPolicy(overlap=dt.timedelta(minutes=self.detection_overlap_minutes),
-                               audit_every=dt.timedelta(hours=self.detection_audit_hours))
 
     @field_validator("twenty_base_url")
     @classmethod
@@ -179,7 +175,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https:// (e.g. https://api.twenty.com)")
         return value
 
-    # --- operating it: warehouse timeouts and alerts (truth_forge/alerts.py) ------------------------
+    # --- operating it: warehouse timeouts and alerts (truth_forge/operations/alerts.py) ------------------------
     warehouse_timeout_seconds: float = Field(
         30.0, gt=0, validation_alias=_env("WAREHOUSE_TIMEOUT_SECONDS"),
         description="Bound on each BigQuery call, retries included (an unreachable endpoint fails after this)",
@@ -240,7 +236,7 @@ def get_settings() -> Settings:
 
 
 def __getattr__(name: str) -> Settings:
-    # `from truth_forge.config import settings` reads `settings.twenty_base_url`, as the seed does.
+    # `from truth_forge.core.config import settings` reads `settings.twenty_base_url`, as the seed does.
     if name == "settings":
         return get_settings()
     raise AttributeError(name)

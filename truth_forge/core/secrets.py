@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from truth_forge.config import Settings, get_settings
+from truth_forge.core.config import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def _from_secret_manager(
 
 
 def _build_client() -> Any:
-    # Imported here so that `import truth_forge.secrets` stays cheap and works without GCP libs.
+    # Imported here so that `import truth_forge.core.secrets` stays cheap and works without GCP libs.
     from google.cloud import secretmanager
 
     return secretmanager.SecretManagerServiceClient()

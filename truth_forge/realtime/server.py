@@ -6,10 +6,10 @@ sends each event once and drops some, so a scheduled sync (the ordinary `run_syn
 every few minutes for completeness. The process has two halves:
 
 * the request path (uvicorn with httptools): verify, store in the inbox (deliveries arriving
-  together in one commit, truth_forge/group_commit.py), answer 200, all in a few milliseconds; it
-  never touches the warehouse, so a slow MERGE or a running sync cannot make Twenty's 5-second
-  delivery time out;
-* the writer (a child process, truth_forge/writer.py): holds the warehouse's writer lease for as
+  together in one commit, truth_forge/realtime/group_commit.py), answer 200, all in a few
+  milliseconds; it never touches the warehouse, so a slow MERGE or a running sync cannot make
+  Twenty's 5-second delivery time out;
+* the writer (a child process, truth_forge/realtime/writer.py): holds the warehouse's writer lease for as
   long as the server runs, applies the inbox in micro-batches and runs the scheduled sync, one
   thing at a time. On shutdown (after uvicorn has finished the requests in flight) it finishes what
   it is doing, applies what is already in the inbox (for a bounded time), then releases the lease.
@@ -36,11 +36,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from truth_forge.group_commit import GroupCommit
-from truth_forge.inbox import Arrival, Inbox
-from truth_forge.webhooks import (NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Rejected, parse_event,
-                                  verify_delivery)
-from truth_forge.writer import ServeOptions, WriterSpec, now_ms, writer_main
+from truth_forge.realtime.group_commit import GroupCommit
+from truth_forge.realtime.inbox import Arrival, Inbox
+from truth_forge.realtime.webhooks import (NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Rejected, parse_event,
+                                           verify_delivery)
+from truth_forge.realtime.writer import ServeOptions, WriterSpec, now_ms, writer_main
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ WEBHOOK_PATH = "/webhooks/twenty"
 
 
 class WriterProcess:
-    """The server's handle on its writer process (truth_forge/writer.py)."""
+    """The server's handle on its writer process (truth_forge/realtime/writer.py)."""
 
     def __init__(self, spec: WriterSpec, inbox: Inbox) -> None:
         self.spec = spec

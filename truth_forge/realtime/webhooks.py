@@ -6,7 +6,7 @@ Why it exists: a webhook request is only trusted when it is signed the way Twent
 `"{X-Twenty-Webhook-Timestamp}:{raw body}"`, the timestamp in milliseconds. The nonce header is not
 signed, so a replay is recognised by its nonce *and* by its signature (a copy with a fresh nonce
 still carries the old signature, and an old timestamp). Everything here is pure, so the rules
-are tested without a server; the server (truth_forge/server.py) only maps `Rejected` to a status.
+are tested without a server; the server (truth_forge/realtime/server.py) only maps `Rejected` to a status.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`truth-forge doctor`: the command-line shell over `truth_forge.doctor.run_doctor`.
+"""`truth-forge doctor`: the command-line shell over `truth_forge.operations.doctor.run_doctor`.
 
 Kept apart from the checks so the library stays free of Typer, as the sandbox keeps its command.
 """
@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from truth_forge.config import Settings
-from truth_forge.failures import explain
+from truth_forge.core.config import Settings
+from truth_forge.operations.failures import explain
 
 
 def doctor_command(
@@ -26,8 +26,8 @@ def doctor_command(
 
     Exit 0 when nothing failed, 1 when a check failed, 2 when the workspace could not be checked.
     """
-    from truth_forge.doctor import run_doctor
-    from truth_forge.logs import check_log_format, use_json_logs
+    from truth_forge.operations.doctor import run_doctor
+    from truth_forge.operations.logs import check_log_format, use_json_logs
 
     check_log_format(log_format)
     if log_format == "json":

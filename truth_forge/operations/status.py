@@ -33,6 +33,8 @@ class StatusReport:
     setup: str
     next_run: list[str] = field(default_factory=list)
     own_writes: list[str] = field(default_factory=list)  # whether pulls skip our own writes, per workspace
+    # Pulled values waiting in crm_sync_pending to land in contacts/businesses (BigQuery): how many, since when.
+    waiting_to_land: dict[str, Any] = field(default_factory=dict)
 
     @property
     def open_errors(self) -> int:
@@ -50,7 +52,7 @@ class StatusReport:
 
 def gather_status(warehouse: Any, *, warehouse_url: str, setup: str) -> StatusReport:
     """Read the bookkeeping and say what the next run will do."""
-    from truth_forge.progress import estimate_push
+    from truth_forge.operations.progress import estimate_push
 
     kv = warehouse.bookkeeping_values()
     watermarks = {k.removeprefix("watermark:"): v for k, v in kv.items()
@@ -69,6 +71,9 @@ def gather_status(warehouse: Any, *, warehouse_url: str, setup: str) -> StatusRe
         setup=setup,
         own_writes=[own_writes.describe(v) for k, v in kv.items() if k.startswith(f"watermark:{own_writes.MARK_PREFIX}")],
     )
+    waiting, oldest = warehouse.pending_summary()
+    if waiting:
+        report.waiting_to_land = {"records": waiting, "since": oldest}
     report.next_run = next_run(report)
     return report
 
@@ -86,6 +91,9 @@ def next_run(report: StatusReport) -> list[str]:
         steps.append(f"pull {obj.plural}: {since}{skip}")
         if report.retry_lists.get(obj.object_type):
             steps.append(f"  and fetch again {report.retry_lists[obj.object_type]} {obj.plural} whose pull failed")
+    if report.waiting_to_land:
+        steps.append(f"land {report.waiting_to_land['records']} pulled records waiting beside the warehouse tables "
+                     f"since {report.waiting_to_land['since']} (crm_sync_pending)")
     for obj in SYNC_ORDER:
         states = report.synced.get(obj.object_type, {})
         again = states.get("failed", 0) + states.get("pending", 0)
@@ -105,8 +113,8 @@ def _minus_overlap(mark: str) -> str:
 
 def check_setup(settings: Any) -> str:
     """'complete', 'INCOMPLETE: ...' or 'not checked: <why>' (one metadata read)."""
-    from truth_forge.crm_schema import CrmSchema, verify_schema
-    from truth_forge.failures import explain
+    from truth_forge.core.crm_schema import CrmSchema, verify_schema
+    from truth_forge.operations.failures import explain
     from truth_forge.twenty.client import TwentyClient
 
     try:

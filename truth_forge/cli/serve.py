@@ -1,5 +1,5 @@
 """`truth-forge serve` and `truth-forge webhooks register|list|remove`: thin shells over
-truth_forge/server.py and truth_forge/webhooks.py, registered by the project CLI."""
+truth_forge/realtime/server.py and truth_forge/realtime/webhooks.py, registered by the project CLI."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 
-from truth_forge.config import Settings, get_settings
-from truth_forge.secrets import find_webhook_secret, store_webhook_secret
+from truth_forge.core.config import Settings, get_settings
+from truth_forge.core.secrets import find_webhook_secret, store_webhook_secret
 from truth_forge.twenty.client import client_options
 from truth_forge.twenty.errors import TwentyError
 
@@ -36,17 +36,19 @@ def serve_command(
     """Receive Twenty's webhooks on POST /webhooks/twenty and run the scheduled sync, until stopped."""
     import logging
 
-    from truth_forge.logs import check_log_format, use_json_logs
+    from truth_forge.operations.logs import check_log_format, use_json_logs
 
     check_log_format(log_format)
     if log_format == "json":
         use_json_logs()
 
-    from truth_forge.inbox import Inbox
-    from truth_forge.secrets import resolve_api_key
-    from truth_forge.listen import bind_tcp
-    from truth_forge.server import build_server, uvicorn_server
-    from truth_forge.writer import ServeOptions, WriterSpec
+    from truth_forge.realtime.inbox import Inbox
+    from truth_forge.core.secrets import resolve_api_key
+    from truth_forge.core.listen import bind_tcp
+    from truth_forge.realtime.server import build_server, uvicorn_server
+    from truth_forge.realtime.writer import ServeOptions, WriterSpec
+    from truth_forge.sync.sweep import SweepPolicy
+    from truth_forge.warehouse.detection import DetectionPolicy
 
     settings = get_settings()
     try:
@@ -58,9 +60,9 @@ def serve_command(
         host=host or settings.serve_host, port=settings.serve_port if port is None else port,
         sync_interval=60 * (sync_interval or settings.serve_sync_interval_minutes), sync_on_start=sync_on_start,
         tolerance_ms=settings.webhook_tolerance_seconds * 1000, max_body_bytes=settings.webhook_max_body_bytes,
-        lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds), detection=settings.detection_policy(),
-        sweep=settings.sweep_policy(),
-        batch_window=settings.serve_batch_window(),
+        lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds), detection=DetectionPolicy.from_settings(settings),
+        sweep=SweepPolicy.from_settings(settings),
+        batch_window=settings.serve_batch_window(), fold_minutes=settings.serve_fold_minutes_or_default(),
         stall_seconds=2 * settings.twenty_request_deadline_seconds,
     )
     spec = WriterSpec(
@@ -104,7 +106,7 @@ def register_command(
              "then fail verification: remove them).")] = False,
 ) -> None:
     """Create the webhook for person and company events in Twenty, signed with the stored secret."""
-    from truth_forge import webhooks
+    from truth_forge.realtime import webhooks
 
     settings = get_settings()
     secret, where = None, ""
@@ -128,7 +130,7 @@ def register_command(
 @webhooks_app.command("list")
 def list_command() -> None:
     """The workspace's webhooks (secrets are never printed)."""
-    from truth_forge import webhooks
+    from truth_forge.realtime import webhooks
 
     with _client(get_settings()) as client:
         try:
@@ -144,7 +146,7 @@ def list_command() -> None:
 @webhooks_app.command("remove")
 def remove_command(webhook_id: Annotated[str, typer.Argument(help="Id shown by `webhooks list`.")]) -> None:
     """Delete a webhook from Twenty."""
-    from truth_forge import webhooks
+    from truth_forge.realtime import webhooks
 
     with _client(get_settings()) as client:
         try:

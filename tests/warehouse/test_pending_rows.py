@@ -1,0 +1,142 @@
+"""Pulled values staged beside contacts (BigQuery's way), on both engines: reads by key see them at
+once, landing writes only what the warehouse still holds as the merge saw it (a warehouse edit made
+in between is kept), a landing stopped half-way is done again harmlessly by a fresh process, and
+nothing is MERGEd into contacts until the values land.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from truth_forge.warehouse import Warehouse
+from truth_forge.warehouse.pending_rows import STAGED_HASH
+from truth_forge.warehouse.sample_data import generate_sample_data
+
+
+@pytest.fixture
+def staging(open_test_warehouse: Callable[..., Any]) -> Warehouse:
+    wh = open_test_warehouse()
+    wh.stage_pulled_rows = True
+    wh.pending_fold_minutes = 1_000_000.0
+    generate_sample_data(wh, contacts=6, businesses=2, seed=3)
+    return wh
+
+
+def table_row(wh: Warehouse, key: int) -> dict[str, Any]:
+    [row] = wh._table_rows("person", [key])
+    return row
+
+
+def pull(wh: Warehouse, key: int, **values: Any) -> set[int]:
+    """What the pull does: read the row, merge, hand the merged fields over with what it read."""
+    current = {r["contact_id"]: r for r in wh.get_rows("person", [key])}
+    staged = wh.land_pulled("person", [{"contact_id": key, **values}], current)
+    wh.upsert_sync_state([{"object_type": "person", "record_key": str(key), "status": "synced",
+                           "warehouse_hash": STAGED_HASH if key in staged else wh.row_hashes("person", [key])[key]}])
+    return staged
+
+
+MERGE_INTO_CONTACTS = re.compile(r"^\s*MERGE\s+(INTO\s+)?\S*\bcontacts\b", re.IGNORECASE)
+
+
+def merges_into_contacts(wh: Warehouse) -> list[str]:
+    """Start listening: the MERGEs into contacts sent from now on."""
+    sent: list[str] = []
+    wh.statements.listeners.append(lambda s: sent.append(s.sql) if MERGE_INTO_CONTACTS.match(s.sql) else None)
+    return sent
+
+
+def test_staged_values_are_read_at_once_and_land_without_a_merge_before(staging: Warehouse) -> None:
+    before = table_row(staging, 1)
+    merges = merges_into_contacts(staging)
+    assert pull(staging, 1, canonical_name="Staged Name", category_code="B") == {1}
+    assert merges == []  # appended, not merged
+    assert table_row(staging, 1)["canonical_name"] == before["canonical_name"]
+    [seen] = staging.get_rows("person", [1])
+    assert (seen["canonical_name"], seen["category_code"], seen["row_hash"]) == ("Staged Name", "B", STAGED_HASH)
+    assert staging.row_hashes("person", [1, 2]) == {1: STAGED_HASH, 2: table_row(staging, 2)["row_hash"]}
+    assert staging.fold_pending() == 0  # not due yet
+    assert staging.fold_pending(force=True) == 1
+    assert len(merges) == 1
+    landed = table_row(staging, 1)
+    assert (landed["canonical_name"], landed["category_code"]) == ("Staged Name", "B")
+    assert staging.count_rows("crm_sync_pending") == 0
+    # The state's hash is the landed row's, so the push does not send the row back.
+    assert staging.read_sync_state("person", [1])["1"]["warehouse_hash"] == landed["row_hash"]
+
+
+def test_a_warehouse_edit_made_before_landing_is_kept_and_the_rest_lands(staging: Warehouse) -> None:
+    pull(staging, 2, canonical_name="From Twenty", category_code="D")
+    # A pipeline writes the same row meanwhile: one field the pull changed, nothing else.
+    staging.upsert_contacts([{"contact_id": 2, "category_code": "H"}])
+    [seen] = staging.get_rows("person", [2])  # the row changed since: everything pending lands first
+    assert staging.count_rows("crm_sync_pending") == 0
+    assert (seen["canonical_name"], seen["category_code"]) == ("From Twenty", "H")
+    assert seen["row_hash"] != STAGED_HASH
+    # Not recorded as synced: the warehouse's newer category still has to go out.
+    assert staging.read_sync_state("person", [2])["2"]["warehouse_hash"] == STAGED_HASH
+
+
+def test_a_landing_stopped_half_way_is_finished_by_a_fresh_process_without_overwriting(
+        staging: Warehouse, open_test_warehouse: Callable[..., Any]) -> None:
+    pull(staging, 3, canonical_name="Landed Once", category_code="E")
+    pull(staging, 4, canonical_name="Not Yet")
+    # As if killed after the MERGE: the values are in contacts, the pending rows still there.
+    entries = dict(staging._pending_entries())
+    staging._land("person", {k: e for (_, k), e in entries.items()})
+    assert staging.count_rows("crm_sync_pending") == 2
+    staging.upsert_contacts([{"contact_id": 3, "canonical_name": "Edited After"}])
+    fresh = open_test_warehouse()
+    fresh.stage_pulled_rows = True
+    [seen] = fresh.get_rows("person", [3])  # loads the pending rows: changed since, so they land now
+    assert seen["canonical_name"] == "Edited After" and seen["category_code"] == "E"
+    assert fresh.count_rows("crm_sync_pending") == 0
+    assert table_row(fresh, 4)["canonical_name"] == "Not Yet"
+
+
+def test_a_person_created_in_twenty_is_read_before_it_lands(staging: Warehouse) -> None:
+    [key] = staging.allocate_ids("person", 1)
+    staged = staging.land_pulled("person", [{"contact_id": key, "canonical_name": "New One", "category_code": "A",
+                                             "primary_email": "new@example.org", "additional_emails": []}], {})
+    assert staged == {key}
+    [seen] = staging.get_rows("person", [key])
+    assert (seen["canonical_name"], seen["primary_email"], seen["row_hash"]) == ("New One", "new@example.org",
+                                                                                  STAGED_HASH)
+    assert staging._table_rows("person", [key]) == []
+    staging.fold_pending(force=True)
+    assert table_row(staging, key)["primary_email"] == "new@example.org"
+
+
+def test_a_bad_value_is_refused_before_anything_is_staged(staging: Warehouse) -> None:
+    from truth_forge.warehouse.errors import WarehouseDataError
+
+    with pytest.raises(WarehouseDataError, match="category_code"):
+        staging.land_pulled("person", [{"contact_id": 5, "category_code": 7}], {})
+    assert staging.count_rows("crm_sync_pending") == 0 and staging.pending_keys("person", [5]) == []
+
+
+def test_a_candidate_with_staged_values_is_judged_as_it_will_be(staging: Warehouse) -> None:
+    """Change detection reads the table; a row both staged and edited in the warehouse is handed to
+    the push with the staged values laid over it, so the push never sends the older value back."""
+    staging.detect_changes("person").commit()  # the first detection (an audit) sets the mark
+    staging.upsert_contacts([{"contact_id": 6, "ai_insights": {"score": 9}}])  # stamped: a candidate
+    pull(staging, 6, category_code="F")  # merged after that edit, which still has to go out:
+    staging.upsert_sync_state([{"object_type": "person", "record_key": "6", "warehouse_hash": None}])
+    rows = [r for batch in staging.detect_changes("person") for r in batch if r["contact_id"] == 6]
+    assert [(r["category_code"], r["ai_insights"]) for r in rows] == [("F", {"score": 9})]
+
+
+def test_a_dry_run_on_a_store_from_before_staging_reads_rows_as_they_are(tmp_path: Any) -> None:
+    from truth_forge.warehouse import open_warehouse
+
+    url = f"duckdb:///{tmp_path / 'old.duckdb'}"
+    with open_warehouse(url) as wh:
+        generate_sample_data(wh, contacts=2, businesses=1, seed=3)
+        wh._run("DROP TABLE {crm_sync_pending}", ())  # the layout of an older truth-forge
+    with open_warehouse(url, read_only=True) as dry:
+        assert [r["contact_id"] for r in dry.get_rows("person", [1, 2])] == [1, 2]
+        assert dry.fold_pending(force=True) == 0

@@ -1,0 +1,347 @@
+"""Values pulled from Twenty, appended at once and landed in `contacts`/`businesses` later.
+
+Why it exists: on BigQuery every MERGE into a table that is not partitioned bills the whole target
+table (docs/reference/standard-sql/dml-syntax, "On-demand query size calculation"), and `contacts`
+is the user's table, laid out as they chose. Writing each pulled page or webhook batch straight in
+billed the whole table per batch. Here a store that stages (`stage_pulled_rows`, on by default on
+BigQuery) appends the merged rows to `crm_sync_pending` (an INSERT bills nothing) and lands them
+with one MERGE per table once a run, or once an interval under `serve` (`pending_fold_minutes`).
+
+Nothing is lost in between:
+* Reads by key (`get_rows`, `row_hashes`) lay the pending values over the table's row, so the sync
+  merges the next edit of a record against what it last decided, and the push sends nothing back.
+  The row's hash reads `STAGED_HASH`, which the pull also records as the state's `warehouse_hash`.
+* A staged row remembers the warehouse values its merge saw. Landing writes a field only where the
+  warehouse still holds that value: a warehouse edit made in between is kept (and pushed, as any
+  warehouse edit is), never overwritten by the older Twenty value. The same check makes landing
+  idempotent, so a run killed half-way through lands the rest next time.
+* If a warehouse writer changed a staged row before it landed, the next read of that row lands
+  everything pending first, so the merge sees both sides as they are.
+
+Change detection needs no overlay: a staged row's table row carries no new stamp until it lands,
+and landing stamps it and records its new hash in the state, so it is not sent back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from truth_forge.warehouse import queries as q
+from truth_forge.warehouse.binds import KeySet, RowSet, plain_row
+from truth_forge.warehouse.schema import CRM_SYNC_PENDING, STRING
+
+if TYPE_CHECKING:
+    from truth_forge.warehouse.binds import Bind
+
+log = logging.getLogger(__name__)
+
+# The warehouse_hash of a record whose merged values wait in crm_sync_pending (never a real hash:
+# those are hex digests). Landing replaces it with the landed row's hash.
+STAGED_HASH = "staged"
+# Fields written together or not at all (the warehouse replaces a contact's emails/phones as a pair).
+_PAIRS = (("primary_email", "additional_emails"), ("primary_phone", "additional_phones"))
+_KEY_COLUMN = {"person": "contact_id", "company": "business_id"}
+_VIEW_COLUMNS = {"person": q.CONTACT_VIEW_COLUMNS, "company": q.BUSINESS_VIEW_COLUMNS}
+
+
+def _text(value: Any) -> str:
+    """One comparable text for a value as rows carry it (timestamps as ISO text)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_iso)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+@dataclass
+class _Entry:
+    """What waits for one record: the fields to write, the warehouse values (and row hash) the first
+    staged merge saw, None for a row that did not exist yet."""
+
+    fields: dict[str, Any]
+    expected: dict[str, Any] | None
+    expected_hash: str | None
+    staged_at: dt.datetime
+    batches: set[str] = field(default_factory=set)
+
+    def add(self, later: _Entry) -> None:
+        self.fields.update(later.fields)
+        if self.expected is not None and later.expected is not None:
+            # A field first staged by the later merge was read from the table: its value is the truth.
+            self.expected = {**later.expected, **self.expected}
+        self.batches |= later.batches
+
+
+@dataclass
+class _Pending:
+    """The entries of this store, shared by every handle of one process (the writer lease makes the
+    process the only writer, so what it loaded and staged since is the table)."""
+
+    entries: dict[tuple[str, int], _Entry] = field(default_factory=dict)
+    loaded: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+
+class PendingRows:
+    """Mixin of `Warehouse`: staging of pulled rows, the overlay on reads, and landing."""
+
+    # Whether pulled rows are staged (BigQuery) or written at once (DuckDB, where a MERGE costs nothing).
+    stage_pulled_rows = False
+    # Staged rows land at the end of a run once the oldest has waited this long (0: every run).
+    pending_fold_minutes = 0.0
+
+    if TYPE_CHECKING:  # provided by Warehouse and its other parts
+        read_only: bool
+
+        def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
+            raise NotImplementedError
+
+        tables: Any
+
+        def _existing_columns(self) -> dict[str, set[str]]:
+            raise NotImplementedError
+
+        def _validated(self, object_type: str, rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+            raise NotImplementedError
+
+        def _table_rows(self, object_type: str, keys: Iterable[int]) -> list[dict[str, Any]]:
+            raise NotImplementedError
+
+        def upsert_contacts(self, rows: Iterable[Mapping[str, Any]]) -> int:
+            raise NotImplementedError
+
+        def upsert_businesses(self, rows: Iterable[Mapping[str, Any]]) -> int:
+            raise NotImplementedError
+
+        def read_sync_state(self, object_type: str, record_keys: Iterable[str | int]) -> dict[str, dict[str, Any]]:
+            raise NotImplementedError
+
+        def upsert_sync_state(self, rows: Iterable[Mapping[str, Any]]) -> int:
+            raise NotImplementedError
+
+    def _init_pending(self) -> None:
+        self._pending = _Pending()
+
+    def _share_pending(self, other: PendingRows) -> None:
+        self._pending = other._pending
+
+    # --- staging -------------------------------------------------------------------------------
+
+    def land_pulled(self, object_type: str, rows: Sequence[Mapping[str, Any]],
+                    current: Mapping[int, Mapping[str, Any]]) -> set[int]:
+        """Write rows a pull merged; `current` holds the warehouse rows the merge read, by key.
+
+        Returns the keys staged for landing later (empty when written at once): their hash is
+        `STAGED_HASH` until they land."""
+        if not rows:
+            return set()
+        key_column = _KEY_COLUMN[object_type]
+        if not self.stage_pulled_rows:
+            for group in _by_field_set(rows):
+                (self.upsert_contacts if object_type == "person" else self.upsert_businesses)(group)
+            return set()
+        for group in _by_field_set(rows):
+            self._validated(object_type, group)  # a bad row fails here, as an upsert would, staging nothing
+        batch, now = uuid.uuid4().hex, dt.datetime.now(dt.timezone.utc)
+        staged: list[tuple[int, _Entry]] = []
+        for row in rows:
+            key = int(row[key_column])
+            seen = current.get(key)
+            fields = {c: v for c, v in row.items() if c != key_column}
+            expected = None if seen is None else {c: seen.get(c) for c in fields}
+            known = None if seen is None or seen.get("row_hash") == STAGED_HASH else seen.get("row_hash")
+            staged.append((key, _Entry(fields, expected, known, now, {batch})))
+        payloads = [{"batch_id": batch, "position": i, "object_type": object_type, "record_key": key,
+                     "staged_at": now, "payload": _text({"fields": e.fields, "expected": e.expected,
+                                                         "hash": e.expected_hash})}
+                    for i, (key, e) in enumerate(staged)]
+        columns = [(c.name, c.type) for c in CRM_SYNC_PENDING.columns]
+        with self._pending.lock:
+            self._pending_entries()  # loaded before this batch joins them
+            self._run(f"INSERT INTO {{crm_sync_pending}} ({', '.join(n for n, _ in columns)}) "
+                      f"{q.source_select('rows', columns)}", (RowSet("rows", columns, payloads),))
+            for key, entry in staged:
+                self._remember(object_type, key, _decoded(entry))
+        return {key for key, _ in staged}
+
+    def _remember(self, object_type: str, key: int, entry: _Entry) -> None:
+        held = self._pending.entries.get((object_type, key))
+        if held is None:
+            self._pending.entries[(object_type, key)] = entry
+        else:
+            held.add(entry)
+
+    def _pending_entries(self) -> dict[tuple[str, int], _Entry]:
+        with self._pending.lock:
+            if not self._pending.loaded and self.read_only and not self._has_pending_table():
+                self._pending.loaded = True  # a dry run on a store from before this table: nothing staged
+            if not self._pending.loaded:
+                rows, _ = self._run(
+                    "SELECT p.batch_id AS batch_id, p.position AS position, p.object_type AS object_type, "
+                    "p.record_key AS record_key, p.staged_at AS staged_at, p.payload AS payload "
+                    "FROM {crm_sync_pending} AS p", (), fetch=True)
+                for row in sorted((plain_row(r) for r in rows),
+                                  key=lambda r: (r["staged_at"], r["batch_id"], r["position"])):
+                    body = json.loads(row["payload"])
+                    self._remember(row["object_type"], int(row["record_key"]),
+                                   _Entry(body["fields"], body["expected"], body["hash"], row["staged_at"],
+                                          {row["batch_id"]}))
+                self._pending.loaded = True
+            return self._pending.entries
+
+    def _has_pending_table(self) -> bool:
+        return self.tables[CRM_SYNC_PENDING.name] in self._existing_columns()
+
+    def pending_keys(self, object_type: str, keys: Iterable[int]) -> list[int]:
+        """Those of `keys` whose pulled values wait to land."""
+        entries = self._pending_entries()
+        return [k for k in keys if (object_type, int(k)) in entries] if entries else []
+
+    def pending_summary(self) -> tuple[int, dt.datetime | None]:
+        """How many records wait to land, and since when the oldest has waited."""
+        entries = self._pending_entries()
+        return len(entries), min((e.staged_at for e in entries.values()), default=None)
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def _overlaid(self, object_type: str, keys: Iterable[int], rows: list[dict[str, Any]],
+                  reread: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The table rows of `keys` with pending values laid over them, and the rows staged to be
+        inserted. A row some writer changed since its values were staged lands everything pending
+        first, and all are read again (`reread`)."""
+        entries = self._pending_entries()
+        if not entries:
+            return rows
+        key_column = _KEY_COLUMN[object_type]
+        out, found = [], set()
+        for row in rows:
+            key = int(row[key_column])
+            found.add(key)
+            entry = entries.get((object_type, key))
+            if entry is None:
+                out.append(row)
+            elif entry.expected_hash is not None and row.get("row_hash") == entry.expected_hash:
+                out.append({**row, **entry.fields, "row_hash": STAGED_HASH})
+            elif self.read_only:
+                out.append(row)  # a dry run lands nothing: it sees the table
+            else:
+                self.fold_pending(force=True)
+                return reread()
+        for key in sorted({int(k) for k in keys} - found):
+            entry = entries.get((object_type, key))
+            if entry is not None and entry.expected is None:
+                # Created in Twenty, not in the table yet: the row it will be (push-only columns empty).
+                blank = dict.fromkeys(_VIEW_COLUMNS[object_type])
+                out.append({**blank, **entry.fields, key_column: key, "updated_at": entry.staged_at,
+                            "row_hash": STAGED_HASH})
+        return sorted(out, key=lambda r: r[key_column])
+
+    # --- landing -------------------------------------------------------------------------------
+
+    def fold_pending(self, *, force: bool = False) -> int:
+        """Land staged rows in contacts/businesses: all of them when forced, else when the oldest has
+        waited `pending_fold_minutes`. Returns the records landed."""
+        if self.read_only:
+            return 0
+        with self._pending.lock:
+            entries = self._pending_entries()
+            if not entries:
+                return 0
+            oldest = min(e.staged_at for e in entries.values())
+            waited = dt.datetime.now(dt.timezone.utc) - oldest
+            if not force and waited < dt.timedelta(minutes=self.pending_fold_minutes):
+                return 0
+            kept_theirs = 0
+            for object_type in ("company", "person"):
+                of_type = {k: e for (t, k), e in entries.items() if t == object_type}
+                if of_type:
+                    kept_theirs += self._land(object_type, of_type)
+            batches = sorted({b for e in entries.values() for b in e.batches})
+            # Only after everything landed: a kill before this lands the same entries again, harmlessly.
+            self._run("DELETE FROM {crm_sync_pending} WHERE batch_id IN {keys_batches}",
+                      (KeySet("batches", STRING, batches),))
+            landed = len(entries)
+            entries.clear()
+        log.info("landed %d pulled rows (staged up to %.0f s ago)%s", landed, waited.total_seconds(),
+                 f"; {kept_theirs} kept a warehouse edit made meanwhile" if kept_theirs else "")
+        return landed
+
+    def _land(self, object_type: str, entries: Mapping[int, _Entry]) -> int:
+        """Write what still applies of each entry; record the landed hash where nothing was kept back.
+        Returns how many records kept a warehouse value changed after their merge read it."""
+        key_column = _KEY_COLUMN[object_type]
+        current = {int(r[key_column]): r for r in self._table_rows(object_type, entries)}
+        writes, clean, kept = [], [], 0
+        for key, entry in entries.items():
+            row = current.get(key)
+            if row is None and entry.expected is not None:
+                kept += 1  # removed outright by another writer since: not revived (the audit reports it)
+                continue
+            write, conflicting = _still_applies(entry, row)
+            if write:
+                writes.append({key_column: key, **write})
+            if conflicting:
+                kept += 1
+            else:
+                clean.append(key)
+        for group in _by_field_set(writes):
+            (self.upsert_contacts if object_type == "person" else self.upsert_businesses)(group)
+        if clean:
+            hashes = {int(r[key_column]): r["row_hash"] for r in self._table_rows(object_type, clean)}
+            states = self.read_sync_state(object_type, clean)
+            self.upsert_sync_state([
+                {"object_type": object_type, "record_key": str(k), "warehouse_hash": hashes[k]}
+                for k in clean if k in hashes and states.get(str(k), {}).get("warehouse_hash") == STAGED_HASH])
+        return kept
+
+
+def _still_applies(entry: _Entry, row: Mapping[str, Any] | None) -> tuple[dict[str, Any], bool]:
+    """The fields of `entry` to write over `row`, and whether some field holds a value another
+    writer set after the merge read it (kept: the newer edit wins, as any warehouse edit does)."""
+    if row is None:
+        return dict(entry.fields), False
+    expected = entry.expected or {}
+    write, conflicting = {}, False
+    for column, value in entry.fields.items():
+        now = _text(row.get(column))
+        if now == _text(value):
+            continue  # already there (landed before a kill, or both sides agree)
+        if column in expected and now == _text(expected[column]):
+            write[column] = value
+        else:
+            conflicting = True
+    for pair in _PAIRS:
+        if any(c in write for c in pair):
+            if any(c in entry.fields and c not in write and _text(row.get(c)) != _text(entry.fields[c])
+                   for c in pair):
+                conflicting = True  # half a pair cannot be written: the warehouse keeps both
+                for c in pair:
+                    write.pop(c, None)
+            else:
+                write.update({c: write.get(c, entry.fields.get(c, row.get(c))) for c in pair})
+    return write, conflicting
+
+
+def _decoded(entry: _Entry) -> _Entry:
+    """The entry as it reads back from the table (timestamps as text), so a fresh process and this
+    one compare the same values."""
+    body = json.loads(_text({"fields": entry.fields, "expected": entry.expected}))
+    return _Entry(body["fields"], body["expected"], entry.expected_hash, entry.staged_at, set(entry.batches))
+
+
+def _by_field_set(rows: Iterable[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Rows grouped by the fields they carry: an upsert writes one set of fields per statement."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(frozenset(row), []).append(dict(row))
+    return list(groups.values())
+
