@@ -206,7 +206,7 @@ def start_serve(env: dict[str, str], cwd: str) -> tuple[subprocess.Popen[bytes],
     """Start serve with its output in serve.log (a pipe nobody reads would fill and stall it)."""
     log_path = Path(cwd) / "serve.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "truth_forge.cli.main", "serve", "--port", "0",
+        proc = subprocess.Popen([sys.executable, "-m", "truth_forge", "serve", "--port", "0",
                                  "--no-sync-on-start"], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
