@@ -159,6 +159,7 @@ def demo(
 
 def _register_component_commands() -> None:
     # Each component keeps its command beside the code it drives; this file only wires them up.
+    from truth_forge.cli.console import console_command
     from truth_forge.cli.doctor import doctor_command
     from truth_forge.sandbox.cli import sandbox_command
     from truth_forge.cli.serve import serve_command, webhooks_app
@@ -176,6 +177,7 @@ def _register_component_commands() -> None:
     app.command("sample-data")(explained(sample_data_command))
     app.command("doctor")(explained(doctor_command))
     app.command("serve")(explained(serve_command))
+    app.command("console")(explained(console_command))
     app.add_typer(webhooks_app, name="webhooks")
 
 

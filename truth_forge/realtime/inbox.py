@@ -86,8 +86,9 @@ class Inbox:
         # How long a transaction waits for the other process's to end before failing.
         self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self._db.executescript(_SCHEMA)
-        # Status reads (/status, /readyz) on a connection of their own: in WAL they never wait for a
-        # commit, so the server's event loop is not held while the storing thread syncs the disk.
+        # Reads (/status, /readyz, /metrics, the writer's batches) on a connection of their own: in
+        # WAL they never wait for a commit, so the server's event loop is not held while the storing
+        # thread syncs the disk.
         self._read_lock = threading.Lock()
         self._reads = self._db if self.path == ":memory:" else sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False)
@@ -147,8 +148,8 @@ class Inbox:
 
     def pending(self, limit: int) -> list[InboxItem]:
         """The oldest events not yet applied, in arrival order."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reads.execute(
                 "SELECT seq, received_ms, object_name, action, record_id, event_date, record FROM events "
                 "WHERE status = 'pending' ORDER BY seq LIMIT ?", (int(limit),)).fetchall()
         return [InboxItem(seq, received, WebhookEvent(obj, action, record_id, json.loads(record), event_date))
@@ -157,8 +158,8 @@ class Inbox:
     def pending_arrivals(self, limit: int) -> list[int]:
         """When the oldest events not yet applied arrived (ms), in arrival order: what the writer
         needs to decide whether to wait for more, without reading and decoding the events."""
-        with self._lock:
-            rows = self._db.execute("SELECT received_ms FROM events WHERE status = 'pending' ORDER BY seq LIMIT ?",
+        with self._read_lock:
+            rows = self._reads.execute("SELECT received_ms FROM events WHERE status = 'pending' ORDER BY seq LIMIT ?",
                                     (int(limit),)).fetchall()
         return [received for (received,) in rows]
 

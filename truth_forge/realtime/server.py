@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from truth_forge.realtime.console_app import serve_console_routes
 from truth_forge.realtime.group_commit import GroupCommit
 from truth_forge.realtime.inbox import Arrival, Inbox
 from truth_forge.realtime.webhooks import (NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Rejected, parse_event,
@@ -100,8 +101,8 @@ class _StopAlreadySet:
 class WebhookApp:
     """The HTTP side: it verifies and stores; the writer does everything else.
 
-    The webhook route is a bare ASGI handler in front of Starlette (which serves the three status
-    routes): at 1,000 events a second Starlette's request and response objects were a third of
+    The webhook route is a bare ASGI handler in front of Starlette (which serves the status and
+    console routes): at 1,000 events a second Starlette's request and response objects were a third of
     the request path's CPU, and the handler needs none of what they offer.
     """
 
@@ -169,17 +170,18 @@ class WebhookApp:
                 await loop.run_in_executor(None, self.commit.stop)
                 await loop.run_in_executor(None, self.writer.stop)
 
-        status_routes = Starlette(routes=[
+        other_routes = Starlette(routes=[
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
             Route("/status", self.status, methods=["GET"]),
+            *serve_console_routes(self),  # `/`, `/record`, `/metrics`: read-only, token beyond loopback
         ], lifespan=lifespan)
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and scope["path"] == WEBHOOK_PATH:
                 await self.receive(scope, receive, send)
             else:
-                await status_routes(scope, receive, send)
+                await other_routes(scope, receive, send)
 
         return app
 

@@ -625,7 +625,7 @@ def apply_deletions(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mappi
                                      for k in revive])
     if not keys:
         return
-    stats.deleted += warehouse.soft_delete(obj.object_type, keys)
+    stats.deleted += warehouse.soft_delete(obj.object_type, keys, pulled=True)
     after = warehouse.row_hashes(obj.object_type, keys)
     warehouse.upsert_sync_state([
         {"object_type": obj.object_type, "record_key": str(k), "status": "deleted", "warehouse_hash": after.get(k),
