@@ -280,13 +280,13 @@ class Writer:
 
     def _apply_next_batch(self, ctx: SyncContext, *, draining: bool = False) -> bool:
         """Apply the oldest pending events; False when there were none (or a batch failed while draining)."""
-        items = self.inbox.pending(self.options.batch_size)
-        if not items:
+        arrivals = self.inbox.pending_arrivals(self.options.batch_size)
+        if not arrivals:
             return False
-        gathering = self.options.batch_window - (now_ms() - items[0].received_ms) / 1000
-        if len(items) < self.options.batch_size and gathering > 0 and not draining:
+        gathering = self.options.batch_window - (now_ms() - arrivals[0]) / 1000
+        if len(arrivals) < self.options.batch_size and gathering > 0 and not draining:
             self._pause(gathering)
-            items = self.inbox.pending(self.options.batch_size)
+        items = self.inbox.pending(self.options.batch_size)  # read (and decoded) once, after the wait
         seqs = [item.seq for item in items]
         try:
             stats = apply_events(ctx, [i.event for i in items])
