@@ -37,6 +37,15 @@ def _support() -> Any:
     return bench_support
 
 
+def _crm_schema() -> Any:
+    """The CRM schema module of the tree on sys.path (it moved to truth_forge.core; a 'before' may predate that)."""
+    try:
+        from truth_forge.core import crm_schema
+    except ImportError:
+        from truth_forge import crm_schema  # type: ignore[no-redef]
+    return crm_schema
+
+
 def step_prepare(path: str, contacts: int) -> dict[str, Any]:
     from truth_forge.warehouse import open_warehouse
     from truth_forge.warehouse.sample_data import generate_sample_data
@@ -49,7 +58,6 @@ def step_prepare(path: str, contacts: int) -> dict[str, Any]:
 def step_sync(path: str, base_url: str, api_key: str, limit: int, burst: int, url_options: str) -> dict[str, Any]:
     """One first sync with the code on sys.path (PYTHONPATH picks the tree)."""
     import truth_forge
-    from truth_forge.crm_schema import CrmSchema
     from truth_forge.sync.runner import run_sync
     from truth_forge.twenty import TwentyClient
     from truth_forge.warehouse import open_warehouse
@@ -58,7 +66,7 @@ def step_sync(path: str, base_url: str, api_key: str, limit: int, burst: int, ur
     with open_warehouse(f"duckdb:///{path}{url_options}") as wh, \
             TwentyClient(base_url, api_key, batch_size=200, requests_per_minute=limit, burst=burst) as client:
         cpu0, main0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
-        result = run_sync(wh, client, CrmSchema.load())
+        result = run_sync(wh, client, _crm_schema().CrmSchema.load())
         cpu, wall, main_thread = time.process_time() - cpu0, time.perf_counter() - wall0, time.thread_time() - main0
     load_after = os.getloadavg()
     return {"code": str(Path(truth_forge.__file__).resolve().parents[1]), "status": result.status,
@@ -117,11 +125,11 @@ class _tree:
 
 
 def step_setup(base_url: str, api_key: str) -> dict[str, Any]:
-    from truth_forge.crm_schema import CrmSchema, setup_schema
     from truth_forge.twenty import TwentyClient
 
+    schema = _crm_schema()
     with TwentyClient(base_url, api_key, requests_per_minute=1e9) as client:
-        setup_schema(client, CrmSchema.load())
+        schema.setup_schema(client, schema.CrmSchema.load())
     return {}
 
 

@@ -19,7 +19,7 @@ from truth_forge.warehouse.detection import ChangeScan, DetectionPolicy
 
 class SyncStore(Protocol):
     statements: Accounting  # what every statement sent cost (warehouse/accounting.py)
-    before_write: Callable[[], None] | None  # the writer lease's fence (truth_forge/lease.py)
+    before_write: Callable[[], None] | None  # the writer lease's fence (truth_forge/core/lease.py)
 
     def for_another_thread(self) -> SyncStore: ...  # a handle another thread may use meanwhile
 
