@@ -105,7 +105,10 @@ def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_optio
             "people": written["person"], "companies": written["company"], "errors": result.counts.get("errors"),
             "cpu_s": round(cpu, 2), "main_thread_cpu_s": round(main_thread, 2), "wall_s": round(wall, 1), "records_per_cpu_s": round(records / cpu) if cpu else None,
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "load": f"{load_before[0]:.2f} -> {load_after[0]:.2f}"}
+            "load": f"{load_before[0]:.2f} -> {load_after[0]:.2f}",
+            # What failed, when something did (a figure from a partial run is not comparable).
+            "first_errors": sorted({f"{e.get('error_class')}: {str(e.get('error_message'))[:300]}"
+                                    for e in result.sync_errors})[:3]}
 
 
 def _export(ref: str, into: Path) -> Path:

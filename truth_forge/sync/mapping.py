@@ -9,7 +9,6 @@ lets a pull recognise the echo of our own push.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -17,6 +16,7 @@ from typing import Any
 
 from truth_forge.core.crm_schema import CrmSchema, FieldSpec, to_option_value
 from truth_forge.twenty import shapes
+from truth_forge.twenty.json_text import CompactJson
 
 def to_twenty_value(spec: FieldSpec, value: Any) -> Any:
     """A warehouse value -> the value Twenty stores in the field `spec` describes."""
@@ -82,7 +82,15 @@ def _has_nul(value: Any) -> bool:
     waiting = [value]
     while waiting:
         item = waiting.pop()
-        if isinstance(item, str):
+        kind = type(item)  # exact types first: an ABC check costs several times more
+        if kind is str:
+            if "\x00" in item:
+                return True
+        elif kind is dict:
+            waiting.extend(item.values())
+        elif kind is list:
+            waiting.extend(item)
+        elif isinstance(item, str):
             if "\x00" in item:
                 return True
         elif isinstance(item, Mapping):
@@ -164,5 +172,8 @@ def company_to_business(record: Mapping[str, Any], schema: CrmSchema) -> dict[st
 
 def crm_hash(values: Mapping[str, Any]) -> str:
     """A stable hash of CRM-side values, to tell our own echoes from real edits."""
-    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_HASH_JSON.encode(values).encode()).hexdigest()
+
+
+# json.dumps(values, sort_keys=True, separators=(",", ":"), default=str), without an encoder per call.
+_HASH_JSON = CompactJson(sort_keys=True, ensure_ascii=True, default=str)

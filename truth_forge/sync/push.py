@@ -39,6 +39,7 @@ from truth_forge.sync.pull import (
     read_again,
     tie_broken,
 )
+from truth_forge.sync.read_ahead import ReadAhead
 from truth_forge.sync.reconcile import settle_destroyed
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.batch_stream import RecordFailure
@@ -112,16 +113,27 @@ class _Item:
 
 def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
-    scan = ctx.warehouse.detect_changes(obj.object_type, batch_size=READ_BATCH, policy=ctx.detection)
+    # Detection reads on a handle of its own, a batch ahead of the push (read_ahead.py); the push
+    # records what lands on this thread's handle, as before.
+    reader = ctx.warehouse.for_another_thread()
+    if reader is not ctx.warehouse:
+        reader.before_write = ctx.warehouse.before_write  # its folds and watermark obey the writer lease too
     try:
-        stats = _push_batches(ctx, obj, scan)
+        scan = reader.detect_changes(obj.object_type, batch_size=READ_BATCH, policy=ctx.detection)
+        ahead = ReadAhead(scan)
+        try:
+            stats = _push_batches(ctx, obj, ahead)
+        finally:
+            ahead.close()  # first: the read in progress ends before its stream is closed
+            # A push that stops early must not leave the warehouse's result stream open (DuckDB cannot
+            # checkpoint with a read still running).
+            scan.close()
+        # Every row detection handed out is settled (landed, or failed and on the retry list): the
+        # next run may look from this detection's start on. A push that stopped early never gets here.
+        scan.commit()
     finally:
-        # A push that stops early must not leave the warehouse's result stream open (DuckDB cannot
-        # checkpoint with a read still running).
-        scan.close()
-    # Every row detection handed out is settled (landed, or failed and on the retry list): the
-    # next run may look from this detection's start on. A push that stopped early never gets here.
-    scan.commit()
+        if reader is not ctx.warehouse:
+            reader.close()
     stats.detection = scan.report
     return stats
 

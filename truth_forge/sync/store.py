@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from truth_forge.warehouse.accounting import Accounting
@@ -19,6 +19,11 @@ from truth_forge.warehouse.detection import ChangeScan, DetectionPolicy
 
 class SyncStore(Protocol):
     statements: Accounting  # what every statement sent cost (warehouse/accounting.py)
+    before_write: Callable[[], None] | None  # the writer lease's fence (truth_forge/core/lease.py)
+
+    def for_another_thread(self) -> SyncStore: ...  # a handle another thread may use meanwhile
+
+    def close(self) -> None: ...
 
     def ensure_tables(self) -> None: ...
 

@@ -10,13 +10,13 @@ what was last sent. A person's company link is the `business_id` (Twenty names i
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync import mapping
 from truth_forge.sync.objects import PERSON, SyncedObject
+from truth_forge.twenty.json_text import CompactJson
 
 COMPANY_LINK = "business_id"  # a person's company, as the merge sees it
 # Push-only fields (LLM context, statistics: kilobytes of JSON) are only ever compared with what was
@@ -89,16 +89,13 @@ def body_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any], body
     return view
 
 
-# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str), built
-# once. A string (what the push sends for a JSON column: its text) is encoded as that encoder
-# encodes one, by the same function, without building an encoder per value.
-_DIGEST_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).
+_DIGEST_JSON = CompactJson(sort_keys=True, ensure_ascii=False, default=str)
 
 
 def digest(value: Any) -> str:
     """A push-only value as views hold it: the digest of its canonical JSON."""
-    text = json.encoder.encode_basestring(value) if isinstance(value, str) else _DIGEST_JSON.encode(value)
-    return DIGEST + hashlib.sha256(text.encode()).hexdigest()[:DIGEST_HEX]
+    return DIGEST + hashlib.sha256(_DIGEST_JSON.encode(value).encode()).hexdigest()[:DIGEST_HEX]
 
 
 def comparable_base(obj: SyncedObject, schema: CrmSchema, base: Mapping[str, Any] | None) -> dict[str, Any] | None:

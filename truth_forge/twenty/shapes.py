@@ -9,12 +9,13 @@ always written whole: whether Twenty keeps the subfields a partial update leaves
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import phonenumbers
+
+from truth_forge.twenty.json_text import CompactJson
 
 FRIENDLY_KEYS = {"name", "email", "emails", "phone", "phones", "customFields", "domainName", "id"}
 
@@ -162,8 +163,8 @@ def link_value(url: str | None) -> dict[str, Any]:
     return {"primaryLinkUrl": link_url(url), "primaryLinkLabel": None, "secondaryLinks": []}
 
 
-# json.dumps with these options, without building an encoder per call (six JSON columns a row).
-_TEXT_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+# json.dumps(value, sort_keys=True, separators=(",", ":"), default=str), six JSON columns a row.
+_TEXT_JSON = CompactJson(sort_keys=True, ensure_ascii=True, default=str)
 
 
 def text_value(value: Any) -> Any:
