@@ -21,7 +21,7 @@ missing fields, an outage that outlasted the retries several writes in a row).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +51,7 @@ from truth_forge.twenty.errors import (
 )
 from truth_forge.twenty.pool import settle
 from truth_forge.twenty.records import MAX_PAGE_SIZE
+from truth_forge.warehouse.detection import ChangeScan
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
     scan = ctx.warehouse.detect_changes(obj.object_type, batch_size=READ_BATCH, policy=ctx.detection)
     try:
-        stats = _push_batches(ctx, obj, scan)
+        stats = _push_batches(ctx, obj, _reported(ctx, obj, scan))
     finally:
         # A push that stops early must not leave the warehouse's result stream open (DuckDB cannot
         # checkpoint with a read still running).
@@ -124,6 +125,24 @@ def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     scan.commit()
     stats.detection = scan.report
     return stats
+
+
+def _reported(ctx: SyncContext, obj: SyncedObject, scan: ChangeScan) -> Iterator[list[dict[str, Any]]]:
+    """The scan's batches, with its progress told: once incremental detection has its candidates the
+    push's total is known (an audit's is not, until it ends), and candidates that turn out unchanged
+    count as looked at."""
+    if scan.mode == "incremental":
+        ctx.emit("changes_found", phase="push", object_type=obj.object_type, total=scan.report.get("candidates", 0))
+    told = 0
+    for rows in scan:
+        unchanged = scan.report.get("unchanged", 0)
+        if unchanged > told:
+            ctx.emit("records_unchanged", phase="push", object_type=obj.object_type, count=unchanged - told)
+            told = unchanged
+        yield rows
+    unchanged = scan.report.get("unchanged", 0)
+    if unchanged > told:
+        ctx.emit("records_unchanged", phase="push", object_type=obj.object_type, count=unchanged - told)
 
 
 def push_keys(ctx: SyncContext, obj: SyncedObject, keys: Sequence[int]) -> PushStats:
