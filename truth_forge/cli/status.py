@@ -128,7 +128,13 @@ def status_command(
     """Last runs, open errors by kind, watermarks, what the next run will do, whether setup is complete.
 
     Exit 0 when all is well, 1 when errors are open, the last run did not succeed or setup is incomplete,
-    2 when the warehouse could not be read."""
+    2 when the warehouse could not be read.
+
+    \b
+    Examples:
+      truth-forge status                    a person's view
+      truth-forge status --offline --json   a health check that asks Twenty nothing
+    """
     from truth_forge.core.config import Settings
     from truth_forge.operations.status import NOT_CHECKED_OFFLINE, StatusReport, check_setup, gather_status
 

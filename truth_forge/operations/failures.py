@@ -15,8 +15,11 @@ import os
 import re
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where an error is explained: `--help` need not load pydantic
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
 EXIT_OK = 0
 EXIT_RECORDS_FAILED = 1
@@ -85,6 +88,8 @@ def explain(exc: BaseException) -> Explanation | None:
     from truth_forge.core.shutdown import RunStopped
     from truth_forge.twenty.errors import TwentyError
     from truth_forge.warehouse.errors import WarehouseError, WarehouseLockedError
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     if isinstance(exc, CommandFailed):
         return Explanation(str(exc), exc.exit_code)

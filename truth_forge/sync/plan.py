@@ -21,14 +21,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from truth_forge.sync import mapping, views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import FieldConflict, changed_since, merge_fields
-from truth_forge.sync.objects import PERSON, SYNC_ORDER, SyncedObject
+from truth_forge.sync.objects import PERSON, SyncedObject, selected
 from truth_forge.sync.pull import DEFAULT_OVERLAP, changed_pages
 from truth_forge.sync.runner import _require_setup
 from truth_forge.warehouse.accounting import format_bytes
@@ -100,18 +100,20 @@ class SyncPlan:
         }
 
 
-def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelta = DEFAULT_OVERLAP) -> SyncPlan:
-    """Read both sides and decide, writing nothing. `ctx.reporter` is not used."""
+def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelta = DEFAULT_OVERLAP,
+              objects: Sequence[str] | None = None) -> SyncPlan:
+    """Read both sides and decide, writing nothing. `ctx.reporter` is not used; `objects` as run_sync's."""
+    order = selected(objects)
     before = ctx.client.transport.stats.requests
     billed_before = ctx.warehouse.statements.snapshot()
     plan = SyncPlan()
     _require_setup(ctx.warehouse, ctx.client, ctx.schema, remember=False)
     merged: dict[str, set[str]] = {}
     if direction in ("both", "pull"):
-        for obj in SYNC_ORDER:
+        for obj in order:
             merged[obj.object_type] = _plan_pull(ctx, obj, plan, overlap)
     if direction in ("both", "push"):
-        for obj in SYNC_ORDER:
+        for obj in order:
             _plan_push(ctx, obj, plan, merged.get(obj.object_type, set()))
     plan.requests = ctx.client.transport.stats.requests - before
     spent = ctx.warehouse.statements.since(billed_before)

@@ -23,7 +23,8 @@ def sample_data_command(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same data, on every engine")] = 42,
     warehouse_url: Annotated[
         str | None,
-        typer.Option("--warehouse-url", help="Default: TRUTH_FORGE_WAREHOUSE_URL (duckdb:///truth_forge.duckdb)"),
+        typer.Option("--warehouse-url", metavar="URL",
+                     help="Default: TRUTH_FORGE_WAREHOUSE_URL (duckdb:///truth_forge.duckdb)"),
     ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Empty the contact and business tables first (never the sync state)")
@@ -43,10 +44,18 @@ def sample_data_command(
 def init_command(
     warehouse_url: Annotated[
         str | None,
-        typer.Option("--warehouse-url", help="Default: TRUTH_FORGE_WAREHOUSE_URL (duckdb:///truth_forge.duckdb)"),
+        typer.Option("--warehouse-url", metavar="URL",
+                     help="Default: TRUTH_FORGE_WAREHOUSE_URL (duckdb:///truth_forge.duckdb)"),
     ] = None,
 ) -> None:
-    """Create the warehouse (a DuckDB file or a BigQuery dataset) and its tables; harmless if they exist."""
+    """Create the warehouse (a DuckDB file or a BigQuery dataset) and its tables; harmless if they exist.
+
+    \b
+    Examples:
+      truth-forge init
+      truth-forge init --warehouse-url duckdb:///contacts.duckdb
+      truth-forge init --warehouse-url bigquery://my-project/crm
+    """
     from truth_forge.core.config import get_settings
 
     url = warehouse_url or get_settings().warehouse_url
