@@ -83,6 +83,7 @@ class CommandFailed(Exception):
 
 def explain(exc: BaseException) -> Explanation | None:
     """The one line and exit code for an expected failure; None for one nobody expected (a bug)."""
+    from truth_forge.core.config import ConfigFileError
     from truth_forge.core.crm_schema import CrmSchemaError
     from truth_forge.core.lease import WarehouseBusy
     from truth_forge.core.shutdown import RunStopped
@@ -95,6 +96,8 @@ def explain(exc: BaseException) -> Explanation | None:
         return Explanation(str(exc), exc.exit_code)
     if isinstance(exc, RunStopped):
         return Explanation(str(exc), EXIT_STOPPED)
+    if isinstance(exc, ConfigFileError):
+        return Explanation(str(exc))
     if isinstance(exc, ValidationError):
         return Explanation(settings_error_line(exc))
     if isinstance(exc, SettingsError):
@@ -232,13 +235,27 @@ def _field_named(settings_class: type, name: str) -> str:
 
 
 def setting_source(settings_class: type, field: str) -> str:
-    """The environment variable that set `field` (the first alias present), else its main name."""
+    """The environment variable that set `field` (the first alias present), the config file's key when
+    only that file set it, else its main name."""
+    from truth_forge.core.config import config_file_path
+
     names = _aliases(settings_class, field)
     dotenv = _dotenv_names()
     for name in names:
         if name in os.environ or name.upper() in os.environ or name in dotenv:
             return name
+    if field in _config_file_names():
+        return f"{field} in {config_file_path()}"
     return names[0]
+
+
+def _config_file_names() -> set[str]:
+    from truth_forge.core.config import ConfigFileError, read_config_file
+
+    try:
+        return set(read_config_file())
+    except ConfigFileError:
+        return set()
 
 
 def _dotenv_names() -> set[str]:
