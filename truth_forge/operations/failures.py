@@ -27,7 +27,7 @@ EXIT_COULD_NOT_RUN = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells expect of a process stopped by Ctrl-C
 EXIT_STOPPED = 143  # 128 + SIGTERM, what service managers expect of a process that stopped when told
 
-# What happened -> exit code -> what to do. Rendered into `--help` and the README.
+# What happened -> exit code -> what to do. Rendered into `--help` and docs/operating.md.
 EXIT_CODES: tuple[tuple[str, int, str], ...] = (
     ("every record synced (or the check passed)", EXIT_OK, "nothing"),
     ("some records failed; the rest synced", EXIT_RECORDS_FAILED,
@@ -56,12 +56,12 @@ def exit_codes_text() -> str:
     for code in sorted({c for _, c, _ in EXIT_CODES}):
         whats = [what for what, c, _ in EXIT_CODES if c == code]
         lines.append(f"{code} = " + "; ".join(whats) + ".")
-    lines.append("The README's table says what to do for each.")
+    lines.append("docs/operating.md's table says what to do for each.")
     return "\n".join(lines)
 
 
 def exit_codes_markdown() -> str:
-    """The table for the README."""
+    """The table for docs/operating.md ("Failures that explain themselves")."""
     rows = ["| exit | when | what to do |", "|---|---|---|"]
     rows += [f"| {code} | {what} | {fix} |" for what, code, fix in EXIT_CODES]
     return "\n".join(rows)

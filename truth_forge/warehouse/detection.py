@@ -12,7 +12,7 @@ million contacts). So a run reads only candidates:
   their wide rows are found by key and by the stamp read for them, again a constant filter;
 
 and each candidate is confirmed by today's row hash against its sync state, so a candidate that
-did not really change is not sent. The contract, stated in the README: every writer of the
+did not really change is not sent. The contract, stated in docs/how-a-sync-works.md: every writer of the
 warehouse stamps `updated_at` (truth-forge's own writes always do). What a writer leaves unstamped,
 and rows removed outright, are caught by the audit: the full comparison, at a set cadence (daily by
 default, and on `sync --full`), which reports what the incremental runs missed.
@@ -302,7 +302,7 @@ class ChangeDetection:
             yield batch
         if unstamped:
             log.warning("The audit of %s found %d changed rows that no updated_at announced: a writer of the "
-                        "warehouse does not stamp it (see the README's contract), or sync state was lost",
+                        "warehouse does not stamp it (see docs/how-a-sync-works.md, the contract), or sync state was lost",
                         object_type, unstamped)
         report["unstamped"] = unstamped
 
