@@ -55,12 +55,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_the_wheel_installs_without_extras_and_its_script_runs(installed: Path, tmp_path: Path) -> None:
     python, script = installed / "bin" / "python", installed / "bin" / "truth-forge"
-    probe = ("import truth_forge; print(truth_forge.__file__)\n"
-             "try:\n    import google.cloud.bigquery\nexcept ImportError:\n    print('True')\nelse:\n    print('False')")
+    probe = ("import importlib.util, truth_forge; print(truth_forge.__file__)\n"
+             "try:\n    import google.cloud.bigquery\nexcept ImportError:\n    print('True')\nelse:\n    print('False')\n"
+             "print(importlib.util.find_spec('pyarrow') is None)")
     where = run([str(python), "-c", probe], cwd=tmp_path, env=bare_env())
     assert where.returncode == 0, where.stderr
-    package_file, no_bigquery = where.stdout.split()
+    package_file, no_bigquery, no_pyarrow = where.stdout.split()
     assert Path(package_file).is_relative_to(installed) and no_bigquery == "True"  # the installed copy, no extras
+    assert no_pyarrow == "True"  # 170 MB that DuckDB's batches no longer need (warehouse/duckdb.py)
     assert (Path(package_file).parent / "py.typed").is_file()
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert script.name in scripts
