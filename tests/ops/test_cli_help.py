@@ -44,3 +44,15 @@ def test_show_completion_prints_a_bash_script(cli: Cli) -> None:
     assert "complete " in done.stdout and "_TRUTH_FORGE_COMPLETE" in done.stdout
     listed = cli("--help").stdout
     assert "--install-completion" in listed and "--show-completion" in listed
+
+
+def test_help_loads_no_engine_client_or_settings_library(cli: Cli) -> None:
+    """`--help` (and completion, which runs on every Tab) imports what it shows, not what commands use."""
+    probe = ("import sys\nfrom truth_forge.cli.main import app\ntry:\n    app(['--help'], prog_name='truth-forge')\n"
+             "except SystemExit:\n    pass\n"
+             "print(' '.join(m for m in ('pydantic', 'httpx', 'duckdb', 'sqlglot', 'uvicorn', 'google') "
+             "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], env=cli.env, cwd=cli.cwd, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == ""  # the line of loaded heavy modules is empty

@@ -19,7 +19,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from truth_forge.warehouse.accounting import format_bytes
 
 MESSAGE_CHARS = 200
 
@@ -100,7 +99,7 @@ def runs_table(runs: list[dict[str, Any]], *, short_ids: bool = False) -> Table:
             str(_phase_total(counts, "push_", ("upserted", "deleted"))),
             str(_phase_total(counts, "", ("failed",))),
             str(counts.get("errors", "")), str(counts.get("requests", "")),
-            *((format_bytes(counts.get("bytes_billed")),) if billed else ()),
+            *((_bytes(counts.get("bytes_billed")),) if billed else ()),
             run["run_id"][:RUN_ID_SHOWN] if short_ids else run["run_id"],
         )
     return table
@@ -225,3 +224,9 @@ def errors_command(
         _console().print(errors_table(errors))
     else:
         typer.echo("no errors" + (" open" if open_only else "") + (f" in run {run}" if run else ""))
+
+
+def _bytes(count: int | None) -> str:
+    from truth_forge.warehouse.accounting import format_bytes  # here: `--help` need not load the warehouse
+
+    return format_bytes(count)
