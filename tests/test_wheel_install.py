@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -39,7 +40,13 @@ def bare_env(**values: str) -> dict[str, str]:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel built from this tree and its dependencies, no extras."""
     where = tmp_path_factory.mktemp("wheel")
-    built = run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-w", str(where / "dist")],
+    # Built from a copy of what the Dockerfile's build stage gets, so the build leaves nothing in the
+    # checkout (setuptools writes build/ beside the sources) and that context is shown to be enough.
+    source = where / "source"
+    shutil.copytree(REPO / "truth_forge", source / "truth_forge", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    built = run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-w", str(where / "dist")],
                 cwd=where, timeout=INSTALL_TIMEOUT)
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = (where / "dist").glob("truth_forge-*.whl")
