@@ -1,4 +1,4 @@
-"""Configuration mistakes end in one line and exit 2 (the README's "a setting is invalid"), never a
+"""Configuration mistakes end in one line and exit 2 (docs/operating.md's "a setting is invalid"), never a
 traceback and never exit 1, which means "some records failed". Run as a user runs them: a subprocess."""
 
 from __future__ import annotations

@@ -95,3 +95,35 @@ def test_a_dry_run_never_creates_the_warehouse(ready_cli: Cli, tmp_path: Path) -
     missing = tmp_path / "typo.duckdb"
     done = ready_cli("sync", "--dry-run", TRUTH_FORGE_WAREHOUSE_URL=f"duckdb:///{missing}")
     assert done.returncode == 2 and not missing.exists()
+
+
+def test_a_dry_run_names_the_rows_that_will_fail_and_shows_old_and_new_values(ready_cli: Cli,
+                                                                              warehouse_url: str) -> None:
+    assert ready_cli("sync", "--quiet").returncode == 0
+    with open_warehouse(warehouse_url, read_only=True) as wh:
+        [before] = wh.get_rows("person", [5])
+    with open_warehouse(warehouse_url) as wh:
+        wh.upsert_contacts([{"contact_id": 4, "primary_phone": "12", "additional_phones": []}])  # unreadable
+        wh.upsert_contacts([{"contact_id": 6, "primary_email": "not an address",
+                             "additional_emails": []}])  # sent without it
+        wh.upsert_contacts([{"contact_id": 5, "canonical_name": "Ada Lovelace"}])
+
+    planned = ready_cli("sync", "--dry-run", "--json")
+
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    failing = bucket(plan, "twenty", "person", "fail")
+    assert failing["count"] == 1 and failing["samples"][0].startswith("contact_id 4:")
+    without = bucket(plan, "twenty", "person", "send without a value")
+    assert without["count"] == 1 and "not an address" in without["samples"][0]
+    updates = bucket(plan, "twenty", "person", "update")
+    [renamed] = [v for v, s in zip(updates["values"], updates["samples"]) if s.startswith("contact_id 5:")]
+    assert renamed["canonical_name"] == {"old": before["canonical_name"], "new": "Ada Lovelace"}
+    text = ready_cli("sync", "--dry-run", "--log-format", "text").stdout
+    assert f'canonical_name "{before["canonical_name"]}" -> "Ada Lovelace"' in text
+    assert "fail person: 1" in text
+
+    real = ready_cli("sync", "--json")
+    assert real.returncode == 1  # the plan's failing row is the run's failure
+    failed = [e for e in json.loads(real.stdout)["sync_errors"] if e["resolved_at"] is None]
+    assert {str(e["record_key"]) for e in failed} == {"4", "6"}  # 6 synced without its email, an open error

@@ -141,11 +141,12 @@ def test_version_prints_the_installed_version(cli: Cli) -> None:
     assert done.returncode == 0 and done.stdout.strip() == f"truth-forge {version('truth-forge')}"
 
 
-def test_help_and_readme_carry_the_exit_code_table(cli: Cli) -> None:
+def test_help_and_the_operating_guide_carry_the_exit_code_table(cli: Cli) -> None:
     shown = " ".join(cli("sync", "--help").stdout.split())
     for what, code, _ in EXIT_CODES:
         assert f"{code} = " in shown and what in shown
-    assert exit_codes_markdown() in (REPO / "README.md").read_text()
+    assert "docs/operating.md's table" in shown
+    assert exit_codes_markdown() in (REPO / "docs" / "operating.md").read_text()
 
 
 def test_a_secret_manager_project_without_the_extra_falls_back_to_the_environment(cli: Cli) -> None:

@@ -112,3 +112,59 @@ def test_quiet_says_nothing_when_all_synced_and_one_line_when_not(ready_cli: Cli
     assert partial.returncode == 1 and partial.stdout == ""
     [line] = partial.stderr.splitlines()
     assert line.startswith("sync partial: 1 errors") and "truth-forge errors --run" in line
+
+
+def test_an_estimate_of_no_new_rows_is_an_unknown_total_not_zero() -> None:
+    model = ProgressModel(requests_per_minute=100, push_estimates={"person": 0}, clock=lambda: 0.0)
+    model.apply(SyncEvent("run_started"))
+    started = model.apply(SyncEvent("phase_started", phase="push", object_type="person"))
+    assert started is not None and started.total is None
+
+
+def test_an_update_run_counts_detections_candidates_as_its_total() -> None:
+    model = ProgressModel(requests_per_minute=60, batch_size=60, push_estimates={"person": 0}, clock=lambda: 0.0)
+    model.apply(SyncEvent("run_started"))
+    model.apply(SyncEvent("phase_started", phase="push", object_type="person"))
+    found = model.apply(SyncEvent("changes_found", phase="push", object_type="person", total=720))
+    assert found is not None and found.total == 720 and model.eta(found) is not None
+    model.apply(SyncEvent("records_unchanged", phase="push", object_type="person", count=120))
+    task = model.apply(SyncEvent("batch_written", phase="push", object_type="person", count=60, requests=2))
+    assert task is not None and (task.seen, task.total) == (180, 720)
+    assert task.remaining_requests(60) == 18  # 540 left at the 2 requests per 60 seen so far
+    assert model.eta(task) == pytest.approx(18.0)
+
+
+def test_an_update_run_has_a_total_and_time_left_in_its_json_lines(ready_cli: Cli, warehouse_url: str) -> None:
+    assert ready_cli("sync", "--quiet").returncode == 0
+    with open_warehouse(warehouse_url) as wh:
+        wh.upsert_contacts([{"contact_id": key, "canonical_name": f"Renamed {key}"} for key in range(1, 11)])
+        # Stamped again without a change: candidates that need no write.
+        same = wh.get_rows("person", range(11, 16))
+        wh.upsert_contacts([{"contact_id": r["contact_id"], "category_code": r["category_code"]} for r in same])
+
+    done = ready_cli("sync")
+
+    assert done.returncode == 0, done.stderr
+    push = [e for e in json_lines(done.stdout) if e.get("phase") == "push" and e.get("object_type") == "person"]
+    [found] = [e for e in push if e["event"] == "changes_found"]
+    written = [e for e in push if e["event"] == "batch_written"]
+    unchanged = sum(e["count"] for e in push if e["event"] == "records_unchanged")
+    assert sum(e["count"] for e in written) == 10 and unchanged >= 5
+    assert found["total"] == 10 + unchanged  # every candidate is written or found unchanged
+    assert all(e["total"] == found["total"] and e["eta_seconds"] is not None for e in written)
+
+
+def test_an_update_runs_bar_shows_the_candidates_not_a_total_of_zero(sandbox: Any, client: TwentyClient,
+                                                                    store: Any) -> None:
+    run_sync(store, client, CrmSchema.load())
+    store.upsert_contacts([{"contact_id": key, "canonical_name": f"Renamed {key}"} for key in range(1, 6)])
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=140, color_system=None)
+    model = ProgressModel(requests_per_minute=100_000, batch_size=client.records.batch_size,
+                          push_estimates=estimate_push(store))
+    with RichProgress(model, console) as bars:
+        result = run_sync(store, client, CrmSchema.load(), on_event=bars)
+    assert result.status == "succeeded" and result.counts["push_person"]["upserted"] == 5
+    push = [line for line in screen.getvalue().splitlines() if "push person" in line]
+    assert push and not any("/0 " in line or "counting" in line for line in push)
+    assert "5/5" in push[-1]

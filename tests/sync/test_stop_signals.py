@@ -2,7 +2,7 @@
 
 Method: the sandbox answers every request after a fixed latency, so a sync of a few batches is slow
 enough to be caught in the middle. The test watches the sandbox's request log until some people
-batches have landed, then sends the signal. After SIGTERM the process must exit 143 (the README's
+batches have landed, then sends the signal. After SIGTERM the process must exit 143 (docs/operating.md's
 exit-code table) with one line, its run row closed as `aborted` with an error row naming the signal,
 and every person that landed in Twenty with a `contactId` recorded in the sync state (the answers of
 the requests on the wire were read and saved). The rerun, without latency, converges with nothing

@@ -8,10 +8,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-
-from truth_forge.core.config import Settings
-from truth_forge.operations.failures import explain
 
 
 def doctor_command(
@@ -26,7 +22,11 @@ def doctor_command(
 
     Exit 0 when nothing failed, 1 when a check failed, 2 when the workspace could not be checked.
     """
+    from pydantic import ValidationError  # here, not at the top: `truth-forge --help` need not load it
+
+    from truth_forge.core.config import Settings
     from truth_forge.operations.doctor import run_doctor
+    from truth_forge.operations.failures import explain
     from truth_forge.operations.logs import check_log_format, use_json_logs
 
     check_log_format(log_format)

@@ -19,7 +19,10 @@ app = typer.Typer(
     help="Keep a contacts warehouse (DuckDB or BigQuery) and a Twenty CRM workspace in sync.",
     epilog=exit_codes_text().replace("\n", "\n\n"),
     no_args_is_help=True,
-    add_completion=False,
+    # `--install-completion` / `--show-completion SHELL`: bash, zsh, fish and PowerShell.
+    add_completion=True,
+    # Plain click help: flags read as flags (rich's panels show `--json <bool>`), and `\b` keeps examples as written.
+    rich_markup_mode=None,
 )
 _state = {"verbose": False}
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -126,7 +129,12 @@ def _run_schema_command(action: str, as_json: bool) -> None:
 def setup(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
     """Create the custom fields truth-forge needs in Twenty (only what is missing).
 
-    Exit 0 when complete, 1 when fields are still missing, 2 when Twenty could not be reached or refused the key."""
+    Exit 0 when complete, 1 when fields are still missing, 2 when Twenty could not be reached or refused the key.
+
+    \b
+    Example:
+      TWENTY_BASE_URL=https://crm.example.com TWENTY_API_KEY=... truth-forge setup
+    """
     _run_schema_command("setup", as_json)
 
 
@@ -142,10 +150,16 @@ def verify(as_json: bool = typer.Option(False, "--json", help="Print the report 
 @app.command()
 @explained
 def demo(
-    workdir: str = typer.Option(".demo", help="Folder for the demo's DuckDB file: new, empty, or a previous demo's (only its files are replaced)."),
+    workdir: str = typer.Option(".demo", metavar="DIR", help="Folder for the demo's DuckDB file: new, empty, or a previous demo's (only its files are replaced)."),
     contacts: int = typer.Option(200, min=1, help="Sample contacts to generate."),
 ) -> None:
-    """Run the whole loop on the bundled Twenty sandbox and a DuckDB file: setup, sync, edit, sync."""
+    """Run the whole loop on the bundled Twenty sandbox and a DuckDB file: setup, sync, edit, sync.
+
+    \b
+    Examples:
+      truth-forge demo
+      truth-forge demo --workdir /tmp/tf-demo --contacts 1000
+    """
     from pathlib import Path
 
     from truth_forge.cli.demo import DemoFolderInUse, run_demo

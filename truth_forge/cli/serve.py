@@ -8,12 +8,9 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 
-from truth_forge.core.config import Settings, get_settings
-from truth_forge.core.secrets import find_webhook_secret, store_webhook_secret
-from truth_forge.twenty.client import client_options
-from truth_forge.twenty.errors import TwentyError
-
+# What the commands need is imported when one runs: `truth-forge --help` loads neither pydantic nor httpx.
 if TYPE_CHECKING:
+    from truth_forge.core.config import Settings
     from truth_forge.twenty.client import TwentyClient
 
 webhooks_app = typer.Typer(help="Manage the Twenty webhook that feeds `truth-forge serve`.", no_args_is_help=True)
@@ -42,8 +39,10 @@ def serve_command(
     if log_format == "json":
         use_json_logs()
 
+    from truth_forge.core.config import get_settings
+    from truth_forge.core.secrets import find_webhook_secret, resolve_api_key
     from truth_forge.realtime.inbox import Inbox
-    from truth_forge.core.secrets import resolve_api_key
+    from truth_forge.twenty.client import client_options
     from truth_forge.core.listen import bind_tcp
     from truth_forge.realtime.server import build_server, uvicorn_server
     from truth_forge.realtime.writer import ServeOptions, WriterSpec
@@ -109,6 +108,10 @@ def register_command(
     """Create the webhook for person and company events in Twenty, signed with the stored secret."""
     from truth_forge.realtime import webhooks
 
+    from truth_forge.core.config import get_settings
+    from truth_forge.core.secrets import find_webhook_secret, store_webhook_secret
+    from truth_forge.twenty.errors import TwentyError
+
     settings = get_settings()
     secret, where = None, ""
     if not new_secret:
@@ -131,7 +134,9 @@ def register_command(
 @webhooks_app.command("list")
 def list_command() -> None:
     """The workspace's webhooks (secrets are never printed)."""
+    from truth_forge.core.config import get_settings
     from truth_forge.realtime import webhooks
+    from truth_forge.twenty.errors import TwentyError
 
     with _client(get_settings()) as client:
         try:
@@ -147,7 +152,9 @@ def list_command() -> None:
 @webhooks_app.command("remove")
 def remove_command(webhook_id: Annotated[str, typer.Argument(help="Id shown by `webhooks list`.")]) -> None:
     """Delete a webhook from Twenty."""
+    from truth_forge.core.config import get_settings
     from truth_forge.realtime import webhooks
+    from truth_forge.twenty.errors import TwentyError
 
     with _client(get_settings()) as client:
         try:

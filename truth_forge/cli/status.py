@@ -19,7 +19,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from truth_forge.warehouse.accounting import format_bytes
 
 MESSAGE_CHARS = 200
 
@@ -100,7 +99,7 @@ def runs_table(runs: list[dict[str, Any]], *, short_ids: bool = False) -> Table:
             str(_phase_total(counts, "push_", ("upserted", "deleted"))),
             str(_phase_total(counts, "", ("failed",))),
             str(counts.get("errors", "")), str(counts.get("requests", "")),
-            *((format_bytes(counts.get("bytes_billed")),) if billed else ()),
+            *((_bytes(counts.get("bytes_billed")),) if billed else ()),
             run["run_id"][:RUN_ID_SHOWN] if short_ids else run["run_id"],
         )
     return table
@@ -128,7 +127,13 @@ def status_command(
     """Last runs, open errors by kind, watermarks, what the next run will do, whether setup is complete.
 
     Exit 0 when all is well, 1 when errors are open, the last run did not succeed or setup is incomplete,
-    2 when the warehouse could not be read."""
+    2 when the warehouse could not be read.
+
+    \b
+    Examples:
+      truth-forge status                    a person's view
+      truth-forge status --offline --json   a health check that asks Twenty nothing
+    """
     from truth_forge.core.config import Settings
     from truth_forge.operations.status import NOT_CHECKED_OFFLINE, StatusReport, check_setup, gather_status
 
@@ -219,3 +224,9 @@ def errors_command(
         _console().print(errors_table(errors))
     else:
         typer.echo("no errors" + (" open" if open_only else "") + (f" in run {run}" if run else ""))
+
+
+def _bytes(count: int | None) -> str:
+    from truth_forge.warehouse.accounting import format_bytes  # here: `--help` need not load the warehouse
+
+    return format_bytes(count)

@@ -37,6 +37,7 @@ class SyncOptions:
     create: bool
     full: bool = False
     lease_wait: float = 0.0  # seconds to wait while another writer holds the warehouse
+    objects: tuple[str, ...] | None = None  # `--select`: the object types to sync (None: all)
 
 
 @dataclass
@@ -134,6 +135,7 @@ def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
                                   conflict_policy=options.conflict_policy,  # type: ignore[arg-type]
                                   on_event=tracking_run_id(on_event), full=options.full,
                                   lease_wait=options.lease_wait, detection=DetectionPolicy.from_settings(settings),
+                                  objects=options.objects,
                                   sweep=SweepPolicy.from_settings(settings),
                                   lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds))
             finally:
@@ -151,7 +153,7 @@ def _dry_run(warehouse: Any, api: Any, schema: Any, options: SyncOptions, output
 
     ctx = SyncContext(warehouse, api, schema, ErrorReporter("dry-run", api.transport.secrets),
                       options.conflict_policy, detection=detection)  # type: ignore[arg-type]
-    plan = plan_sync(ctx, direction=options.direction)
+    plan = plan_sync(ctx, direction=options.direction, objects=options.objects)
     if output.as_json or output.log_format == "json":
         typer.echo(json.dumps({"dry_run": True, **plan.as_dict()}, indent=2 if output.as_json else None,
                               sort_keys=True, default=str))
@@ -163,9 +165,13 @@ def _dry_run(warehouse: Any, api: Any, schema: Any, options: SyncOptions, output
 
 def sync_command(
     ctx: typer.Context,
-    direction: Annotated[str, typer.Option(help="both | push (warehouse -> Twenty) | pull (Twenty -> warehouse)")] = "both",
+    direction: Annotated[str, typer.Option(
+        metavar="DIRECTION", help="both | push (warehouse -> Twenty) | pull (Twenty -> warehouse)")] = "both",
     conflict_policy: Annotated[str, typer.Option(
-        help="Who wins a field edited on both sides: crm_wins | warehouse_wins")] = "crm_wins",
+        metavar="POLICY", help="Who wins a field edited on both sides: crm_wins | warehouse_wins")] = "crm_wins",
+    select: Annotated[list[str] | None, typer.Option(
+        "--select", metavar="OBJECT", help="Sync only this object: person | company (repeat for both; "
+                                           "default: both).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON document.")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Read both sides and print the plan (creates, updates by field, deletions, "
@@ -179,15 +185,24 @@ def sync_command(
         "--full", help="Compare every Twenty record (about N/200 requests): also finds records destroyed in "
                        "Twenty, drift and orphans.")] = False,
     wait_for_lease: Annotated[float, typer.Option(
-        "--wait-for-lease", min=0, help="Seconds to wait while another writer (a `serve`, another sync) holds "
+        "--wait-for-lease", min=0, metavar="SECONDS", help="Seconds to wait while another writer (a `serve`, another sync) holds "
                                         "the warehouse.")] = 0.0,
     max_runs: Annotated[int | None, typer.Option("--max-runs", min=1, hidden=True)] = None,
     log_format: Annotated[str, typer.Option(
-        "--log-format", help="auto (bars on a terminal, JSON lines otherwise) | text | json")] = "auto",
+        "--log-format", metavar="FORMAT", help="auto (bars on a terminal, JSON lines otherwise) | text | json")] = "auto",
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="Print nothing when all synced, one line when not (for cron).")] = False,
 ) -> None:
-    """Run one sync: pull Twenty's edits, push the warehouse's changes, alert if errors stay open."""
+    """Run one sync: pull Twenty's edits, push the warehouse's changes, alert if errors stay open.
+
+    \b
+    Examples:
+      truth-forge sync                      one run, bars on a terminal
+      truth-forge sync --dry-run            the plan: creates, updates old -> new, rows that will fail
+      truth-forge sync --select person      people only
+      truth-forge sync --every 5m --quiet   a schedule; prints only when something failed
+      truth-forge sync --log-format json    JSON lines for a log collector
+    """
     from truth_forge.core.config import Settings
     from truth_forge.operations.schedule import check_interval, parse_interval, run_every
     from truth_forge.core.shutdown import interrupted, notice_ctrl_c, stop_on_sigterm
@@ -201,10 +216,11 @@ def sync_command(
         raise CommandFailed("--dry-run runs once; leave out --every")
     if dry_run and full:
         raise CommandFailed("--dry-run plans an incremental run; leave out --full")
+    objects = _selected_objects(select)
     output = Output.choose(log_format, quiet, as_json)
     output.configure_logging(verbose=bool(ctx.obj and ctx.obj.get("verbose")))
     settings = Settings()
-    options = SyncOptions(direction, conflict_policy, dry_run, create, full, wait_for_lease)
+    options = SyncOptions(direction, conflict_policy, dry_run, create, full, wait_for_lease, objects)
     # A service manager's stop ends the run as cleanly as it can; Ctrl-C closes it as interrupted (shutdown.py).
     with stop_on_sigterm(), notice_ctrl_c():
         if every is None:
@@ -220,6 +236,20 @@ def sync_command(
             check_interval(interval, settings.twenty_requests_per_minute)
             code = run_every(interval, lambda: _scheduled(settings, options, output), max_runs=max_runs)
     raise typer.Exit(code)
+
+
+def _selected_objects(select: list[str] | None) -> tuple[str, ...] | None:
+    """`--select person --select company` or `--select person,company`, checked before anything is opened."""
+    from truth_forge.sync.objects import selected
+
+    if not select:
+        return None
+    names = tuple(dict.fromkeys(n.strip() for value in select for n in value.split(",") if n.strip()))
+    try:
+        selected(names)
+    except ValueError as exc:
+        raise CommandFailed(f"--select: {exc}") from None
+    return names
 
 
 def _guarded(run: Callable[[], int]) -> int:

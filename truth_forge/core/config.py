@@ -1,17 +1,25 @@
-"""Settings for every part of truth-forge, read from the environment and an optional `.env` file.
+"""Settings for every part of truth-forge, read from the environment, an optional `.env` file and an
+optional config file, `truth-forge.toml`.
 
 Each setting can be given as `TRUTH_FORGE_<NAME>`; the few that users already know under another
-name (`TWENTY_BASE_URL`, `GOOGLE_CLOUD_PROJECT`) are accepted under that name too.
+name (`TWENTY_BASE_URL`, `GOOGLE_CLOUD_PROJECT`) are accepted under that name too. The config file
+(beside `.env`, or where `TRUTH_FORGE_CONFIG_FILE` says) holds settings by their lower-case name,
+`warehouse_url = "duckdb:///contacts.duckdb"`, for what a team keeps in git; the environment and
+`.env` override it. A file that does not parse, or names no setting, stops every command with one line.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_TWENTY_BASE_URL = "https://api.twenty.com"
 DEFAULT_WAREHOUSE_URL = "duckdb:///truth_forge.duckdb"
@@ -22,6 +30,51 @@ BIGQUERY_SERVE_BATCH_WINDOW = 60.0
 # billing contacts whole (warehouse/pending_rows.py).
 BIGQUERY_SERVE_FOLD_MINUTES = 30.0
 
+CONFIG_FILE = "truth-forge.toml"
+CONFIG_FILE_VARIABLE = "TRUTH_FORGE_CONFIG_FILE"
+
+
+class ConfigFileError(ValueError):
+    """The config file does not parse or names something that is not a setting (one line, exit 2)."""
+
+
+def config_file_path() -> Path:
+    return Path(os.environ.get(CONFIG_FILE_VARIABLE) or CONFIG_FILE)
+
+
+def read_config_file(path: Path | None = None) -> dict[str, Any]:
+    """The settings the config file holds ({} when there is none; a named file must exist)."""
+    path = path or config_file_path()
+    if not path.is_file():
+        if os.environ.get(CONFIG_FILE_VARIABLE):
+            raise ConfigFileError(f"{CONFIG_FILE_VARIABLE}={path}: no such file")
+        return {}
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"the config file {path} is not valid TOML: {exc}") from None
+    known = sorted(Settings.model_fields)
+    for name, value in values.items():
+        if name not in Settings.model_fields:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            raise ConfigFileError(f"the config file {path}: {name!r} is not a truth-forge setting"
+                                  + (f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known)}"))
+        if isinstance(value, dict):
+            raise ConfigFileError(f"the config file {path}: {name!r} is a table; settings are plain keys "
+                                  f"({name} = ...)")
+    return values
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The config file, below the environment and `.env` (see `Settings.settings_customise_sources`)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ hands over the whole file
+
+    def __call__(self) -> dict[str, Any]:
+        return read_config_file()
+
+
 def _env(name: str, *aliases: str) -> AliasChoices:
     return AliasChoices(f"TRUTH_FORGE_{name}", *aliases)
 
@@ -30,6 +83,15 @@ class Settings(BaseSettings):
     """Everything configurable. Construct with keyword arguments to override the environment."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments, then the environment, then .env, then the config file: the first that has a value wins.
+        return init_settings, env_settings, dotenv_settings, _ConfigFileSource(settings_cls), file_secret_settings
 
     twenty_base_url: str = Field(
         DEFAULT_TWENTY_BASE_URL,
@@ -216,8 +278,8 @@ class Settings(BaseSettings):
                                          description="Bound on each alert delivery")
 
 
-# TRUTH_FORGE_* variables that are not settings: read by the project's own test suite.
-_NOT_SETTINGS = ("TRUTH_FORGE_SOAK", "TRUTH_FORGE_TEST_")
+# TRUTH_FORGE_* variables that are not settings: where the config file is, and the project's own test suite's.
+_NOT_SETTINGS = (CONFIG_FILE_VARIABLE, "TRUTH_FORGE_SOAK", "TRUTH_FORGE_TEST_")
 
 
 def unknown_variables(names: Iterable[str]) -> list[str]:

@@ -15,8 +15,11 @@ import os
 import re
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where an error is explained: `--help` need not load pydantic
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
 EXIT_OK = 0
 EXIT_RECORDS_FAILED = 1
@@ -24,7 +27,7 @@ EXIT_COULD_NOT_RUN = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells expect of a process stopped by Ctrl-C
 EXIT_STOPPED = 143  # 128 + SIGTERM, what service managers expect of a process that stopped when told
 
-# What happened -> exit code -> what to do. Rendered into `--help` and the README.
+# What happened -> exit code -> what to do. Rendered into `--help` and docs/operating.md.
 EXIT_CODES: tuple[tuple[str, int, str], ...] = (
     ("every record synced (or the check passed)", EXIT_OK, "nothing"),
     ("some records failed; the rest synced", EXIT_RECORDS_FAILED,
@@ -53,12 +56,12 @@ def exit_codes_text() -> str:
     for code in sorted({c for _, c, _ in EXIT_CODES}):
         whats = [what for what, c, _ in EXIT_CODES if c == code]
         lines.append(f"{code} = " + "; ".join(whats) + ".")
-    lines.append("The README's table says what to do for each.")
+    lines.append("docs/operating.md's table says what to do for each.")
     return "\n".join(lines)
 
 
 def exit_codes_markdown() -> str:
-    """The table for the README."""
+    """The table for docs/operating.md ("Failures that explain themselves")."""
     rows = ["| exit | when | what to do |", "|---|---|---|"]
     rows += [f"| {code} | {what} | {fix} |" for what, code, fix in EXIT_CODES]
     return "\n".join(rows)
@@ -80,16 +83,21 @@ class CommandFailed(Exception):
 
 def explain(exc: BaseException) -> Explanation | None:
     """The one line and exit code for an expected failure; None for one nobody expected (a bug)."""
+    from truth_forge.core.config import ConfigFileError
     from truth_forge.core.crm_schema import CrmSchemaError
     from truth_forge.core.lease import WarehouseBusy
     from truth_forge.core.shutdown import RunStopped
     from truth_forge.twenty.errors import TwentyError
     from truth_forge.warehouse.errors import WarehouseError, WarehouseLockedError
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     if isinstance(exc, CommandFailed):
         return Explanation(str(exc), exc.exit_code)
     if isinstance(exc, RunStopped):
         return Explanation(str(exc), EXIT_STOPPED)
+    if isinstance(exc, ConfigFileError):
+        return Explanation(str(exc))
     if isinstance(exc, ValidationError):
         return Explanation(settings_error_line(exc))
     if isinstance(exc, SettingsError):
@@ -227,13 +235,27 @@ def _field_named(settings_class: type, name: str) -> str:
 
 
 def setting_source(settings_class: type, field: str) -> str:
-    """The environment variable that set `field` (the first alias present), else its main name."""
+    """The environment variable that set `field` (the first alias present), the config file's key when
+    only that file set it, else its main name."""
+    from truth_forge.core.config import config_file_path
+
     names = _aliases(settings_class, field)
     dotenv = _dotenv_names()
     for name in names:
         if name in os.environ or name.upper() in os.environ or name in dotenv:
             return name
+    if field in _config_file_names():
+        return f"{field} in {config_file_path()}"
     return names[0]
+
+
+def _config_file_names() -> set[str]:
+    from truth_forge.core.config import ConfigFileError, read_config_file
+
+    try:
+        return set(read_config_file())
+    except ConfigFileError:
+        return set()
 
 
 def _dotenv_names() -> set[str]:

@@ -10,11 +10,14 @@ size and costs a write, plus a read-back per 200 records Twenty already has), an
 client's budget (`TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE`), or at the pace seen so far when Twenty
 answers slower than the budget allows.
 
-Totals: the pull's come from Twenty (`totalCount` of the query, free with the first page). The push
-has no cheap exact total: change detection is the heaviest query of a run, and running it twice to
-count would double it. Its estimate is the rows that have no sync state yet (`estimate_push`: two
-COUNTs per object), exact on a first sync, where the wait is long; edited rows come on top and the
-bar grows when they do.
+Totals: the pull's come from Twenty (`totalCount` of the query, free with the first page). The push's
+come from change detection: an incremental detection knows its candidates before the first batch
+(`changes_found`), and candidates that turn out unchanged count as looked at (`records_unchanged`),
+so the steady state of a deployment, update runs, has a total and a time left. An audit (the first
+detection, the daily one, `--full`) reads as it goes and has no count until it ends: there the bar
+starts from the rows that have no sync state yet (`estimate_push`: two COUNTs per object), exact on
+a first sync, where the wait is long; when that estimate is zero or is passed, the total is shown as
+unknown, never as 0.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class Task:
     object_type: str
     done: int = 0
     failed: int = 0
+    unchanged: int = 0  # push candidates that needed no write
     total: int | None = None
     finished: bool = False
     requests: int = 0  # spent on this bar's records so far
@@ -74,13 +78,17 @@ class Task:
     def label(self) -> str:
         return f"{self.phase} {self.object_type}"
 
+    @property
+    def seen(self) -> int:
+        return self.done + self.failed + self.unchanged
+
     def remaining_requests(self, batch_size: int) -> int | None:
         if self.finished:
             return 0
         if self.total is None:
             return None
-        left = max(0, self.total - self.done - self.failed)
-        seen = self.done + self.failed
+        left = max(0, self.total - self.seen)
+        seen = self.done + self.failed  # the records that cost requests
         if seen and self.requests:
             return math.ceil(left * self.requests / seen)  # at the cost per record seen so far
         if self.phase != "push":  # the pull and the full pass read pages
@@ -117,7 +125,8 @@ class ProgressModel:
         if event.kind != "phase_started":  # what was spent before a phase began is not its own
             task.requests += spent  # the requests since the last event went to this bar's records
         if event.kind == "phase_started" and event.phase == "push" and event.total is None:
-            task.total = self.push_estimates.get(event.object_type)
+            # Zero rows without state says nothing about edited ones: unknown, not 0.
+            task.total = self.push_estimates.get(event.object_type) or None
             task.estimated = task.total is not None
         if event.total is not None:
             task.total, task.estimated = event.total, False
@@ -125,12 +134,14 @@ class ProgressModel:
             task.done += event.count
         elif event.kind == "records_failed":
             task.failed += event.count
+        elif event.kind == "records_unchanged":
+            task.unchanged += event.count
         elif event.kind == "phase_finished":
             task.finished = True
-            task.total = task.done + task.failed
-        if task.total is not None and task.done + task.failed > task.total:
+            task.total = task.seen
+        if task.total is not None and task.seen > task.total:
             # More than estimated (rows edited since their last sync): the rest is unknown now.
-            task.total = None if task.estimated and not task.finished else task.done + task.failed
+            task.total = None if task.estimated and not task.finished else task.seen
         return task
 
     def _task(self, phase: str, object_type: str) -> Task:
@@ -188,16 +199,21 @@ class RichProgress:
         for key, task in self.model.tasks.items():
             if key not in self._ids:
                 self._ids[key] = self.progress.add_task(task.label, total=task.total, note="")
-            self.progress.update(self._ids[key], completed=task.done + task.failed, total=task.total,
-                                 note=self._note(task))
+            self.progress.update(self._ids[key], completed=task.seen, total=task.total, note=self._note(task))
+            if task.total is None:  # rich's update() leaves a total alone when given None; None shows "?"
+                for shown in self.progress.tasks:
+                    if shown.id == self._ids[key]:
+                        shown.total = None
 
     def _note(self, task: Task) -> str:
         note = f"{task.requests} requests"
         if task.failed:
             note += f", {task.failed} failed"
+        if task.unchanged:
+            note += f", {task.unchanged} unchanged"
         if not task.finished:
             eta = self.model.eta(task)
-            note += f", ~{format_duration(eta)} left" if eta is not None else ", counting"
+            note += f", ~{format_duration(eta)} left" if eta is not None else ", total not known yet"
         return note
 
 
@@ -221,7 +237,7 @@ class JsonLines:
             line.update(phase=event.phase, object_type=event.object_type, count=event.count)
         if task is not None:
             eta = self.model.eta(task)
-            line.update(done=task.done, failed=task.failed, total=task.total,
+            line.update(done=task.done, failed=task.failed, unchanged=task.unchanged, total=task.total,
                         eta_seconds=None if eta is None else round(eta, 1))
         if event.detail:
             line["detail"] = dict(event.detail)

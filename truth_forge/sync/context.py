@@ -28,7 +28,9 @@ EventKind = Literal[
     "run_started",  # detail: run_id, direction
     "phase_started",  # phase, object_type; total when known (records the phase will look at)
     "page_read",  # phase "pull": count = records on the page, total = Twenty's totalCount of the query
+    "changes_found",  # phase "push": total = the candidates incremental change detection found
     "batch_written",  # phase "push": count = records Twenty stored by one request
+    "records_unchanged",  # phase "push": count = candidates found unchanged (nothing to send)
     "records_failed",  # count = records that failed together (one refusal, one outage)
     "records_pulled",  # count = records merged into the warehouse; detail: keys (warehouse keys)
     "phase_finished",  # detail: the phase's counts

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,18 @@ PERSON = SyncedObject("person", "people", "contact_id", "contactId", mapping.per
 COMPANY = SyncedObject("company", "companies", "business_id", "businessId", mapping.company_to_business)
 # Companies go first: a person links to its company by the company's Twenty id.
 SYNC_ORDER = (COMPANY, PERSON)
+OBJECT_TYPES = tuple(obj.object_type for obj in SYNC_ORDER)
+
+
+def selected(object_types: Iterable[str] | None) -> tuple[SyncedObject, ...]:
+    """The objects a run syncs, in SYNC_ORDER (None: all of them)."""
+    if object_types is None:
+        return SYNC_ORDER
+    wanted = set(object_types)
+    unknown = sorted(wanted - set(OBJECT_TYPES))
+    if unknown:
+        raise ValueError(f"unknown object {', '.join(unknown)}: choose from {', '.join(OBJECT_TYPES)}")
+    return tuple(obj for obj in SYNC_ORDER if obj.object_type in wanted)
 
 
 def parse_timestamp(value: Any) -> dt.datetime | None:

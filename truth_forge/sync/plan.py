@@ -9,26 +9,32 @@ calls no write: no Twenty POST/PATCH/DELETE, no warehouse statement that changes
 It is a forecast, not a replay: a real run also retries the pull's retry list, reads each update
 batch back just before writing it (catching edits made meanwhile), and recovers refused creates;
 none of that can be known without writing. Counts are exact, samples show the first few records of
-each kind.
+each kind, updates with each field's old value (the merge base: what both sides last agreed on, or
+the warehouse's value for what the pull would bring in) and new one. Rows the push would refuse
+before sending (the push's own body checks, `mapping.py`: an unreadable phone, a NUL character) are
+listed as failing, and rows it would send without a value Twenty refuses (an invalid email or
+website) as sent without it; what only Twenty can refuse (a SELECT option it lacks) is not foreseen.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from truth_forge.sync import views
+from truth_forge.sync import mapping, views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import FieldConflict, changed_since, merge_fields
-from truth_forge.sync.objects import PERSON, SYNC_ORDER, SyncedObject
+from truth_forge.sync.objects import PERSON, SyncedObject, selected
 from truth_forge.sync.pull import DEFAULT_OVERLAP, changed_pages
 from truth_forge.sync.runner import _require_setup
 from truth_forge.warehouse.accounting import format_bytes
 
 SAMPLES_PER_KIND = 5
+SHOWN_VALUE = 60  # characters of a value shown in an old -> new sample
 
 
 @dataclass
@@ -38,12 +44,22 @@ class Bucket:
     count: int = 0
     fields: Counter[str] = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
+    # Per sample of an update: field -> {"old": ..., "new": ...}.
+    values: list[dict[str, dict[str, Any]]] = field(default_factory=list)
 
-    def add(self, sample: str, fields: Any = ()) -> None:
+    def add(self, sample: str, fields: Any = (), old: Mapping[str, Any] | None = None) -> None:
+        """One change; `old` (an update's values before it) turns `fields` (a mapping of the new
+        values) into old -> new pairs on the sample."""
         self.count += 1
         self.fields.update(list(fields))  # the field names (a mapping's keys), one each
-        if len(self.samples) < SAMPLES_PER_KIND:
-            self.samples.append(sample)
+        if len(self.samples) >= SAMPLES_PER_KIND:
+            return
+        if old is not None and isinstance(fields, Mapping):
+            pairs = {name: {"old": old.get(name), "new": new} for name, new in fields.items()}
+            self.values.append(pairs)
+            sample += ": " + "; ".join(f"{name} {_shown(p['old'])} -> {_shown(p['new'])}"
+                                       for name, p in sorted(pairs.items()))
+        self.samples.append(sample)
 
 
 @dataclass
@@ -73,7 +89,8 @@ class SyncPlan:
     def as_dict(self) -> dict[str, Any]:
         return {
             "changes": [{"to": side, "object_type": obj, "action": action, "count": b.count,
-                         "fields": dict(b.fields), "samples": b.samples}
+                         "fields": dict(b.fields), "samples": b.samples,
+                         **({"values": b.values} if b.values else {})}
                         for (side, obj, action), b in sorted(self.changes.items())],
             "conflicts": {"count": self.conflict_count, "samples": self.conflicts},
             "unchanged": dict(self.unchanged),
@@ -83,18 +100,20 @@ class SyncPlan:
         }
 
 
-def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelta = DEFAULT_OVERLAP) -> SyncPlan:
-    """Read both sides and decide, writing nothing. `ctx.reporter` is not used."""
+def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelta = DEFAULT_OVERLAP,
+              objects: Sequence[str] | None = None) -> SyncPlan:
+    """Read both sides and decide, writing nothing. `ctx.reporter` is not used; `objects` as run_sync's."""
+    order = selected(objects)
     before = ctx.client.transport.stats.requests
     billed_before = ctx.warehouse.statements.snapshot()
     plan = SyncPlan()
     _require_setup(ctx.warehouse, ctx.client, ctx.schema, remember=False)
     merged: dict[str, set[str]] = {}
     if direction in ("both", "pull"):
-        for obj in SYNC_ORDER:
+        for obj in order:
             merged[obj.object_type] = _plan_pull(ctx, obj, plan, overlap)
     if direction in ("both", "push"):
-        for obj in SYNC_ORDER:
+        for obj in order:
             _plan_push(ctx, obj, plan, merged.get(obj.object_type, set()))
     plan.requests = ctx.client.transport.stats.requests - before
     spent = ctx.warehouse.statements.since(billed_before)
@@ -148,11 +167,13 @@ def _plan_record(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, record: Ma
     for found in result.conflicts:
         plan.conflict(obj.object_type, key, found)
     if result.to_warehouse:
-        plan.bucket("warehouse", obj.object_type, "update").add(_describe(obj, record, key), result.to_warehouse)
+        plan.bucket("warehouse", obj.object_type, "update").add(_describe(obj, record, key), result.to_warehouse,
+                                                                old=ours)
     computed = {c: ours[c] for c in views.push_only_columns(obj, ctx.schema) if c in ours}
     to_twenty = {**result.to_twenty, **(changed_since(base, computed) if base else computed)}
     if to_twenty:
-        plan.bucket("twenty", obj.object_type, "update").add(_describe(obj, record, key), to_twenty)
+        plan.bucket("twenty", obj.object_type, "update").add(_describe(obj, record, key), to_twenty,
+                                                             old=base or {})
     return key
 
 
@@ -171,6 +192,12 @@ def _plan_push(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, merged: set[
                 if row.get("crm_id"):
                     plan.bucket("twenty", obj.object_type, "delete").add(sample)
                 continue
+            refused, left_out = _push_checks(ctx, obj, row)
+            if refused is not None:
+                plan.bucket("twenty", obj.object_type, "fail").add(f"{sample}: {refused}")
+                continue
+            if left_out:
+                plan.bucket("twenty", obj.object_type, "send without a value").add(f"{sample}: {'; '.join(left_out)}")
             if not row.get("crm_id"):
                 plan.bucket("twenty", obj.object_type, "create").add(sample)
                 continue
@@ -178,9 +205,28 @@ def _plan_push(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, merged: set[
             ours = views.warehouse_view(obj, ctx.schema, row)
             changed = ours if base is None else changed_since(base, ours)
             if changed:
-                plan.bucket("twenty", obj.object_type, "update").add(sample, changed)
+                plan.bucket("twenty", obj.object_type, "update").add(sample, changed, old=base or {})
             else:
                 plan.unchanged[f"push {obj.object_type}"] += 1
+
+
+def _push_checks(ctx: SyncContext, obj: SyncedObject, row: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+    """The push's own checks of a row's body (`push._Push._item`): why it would fail before being
+    sent (None: it would be sent), and the values it would be sent without."""
+    left_out: list[str] = []
+    try:
+        if obj is PERSON:
+            mapping.contact_to_person(row, ctx.schema, default_region=ctx.default_region, left_out=left_out)
+        else:
+            mapping.business_to_company(row, ctx.schema, left_out=left_out)
+    except ValueError as exc:
+        return str(exc), left_out
+    return None, left_out
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= SHOWN_VALUE else text[:SHOWN_VALUE - 3] + "..."
 
 
 def _company_keys(ctx: SyncContext, records: Any) -> dict[str, int]:
@@ -215,7 +261,8 @@ def render_plan(plan: SyncPlan, policy: str) -> list[str]:
         lines.append(f"{title}:" + ("" if buckets else " nothing"))
         for (_, obj, action), bucket in sorted(buckets.items()):
             by_field = ", ".join(f"{name} {n}" for name, n in bucket.fields.most_common())
-            lines.append(f"  {action} {obj}: {bucket.count}" + (f"  (fields: {by_field})" if action == "update" else ""))
+            lines.append(f"  {action} {obj}: {bucket.count}" + (f"  (fields: {by_field})" if action == "update" else "")
+                         + ("  (the push refuses these before sending; see why below)" if action == "fail" else ""))
             lines += [f"      e.g. {s}" for s in bucket.samples]
     lines.append(f"Conflicts: {plan.conflict_count}" + (f", settled by {policy}" if plan.conflict_count else ""))
     lines += [f"  {c}" for c in plan.conflicts]

@@ -21,7 +21,7 @@ missing fields, an outage that outlasted the retries several writes in a row).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,7 @@ from truth_forge.twenty.errors import (
 )
 from truth_forge.twenty.pool import settle
 from truth_forge.twenty.records import MAX_PAGE_SIZE
+from truth_forge.warehouse.detection import ChangeScan
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
         scan = reader.detect_changes(obj.object_type, batch_size=READ_BATCH, policy=ctx.detection)
         ahead = ReadAhead(scan)
         try:
-            stats = _push_batches(ctx, obj, ahead)
+            stats = _push_batches(ctx, obj, _reported(ctx, obj, scan, ahead))
         finally:
             ahead.close()  # first: the read in progress ends before its stream is closed
             # A push that stops early must not leave the warehouse's result stream open (DuckDB cannot
@@ -136,6 +137,25 @@ def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
             reader.close()
     stats.detection = scan.report
     return stats
+
+
+def _reported(ctx: SyncContext, obj: SyncedObject, scan: ChangeScan,
+              batches: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """The scan's batches (as read ahead), with its progress told: once incremental detection has
+    its candidates the push's total is known (an audit's is not, until it ends), and candidates that
+    turn out unchanged count as looked at."""
+    if scan.mode == "incremental":
+        ctx.emit("changes_found", phase="push", object_type=obj.object_type, total=scan.report.get("candidates", 0))
+    told = 0
+    for rows in batches:
+        unchanged = scan.report.get("unchanged", 0)
+        if unchanged > told:
+            ctx.emit("records_unchanged", phase="push", object_type=obj.object_type, count=unchanged - told)
+            told = unchanged
+        yield rows
+    unchanged = scan.report.get("unchanged", 0)
+    if unchanged > told:
+        ctx.emit("records_unchanged", phase="push", object_type=obj.object_type, count=unchanged - told)
 
 
 def push_keys(ctx: SyncContext, obj: SyncedObject, keys: Sequence[int]) -> PushStats:

@@ -16,7 +16,7 @@ import datetime as dt
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from truth_forge.core import shutdown
@@ -24,7 +24,7 @@ from truth_forge.core.crm_schema import CrmSchema, verify_schema
 from truth_forge.core.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
 from truth_forge.core.reporting import ErrorReporter
 from truth_forge.sync import own_writes
-from truth_forge.sync.objects import SYNC_ORDER, format_timestamp, now_utc, parse_timestamp
+from truth_forge.sync.objects import SYNC_ORDER, SyncedObject, format_timestamp, now_utc, parse_timestamp, selected
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
 from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
 from truth_forge.sync.push import PushAborted, push_object
@@ -131,6 +131,7 @@ def run_sync(
     detection: DetectionPolicy | None = None,
     lease_ttl: dt.timedelta = DEFAULT_TTL,
     sweep: SweepPolicy = DEFAULT_SWEEP,
+    objects: Sequence[str] | None = None,
 ) -> SyncResult:
     """One run, as the warehouse's only writer.
 
@@ -144,7 +145,9 @@ def run_sync(
     `full` always audits). The lease fences the run's warehouse and Twenty writes: once it is lost,
     the run stops before its next write and ends "aborted". `sweep` paces the rolling re-read that
     catches edits the pull's own-writes filter cannot see (sweep.py; `sweep.OFF` turns it off).
+    `objects` limits the run to some object types ("person", "company"; None: both).
     """
+    order = selected(objects)  # an unknown name fails before the lease is taken
     policy = detection or DetectionPolicy()
     if full:
         policy = dataclasses.replace(policy, audit=True)
@@ -153,7 +156,7 @@ def run_sync(
     with writing(warehouse, purpose="sync", held=lease, wait=lease_wait, ttl=lease_ttl) as holder, \
             holder.fencing(client.transport):
         return _run_as_writer(warehouse, client, schema, direction, conflict_policy, pull_overlap, secrets,
-                              on_event, full, policy, stale_before, sweep)
+                              on_event, full, policy, stale_before, sweep, order)
 
 
 def _run_as_writer(
@@ -161,6 +164,7 @@ def _run_as_writer(
     conflict_policy: ConflictPolicy | Mapping[str, ConflictPolicy], pull_overlap: dt.timedelta,
     secrets: tuple[str, ...], on_event: EventHook | None, full: bool, detection: DetectionPolicy,
     stale_before: dt.datetime | None = None, sweep: SweepPolicy = DEFAULT_SWEEP,
+    order: Sequence[SyncedObject] = SYNC_ORDER,
 ) -> SyncResult:
     warehouse.ensure_tables()
     # What a killed run saved but never folded goes into the state before anything reads it.
@@ -186,8 +190,8 @@ def _run_as_writer(
             own_writes.forget(warehouse, client.transport.base_url)
         if direction in ("both", "pull"):
             phase = "reconcile" if full else "pull"
-            budget = SweepBudget(sweep.max_requests, len(SYNC_ORDER))
-            for obj in SYNC_ORDER:
+            budget = SweepBudget(sweep.max_requests, len(order))
+            for obj in order:
                 ctx.emit("phase_started", phase=phase, object_type=obj.object_type)
                 done = reconcile_object(ctx, obj) if full else pull_object(ctx, obj, overlap=pull_overlap)
                 counts[f"{phase}_{obj.object_type}"] = done.as_dict()
@@ -204,7 +208,7 @@ def _run_as_writer(
             # Change detection compares with the folded state: what the pull merged is not sent back.
             warehouse.fold_journal()
         if direction in ("both", "push"):
-            for obj in SYNC_ORDER:
+            for obj in order:
                 ctx.emit("phase_started", phase="push", object_type=obj.object_type)
                 try:
                     pushed = push_object(ctx, obj)

@@ -13,9 +13,6 @@ from typing import Annotated
 
 import typer
 
-from truth_forge.warehouse.factory import open_warehouse
-from truth_forge.warehouse.sample_data import generate_sample_data
-
 
 def sample_data_command(
     contacts: Annotated[int, typer.Option("--contacts", min=0, help="Contacts to generate (ids 1..N)")],
@@ -23,7 +20,8 @@ def sample_data_command(
     seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same data, on every engine")] = 42,
     warehouse_url: Annotated[
         str | None,
-        typer.Option("--warehouse-url", help="Default: TRUTH_FORGE_WAREHOUSE_URL (duckdb:///truth_forge.duckdb)"),
+        typer.Option("--warehouse-url", metavar="URL",
+                     help="Default: TRUTH_FORGE_WAREHOUSE_URL (duckdb:///truth_forge.duckdb)"),
     ] = None,
     replace: Annotated[
         bool, typer.Option("--replace", help="Empty the contact and business tables first (never the sync state)")
@@ -32,6 +30,9 @@ def sample_data_command(
     """Fill the warehouse with realistic synthetic contacts and businesses, generated in the engine.
 
     Creates the warehouse if it does not exist (sample data is for a new one)."""
+    from truth_forge.warehouse.factory import open_warehouse  # imported when run: `--help` loads no engine
+    from truth_forge.warehouse.sample_data import generate_sample_data
+
     with open_warehouse(warehouse_url) as warehouse:
         report = generate_sample_data(warehouse, contacts, businesses, seed, replace=replace)
     typer.echo(
@@ -43,11 +44,20 @@ def sample_data_command(
 def init_command(
     warehouse_url: Annotated[
         str | None,
-        typer.Option("--warehouse-url", help="Default: TRUTH_FORGE_WAREHOUSE_URL (duckdb:///truth_forge.duckdb)"),
+        typer.Option("--warehouse-url", metavar="URL",
+                     help="Default: TRUTH_FORGE_WAREHOUSE_URL (duckdb:///truth_forge.duckdb)"),
     ] = None,
 ) -> None:
-    """Create the warehouse (a DuckDB file or a BigQuery dataset) and its tables; harmless if they exist."""
+    """Create the warehouse (a DuckDB file or a BigQuery dataset) and its tables; harmless if they exist.
+
+    \b
+    Examples:
+      truth-forge init
+      truth-forge init --warehouse-url duckdb:///contacts.duckdb
+      truth-forge init --warehouse-url bigquery://my-project/crm
+    """
     from truth_forge.core.config import get_settings
+    from truth_forge.warehouse.factory import open_warehouse  # imported when run: `--help` loads no engine
 
     url = warehouse_url or get_settings().warehouse_url
     with open_warehouse(warehouse_url, create=True) as warehouse:

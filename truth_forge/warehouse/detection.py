@@ -12,7 +12,7 @@ million contacts). So a run reads only candidates:
   their wide rows are found by key and by the stamp read for them, again a constant filter;
 
 and each candidate is confirmed by today's row hash against its sync state, so a candidate that
-did not really change is not sent. The contract, stated in the README: every writer of the
+did not really change is not sent. The contract, stated in docs/how-a-sync-works.md: every writer of the
 warehouse stamps `updated_at` (truth-forge's own writes always do). What a writer leaves unstamped,
 and rows removed outright, are caught by the audit: the full comparison, at a set cadence (daily by
 default, and on `sync --full`), which reports what the incremental runs missed.
@@ -212,7 +212,7 @@ class ChangeDetection:
                               self._audit(object_type, batch_size, announced, report), self, report)
         scan = ChangeScan(object_type, "incremental", started_at, iter(()), self, {"mode": "incremental"})
         stamps = self._candidates(object_type, since - policy.overlap, scan.report)
-        scan.batches = self._candidate_stream(object_type, stamps, since - policy.overlap, batch_size)
+        scan.batches = self._candidate_stream(object_type, stamps, since - policy.overlap, batch_size, scan.report)
         return scan
 
     def _candidates(self, object_type: str, since: dt.datetime, report: dict[str, Any]) -> dict[int, set[Any]]:
@@ -248,11 +248,14 @@ class ChangeDetection:
         return [r["k"] for r in rows]
 
     def _candidate_stream(self, object_type: str, stamps: Mapping[int, set[Any]], since: dt.datetime,
-                          batch_size: int) -> Iterator[list[dict[str, Any]]]:
-        return self._judged(object_type, self._candidate_reads(object_type, stamps, since), batch_size)
+                          batch_size: int, report: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
+        """The changed candidates in batches; `report["unchanged"]` counts, as they are read, the
+        candidates found not to have changed (the push's progress counts them as looked at)."""
+        report["unchanged"] = 0
+        return self._judged(object_type, self._candidate_reads(object_type, stamps, since, report), batch_size, report)
 
     def _candidate_reads(self, object_type: str, stamps: Mapping[int, set[Any]],
-                         since: dt.datetime) -> Iterator[Sequence[Mapping[str, Any]]]:
+                         since: dt.datetime, report: dict[str, Any]) -> Iterator[Sequence[Mapping[str, Any]]]:
         sql = q.changed_select(object_type, "candidates")
         keys = sorted(stamps)
         for start in range(0, len(keys), CANDIDATE_CHUNK):
@@ -263,10 +266,12 @@ class ChangeDetection:
                      self.folded_mark(), KeySet("keys", INT64, chunk),
                      KeySet("skeys", STRING, [str(k) for k in chunk]), KeySet("stamps", TIMESTAMP, times))
             rows, _ = self._run(sql, binds, fetch=True)
+            key_column = "contact_id" if object_type == "person" else "business_id"
+            report["unchanged"] += max(0, len(chunk) - len({r[key_column] for r in rows}))  # the query's hash test
             yield rows
 
     def _judged(self, object_type: str, reads: Iterator[Sequence[Mapping[str, Any]]],
-                batch_size: int) -> Iterator[list[dict[str, Any]]]:
+                batch_size: int, report: dict[str, Any] | None = None) -> Iterator[list[dict[str, Any]]]:
         """Batches of `batch_size` rows, each row judged by its state just before its batch is
         formed (not when its query ran), so state saved meanwhile counts."""
         ready: list[dict[str, Any]] = []
@@ -274,7 +279,10 @@ class ChangeDetection:
             waiting = collections.deque(rows)
             while waiting:
                 take = [waiting.popleft() for _ in range(min(len(waiting), batch_size - len(ready)))]
-                ready.extend(self._detected(object_type, take))
+                detected = self._detected(object_type, take)
+                if report is not None:  # settled by state saved since the query ran
+                    report["unchanged"] += len(take) - len(detected)
+                ready.extend(detected)
                 if len(ready) >= batch_size:
                     yield ready
                     ready = []
@@ -294,7 +302,7 @@ class ChangeDetection:
             yield batch
         if unstamped:
             log.warning("The audit of %s found %d changed rows that no updated_at announced: a writer of the "
-                        "warehouse does not stamp it (see the README's contract), or sync state was lost",
+                        "warehouse does not stamp it (see docs/how-a-sync-works.md, the contract), or sync state was lost",
                         object_type, unstamped)
         report["unstamped"] = unstamped
 
