@@ -263,6 +263,10 @@ def _run_as_writer(
             # Folds the run's journal first, then closes what the run saved clean.
             counts["errors_closed"] = warehouse.close_settled_errors(run_id=run_id,
                                                                      run_succeeded=status == "succeeded")
+            # The record history past its retention, once a day (on BigQuery: the expired partitions only).
+            expired = warehouse.expire_history_daily()
+            if expired:
+                counts["history_expired"] = expired
         except LeaseLost as exc:  # lost now, or earlier: the sync's bookkeeping stays as the new holder has it
             if not any(e["error_class"] == "LeaseLost" for e in reporter.sync_errors):
                 reporter.record(object_type=None, operation="run", error=exc)
