@@ -103,6 +103,7 @@ def resolve_conflict(ctx: SyncContext, conflict_id: str, take: str, by: str) -> 
         "winner": take if take in TAKES else "value", "chosen_value": changelog.as_json(value), "actor": by,
         "run_id": ctx.reporter.run_id}])
     ctx.reporter.flush(warehouse)
+    changelog.flush(ctx)
     return {"conflict_id": conflict["conflict_id"], "field": field, "value": value, "warehouse_changed": before != value,
             "push": pushed.as_dict(),
             "errors": [e for e in ctx.reporter.sync_errors if e["resolved_at"] is None]}

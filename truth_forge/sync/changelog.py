@@ -5,6 +5,11 @@ its old and new value, who made it and when; this module turns that into `crm_sy
 `crm_sync_conflicts` rows (warehouse/record_history.py), built in memory and appended with one
 INSERT per batch, so the hot path pays a list of dicts and one statement per batch, no read.
 
+Rows wait in the run's context and go out together, `FLUSH_ROWS` at a time and at the end of every
+pull and push: on DuckDB each INSERT has a fixed cost of a few milliseconds, and on BigQuery each is
+a job (a second or so of latency) on the push's thread. A run killed in between loses the history
+of at most that many changes (the changes themselves are applied and kept by the sync state).
+
 A record's whole-record events are rows with a marker for a field: `(created)`, `(restored)`,
 `(deleted)`, and `(sent whole)` (a record the push sent with every field, having no merge base).
 Values are JSON text in the merge's view form (sync/views.py): what Twenty stores, and for the
@@ -24,6 +29,7 @@ from truth_forge.sync.objects import SyncedObject, now_utc, parse_timestamp
 
 CREATED, RESTORED, DELETED, SENT_WHOLE = "(created)", "(restored)", "(deleted)", "(sent whole)"
 MARKERS = (CREATED, RESTORED, DELETED, SENT_WHOLE)
+FLUSH_ROWS = 2_000
 
 # (field, old value, new value) of one record
 Change = tuple[str, Any, Any]
@@ -104,7 +110,16 @@ def conflict_row(ctx: SyncContext, obj: SyncedObject, key: Any, crm_id: str, con
             "twenty_value": as_json(conflict.twenty), "winner": conflict.winner, "run_id": ctx.reporter.run_id}
 
 
-def append(ctx: SyncContext, rows: Sequence[Mapping[str, Any]]) -> None:
-    """One INSERT for a batch's history rows (none when there are none)."""
-    if rows:
+def append(ctx: SyncContext, rows: Sequence[dict[str, Any]]) -> None:
+    """Keep a batch's history rows; appended together once `FLUSH_ROWS` wait (and by `flush`)."""
+    ctx.history.extend(rows)
+    if len(ctx.history) >= FLUSH_ROWS:
+        flush(ctx)
+
+
+def flush(ctx: SyncContext) -> None:
+    """Append the history rows kept so far: one INSERT (none when there are none). Called at the end
+    of every pull and push, and by the run whatever way it ends."""
+    if ctx.history:
+        rows, ctx.history = ctx.history, []
         ctx.warehouse.append_history(rows)

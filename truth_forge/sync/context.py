@@ -71,6 +71,8 @@ class SyncContext:
     # 'resolve'; `actor` names the person behind every change it applies (a conflict resolved by hand).
     via: Literal["sync", "webhook", "resolve"] = "sync"
     actor: str | None = None
+    # History rows not yet appended (changelog.append / changelog.flush).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def emit(self, kind: EventKind, **values: Any) -> None:
         if self.on_event is None:

@@ -133,6 +133,7 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
         ctx.emit("page_read", phase="pull", object_type=obj.object_type, count=len(page.records),
                  total=page.total_count)
     _apply_pending(ctx, obj, pending, retry, stats, newest)
+    changelog.flush(ctx)
     if signpost is not None and (newest is None or newest < signpost):
         warehouse.set_watermark(_watermark(obj), format_timestamp(signpost))
     return stats
@@ -268,6 +269,7 @@ def pull_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[
     if gone:
         apply_deletions(ctx, obj, gone, stats)
     ctx.reporter.flush(ctx.warehouse)
+    changelog.flush(ctx)
     return stats
 
 

@@ -155,6 +155,7 @@ def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[list[di
             push.creates.stream.finish()
         push.recover()
         push.went_through()  # no outage stopped it: failed batches' rows get their errors
+        changelog.flush(ctx)
     except PushAborted as stop:
         stop.stats = push.stats
         raise
