@@ -6,6 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from pathlib import Path
+
+import pytest
+
+from truth_forge.warehouse import open_warehouse
+from truth_forge.warehouse.errors import HistoryNotKept
 from truth_forge.warehouse.schema import CRM_SYNC_HISTORY
 
 UTC = dt.timezone.utc
@@ -70,3 +76,17 @@ def test_the_history_table_is_partitioned_by_day_and_clustered_by_record_in_bigq
     ddl = CRM_SYNC_HISTORY.ddl("t", clustered=True)
     assert ddl.endswith("\nPARTITION BY DATE(applied_at)\nCLUSTER BY object_type, record_key")
     assert "PARTITION BY" not in CRM_SYNC_HISTORY.ddl("t")  # DuckDB has no such clause
+
+
+def test_a_warehouse_without_the_tables_says_it_keeps_no_history(tmp_path: Path) -> None:
+    """As a warehouse made by an older truth-forge looks, opened read-only (nothing creates the tables).
+    DuckDB only: bqemulator answers a query of a deleted table with no rows (BigQuery: 404 Not found)."""
+    url = f"duckdb:///{tmp_path / 'old.duckdb'}"
+    with open_warehouse(url) as wh:
+        wh._run("DROP TABLE {crm_sync_history}", ())
+        wh._run("DROP TABLE {crm_sync_conflicts}", ())
+    with open_warehouse(url, create=False, read_only=True) as wh:
+        with pytest.raises(HistoryNotKept, match="crm_sync_history"):
+            wh.history_of("person", record_key=1)
+        with pytest.raises(HistoryNotKept, match="crm_sync_conflicts"):
+            wh.conflicts()

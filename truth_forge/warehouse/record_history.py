@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.binds import Bind, RowSet, Scalar, plain_row
+from truth_forge.warehouse.errors import HistoryNotKept, WarehouseQueryError
 from truth_forge.warehouse.schema import BOOL, CRM_SYNC_CONFLICTS, CRM_SYNC_HISTORY, STRING, TIMESTAMP
 
 HISTORY_COLUMNS = [(c.name, c.type) for c in CRM_SYNC_HISTORY.columns]
@@ -71,6 +72,11 @@ class RecordHistory:
         def set_watermark(self, name: str, value: str) -> None:
             raise NotImplementedError
 
+        def _existing_columns(self) -> dict[str, set[str]]:
+            raise NotImplementedError
+
+        tables: Any
+
     # Days of history kept (0: forever); the factory sets it from TRUTH_FORGE_HISTORY_RETENTION_DAYS.
     history_retention_days = DEFAULT_RETENTION_DAYS
 
@@ -96,13 +102,11 @@ class RecordHistory:
         if record_key is not None:
             if object_type is None:
                 raise ValueError("a record key needs its object type")
-            rows, _ = self._run(_HISTORY_BY_KEY.replace("{limit}", str(_bounded(limit))),
-                                (Scalar("object_type", STRING, object_type),
-                                 Scalar("record_key", STRING, str(record_key))), fetch=True)
+            rows = self._read("crm_sync_history", _HISTORY_BY_KEY.replace("{limit}", str(_bounded(limit))),
+                              (Scalar("object_type", STRING, object_type), Scalar("record_key", STRING, str(record_key))))
         elif crm_id is not None:
-            rows, _ = self._run(_HISTORY_BY_CRM_ID.replace("{limit}", str(_bounded(limit))),
-                                (Scalar("object_type", STRING, object_type), Scalar("crm_id", STRING, crm_id)),
-                                fetch=True)
+            rows = self._read("crm_sync_history", _HISTORY_BY_CRM_ID.replace("{limit}", str(_bounded(limit))),
+                              (Scalar("object_type", STRING, object_type), Scalar("crm_id", STRING, crm_id)))
         else:
             raise ValueError("name the record: its key or its Twenty id")
         return [plain_row(r) for r in rows]
@@ -149,10 +153,21 @@ class RecordHistory:
                   limit: int = 200) -> list[dict[str, Any]]:
         """Conflicts newest first, each with its review (`taken`, `chosen_value`, `resolved_by`,
         `resolved_at`: None while nobody reviewed it). `conflict_id`: the id or a start of it."""
-        rows, _ = self._run(_CONFLICTS.replace("{limit}", str(_bounded(limit))),
-                            (Scalar("open_only", BOOL, open_only), Scalar("conflict_id", STRING, conflict_id)),
-                            fetch=True)
+        rows = self._read("crm_sync_conflicts", _CONFLICTS.replace("{limit}", str(_bounded(limit))),
+                          (Scalar("open_only", BOOL, open_only), Scalar("conflict_id", STRING, conflict_id)))
         return [plain_row(r) for r in rows]
+
+    def _read(self, table: str, template: str, binds: Sequence[Bind]) -> list[dict[str, Any]]:
+        """A read of one of these tables; HistoryNotKept where the table does not exist (a warehouse
+        an older truth-forge made, opened read-only: nothing created it yet)."""
+        try:
+            rows, _ = self._run(template, binds, fetch=True)
+        except WarehouseQueryError:
+            if self.tables[table] not in self._existing_columns():
+                raise HistoryNotKept(f"this warehouse keeps no {table} yet: the next `truth-forge sync` (by this "
+                                     f"version) creates it, and records from then on") from None
+            raise
+        return rows
 
 
 def _bounded(limit: int) -> int:
