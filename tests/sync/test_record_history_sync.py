@@ -3,6 +3,7 @@ HTTP, a workspace member editing in Twenty (`as_person`), no mocks."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import httpx
@@ -78,6 +79,8 @@ def test_an_edit_on_each_side_shows_in_the_history_with_its_actor_and_both_times
     assert [r["applied_at"] for r in history] == sorted((r["applied_at"] for r in history), reverse=True)
     assert history[-1]["field"] == "(created)" and history[-1]["side"] == "warehouse"
     assert record_history(store, crm_id=person(client, 8)["id"]) == history
+    # The run trimmed the history past its retention (once today: remembered for the next runs).
+    assert store.get_watermark("history:trimmed-on") == dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
 def test_a_conflict_resolved_by_hand_reaches_both_sides_and_the_history(
