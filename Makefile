@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-fast lint bench bench-full clean bqemu soak
+.PHONY: venv demo test test-fast lint bench bench-full clean bqemu chromium soak
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,17 +27,23 @@ $(BQEMU_STAMP): scripts/install-bqemulator.sh requirements/bqemulator.txt requir
 
 bqemu: $(BQEMU_STAMP)
 
+# Headless Chromium from Debian's packages (apt: root or sudo), for the console's browser tests;
+# nothing happens when it is installed. A failed install does not stop the tests: those tests
+# then skip and say why.
+chromium:
+	-bash scripts/install-chromium.sh
+
 # Unused or undefined names, syntax errors and type errors (the sync is held to its SyncStore
 # protocol) fail the build before the tests run.
 lint: venv
 	$(VENV)/bin/ruff check truth_forge tests benchmarks scripts
 	$(VENV)/bin/mypy truth_forge
 
-test: venv bqemu lint
+test: venv bqemu chromium lint
 	$(PY) -m pytest
 
 # Everything except the BigQuery-emulator contract tests.
-test-fast: venv lint
+test-fast: venv chromium lint
 	$(PY) -m pytest -m "not bigquery"
 
 # Seeded recovery trials (kills, fault storms, hostile data), minutes not hours; see docs/soak.md.

@@ -12,8 +12,11 @@ in a child process (so the load generator does not share its interpreter), then 
    depend on what else the machine is running.
 
 Every loop is bounded by a count and a deadline. Prints a Markdown table for BENCHMARKS.md.
+With `--before REV`, the same scenario runs first with serve from that git revision (exported
+with `git archive`, no checkout touched), then with this checkout, one after the other.
 
     .venv/bin/python benchmarks/bench_webhooks.py --contacts 1000 --burst 3000 --rate 500 --seconds 10
+    .venv/bin/python benchmarks/bench_webhooks.py --rate 1000 --before main
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from truth_forge.warehouse.sample_data import generate_sample_data  # noqa: E402
 
 SECRET = secrets.token_hex(32)
 DEADLINE_S = 300
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -189,11 +193,20 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
+def export_code(ref: str, into: Path) -> Path:
+    """The truth_forge package of `ref`, read from git (no worktree, no checkout touched)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "truth_forge"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def start_serve(env: dict[str, str], cwd: str) -> tuple[subprocess.Popen[bytes], str]:
     """Start serve with its output in serve.log (a pipe nobody reads would fill and stall it)."""
     log_path = Path(cwd) / "serve.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "truth_forge.cli.main", "serve", "--port", "0",
+        proc = subprocess.Popen([sys.executable, "-m", "truth_forge", "serve", "--port", "0",
                                  "--no-sync-on-start"], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and proc.poll() is None:
@@ -225,19 +238,24 @@ def edit_to_warehouse(sandbox: SandboxServer, base: str, people: list[dict[str, 
     return seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--contacts", type=int, default=1000)
-    parser.add_argument("--edits", type=int, default=20, help="renames made in the sandbox, one at a time")
-    parser.add_argument("--burst", type=int, default=3000)
-    parser.add_argument("--rate", type=float, default=500)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--burst-connections", type=int, default=4)
-    parser.add_argument("--steady-connections", type=int, default=8,
-                        help="enough that the rate holds while each connection waits for its answer")
-    args = parser.parse_args()
+@dataclass
+class Run:
+    code: str
+    people: int
+    burst: Sent
+    burst_samples: list[tuple[float, int]]
+    steady: Sent
+    steady_samples: list[tuple[float, int]]
+    status: dict[str, Any]
+    cpu: list[float]
+    edits: list[float]
+    load: str
 
+
+def run_side(args: argparse.Namespace, code: str, code_dir: Path | None) -> Run:
+    """The whole scenario against serve from `code_dir` (None: this checkout), in fresh files."""
     schema = CrmSchema.load()
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, \
             SandboxServer(SandboxConfig(api_keys=["bench-key"], rate_limit_per_minute=None)) as sandbox:
         url = f"duckdb:///{Path(tmp) / 'bench.duckdb'}"
@@ -251,6 +269,8 @@ def main() -> None:
         env.update({"TWENTY_BASE_URL": sandbox.base_url, "TWENTY_API_KEY": "bench-key", "TWENTY_WEBHOOK_SECRET": SECRET,
                     "TRUTH_FORGE_WAREHOUSE_URL": url, "TRUTH_FORGE_SERVE_INBOX_PATH": str(Path(tmp) / "inbox.sqlite3"),
                     "TRUTH_FORGE_TWENTY_REQUESTS_PER_MINUTE": "1000000000"})
+        if code_dir is not None:
+            env["PYTHONPATH"] = str(code_dir)  # ahead of the editable install: serve runs that code
         proc, base = start_serve(env, tmp)
         try:
             for _ in range(500):
@@ -279,38 +299,71 @@ def main() -> None:
                 proc.kill()
                 raise SystemExit("serve did not stop within 60 s of SIGTERM:\n"
                                  + (Path(tmp) / "serve.log").read_text()[-3000:]) from None
-    report(args, people, burst, burst_samples, steady, steady_samples, status, cpu)
-    print(f"Edit in the sandbox to applied in the warehouse ({len(edits)} edits, one at a time): "
-          f"p50 {pct(edits, 50) * 1000:.0f} ms, max {max(edits) * 1000:.0f} ms.")
+    return Run(code, len(people), burst, burst_samples, steady, steady_samples, status, cpu, edits,
+               f"{load_start:.1f} -> {os.getloadavg()[0]:.1f}")
 
 
-def report(args: argparse.Namespace, people: list[Any], burst: Sent, burst_samples: list[tuple[float, int]],
-           steady: Sent, steady_samples: list[tuple[float, int]], status: dict[str, Any], cpu: list[float]) -> None:
-    ack_span = max(burst.acked_at) - min(burst.acked_at)
-    applied_span = burst_samples[-1][0] - min(burst.acked_at)
-    lags = apply_lags(steady, len(burst.acked_at), steady_samples)
-    steady_span = max(steady.acked_at) - min(steady.acked_at)
-    writer = status["writer"]
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contacts", type=int, default=1000)
+    parser.add_argument("--edits", type=int, default=20, help="renames made in the sandbox, one at a time")
+    parser.add_argument("--burst", type=int, default=3000)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--burst-connections", type=int, default=4)
+    parser.add_argument("--steady-connections", type=int, default=8,
+                        help="enough that the rate holds while each connection waits for its answer")
+    parser.add_argument("--before", help="also run serve from this git revision first, for a side-by-side table")
+    args = parser.parse_args()
+
+    runs = []
+    with tempfile.TemporaryDirectory() as exported:
+        if args.before:
+            commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before], check=True,
+                                    capture_output=True, text=True).stdout.strip()
+            runs.append(run_side(args, f"before ({commit})", export_code(args.before, Path(exported) / "before")))
+        runs.append(run_side(args, "after" if args.before else "this checkout", None))
+    report(args, runs)
+
+
+def per_commit(run: Run) -> str:
+    """Deliveries stored per inbox transaction over the whole run (1 where serve commits each alone)."""
+    commits = run.status.get("receiver", {}).get("commits")
+    stored = sum(run.status["inbox"].values())
+    return f"{stored / commits:.1f}" if commits else "1 (no group commit)"
+
+
+def report(args: argparse.Namespace, runs: list[Run]) -> None:
     print(f"Machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}; "
-          f"{len(people)} synced people in a DuckDB warehouse; {args.burst_connections} client connections "
+          f"{runs[0].people} synced people in a DuckDB warehouse; {args.burst_connections} client connections "
           f"in the burst, {args.steady_connections} at the steady rate.\n")
-    print("| phase | events | acknowledged/s | applied/s | ack p50 | ack p99 | ack max | refused |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| burst | {len(burst.acked_at)} | {len(burst.acked_at) / ack_span:.0f} | "
-          f"{len(burst.acked_at) / applied_span:.0f} | {pct(burst.latencies_ms, 50):.1f} ms | "
-          f"{pct(burst.latencies_ms, 99):.1f} ms | {max(burst.latencies_ms):.1f} ms | {burst.refused} |")
-    print(f"| steady {args.rate:.0f}/s for {args.seconds:.0f} s | {len(steady.acked_at)} | "
-          f"{len(steady.acked_at) / steady_span:.0f} | – | {pct(steady.latencies_ms, 50):.1f} ms | "
-          f"{pct(steady.latencies_ms, 99):.1f} ms | {max(steady.latencies_ms):.1f} ms | {steady.refused} |")
-    print(f"\nSteady phase, acknowledgement to applied: p50 {pct(lags, 50) * 1000:.0f} ms, "
-          f"p99 {pct(lags, 99) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms.")
-    events = len(burst.acked_at) + len(steady.acked_at)  # CPU is counted from the burst on
-    print(f"CPU per event: request path {cpu[0] / events * 1000:.2f} ms, writer {cpu[1] / events * 1000:.2f} ms "
-          f"(so one core acknowledges about {events / cpu[0]:.0f}/s and applies about {events / cpu[1]:.0f}/s).")
-    print(f"Load average when done: {os.getloadavg()[0]:.1f}.")
-    print(f"Writer: {writer['batches']} batches for {writer['applied']['events']} events "
-          f"({writer['applied']['events'] / max(1, writer['batches']):.0f} per batch), "
-          f"{writer['applied']['superseded']} superseded in their batch, {writer['failed_batches']} failed batches.")
+    print("| code | phase | events | acknowledged/s | applied/s | ack p50 | ack p99 | ack max | refused |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for run in runs:
+        burst, steady = run.burst, run.steady
+        ack_span = max(burst.acked_at) - min(burst.acked_at)
+        applied_span = run.burst_samples[-1][0] - min(burst.acked_at)
+        steady_span = max(steady.acked_at) - min(steady.acked_at)
+        print(f"| {run.code} | burst | {len(burst.acked_at)} | {len(burst.acked_at) / ack_span:.0f} | "
+              f"{len(burst.acked_at) / applied_span:.0f} | {pct(burst.latencies_ms, 50):.1f} ms | "
+              f"{pct(burst.latencies_ms, 99):.1f} ms | {max(burst.latencies_ms):.1f} ms | {burst.refused} |")
+        print(f"| {run.code} | steady {args.rate:.0f}/s for {args.seconds:.0f} s | {len(steady.acked_at)} | "
+              f"{len(steady.acked_at) / steady_span:.0f} | – | {pct(steady.latencies_ms, 50):.1f} ms | "
+              f"{pct(steady.latencies_ms, 99):.1f} ms | {max(steady.latencies_ms):.1f} ms | {steady.refused} |")
+    print("\n| code | ack → applied, steady phase | edit in the sandbox → applied | CPU per event, server | "
+          "CPU per event, writer | events per batch | deliveries per inbox commit | load average (1 min, start -> end) |")
+    print("|---|---|---|---:|---:|---:|---:|---|")
+    for run in runs:
+        lags = apply_lags(run.steady, len(run.burst.acked_at), run.steady_samples)
+        events = len(run.burst.acked_at) + len(run.steady.acked_at)  # CPU is counted from the burst on
+        writer = run.status["writer"]
+        print(f"| {run.code} | p50 {pct(lags, 50) * 1000:.0f} ms, p99 {pct(lags, 99) * 1000:.0f} ms, "
+              f"max {max(lags) * 1000:.0f} ms | p50 {pct(run.edits, 50) * 1000:.0f} ms, "
+              f"max {max(run.edits) * 1000:.0f} ms | {run.cpu[0] / events * 1000:.2f} ms | "
+              f"{run.cpu[1] / events * 1000:.2f} ms | {writer['applied']['events'] / max(1, writer['batches']):.0f} "
+              f"| {per_commit(run)} | {run.load} |")
+        if writer["failed_batches"]:
+            print(f"\n{run.code}: {writer['failed_batches']} failed batches")
 
 
 if __name__ == "__main__":

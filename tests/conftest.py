@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.alert_receivers",
+    "tests.fixtures.chromium",
     "tests.fixtures.sandbox",
     "tests.fixtures.secret_manager",
     "tests.fixtures.warehouse",

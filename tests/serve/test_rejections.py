@@ -42,6 +42,7 @@ def test_a_good_delivery_is_stored_and_acknowledged(harness: ServeHarness) -> No
     response = post(harness, body_for(), signed_headers(body_for()))
     assert response.status_code == 200 and response.json() == {"status": "stored"}
     assert sum(harness.inbox.counts().values()) == 1
+    assert harness.status()["receiver"] == {"commits": 1}  # what /status tells of the group commits
 
 
 def test_unsigned_request_is_refused(harness: ServeHarness) -> None:

@@ -198,6 +198,8 @@ def kill_points(answered: list[str], tail_s: float) -> list[tuple[int, str, floa
     return chosen
 
 
+# A dozen kills, each a fresh dataset on the emulator and two runs: minutes on a busy machine.
+@pytest.mark.timeout(900)
 def test_a_sync_killed_in_every_phase_on_bigquery_converges_with_both_sides_edited(
         new_world: Any, tmp_path: Path) -> None:
     reference = new_world(tmp_path / "reference")

@@ -140,3 +140,16 @@ def test_a_dry_run_on_a_store_from_before_staging_reads_rows_as_they_are(tmp_pat
     with open_warehouse(url, read_only=True) as dry:
         assert [r["contact_id"] for r in dry.get_rows("person", [1, 2])] == [1, 2]
         assert dry.fold_pending(force=True) == 0
+
+
+def test_a_deletion_pulled_from_twenty_is_staged_too(staging: Warehouse) -> None:
+    writes: list[str] = []
+    staging.statements.listeners.append(
+        lambda s: writes.append(s.sql) if re.match(r"^\s*(UPDATE|MERGE)\s+(INTO\s+)?\S*\bcontacts\b", s.sql, re.I)
+        else None)
+    assert staging.soft_delete("person", [2, 3], pulled=True) == 2
+    assert writes == []
+    assert [r["deleted_at"] is not None for r in staging.get_rows("person", [2, 3])] == [True, True]
+    assert staging.soft_delete("person", [2], pulled=True) == 0  # already deleted, as it will be
+    staging.fold_pending(force=True)
+    assert table_row(staging, 2)["deleted_at"] is not None and table_row(staging, 4)["deleted_at"] is None

@@ -159,6 +159,7 @@ def demo(
 
 def _register_component_commands() -> None:
     # Each component keeps its command beside the code it drives; this file only wires them up.
+    from truth_forge.cli.console import console_command
     from truth_forge.cli.doctor import doctor_command
     from truth_forge.cli.history import conflicts_app, conflicts_command, history_command, resolve_command
     from truth_forge.sandbox.cli import sandbox_command
@@ -177,6 +178,7 @@ def _register_component_commands() -> None:
     app.command("sample-data")(explained(sample_data_command))
     app.command("doctor")(explained(doctor_command))
     app.command("serve")(explained(serve_command))
+    app.command("console")(explained(console_command))
     app.add_typer(webhooks_app, name="webhooks")
     app.command("history")(explained(history_command))
     conflicts_app.callback(invoke_without_command=True)(explained(conflicts_command))

@@ -64,6 +64,7 @@ def serve_command(
         sweep=SweepPolicy.from_settings(settings),
         batch_window=settings.serve_batch_window(), fold_minutes=settings.serve_fold_minutes_or_default(),
         stall_seconds=2 * settings.twenty_request_deadline_seconds,
+        console_token=settings.console_token.get_secret_value() if settings.console_token else None,
     )
     spec = WriterSpec(
         inbox_path=str(settings.serve_inbox_path), warehouse_url=settings.warehouse_url,
@@ -81,7 +82,7 @@ def serve_command(
     app = build_server(secret=secret, inbox=inbox, spec=spec)
     sock.listen(2048)  # listening before the line below: a caller that reads it can connect at once
     bound = sock.getsockname()[1]
-    typer.echo(f"truth-forge serve listening on http://{options.host}:{bound} (webhooks at /webhooks/twenty)")
+    typer.echo(f"truth-forge serve listening on http://{options.host}:{bound} (webhooks at /webhooks/twenty, console at /, metrics at /metrics)")
     try:
         uvicorn_server(app, own_logging=log_format != "json").run(sockets=[sock])
     finally:

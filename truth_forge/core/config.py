@@ -101,6 +101,10 @@ class Settings(BaseSettings):
         description="Address `serve` binds; loopback by default (put a TLS reverse proxy in front)",
     )
     serve_port: int = Field(8787, ge=0, le=65535, validation_alias=_env("SERVE_PORT"), description="Port `serve` binds")
+    console_token: SecretStr | None = Field(
+        None, validation_alias=_env("CONSOLE_TOKEN"),
+        description="Token the console and /metrics ask for when `serve` or `console` binds beyond loopback",
+    )
     serve_sync_interval_minutes: float = Field(
         10.0, gt=0, validation_alias=_env("SERVE_SYNC_INTERVAL_MINUTES"),
         description="Minutes between the scheduled two-way syncs that catch what webhooks missed",

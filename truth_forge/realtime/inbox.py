@@ -56,6 +56,16 @@ CREATE TABLE IF NOT EXISTS replay_keys (
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """A verified delivery on its way into the inbox."""
+
+    delivery: SignedDelivery
+    event: WebhookEvent | None  # None: an object the sync does not move
+    raw_body: bytes
+    received_ms: int
+
+
+@dataclass(frozen=True)
 class InboxItem:
     seq: int
     received_ms: int
@@ -65,7 +75,7 @@ class InboxItem:
 class Inbox:
     """One SQLite file, opened by the server and by its writer process (WAL: readers never wait)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -73,35 +83,57 @@ class Inbox:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        # How long a transaction waits for the other process's to end before failing.
+        self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self._db.executescript(_SCHEMA)
+        # Reads (/status, /readyz, /metrics, the writer's batches) on a connection of their own: in
+        # WAL they never wait for a commit, so the server's event loop is not held while the storing
+        # thread syncs the disk.
+        self._read_lock = threading.Lock()
+        self._reads = self._db if self.path == ":memory:" else sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False)
+        self._reads.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
 
     def close(self) -> None:
+        with self._read_lock:
+            if self._reads is not self._db:
+                self._reads.close()
         with self._lock:
             self._db.close()
 
     # --- the request path ------------------------------------------------------------------------
 
-    def accept(self, delivery: SignedDelivery, event: WebhookEvent | None, raw_body: bytes, now_ms: int) -> str:
-        """Store a verified delivery in one transaction: 'stored', 'duplicate' (same body seen) or
-        'ignored' (an object the sync does not move). Raise Rejected(401) for a replay, storing nothing."""
+    def accept_group(self, arrivals: Sequence[Arrival]) -> list[str | Rejected]:
+        """Store verified deliveries that arrived together, in one transaction with one commit (one
+        fsync for the group: a group commit). Each gets its outcome, in order: 'stored', 'duplicate'
+        (same body seen), 'ignored' (an object the sync does not move), or Rejected(401) for a replay,
+        which stores nothing of that delivery. Returns only once the group is durable; raises (and
+        stores none of it) if the transaction fails."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._remember(f"nonce:{delivery.nonce}", now_ms, "replayed nonce")
-                self._remember(f"signature:{delivery.signature}", now_ms, "replayed delivery (same signature)")
-                outcome = "ignored" if event is None else self._store(event, raw_body, now_ms)
+                outcomes = [self._accept(arrival) for arrival in arrivals]
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
-        return outcome
+        return outcomes
 
-    def _remember(self, key: str, now_ms: int, reason: str) -> None:
-        try:
-            self._db.execute("INSERT INTO replay_keys (key, seen_ms) VALUES (?, ?)", (key, now_ms))
-        except sqlite3.IntegrityError:
-            raise Rejected(401, reason) from None
+    def _accept(self, arrival: Arrival) -> str | Rejected:
+        nonce_key = f"nonce:{arrival.delivery.nonce}"
+        if not self._remember(nonce_key, arrival.received_ms):
+            return Rejected(401, "replayed nonce")
+        if not self._remember(f"signature:{arrival.delivery.signature}", arrival.received_ms):
+            # Refused: its nonce must not stay behind either (it came with a replay, not a delivery).
+            self._db.execute("DELETE FROM replay_keys WHERE key = ?", (nonce_key,))
+            return Rejected(401, "replayed delivery (same signature)")
+        return "ignored" if arrival.event is None else self._store(arrival.event, arrival.raw_body, arrival.received_ms)
+
+    def _remember(self, key: str, now_ms: int) -> bool:
+        """Record a replay key; False if it was already there."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO replay_keys (key, seen_ms) VALUES (?, ?)", (key, now_ms))
+        return cursor.rowcount == 1
 
     def _store(self, event: WebhookEvent, raw_body: bytes, now_ms: int) -> str:
         cursor = self._db.execute(
@@ -116,12 +148,20 @@ class Inbox:
 
     def pending(self, limit: int) -> list[InboxItem]:
         """The oldest events not yet applied, in arrival order."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._read_lock:
+            rows = self._reads.execute(
                 "SELECT seq, received_ms, object_name, action, record_id, event_date, record FROM events "
                 "WHERE status = 'pending' ORDER BY seq LIMIT ?", (int(limit),)).fetchall()
         return [InboxItem(seq, received, WebhookEvent(obj, action, record_id, json.loads(record), event_date))
                 for seq, received, obj, action, record_id, event_date, record in rows]
+
+    def pending_arrivals(self, limit: int) -> list[int]:
+        """When the oldest events not yet applied arrived (ms), in arrival order: what the writer
+        needs to decide whether to wait for more, without reading and decoding the events."""
+        with self._read_lock:
+            rows = self._reads.execute("SELECT received_ms FROM events WHERE status = 'pending' ORDER BY seq LIMIT ?",
+                                    (int(limit),)).fetchall()
+        return [received for (received,) in rows]
 
     def mark_applied(self, seqs: Sequence[int], now_ms: int | None = None) -> None:
         self._update(seqs, "UPDATE events SET status = 'applied', applied_ms = ?, last_error = NULL "
@@ -140,8 +180,8 @@ class Inbox:
             self._db.execute("COMMIT")
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
+        with self._read_lock:
+            rows = self._reads.execute("SELECT status, COUNT(*) FROM events GROUP BY status").fetchall()
         return {"pending": 0, "applied": 0, "failed": 0, **{status: n for status, n in rows}}
 
     def save_writer_status(self, status: dict[str, object]) -> None:
@@ -152,8 +192,8 @@ class Inbox:
                              (json.dumps(status, default=str), _now_ms()))
 
     def writer_status(self) -> dict[str, object] | None:
-        with self._lock:
-            row = self._db.execute("SELECT status FROM writer_status WHERE id = 1").fetchone()
+        with self._read_lock:
+            row = self._reads.execute("SELECT status FROM writer_status WHERE id = 1").fetchone()
         return json.loads(row[0]) if row else None
 
     def clear_writer_status(self) -> None:

@@ -77,6 +77,8 @@ class ServeOptions:
     # No progress for this long (no loop turn, no page or batch of a sync) and `/readyz` says stalled;
     # the default is two request deadlines: one request at its longest, and as long again around it.
     stall_seconds: float = 240.0
+    # Asked of the console and /metrics when `host` is beyond loopback (realtime/console_app.py).
+    console_token: str | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -115,11 +117,14 @@ class WriterStatus:
     syncs: int = 0
     last_sync: dict[str, Any] | None = None
     beat_ms: int = 0  # when the writer last showed progress (its clock, milliseconds since the epoch)
+    # The client's request budget as last seen: requests sent since start, tokens left, bucket size
+    # (only this process holds the client; /metrics reads it from here).
+    twenty: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"state": self.state, "detail": self.detail, "applied": self.applied.as_dict(),
                 "batches": self.batches, "failed_batches": self.failed_batches, "syncs": self.syncs,
-                "last_sync": self.last_sync, "beat_ms": self.beat_ms}
+                "last_sync": self.last_sync, "beat_ms": self.beat_ms, "twenty": self.twenty}
 
 
 def writer_main(spec: WriterSpec, stop: StopSignal, parent_pid: int) -> None:
@@ -187,6 +192,9 @@ class Writer:
         if detail is not None:
             self.status.detail = detail
         self.status.beat_ms = now_ms()
+        transport = self.client.transport
+        self.status.twenty = {"requests": transport.stats.requests, "tokens_left": transport.budget.tokens_left(),
+                              "capacity": transport.budget.capacity, "per_minute": transport.budget.rate * 60}
         self.inbox.save_writer_status(self.status.as_dict())
 
     def _beat(self, *_event: Any) -> None:
@@ -272,13 +280,13 @@ class Writer:
 
     def _apply_next_batch(self, ctx: SyncContext, *, draining: bool = False) -> bool:
         """Apply the oldest pending events; False when there were none (or a batch failed while draining)."""
-        items = self.inbox.pending(self.options.batch_size)
-        if not items:
+        arrivals = self.inbox.pending_arrivals(self.options.batch_size)
+        if not arrivals:
             return False
-        gathering = self.options.batch_window - (now_ms() - items[0].received_ms) / 1000
-        if len(items) < self.options.batch_size and gathering > 0 and not draining:
+        gathering = self.options.batch_window - (now_ms() - arrivals[0]) / 1000
+        if len(arrivals) < self.options.batch_size and gathering > 0 and not draining:
             self._pause(gathering)
-            items = self.inbox.pending(self.options.batch_size)
+        items = self.inbox.pending(self.options.batch_size)  # read (and decoded) once, after the wait
         seqs = [item.seq for item in items]
         try:
             stats = apply_events(ctx, [i.event for i in items])

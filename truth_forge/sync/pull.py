@@ -638,7 +638,7 @@ def apply_deletions(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mappi
                                      for k in revive])
     if not keys:
         return
-    stats.deleted += warehouse.soft_delete(obj.object_type, keys)
+    stats.deleted += warehouse.soft_delete(obj.object_type, keys, pulled=True)
     by_crm_id = {r["id"]: r for r in records}
     changelog.append(ctx, changelog.pulled_deletions(ctx, obj, ((by_crm_id[live[k]["crm_id"]], k) for k in keys)))
     after = warehouse.row_hashes(obj.object_type, keys)

@@ -131,7 +131,7 @@ def settle_destroyed(ctx: SyncContext, obj: SyncedObject, destroyed: list[tuple[
         warehouse.upsert_sync_state([{"object_type": obj.object_type, "record_key": k, "crm_id": None,
                                       "base": None, "status": "pending", "warehouse_hash": None} for k in recreate])
     if delete:
-        warehouse.soft_delete(obj.object_type, delete)
+        warehouse.soft_delete(obj.object_type, delete, pulled=True)
         after = warehouse.row_hashes(obj.object_type, delete)
         warehouse.upsert_sync_state([{"object_type": obj.object_type, "record_key": str(k), "status": "deleted",
                                       "warehouse_hash": after.get(k), "last_synced_at": now_utc()} for k in delete])

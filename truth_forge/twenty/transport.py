@@ -121,6 +121,12 @@ class RequestBudget:
         with self._lock:
             self._hold_until = max(self._hold_until, self._clock() + seconds)
 
+    def tokens_left(self) -> float:
+        """Requests that could leave now without waiting (for /metrics and the console)."""
+        with self._lock:
+            self._refill()
+            return max(0.0, self._tokens)
+
     def observe(self, server_limit: int | None, server_remaining: int | None, in_flight_elsewhere: int) -> None:
         """Believe the server's own count: never plan to spend tokens it says are not there.
 

@@ -190,9 +190,10 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
         return self._overlaid(object_type, keys, self._table_rows(object_type, keys),
                               lambda: self.get_rows(object_type, keys))
 
-    def _table_rows(self, object_type: str, keys: Iterable[int]) -> list[dict[str, Any]]:
-        """The view rows as the tables hold them."""
-        rows = [_view_row(r) for r in self._by_stamps(object_type, keys, q.view_select)]  # type: ignore[arg-type]
+    def _table_rows(self, object_type: str, keys: Iterable[int], *, narrow: bool = False) -> list[dict[str, Any]]:
+        """The view rows as the tables hold them (`narrow`: without the JSON columns and the hash)."""
+        select = q.narrow_select if narrow else q.view_select
+        rows = [_view_row(r) for r in self._by_stamps(object_type, keys, select)]  # type: ignore[arg-type]
         return sorted(rows, key=lambda r: r[_KEY_COLUMN[object_type]])
 
     def row_hashes(self, object_type: ObjectType, keys: Iterable[int]) -> dict[int, str]:
@@ -286,14 +287,22 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
         return validate_rows("businesses", rows, BUSINESS_FIELDS, "business_id")
 
     def soft_delete(
-        self, object_type: ObjectType, keys: Iterable[int], deleted_at: dt.datetime | None = None
+        self, object_type: ObjectType, keys: Iterable[int], deleted_at: dt.datetime | None = None, *,
+        pulled: bool = False,
     ) -> int:
-        """Set deleted_at on rows not yet deleted; returns how many were newly deleted."""
+        """Set deleted_at on rows not yet deleted; returns how many were newly deleted. Deletions
+        `pulled` from Twenty land as other pulled values do (staged first where the store stages)."""
         _check_object_type(object_type)
         key_list = _int_keys(object_type, keys)
         if not key_list:
             return 0
         table, key = ("contacts", "contact_id") if object_type == "person" else ("businesses", "business_id")
+        if pulled and self.stage_pulled_rows:
+            current = {int(r[key]): r for r in self.get_rows(object_type, key_list)}
+            when = deleted_at or dt.datetime.now(dt.timezone.utc)
+            rows = [{key: k, "deleted_at": when} for k, r in current.items() if r.get("deleted_at") is None]
+            self.land_pulled(object_type, rows, current)
+            return len(rows)
         ts = _timestamp_param("deleted_at", deleted_at)
         _, affected = self._run(
             q.soft_delete_update(table, key), (KeySet("keys", INT64, key_list), Scalar("deleted_at", TIMESTAMP, ts))

@@ -96,16 +96,15 @@ class PendingRows:
 
     # Whether pulled rows are staged (BigQuery) or written at once (DuckDB, where a MERGE costs nothing).
     stage_pulled_rows = False
-    # Staged rows land at the end of a run once the oldest has waited this long (0: every run).
+    # Staged rows land at the end of a run's pull once the oldest has waited this many minutes (0: every run).
     pending_fold_minutes = 0.0
 
     if TYPE_CHECKING:  # provided by Warehouse and its other parts
         read_only: bool
+        tables: Any
 
         def _run(self, template: str, binds: Sequence[Bind], *, fetch: bool = False) -> tuple[list[dict[str, Any]], int | None]:
             raise NotImplementedError
-
-        tables: Any
 
         def _existing_columns(self) -> dict[str, set[str]]:
             raise NotImplementedError
@@ -113,7 +112,7 @@ class PendingRows:
         def _validated(self, object_type: str, rows: Iterable[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
             raise NotImplementedError
 
-        def _table_rows(self, object_type: str, keys: Iterable[int]) -> list[dict[str, Any]]:
+        def _table_rows(self, object_type: str, keys: Iterable[int], *, narrow: bool = False) -> list[dict[str, Any]]:
             raise NotImplementedError
 
         def upsert_contacts(self, rows: Iterable[Mapping[str, Any]]) -> int:
@@ -279,7 +278,13 @@ class PendingRows:
         """Write what still applies of each entry; record the landed hash where nothing was kept back.
         Returns how many records kept a warehouse value changed after their merge read it."""
         key_column = _KEY_COLUMN[object_type]
-        current = {int(r[key_column]): r for r in self._table_rows(object_type, entries)}
+        # The values Twenty edits, without the JSON (most of a row's bytes: BigQuery bills the columns
+        # read); a row whose staged fields include a JSON column is read whole.
+        narrow = set(_VIEW_COLUMNS[object_type]) - q.VIEW_JSON_COLUMNS
+        wide = [k for k, e in entries.items() if not set(e.fields) <= narrow]
+        current = {int(r[key_column]): r for r in self._table_rows(object_type, entries.keys() - set(wide),
+                                                                   narrow=True)}
+        current.update((int(r[key_column]), r) for r in self._table_rows(object_type, wide))
         writes, clean, kept = [], [], 0
         for key, entry in entries.items():
             row = current.get(key)

@@ -102,8 +102,9 @@ def _wide_rows(table: str, alias: str, key: str, scope: Scope) -> str:
     return f"{{{table}}} AS {alias} WHERE {_key_filter(f'{alias}.{key}', scope)}{stamp}"
 
 
-def contact_view_ctes(scope: Scope = "all") -> str:
-    """CTEs ending in `h`: one row per contact, CRM-facing columns, `updated_at` and `row_hash`.
+def contact_view_ctes(scope: Scope = "all", *, with_json: bool = True) -> str:
+    """CTEs ending in `h`: one row per contact, CRM-facing columns, `updated_at` and `row_hash`;
+    without the JSON columns and the hash (which covers them) unless `with_json`.
 
     Every table is filtered by the scope on its own (not only through the join), so a key range
     reads the identifiers and links of that range alone: the aggregation stays range-sized.
@@ -111,13 +112,14 @@ def contact_view_ctes(scope: Scope = "all") -> str:
     contacts = _wide_rows("contacts", "c0", "contact_id", scope)
     and_i = f"AND {_key_filter('i.contact_id', scope)}" if scope != "all" else ""
     and_l = f"AND {_key_filter('l.contact_id', scope)}" if scope != "all" else ""
-    json_cols = ", ".join(f"c.{c} AS {c}" for c in CONTACT_JSON_COLUMNS)
+    jsons = CONTACT_JSON_COLUMNS if with_json else ()
+    json_cols = "".join(f" c.{c} AS {c}," for c in jsons)
+    hashed = f"v.*, {_hash_expr('v', CONTACT_VIEW_COLUMNS)} AS row_hash" if with_json else "v.*"
     return f"""
 c AS (
   SELECT c0.contact_id AS contact_id, c0.canonical_name AS canonical_name,
     c0.category_code AS category_code, c0.subcategory_code AS subcategory_code,
-    c0.relationship_category AS relationship_category,
-    {", ".join(f"c0.{c} AS {c}" for c in CONTACT_JSON_COLUMNS)},
+    c0.relationship_category AS relationship_category,{"".join(f" c0.{c} AS {c}," for c in jsons)}
     c0.updated_at AS updated_at, c0.deleted_at AS deleted_at,
     COUNT(*) OVER (PARTITION BY c0.contact_id) AS copies
   FROM {contacts}
@@ -145,28 +147,30 @@ v AS (
     ids.primary_email AS primary_email, ids.additional_emails AS additional_emails,
     ids.primary_phone AS primary_phone, ids.additional_phones AS additional_phones,
     c.category_code AS category_code, c.subcategory_code AS subcategory_code,
-    c.relationship_category AS relationship_category, {json_cols},
+    c.relationship_category AS relationship_category,{json_cols}
     biz.business_id AS business_id, c.deleted_at AS deleted_at, c.updated_at AS updated_at, c.copies AS copies
   FROM c
   LEFT JOIN ids ON ids.contact_id = c.contact_id
   LEFT JOIN biz ON biz.contact_id = c.contact_id
 ),
 h AS (
-  SELECT v.*, {_hash_expr("v", CONTACT_VIEW_COLUMNS)} AS row_hash FROM v
+  SELECT {hashed} FROM v
 )"""
 
 
-def business_view_ctes(scope: Scope = "all") -> str:
-    """CTEs ending in `h`: one row per business, CRM-facing columns, `updated_at` and `row_hash`."""
+def business_view_ctes(scope: Scope = "all", *, with_json: bool = True) -> str:
+    """CTEs ending in `h`: one row per business, CRM-facing columns, `updated_at` and `row_hash`;
+    without the JSON columns and the hash unless `with_json`."""
     businesses = _wide_rows("businesses", "b", "business_id", scope)
-    cols = ", ".join(f"b.{c} AS {c}" for c in BUSINESS_VIEW_COLUMNS)
+    cols = ", ".join(f"b.{c} AS {c}" for c in BUSINESS_VIEW_COLUMNS if with_json or c not in BUSINESS_JSON_COLUMNS)
+    hashed = f"v.*, {_hash_expr('v', BUSINESS_VIEW_COLUMNS)} AS row_hash" if with_json else "v.*"
     return f"""
 v AS (
   SELECT {cols}, b.updated_at AS updated_at, COUNT(*) OVER (PARTITION BY b.business_id) AS copies
   FROM {businesses}
 ),
 h AS (
-  SELECT v.*, {_hash_expr("v", BUSINESS_VIEW_COLUMNS)} AS row_hash FROM v
+  SELECT {hashed} FROM v
 )"""
 
 
@@ -175,6 +179,18 @@ def view_select(object_type: str, scope: Scope) -> str:
     ctes, cols, key = _view_parts(object_type, scope)
     return (f"WITH {ctes}\nSELECT {_output_columns('h', cols)}, h.updated_at AS updated_at, h.row_hash AS row_hash, "
             f"h.copies AS copies FROM h ORDER BY h.{key}")
+
+
+def narrow_select(object_type: str, scope: Scope) -> str:
+    """The CRM-facing rows of a scope without their JSON columns and hash: the values Twenty edits,
+    for a reader that needs no more (the JSON is most of a contact's bytes)."""
+    if object_type == "person":
+        ctes, cols, key = contact_view_ctes(scope, with_json=False), CONTACT_VIEW_COLUMNS, "contact_id"
+    else:
+        ctes, cols, key = business_view_ctes(scope, with_json=False), BUSINESS_VIEW_COLUMNS, "business_id"
+    narrow = [c for c in cols if c not in VIEW_JSON_COLUMNS]
+    return (f"WITH {ctes}\nSELECT {_output_columns('h', narrow)}, h.updated_at AS updated_at, h.copies AS copies "
+            f"FROM h ORDER BY h.{key}")
 
 
 def hash_select(object_type: str, scope: Scope) -> str:
