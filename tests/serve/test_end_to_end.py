@@ -14,6 +14,7 @@ import httpx
 
 from tests.sandbox.util import create_person
 from tests.serve.conftest import ServeHarness, wait_until
+from truth_forge.operations.history import record_history
 from truth_forge.twenty import TwentyClient
 
 
@@ -36,6 +37,10 @@ def test_created_edited_and_destroyed_in_twenty_reach_the_warehouse(
     sandbox_client.patch(f"/rest/people/{ada['id']}", json={"name": {"firstName": "Augusta", "lastName": "King"}})
     with harness.paused() as wh:
         assert contact_of(wh, ada["id"])["canonical_name"] == "Augusta King"  # type: ignore[index]
+        # The record history says the webhook carried it (docs/history.md).
+        [renamed] = [r for r in record_history(wh, crm_id=ada["id"]) if r["field"] == "canonical_name"]
+    assert (renamed["old_value"], renamed["new_value"], renamed["side"], renamed["via"]) == (
+        "Ada Lovelace", "Augusta King", "twenty", "webhook")
 
     sandbox_client.delete(f"/rest/people/{ada['id']}")  # destroyed, not soft-deleted: a pull never sees it again
     with harness.paused() as wh:

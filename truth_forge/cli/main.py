@@ -175,6 +175,7 @@ def _register_component_commands() -> None:
     # Each component keeps its command beside the code it drives; this file only wires them up.
     from truth_forge.cli.console import console_command
     from truth_forge.cli.doctor import doctor_command
+    from truth_forge.cli.history import conflicts_app, conflicts_command, history_command, resolve_command
     from truth_forge.sandbox.cli import sandbox_command
     from truth_forge.cli.serve import serve_command, webhooks_app
     from truth_forge.cli.status import errors_command, runs_command, status_command
@@ -193,6 +194,10 @@ def _register_component_commands() -> None:
     app.command("serve")(explained(serve_command))
     app.command("console")(explained(console_command))
     app.add_typer(webhooks_app, name="webhooks")
+    app.command("history")(explained(history_command))
+    conflicts_app.callback(invoke_without_command=True)(explained(conflicts_command))
+    conflicts_app.command("resolve")(explained(resolve_command))
+    app.add_typer(conflicts_app, name="conflicts")
 
 
 _register_component_commands()

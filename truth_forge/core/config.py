@@ -181,6 +181,11 @@ class Settings(BaseSettings):
         description="On BigQuery, how long values pulled by `serve` wait beside contacts before landing in it "
                     "(one MERGE billing the whole table each time); by default 30, and 0 (at once) on DuckDB",
     )
+    history_retention_days: int = Field(
+        365, ge=0, validation_alias=_env("HISTORY_RETENTION_DAYS"),
+        description="Days of record history (crm_sync_history) kept; older days are deleted once a day by the "
+                    "sync (on BigQuery that DELETE bills only the expired day partitions); 0 keeps it forever",
+    )
     serve_inbox_path: Path = Field(
         Path("truth_forge_inbox.sqlite3"), validation_alias=_env("SERVE_INBOX_PATH"),
         description="SQLite file where verified webhook events wait to be applied",

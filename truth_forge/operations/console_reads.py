@@ -22,8 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from truth_forge.operations.history import record_history
 from truth_forge.operations.snapshot import read_snapshot, snapshot_note, snapshot_path
-from truth_forge.warehouse.errors import WarehouseLockedError
+from truth_forge.warehouse.errors import HistoryNotKept, WarehouseLockedError
 
 RUNS_SHOWN = 50
 ERRORS_SHOWN = 100
@@ -60,10 +61,14 @@ class RecordLookup:
 
 
 def record_history_rows(warehouse: Any, object_type: str, key: str | None, crm_id: str | None) -> list[dict[str, Any]] | None:
-    """The record's change history (issue 21's `crm_sync_history`), newest first, or None while this
-    version keeps no history. The one place the console asks for it: wired to
-    truth_forge/operations/history.py's `record_history` when that lands."""
-    return None
+    """The record's change history (issue 21's `crm_sync_history`, `operations/history.py`), newest
+    first, or None where the warehouse keeps none yet (made by an older version, opened read-only)."""
+    if key is None and crm_id is None:
+        return []
+    try:
+        return record_history(warehouse, object_type, key, crm_id)
+    except HistoryNotKept:
+        return None
 
 
 def looks_like_twenty_id(value: str) -> bool:

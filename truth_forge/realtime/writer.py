@@ -249,7 +249,7 @@ class Writer:
         run_id = warehouse.start_run()
         set_run_id(run_id)  # the webhook run: what the writer logs between scheduled syncs belongs to it
         reporter = ErrorReporter(run_id, self.secrets)
-        ctx = SyncContext(warehouse, self.client, self.schema, reporter)
+        ctx = SyncContext(warehouse, self.client, self.schema, reporter, via="webhook")
         next_sync = time.monotonic() + (0.0 if self.options.sync_on_start else self.options.sync_interval)
         try:
             while not self._stopping():

@@ -69,6 +69,12 @@ class SyncContext:
     detection: DetectionPolicy = field(default_factory=DetectionPolicy)
     # What this run had to give up or could not check, said once each, for the run's counts.
     warnings: list[str] = field(default_factory=list)
+    # How this run's changes reach the record history (sync/changelog.py): 'sync', 'webhook' or
+    # 'resolve'; `actor` names the person behind every change it applies (a conflict resolved by hand).
+    via: Literal["sync", "webhook", "resolve"] = "sync"
+    actor: str | None = None
+    # History rows not yet appended (changelog.append / changelog.flush).
+    history: list[dict[str, Any]] = field(default_factory=list)
 
     def emit(self, kind: EventKind, **values: Any) -> None:
         if self.on_event is None:

@@ -21,6 +21,7 @@ is not taken for a person's edit.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -29,9 +30,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from truth_forge.sync import own_writes, views
+from truth_forge.sync import changelog, own_writes, views
 from truth_forge.sync.context import SyncContext
-from truth_forge.sync.merge import base_after_our_write, changed_since, merge_fields
+from truth_forge.sync.merge import FieldConflict, base_after_our_write, changed_since, merge_fields
 from truth_forge.sync.objects import (
     PERSON,
     SyncedObject,
@@ -132,6 +133,7 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
         ctx.emit("page_read", phase="pull", object_type=obj.object_type, count=len(page.records),
                  total=page.total_count)
     _apply_pending(ctx, obj, pending, retry, stats, newest)
+    changelog.flush(ctx)
     if signpost is not None and (newest is None or newest < signpost):
         warehouse.set_watermark(_watermark(obj), format_timestamp(signpost))
     return stats
@@ -267,6 +269,7 @@ def pull_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[
     if gone:
         apply_deletions(ctx, obj, gone, stats)
     ctx.reporter.flush(ctx.warehouse)
+    changelog.flush(ctx)
     return stats
 
 
@@ -357,6 +360,7 @@ class _Apply:
         self.our_name = own_writes.our_api_key_name(ctx.warehouse, ctx.client.transport.base_url)
         # Records our own create made whose bookkeeping a killed run never saved: merged here (see keys_for).
         self.adopted: set[str] = set()
+        self.conflicts: list[dict[str, Any]] = []  # field conflicts, appended with the page's history
 
     def fail(self, record: Mapping[str, Any], error: BaseException | str) -> None:
         self.ctx.reporter.record(object_type=self.obj.object_type, operation="pull", error=error, crm_id=record["id"])
@@ -423,10 +427,12 @@ class _Apply:
                          "status": "failed", "last_error": message[:1000], "last_synced_at": now})
         self.warehouse.upsert_sync_state(held)
 
-    def conflict(self, key: int, crm_id: str, message: str) -> None:
+    def conflict(self, key: int, crm_id: str, message: str, field: FieldConflict | None = None) -> None:
         self.stats.conflicts += 1
         self.ctx.reporter.record(object_type=self.obj.object_type, operation="conflict", record_key=key,
                                  crm_id=crm_id, error=message, settled=True)
+        if field is not None:  # kept with its three values, for review (`truth-forge conflicts`)
+            self.conflicts.append(changelog.conflict_row(self.ctx, self.obj, key, crm_id, field))
 
 
 def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping[str, Any]], stats: PullStats) -> set[str]:
@@ -488,6 +494,9 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
         else:
             stats.created += 1
     write_by_field_set(warehouse.upsert_sync_state, state_rows)
+    changelog.append(ctx, changelog.pulled(ctx, obj, ((p.record, p.key, p.changes) for p in plans if p.row is not None)))
+    if page.conflicts:
+        warehouse.append_conflicts(page.conflicts)
     ctx.emit("records_pulled", phase="pull", object_type=obj.object_type, count=len(plans),
              detail={"keys": [p.key for p in plans if p.row is not None]})
     if to_key:
@@ -505,6 +514,8 @@ class _Plan:
     row: dict[str, Any] | None
     base: dict[str, Any]
     to_twenty: bool
+    # What the row's write changes, for the record history: (field, warehouse value, Twenty's value).
+    changes: list[changelog.Change] = dataclasses.field(default_factory=list)
 
 
 def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, Any] | None) -> _Plan:
@@ -529,7 +540,8 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     if revive or state is None or row is None:
         # New to the warehouse, or alive again in Twenty: Twenty's values, whole.
         written = {obj.key_column: key, **theirs, **({"deleted_at": None} if row is not None else {})}
-        return _Plan(record, key, written, dict(theirs), False)
+        event = changelog.CREATED if row is None else changelog.RESTORED
+        return _Plan(record, key, written, dict(theirs), False, [(event, None, None)])
     ours = views.warehouse_view(obj, ctx.schema, row)
     base = views.comparable_base(obj, ctx.schema, state.get("base"))
     if base is None:
@@ -541,7 +553,7 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     result = merge_fields(base and views.two_way(obj, ctx.schema, base), views.two_way(obj, ctx.schema, ours),
                           theirs, ctx.policy_for)
     for conflict in result.conflicts:
-        page.conflict(key, record["id"], conflict.describe())
+        page.conflict(key, record["id"], conflict.describe(), conflict)
     written = {obj.key_column: key, **result.to_warehouse}
     for pair in _PAIRS:
         if any(c in written for c in pair):
@@ -549,7 +561,8 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     # Computed fields changed here since they were last sent still have to go out too.
     computed = {c: ours[c] for c in views.push_only_columns(obj, ctx.schema) if c in ours}
     to_send = bool(result.to_twenty) or base is None or bool(changed_since(base, computed))
-    return _Plan(record, key, written if len(written) > 1 else None, {**(base or {}), **result.base}, to_send)
+    return _Plan(record, key, written if len(written) > 1 else None, {**(base or {}), **result.base}, to_send,
+                 [(name, ours.get(name), value) for name, value in result.to_warehouse.items()])
 
 
 def _adopted_state(obj: SyncedObject, ctx: SyncContext, record: Mapping[str, Any], key: int,
@@ -626,6 +639,8 @@ def apply_deletions(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mappi
     if not keys:
         return
     stats.deleted += warehouse.soft_delete(obj.object_type, keys, pulled=True)
+    by_crm_id = {r["id"]: r for r in records}
+    changelog.append(ctx, changelog.pulled_deletions(ctx, obj, ((by_crm_id[live[k]["crm_id"]], k) for k in keys)))
     after = warehouse.row_hashes(obj.object_type, keys)
     warehouse.upsert_sync_state([
         {"object_type": obj.object_type, "record_key": str(k), "status": "deleted", "warehouse_hash": after.get(k),

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from truth_forge.core.secrets import redact
-from truth_forge.sync import mapping, own_writes, views
+from truth_forge.sync import changelog, mapping, own_writes, views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import changed_since
 from truth_forge.sync.objects import PERSON, SyncedObject, now_utc, parse_timestamp, write_by_field_set
@@ -110,6 +110,8 @@ class _Item:
     waiting: bool
     left_out: list[str]
     base: dict[str, Any] | None = None  # the merge base once this body has landed
+    # What the body changes, for the record history: (field, base value, warehouse value); None: whole.
+    changes: list[changelog.Change] | None = None
 
 
 def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
@@ -185,6 +187,7 @@ def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[list[di
             push.creates.stream.finish()
         push.recover()
         push.went_through()  # no outage stopped it: failed batches' rows get their errors
+        changelog.flush(ctx)
     except PushAborted as stop:
         stop.stats = push.stats
         raise
@@ -328,6 +331,7 @@ class _Push:
                     continue
                 self.went_through()
                 self._save([self._gone(r) for r in chunk])
+                changelog.append(self.ctx, changelog.pushed_deletions(self.ctx, self.obj, chunk))
         except BaseException:
             settle(sent)  # a delete sent again next run is harmless; one left on the wire is not
             raise
@@ -421,6 +425,7 @@ class _Push:
             send = views.body_keys(self.obj, self.schema, changed) | {"id"}
             item.body = {k: v for k, v in item.body.items() if k in send}
             item.base = {**base, **changed}
+            item.changes = [(name, base.get(name), value) for name, value in changed.items()]
             items.append(item)
         if quiet:
             self._save(quiet)
@@ -649,11 +654,14 @@ class _Lane:
         """The push's on_write: what one request stored, saved in the sync state."""
         push = self.push
         own_writes.observe(push.warehouse, push.client.transport.base_url, (record for _, record in landed))
-        states = [push._landed(self.items.pop(i), record) for i, record in landed]
+        items = [(self.items.pop(i), record) for i, record in landed]
+        states = [push._landed(item, record) for item, record in items]
         late = [s["crm_id"] for s in states if s.get("crm_hash") is None]
         if late:
             read_again(push.warehouse, push.obj, late)  # our stamp now hides that edit from the pull's filter
         push._save(states)
+        changelog.append(push.ctx, changelog.pushed(push.ctx, push.obj,
+                                                    ((item.row, record, item.changes) for item, record in items)))
         push.went_through()
 
     def on_failures(self, failures: list[RecordFailure]) -> None:

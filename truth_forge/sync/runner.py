@@ -23,7 +23,7 @@ from truth_forge.core import shutdown
 from truth_forge.core.crm_schema import CrmSchema, verify_schema
 from truth_forge.core.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
 from truth_forge.core.reporting import ErrorReporter
-from truth_forge.sync import own_writes
+from truth_forge.sync import changelog, own_writes
 from truth_forge.sync.objects import SYNC_ORDER, SyncedObject, format_timestamp, now_utc, parse_timestamp, selected
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
 from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
@@ -264,9 +264,14 @@ def _run_as_writer(
         counts["errors_closed"] = 0
         try:
             _remember_batch_size(warehouse, client, known_batch_size)
+            changelog.flush(ctx)  # the history of a run that stopped half-way through a phase
             # Folds the run's journal first, then closes what the run saved clean.
             counts["errors_closed"] = warehouse.close_settled_errors(run_id=run_id,
                                                                      run_succeeded=status == "succeeded")
+            # The record history past its retention, once a day (on BigQuery: the expired partitions only).
+            expired = warehouse.expire_history_daily()
+            if expired:
+                counts["history_expired"] = expired
         except LeaseLost as exc:  # lost now, or earlier: the sync's bookkeeping stays as the new holder has it
             if not any(e["error_class"] == "LeaseLost" for e in reporter.sync_errors):
                 reporter.record(object_type=None, operation="run", error=exc)

@@ -87,6 +87,13 @@ class SyncStore(Protocol):
 
     def close_settled_errors(self, *, run_id: str, run_succeeded: bool) -> int: ...
 
+    # record history and conflicts (append-only: warehouse/record_history.py)
+    def append_history(self, rows: Iterable[Mapping[str, Any]]) -> int: ...
+
+    def append_conflicts(self, rows: Iterable[Mapping[str, Any]]) -> list[str]: ...
+
+    def expire_history_daily(self, *, now: dt.datetime | None = None) -> int | None: ...
+
 
 def per_server(name: str, base_url: str) -> str:
     """The bookkeeping name of a value kept per Twenty server (`batch-size:<digest>`...): the URL

@@ -46,6 +46,7 @@ from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseDataErro
 from truth_forge.warehouse.detection import ChangeDetection, _view_row
 from truth_forge.warehouse.history import RunHistory
 from truth_forge.warehouse.pending_rows import PendingRows
+from truth_forge.warehouse.record_history import RecordHistory
 from truth_forge.warehouse.state_journal import SyncStateJournal
 from truth_forge.warehouse.schema import (
     BOOL,
@@ -79,7 +80,7 @@ ERROR_FIELDS: dict[str, str] = {c.name: c.type for c in CRM_SYNC_ERRORS.columns}
 
 
 
-class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, ABC):
+class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, RecordHistory, ABC):
     """The canonical contacts store. Use as a context manager; see the module doc for row shapes."""
 
     # Whether CREATE TABLE carries the tables' clustering (BigQuery's DDL has it; DuckDB has none).

@@ -63,3 +63,8 @@ class WarehouseQueryError(WarehouseError):
         self.statement = statement
         first_line = " ".join(statement.split())[:80]
         super().__init__(f"{engine} failed: {detail} (in a statement starting {first_line!r})")
+
+
+class HistoryNotKept(WarehouseError):
+    """The warehouse has no record history or conflicts table yet (made by an older truth-forge and
+    opened read-only since): a sync by this version creates them."""

@@ -92,6 +92,7 @@ def open_warehouse(
     """
     project_hint: str | None = None
     timeout = DEFAULT_TIMEOUT_SECONDS
+    retention: int | None = None  # days of record history kept (record_history.py); None: the default
     if url_or_settings is None or not isinstance(url_or_settings, str):
         from truth_forge.core.config import get_settings
 
@@ -99,6 +100,7 @@ def open_warehouse(
         url = settings.warehouse_url
         project_hint = settings.gcp_project_id
         timeout = settings.warehouse_timeout_seconds
+        retention = settings.history_retention_days
         if tables is None:
             tables = settings.warehouse_tables
     else:
@@ -120,9 +122,9 @@ def open_warehouse(
             tuning["threads"] = _whole_number(url, "threads", parsed.options["threads"])
         if parsed.options.get("temp_directory"):
             tuning["temp_directory"] = parsed.options["temp_directory"]
-        return _staging(url, parsed, DuckDBWarehouse(parsed.path, names, read_only=read_only, create=create,
+        return _kept(retention, _staging(url, parsed, DuckDBWarehouse(parsed.path, names, read_only=read_only, create=create,
                                                      change_range_rows=range_rows, journal_fold_share=fold_share,
-                                                     **tuning))
+                                                     **tuning)))
     try:
         from truth_forge.warehouse.bigquery import BigQueryWarehouse
     except ImportError as exc:
@@ -131,7 +133,7 @@ def open_warehouse(
             "pip install 'truth-forge[bigquery]'"
         ) from None
 
-    return _staging(url, parsed, BigQueryWarehouse(
+    return _kept(retention, _staging(url, parsed, BigQueryWarehouse(
         project=parsed.project or project_hint,
         dataset=parsed.dataset,
         tables=names,
@@ -143,7 +145,14 @@ def open_warehouse(
         timeout=timeout,
         change_range_rows=range_rows,
         journal_fold_share=fold_share,
-    ))
+    )))
+
+
+def _kept(retention: int | None, warehouse: Warehouse) -> Warehouse:
+    """The settings' say on how long the record history is kept, over the default."""
+    if retention is not None:
+        warehouse.history_retention_days = retention
+    return warehouse
 
 
 def _staging(url: str, parsed: WarehouseURL, warehouse: Warehouse) -> Warehouse:

@@ -39,6 +39,9 @@ class Table:
     # BigQuery clustering (first column first): what the sync's constant filters prune on. Set on
     # create, and on existing tables through the API (`BigQueryWarehouse.ensure_layout`).
     cluster_by: tuple[str, ...] = ()
+    # BigQuery partitioning (an expression of one column, `DATE(applied_at)`): a filter on it bills
+    # only the partitions it names, so an append-only log can be trimmed by day. Set on create only.
+    partition_by: str = ""
     column_types: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -50,12 +53,14 @@ class Table:
 
     def ddl(self, ref: str, *, clustered: bool = False) -> str:
         """`CREATE TABLE IF NOT EXISTS` in the BigQuery dialect, for the table reference `ref`
-        (with its `CLUSTER BY` when `clustered`: BigQuery's DDL; DuckDB has no such clause)."""
+        (with its `PARTITION BY` and `CLUSTER BY` when `clustered`: BigQuery's DDL; DuckDB has no
+        such clauses)."""
         cols = ",\n  ".join(
             f"{c.name} {c.type}{' NOT NULL' if c.required else ''}" for c in self.columns
         )
+        partition = f"\nPARTITION BY {self.partition_by}" if clustered and self.partition_by else ""
         cluster = f"\nCLUSTER BY {', '.join(self.cluster_by)}" if clustered and self.cluster_by else ""
-        return f"CREATE TABLE IF NOT EXISTS {ref} (\n  {cols}\n){cluster}"
+        return f"CREATE TABLE IF NOT EXISTS {ref} (\n  {cols}\n){partition}{cluster}"
 
 
 def _cols(*spec: tuple[str, str] | tuple[str, str, bool]) -> tuple[Column, ...]:
@@ -215,6 +220,55 @@ CRM_SYNC_ERRORS = Table(
     key=("error_id",),
     cluster_by=("object_type", "record_key"),
 )
+# Every change the sync applied, either way: one row per record and field, appended (INSERT only: on
+# BigQuery an UPDATE or MERGE bills the whole table), partitioned by the day it was applied so the
+# retention DELETE bills only the expired days, clustered by record for `history contact 42`.
+# Values are JSON text (push-only fields as the digests the merge compares: see sync/views.py).
+CRM_SYNC_HISTORY = Table(
+    "crm_sync_history",
+    _cols(
+        ("object_type", STRING, True),  # 'person' | 'company'
+        ("record_key", STRING),  # contact_id / business_id as text
+        ("crm_id", STRING),
+        ("field", STRING, True),  # a warehouse column, or '(created)' / '(deleted)' / '(sent whole)'
+        ("old_value", STRING),  # JSON text
+        ("new_value", STRING),  # JSON text
+        ("side", STRING, True),  # where the change was made: 'warehouse' | 'twenty'
+        ("actor", STRING),  # Twenty's updatedBy name (or source), 'warehouse', or who resolved a conflict
+        ("changed_at", TIMESTAMP),  # when it happened on that side
+        ("applied_at", TIMESTAMP, True),  # when it reached the other side
+        ("run_id", STRING),
+        ("via", STRING, True),  # 'sync' | 'webhook' | 'resolve'
+    ),
+    key=("object_type", "record_key", "field", "applied_at"),
+    doc="append-only log of the changes the sync applied, field by field",
+    cluster_by=("object_type", "record_key"),
+    partition_by="DATE(applied_at)",
+)
+# Conflicts as the merge saw them (base / warehouse / Twenty values, who won by policy), and a
+# person's review of one: rows of kind 'review' naming the conflict_id. Append-only, as the history.
+CRM_SYNC_CONFLICTS = Table(
+    "crm_sync_conflicts",
+    _cols(
+        ("conflict_id", STRING, True),
+        ("kind", STRING, True),  # 'conflict' | 'review'
+        ("object_type", STRING, True),
+        ("record_key", STRING),
+        ("crm_id", STRING),
+        ("field", STRING),
+        ("base_value", STRING),  # JSON text
+        ("warehouse_value", STRING),
+        ("twenty_value", STRING),
+        ("winner", STRING),  # conflict: 'warehouse' | 'twenty' (the policy); review: what was taken
+        ("chosen_value", STRING),  # review: the value applied (JSON text)
+        ("actor", STRING),  # review: who resolved it
+        ("run_id", STRING),
+        ("occurred_at", TIMESTAMP, True),
+    ),
+    key=("conflict_id", "kind", "occurred_at"),
+    doc="field conflicts settled by policy, and people's reviews of them",
+    cluster_by=("object_type", "record_key"),
+)
 CRM_SYNC_KV = Table(
     "crm_sync_kv",
     _cols(("key", STRING, True), ("value", STRING), ("updated_at", TIMESTAMP)),
@@ -248,6 +302,8 @@ TABLES: dict[str, Table] = {
         CRM_SYNC_PENDING,
         CRM_SYNC_RUNS,
         CRM_SYNC_ERRORS,
+        CRM_SYNC_HISTORY,
+        CRM_SYNC_CONFLICTS,
         CRM_SYNC_KV,
         CRM_SYNC_LEASES,
     )
