@@ -319,12 +319,12 @@ def serve_batches(sample: Sample, warehouse: BigQueryWarehouse, sandbox: Sandbox
     lease renewed once (recorded apart: renewals come by the clock), the run closed. The batch sizes
     are those of the target's hour (`webhook_batches` at 3 statements a batch: the sizes matter
     little, the statements per batch do not depend on them)."""
-    from truth_forge.realtime.applier import apply_events
     from truth_forge.core.lease import WriterLease
     from truth_forge.core.reporting import ErrorReporter
-    from truth_forge.sync.context import SyncContext
+    from truth_forge.realtime.applier import apply_events
     from truth_forge.realtime.webhooks import WebhookEvent
     from truth_forge.realtime.writer import ServeOptions
+    from truth_forge.sync.context import SyncContext
 
     options = ServeOptions(batch_window=BIGQUERY_SERVE_BATCH_WINDOW)  # what serve chooses on BigQuery
     sizes = webhook_batches(SERVE_EVENTS_PER_HOUR, 3600, 3, options.batch_window, options.batch_size)
@@ -730,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(args.label, results, command.strip(), seconds, samples, clustering, block_bytes, full_read)
     args.json.parent.mkdir(exist_ok=True)
     args.json.write_text(json.dumps({
-        "label": args.label, "at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "label": args.label, "at": dt.datetime.now(dt.UTC).isoformat(),
         "profile": {"column_bytes": profile.column_bytes, "rows_per_contact": profile.rows_per_contact,
                     "base_bytes": profile.base_bytes},
         "clustering": clustering,

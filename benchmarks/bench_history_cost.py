@@ -146,7 +146,7 @@ def price_day(per_change: dict[str, float], changes_per_day: float, retention_da
                         + ", ".join(f"r.{n} AS {n}" for n, _ in HISTORY_COLUMNS) + " FROM {rows_rows} AS r",
                         refs, insert_binds)
     insert = model.price(Statement(insert_sql, insert_binds))
-    delete_binds = (Scalar("cutoff", TIMESTAMP, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)),)
+    delete_binds = (Scalar("cutoff", TIMESTAMP, dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),)
     unpartitioned_delete = model.price(Statement(render(_EXPIRE_HISTORY, refs, delete_binds), delete_binds))
     partition_bytes = day_rows * row_bytes(per_change)
     partitioned_delete = billed_from_processed(round(partition_bytes))
@@ -188,7 +188,7 @@ def main() -> None:
            / (pushed["rows"] + pulled["rows"]) for c in pushed["column_bytes"]}
     day = price_day(mix, day_rows, args.retention)
     command = "python " + shlex.join(["benchmarks/bench_history_cost.py", *sys.argv[1:]])
-    print(f"# {platform.machine()}, Python {platform.python_version()}, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} "
+    print(f"# {platform.machine()}, Python {platform.python_version()}, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} "
           f"UTC, {time.perf_counter() - started:.0f} s; `{command}`")
     print("| run | history rows | INSERTs into the history | bytes a row | bytes per 1,000 changes |")
     print("|---|---:|---:|---:|---:|")

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_webhooks import ROOT, SECRET, cpu_seconds, export_code, pct, send_all, start_serve  # noqa: E402
+
 from truth_forge.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from truth_forge.warehouse import open_warehouse  # noqa: E402
 

@@ -57,7 +57,7 @@ class Clock:
 def measure(contacts: int, window: dt.timedelta, interval: dt.timedelta, cap: int, seed: int) -> dict[str, Any]:
     schema = CrmSchema.load()
     rng = random.Random(seed)
-    clock = Clock(dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))
+    clock = Clock(dt.datetime(2026, 12, 1, tzinfo=dt.UTC))
     policy = SweepPolicy(window=window, max_requests=cap, clock=clock)
     per_run: list[int] = []
     waits: list[dt.timedelta] = []

@@ -76,7 +76,7 @@ def signed(record: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
 
 
 def _iso_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def renamed(people: list[dict[str, Any]], index: int) -> dict[str, Any]:

@@ -24,20 +24,36 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_support import (  # noqa: E402
-    API_KEY, ROOT, Deadline, SandboxProcess, count_status, efficiency, floor_seconds, fmt_pct, fmt_s,
-    git_commit, late_rate, load_average, machine_line, samples_of, steady_rate, today, write_section,
-)
 import dlt_pull  # noqa: E402
 import naive_loop  # noqa: E402
+from bench_support import (  # noqa: E402
+    API_KEY,
+    ROOT,
+    Deadline,
+    SandboxProcess,
+    count_status,
+    efficiency,
+    floor_seconds,
+    fmt_pct,
+    fmt_s,
+    git_commit,
+    late_rate,
+    load_average,
+    machine_line,
+    samples_of,
+    steady_rate,
+    today,
+    write_section,
+)
 
 from truth_forge.core.crm_schema import CrmSchema, setup_schema  # noqa: E402
 from truth_forge.sync import pull as pull_module  # noqa: E402

@@ -10,8 +10,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from bench_support import (  # noqa: E402
-    END_MARKER, START_MARKER, Sample, efficiency, floor_seconds, late_rate, parse_base_url, replace_section,
-    samples_of, steady_rate,
+    END_MARKER,
+    START_MARKER,
+    Sample,
+    efficiency,
+    floor_seconds,
+    late_rate,
+    parse_base_url,
+    replace_section,
+    samples_of,
+    steady_rate,
 )
 
 

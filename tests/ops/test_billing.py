@@ -16,10 +16,9 @@ import pytest
 from tests.fixtures.bqemulator import BQEMU_PROJECT
 from tests.ops.conftest import Cli, clean_env
 from truth_forge.core.crm_schema import CrmSchema, setup_schema
-from truth_forge.warehouse.accounting import format_bytes
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
-from truth_forge.warehouse.accounting import MIB, billed_from_processed
+from truth_forge.warehouse.accounting import MIB, billed_from_processed, format_bytes
 from truth_forge.warehouse.sample_data import generate_sample_data
 
 

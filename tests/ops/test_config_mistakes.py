@@ -15,8 +15,8 @@ from truth_forge.warehouse import open_warehouse
 
 
 def _one_clean_line(done: object, *, names: str) -> str:
-    stderr = getattr(done, "stderr")
-    assert getattr(done, "returncode") == 2, stderr
+    stderr = done.stderr
+    assert done.returncode == 2, stderr
     assert "Traceback" not in stderr and "╭" not in stderr, stderr
     [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert names in line, line

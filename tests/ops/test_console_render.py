@@ -13,7 +13,7 @@ from truth_forge.operations.console_page import overview_page, record_page
 from truth_forge.operations.console_reads import Overview, RecordLookup
 from truth_forge.operations.metrics import Metric, collect, render
 
-NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
 HOSTILE = "\"'><script>alert(1)</script><svg onload=alert(2)>"
 
 

@@ -157,4 +157,4 @@ def test_bad_credential_config_is_refused() -> None:
     with pytest.raises(ValueError):
         SandboxConfig(member_tokens={"t": " "})
     with pytest.raises(LookupError):
-        SandboxServer(SandboxConfig()).member_token
+        _ = SandboxServer(SandboxConfig()).member_token

@@ -25,13 +25,13 @@ import httpx
 import pytest
 
 from truth_forge.core.crm_schema import CrmSchema, setup_schema
-from truth_forge.realtime.inbox import Inbox
 from truth_forge.core.listen import bind_tcp
+from truth_forge.realtime.inbox import Inbox
 from truth_forge.realtime.server import WebhookApp, build_server, uvicorn_server
+from truth_forge.realtime.webhooks import OPERATIONS
+from truth_forge.realtime.writer import ServeOptions, WriterSpec
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
-from truth_forge.realtime.writer import ServeOptions, WriterSpec
-from truth_forge.realtime.webhooks import OPERATIONS
 
 SCHEMA = CrmSchema.load()
 SECRET = "a" * 64

@@ -12,13 +12,13 @@ import pytest
 
 from tests.sandbox.util import create_person
 from tests.serve.conftest import SCHEMA
-from truth_forge.realtime.applier import apply_events, newest_per_record
 from truth_forge.core.reporting import ErrorReporter
+from truth_forge.realtime.applier import apply_events, newest_per_record
+from truth_forge.realtime.webhooks import WebhookEvent
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.objects import format_timestamp, parse_timestamp
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
-from truth_forge.realtime.webhooks import WebhookEvent
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ import httpx
 
 from tests.sandbox.util import create_person
 from tests.serve.conftest import SECRET, ServeProcess, serve_env, wait_until
+from truth_forge.realtime.webhooks import OPERATIONS
 from truth_forge.sandbox.webhooks import sign  # the sandbox's own, independent signer
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
-from truth_forge.realtime.webhooks import OPERATIONS
 
 
 def hold_lease_elsewhere(warehouse_url: str, owner: str) -> None:

@@ -20,10 +20,11 @@ import pytest
 
 from tests.serve.test_applier import apply, current, event, known_person, name_of
 from truth_forge.core.reporting import ErrorReporter
+from truth_forge.realtime.webhooks import Rejected, WebhookEvent, parse_event
 from truth_forge.sync.objects import format_timestamp, now_utc
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
-from truth_forge.realtime.webhooks import Rejected, WebhookEvent, parse_event
+
 
 @pytest.fixture
 def wh(tmp_path: Path) -> Iterator[Any]:

@@ -18,8 +18,8 @@ from tests.fixtures.secret_manager import FakeSecretManager
 from truth_forge.cli.main import app
 from truth_forge.core.config import Settings
 from truth_forge.core.secrets import find_webhook_secret, store_webhook_secret
-from truth_forge.twenty import TwentyClient
 from truth_forge.realtime.webhooks import OPERATIONS, list_webhooks, register_webhook, remove_webhook
+from truth_forge.twenty import TwentyClient
 
 
 @pytest.fixture

@@ -104,10 +104,11 @@ class SyncProcess:
     def wait(self, timeout: float = SYNC_TIMEOUT_S, killed_after: int | None = None) -> SyncRun:
         try:
             code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.proc.kill()
             self.proc.wait(10)
-            raise AssertionError(f"sync did not finish within {timeout:.0f} s:\n{self._err.read_text()[-2000:]}")
+            raise AssertionError(
+                f"sync did not finish within {timeout:.0f} s:\n{self._err.read_text()[-2000:]}") from exc
         return SyncRun(code, self._out.read_text(), self._err.read_text(), killed_after)
 
     def kill_after(self, sandbox: SandboxServer, answers: int, *, grace_s: float = 0.0) -> SyncRun:

@@ -33,11 +33,10 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.bqemulator import BQEMU_PROJECT
 from tests.fixtures.bigquery_convergence import check_bigquery_convergence
+from tests.fixtures.bqemulator import BQEMU_PROJECT
 from tests.soak.convergence import summarize
-from tests.soak.harness import PlainTwenty, SyncProcess, fresh_workspace, record_requests, sync_env, \
-    wait_until_quiet
+from tests.soak.harness import PlainTwenty, SyncProcess, fresh_workspace, record_requests, sync_env, wait_until_quiet
 from tests.soak.tally import TALLY
 from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT
 from truth_forge.warehouse import open_warehouse

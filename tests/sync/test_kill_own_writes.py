@@ -23,8 +23,15 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.soak.harness import SYNC_TIMEOUT_S, PlainTwenty, SyncProcess, fresh_workspace, run_sync, sync_env, \
-    wait_until_quiet
+from tests.soak.harness import (
+    SYNC_TIMEOUT_S,
+    PlainTwenty,
+    SyncProcess,
+    fresh_workspace,
+    run_sync,
+    sync_env,
+    wait_until_quiet,
+)
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data
 

@@ -28,8 +28,15 @@ from typing import Any
 import pytest
 
 from tests.soak.convergence import check_convergence, summarize
-from tests.soak.harness import PlainTwenty, SyncProcess, fresh_workspace, record_requests, run_sync, sync_env, \
-    wait_until_quiet
+from tests.soak.harness import (
+    PlainTwenty,
+    SyncProcess,
+    fresh_workspace,
+    record_requests,
+    run_sync,
+    sync_env,
+    wait_until_quiet,
+)
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data
 

@@ -36,12 +36,20 @@ from typing import Any
 
 import pytest
 
-from tests.sync.test_kill_recovery import TWENTY_PEOPLE
 from tests.fixtures.bigquery_convergence import check_bigquery_convergence, read_bigquery_warehouse
 from tests.fixtures.bqemulator import BQEMU_PROJECT
 from tests.soak.convergence import norm_name, norm_option, twenty_name
-from tests.soak.harness import SYNC_TIMEOUT_S, PlainTwenty, SyncProcess, SyncRun, fresh_workspace, \
-    record_requests, sync_env, wait_until_quiet
+from tests.soak.harness import (
+    SYNC_TIMEOUT_S,
+    PlainTwenty,
+    SyncProcess,
+    SyncRun,
+    fresh_workspace,
+    record_requests,
+    sync_env,
+    wait_until_quiet,
+)
+from tests.sync.test_kill_recovery import TWENTY_PEOPLE
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data
 

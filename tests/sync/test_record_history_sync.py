@@ -80,7 +80,7 @@ def test_an_edit_on_each_side_shows_in_the_history_with_its_actor_and_both_times
     assert history[-1]["field"] == "(created)" and history[-1]["side"] == "warehouse"
     assert record_history(store, crm_id=person(client, 8)["id"]) == history
     # The run trimmed the history past its retention (once today: remembered for the next runs).
-    assert store.get_watermark("history:trimmed-on") == dt.datetime.now(dt.timezone.utc).date().isoformat()
+    assert store.get_watermark("history:trimmed-on") == dt.datetime.now(dt.UTC).date().isoformat()
 
 
 def test_a_conflict_resolved_by_hand_reaches_both_sides_and_the_history(

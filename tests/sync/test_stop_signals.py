@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.soak.convergence import check_convergence, summarize
-from tests.soak.harness import PlainTwenty, SyncProcess, SyncRun, fresh_workspace, run_sync, sync_env, \
-    wait_until_quiet
+from tests.soak.harness import PlainTwenty, SyncProcess, SyncRun, fresh_workspace, run_sync, sync_env, wait_until_quiet
 from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.sample_data import generate_sample_data
 

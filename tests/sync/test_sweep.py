@@ -31,7 +31,7 @@ PAGE = 10  # records per sweep request: the 40 contacts are four pages
 
 class Clock:
     def __init__(self) -> None:
-        self.now = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
+        self.now = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 
     def __call__(self) -> dt.datetime:
         return self.now

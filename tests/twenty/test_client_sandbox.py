@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from truth_forge.twenty import TwentyClient, TwentyConfigError, TwentyRateLimited, TwentyRecordRejected
-from truth_forge.twenty import shapes
+from truth_forge.twenty import TwentyClient, TwentyConfigError, TwentyRateLimited, TwentyRecordRejected, shapes
 from truth_forge.twenty.errors import TwentySchemaMismatch
 
 

@@ -17,7 +17,7 @@ VALUES: list[Any] = [
     None, True, False, 0, -1, 2**63 - 1, 2**70, 1.1, -0.0, 1e16, 1e-7, float("nan"), float("inf"),
     "", "plain", "é ü 中文 😀", "line\nbreak \"quoted\" \\ tab\t nul\x00 \u2028", "</script>",
     [], {}, [1, [2, [3, {"b": 1, "a": [None, {"z": "é", "y": 2.5}]}]]], (1, 2),
-    {"b": 1, "a": 2, "é": {"d": [], "c": {}}}, {"when": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)},
+    {"b": 1, "a": 2, "é": {"d": [], "c": {}}}, {"when": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)},
     {"amount": Decimal("12.50")}, {1: "int key", "2": "text key"},
 ]
 HOSTILE = [v for row in warehouse_rows() + warehouse_businesses() for v in row.values()]

@@ -16,9 +16,8 @@ import httpx
 import pytest
 
 from truth_forge.sandbox import SandboxServer
-from truth_forge.twenty import TwentyClient, TwentyError
+from truth_forge.twenty import TwentyClient, TwentyError, shapes
 from truth_forge.twenty.errors import NextStep
-from truth_forge.twenty import shapes
 
 # Each byte comes in 20 ms, far inside any read timeout; a 2 KB answer would take 40 s.
 DRIP_MS = 20.0

@@ -12,15 +12,14 @@ from typing import Any
 
 import pytest
 
+from tests.warehouse.test_contract import contact, mark_synced
 from truth_forge.warehouse import Warehouse, WarehouseConfigError
 from truth_forge.warehouse import base as warehouse_base
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.base import Scalar
 from truth_forge.warehouse.schema import STRING
 
-from tests.warehouse.test_contract import contact, mark_synced
-
-UTC = dt.timezone.utc
+UTC = dt.UTC
 # Gaps everywhere: a negative key, 0, runs, holes of one and of thousands, a key near 2**53.
 KEYS = [-7, 0, 1, 2, 3, 5, 8, 13, 14, 15, 16, 100, 101, 5000, 5001, 5003, 2**53 - 1]
 BUSINESS_KEYS = [1, 2, 4, 9, 10, 11, 500, 501, 9999]

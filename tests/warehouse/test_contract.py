@@ -12,7 +12,7 @@ import pytest
 
 from truth_forge.warehouse import TABLES, Warehouse, WarehouseDataError
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def contact(cid: int, **over: Any) -> dict[str, Any]:
@@ -348,7 +348,7 @@ def test_error_lifecycles_runs_and_bookkeeping_read_back(warehouse: Warehouse) -
 
 
 def test_errors_close_when_settled_superseded_or_after_a_good_run(warehouse: Warehouse) -> None:
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     at = [t0 + dt.timedelta(minutes=m) for m in range(6)]
     warehouse.record_errors([
         # record 1 failed twice (the same operation): only the newer stays open

@@ -18,7 +18,7 @@ from tests.warehouse.test_contract import contact, mark_synced
 from truth_forge.warehouse import Warehouse
 from truth_forge.warehouse.detection import DetectionPolicy
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 OLD = dt.datetime.now(UTC) - dt.timedelta(days=3)  # long before any detection's overlap
 INCREMENTAL = DetectionPolicy(audit_every=None)
 KEYS = list(range(1, 61))

@@ -4,9 +4,8 @@ trimmed by day (DuckDB file, then BigQuery on bqemulator)."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +13,7 @@ from truth_forge.warehouse import open_warehouse
 from truth_forge.warehouse.errors import HistoryNotKept
 from truth_forge.warehouse.schema import CRM_SYNC_HISTORY
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def change(key: str, field: str, applied_at: dt.datetime, **values: Any) -> dict[str, Any]:

@@ -12,8 +12,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from truth_forge.warehouse import Warehouse, WarehouseConfigError, open_warehouse
 from truth_forge.cli.main import explained
+from truth_forge.warehouse import Warehouse, WarehouseConfigError, open_warehouse
 from truth_forge.warehouse.cli import sample_data_command
 from truth_forge.warehouse.sample_data import generate_sample_data
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 from truth_forge.warehouse.base import Warehouse
 
-T0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def test_running_rows_started_before_the_lease_was_sought_are_closed_as_aborted(warehouse: Warehouse) -> None:

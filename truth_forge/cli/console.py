@@ -7,7 +7,7 @@ it), so it can run beside `sync` and `serve`. It refuses to listen beyond loopba
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ def console_command(
     host: Annotated[str, typer.Option(help="Address to bind; beyond loopback a token is required "
                                             "(TRUTH_FORGE_CONSOLE_TOKEN).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind, 0 for any free one.")] = 8788,
-    warehouse_url: Annotated[Optional[str], typer.Option(
+    warehouse_url: Annotated[str | None, typer.Option(
         "--warehouse-url", help="Warehouse to read (default: TRUTH_FORGE_WAREHOUSE_URL).")] = None,
 ) -> None:
     """Serve the console (last runs, the request budget, open errors and conflicts, a record lookup) until stopped."""

@@ -23,7 +23,7 @@ ID_SHOWN = 12  # enough to tell conflicts apart; `resolve` takes this prefix
 
 def _when(value: Any) -> str:
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     return "" if value is None else str(value)
 
 

@@ -176,10 +176,10 @@ def _register_component_commands() -> None:
     from truth_forge.cli.console import console_command
     from truth_forge.cli.doctor import doctor_command
     from truth_forge.cli.history import conflicts_app, conflicts_command, history_command, resolve_command
-    from truth_forge.sandbox.cli import sandbox_command
     from truth_forge.cli.serve import serve_command, webhooks_app
     from truth_forge.cli.status import errors_command, runs_command, status_command
     from truth_forge.cli.sync import sync_command
+    from truth_forge.sandbox.cli import sandbox_command
     from truth_forge.warehouse.cli import init_command, sample_data_command
 
     epilog = exit_codes_text().replace("\n", "\n\n")

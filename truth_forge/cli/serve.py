@@ -4,7 +4,7 @@ truth_forge/realtime/server.py and truth_forge/realtime/webhooks.py, registered 
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -22,9 +22,9 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def serve_command(
-    host: Annotated[Optional[str], typer.Option(help="Address to bind (default: serve_host, 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port to bind, 0 for any free one (default: serve_port).")] = None,
-    sync_interval: Annotated[Optional[float], typer.Option(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: serve_host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind, 0 for any free one (default: serve_port).")] = None,
+    sync_interval: Annotated[float | None, typer.Option(
         help="Minutes between scheduled syncs (default: serve_sync_interval_minutes).")] = None,
     sync_on_start: Annotated[bool, typer.Option(help="Run a sync as soon as the writer lease is held.")] = True,
     log_format: Annotated[str, typer.Option(
@@ -40,13 +40,13 @@ def serve_command(
         use_json_logs()
 
     from truth_forge.core.config import get_settings
+    from truth_forge.core.listen import bind_tcp
     from truth_forge.core.secrets import find_webhook_secret, resolve_api_key
     from truth_forge.realtime.inbox import Inbox
-    from truth_forge.twenty.client import client_options
-    from truth_forge.core.listen import bind_tcp
     from truth_forge.realtime.server import build_server, uvicorn_server
     from truth_forge.realtime.writer import ServeOptions, WriterSpec
     from truth_forge.sync.sweep import SweepPolicy
+    from truth_forge.twenty.client import client_options
     from truth_forge.warehouse.detection import DetectionPolicy
 
     settings = get_settings()
@@ -106,10 +106,9 @@ def register_command(
              "then fail verification: remove them).")] = False,
 ) -> None:
     """Create the webhook for person and company events in Twenty, signed with the stored secret."""
-    from truth_forge.realtime import webhooks
-
     from truth_forge.core.config import get_settings
     from truth_forge.core.secrets import find_webhook_secret, store_webhook_secret
+    from truth_forge.realtime import webhooks
     from truth_forge.twenty.errors import TwentyError
 
     settings = get_settings()

@@ -19,7 +19,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-
 MESSAGE_CHARS = 200
 
 
@@ -62,7 +61,7 @@ def _quiet_logs(ctx: typer.Context) -> None:
 
 def _when(value: Any) -> str:
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     return "" if value is None else str(value)
 
 

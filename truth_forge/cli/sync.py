@@ -21,8 +21,21 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from truth_forge.operations.failures import EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED, EXIT_OK, EXIT_RECORDS_FAILED, CommandFailed
-from truth_forge.operations.logs import LOG_FORMATS, check_log_format, current_run_id, set_run_id, tracking_run_id, use_json_logs
+from truth_forge.operations.failures import (
+    EXIT_COULD_NOT_RUN,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RECORDS_FAILED,
+    CommandFailed,
+)
+from truth_forge.operations.logs import (
+    LOG_FORMATS,
+    check_log_format,
+    current_run_id,
+    set_run_id,
+    tracking_run_id,
+    use_json_logs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +120,9 @@ class Output:
 
 def run_once(settings: Any, options: SyncOptions, output: Output) -> int:
     """One sync (or dry run) against the configured warehouse and workspace; returns the exit code."""
-    from truth_forge.operations.alerts import alert_after_run
     from truth_forge.core.crm_schema import CrmSchema
     from truth_forge.core.lease import open_when_free
+    from truth_forge.operations.alerts import alert_after_run
     from truth_forge.operations.progress import estimate_push
     from truth_forge.operations.snapshot import write_snapshot
     from truth_forge.sync.runner import run_sync
@@ -204,8 +217,8 @@ def sync_command(
       truth-forge sync --log-format json    JSON lines for a log collector
     """
     from truth_forge.core.config import Settings
-    from truth_forge.operations.schedule import check_interval, parse_interval, run_every
     from truth_forge.core.shutdown import interrupted, notice_ctrl_c, stop_on_sigterm
+    from truth_forge.operations.schedule import check_interval, parse_interval, run_every
 
     if direction not in ("both", "push", "pull"):
         raise CommandFailed(f"--direction must be both, push or pull, not {direction!r}")
@@ -261,8 +274,8 @@ def _guarded(run: Callable[[], int]) -> int:
 
 def _scheduled(settings: Any, options: SyncOptions, output: Output) -> int:
     """One run of a schedule: a run that cannot run is reported and the schedule goes on."""
-    from truth_forge.operations.failures import explain
     from truth_forge.core.shutdown import interrupted
+    from truth_forge.operations.failures import explain
 
     try:
         return run_once(settings, options, output)

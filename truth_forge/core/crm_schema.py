@@ -103,7 +103,7 @@ class FieldSpec(BaseModel):
         return name
 
     @model_validator(mode="after")
-    def _options_match_type(self) -> "FieldSpec":
+    def _options_match_type(self) -> FieldSpec:
         if self.type in ("SELECT", "MULTI_SELECT") and not self.options:
             raise ValueError(f"{self.object}.{self.name}: a {self.type} field needs at least one option")
         if self.type not in ("SELECT", "MULTI_SELECT") and self.options:
@@ -216,7 +216,7 @@ class CrmSchema:
             self._by_object[spec.object] = (*self._by_object.get(spec.object, ()), spec)
 
     @classmethod
-    def load(cls, extra_file: Path | None = None) -> "CrmSchema":
+    def load(cls, extra_file: Path | None = None) -> CrmSchema:
         """The built-in fields, plus those in `extra_file` (JSON or TOML: `{"fields": [{...}, ...]}`)."""
         return cls([*BUILTIN_FIELDS, *(load_extra_fields(extra_file) if extra_file else [])])
 

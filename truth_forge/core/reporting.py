@@ -58,7 +58,7 @@ class ErrorReporter:
             "error_message": redact(str(error), *self.secrets),
             "http_status": status,
             "attempt": attempt,
-            "occurred_at": dt.datetime.now(dt.timezone.utc),
+            "occurred_at": dt.datetime.now(dt.UTC),
         }
         entry["resolved_at"] = entry["occurred_at"] if settled else None
         self.sync_errors.append(entry)

@@ -54,7 +54,7 @@ def _text(value: Any) -> str:
 
 def _when(value: Any) -> str:
     moment_ = moment(value)
-    return moment_.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if moment_ else ""
+    return moment_.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S") if moment_ else ""
 
 
 def _page(title: str, body: str, *, source: str) -> str:

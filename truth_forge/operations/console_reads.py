@@ -44,7 +44,7 @@ class Overview:
     open_error_count: int
     conflicts: list[dict[str, Any]]  # conflict rows (settled by policy at once, kept for review)
     source: str  # where the figures come from: "warehouse" or the snapshot note
-    read_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    read_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     def runs_since(self, since: dt.datetime) -> list[dict[str, Any]]:
         return [r for r in self.runs if (moment(r.get("started_at")) or since - DAY) >= since]
@@ -175,13 +175,13 @@ def _of_record(errors: list[dict[str, Any]], object_type: str, asked: str, by_id
 def moment(value: Any) -> dt.datetime | None:
     """A run's or an error's time as an aware datetime (warehouse rows and snapshots alike)."""
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     if isinstance(value, str) and value:
         try:
             parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     return None
 
 

@@ -14,7 +14,6 @@ import errno
 import os
 import re
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where an error is explained: `--help` need not load pydantic
@@ -83,14 +82,15 @@ class CommandFailed(Exception):
 
 def explain(exc: BaseException) -> Explanation | None:
     """The one line and exit code for an expected failure; None for one nobody expected (a bug)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     from truth_forge.core.config import ConfigFileError
     from truth_forge.core.crm_schema import CrmSchemaError
     from truth_forge.core.lease import WarehouseBusy
     from truth_forge.core.shutdown import RunStopped
     from truth_forge.twenty.errors import TwentyError
     from truth_forge.warehouse.errors import WarehouseError, WarehouseLockedError
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
 
     if isinstance(exc, CommandFailed):
         return Explanation(str(exc), exc.exit_code)

@@ -51,7 +51,7 @@ class JsonLogFormatter(logging.Formatter):
     """One JSON object a line: time (UTC, milliseconds, zone), level, logger, message, run_id."""
 
     def format(self, record: logging.LogRecord) -> str:
-        when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds")
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
         line: dict[str, Any] = {"time": when, "level": record.levelname, "logger": record.name,
                                 "message": record.getMessage()}
         run_id = current_run_id()

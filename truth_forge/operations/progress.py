@@ -250,7 +250,7 @@ def write_json_line(stream: IO[str], line: Mapping[str, Any]) -> None:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def estimate_push(warehouse: Any, states: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, int]:

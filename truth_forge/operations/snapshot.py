@@ -50,7 +50,7 @@ def write_snapshot(warehouse: Any, warehouse_url: str) -> None:
         return
     try:
         report = gather_status(warehouse, warehouse_url=warehouse_url, setup=WRITTEN_BY_WRITER)
-        snapshot = {"written_at": dt.datetime.now(dt.timezone.utc).isoformat(), "pid": os.getpid(),
+        snapshot = {"written_at": dt.datetime.now(dt.UTC).isoformat(), "pid": os.getpid(),
                     "status": report.as_dict(), "runs": warehouse.recent_runs(RUNS_KEPT),
                     "errors": warehouse.error_lifecycles(limit=ERRORS_KEPT)}
         partial = path.with_name(path.name + f".{os.getpid()}.tmp")

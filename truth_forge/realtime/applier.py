@@ -34,12 +34,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from truth_forge.realtime.webhooks import WebhookEvent, is_twenty_id
 from truth_forge.sync import mapping
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.objects import COMPANY, PERSON, SyncedObject, format_timestamp, now_utc, parse_timestamp
 from truth_forge.sync.pull import PullStats, pull_records, read_again
 from truth_forge.sync.reconcile import settle_destroyed
-from truth_forge.realtime.webhooks import WebhookEvent, is_twenty_id
 
 log = logging.getLogger(__name__)
 
@@ -214,4 +214,4 @@ def mark_destroyed(ctx: SyncContext, obj: SyncedObject, crm_ids: Sequence[str]) 
     return settle_destroyed(ctx, obj, linked) if linked else 0
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

@@ -31,7 +31,8 @@ from starlette.routing import Route
 
 from truth_forge.core.secrets import redact
 from truth_forge.operations import console_page, metrics
-from truth_forge.operations.console_reads import CACHE_SECONDS as CACHE_SECONDS_IN_SERVE, ConsoleReads, Overview
+from truth_forge.operations.console_reads import CACHE_SECONDS as CACHE_SECONDS_IN_SERVE
+from truth_forge.operations.console_reads import ConsoleReads, Overview
 from truth_forge.warehouse.errors import WarehouseError
 
 log = logging.getLogger(__name__)

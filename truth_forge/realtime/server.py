@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import multiprocessing
-import json
 import os
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -39,8 +39,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from truth_forge.realtime.console_app import serve_console_routes
 from truth_forge.realtime.group_commit import GroupCommit
 from truth_forge.realtime.inbox import Arrival, Inbox
-from truth_forge.realtime.webhooks import (NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, Rejected, parse_event,
-                                           verify_delivery)
+from truth_forge.realtime.webhooks import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Rejected,
+    parse_event,
+    verify_delivery,
+)
 from truth_forge.realtime.writer import ServeOptions, WriterSpec, now_ms, writer_main
 
 log = logging.getLogger(__name__)

@@ -33,20 +33,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from truth_forge.core import shutdown
-from truth_forge.realtime.applier import ApplyStats, apply_events
-from truth_forge.operations.snapshot import Throttle, write_snapshot
 from truth_forge.core.crm_schema import CrmSchema
-from truth_forge.realtime.inbox import Inbox
 from truth_forge.core.lease import WriterLease
-from truth_forge.operations.logs import current_run_id, set_run_id, tracking_run_id, use_json_logs
 from truth_forge.core.reporting import ErrorReporter
 from truth_forge.core.secrets import redact
+from truth_forge.operations.logs import current_run_id, set_run_id, tracking_run_id, use_json_logs
+from truth_forge.operations.snapshot import Throttle, write_snapshot
+from truth_forge.realtime.applier import ApplyStats, apply_events
+from truth_forge.realtime.inbox import Inbox
+from truth_forge.realtime.webhooks import DEFAULT_TOLERANCE_MS
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.runner import run_sync
-from truth_forge.twenty.client import TwentyClient
 from truth_forge.sync.sweep import SweepPolicy
+from truth_forge.twenty.client import TwentyClient
 from truth_forge.warehouse.detection import DetectionPolicy
-from truth_forge.realtime.webhooks import DEFAULT_TOLERANCE_MS
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class Writer:
         warehouse.pending_fold_minutes = self.options.fold_minutes
         try:
             lease = WriterLease(warehouse, purpose=f"serve (server pid {self.parent_pid})", ttl=self.options.lease_ttl)
-            setting_out = dt.datetime.now(dt.timezone.utc)
+            setting_out = dt.datetime.now(dt.UTC)
             if self._claim(lease):
                 # Runs still `running` from before we sought the lease belong to writers that are gone.
                 warehouse.close_stale_runs(before=setting_out, closed_by=f"serve (server pid {self.parent_pid})")

@@ -28,8 +28,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from truth_forge.sandbox.actors import CURRENT_CALLER, Credential
 from truth_forge.sandbox.apikeys import ApiKeyRoutes, needs_settings_permission
 from truth_forge.sandbox.config import NODE_MAX_HEADER_BYTES
-from truth_forge.sandbox.errors import (ApiError, conflict, invalid_token, missing_token, permission_denied,
-                                        quota_exhausted)
+from truth_forge.sandbox.errors import (
+    ApiError,
+    conflict,
+    invalid_token,
+    missing_token,
+    permission_denied,
+    quota_exhausted,
+)
 from truth_forge.sandbox.faults import FaultSettings, fault_kwargs
 from truth_forge.sandbox.routes_core import CoreRoutes, read_json
 from truth_forge.sandbox.routes_metadata import MetadataRoutes

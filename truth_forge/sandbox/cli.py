@@ -7,7 +7,7 @@ A plain function with Typer annotations, so the project CLI can register it as a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,12 +19,12 @@ def sandbox_command(
     port: Annotated[int, typer.Option(help="Port to listen on (0 = any free port).")] = 3000,
     host: Annotated[str, typer.Option(help="Loopback address to bind.")] = "127.0.0.1",
     api_key: Annotated[list[str], typer.Option(
-        "--api-key", help="Accepted Bearer API key (repeat for several).")] = [DEFAULT_API_KEY],
-    db: Annotated[Optional[Path], typer.Option(
+        "--api-key", help="Accepted Bearer API key (repeat for several).")] = [DEFAULT_API_KEY],  # noqa: B006 (typer copies it)
+    db: Annotated[Path | None, typer.Option(
         help="SQLite file that keeps the workspace across restarts (default: in memory).")] = None,
     rate_limit: Annotated[int, typer.Option(
         help="Requests per minute per workspace (0 disables the limit).")] = 100,
-    rate_limit_burst: Annotated[Optional[int], typer.Option(
+    rate_limit_burst: Annotated[int | None, typer.Option(
         help="Token bucket size (default: same as --rate-limit).")] = None,
     short_rate_limit: Annotated[int, typer.Option(
         help="Twenty's short bucket, checked first: requests per second per workspace "
@@ -38,12 +38,12 @@ def sandbox_command(
     twenty_version: Annotated[str, typer.Option(
         help="Which Twenty rules to follow: " + ", ".join(PROFILES)
         + f" (default {DEFAULT_PROFILE}, the strictest).")] = DEFAULT_PROFILE,
-    max_request_line: Annotated[Optional[int], typer.Option(
+    max_request_line: Annotated[int | None, typer.Option(
         help="Play a proxy in front of Twenty: refuse request lines longer than this many bytes with "
         "414 (nginx's default is 8192). Without it only Node's 16 KiB header limit applies (431).")] = None,
     member_token: Annotated[list[str], typer.Option(
         "--member-token", help="TOKEN=First Last: a Bearer token that acts as a logged-in "
-        "workspace member (updatedBy source MANUAL, not rate-limited); repeat for several.")] = [],
+        "workspace member (updatedBy source MANUAL, not rate-limited); repeat for several.")] = [],  # noqa: B006
 ) -> None:
     """Start a local Twenty-compatible API server and print how to point truth-forge at it."""
     try:

@@ -40,7 +40,7 @@ class ApiError(Exception):
             body["code"] = self.code
         return body
 
-    def without_code(self) -> "ApiError":
+    def without_code(self) -> ApiError:
         """The same error as older servers send it (no `code` in the body)."""
         if self.code is None:
             return self

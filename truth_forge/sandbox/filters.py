@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any
 
 from truth_forge.sandbox.clock import parse_iso_ms
 from truth_forge.sandbox.errors import bad_request, unknown_field
@@ -46,10 +47,10 @@ class Condition:
 @dataclass
 class Conjunction:
     kind: str
-    children: list["Node"]
+    children: list[Node]
 
 
-Node = Union[Condition, Conjunction]
+Node = Condition | Conjunction
 
 
 # --------------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ class FieldDef:
         return asdict(self)
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "FieldDef":
+    def from_state(cls, state: dict[str, Any]) -> FieldDef:
         return cls(**state)
 
 

@@ -149,10 +149,10 @@ class _Desc:
     def __init__(self, v: Any) -> None:
         self.v = v
 
-    def __lt__(self, other: "_Desc") -> bool:
+    def __lt__(self, other: _Desc) -> bool:
         return bool(other.v < self.v)
 
-    def __gt__(self, other: "_Desc") -> bool:
+    def __gt__(self, other: _Desc) -> bool:
         return bool(other.v > self.v)
 
     def __eq__(self, other: object) -> bool:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 from truth_forge.sandbox.errors import ApiError
 from truth_forge.sandbox.profiles import RefillMode

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
-from typing import Any, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from truth_forge.sandbox.actors import Credential
 from truth_forge.sandbox.candidates import candidate_ids

@@ -7,7 +7,8 @@ The deprecated `/rest/webhooks` alias answers with `Deprecation` and `Link` head
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse

@@ -47,7 +47,7 @@ class SandboxServer:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> "SandboxServer":
+    def start(self) -> SandboxServer:
         if self._thread is not None:
             return self
         self._sock = _bind(self.config.host, self.config.port)
@@ -73,7 +73,7 @@ class SandboxServer:
         self.runtime.close()
         self._server = self._thread = self._sock = None
 
-    def __enter__(self) -> "SandboxServer":
+    def __enter__(self) -> SandboxServer:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

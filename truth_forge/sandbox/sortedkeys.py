@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 _LOAD = 500  # keys per chunk after a split; a chunk splits at twice this
 

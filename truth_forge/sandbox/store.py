@@ -8,7 +8,8 @@ row is also handed to the table's paging views (views.py), so cursor walks stay 
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from truth_forge.sandbox.metadata import UNIQUE_SUBFIELDS, FieldDef, ObjectDef
 from truth_forge.sandbox.views import ViewCache

@@ -11,7 +11,8 @@ as they would in Postgres. Only walks that need a second page keep a view (`View
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Hashable, Iterable
+from collections.abc import Hashable, Iterable
+from typing import Any
 
 from truth_forge.sandbox.filters import Node, evaluate
 from truth_forge.sandbox.query import OrderItem, sort_key

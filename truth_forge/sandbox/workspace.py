@@ -8,8 +8,9 @@ change. Record and metadata operations live in their own modules and work on thi
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 from truth_forge.sandbox.clock import MonotonicClock
 from truth_forge.sandbox.config import SandboxConfig

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from truth_forge.core.crm_schema import CrmSchema, FieldSpec, to_option_value
 from truth_forge.twenty import shapes
 from truth_forge.twenty.json_text import CompactJson
+
 
 def to_twenty_value(spec: FieldSpec, value: Any) -> Any:
     """A warehouse value -> the value Twenty stores in the field `spec` describes."""
@@ -29,8 +30,8 @@ def to_twenty_value(spec: FieldSpec, value: Any) -> Any:
     if spec.type == "TEXT":
         return shapes.text_value(value) if isinstance(value, (dict, list)) else str(value)
     if spec.type == "DATE_TIME" and isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return aware.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if spec.type == "DATE" and isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):  # warehouses return NUMERIC as Decimal, which JSON cannot carry

@@ -586,7 +586,7 @@ class _Push:
         still_refused: list[tuple[_Item, TwentyRecordRejected]] = []
         for start in range(0, len(again), size):
             refused_again = self._write(again[start : start + size], upsert=False)
-            for item, error in refused_again if len(refused_again) > 1 else ():
+            for item, _error in refused_again if len(refused_again) > 1 else ():
                 still_refused += self._write([item], upsert=False)
             if len(refused_again) == 1:
                 still_refused += refused_again

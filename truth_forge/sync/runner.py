@@ -15,8 +15,8 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
-from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from truth_forge.core import shutdown
@@ -24,8 +24,8 @@ from truth_forge.core.crm_schema import CrmSchema, verify_schema
 from truth_forge.core.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
 from truth_forge.core.reporting import ErrorReporter
 from truth_forge.sync import changelog, own_writes
-from truth_forge.sync.objects import SYNC_ORDER, SyncedObject, format_timestamp, now_utc, parse_timestamp, selected
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
+from truth_forge.sync.objects import SYNC_ORDER, SyncedObject, format_timestamp, now_utc, parse_timestamp, selected
 from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
 from truth_forge.sync.push import PushAborted, push_object
 from truth_forge.sync.reconcile import reconcile_object

@@ -48,7 +48,7 @@ class TwentyClient:
         self.metadata = MetadataApi(self.transport)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, *, api_key: str | None = None, **options: Any) -> "TwentyClient":
+    def from_settings(cls, settings: Settings | None = None, *, api_key: str | None = None, **options: Any) -> TwentyClient:
         """Build from settings; the key comes from Secret Manager or the environment unless given."""
         settings = settings or Settings()
         if api_key is None:
@@ -64,7 +64,7 @@ class TwentyClient:
         self.pool.close()
         self.transport.close()
 
-    def __enter__(self) -> "TwentyClient":
+    def __enter__(self) -> TwentyClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from truth_forge.twenty.batch_stream import BatchStream, OnAbort, OnFailures, OnWrite, RecordFailure
+from truth_forge.twenty.envelope import data_of
 from truth_forge.twenty.errors import (
     TwentyError,
     TwentyNotFound,
@@ -26,8 +28,6 @@ from truth_forge.twenty.errors import (
     TwentyRecordRejected,
     TwentyRequestTooLong,
 )
-from truth_forge.twenty.batch_stream import BatchStream, OnAbort, OnFailures, OnWrite, RecordFailure
-from truth_forge.twenty.envelope import data_of
 from truth_forge.twenty.pool import RequestPool, settle
 from truth_forge.twenty.transport import MAX_REQUEST_LINE_SETTING, Transport
 

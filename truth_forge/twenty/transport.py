@@ -29,7 +29,6 @@ import httpx
 
 from truth_forge.core import shutdown
 from truth_forge.twenty import unreachable
-from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT, InFlightGate, RateLimitHeaders
 from truth_forge.twenty.errors import (
     TwentyAuthError,
     TwentyConfigError,
@@ -45,6 +44,7 @@ from truth_forge.twenty.errors import (
     TwentySchemaMismatch,
     TwentyTransientError,
 )
+from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT, InFlightGate, RateLimitHeaders
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def _http_date(value: str | None) -> dt.datetime | None:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def _retry_after_seconds(headers: Mapping[str, str], clock_now: float) -> float | None:

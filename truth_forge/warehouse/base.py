@@ -30,8 +30,8 @@ datetimes):
 from __future__ import annotations
 
 import contextlib
-import difflib
 import datetime as dt
+import difflib
 import json
 import re
 import uuid
@@ -42,12 +42,11 @@ from typing import Any, Literal, get_args
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.accounting import Accounting, Statement
 from truth_forge.warehouse.binds import Bind, KeySet, RowSet, Scalar, json_value, plain_row
-from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseDataError
 from truth_forge.warehouse.detection import ChangeDetection, _view_row
+from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseDataError
 from truth_forge.warehouse.history import RunHistory
 from truth_forge.warehouse.pending_rows import PendingRows
 from truth_forge.warehouse.record_history import RecordHistory
-from truth_forge.warehouse.state_journal import SyncStateJournal
 from truth_forge.warehouse.schema import (
     BOOL,
     BUSINESSES,
@@ -60,6 +59,7 @@ from truth_forge.warehouse.schema import (
     TIMESTAMP,
     TableNames,
 )
+from truth_forge.warehouse.state_journal import SyncStateJournal
 from truth_forge.warehouse.validate import STRING_LIST, validate_rows
 
 ObjectType = Literal["person", "company"]
@@ -299,7 +299,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
         table, key = ("contacts", "contact_id") if object_type == "person" else ("businesses", "business_id")
         if pulled and self.stage_pulled_rows:
             current = {int(r[key]): r for r in self.get_rows(object_type, key_list)}
-            when = deleted_at or dt.datetime.now(dt.timezone.utc)
+            when = deleted_at or dt.datetime.now(dt.UTC)
             rows = [{key: k, "deleted_at": when} for k, r in current.items() if r.get("deleted_at") is None]
             self.land_pulled(object_type, rows, current)
             return len(rows)
@@ -451,7 +451,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
             # Every column present (None when not given), so rows of one batch may carry different fields.
             row = {**{c: None for c in ERROR_FIELDS}, **row}
             row["error_id"] = row["error_id"] or uuid.uuid4().hex
-            row["occurred_at"] = row["occurred_at"] or dt.datetime.now(dt.timezone.utc)
+            row["occurred_at"] = row["occurred_at"] or dt.datetime.now(dt.UTC)
             if isinstance(row.get("error_message"), str):
                 row["error_message"] = row["error_message"][:MAX_ERROR_MESSAGE]
             prepared.append(row)
@@ -608,7 +608,7 @@ def _timestamp_param(name: str, value: dt.datetime | None) -> dt.datetime | None
         return None
     if not isinstance(value, dt.datetime) or value.tzinfo is None:
         raise WarehouseDataError(name, None, f"expects a timezone-aware datetime, got {value!r}")
-    return value.astimezone(dt.timezone.utc)
+    return value.astimezone(dt.UTC)
 
 
 _json_value = json_value

@@ -23,8 +23,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
 from truth_forge.warehouse.accounting import billed_from_processed
-from truth_forge.warehouse.detection import ONE_RANGE
 from truth_forge.warehouse.base import Bind, KeySet, RowSet, Scalar, Warehouse, fenced, positive_range_rows
+from truth_forge.warehouse.detection import ONE_RANGE
 from truth_forge.warehouse.errors import WarehouseConfigError, WarehouseMissing, WarehouseQueryError
 from truth_forge.warehouse.schema import JSON, STRING, TABLES, TableNames
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+
 @dataclass(frozen=True)
 class Scalar:
     """`@name` in the SQL."""
@@ -48,7 +49,7 @@ def plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     for name, value in out.items():
         if isinstance(value, dt.datetime):
-            out[name] = value.astimezone(dt.timezone.utc)
+            out[name] = value.astimezone(dt.UTC)
     return out
 
 

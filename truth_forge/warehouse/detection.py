@@ -312,7 +312,7 @@ class ChangeDetection:
         if scan.mode == "audit":
             mark["audited_at"] = scan.started_at
         self.set_watermark(_mark_name(scan.object_type), json.dumps(
-            {k: v.astimezone(dt.timezone.utc).isoformat() for k, v in mark.items() if v is not None}, sort_keys=True))
+            {k: v.astimezone(dt.UTC).isoformat() for k, v in mark.items() if v is not None}, sort_keys=True))
 
     # --- rows as detection hands them out ------------------------------------------------------
 

@@ -150,7 +150,7 @@ class PendingRows:
             return set()
         for group in _by_field_set(rows):
             self._validated(object_type, group)  # a bad row fails here, as an upsert would, staging nothing
-        batch, now = uuid.uuid4().hex, dt.datetime.now(dt.timezone.utc)
+        batch, now = uuid.uuid4().hex, dt.datetime.now(dt.UTC)
         staged: list[tuple[int, _Entry]] = []
         for row in rows:
             key = int(row[key_column])
@@ -256,7 +256,7 @@ class PendingRows:
             if not entries:
                 return 0
             oldest = min(e.staged_at for e in entries.values())
-            waited = dt.datetime.now(dt.timezone.utc) - oldest
+            waited = dt.datetime.now(dt.UTC) - oldest
             if not force and waited < dt.timedelta(minutes=self.pending_fold_minutes):
                 return 0
             kept_theirs = 0

@@ -84,7 +84,7 @@ class RecordHistory:
 
     def append_history(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Append history rows (one INSERT, whatever their number); `applied_at` defaults to now."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         prepared = [{**{name: None for name, _ in HISTORY_COLUMNS}, **row} for row in rows]
         for row in prepared:
             row["applied_at"] = row["applied_at"] or now
@@ -114,8 +114,8 @@ class RecordHistory:
     def expire_history(self, days: int, *, now: dt.datetime | None = None) -> int:
         """Delete the history applied before the UTC day `days` days ago (whole days, so on BigQuery
         the DELETE covers whole partitions and bills only those); returns the rows deleted."""
-        today = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).date()
-        cutoff = dt.datetime.combine(today - dt.timedelta(days=days), dt.time(), dt.timezone.utc)
+        today = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date()
+        cutoff = dt.datetime.combine(today - dt.timedelta(days=days), dt.time(), dt.UTC)
         _, affected = self._run(_EXPIRE_HISTORY, (Scalar("cutoff", TIMESTAMP, cutoff),))
         return int(affected or 0)
 
@@ -125,7 +125,7 @@ class RecordHistory:
         days = self.history_retention_days
         if self.read_only or not days:
             return None
-        today = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).date().isoformat()
+        today = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).date().isoformat()
         if self.get_watermark(_TRIMMED_ON) == today:
             return None
         deleted = self.expire_history(days, now=now)
@@ -137,7 +137,7 @@ class RecordHistory:
     def append_conflicts(self, rows: Iterable[Mapping[str, Any]]) -> list[str]:
         """Append conflict or review rows (one INSERT); returns their conflict ids (new ones for
         conflicts given without)."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         prepared = [{**{name: None for name, _ in CONFLICT_COLUMNS}, **row} for row in rows]
         for row in prepared:
             row["conflict_id"] = row["conflict_id"] or uuid.uuid4().hex

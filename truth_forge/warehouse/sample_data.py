@@ -10,9 +10,8 @@ arithmetic modulo the prime 2^31-1 (MD5/FARM_FINGERPRINT differ between engines)
 
 from __future__ import annotations
 
-import unicodedata
-
 import time
+import unicodedata
 from dataclasses import dataclass
 
 from truth_forge.warehouse.base import Scalar, Warehouse

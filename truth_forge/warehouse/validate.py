@@ -59,7 +59,7 @@ def _coerce(value: Any, type_: str) -> Any:
         if value.tzinfo is None or value.utcoffset() is None:
             # A naive datetime is ambiguous (local time or UTC?); refuse rather than guess.
             raise ValueError(f"expects a timezone-aware datetime, got naive {value.isoformat()}")
-        return value.astimezone(dt.timezone.utc)
+        return value.astimezone(dt.UTC)
     if type_ == JSON:
         try:
             return canonical_json(value)

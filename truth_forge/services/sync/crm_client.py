@@ -156,7 +156,7 @@ class TwentyCRMClient:
     def close(self) -> None:
         self.api.close()
 
-    def __enter__(self) -> "TwentyCRMClient":
+    def __enter__(self) -> TwentyCRMClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -8,8 +8,8 @@ from truth_forge.core.config import Settings
 from truth_forge.core.crm_schema import CrmSchema, setup_schema, verify_schema
 from truth_forge.core.reporting import ErrorReporter
 from truth_forge.services.sync.crm_client import TwentyCRMClient, is_twenty_id
-from truth_forge.sync.objects import PERSON
 from truth_forge.sync.context import SyncContext
+from truth_forge.sync.objects import PERSON
 from truth_forge.sync.pull import pull_records
 from truth_forge.sync.runner import run_sync
 
@@ -95,7 +95,7 @@ class TwentyCRMService:
         finally:
             self.client.close()
 
-    def __enter__(self) -> "TwentyCRMService":
+    def __enter__(self) -> TwentyCRMService:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
