@@ -79,3 +79,12 @@ def test_change_detection_is_right_under_a_tight_limit(tmp_path: Path) -> None:
         assert settings(tight)["memory_limit"] == duckdb_says("32MB")
         got = [r for b in tight.changed_rows("person", batch_size=1000) for r in b]
     assert len(got) == 3000 and got == expected
+
+
+@pytest.mark.slow
+def test_a_first_audit_of_sixty_thousand_contacts_fits_the_default_memory(tmp_path: Path) -> None:
+    """Ranges of 50,000 rows ran out of the default 160 MB here; the default range fits."""
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        generate_sample_data(wh, contacts=60_000, businesses=3_000, seed=1)
+        seen = sum(len(batch) for batch in wh.detect_changes("person", batch_size=2_000))
+    assert seen == 60_000
