@@ -98,17 +98,41 @@ def test_a_landing_stopped_half_way_is_finished_by_a_fresh_process_without_overw
     assert table_row(fresh, 4)["canonical_name"] == "Not Yet"
 
 
-def test_a_person_created_in_twenty_is_read_before_it_lands(staging: Warehouse) -> None:
+def test_a_person_created_in_twenty_is_inserted_at_once_without_a_merge(staging: Warehouse) -> None:
+    """A key allocated for a new record is never left free in the table (another writer numbering
+    by MAX + 1 would take it); an INSERT bills nothing on BigQuery."""
+    merges = merges_into_contacts(staging)
     [key] = staging.allocate_ids("person", 1)
     staged = staging.land_pulled("person", [{"contact_id": key, "canonical_name": "New One", "category_code": "A",
-                                             "primary_email": "new@example.org", "additional_emails": []}], {})
-    assert staged == {key}
-    [seen] = staging.get_rows("person", [key])
-    assert (seen["canonical_name"], seen["primary_email"], seen["row_hash"]) == ("New One", "new@example.org",
-                                                                                  STAGED_HASH)
-    assert staging._table_rows("person", [key]) == []
-    staging.fold_pending(force=True)
-    assert table_row(staging, key)["primary_email"] == "new@example.org"
+                                             "primary_email": "new@example.org", "additional_emails": [],
+                                             "business_id": 1}], {})
+    assert staged == set() and merges == [] and staging.pending_keys("person", [key]) == []
+    row = table_row(staging, key)
+    assert (row["canonical_name"], row["primary_email"], row["business_id"]) == ("New One", "new@example.org", 1)
+
+
+def test_a_warehouse_edit_to_another_field_before_landing_still_goes_out(staging: Warehouse) -> None:
+    """Landing records the row as synced only if nothing else changed it since the merge read it."""
+    staging.detect_changes("person").commit()
+    pull(staging, 5, canonical_name="From Twenty")
+    staging.upsert_contacts([{"contact_id": 5, "category_code": "G"}])  # nothing reads row 5 before landing
+    assert staging.fold_pending(force=True) == 1
+    assert (table_row(staging, 5)["canonical_name"], table_row(staging, 5)["category_code"]) == ("From Twenty", "G")
+    assert staging.read_sync_state("person", [5])["5"]["warehouse_hash"] == STAGED_HASH
+    rows = [r for batch in staging.detect_changes("person") for r in batch if r["contact_id"] == 5]
+    assert [r["category_code"] for r in rows] == ["G"]  # handed to the push, which sends what differs
+
+
+def test_staged_rows_are_read_again_after_another_writer_held_the_lease(
+        staging: Warehouse, open_test_warehouse: Callable[..., Any]) -> None:
+    staging._pending_entries()  # loaded: nothing staged yet
+    other = open_test_warehouse()
+    other.stage_pulled_rows = True
+    current = {r["contact_id"]: r for r in other.get_rows("person", [4])}
+    other.land_pulled("person", [{"contact_id": 4, "canonical_name": "Staged Elsewhere"}], current)
+    assert staging.get_rows("person", [4])[0]["canonical_name"] != "Staged Elsewhere"  # what it loaded
+    staging.forget_pending()
+    assert staging.get_rows("person", [4])[0]["canonical_name"] == "Staged Elsewhere"
 
 
 def test_a_bad_value_is_refused_before_anything_is_staged(staging: Warehouse) -> None:

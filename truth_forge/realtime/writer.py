@@ -254,8 +254,10 @@ class Writer:
         try:
             while not self._stopping():
                 self._beat()
-                if lease.lost and not self._claim(lease):
-                    break
+                if lease.lost:
+                    if not self._claim(lease):
+                        break
+                    warehouse.forget_pending()  # another writer may have staged or landed values meanwhile
                 if time.monotonic() >= next_sync:
                     self._scheduled_sync(warehouse, lease)
                     self.inbox.prune(now_ms(), self.options.tolerance_ms)

@@ -467,33 +467,36 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
         warehouse.upsert_sync_state([{"object_type": obj.object_type, "record_key": str(keys[r["id"]]),
                                       "crm_id": r["id"], "status": "pending"} for r in fresh])
 
-    current = {r[obj.key_column]: r for r in warehouse.get_rows(obj.object_type, [k for k in keys.values() if k])}
-    plans = [_plan(page, record, keys[record["id"]], current.get(keys[record["id"]])) for record in changed]  # type: ignore[arg-type]
-    # Written at once, or staged to land later (BigQuery: warehouse/pending_rows.py).
-    staged = warehouse.land_pulled(obj.object_type, [p.row for p in plans if p.row is not None], current)
-    hashes_after = warehouse.row_hashes(obj.object_type, [p.key for p in plans if p.key not in staged])
-    hashes_after.update(dict.fromkeys(staged, STAGED_HASH))
+    # From the read of the rows to the saved state, no landing of staged values comes in between
+    # (the read-ahead thread may land them): what is staged and what the state says stay one.
+    with warehouse.holding_pending():
+        current = {r[obj.key_column]: r for r in warehouse.get_rows(obj.object_type, [k for k in keys.values() if k])}
+        plans = [_plan(page, record, keys[record["id"]], current.get(keys[record["id"]])) for record in changed]  # type: ignore[arg-type]
+        # Written at once, or staged to land later (BigQuery: warehouse/pending_rows.py).
+        staged = warehouse.land_pulled(obj.object_type, [p.row for p in plans if p.row is not None], current)
+        hashes_after = warehouse.row_hashes(obj.object_type, [p.key for p in plans if p.key not in staged])
+        hashes_after.update(dict.fromkeys(staged, STAGED_HASH))
 
-    now, state_rows, to_key = now_utc(), [], []
-    for plan in plans:
-        record = plan.record
-        state_row = {"object_type": obj.object_type, "record_key": str(plan.key), "crm_id": record["id"],
-                     "crm_hash": obj.crm_hash(record, schema), "crm_updated_at": parse_timestamp(record.get("updatedAt")),
-                     "last_synced_at": now, "status": "synced", "last_error": None, "base": plan.base,
-                     # Nothing left to send: the warehouse row is what Twenty has, so the push must not
-                     # send it back. Fields the warehouse won still have to go out (no hash).
-                     "warehouse_hash": None if plan.to_twenty else hashes_after.get(plan.key)}
-        if str(record.get(obj.key_field) or "") != str(plan.key):
-            # Two steps: the row is written, the key is not yet in Twenty. Pending, with no hash,
-            # until the write-back is confirmed; if it never is, the push sends the row with its key.
-            state_row.update(status="pending", warehouse_hash=None)
-            to_key.append((record, plan.key, None if plan.to_twenty else hashes_after.get(plan.key), plan.base))
-        state_rows.append(state_row)
-        if record["id"] in page.states:
-            stats.updated += 1
-        else:
-            stats.created += 1
-    write_by_field_set(warehouse.upsert_sync_state, state_rows)
+        now, state_rows, to_key = now_utc(), [], []
+        for plan in plans:
+            record = plan.record
+            state_row = {"object_type": obj.object_type, "record_key": str(plan.key), "crm_id": record["id"],
+                         "crm_hash": obj.crm_hash(record, schema), "crm_updated_at": parse_timestamp(record.get("updatedAt")),
+                         "last_synced_at": now, "status": "synced", "last_error": None, "base": plan.base,
+                         # Nothing left to send: the warehouse row is what Twenty has, so the push must not
+                         # send it back. Fields the warehouse won still have to go out (no hash).
+                         "warehouse_hash": None if plan.to_twenty else hashes_after.get(plan.key)}
+            if str(record.get(obj.key_field) or "") != str(plan.key):
+                # Two steps: the row is written, the key is not yet in Twenty. Pending, with no hash,
+                # until the write-back is confirmed; if it never is, the push sends the row with its key.
+                state_row.update(status="pending", warehouse_hash=None)
+                to_key.append((record, plan.key, None if plan.to_twenty else hashes_after.get(plan.key), plan.base))
+            state_rows.append(state_row)
+            if record["id"] in page.states:
+                stats.updated += 1
+            else:
+                stats.created += 1
+        write_by_field_set(warehouse.upsert_sync_state, state_rows)
     changelog.append(ctx, changelog.pulled(ctx, obj, ((p.record, p.key, p.changes) for p in plans if p.row is not None)))
     if page.conflicts:
         warehouse.append_conflicts(page.conflicts)

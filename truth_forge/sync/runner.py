@@ -169,6 +169,7 @@ def _run_as_writer(
     warehouse.ensure_tables()
     # What a killed run saved but never folded goes into the state before anything reads it.
     warehouse.fold_journal(forget=True)
+    warehouse.forget_pending()  # the same for pulled values staged beside the tables
     started_at = now_utc()
     run_id = warehouse.start_run(started_at=started_at)
     if stale_before is not None:

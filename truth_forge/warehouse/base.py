@@ -187,8 +187,9 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
         """The current view rows (with row_hash) for the given contact_ids / business_ids, with
         pulled values still waiting to land laid over them (pending_rows.py)."""
         keys = list(keys)
-        return self._overlaid(object_type, keys, self._table_rows(object_type, keys),
-                              lambda: self.get_rows(object_type, keys))
+        with self.holding_pending():  # no landing between the read and the overlay
+            return self._overlaid(object_type, self._table_rows(object_type, keys),
+                                  lambda: self.get_rows(object_type, keys))
 
     def _table_rows(self, object_type: str, keys: Iterable[int], *, narrow: bool = False) -> list[dict[str, Any]]:
         """The view rows as the tables hold them (`narrow`: without the JSON columns and the hash)."""
@@ -199,10 +200,11 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
     def row_hashes(self, object_type: ObjectType, keys: Iterable[int]) -> dict[int, str]:
         """The current row hash of each given key that exists (to record after merging CRM edits)."""
         keys = list(keys)
-        rows = [{_KEY_COLUMN[object_type]: int(r["record_key"]), "row_hash": r["row_hash"]}
-                for r in self._by_stamps(object_type, keys, q.hash_select)]
-        overlaid = self._overlaid(object_type, keys, rows, lambda: [
-            {_KEY_COLUMN[object_type]: k, "row_hash": h} for k, h in self.row_hashes(object_type, keys).items()])
+        with self.holding_pending():  # no landing between the read and the overlay
+            rows = [{_KEY_COLUMN[object_type]: int(r["record_key"]), "row_hash": r["row_hash"]}
+                    for r in self._by_stamps(object_type, keys, q.hash_select)]
+            overlaid = self._overlaid(object_type, rows, lambda: [
+                {_KEY_COLUMN[object_type]: k, "row_hash": h} for k, h in self.row_hashes(object_type, keys).items()])
         return {int(r[_KEY_COLUMN[object_type]]): r["row_hash"] for r in overlaid}
 
     def _by_stamps(self, object_type: ObjectType, keys: Iterable[int],
@@ -276,6 +278,29 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
             q.upsert_merge("businesses", ("business_id",), columns, touch_updated_at=True),
             (RowSet("rows", columns, clean),),
         )
+        return len(clean)
+
+    def insert_new_rows(self, object_type: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert rows whose keys the tables do not hold yet (records created in Twenty, under keys
+        this sync allocated): INSERTs only, which on BigQuery read no table, so bill nothing."""
+        clean, fields = self._validated(object_type, rows)
+        if not clean:
+            return 0
+        table = "contacts" if object_type == "person" else "businesses"
+        spec = CONTACTS if object_type == "person" else BUSINESSES
+        columns = [(c.name, c.type) for c in spec.columns if c.name in fields and c.name != "updated_at"]
+        kinds = [k for k, f in (("email", "primary_email"), ("phone", "primary_phone")) if f in fields]
+        links = [{"contact_id": r["contact_id"], "business_id": r["business_id"]}
+                 for r in clean if r.get("business_id") is not None]
+        with self._atomic():
+            self._run(q.insert_rows(table, columns), (RowSet("rows", columns, clean),))
+            if object_type == "person" and kinds:
+                self._run(q.insert_rows("contact_identifiers", _IDENTIFIER_COLUMNS, source="ids"),
+                          (RowSet("ids", _IDENTIFIER_COLUMNS, _identifier_rows(clean, kinds)),))
+            if object_type == "person" and links:
+                link_columns = [("contact_id", INT64), ("business_id", INT64), ("is_primary", BOOL)]
+                self._run(q.insert_rows("contact_businesses", link_columns, source="links"),
+                          (RowSet("links", link_columns, [{**link, "is_primary": True} for link in links]),))
         return len(clean)
 
     @staticmethod

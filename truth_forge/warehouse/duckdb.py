@@ -158,12 +158,20 @@ class DuckDBWarehouse(Warehouse):
         twin._share_journal(self)
         twin._con = self._con.cursor()
         twin._prepare_connection()
+        twin._twin = True
         return twin
+
+    _twin = False  # a second cursor of this process (for_another_thread): its owner checkpoints
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._twin:
+            # No checkpoint here: another cursor's open transaction (a lease renewal, say) would make
+            # it fail, and the handle that opened the database checkpoints when it closes.
+            self._con.close()
+            return
         try:
             self.checkpoint()
         except duckdb.FatalException:

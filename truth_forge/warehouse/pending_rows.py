@@ -15,8 +15,14 @@ Nothing is lost in between:
   warehouse still holds that value: a warehouse edit made in between is kept (and pushed, as any
   warehouse edit is), never overwritten by the older Twenty value. The same check makes landing
   idempotent, so a run killed half-way through lands the rest next time.
+* Landing records the landed row's hash as synced only when the row had not moved since the merge
+  read it (its stamp and every value but the JSON alike); otherwise the state keeps `STAGED_HASH`
+  and the next push sends what differs from the merge base: the other writer's edit goes out.
 * If a warehouse writer changed a staged row before it landed, the next read of that row lands
-  everything pending first, so the merge sees both sides as they are.
+  everything pending first, so the merge sees both sides as they are. Reads hold the lock landing
+  takes, so no read sees a table row from before a landing without the values that landing wrote.
+* Records created in Twenty are inserted at once (an INSERT bills nothing): a key allocated for
+  them is never left free in the table, where another writer could take it.
 
 Change detection needs no overlay: a staged row's table row carries no new stamp until it lands,
 and landing stamps it and records its new hash in the state, so it is not sent back.
@@ -72,9 +78,13 @@ class _Entry:
     expected_hash: str | None
     staged_at: dt.datetime
     batches: set[str] = field(default_factory=set)
+    # The row as the first merge read it from the table (every value but the JSON, and its stamp):
+    # landing records the row as synced only if it still reads so.
+    seen: dict[str, Any] | None = None
 
     def add(self, later: _Entry) -> None:
         self.fields.update(later.fields)
+        self.seen = self.seen if self.seen is not None else later.seen
         if self.expected is not None and later.expected is not None:
             # A field first staged by the later merge was read from the table: its value is the truth.
             self.expected = {**later.expected, **self.expected}
@@ -121,6 +131,9 @@ class PendingRows:
         def upsert_businesses(self, rows: Iterable[Mapping[str, Any]]) -> int:
             raise NotImplementedError
 
+        def insert_new_rows(self, object_type: str, rows: Sequence[Mapping[str, Any]]) -> int:
+            raise NotImplementedError
+
         def read_sync_state(self, object_type: str, record_keys: Iterable[str | int]) -> dict[str, dict[str, Any]]:
             raise NotImplementedError
 
@@ -144,24 +157,34 @@ class PendingRows:
         if not rows:
             return set()
         key_column = _KEY_COLUMN[object_type]
+        upsert = self.upsert_contacts if object_type == "person" else self.upsert_businesses
         if not self.stage_pulled_rows:
             for group in _by_field_set(rows):
-                (self.upsert_contacts if object_type == "person" else self.upsert_businesses)(group)
+                upsert(group)
             return set()
         for group in _by_field_set(rows):
             self._validated(object_type, group)  # a bad row fails here, as an upsert would, staging nothing
+        new = [r for r in rows if int(r[key_column]) not in current]
+        for group in _by_field_set(new):
+            self.insert_new_rows(object_type, group)
         batch, now = uuid.uuid4().hex, dt.datetime.now(dt.UTC)
+        narrow = (*(c for c in _VIEW_COLUMNS[object_type] if c not in q.VIEW_JSON_COLUMNS), "updated_at")
         staged: list[tuple[int, _Entry]] = []
         for row in rows:
             key = int(row[key_column])
             seen = current.get(key)
+            if seen is None:
+                continue  # inserted above
             fields = {c: v for c, v in row.items() if c != key_column}
-            expected = None if seen is None else {c: seen.get(c) for c in fields}
-            known = None if seen is None or seen.get("row_hash") == STAGED_HASH else seen.get("row_hash")
-            staged.append((key, _Entry(fields, expected, known, now, {batch})))
+            from_table = seen.get("row_hash") != STAGED_HASH  # not laid over by an earlier entry
+            staged.append((key, _Entry(fields, {c: seen.get(c) for c in fields},
+                                       seen.get("row_hash") if from_table else None, now, {batch},
+                                       {c: seen.get(c) for c in narrow} if from_table else None)))
+        if not staged:
+            return set()
         payloads = [{"batch_id": batch, "position": i, "object_type": object_type, "record_key": key,
                      "staged_at": now, "payload": _text({"fields": e.fields, "expected": e.expected,
-                                                         "hash": e.expected_hash})}
+                                                         "hash": e.expected_hash, "seen": e.seen})}
                     for i, (key, e) in enumerate(staged)]
         columns = [(c.name, c.type) for c in CRM_SYNC_PENDING.columns]
         with self._pending.lock:
@@ -193,7 +216,7 @@ class PendingRows:
                     body = json.loads(row["payload"])
                     self._remember(row["object_type"], int(row["record_key"]),
                                    _Entry(body["fields"], body["expected"], body["hash"], row["staged_at"],
-                                          {row["batch_id"]}))
+                                          {row["batch_id"]}, body.get("seen")))
                 self._pending.loaded = True
             return self._pending.entries
 
@@ -202,29 +225,41 @@ class PendingRows:
 
     def pending_keys(self, object_type: str, keys: Iterable[int]) -> list[int]:
         """Those of `keys` whose pulled values wait to land."""
-        entries = self._pending_entries()
-        return [k for k in keys if (object_type, int(k)) in entries] if entries else []
+        with self._pending.lock:
+            entries = self._pending_entries()
+            return [k for k in keys if (object_type, int(k)) in entries] if entries else []
 
     def pending_summary(self) -> tuple[int, dt.datetime | None]:
         """How many records wait to land, and since when the oldest has waited."""
-        entries = self._pending_entries()
-        return len(entries), min((e.staged_at for e in entries.values()), default=None)
+        with self._pending.lock:
+            entries = self._pending_entries()
+            return len(entries), min((e.staged_at for e in entries.values()), default=None)
+
+    def holding_pending(self) -> threading.RLock:
+        """The lock landing takes: held across a read and what is decided from it (a pull's staging
+        and the state it saves), no landing comes in between."""
+        return self._pending.lock
+
+    def forget_pending(self) -> None:
+        """Read the staged rows again at next use: another writer may have held the lease since."""
+        with self._pending.lock:
+            self._pending.entries.clear()
+            self._pending.loaded = False
 
     # --- reads ---------------------------------------------------------------------------------
 
-    def _overlaid(self, object_type: str, keys: Iterable[int], rows: list[dict[str, Any]],
+    def _overlaid(self, object_type: str, rows: list[dict[str, Any]],
                   reread: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """The table rows of `keys` with pending values laid over them, and the rows staged to be
-        inserted. A row some writer changed since its values were staged lands everything pending
-        first, and all are read again (`reread`)."""
+        """The table rows of `keys` with pending values laid over them. A row some writer changed
+        since its values were staged lands everything pending first, and all are read again
+        (`reread`). Call with `holding_pending()` held since before the rows were read."""
         entries = self._pending_entries()
         if not entries:
             return rows
         key_column = _KEY_COLUMN[object_type]
-        out, found = [], set()
+        out = []
         for row in rows:
             key = int(row[key_column])
-            found.add(key)
             entry = entries.get((object_type, key))
             if entry is None:
                 out.append(row)
@@ -235,14 +270,7 @@ class PendingRows:
             else:
                 self.fold_pending(force=True)
                 return reread()
-        for key in sorted({int(k) for k in keys} - found):
-            entry = entries.get((object_type, key))
-            if entry is not None and entry.expected is None:
-                # Created in Twenty, not in the table yet: the row it will be (push-only columns empty).
-                blank = dict.fromkeys(_VIEW_COLUMNS[object_type])
-                out.append({**blank, **entry.fields, key_column: key, "updated_at": entry.staged_at,
-                            "row_hash": STAGED_HASH})
-        return sorted(out, key=lambda r: r[key_column])
+        return out
 
     # --- landing -------------------------------------------------------------------------------
 
@@ -296,8 +324,8 @@ class PendingRows:
                 writes.append({key_column: key, **write})
             if conflicting:
                 kept += 1
-            else:
-                clean.append(key)
+            elif _unmoved(entry, row):
+                clean.append(key)  # else the state keeps STAGED_HASH: the push sends what differs
         for group in _by_field_set(writes):
             (self.upsert_contacts if object_type == "person" else self.upsert_businesses)(group)
         if clean:
@@ -336,11 +364,19 @@ def _still_applies(entry: _Entry, row: Mapping[str, Any] | None) -> tuple[dict[s
     return write, conflicting
 
 
+def _unmoved(entry: _Entry, row: Mapping[str, Any] | None) -> bool:
+    """Whether the table row reads as the first merge saw it: nothing but this landing changed it."""
+    if row is None or entry.seen is None:
+        return row is None and entry.expected is None
+    return all(_text(row.get(c)) == _text(v) for c, v in entry.seen.items())
+
+
 def _decoded(entry: _Entry) -> _Entry:
     """The entry as it reads back from the table (timestamps as text), so a fresh process and this
     one compare the same values."""
-    body = json.loads(_text({"fields": entry.fields, "expected": entry.expected}))
-    return _Entry(body["fields"], body["expected"], entry.expected_hash, entry.staged_at, set(entry.batches))
+    body = json.loads(_text({"fields": entry.fields, "expected": entry.expected, "seen": entry.seen}))
+    return _Entry(body["fields"], body["expected"], entry.expected_hash, entry.staged_at, set(entry.batches),
+                  body["seen"])
 
 
 def _by_field_set(rows: Iterable[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:

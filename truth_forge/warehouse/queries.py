@@ -362,6 +362,13 @@ ON {on}
 {matched}WHEN NOT MATCHED THEN INSERT ({", ".join(ins_cols)}) VALUES ({", ".join(ins_vals)})"""
 
 
+def insert_rows(table: str, columns: Sequence[tuple[str, str]], *, source: str = "rows") -> str:
+    """INSERT a batch as new rows of `table`, stamped now (no MERGE: nothing to match, no table read)."""
+    names = [n for n, _ in columns]
+    return (f"INSERT INTO {{{table}}} ({', '.join(names)}, updated_at) "
+            f"SELECT {', '.join(f's.{n}' for n in names)}, CURRENT_TIMESTAMP() FROM ({source_select(source, columns)}) AS s")
+
+
 def identifiers_merge(kinds: Sequence[str]) -> str:
     """Replace the given kinds (email and/or phone) of the batch's contacts with the source rows."""
     kind_list = ", ".join(f"'{k}'" for k in kinds)  # from a fixed vocabulary, never user input
