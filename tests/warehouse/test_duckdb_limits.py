@@ -88,3 +88,14 @@ def test_a_first_audit_of_sixty_thousand_contacts_fits_the_default_memory(tmp_pa
         generate_sample_data(wh, contacts=60_000, businesses=3_000, seed=1)
         seen = sum(len(batch) for batch in wh.detect_changes("person", batch_size=2_000))
     assert seen == 60_000
+
+
+def test_a_second_handle_closes_while_another_transaction_is_open(tmp_path: Path) -> None:
+    """The push's read-ahead handle closes while the lease renewal may hold a transaction open: a
+    checkpoint there would fail and abort a push that had finished."""
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
+        twin = wh.for_another_thread()
+        with wh._atomic():
+            wh.set_bookkeeping("k", "v")
+            twin.close()
+        assert wh.get_bookkeeping("k") == "v"
