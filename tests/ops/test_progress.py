@@ -63,15 +63,20 @@ def test_the_push_estimate_is_every_row_on_a_first_sync_and_none_after(sandbox: 
     assert estimate_push(store) == {"person": 0, "company": 0}
 
 
-def test_bars_on_a_terminal_show_each_phase_its_records_and_requests(sandbox: Any, client: TwentyClient,
-                                                                      store: Any) -> None:
+def sync_on_a_terminal(client: TwentyClient, store: Any) -> tuple[Any, str]:
+    """A sync with its progress bars drawn on a 140-column terminal: the result and the screen."""
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=140, color_system=None)
     model = ProgressModel(requests_per_minute=100_000, batch_size=client.records.batch_size,
                           push_estimates=estimate_push(store))
     with RichProgress(model, console) as bars:
         result = run_sync(store, client, CrmSchema.load(), on_event=bars)
-    shown = screen.getvalue()
+    return result, screen.getvalue()
+
+
+def test_bars_on_a_terminal_show_each_phase_its_records_and_requests(sandbox: Any, client: TwentyClient,
+                                                                      store: Any) -> None:
+    result, shown = sync_on_a_terminal(client, store)
     assert result.status == "succeeded"
     for label in ("pull company", "pull person", "push company", "push person"):
         assert label in shown
@@ -158,13 +163,8 @@ def test_an_update_runs_bar_shows_the_candidates_not_a_total_of_zero(sandbox: An
                                                                     store: Any) -> None:
     run_sync(store, client, CrmSchema.load())
     store.upsert_contacts([{"contact_id": key, "canonical_name": f"Renamed {key}"} for key in range(1, 6)])
-    screen = io.StringIO()
-    console = Console(file=screen, force_terminal=True, width=140, color_system=None)
-    model = ProgressModel(requests_per_minute=100_000, batch_size=client.records.batch_size,
-                          push_estimates=estimate_push(store))
-    with RichProgress(model, console) as bars:
-        result = run_sync(store, client, CrmSchema.load(), on_event=bars)
+    result, screen = sync_on_a_terminal(client, store)
     assert result.status == "succeeded" and result.counts["push_person"]["upserted"] == 5
-    push = [line for line in screen.getvalue().splitlines() if "push person" in line]
+    push = [line for line in screen.splitlines() if "push person" in line]
     assert push and not any("/0 " in line or "counting" in line for line in push)
     assert "5/5" in push[-1]

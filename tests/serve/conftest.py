@@ -167,9 +167,11 @@ def harness(make_harness: Callable[..., ServeHarness]) -> ServeHarness:
 class ServeProcess:
     """`python -m truth_forge.cli.main serve` in a child process (so it can be SIGKILLed), on 127.0.0.1."""
 
+    COMMAND = "serve"
+
     def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "truth_forge.cli.main", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "truth_forge.cli.main", self.COMMAND, "--port", "0", *args],
             env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True)  # its own process group: kill() takes the writer process down too
         self.url = self._announced_url()
@@ -195,7 +197,7 @@ class ServeProcess:
             if match:
                 return match.group(1)
         self.proc.kill()
-        raise AssertionError("serve did not start:\n" + "".join(self.lines))
+        raise AssertionError(f"{self.COMMAND} did not start:\n" + "".join(self.lines))
 
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, timeout=5)

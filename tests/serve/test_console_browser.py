@@ -9,11 +9,9 @@ console-record.png, shown by docs/console.md).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import httpx
 import pytest
 
 from tests.fixtures.chromium import Chromium
+from tests.serve.conftest import ServeProcess
 from tests.serve.test_wait_for_lease import hold_the_file, let_go, sync_env
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
@@ -33,29 +32,10 @@ HOSTILE_NAME = "<script>document.title='owned'</script><img src=x onerror=alert(
 EDITED_IN_TWENTY = "<b>Eve</b>"
 
 
-class ConsoleProcess:
-    """`python -m truth_forge console --port 0` on 127.0.0.1, stopped with SIGTERM."""
+class ConsoleProcess(ServeProcess):
+    """`python -m truth_forge.cli.main console --port 0` on 127.0.0.1, stopped with SIGTERM."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "truth_forge", "console", "--port", "0", *args],
-                                     env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        found = threading.Event()
-
-        def read() -> None:
-            for line in self.proc.stdout:  # type: ignore[union-attr]
-                self.lines.append(line)
-                if "listening on" in line:
-                    found.set()
-
-        self._reader = threading.Thread(target=read, daemon=True)
-        self._reader.start()
-        found.wait(30)
-        match = next((m for m in (re.search(r"listening on (http://127\.0\.0\.1:\d+)", s) for s in self.lines) if m), None)
-        if match is None:
-            self.stop()
-            raise AssertionError("console did not start:\n" + "".join(self.lines))
-        self.url = match.group(1)
+    COMMAND = "console"
 
     def stop(self) -> None:
         self.proc.terminate()
