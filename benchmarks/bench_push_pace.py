@@ -74,14 +74,6 @@ def step_sync(path: str, base_url: str, api_key: str, limit: int, burst: int, ur
             "load": f"{load_before[0]:.2f} -> {load_after[0]:.2f}"}
 
 
-def _export(ref: str, into: Path) -> Path:
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "truth_forge"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
 def run_one(ns: argparse.Namespace, code: Path, data: Path, tmp: Path, label: str) -> dict[str, Any]:
     support = _support()
     copy = tmp / f"{label}.duckdb"
@@ -167,7 +159,7 @@ def main() -> None:
         codes = {"after": ROOT}
         sides = [s for s in ("before", "after") if ns.only in (None, s)]
         if "before" in sides:
-            codes["before"] = _export(ns.before, tmp / "before")
+            codes["before"] = support.export_code(ns.before, tmp / "before")
         data = tmp / "data.duckdb"
         with _tree(ROOT):
             prep = support.run_step(__file__, ns.timeout, "prepare", str(data), str(ns.contacts),

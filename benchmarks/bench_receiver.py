@@ -29,7 +29,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_webhooks import ROOT, SECRET, cpu_seconds, export_code, pct, send_all, start_serve  # noqa: E402
+from bench_support import export_code  # noqa: E402
+from bench_webhooks import ROOT, SECRET, cpu_seconds, pct, send_all, start_serve  # noqa: E402
 
 from truth_forge.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from truth_forge.warehouse import open_warehouse  # noqa: E402

@@ -31,6 +31,16 @@ END_MARKER = "<!-- issue-11-scoreboard:end -->"
 _START_RE = re.compile(r"<!-- issue-11-scoreboard:start[^>]*-->")
 
 
+def export_code(ref: str, into: Path) -> Path:
+    """The truth_forge package of `ref`, read from git (no worktree, no checkout touched): the
+    "before" side of a benchmark."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "truth_forge"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 # -- BENCHMARKS.md --------------------------------------------------------------------------------
 
 def replace_section(document: str, section: str) -> str:

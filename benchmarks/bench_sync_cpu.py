@@ -111,15 +111,6 @@ def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_optio
                                     for e in result.sync_errors})[:3]}
 
 
-def _export(ref: str, into: Path) -> Path:
-    """The tree of `ref`, read-only from git (no worktree, no checkout touched)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "truth_forge"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
 def run_one(code: Path, data: Path, tmp: Path, label: str, batch_size: int, timeout: float,
             profile: str, url_options: str) -> dict[str, Any]:
     copy = tmp / f"{label}.duckdb"
@@ -183,7 +174,10 @@ def main() -> None:
         tmp = Path(tmp_name)
         codes = {"after": ROOT}
         if "before" in sides:
-            codes["before"] = _export(ns.before, tmp / "before")
+            sys.path.insert(0, str(ROOT / "benchmarks"))  # the driver's import only, as in _sub
+            from bench_support import export_code
+
+            codes["before"] = export_code(ns.before, tmp / "before")
         for n in ns.sizes:
             data = tmp / f"data-{n}.duckdb"
             os.environ["PYTHONPATH"] = str(ROOT)

@@ -46,6 +46,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_support import export_code  # noqa: E402
+
 from truth_forge.core.crm_schema import CrmSchema, setup_schema  # noqa: E402
 from truth_forge.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from truth_forge.sync.runner import run_sync  # noqa: E402
@@ -191,15 +193,6 @@ def writer_pid(server_pid: int) -> int:
 
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
-
-
-def export_code(ref: str, into: Path) -> Path:
-    """The truth_forge package of `ref`, read from git (no worktree, no checkout touched)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "truth_forge"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def start_serve(env: dict[str, str], cwd: str) -> tuple[subprocess.Popen[bytes], str]:
