@@ -54,6 +54,7 @@ from truth_forge.warehouse.schema import (
     CRM_SYNC_ERRORS,
     INT64,
     JSON,
+    KEY_COLUMN,
     STRING,
     TABLES,
     TIMESTAMP,
@@ -195,17 +196,17 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
         """The view rows as the tables hold them (`narrow`: without the JSON columns and the hash)."""
         select = q.narrow_select if narrow else q.view_select
         rows = [_view_row(r) for r in self._by_stamps(object_type, keys, select)]  # type: ignore[arg-type]
-        return sorted(rows, key=lambda r: r[_KEY_COLUMN[object_type]])
+        return sorted(rows, key=lambda r: r[KEY_COLUMN[object_type]])
 
     def row_hashes(self, object_type: ObjectType, keys: Iterable[int]) -> dict[int, str]:
         """The current row hash of each given key that exists (to record after merging CRM edits)."""
         keys = list(keys)
         with self.holding_pending():  # no landing between the read and the overlay
-            rows = [{_KEY_COLUMN[object_type]: int(r["record_key"]), "row_hash": r["row_hash"]}
+            rows = [{KEY_COLUMN[object_type]: int(r["record_key"]), "row_hash": r["row_hash"]}
                     for r in self._by_stamps(object_type, keys, q.hash_select)]
             overlaid = self._overlaid(object_type, rows, lambda: [
-                {_KEY_COLUMN[object_type]: k, "row_hash": h} for k, h in self.row_hashes(object_type, keys).items()])
-        return {int(r[_KEY_COLUMN[object_type]]): r["row_hash"] for r in overlaid}
+                {KEY_COLUMN[object_type]: k, "row_hash": h} for k, h in self.row_hashes(object_type, keys).items()])
+        return {int(r[KEY_COLUMN[object_type]]): r["row_hash"] for r in overlaid}
 
     def _by_stamps(self, object_type: ObjectType, keys: Iterable[int],
                    select: Callable[[str, q.Scope], str]) -> list[dict[str, Any]]:
@@ -225,7 +226,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
             rows, _ = self._run(select(object_type, "stamped"), (
                 KeySet("keys", INT64, stamped), KeySet("stamps", TIMESTAMP, stamps)), fetch=True)
             # A row another writer stamped again in between is not at its old stamp: read it by key.
-            key = "record_key" if rows and "record_key" in rows[0] else _KEY_COLUMN[object_type]
+            key = "record_key" if rows and "record_key" in rows[0] else KEY_COLUMN[object_type]
             rest |= set(stamped) - {int(r[key]) for r in rows}
         if rest:
             got, _ = self._run(select(object_type, "keys"), (KeySet("keys", INT64, sorted(rest)),), fetch=True)
@@ -563,7 +564,6 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
 
 # --- helpers -------------------------------------------------------------------------------------
 
-_KEY_COLUMN = {"person": "contact_id", "company": "business_id"}
 
 _IDENTIFIER_COLUMNS = [("contact_id", INT64), ("kind", STRING), ("value", STRING), ("is_primary", BOOL), ("position", INT64)]
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.binds import KeySet, RowSet, plain_row
-from truth_forge.warehouse.schema import CRM_SYNC_PENDING, STRING
+from truth_forge.warehouse.schema import CRM_SYNC_PENDING, KEY_COLUMN, STRING
 
 if TYPE_CHECKING:
     from truth_forge.warehouse.binds import Bind
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 STAGED_HASH = "staged"
 # Fields written together or not at all (the warehouse replaces a contact's emails/phones as a pair).
 _PAIRS = (("primary_email", "additional_emails"), ("primary_phone", "additional_phones"))
-_KEY_COLUMN = {"person": "contact_id", "company": "business_id"}
 _VIEW_COLUMNS = {"person": q.CONTACT_VIEW_COLUMNS, "company": q.BUSINESS_VIEW_COLUMNS}
 
 
@@ -156,11 +155,9 @@ class PendingRows:
         `STAGED_HASH` until they land."""
         if not rows:
             return set()
-        key_column = _KEY_COLUMN[object_type]
-        upsert = self.upsert_contacts if object_type == "person" else self.upsert_businesses
+        key_column = KEY_COLUMN[object_type]
         if not self.stage_pulled_rows:
-            for group in _by_field_set(rows):
-                upsert(group)
+            self._upsert_groups(object_type, rows)
             return set()
         for group in _by_field_set(rows):
             self._validated(object_type, group)  # a bad row fails here, as an upsert would, staging nothing
@@ -194,6 +191,12 @@ class PendingRows:
             for key, entry in staged:
                 self._remember(object_type, key, _decoded(entry))
         return {key for key, _ in staged}
+
+    def _upsert_groups(self, object_type: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Upsert rows into their object's tables, one statement per set of fields they carry."""
+        upsert = self.upsert_contacts if object_type == "person" else self.upsert_businesses
+        for group in _by_field_set(rows):
+            upsert(group)
 
     def _remember(self, object_type: str, key: int, entry: _Entry) -> None:
         held = self._pending.entries.get((object_type, key))
@@ -256,7 +259,7 @@ class PendingRows:
         entries = self._pending_entries()
         if not entries:
             return rows
-        key_column = _KEY_COLUMN[object_type]
+        key_column = KEY_COLUMN[object_type]
         out = []
         for row in rows:
             key = int(row[key_column])
@@ -305,7 +308,7 @@ class PendingRows:
     def _land(self, object_type: str, entries: Mapping[int, _Entry]) -> int:
         """Write what still applies of each entry; record the landed hash where nothing was kept back.
         Returns how many records kept a warehouse value changed after their merge read it."""
-        key_column = _KEY_COLUMN[object_type]
+        key_column = KEY_COLUMN[object_type]
         # The values Twenty edits, without the JSON (most of a row's bytes: BigQuery bills the columns
         # read); a row whose staged fields include a JSON column is read whole.
         narrow = set(_VIEW_COLUMNS[object_type]) - q.VIEW_JSON_COLUMNS
@@ -326,8 +329,7 @@ class PendingRows:
                 kept += 1
             elif _unmoved(entry, row):
                 clean.append(key)  # else the state keeps STAGED_HASH: the push sends what differs
-        for group in _by_field_set(writes):
-            (self.upsert_contacts if object_type == "person" else self.upsert_businesses)(group)
+        self._upsert_groups(object_type, writes)
         if clean:
             hashes = {int(r[key_column]): r["row_hash"] for r in self._table_rows(object_type, clean)}
             states = self.read_sync_state(object_type, clean)

@@ -67,6 +67,9 @@ def _cols(*spec: tuple[str, str] | tuple[str, str, bool]) -> tuple[Column, ...]:
     return tuple(Column(*s) for s in spec)
 
 
+# The key column of each synced object's wide table (contacts, businesses).
+KEY_COLUMN = {"person": "contact_id", "company": "business_id"}
+
 CONTACT_JSON_COLUMNS = (
     "llm_context",
     "communication_stats",
