@@ -12,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from truth_forge.core.crm_schema import CrmSchema
+from truth_forge.sync import landing, views
+from truth_forge.sync.objects import PERSON
 from truth_forge.warehouse import Warehouse
 from truth_forge.warehouse.pending_rows import STAGED_HASH
 from truth_forge.warehouse.sample_data import generate_sample_data
@@ -38,6 +41,26 @@ def pull(wh: Warehouse, key: int, **values: Any) -> set[int]:
     wh.upsert_sync_state([{"object_type": "person", "record_key": str(key), "status": "synced",
                            "warehouse_hash": STAGED_HASH if key in staged else wh.row_hashes("person", [key])[key]}])
     return staged
+
+
+def left_for_the_push(wh: Warehouse, key: int) -> bool:
+    """Landed but not recorded as synced: no hash, and retried by the next push whatever its stamp."""
+    state = wh.read_sync_state("person", [key])[str(key)]
+    return state["warehouse_hash"] is None and state["status"] == "pending"
+
+
+def pull_narrow(wh: Warehouse, key: int, **values: Any) -> None:
+    """The pull on BigQuery: the row read without its JSON; the state's base is the merged view."""
+    [wide] = wh.get_rows("person", [key])
+    [narrow] = wh.get_rows("person", [key], narrow=True)
+    assert "row_hash" not in narrow and "ai_insights" not in narrow
+    assert wh.land_pulled("person", [{"contact_id": key, **values}], {key: narrow}) == {key}
+    base = views.warehouse_view(PERSON, SCHEMA, {**wide, **values})
+    wh.upsert_sync_state([{"object_type": "person", "record_key": str(key), "status": "synced",
+                           "warehouse_hash": STAGED_HASH, "base": base}])
+
+
+SCHEMA = CrmSchema.load()
 
 
 MERGE_INTO_CONTACTS = re.compile(r"^\s*MERGE\s+(INTO\s+)?\S*\bcontacts\b", re.IGNORECASE)
@@ -78,7 +101,7 @@ def test_a_warehouse_edit_made_before_landing_is_kept_and_the_rest_lands(staging
     assert (seen["canonical_name"], seen["category_code"]) == ("From Twenty", "H")
     assert seen["row_hash"] != STAGED_HASH
     # Not recorded as synced: the warehouse's newer category still has to go out.
-    assert staging.read_sync_state("person", [2])["2"]["warehouse_hash"] == STAGED_HASH
+    assert left_for_the_push(staging, 2)
 
 
 def test_a_landing_stopped_half_way_is_finished_by_a_fresh_process_without_overwriting(
@@ -118,7 +141,7 @@ def test_a_warehouse_edit_to_another_field_before_landing_still_goes_out(staging
     staging.upsert_contacts([{"contact_id": 5, "category_code": "G"}])  # nothing reads row 5 before landing
     assert staging.fold_pending(force=True) == 1
     assert (table_row(staging, 5)["canonical_name"], table_row(staging, 5)["category_code"]) == ("From Twenty", "G")
-    assert staging.read_sync_state("person", [5])["5"]["warehouse_hash"] == STAGED_HASH
+    assert left_for_the_push(staging, 5)
     rows = [r for batch in staging.detect_changes("person") for r in batch if r["contact_id"] == 5]
     assert [r["category_code"] for r in rows] == ["G"]  # handed to the push, which sends what differs
 
@@ -177,3 +200,34 @@ def test_a_deletion_pulled_from_twenty_is_staged_too(staging: Warehouse) -> None
     assert staging.soft_delete("person", [2], pulled=True) == 0  # already deleted, as it will be
     staging.fold_pending(force=True)
     assert table_row(staging, 2)["deleted_at"] is not None and table_row(staging, 4)["deleted_at"] is None
+
+
+def test_values_merged_from_a_narrow_read_land_checked_against_the_merge_base(staging: Warehouse) -> None:
+    """A merge that read no JSON stages its values; landing reads the landed row whole and records it
+    as synced only once its every field, JSON included, is what the merge base says."""
+    landing.check_landings(staging, SCHEMA)
+    pull_narrow(staging, 1, canonical_name="Narrow One", category_code="B")
+    [seen] = staging.get_rows("person", [1], narrow=True)
+    assert (seen["canonical_name"], seen["row_hash"]) == ("Narrow One", STAGED_HASH)  # laid over the narrow row
+    assert staging.fold_pending(force=True) == 1
+    landed = table_row(staging, 1)
+    assert staging.read_sync_state("person", [1])["1"]["warehouse_hash"] == landed["row_hash"]
+
+
+def test_a_json_edit_made_without_a_stamp_before_landing_still_goes_out(staging: Warehouse) -> None:
+    """The narrow merge could not see it, and the landed row's hash would cover it: landing finds
+    it against the merge base and leaves the row to the push."""
+    landing.check_landings(staging, SCHEMA)
+    staging.detect_changes("person").commit()
+    pull_narrow(staging, 5, canonical_name="From Twenty")
+    staging._run("UPDATE {contacts} AS t SET ai_insights = NULL WHERE t.contact_id = 5", ())  # no new stamp
+    assert staging.fold_pending(force=True) == 1
+    assert left_for_the_push(staging, 5)
+    rows = [r for batch in staging.detect_changes("person") for r in batch if r["contact_id"] == 5]
+    assert [(r["canonical_name"], r["ai_insights"]) for r in rows] == [("From Twenty", None)]
+
+
+def test_without_a_landing_check_narrow_values_are_left_to_the_push(staging: Warehouse) -> None:
+    pull_narrow(staging, 3, category_code="C")
+    assert staging.fold_pending(force=True) == 1
+    assert left_for_the_push(staging, 3)

@@ -45,6 +45,7 @@ from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.errors import TwentyProtocolError, TwentyRecordRejected, TwentySchemaMismatch
 from truth_forge.twenty.records import Page, RecordsApi
 from truth_forge.warehouse.pending_rows import STAGED_HASH
+from truth_forge.warehouse.queries import VIEW_JSON_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -470,7 +471,8 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
     # From the read of the rows to the saved state, no landing of staged values comes in between
     # (the read-ahead thread may land them): what is staged and what the state says stay one.
     with warehouse.holding_pending():
-        current = {r[obj.key_column]: r for r in warehouse.get_rows(obj.object_type, [k for k in keys.values() if k])}
+        current = {r[obj.key_column]: r for r in warehouse.get_rows(
+            obj.object_type, [k for k in keys.values() if k], narrow=_reads_narrow(ctx, obj))}
         plans = [_plan(page, record, keys[record["id"]], current.get(keys[record["id"]])) for record in changed]  # type: ignore[arg-type]
         # Written at once, or staged to land later (BigQuery: warehouse/pending_rows.py).
         staged = warehouse.land_pulled(obj.object_type, [p.row for p in plans if p.row is not None], current)
@@ -549,7 +551,9 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     base = views.comparable_base(obj, ctx.schema, state.get("base"))
     if base is None:
         # Synced before bases were kept: if the warehouse row is unchanged since, its values are the base.
-        base = ours if row.get("row_hash") == state.get("warehouse_hash") else None
+        # (A row read without its hash is not known unchanged: no base, so each field is a conflict.)
+        same = row.get("row_hash") is not None and row.get("row_hash") == state.get("warehouse_hash")
+        base = ours if same else None
     if ours_last:
         # Twenty says our write was the last: see merge.base_after_our_write. (Actor unknown: as before.)
         base = base_after_our_write(base, views.two_way(obj, ctx.schema, ours), theirs)
@@ -562,10 +566,47 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
         if any(c in written for c in pair):
             written.update({c: written.get(c, row.get(c)) for c in pair})
     # Computed fields changed here since they were last sent still have to go out too.
-    computed = {c: ours[c] for c in views.push_only_columns(obj, ctx.schema) if c in ours}
-    to_send = bool(result.to_twenty) or base is None or bool(changed_since(base, computed))
+    computed = {c: ours[c] for c in views.push_only_columns(obj, ctx.schema) if c in ours and c in row}
+    to_send = bool(result.to_twenty) or base is None or bool(changed_since(base, computed)) \
+        or _json_unseen(row, state)
     return _Plan(record, key, written if len(written) > 1 else None, {**(base or {}), **result.base}, to_send,
                  [(name, ours.get(name), value) for name, value in result.to_warehouse.items()])
+
+
+def _json_unseen(row: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+    """Whether a row read without its JSON (`_reads_narrow`) may hold a JSON edit: stamped since its
+    last sync, so the push compares it whole. One made without a stamp is found when the merged values
+    land (sync/landing.py)."""
+    if "row_hash" in row:
+        return False  # read whole, or laid over by staged values whose landing checks them
+    stamp, synced = row.get("updated_at"), state.get("last_synced_at")
+    return stamp is None or synced is None or stamp > synced
+
+
+def _edited_since_sync(ctx: SyncContext, obj: SyncedObject, state: Mapping[str, Any],
+                       row: Mapping[str, Any] | None) -> bool:
+    """Whether the warehouse changed this row since it was last synced. By its hash where it was
+    read with one; a row read without its JSON (`_reads_narrow`) by its stamp and its two-way values
+    against the merge base (a JSON edit made without a new stamp is not seen: the record is deleted
+    either way, and its warehouse values are kept)."""
+    if row is None:
+        return False
+    if row.get("row_hash") is not None:
+        return bool(row["row_hash"] != state.get("warehouse_hash"))
+    stamp, synced = row.get("updated_at"), state.get("last_synced_at")
+    if state.get("warehouse_hash") is None or stamp is None or synced is None or stamp > synced:
+        return True
+    base = views.comparable_base(obj, ctx.schema, state.get("base"))
+    return base is None or bool(changed_since(base, views.two_way(obj, ctx.schema,
+                                                                  views.warehouse_view(obj, ctx.schema, row))))
+
+
+def _reads_narrow(ctx: SyncContext, obj: SyncedObject) -> bool:
+    """Whether the merge reads rows without their JSON columns: where pulled values are staged (so
+    landing checks the JSON, sync/landing.py) and no JSON column is edited in Twenty."""
+    if not ctx.warehouse.stage_pulled_rows:
+        return False
+    return not any(s.sync == "both" and s.column in VIEW_JSON_COLUMNS for s in ctx.schema.for_object(obj.object_type))
 
 
 def _adopted_state(obj: SyncedObject, ctx: SyncContext, record: Mapping[str, Any], key: int,
@@ -622,11 +663,14 @@ def apply_deletions(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mappi
     warehouse = ctx.warehouse
     states = warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in records])
     live = {int(s["record_key"]): s for s in states.values() if s.get("status") != "deleted"}
-    hashes = warehouse.row_hashes(obj.object_type, live)
+    if _reads_narrow(ctx, obj):
+        rows = {r[obj.key_column]: r for r in warehouse.get_rows(obj.object_type, live, narrow=True)}
+    else:
+        rows = {k: {"row_hash": h} for k, h in warehouse.row_hashes(obj.object_type, live).items()}
     policy = ctx.policy_for("deleted_at")
     keys, revive = [], []
     for key, state in live.items():
-        if hashes.get(key) not in (None, state.get("warehouse_hash")):
+        if _edited_since_sync(ctx, obj, state, rows.get(key)):
             stats.conflicts += 1
             ctx.reporter.record(object_type=obj.object_type, operation="conflict", record_key=key,
                                 crm_id=state["crm_id"], settled=True,
@@ -644,7 +688,9 @@ def apply_deletions(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mappi
     stats.deleted += warehouse.soft_delete(obj.object_type, keys, pulled=True)
     by_crm_id = {r["id"]: r for r in records}
     changelog.append(ctx, changelog.pulled_deletions(ctx, obj, ((by_crm_id[live[k]["crm_id"]], k) for k in keys)))
-    after = warehouse.row_hashes(obj.object_type, keys)
+    staged = set(warehouse.pending_keys(obj.object_type, keys)) if warehouse.stage_pulled_rows else set()
+    after = {**warehouse.row_hashes(obj.object_type, [k for k in keys if k not in staged]),
+             **dict.fromkeys(staged, STAGED_HASH)}
     warehouse.upsert_sync_state([
         {"object_type": obj.object_type, "record_key": str(k), "status": "deleted", "warehouse_hash": after.get(k),
          "last_synced_at": now_utc(), "last_error": None}

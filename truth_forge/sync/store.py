@@ -20,6 +20,7 @@ from truth_forge.warehouse.detection import ChangeScan, DetectionPolicy
 class SyncStore(Protocol):
     statements: Accounting  # what every statement sent cost (warehouse/accounting.py)
     before_write: Callable[[], None] | None  # the writer lease's fence (truth_forge/core/lease.py)
+    stage_pulled_rows: bool  # pulled values are staged and land later (warehouse/pending_rows.py)
 
     def for_another_thread(self) -> SyncStore: ...  # a handle another thread may use meanwhile
 
@@ -39,7 +40,8 @@ class SyncStore(Protocol):
     def detect_changes(self, object_type: ObjectType, *, batch_size: int = 500,
                        policy: DetectionPolicy = ...) -> ChangeScan: ...
 
-    def get_rows(self, object_type: ObjectType, keys: Iterable[int]) -> list[dict[str, Any]]: ...
+    def get_rows(self, object_type: ObjectType, keys: Iterable[int], *, narrow: bool = False
+                 ) -> list[dict[str, Any]]: ...
 
     def row_hashes(self, object_type: ObjectType, keys: Iterable[int]) -> dict[int, str]: ...
 
@@ -52,7 +54,12 @@ class SyncStore(Protocol):
 
     def fold_pending(self, *, force: bool = False) -> int: ...
 
+    def check_landed_rows_with(self, check: Callable[[str, Mapping[int, Mapping[str, Any]],
+                                                      Mapping[str, Mapping[str, Any]]], set[int]]) -> None: ...
+
     def holding_pending(self) -> Any: ...
+
+    def pending_keys(self, object_type: str, keys: Iterable[int]) -> list[int]: ...
 
     def forget_pending(self) -> None: ...
 

@@ -184,13 +184,14 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
 
     # --- canonical rows ------------------------------------------------------------------------
 
-    def get_rows(self, object_type: ObjectType, keys: Iterable[int]) -> list[dict[str, Any]]:
+    def get_rows(self, object_type: ObjectType, keys: Iterable[int], *, narrow: bool = False) -> list[dict[str, Any]]:
         """The current view rows (with row_hash) for the given contact_ids / business_ids, with
-        pulled values still waiting to land laid over them (pending_rows.py)."""
+        pulled values still waiting to land laid over them (pending_rows.py). `narrow`: without the
+        JSON columns and the hash (most of a contact's bytes, which BigQuery bills per column read)."""
         keys = list(keys)
         with self.holding_pending():  # no landing between the read and the overlay
-            return self._overlaid(object_type, self._table_rows(object_type, keys),
-                                  lambda: self.get_rows(object_type, keys))
+            return self._overlaid(object_type, self._table_rows(object_type, keys, narrow=narrow),
+                                  lambda: self.get_rows(object_type, keys, narrow=narrow))
 
     def _table_rows(self, object_type: str, keys: Iterable[int], *, narrow: bool = False) -> list[dict[str, Any]]:
         """The view rows as the tables hold them (`narrow`: without the JSON columns and the hash)."""
@@ -202,7 +203,8 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
         """The current row hash of each given key that exists (to record after merging CRM edits)."""
         keys = list(keys)
         with self.holding_pending():  # no landing between the read and the overlay
-            rows = [{KEY_COLUMN[object_type]: int(r["record_key"]), "row_hash": r["row_hash"]}
+            rows = [{KEY_COLUMN[object_type]: int(r["record_key"]), "row_hash": r["row_hash"],
+                     "updated_at": plain_row(r)["updated_at"]}
                     for r in self._by_stamps(object_type, keys, q.hash_select)]
             overlaid = self._overlaid(object_type, rows, lambda: [
                 {KEY_COLUMN[object_type]: k, "row_hash": h} for k, h in self.row_hashes(object_type, keys).items()])
@@ -324,7 +326,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
             return 0
         table, key = ("contacts", "contact_id") if object_type == "person" else ("businesses", "business_id")
         if pulled and self.stage_pulled_rows:
-            current = {int(r[key]): r for r in self.get_rows(object_type, key_list)}
+            current = {int(r[key]): r for r in self.get_rows(object_type, key_list, narrow=True)}
             when = deleted_at or dt.datetime.now(dt.UTC)
             rows = [{key: k, "deleted_at": when} for k, r in current.items() if r.get("deleted_at") is None]
             self.land_pulled(object_type, rows, current)

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 # The warehouse_hash of a record whose merged values wait in crm_sync_pending (never a real hash:
 # those are hex digests). Landing replaces it with the landed row's hash.
 STAGED_HASH = "staged"
+# Judges landed rows against their merge base: (object type, landed rows by key, sync states by key)
+# -> the keys whose row holds what the merge base says.
+LandingCheck = Callable[[str, Mapping[int, Mapping[str, Any]], Mapping[str, Mapping[str, Any]]], set[int]]
 # Fields written together or not at all (the warehouse replaces a contact's emails/phones as a pair).
 _PAIRS = (("primary_email", "additional_emails"), ("primary_phone", "additional_phones"))
 _VIEW_COLUMNS = {"person": q.CONTACT_VIEW_COLUMNS, "company": q.BUSINESS_VIEW_COLUMNS}
@@ -80,10 +83,15 @@ class _Entry:
     # The row as the first merge read it from the table (every value but the JSON, and its stamp):
     # landing records the row as synced only if it still reads so.
     seen: dict[str, Any] | None = None
+    # Staged by a merge that read the row without its JSON (BigQuery bills every column read): the
+    # merge could not see a JSON edit, so landing checks the landed row, JSON and all, against the
+    # merge base before it records the row as synced (`check_landed_rows_with`).
+    verify: bool = False
 
     def add(self, later: _Entry) -> None:
         self.fields.update(later.fields)
         self.seen = self.seen if self.seen is not None else later.seen
+        self.verify = self.verify or later.verify
         if self.expected is not None and later.expected is not None:
             # A field first staged by the later merge was read from the table: its value is the truth.
             self.expected = {**later.expected, **self.expected}
@@ -98,6 +106,9 @@ class _Pending:
     entries: dict[tuple[str, int], _Entry] = field(default_factory=dict)
     loaded: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # Which landed rows still read as their merge decided (object type, landed rows by key, their sync
+    # states) -> keys; given by the sync, which knows what the merge base means. None: none is trusted.
+    landing_check: LandingCheck | None = None
 
 
 class PendingRows:
@@ -145,6 +156,10 @@ class PendingRows:
     def _share_pending(self, other: PendingRows) -> None:
         self._pending = other._pending
 
+    def check_landed_rows_with(self, check: LandingCheck) -> None:
+        """How landing tells a row that holds what its merge decided (see `_Entry.verify`)."""
+        self._pending.landing_check = check
+
     # --- staging -------------------------------------------------------------------------------
 
     def land_pulled(self, object_type: str, rows: Sequence[Mapping[str, Any]],
@@ -176,12 +191,14 @@ class PendingRows:
             from_table = seen.get("row_hash") != STAGED_HASH  # not laid over by an earlier entry
             staged.append((key, _Entry(fields, {c: seen.get(c) for c in fields},
                                        seen.get("row_hash") if from_table else None, now, {batch},
-                                       {c: seen.get(c) for c in narrow} if from_table else None)))
+                                       {c: seen.get(c) for c in narrow} if from_table else None,
+                                       verify=from_table and "row_hash" not in seen)))
         if not staged:
             return set()
         payloads = [{"batch_id": batch, "position": i, "object_type": object_type, "record_key": key,
                      "staged_at": now, "payload": _text({"fields": e.fields, "expected": e.expected,
-                                                         "hash": e.expected_hash, "seen": e.seen})}
+                                                         "hash": e.expected_hash, "seen": e.seen,
+                                                         "verify": e.verify})}
                     for i, (key, e) in enumerate(staged)]
         columns = [(c.name, c.type) for c in CRM_SYNC_PENDING.columns]
         with self._pending.lock:
@@ -219,7 +236,7 @@ class PendingRows:
                     body = json.loads(row["payload"])
                     self._remember(row["object_type"], int(row["record_key"]),
                                    _Entry(body["fields"], body["expected"], body["hash"], row["staged_at"],
-                                          {row["batch_id"]}, body.get("seen")))
+                                          {row["batch_id"]}, body.get("seen"), body.get("verify", False)))
                 self._pending.loaded = True
             return self._pending.entries
 
@@ -266,7 +283,7 @@ class PendingRows:
             entry = entries.get((object_type, key))
             if entry is None:
                 out.append(row)
-            elif entry.expected_hash is not None and row.get("row_hash") == entry.expected_hash:
+            elif _as_staged(entry, row):
                 out.append({**row, **entry.fields, "row_hash": STAGED_HASH})
             elif self.read_only:
                 out.append(row)  # a dry run lands nothing: it sees the table
@@ -316,7 +333,7 @@ class PendingRows:
         current = {int(r[key_column]): r for r in self._table_rows(object_type, entries.keys() - set(wide),
                                                                    narrow=True)}
         current.update((int(r[key_column]), r) for r in self._table_rows(object_type, wide))
-        writes, clean, kept = [], [], 0
+        writes, clean, to_check, unsure, kept = [], [], [], [], 0
         for key, entry in entries.items():
             row = current.get(key)
             if row is None and entry.expected is not None:
@@ -327,16 +344,46 @@ class PendingRows:
                 writes.append({key_column: key, **write})
             if conflicting:
                 kept += 1
+                unsure.append(key)
+            elif entry.verify:
+                to_check.append(key)
             elif _unmoved(entry, row):
-                clean.append(key)  # else the state keeps STAGED_HASH: the push sends what differs
+                clean.append(key)
+            else:
+                unsure.append(key)
         self._upsert_groups(object_type, writes)
-        if clean:
-            hashes = {int(r[key_column]): r["row_hash"] for r in self._table_rows(object_type, clean)}
-            states = self.read_sync_state(object_type, clean)
-            self.upsert_sync_state([
-                {"object_type": object_type, "record_key": str(k), "warehouse_hash": hashes[k]}
-                for k in clean if k in hashes and states.get(str(k), {}).get("warehouse_hash") == STAGED_HASH])
+        self._record_landed(object_type, clean, to_check, unsure)
         return kept
+
+    def _record_landed(self, object_type: str, clean: list[int], to_check: list[int], unsure: list[int]) -> None:
+        """The state of landed records: the landed row's hash where it holds what the merge decided
+        (`clean`, or `to_check` and passing the landing check), else no hash and `pending`, so the
+        next push compares the row with the merge base and sends what differs (another writer's
+        edit, or a JSON edit the merge could not see). Only states still at `STAGED_HASH` change:
+        any other was settled since by a newer merge or push."""
+        key_column = KEY_COLUMN[object_type]
+        if not (clean or to_check or unsure):
+            return
+        # Landing stamped the rows it wrote: read by that stamp, whole rows cost a block or so.
+        landed = {int(r[key_column]): r for r in self._table_rows(object_type, [*clean, *to_check])}
+        states = self.read_sync_state(object_type, [*clean, *to_check, *unsure])
+        check = self._pending.landing_check
+        checked = check(object_type, {k: landed[k] for k in to_check if k in landed}, states) \
+            if check is not None and to_check else set()
+        good = (set(clean) | checked) & landed.keys()
+        still_staged = [k for k in (*clean, *to_check, *unsure)
+                        if states.get(str(k), {}).get("warehouse_hash") == STAGED_HASH]
+        for rows in (
+            # Synced as of now: the landing's own stamp is no edit since (sync/pull.py `_json_unseen`).
+            [{"object_type": object_type, "record_key": str(k), "warehouse_hash": landed[k]["row_hash"],
+              "last_synced_at": dt.datetime.now(dt.UTC)}
+             for k in still_staged if k in good],
+            # (A record deleted on both sides keeps its status: nothing of it is sent.)
+            [{"object_type": object_type, "record_key": str(k), "warehouse_hash": None, "status": "pending"}
+             for k in still_staged if k not in good and states[str(k)].get("status") != "deleted"],
+        ):
+            if rows:
+                self.upsert_sync_state(rows)
 
 
 def _still_applies(entry: _Entry, row: Mapping[str, Any] | None) -> tuple[dict[str, Any], bool]:
@@ -366,6 +413,17 @@ def _still_applies(entry: _Entry, row: Mapping[str, Any] | None) -> tuple[dict[s
     return write, conflicting
 
 
+def _as_staged(entry: _Entry, row: Mapping[str, Any]) -> bool:
+    """Whether a table row still reads as it did when its values were staged: by its hash where both
+    have one, else by the values the merge saw that the row carries (a narrow row, or only a hash
+    and stamp; an edit the columns read cannot show is checked again when the values land)."""
+    if entry.expected_hash is not None and "row_hash" in row:
+        return bool(row["row_hash"] == entry.expected_hash)
+    if entry.seen is None:
+        return False
+    return all(_text(row[c]) == _text(v) for c, v in entry.seen.items() if c in row)
+
+
 def _unmoved(entry: _Entry, row: Mapping[str, Any] | None) -> bool:
     """Whether the table row reads as the first merge saw it: nothing but this landing changed it."""
     if row is None or entry.seen is None:
@@ -378,7 +436,7 @@ def _decoded(entry: _Entry) -> _Entry:
     one compare the same values."""
     body = json.loads(_text({"fields": entry.fields, "expected": entry.expected, "seen": entry.seen}))
     return _Entry(body["fields"], body["expected"], entry.expected_hash, entry.staged_at, set(entry.batches),
-                  body["seen"])
+                  body["seen"], entry.verify)
 
 
 def _by_field_set(rows: Iterable[Mapping[str, Any]]) -> list[list[dict[str, Any]]]:

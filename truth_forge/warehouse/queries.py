@@ -195,7 +195,7 @@ def narrow_select(object_type: str, scope: Scope) -> str:
 
 def hash_select(object_type: str, scope: Scope) -> str:
     ctes, _cols, key = _view_parts(object_type, scope)
-    return f"WITH {ctes}\nSELECT h.{key} AS record_key, h.row_hash AS row_hash FROM h"
+    return f"WITH {ctes}\nSELECT h.{key} AS record_key, h.row_hash AS row_hash, h.updated_at AS updated_at FROM h"
 
 
 def journal_fields(where: str, columns: Sequence[str] = STATE_VALUE_COLUMNS, alias: str = "j",
