@@ -118,3 +118,28 @@ def test_a_conflict_resolved_by_hand_reaches_both_sides_and_the_history(
     again = run_sync(store, client, SCHEMA)
     assert again.counts["pull_person"]["conflicts"] == 0 and again.counts["push_person"]["upserted"] == 0
     assert store.get_rows("person", [9])[0]["category_code"] == ours == person(client, 9)["categoryCode"]
+
+
+def test_a_staged_twenty_value_that_landing_keeps_back_is_corrected_in_the_history(
+        sandbox: Any, client: TwentyClient, store: Any, store_options: str) -> None:
+    """The history says Twenty's value was applied when the pull staged it; a warehouse edit of the
+    same field before landing wins, and a history row says so."""
+    if "stage_pulled" not in store_options:
+        pytest.skip("values are written at once: nothing lands later")
+    run_sync(store, client, SCHEMA)
+    [six_before] = store.get_rows("person", [6])
+    twenty_value = other(six_before["category_code"], ("H", "G"))
+    warehouse_value = other(twenty_value, ("B", "C"))
+    with crm(sandbox) as http:
+        http.patch(f"/rest/people/{person(client, 6)['id']}", json={"categoryCode": twenty_value}).raise_for_status()
+    assert run_sync(store, client, SCHEMA, direction="pull").status == "succeeded"
+    assert store.pending_keys("person", [6]) == [6]  # staged, not landed
+    store.upsert_contacts([{"contact_id": 6, "category_code": warehouse_value}])  # a pipeline, before landing
+    result = run_sync(store, client, SCHEMA)  # lands, keeps the warehouse's value, pushes it
+    assert result.status == "succeeded", result.sync_errors
+    assert store.get_rows("person", [6])[0]["category_code"] == warehouse_value
+    assert person(client, 6)["categoryCode"] == warehouse_value
+    [kept] = [r for r in record_history(store, "contact", 6) if r["via"] == "landing"]
+    assert (kept["field"], kept["side"], kept["old_value"], kept["new_value"]) == (
+        "category_code", "warehouse", twenty_value, warehouse_value)
+    assert kept["crm_id"] == person(client, 6)["id"]

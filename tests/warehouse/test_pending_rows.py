@@ -49,6 +49,10 @@ def left_for_the_push(wh: Warehouse, key: int) -> bool:
     return state["warehouse_hash"] is None and state["status"] == "pending"
 
 
+def check_as_the_sync_does(wh: Warehouse) -> None:
+    wh.check_landed_rows_with(lambda object_type, rows, states: landing.as_merged(SCHEMA, object_type, rows, states))
+
+
 def pull_narrow(wh: Warehouse, key: int, **values: Any) -> None:
     """The pull on BigQuery: the row read without its JSON; the state's base is the merged view."""
     [wide] = wh.get_rows("person", [key])
@@ -205,7 +209,7 @@ def test_a_deletion_pulled_from_twenty_is_staged_too(staging: Warehouse) -> None
 def test_values_merged_from_a_narrow_read_land_checked_against_the_merge_base(staging: Warehouse) -> None:
     """A merge that read no JSON stages its values; landing reads the landed row whole and records it
     as synced only once its every field, JSON included, is what the merge base says."""
-    landing.check_landings(staging, SCHEMA)
+    check_as_the_sync_does(staging)
     pull_narrow(staging, 1, canonical_name="Narrow One", category_code="B")
     [seen] = staging.get_rows("person", [1], narrow=True)
     assert (seen["canonical_name"], seen["row_hash"]) == ("Narrow One", STAGED_HASH)  # laid over the narrow row
@@ -217,7 +221,7 @@ def test_values_merged_from_a_narrow_read_land_checked_against_the_merge_base(st
 def test_a_json_edit_made_without_a_stamp_before_landing_still_goes_out(staging: Warehouse) -> None:
     """The narrow merge could not see it, and the landed row's hash would cover it: landing finds
     it against the merge base and leaves the row to the push."""
-    landing.check_landings(staging, SCHEMA)
+    check_as_the_sync_does(staging)
     staging.detect_changes("person").commit()
     pull_narrow(staging, 5, canonical_name="From Twenty")
     staging._run("UPDATE {contacts} AS t SET ai_insights = NULL WHERE t.contact_id = 5", ())  # no new stamp

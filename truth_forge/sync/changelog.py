@@ -49,7 +49,7 @@ def twenty_actor(record: Mapping[str, Any]) -> str | None:
     return str(name) if name else (str(source) if source else None)
 
 
-def _row(ctx: SyncContext, obj: SyncedObject, key: Any, crm_id: str | None, change: Change, *, side: str,
+def history_row(ctx: SyncContext, obj: SyncedObject, key: Any, crm_id: str | None, change: Change, *, side: str,
          actor: str | None, changed_at: dt.datetime | None, applied_at: dt.datetime) -> dict[str, Any]:
     name, old, new = change
     marker = name in MARKERS
@@ -63,7 +63,7 @@ def pulled(ctx: SyncContext, obj: SyncedObject, applied: Iterable[tuple[Mapping[
            ) -> list[dict[str, Any]]:
     """History rows of Twenty's changes the pull merged into the warehouse: (record, key, changes)."""
     now = now_utc()
-    return [_row(ctx, obj, key, record["id"], change, side="twenty", actor=twenty_actor(record),
+    return [history_row(ctx, obj, key, record["id"], change, side="twenty", actor=twenty_actor(record),
                  changed_at=parse_timestamp(record.get("updatedAt")), applied_at=now)
             for record, key, changes in applied for change in changes]
 
@@ -73,7 +73,7 @@ def pulled_deletions(ctx: SyncContext, obj: SyncedObject, deleted: Iterable[tupl
     """Records deleted in Twenty and now in the warehouse: (record, key). Twenty stamps no actor on
     a deletion, so none is named."""
     now = now_utc()
-    return [_row(ctx, obj, key, record["id"], (DELETED, None, None), side="twenty", actor=None,
+    return [history_row(ctx, obj, key, record["id"], (DELETED, None, None), side="twenty", actor=None,
                  changed_at=parse_timestamp(record.get("deletedAt")), applied_at=now)
             for record, key in deleted]
 
@@ -89,7 +89,7 @@ def pushed(ctx: SyncContext, obj: SyncedObject, landed: Iterable[tuple[Mapping[s
         if changes is None:
             changes = [(CREATED if not row.get("crm_id") else SENT_WHOLE, None, None)]
         applied = parse_timestamp(record.get("updatedAt")) or now
-        rows += [_row(ctx, obj, row[obj.key_column], record.get("id"), change, side="warehouse", actor="warehouse",
+        rows += [history_row(ctx, obj, row[obj.key_column], record.get("id"), change, side="warehouse", actor="warehouse",
                       changed_at=row.get("updated_at"), applied_at=applied) for change in changes]
     return rows
 
@@ -97,7 +97,7 @@ def pushed(ctx: SyncContext, obj: SyncedObject, landed: Iterable[tuple[Mapping[s
 def pushed_deletions(ctx: SyncContext, obj: SyncedObject, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Warehouse deletions Twenty now has (soft-deleted there)."""
     now = now_utc()
-    return [_row(ctx, obj, row[obj.key_column], row.get("crm_id"), (DELETED, None, None), side="warehouse",
+    return [history_row(ctx, obj, row[obj.key_column], row.get("crm_id"), (DELETED, None, None), side="warehouse",
                  actor="warehouse", changed_at=row.get("deleted_at") or row.get("updated_at"), applied_at=now)
             for row in rows]
 

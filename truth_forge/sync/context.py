@@ -18,7 +18,6 @@ from typing import Any, Literal
 
 from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.core.reporting import ErrorReporter
-from truth_forge.sync import landing
 from truth_forge.sync.store import SyncStore
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.warehouse.detection import DetectionPolicy
@@ -76,10 +75,6 @@ class SyncContext:
     actor: str | None = None
     # History rows not yet appended (changelog.append / changelog.flush).
     history: list[dict[str, Any]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        # Pulled values staged by this run (or an earlier one) land judged by this run's views.
-        landing.check_landings(self.warehouse, self.schema)
 
     def emit(self, kind: EventKind, **values: Any) -> None:
         if self.on_event is None:

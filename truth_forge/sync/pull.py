@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from truth_forge.sync import changelog, own_writes, views
+from truth_forge.sync import changelog, landing, own_writes, views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import FieldConflict, base_after_our_write, changed_since, merge_fields
 from truth_forge.sync.objects import (
@@ -468,6 +468,8 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
         warehouse.upsert_sync_state([{"object_type": obj.object_type, "record_key": str(keys[r["id"]]),
                                       "crm_id": r["id"], "status": "pending"} for r in fresh])
 
+    if warehouse.stage_pulled_rows:
+        landing.check_landings(ctx)  # (serve's webhook batches come here with no run of their own)
     # From the read of the rows to the saved state, no landing of staged values comes in between
     # (the read-ahead thread may land them): what is staged and what the state says stay one.
     with warehouse.holding_pending():

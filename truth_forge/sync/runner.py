@@ -23,7 +23,7 @@ from truth_forge.core import shutdown
 from truth_forge.core.crm_schema import CrmSchema, verify_schema
 from truth_forge.core.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
 from truth_forge.core.reporting import ErrorReporter
-from truth_forge.sync import changelog, own_writes
+from truth_forge.sync import changelog, landing, own_writes
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
 from truth_forge.sync.objects import SYNC_ORDER, SyncedObject, format_timestamp, now_utc, parse_timestamp, selected
 from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
@@ -176,6 +176,7 @@ def _run_as_writer(
         warehouse.close_stale_runs(before=stale_before, closed_by=run_id)
     reporter = ErrorReporter(run_id, (*secrets, *client.transport.secrets))
     ctx = SyncContext(warehouse, client, schema, reporter, conflict_policy, on_event, detection=detection)
+    landing.check_landings(ctx)  # pulled values staged earlier may land during this run
     requests_before = client.transport.stats.requests
     own_before = own_writes.status(warehouse, client.transport.base_url)
     billed_before = warehouse.statements.snapshot()

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from truth_forge.warehouse.accounting import Accounting
 from truth_forge.warehouse.base import ObjectType
 from truth_forge.warehouse.detection import ChangeScan, DetectionPolicy
+from truth_forge.warehouse.pending_rows import KeptValue, LandingCheck
 
 
 class SyncStore(Protocol):
@@ -54,8 +55,8 @@ class SyncStore(Protocol):
 
     def fold_pending(self, *, force: bool = False) -> int: ...
 
-    def check_landed_rows_with(self, check: Callable[[str, Mapping[int, Mapping[str, Any]],
-                                                      Mapping[str, Mapping[str, Any]]], set[int]]) -> None: ...
+    def check_landed_rows_with(self, check: LandingCheck,
+                               on_kept: Callable[[list[KeptValue]], object] | None = None) -> None: ...
 
     def holding_pending(self) -> Any: ...
 

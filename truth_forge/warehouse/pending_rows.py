@@ -16,8 +16,11 @@ Nothing is lost in between:
   warehouse edit is), never overwritten by the older Twenty value. The same check makes landing
   idempotent, so a run killed half-way through lands the rest next time.
 * Landing records the landed row's hash as synced only when the row had not moved since the merge
-  read it (its stamp and every value but the JSON alike); otherwise the state keeps `STAGED_HASH`
-  and the next push sends what differs from the merge base: the other writer's edit goes out.
+  read it (its stamp and every value but the JSON alike) and, for a merge that read no JSON, when
+  the landed row holds what the merge base says (`check_landed_rows_with`, sync/landing.py);
+  otherwise the state is left `pending` with no hash, and the next push sends what differs from
+  the merge base: the other writer's edit goes out. A value kept back so is told to the sync
+  (`check_landed_rows_with`), for the record history.
 * If a warehouse writer changed a staged row before it landed, the next read of that row lands
   everything pending first, so the merge sees both sides as they are. Reads hold the lock landing
   takes, so no read sees a table row from before a landing without the values that landing wrote.
@@ -30,6 +33,7 @@ and landing stamps it and records its new hash in the state, so it is not sent b
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -54,6 +58,21 @@ STAGED_HASH = "staged"
 # Judges landed rows against their merge base: (object type, landed rows by key, sync states by key)
 # -> the keys whose row holds what the merge base says.
 LandingCheck = Callable[[str, Mapping[int, Mapping[str, Any]], Mapping[str, Mapping[str, Any]]], set[int]]
+
+
+@dataclass(frozen=True)
+class KeptValue:
+    """A staged Twenty value that did not land: the warehouse holds a newer one, set after the merge."""
+
+    object_type: str
+    key: int
+    crm_id: str | None
+    column: str
+    twenty_value: Any
+    warehouse_value: Any
+    warehouse_stamp: Any  # the row's updated_at as landing read it
+
+
 # Fields written together or not at all (the warehouse replaces a contact's emails/phones as a pair).
 _PAIRS = (("primary_email", "additional_emails"), ("primary_phone", "additional_phones"))
 _VIEW_COLUMNS = {"person": q.CONTACT_VIEW_COLUMNS, "company": q.BUSINESS_VIEW_COLUMNS}
@@ -109,6 +128,8 @@ class _Pending:
     # Which landed rows still read as their merge decided (object type, landed rows by key, their sync
     # states) -> keys; given by the sync, which knows what the merge base means. None: none is trusted.
     landing_check: LandingCheck | None = None
+    # Told of staged values that landing kept back for a newer warehouse value (the record history).
+    on_kept: Callable[[list[KeptValue]], object] | None = None
 
 
 class PendingRows:
@@ -156,9 +177,11 @@ class PendingRows:
     def _share_pending(self, other: PendingRows) -> None:
         self._pending = other._pending
 
-    def check_landed_rows_with(self, check: LandingCheck) -> None:
-        """How landing tells a row that holds what its merge decided (see `_Entry.verify`)."""
-        self._pending.landing_check = check
+    def check_landed_rows_with(self, check: LandingCheck,
+                               on_kept: Callable[[list[KeptValue]], object] | None = None) -> None:
+        """How landing tells a row that holds what its merge decided (see `_Entry.verify`), and
+        whom it tells of values kept back."""
+        self._pending.landing_check, self._pending.on_kept = check, on_kept
 
     # --- staging -------------------------------------------------------------------------------
 
@@ -334,17 +357,21 @@ class PendingRows:
                                                                    narrow=True)}
         current.update((int(r[key_column]), r) for r in self._table_rows(object_type, wide))
         writes, clean, to_check, unsure, kept = [], [], [], [], 0
+        kept_values: list[KeptValue] = []
         for key, entry in entries.items():
             row = current.get(key)
             if row is None and entry.expected is not None:
                 kept += 1  # removed outright by another writer since: not revived (the audit reports it)
                 continue
-            write, conflicting = _still_applies(entry, row)
+            write, kept_back = _still_applies(entry, row)
             if write:
                 writes.append({key_column: key, **write})
-            if conflicting:
+            if kept_back:
                 kept += 1
                 unsure.append(key)
+                assert row is not None  # nothing is kept back from a row that is not there
+                kept_values += [KeptValue(object_type, key, None, c, entry.fields[c], row.get(c),
+                                          row.get("updated_at")) for c in sorted(kept_back)]
             elif entry.verify:
                 to_check.append(key)
             elif _unmoved(entry, row):
@@ -352,10 +379,15 @@ class PendingRows:
             else:
                 unsure.append(key)
         self._upsert_groups(object_type, writes)
-        self._record_landed(object_type, clean, to_check, unsure)
+        states = self._record_landed(object_type, clean, to_check, unsure)
+        if kept_values and self._pending.on_kept is not None:
+            # The record history said Twenty's value was applied when it was staged.
+            self._pending.on_kept([dataclasses.replace(k, crm_id=states.get(str(k.key), {}).get("crm_id"))
+                                   for k in kept_values])
         return kept
 
-    def _record_landed(self, object_type: str, clean: list[int], to_check: list[int], unsure: list[int]) -> None:
+    def _record_landed(self, object_type: str, clean: list[int], to_check: list[int], unsure: list[int]
+                       ) -> dict[str, dict[str, Any]]:
         """The state of landed records: the landed row's hash where it holds what the merge decided
         (`clean`, or `to_check` and passing the landing check), else no hash and `pending`, so the
         next push compares the row with the merge base and sends what differs (another writer's
@@ -363,7 +395,7 @@ class PendingRows:
         any other was settled since by a newer merge or push."""
         key_column = KEY_COLUMN[object_type]
         if not (clean or to_check or unsure):
-            return
+            return {}
         # Landing stamped the rows it wrote: read by that stamp, whole rows cost a block or so.
         landed = {int(r[key_column]): r for r in self._table_rows(object_type, [*clean, *to_check])}
         states = self.read_sync_state(object_type, [*clean, *to_check, *unsure])
@@ -384,15 +416,17 @@ class PendingRows:
         ):
             if rows:
                 self.upsert_sync_state(rows)
+        return states
 
 
-def _still_applies(entry: _Entry, row: Mapping[str, Any] | None) -> tuple[dict[str, Any], bool]:
-    """The fields of `entry` to write over `row`, and whether some field holds a value another
-    writer set after the merge read it (kept: the newer edit wins, as any warehouse edit does)."""
+def _still_applies(entry: _Entry, row: Mapping[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    """The fields of `entry` to write over `row`, and those kept back: they hold a value another
+    writer set after the merge read it (the newer edit wins, as any warehouse edit does)."""
     if row is None:
-        return dict(entry.fields), False
+        return dict(entry.fields), []
     expected = entry.expected or {}
-    write, conflicting = {}, False
+    write: dict[str, Any] = {}
+    kept: list[str] = []
     for column, value in entry.fields.items():
         now = _text(row.get(column))
         if now == _text(value):
@@ -400,17 +434,18 @@ def _still_applies(entry: _Entry, row: Mapping[str, Any] | None) -> tuple[dict[s
         if column in expected and now == _text(expected[column]):
             write[column] = value
         else:
-            conflicting = True
+            kept.append(column)
     for pair in _PAIRS:
         if any(c in write for c in pair):
             if any(c in entry.fields and c not in write and _text(row.get(c)) != _text(entry.fields[c])
                    for c in pair):
-                conflicting = True  # half a pair cannot be written: the warehouse keeps both
+                # Half a pair cannot be written: the warehouse keeps both.
+                kept += [c for c in pair if c in write]
                 for c in pair:
                     write.pop(c, None)
             else:
                 write.update({c: write.get(c, entry.fields.get(c, row.get(c))) for c in pair})
-    return write, conflicting
+    return write, kept
 
 
 def _as_staged(entry: _Entry, row: Mapping[str, Any]) -> bool:
