@@ -241,7 +241,7 @@ CRM_SYNC_HISTORY = Table(
         ("changed_at", TIMESTAMP),  # when it happened on that side
         ("applied_at", TIMESTAMP, True),  # when it reached the other side
         ("run_id", STRING),
-        ("via", STRING, True),  # 'sync' | 'webhook' | 'resolve'
+        ("via", STRING, True),  # 'sync' | 'webhook' | 'resolve' | 'landing'
     ),
     key=("object_type", "record_key", "field", "applied_at"),
     doc="append-only log of the changes the sync applied, field by field",
