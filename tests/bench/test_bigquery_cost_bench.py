@@ -9,7 +9,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from bench_bigquery_cost import fit, ranges_at, replace_section, webhook_batches  # noqa: E402
+from bench_bigquery_cost import (  # noqa: E402
+    LEASE_RENEWAL,
+    fit,
+    ranges_at,
+    renewals_during,
+    replace_section,
+    webhook_batches,
+)
 
 
 def test_the_fit_separates_per_record_per_range_and_per_run_counts() -> None:
@@ -42,3 +49,12 @@ def test_each_label_has_its_own_section_and_nothing_else_changes() -> None:
     assert again.startswith("# Benchmarks\n\nintro\n")
     assert "table three" in again and "table one" not in again and "table two" in again
     assert again.index("table three") < again.index("table two")
+
+
+def test_lease_renewals_are_counted_by_the_clock_at_twenty_clouds_pace() -> None:
+    from truth_forge.warehouse.queries import lease_claim, lease_renew
+
+    assert LEASE_RENEWAL.match(lease_renew(60_000)) and not LEASE_RENEWAL.match(lease_claim(60_000))
+    # 10.5M records at 333 a second is 31,500 s: a renewal every 20 s.
+    assert renewals_during(10_500_000) == 1575
+    assert renewals_during(0) == 0
