@@ -12,7 +12,7 @@ import pytest
 from tests.sync.test_sync_sandbox import SCHEMA, crm, person_by_key
 from truth_forge.core.crm_schema import setup_schema
 from truth_forge.sync import own_writes
-from truth_forge.sync.objects import PERSON, parse_timestamp
+from truth_forge.sync.objects import PERSON, now_utc, parse_timestamp
 from truth_forge.sync.pull import changes_query, read_again
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
@@ -205,8 +205,10 @@ def engine_store(warehouse: Any) -> Any:
     return warehouse
 
 
-def write_as_a_killed_run_did(client: TwentyClient, crm_id: str, name: str) -> None:
-    """What a run killed before saving its answer leaves: our write in Twenty, not in the sync state."""
+def write_as_a_killed_run_did(store: Any, client: TwentyClient, crm_id: str, name: str) -> None:
+    """What a run killed before saving its answer leaves: its run row `running` (the next run closes
+    it as stale), and our write in Twenty, not in the sync state."""
+    store.start_run(started_at=now_utc())
     first, last = name.split(" ")
     client.records.create_many("people", [{"id": crm_id, "name": {"firstName": first, "lastName": last}}],
                                upsert=True, match_key="id")
@@ -218,7 +220,7 @@ def test_our_unsaved_write_is_the_base_and_the_newer_warehouse_value_goes_out(
     store = engine_store
     assert run_sync(store, client, SCHEMA).status == "succeeded"
     seven = person_by_key(client, 7)
-    write_as_a_killed_run_did(client, seven["id"], "Seven Once")
+    write_as_a_killed_run_did(store, client, seven["id"], "Seven Once")
     store.upsert_contacts([{"contact_id": 7, "canonical_name": "Seven Twice"}])
     # The incremental pull leaves our stamped record out at the server: put it where it is read anyway.
     read_again(store, PERSON, [seven["id"]])
@@ -234,7 +236,7 @@ def test_a_person_editing_after_our_unsaved_write_is_still_a_conflict(
     store = engine_store
     assert run_sync(store, client, SCHEMA).status == "succeeded"
     seven = person_by_key(client, 7)
-    write_as_a_killed_run_did(client, seven["id"], "Seven Once")
+    write_as_a_killed_run_did(store, client, seven["id"], "Seven Once")
     with crm(sandbox) as http:
         http.patch(f"/rest/people/{seven['id']}", json={"name": {"firstName": "Seven", "lastName": "Person"}}
                    ).raise_for_status()
@@ -250,7 +252,7 @@ def test_a_deletion_made_here_after_our_unsaved_write_goes_out(
     default policy (Twenty wins) brought the contact back to life."""
     assert run_sync(store, client, SCHEMA).status == "succeeded"
     seven = person_by_key(client, 7)
-    write_as_a_killed_run_did(client, seven["id"], "Seven Once")
+    write_as_a_killed_run_did(store, client, seven["id"], "Seven Once")
     store.soft_delete("person", [7])
     read_again(store, PERSON, [seven["id"]])
     result = run_sync(store, client, SCHEMA)

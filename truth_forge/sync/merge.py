@@ -94,15 +94,17 @@ def changed_since(base: Mapping[str, Any], warehouse: Mapping[str, Any]) -> dict
 
 def base_after_our_write(base: Mapping[str, Any] | None, warehouse: Mapping[str, Any],
                          twenty: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge base of a record Twenty says we were the last to write (its `updatedBy` is our key).
+    """The merge base of a record whose last write is one of ours that landed after the base was
+    saved (a run killed before it saved the answer: `own_writes.unsaved_write` decides that, from
+    more than our `updatedBy` stamp, which writers that do not stamp leave on their edits).
 
-    Its values came from a write of ours that may have landed after the base was saved (a run killed
-    before it saved the answer). A field changed on both sides since the base holds, in Twenty, a
-    value we sent, and the warehouse has moved on since: that value becomes the base, so the
-    warehouse's newer one goes out, with no conflict. A field changed in Twenty alone stays an edit:
-    our writes carry only what changed, so it may be a person's edit made before ours landed (the one
-    loss left: a value sent and then set back to the base in the warehouse is pulled back). With no
-    base at all, Twenty's values are taken as ours whole.
+    A field changed on both sides since the base holds, in Twenty, a value we sent, and the
+    warehouse has moved on since: that value becomes the base, so the warehouse's newer one goes
+    out, with no conflict. A field changed in Twenty alone stays an edit: our writes carry only what
+    changed, so it may be a person's edit made before ours landed (the one loss left: a value sent
+    and then set back to the base in the warehouse is pulled back). With no base at all, Twenty's
+    values are taken as ours whole. Called for anything else, it would hide an edit: a value someone
+    put in Twenty under our stamp, met by a warehouse change, would go unrecorded and be overwritten.
     """
     if base is None:
         return dict(twenty)

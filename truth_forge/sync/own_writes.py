@@ -14,24 +14,35 @@ leave our stamp in place and its edit would be skipped. Deletions, destroys and 
 stamp `updatedBy`; the pull's filter never applies the exclusion to deletions, and restores are the
 one case it can miss (see `filter_clause`).
 
-The same actor tells the merge which Twenty values are ours (`last_written_by_us`): a record whose
-`updatedBy` is our key carries values one of our writes put there, even when the run that wrote them
-died before saving its answer. The merge takes those values as its base (what both sides last agreed
-on) instead of a person's edit, so a newer warehouse value still goes out. Where the actor is not
-known, or the filter is off because this server does not stamp our writes, nothing is recognised
-and such a record is merged as an edit, as before.
+Our stamp alone does not make a record's values ours. Some of Twenty's writers leave `updatedBy`
+as it was (a merge of duplicates, a restore, older workflow steps, imports and updates made past
+the API: docs/twenty-facts.md §8), so a record we wrote last may hold someone's later edit under our
+stamp. The merge takes Twenty's values for a write of ours (`unsaved_write`: the values become its
+base, so a newer warehouse value goes out with no conflict) only where a write of ours can have
+landed without its answer being saved, which is the one case where the sync state does not already
+know them: Twenty's `updatedAt` inside the span of a run that did not end cleanly (killed, aborted,
+interrupted: `UnsavedWindows`, read from `crm_sync_runs` once per run), or just before the failure
+of a write whose outcome the run never learnt (the record's state `failed`), or a record we created
+that nothing wrote since (`updatedAt` is its `createdAt`). Anything else under our stamp is someone's
+edit, merged field by field, and a field the warehouse changed too is a conflict settled by policy
+and recorded. Where the actor is not known, or the filter is off because this server does not stamp
+our writes, nothing is recognised and such a record is merged as an edit.
 """
 
 from __future__ import annotations
 
+import bisect
+import datetime as dt
 import json
 import logging
 import re
+import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from truth_forge.sync.objects import parse_timestamp
 from truth_forge.sync.store import SyncStore, per_server
 from truth_forge.twenty.client import TwentyClient
 from truth_forge.twenty.errors import TwentyAuthError, TwentyError, TwentyNotFound
@@ -143,8 +154,104 @@ def created_by_us(record: Mapping[str, Any], name: str | None) -> bool:
 
 
 def last_written_by_us(record: Mapping[str, Any], name: str | None) -> bool:
-    """Whether Twenty says this record's last create or update was ours (our API key's actor)."""
+    """Whether Twenty says this record's last stamped create or update was ours (our API key's
+    actor): not that its values are ours (`unsaved_write`)."""
     return name is not None and _api_name(_actor(record.get("updatedBy"))) == name
+
+
+# --- which stamped values are ours -----------------------------------------------------------------
+# Our stamp says who wrote last through the API hooks, not who wrote last. A write of ours whose answer
+# was saved is in the sync state (its base, its hash: the record is not even merged again). The
+# values of one whose answer was lost can only have landed while a run was going wrong, so that is
+# where the merge takes stamped values for ours; the clocks involved are the warehouse's or this
+# machine's (run rows, the state's `last_synced_at`) against Twenty's (`updatedAt`), hence the skew.
+
+CLOCK_SKEW = dt.timedelta(minutes=5)  # between Twenty's clock and ours, either way
+# A write sent before its run's recorded end may land after it: one request's deadline
+# (twenty/transport.py DEFAULT_DEADLINE_SECONDS, 120 s), rounded up.
+LANDING_MARGIN = dt.timedelta(minutes=3)
+# A write that failed as a whole may have landed at its first attempt: seven attempts of up to 120 s
+# and six backoffs of up to 60 s (transport.RetryPolicy) before the failure was saved.
+FAILED_WRITE_SPAN = dt.timedelta(minutes=30)
+# How long a long-lived context (serve's webhook applier) trusts the runs it read.
+_REREAD_RUNS_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class UnsavedWindows:
+    """The spans of time in which a write of ours may have landed in Twenty with its answer never
+    saved: each run that did not end cleanly, from its start to its recorded end (for a killed run,
+    when the next writer closed it as stale), widened by the clock skew and the landing margin.
+
+    A run that ended `succeeded` or `partial` saved the answer of every write that landed (a batch
+    that failed as a whole leaves its records `failed`, judged by `unsaved_write` on their own); a
+    `running` row is the lease holder's own (the run going on, or serve's webhook run), and a
+    killed one is closed by the next writer before it pulls (runner.py, realtime/writer.py).
+    """
+
+    starts: tuple[dt.datetime, ...] = ()
+    ends: tuple[dt.datetime, ...] = ()  # merged spans, sorted and disjoint
+
+    @classmethod
+    def from_runs(cls, runs: Iterable[Mapping[str, Any]]) -> UnsavedWindows:
+        spans = sorted((_utc(r["started_at"]) - CLOCK_SKEW, _utc(r["finished_at"]) + LANDING_MARGIN + CLOCK_SKEW)
+                       for r in runs if r.get("started_at") is not None and r.get("finished_at") is not None)
+        merged: list[list[dt.datetime]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        return cls(tuple(s for s, _ in merged), tuple(e for _, e in merged))
+
+    def covers(self, moment: dt.datetime) -> bool:
+        at = bisect.bisect_right(self.starts, moment) - 1
+        return at >= 0 and moment <= self.ends[at]
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+# Per warehouse: (the run that read them, when, the windows). Read once per run, and again after a
+# while for a context that outlives runs (serve's webhook run, while scheduled syncs come and go).
+_windows: weakref.WeakKeyDictionary[Any, tuple[str, float, UnsavedWindows]] = weakref.WeakKeyDictionary()
+
+
+def unsaved_windows(warehouse: SyncStore, run_id: str) -> UnsavedWindows:
+    """The windows of unsaved writes, as `run_id` last read them (one small query per run)."""
+    cached = _windows.get(warehouse)
+    if cached is not None and cached[0] == run_id and time.monotonic() - cached[1] < _REREAD_RUNS_SECONDS:
+        return cached[2]
+    windows = UnsavedWindows.from_runs(warehouse.unclean_runs())
+    _windows[warehouse] = (run_id, time.monotonic(), windows)
+    return windows
+
+
+def unsaved_write(record: Mapping[str, Any], name: str | None, state: Mapping[str, Any] | None,
+                  windows: Callable[[], UnsavedWindows]) -> bool:
+    """Whether Twenty's values on this record may be taken for a write of ours whose answer was never
+    saved (the merge then takes them as its base: `merge.base_after_our_write`).
+
+    Only for a record stamped by our key, and only when the write that stamped it can be ours with
+    the answer lost: nothing wrote the record since we created it (`updatedAt` is its `createdAt`),
+    or its state is `failed` and `updatedAt` falls within the failed write's attempts, or
+    `updatedAt` falls within a run that did not end cleanly (`windows`, called only then). Anything
+    else under our stamp is an edit by a writer that does not stamp (see the module docstring).
+    """
+    if not last_written_by_us(record, name):
+        return False
+    updated = parse_timestamp(record.get("updatedAt"))
+    if updated is None:
+        return False
+    updated = _utc(updated)
+    if created_by_us(record, name) and record.get("createdAt") == record.get("updatedAt"):
+        return True
+    failed_at = state.get("last_synced_at") if state is not None and state.get("status") == "failed" else None
+    if isinstance(failed_at, dt.datetime) \
+            and _utc(failed_at) - FAILED_WRITE_SPAN - CLOCK_SKEW <= updated <= _utc(failed_at) + CLOCK_SKEW:
+        return True
+    return windows().covers(updated)
 
 
 def filter_clause(warehouse: SyncStore, base_url: str) -> str | None:

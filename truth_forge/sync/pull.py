@@ -532,11 +532,11 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
     if state is None and record["id"] in page.adopted and row is not None:
         state = _adopted_state(obj, ctx, record, key, row)
     revive = (state is not None and state.get("status") == "deleted") or row is None
-    ours_last = own_writes.last_written_by_us(record, page.our_name)
-    if row is not None and row.get("deleted_at") is not None and not revive and ours_last:
+    deleted_here = row is not None and row.get("deleted_at") is not None and not revive
+    if deleted_here and _unsaved_write_of_ours(page, record, state):
         # Our own write, not an edit: the deletion made here since simply goes out.
         return _Plan(record, key, None, dict(state.get("base") or {}) if state else {}, True)
-    if row is not None and row.get("deleted_at") is not None and not revive:
+    if deleted_here:
         # Deleted in the warehouse, edited in Twenty since: a whole-record conflict.
         policy = ctx.policy_for("deleted_at")
         page.conflict(key, record["id"], f"edited in Twenty (updatedAt {record.get('updatedAt')}) and deleted in the "
@@ -556,8 +556,8 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
         # (A row read without its hash is not known unchanged: no base, so each field is a conflict.)
         same = row.get("row_hash") is not None and row.get("row_hash") == state.get("warehouse_hash")
         base = ours if same else None
-    if ours_last:
-        # Twenty says our write was the last: see merge.base_after_our_write. (Actor unknown: as before.)
+    if _unsaved_write_of_ours(page, record, state):
+        # A write of ours whose answer was never saved: see merge.base_after_our_write.
         base = base_after_our_write(base, views.two_way(obj, ctx.schema, ours), theirs)
     result = merge_fields(base and views.two_way(obj, ctx.schema, base), views.two_way(obj, ctx.schema, ours),
                           theirs, ctx.policy_for)
@@ -609,6 +609,16 @@ def _reads_narrow(ctx: SyncContext, obj: SyncedObject) -> bool:
     if not ctx.warehouse.stage_pulled_rows:
         return False
     return not any(s.sync == "both" and s.column in VIEW_JSON_COLUMNS for s in ctx.schema.for_object(obj.object_type))
+
+
+def _unsaved_write_of_ours(page: _Apply, record: Mapping[str, Any], state: Mapping[str, Any] | None) -> bool:
+    """Whether Twenty's values on this record come from a write of ours whose answer was never saved
+    (own_writes.unsaved_write): our stamp alone is not enough, since writers that do not stamp leave
+    it on their edits. The run windows it may need are read once per run, when a record we stamped
+    is first met (the pull's filter leaves most of those out)."""
+    ctx = page.ctx
+    return own_writes.unsaved_write(record, page.our_name, state,
+                                    lambda: own_writes.unsaved_windows(ctx.warehouse, ctx.reporter.run_id))
 
 
 def _adopted_state(obj: SyncedObject, ctx: SyncContext, record: Mapping[str, Any], key: int,

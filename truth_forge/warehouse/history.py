@@ -68,6 +68,12 @@ SELECT u.object_type AS object_type, u.status AS status, COUNT(*) AS n FROM (
   FROM {crm_sync_state} AS s FULL OUTER JOIN j ON s.object_type = j.object_type AND s.record_key = j.record_key
 ) AS u GROUP BY u.object_type, u.status ORDER BY u.object_type, u.status"""
 
+# Runs that may have left a write of theirs in Twenty without saving its answer: every end but a
+# clean one ('succeeded', 'partial') and the live 'running' (the lease holder's own). A constant filter
+# on a small table, two timestamps a row: read once per run, and only when the merge needs it.
+_UNCLEAN_RUNS = """SELECT t.started_at AS started_at, t.finished_at AS finished_at FROM {crm_sync_runs} AS t
+WHERE t.status NOT IN ('succeeded', 'partial', 'running')"""
+
 _KV = "SELECT t.key AS key, t.value AS value, t.updated_at AS updated_at FROM {crm_sync_kv} AS t ORDER BY t.key"
 
 
@@ -87,6 +93,13 @@ class RunHistory:
         _, affected = self._run(_CLOSE_STALE_RUNS, (Scalar("counts", STRING, counts),
                                                     Scalar("before", TIMESTAMP, before)))
         return int(affected or 0)
+
+    def unclean_runs(self) -> list[dict[str, Any]]:
+        """`started_at` and `finished_at` of every run that ended otherwise than cleanly (killed and
+        closed since as stale, aborted, interrupted): the spans in which a write of the sync's may have
+        landed in Twenty with its answer never saved (sync/own_writes.py, `UnsavedWindows`)."""
+        rows, _ = self._run(_UNCLEAN_RUNS, (), fetch=True)
+        return [_plain(r) for r in rows]
 
     def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first, with their counts parsed."""
