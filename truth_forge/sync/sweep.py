@@ -9,7 +9,10 @@ and then changed by one of those keeps our stamp, so the pull skips that change 
 The sweep walks each object in id order (`id[gt]:"<last id>"`, ordered by id: ids are unique, so
 no tie can stall it as one on `updatedAt` can), without the own-writes filter, a slice per run, and merges
 every record whose values differ from the sync state (`crm_hash`) through the pull's own merge
-(`pull.apply_records`, which reads the state by the slice's Twenty ids only). How far it reads each
+(`pull.apply_records`, which reads the state by the slice's Twenty ids only). There such a change is
+an edit, though it carries our stamp: a field the warehouse changed too is a conflict settled by
+policy and recorded (the stamp makes values ours only where a write of ours lost its answer,
+`own_writes.unsaved_write`). How far it reads each
 run follows the clock: by `started + window * f` it has read the fraction `f` of the records it
 expects (its last count, from Twenty's `totalCount`), less at most one page (it reads whole pages
 until the window is over, then the rest), so every record is re-read at least once per `window`
