@@ -122,6 +122,29 @@ def test_a_write_a_killed_run_left_is_ours_and_the_newer_warehouse_value_goes_ou
     assert conflicts_of(store) == []
 
 
+def test_a_write_that_landed_but_failed_for_its_run_is_ours_in_a_run_that_ended_partial(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    """A batch update whose answers never came (each attempt carried out, its answer dripping past
+    the deadline) fails as a whole and the run goes on, ending `partial`: no run window covers that
+    write, the record's `failed` state does."""
+    synced(store, client)
+    rename_here(store, "Once")
+    sandbox.set_faults(drip_rate=1.0, drip_interval_ms=200, path_prefix="/rest/batch/people", max_faults=2)
+    with TwentyClient(sandbox.base_url, sandbox.api_key, requests_per_minute=100_000, timeout=5, max_retries=1,
+                      deadline=1.0) as impatient:
+        cut_off = run_sync(store, impatient, SCHEMA, sweep=OFF)
+    sandbox.clear_faults()
+    assert cut_off.status == "partial", cut_off.sync_errors
+    assert person_by_key(client, KEY)["name"]["lastName"] == "Once"  # it landed
+    assert store.read_sync_state("person", [KEY])[str(KEY)]["status"] == "failed"
+    rename_here(store, "Twice")
+
+    synced(store, client)
+
+    assert names(store, client) == ("Seven Twice", "Seven Twice")
+    assert conflicts_of(store) == []
+
+
 def test_a_run_that_went_wrong_earlier_does_not_make_a_later_unstamped_edit_ours(
         sandbox: Any, client: TwentyClient, store: Any, api: httpx.Client) -> None:
     """Only the span of a run that went wrong is suspect, not every stamped record once one has."""
