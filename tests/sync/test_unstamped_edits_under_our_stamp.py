@@ -161,6 +161,28 @@ def test_a_run_that_went_wrong_earlier_does_not_make_a_later_unstamped_edit_ours
     assert len(conflicts_of(store)) == 1
 
 
+def test_a_killed_serves_webhook_run_is_not_one_window_over_the_servers_life(
+        sandbox: Any, client: TwentyClient, engine_store: Any, api: httpx.Client) -> None:
+    """A killed `serve` leaves its webhook run `running` from the server's start until the next writer
+    closes it: as one window it would make every stamped value of the server's life ours. Its own
+    writes are record keys only, and each scheduled sync inside it is a run of its own."""
+    store = engine_store
+    synced(store, client)
+    started = now_utc() - dt.timedelta(hours=2)
+    store.start_run(started_at=started)  # the webhook run, killed with the server
+    for minutes in (0.1, 10, 20):  # its scheduled syncs, ten minutes apart (the first one at once)
+        inside = store.start_run(started_at=started + dt.timedelta(minutes=minutes))
+        store.finish_run(inside, "succeeded", {}, finished_at=started + dt.timedelta(minutes=minutes + 1))
+    seven = person_by_key(client, KEY)
+    edit_unstamped(api, client, seven["id"], "Workflow")
+    rename_here(store, "Warehouse")
+
+    synced(store, client)  # closes the webhook run as aborted, ending now
+
+    assert names(store, client) == ("Seven Workflow", "Seven Workflow")
+    assert len(conflicts_of(store)) == 1
+
+
 @pytest.mark.parametrize("policy", ["crm_wins", "warehouse_wins"])
 def test_an_unstamped_edit_met_by_a_deletion_here_is_a_conflict_the_policy_settles(
         sandbox: Any, client: TwentyClient, store: Any, api: httpx.Client, policy: str) -> None:
@@ -247,6 +269,20 @@ def test_overlapping_runs_make_one_window_and_the_gaps_between_runs_stay_out() -
     assert not windows.covers(NOON + 3 * hour)
     assert windows.covers(NOON + 5 * hour + dt.timedelta(minutes=30))
     assert not windows.covers(NOON + 8 * hour)
+
+
+def test_a_later_run_ends_the_window_unless_its_start_is_within_the_clock_skew() -> None:
+    hour, minute = dt.timedelta(hours=1), dt.timedelta(minutes=1)
+    killed = {"started_at": NOON, "finished_at": NOON + 5 * hour}
+    cut = own_writes.UnsavedWindows.from_runs([{**killed, "later_starts": [NOON + 10 * minute, NOON + hour]}])
+    end = NOON + 10 * minute + own_writes.LANDING_MARGIN + own_writes.CLOCK_SKEW
+    assert cut.covers(end) and not cut.covers(end + minute)
+    # A start within the skew of the run's own may be the other clock's misreading: the next one counts.
+    skewed = own_writes.UnsavedWindows.from_runs([{**killed, "later_starts": [NOON + minute, NOON + hour]}])
+    assert skewed.covers(NOON + hour) and not skewed.covers(NOON + 2 * hour)
+    # None later than the skew among them: the recorded end.
+    uncut = own_writes.UnsavedWindows.from_runs([{**killed, "later_starts": [NOON + minute]}])
+    assert uncut.covers(NOON + 5 * hour)
 
 
 def test_our_stamp_alone_makes_nothing_ours() -> None:

@@ -181,12 +181,22 @@ _REREAD_RUNS_SECONDS = 600.0
 class UnsavedWindows:
     """The spans of time in which a write of ours may have landed in Twenty with its answer never
     saved: each run that did not end cleanly, from its start to its recorded end (for a killed run,
-    when the next writer closed it as stale), widened by the clock skew and the landing margin.
+    when the next writer closed it as stale) or to the start of a later run, whichever comes first,
+    widened by the clock skew and the landing margin.
 
     A run that ended `succeeded` or `partial` saved the answer of every write that landed (a batch
     that failed as a whole leaves its records `failed`, judged by `unsaved_write` on their own); a
     `running` row is the lease holder's own (the run going on, or serve's webhook run), and a
     killed one is closed by the next writer before it pulls (runner.py, realtime/writer.py).
+
+    Why a later run's start ends the span: a run of another writer starts only once the lease has
+    moved, after which the fence lets none of the first run's writes leave (core/lease.py); and the
+    only run with others starting inside it is serve's webhook run, around its scheduled syncs (each
+    a run of its own), whose own writes carry record keys alone, which the merge never takes from
+    Twenty. That matters for a killed serve: its webhook run, closed when the next writer starts,
+    would otherwise span the server's whole life. A later start within the clock skew of the run's
+    own may be a misreading of two clocks (a BigQuery run row's start is the engine's), so only one
+    later than that counts, among the next three (`Warehouse.unclean_runs`); none: the recorded end.
     """
 
     starts: tuple[dt.datetime, ...] = ()
@@ -194,7 +204,7 @@ class UnsavedWindows:
 
     @classmethod
     def from_runs(cls, runs: Iterable[Mapping[str, Any]]) -> UnsavedWindows:
-        spans = sorted((_utc(r["started_at"]) - CLOCK_SKEW, _utc(r["finished_at"]) + LANDING_MARGIN + CLOCK_SKEW)
+        spans = sorted((_utc(r["started_at"]) - CLOCK_SKEW, _last_write(r) + LANDING_MARGIN + CLOCK_SKEW)
                        for r in runs if r.get("started_at") is not None and r.get("finished_at") is not None)
         merged: list[list[dt.datetime]] = []
         for start, end in spans:
@@ -207,6 +217,13 @@ class UnsavedWindows:
     def covers(self, moment: dt.datetime) -> bool:
         at = bisect.bisect_right(self.starts, moment) - 1
         return at >= 0 and moment <= self.ends[at]
+
+
+def _last_write(run: Mapping[str, Any]) -> dt.datetime:
+    """When a run sent its last write at the latest: its end, or the first later run's start."""
+    started, end = _utc(run["started_at"]), _utc(run["finished_at"])
+    later = [_utc(s) for s in run.get("later_starts") or () if _utc(s) > started + CLOCK_SKEW]
+    return min([end, *later[:1]])
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:

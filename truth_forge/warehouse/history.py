@@ -69,10 +69,18 @@ SELECT u.object_type AS object_type, u.status AS status, COUNT(*) AS n FROM (
 ) AS u GROUP BY u.object_type, u.status ORDER BY u.object_type, u.status"""
 
 # Runs that may have left a write of theirs in Twenty without saving its answer: every end but a
-# clean one ('succeeded', 'partial') and the live 'running' (the lease holder's own). A constant filter
-# on a small table, two timestamps a row: read once per run, and only when the merge needs it.
-_UNCLEAN_RUNS = """SELECT t.started_at AS started_at, t.finished_at AS finished_at FROM {crm_sync_runs} AS t
-WHERE t.status NOT IN ('succeeded', 'partial', 'running')"""
+# clean one ('succeeded', 'partial') and the live 'running' (the lease holder's own), each with the
+# starts of the next three runs (a run that started later holds the lease, or is serve's scheduled
+# sync inside its webhook run). Reads three columns of a small table: once per run, and only when
+# the merge needs it.
+_UNCLEAN_RUNS = """SELECT r.started_at AS started_at, r.finished_at AS finished_at, r.next_1 AS next_1,
+  r.next_2 AS next_2, r.next_3 AS next_3
+FROM (SELECT t.started_at AS started_at, t.finished_at AS finished_at, t.status AS status,
+        LEAD(t.started_at, 1) OVER (ORDER BY t.started_at) AS next_1,
+        LEAD(t.started_at, 2) OVER (ORDER BY t.started_at) AS next_2,
+        LEAD(t.started_at, 3) OVER (ORDER BY t.started_at) AS next_3
+      FROM {crm_sync_runs} AS t) AS r
+WHERE r.status NOT IN ('succeeded', 'partial', 'running')"""
 
 _KV = "SELECT t.key AS key, t.value AS value, t.updated_at AS updated_at FROM {crm_sync_kv} AS t ORDER BY t.key"
 
@@ -95,11 +103,14 @@ class RunHistory:
         return int(affected or 0)
 
     def unclean_runs(self) -> list[dict[str, Any]]:
-        """`started_at` and `finished_at` of every run that ended otherwise than cleanly (killed and
-        closed since as stale, aborted, interrupted): the spans in which a write of the sync's may have
-        landed in Twenty with its answer never saved (sync/own_writes.py, `UnsavedWindows`)."""
+        """Every run that ended otherwise than cleanly (killed and closed since as stale, aborted,
+        interrupted): its `started_at`, `finished_at` and `later_starts` (the starts of the next
+        three runs, as recorded), from which the sync bounds the span in which a write of that run
+        may have landed in Twenty with its answer never saved (sync/own_writes.py, `UnsavedWindows`)."""
         rows, _ = self._run(_UNCLEAN_RUNS, (), fetch=True)
-        return [_plain(r) for r in rows]
+        return [{"started_at": row["started_at"], "finished_at": row["finished_at"],
+                 "later_starts": [row[f"next_{n}"] for n in (1, 2, 3) if row[f"next_{n}"] is not None]}
+                for row in map(_plain, rows)]
 
     def recent_runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs, newest first, with their counts parsed."""
