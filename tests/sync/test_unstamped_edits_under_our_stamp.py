@@ -123,10 +123,11 @@ def test_a_write_a_killed_run_left_is_ours_and_the_newer_warehouse_value_goes_ou
 
 
 def test_a_write_that_landed_but_failed_for_its_run_is_ours_in_a_run_that_ended_partial(
-        sandbox: Any, client: TwentyClient, store: Any) -> None:
+        sandbox: Any, client: TwentyClient, engine_store: Any) -> None:
     """A batch update whose answers never came (each attempt carried out, its answer dripping past
     the deadline) fails as a whole and the run goes on, ending `partial`: no run window covers that
     write, the record's `failed` state does."""
+    store = engine_store
     synced(store, client)
     rename_here(store, "Once")
     sandbox.set_faults(drip_rate=1.0, drip_interval_ms=200, path_prefix="/rest/batch/people", max_faults=2)

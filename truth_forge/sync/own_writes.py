@@ -264,9 +264,9 @@ def unsaved_write(record: Mapping[str, Any], name: str | None, state: Mapping[st
     updated = _utc(updated)
     if created_by_us(record, name) and record.get("createdAt") == record.get("updatedAt"):
         return True
-    failed_at = state.get("last_synced_at") if state is not None and state.get("status") == "failed" else None
-    if isinstance(failed_at, dt.datetime) \
-            and _utc(failed_at) - FAILED_WRITE_SPAN - CLOCK_SKEW <= updated <= _utc(failed_at) + CLOCK_SKEW:
+    failed_at = parse_timestamp(state.get("last_synced_at")) if state is not None and state.get("status") == "failed" \
+        else None
+    if failed_at is not None and _utc(failed_at) - FAILED_WRITE_SPAN - CLOCK_SKEW <= updated <= _utc(failed_at) + CLOCK_SKEW:
         return True
     return windows().covers(updated)
 
