@@ -14,8 +14,9 @@ The key fields (`contactId`, `businessId`) tie a Twenty record to its warehouse 
 leaves them out, so they are checked on their own on every record read: a record whose key was
 retyped by hand is held (an open error naming the Twenty id, the key it should carry and the one it
 carries; nothing merged, and the push writes nothing over it) until a person sets the key back; a
-key cleared by hand is written back. A record Twenty says we wrote last is merged with our landed
-values as the base (`merge.base_after_our_write`), so a write whose answer a killed run never saved
+key cleared by hand is written back. A record holding a write of ours whose answer was never saved
+(`own_writes.unsaved_write`, which asks more than our `updatedBy` stamp: a writer that never stamps
+leaves ours in place) is merged with those values as the base (`merge.base_after_our_write`), so it
 is not taken for a person's edit.
 """
 
@@ -357,7 +358,8 @@ class _Apply:
         self.states = ctx.warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in records])
         self.company_keys = _company_keys(ctx.warehouse, records) if obj is PERSON else {}
         self.failed: set[str] = set()
-        # Our API key's name on this server, to tell our own landed writes from people's edits.
+        # Our API key's name on this server: with the runs that ended unclean, it tells a write of ours
+        # whose answer was never saved from a person's edit (`own_writes.unsaved_write`).
         self.our_name = own_writes.our_api_key_name(ctx.warehouse, ctx.client.transport.base_url)
         # Records our own create made whose bookkeeping a killed run never saved: merged here (see keys_for).
         self.adopted: set[str] = set()
