@@ -225,12 +225,13 @@ class SyncStateJournal:
                 self._journal.last_seq = max(self._journal.last_seq, floor)
                 self._journal.floor_known = True
         with self._journal.lock:
-            entries = [{**row, "seq": self._journal.next_seq(), "fields": field_set} for row in clean]
+            for row in clean:  # validate_rows' own copies: the entry is the row, with its seq
+                row["seq"], row["fields"] = self._journal.next_seq(), field_set
         columns = [(c.name, c.type) for c in CRM_SYNC_JOURNAL.columns
                    if c.name in ("seq", "fields", *_KEY, *value_fields)]
         names = ", ".join(n for n, _ in columns)
         self._run(f"INSERT INTO {{crm_sync_journal}} ({names}) {q.source_select('rows', columns)}",
-                  (RowSet("rows", columns, entries),))
+                  (RowSet("rows", columns, clean),))
         with self._journal.lock:
             self._journal.dirty = True
             for row in clean:
@@ -565,7 +566,11 @@ class _SavedJson:
 
 def _unread(row: Mapping[str, Any]) -> dict[str, Any]:
     # Validated rows carry JSON as its canonical text: kept as such until read (`_readable`).
-    return {k: _SavedJson(v) if k in _JSON_COLUMNS and isinstance(v, str) else v for k, v in row.items()}
+    out = dict(row)
+    for name in _JSON_COLUMNS:
+        if isinstance(out.get(name), str):
+            out[name] = _SavedJson(out[name])
+    return out
 
 
 def _readable(cached: dict[str, Any]) -> dict[str, Any]:
