@@ -148,3 +148,19 @@ def test_a_handle_that_only_looks_judges_rows_by_the_journal_it_may_not_fold(tmp
     with open_warehouse(url, read_only=True) as looking:
         left = [r["contact_id"] for batch in looking.changed_rows("person") for r in batch]
     assert sorted(left) == sorted(r["contact_id"] for r in rows[5:])
+
+
+def test_a_saved_base_is_read_back_from_memory_as_it_was_given(warehouse: Warehouse) -> None:
+    # The cache keeps a saved base as its stored text until a read needs it (issue 22): reads still
+    # hand out the base decoded (aliases back to field names), parsed once.
+    base = {"canonical_name": "Ann", "llm_context": "#0123456789abcdef", "additional_emails": ["a@b.c"],
+            "business_id": 7, "not_aliased": {"nested": [1, None]}}
+    assert warehouse.read_sync_state("person", [9]) == {}  # remembered: no state yet
+    save(warehouse, "9", crm_id="x", status="synced", base=base)
+    before = warehouse.statements.statements
+    first = warehouse.read_sync_state("person", [9])["9"]
+    second = warehouse.read_sync_state("person", [9])["9"]
+    detected = warehouse._settle_detected("person", "9", None, keep=False)
+    assert warehouse.statements.statements == before  # all three from memory
+    assert first["base"] == base and second["base"] == base and detected is not None and detected["base"] == base
+    assert (second["crm_id"], second["status"]) == ("x", "synced")

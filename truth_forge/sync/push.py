@@ -201,6 +201,7 @@ class _Push:
         self.ctx, self.obj = ctx, obj
         self.warehouse, self.client, self.schema, self.reporter = ctx.warehouse, ctx.client, ctx.schema, ctx.reporter
         self.stats = PushStats()
+        self.push_only = frozenset(views.push_only_columns(obj, self.schema))  # asked for per record landed
         self.failures_in_a_row = 0
         # Whole-batch failures whose error rows wait for a write that lands (see _outage).
         self.waiting_errors: list[tuple[TwentyError, Sequence[Mapping[str, Any]], str]] = []
@@ -257,7 +258,7 @@ class _Push:
         if item.base is None:
             return self.obj.crm_hash(record, self.schema, editable)
         theirs = views.twenty_view(self.obj, self.schema, record, self.company_keys, editable)
-        expected = views.two_way(self.obj, self.schema, item.base)
+        expected = views.two_way(self.obj, self.schema, item.base, self.push_only)
         agree = all(theirs[name] == expected[name] for name in theirs.keys() & expected.keys())
         return self.obj.crm_hash(record, self.schema, editable) if agree else None
 

@@ -10,7 +10,7 @@ what was last sent. A person's company link is the `business_id` (Twenty names i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from truth_forge.core.crm_schema import CrmSchema
@@ -125,7 +125,9 @@ def _two_way_columns(obj: SyncedObject, schema: CrmSchema) -> list[str]:
     return standard + [s.column for s in schema.for_object(obj.object_type) if s.sync == "both"]
 
 
-def two_way(obj: SyncedObject, schema: CrmSchema, view: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a view the merge decides between both sides (push-only fields removed)."""
-    push_only = set(push_only_columns(obj, schema))
-    return {k: v for k, v in view.items() if k not in push_only}
+def two_way(obj: SyncedObject, schema: CrmSchema, view: Mapping[str, Any],
+            push_only: Collection[str] | None = None) -> dict[str, Any]:
+    """The part of a view the merge decides between both sides (push-only fields removed).
+    `push_only`: `push_only_columns(obj, schema)` as a set, when the caller keeps it."""
+    skip = set(push_only_columns(obj, schema)) if push_only is None else push_only
+    return {k: v for k, v in view.items() if k not in skip}

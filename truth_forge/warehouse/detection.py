@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from truth_forge.warehouse import base_keys
 from truth_forge.warehouse import queries as q
-from truth_forge.warehouse.binds import Bind, KeySet, Scalar, json_value, plain_row
+from truth_forge.warehouse.binds import Bind, KeySet, Scalar, plain_row
 from truth_forge.warehouse.schema import INT64, STRING, TIMESTAMP
+from truth_forge.warehouse.validate import parse_json
 
 if TYPE_CHECKING:
     from truth_forge.core.config import Settings
@@ -344,7 +345,7 @@ class ChangeDetection:
             key = str(row[key_column])
             if exists:
                 if whole:
-                    carried["base"] = base_keys.decode(json_value(carried["base"]))
+                    carried["base"] = base_keys.decode(_json(carried["base"]))
                 carried = {"object_type": object_type, "record_key": key, **carried}
             state = self._settle_detected(object_type, key, carried if exists else None, keep=whole)
             if not _still_changed(row, state):
@@ -365,12 +366,25 @@ def _still_changed(row: Mapping[str, Any], state: Mapping[str, Any] | None) -> b
 
 
 def _view_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    out = plain_row(row)
-    for name in q.VIEW_JSON_COLUMNS & out.keys():
-        out[name] = json_value(out[name])
-    for name in q.VIEW_LIST_COLUMNS & out.keys():
-        out[name] = list(out[name] or [])
+    """A view row as the push reads it: `plain_row`'s timestamps, JSON columns parsed, list columns
+    as lists; in one pass over its values (detection hands out every changed row)."""
+    out = dict(row)
+    for name, value in out.items():
+        if name in _VIEW_JSON:
+            out[name] = _json(value)
+        elif name in _VIEW_LISTS:
+            out[name] = list(value or [])
+        elif isinstance(value, dt.datetime):
+            out[name] = value.astimezone(dt.UTC)
     return out
+
+
+_VIEW_JSON, _VIEW_LISTS = q.VIEW_JSON_COLUMNS, q.VIEW_LIST_COLUMNS
+
+
+def _json(value: Any) -> Any:
+    """`binds.json_value` with the faster parse (every changed row has six JSON columns)."""
+    return parse_json(value) if isinstance(value, str) else value
 
 
 def _add_stamps(stamps: dict[int, set[Any]], rows: Sequence[Mapping[str, Any]]) -> None:

@@ -43,7 +43,7 @@ from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.binds import Bind, KeySet, RowSet, Scalar, plain_row
 from truth_forge.warehouse.errors import WarehouseDataError
 from truth_forge.warehouse.schema import CRM_SYNC_JOURNAL, CRM_SYNC_STATE, INT64, JSON, STRING
-from truth_forge.warehouse.validate import validate_rows
+from truth_forge.warehouse.validate import parse_json, validate_rows
 
 log = logging.getLogger(__name__)
 
@@ -225,19 +225,20 @@ class SyncStateJournal:
                 self._journal.last_seq = max(self._journal.last_seq, floor)
                 self._journal.floor_known = True
         with self._journal.lock:
-            entries = [{**row, "seq": self._journal.next_seq(), "fields": field_set} for row in clean]
+            for row in clean:  # validate_rows' own copies: the entry is the row, with its seq
+                row["seq"], row["fields"] = self._journal.next_seq(), field_set
         columns = [(c.name, c.type) for c in CRM_SYNC_JOURNAL.columns
                    if c.name in ("seq", "fields", *_KEY, *value_fields)]
         names = ", ".join(n for n, _ in columns)
         self._run(f"INSERT INTO {{crm_sync_journal}} ({names}) {q.source_select('rows', columns)}",
-                  (RowSet("rows", columns, entries),))
+                  (RowSet("rows", columns, clean),))
         with self._journal.lock:
             self._journal.dirty = True
             for row in clean:
                 key = (row["object_type"], row["record_key"])
                 if key in self._journal.cache:
                     cached = self._journal.cache[key]
-                    self._journal.remember(key, _apply({**(cached or _empty(key))}, _parsed(row), value_fields))
+                    self._journal.remember(key, _apply({**(cached or _empty(key))}, _unread(row), value_fields))
                 else:
                     self._journal.unsettled.add(key)
         return len(clean)
@@ -255,7 +256,7 @@ class SyncStateJournal:
                 if (object_type, key) in self._journal.cache:
                     row = self._journal.cache[(object_type, key)]
                     if row is not None:
-                        out[key] = dict(row)
+                        out[key] = _readable(row)
                 else:
                     missing.append(key)
         if missing:
@@ -324,7 +325,7 @@ class SyncStateJournal:
         with self._journal.lock:
             if (object_type, key) in self._journal.cache:
                 cached = self._journal.cache[(object_type, key)]
-                return None if cached is None else dict(cached)
+                return None if cached is None else _readable(cached)
             if (object_type, key) not in self._journal.unsettled:
                 if keep or carried is None:
                     self._journal.remember((object_type, key), carried)
@@ -552,11 +553,36 @@ def _apply(state: dict[str, Any], entry: Mapping[str, Any], fields: Iterable[str
     return state
 
 
-def _parsed(row: Mapping[str, Any]) -> dict[str, Any]:
-    # Validated rows carry JSON as its canonical text (the base encoded); reads hand it out parsed.
-    return {k: _read_json(v) if k in _JSON_COLUMNS else v for k, v in row.items()}
+class _SavedJson:
+    """A JSON column's text as a save stored it (the base encoded), in the read cache until a read
+    needs its value: most rows a push saves are not read again in the run, and parsing every saved
+    base cost about as much as validating the row."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _unread(row: Mapping[str, Any]) -> dict[str, Any]:
+    # Validated rows carry JSON as its canonical text: kept as such until read (`_readable`).
+    out = dict(row)
+    for name in _JSON_COLUMNS:
+        if isinstance(out.get(name), str):
+            out[name] = _SavedJson(out[name])
+    return out
+
+
+def _readable(cached: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a cached row as reads hand it out (JSON parsed, the base decoded); the cached row
+    keeps the parsed value, so it is parsed once."""
+    for name in _JSON_COLUMNS:
+        value = cached.get(name)
+        if type(value) is _SavedJson:
+            cached[name] = _read_json(value.text)
+    return dict(cached)
 
 
 def _read_json(value: Any) -> Any:
     """A JSON column as stored (text or parsed) as the sync reads it (the only one, base, decoded)."""
-    return base_keys.decode(json.loads(value) if isinstance(value, str) else value)
+    return base_keys.decode(parse_json(value) if isinstance(value, str) else value)

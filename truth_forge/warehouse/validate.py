@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from truth_forge.warehouse.errors import WarehouseDataError
@@ -23,56 +23,102 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 # json.dumps with these options, built once (every saved merge base goes through it).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# Its C encoder, made once too (`JSONEncoder.encode` makes one per call: a third of a base's cost).
+# No circular-reference bookkeeping: a value that holds itself fails there, and the plain encoder
+# then says why, as it does for every value it refuses.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_CANONICAL_FAST = None if _c_make_encoder is None else _c_make_encoder(
+    None, _CANONICAL.default, json.encoder.encode_basestring, None, ":", ",", True, False, False)
 
 
 def canonical_json(value: Any) -> str:
     """The one text form of a JSON value that the warehouse stores."""
-    return _CANONICAL.encode(value)
+    if _CANONICAL_FAST is None or isinstance(value, str):
+        return _CANONICAL.encode(value)
+    try:
+        return "".join(_CANONICAL_FAST(value, 0))
+    except (RecursionError, TypeError, ValueError):
+        return _CANONICAL.encode(value)  # the same text, or the plain encoder's own error
+
+
+# The decoder's C scanner, called directly: `json.loads` wraps it in three Python layers and two
+# whitespace matches, which for the short JSON columns of a row cost twice the scan itself.
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def parse_json(text: str) -> Any:
+    """`json.loads(text)`: the same value, or the same error."""
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        return json.loads(text)  # not a value where one should start: json.loads says why
+    return value if end == len(text) else json.loads(text)  # whitespace around it, or extra data
 
 
 def _coerce(value: Any, type_: str) -> Any:
     """Return the value in the form the engines bind, or raise TypeError/ValueError saying why."""
     if value is None:
         return [] if type_ == STRING_LIST else None
-    if type_ == INT64:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"expects an integer, got {type(value).__name__} {value!r}")
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            raise ValueError(f"integer {value} does not fit INT64")
-        return value
-    if type_ == STRING:
-        if not isinstance(value, str):
-            raise TypeError(f"expects a string, got {type(value).__name__} {value!r}")
-        return value
-    if type_ == BOOL:
-        if not isinstance(value, bool):
-            raise TypeError(f"expects a bool, got {type(value).__name__} {value!r}")
-        return value
-    if type_ == TIMESTAMP:
-        if isinstance(value, str):
-            try:
-                value = dt.datetime.fromisoformat(value)
-            except ValueError as exc:
-                raise ValueError(f"expects an ISO-8601 timestamp, got {value!r}") from exc
-        if not isinstance(value, dt.datetime):
-            raise TypeError(f"expects a datetime, got {type(value).__name__} {value!r}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            # A naive datetime is ambiguous (local time or UTC?); refuse rather than guess.
-            raise ValueError(f"expects a timezone-aware datetime, got naive {value.isoformat()}")
-        return value.astimezone(dt.UTC)
-    if type_ == JSON:
+    coerce = _COERCE.get(type_)
+    if coerce is None:
+        raise AssertionError(f"unknown column type {type_}")  # a bug in the field specs, not user data
+    return coerce(value)
+
+
+def _int64(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expects an integer, got {type(value).__name__} {value!r}")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise ValueError(f"integer {value} does not fit INT64")
+    return value
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expects a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expects a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _timestamp(value: Any) -> dt.datetime:
+    if isinstance(value, str):
         try:
-            return canonical_json(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"expects a JSON-serialisable value: {exc}") from exc
-    if type_ == STRING_LIST:
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise TypeError(f"expects a list of strings, got {type(value).__name__} {value!r}")
-        for item in value:
-            if not isinstance(item, str) or not item:
-                raise TypeError(f"expects a list of non-empty strings, got item {item!r}")
-        return list(value)
-    raise AssertionError(f"unknown column type {type_}")  # a bug in the field specs, not user data
+            value = dt.datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"expects an ISO-8601 timestamp, got {value!r}") from exc
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"expects a datetime, got {type(value).__name__} {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        # A naive datetime is ambiguous (local time or UTC?); refuse rather than guess.
+        raise ValueError(f"expects a timezone-aware datetime, got naive {value.isoformat()}")
+    return value.astimezone(dt.UTC)
+
+
+def _json(value: Any) -> str:
+    try:
+        return canonical_json(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"expects a JSON-serialisable value: {exc}") from exc
+
+
+def _string_list(value: Any) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"expects a list of strings, got {type(value).__name__} {value!r}")
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise TypeError(f"expects a list of non-empty strings, got item {item!r}")
+    return list(value)
+
+
+# Each column type's check, looked up once per value (a push validates a dozen values per record).
+_COERCE: dict[str, Callable[[Any], Any]] = {
+    INT64: _int64, STRING: _string, BOOL: _bool, TIMESTAMP: _timestamp, JSON: _json, STRING_LIST: _string_list,
+}
 
 
 def validate_rows(
@@ -93,36 +139,23 @@ def validate_rows(
     keys = (key,) if isinstance(key, str) else key
     out: dict[Any, dict[str, Any]] = {}
     field_set: tuple[str, ...] | None = None
-    known = set(fields)
+    first_keys: Any = None  # the first row's keys: a later row with the same ones has the same shape
     for index, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise WarehouseDataError(table, index, f"expects a mapping, got {type(row).__name__}")
-        unknown = sorted(set(row) - known)
-        if unknown:
-            raise WarehouseDataError(table, index, f"unknown fields {unknown}; known: {sorted(fields)}")
-        missing = [k for k in keys if row.get(k) is None]
-        if missing:
-            raise WarehouseDataError(table, index, f"missing its key {missing[0]!r}")
-        names = tuple(sorted(row))
-        if field_set is None:
-            field_set = names
-            for group in required_together:
-                present = [f for f in group if f in row]
-                if present and len(present) != len(group):
-                    raise WarehouseDataError(
-                        table, index, f"fields {list(group)} must be given together (got only {present})"
-                    )
-        elif names != field_set:
-            raise WarehouseDataError(
-                table,
-                index,
-                f"carries fields {list(names)} but the batch's first row carries {list(field_set)}; "
-                "every row of one call must carry the same fields",
-            )
+        if first_keys is not None and isinstance(row, Mapping) and row.keys() == first_keys:
+            missing = [k for k in keys if row.get(k) is None]
+            if missing:
+                raise WarehouseDataError(table, index, f"missing its key {missing[0]!r}")
+        else:
+            field_set = _checked_shape(table, index, row, fields, keys, field_set, required_together)
+            first_keys = row.keys() if first_keys is None else first_keys
         clean: dict[str, Any] = {}
         for name, value in row.items():
+            kind = fields[name]
+            if (value is None and kind != STRING_LIST) or (kind == STRING and type(value) is str):
+                clean[name] = value  # the common cases, as _coerce would give them, without the call
+                continue
             try:
-                clean[name] = _coerce(value, fields[name])
+                clean[name] = _coerce(value, kind)
             except (TypeError, ValueError) as exc:
                 raise WarehouseDataError(
                     table, index, f"{_key_text(row, keys)}: column {name!r} {exc}"
@@ -131,6 +164,35 @@ def validate_rows(
         out.pop(ident, None)  # re-insert so the last occurrence also keeps the last position
         out[ident] = clean
     return list(out.values()), field_set or ()
+
+
+def _checked_shape(table: str, index: int, row: Any, fields: Mapping[str, str], keys: tuple[str, ...],
+                   field_set: tuple[str, ...] | None, required_together: Sequence[tuple[str, ...]]) -> tuple[str, ...]:
+    """A row's shape checked (a mapping, known fields, its key, the batch's field set); the field set."""
+    if not isinstance(row, Mapping):
+        raise WarehouseDataError(table, index, f"expects a mapping, got {type(row).__name__}")
+    unknown = sorted(set(row) - set(fields))
+    if unknown:
+        raise WarehouseDataError(table, index, f"unknown fields {unknown}; known: {sorted(fields)}")
+    missing = [k for k in keys if row.get(k) is None]
+    if missing:
+        raise WarehouseDataError(table, index, f"missing its key {missing[0]!r}")
+    names = tuple(sorted(row))
+    if field_set is None:
+        for group in required_together:
+            present = [f for f in group if f in row]
+            if present and len(present) != len(group):
+                raise WarehouseDataError(
+                    table, index, f"fields {list(group)} must be given together (got only {present})"
+                )
+    elif names != field_set:
+        raise WarehouseDataError(
+            table,
+            index,
+            f"carries fields {list(names)} but the batch's first row carries {list(field_set)}; "
+            "every row of one call must carry the same fields",
+        )
+    return names
 
 
 def _key_text(row: Mapping[str, Any], keys: tuple[str, ...]) -> str:
