@@ -91,6 +91,9 @@ def run_one(ns: argparse.Namespace, code: Path, data: Path, tmp: Path, label: st
                                       str(ns.limit), str(ns.burst), ns.url_options, cwd=tempfile.gettempdir())
         entries = sandbox.since(mark)
     copy.unlink(missing_ok=True)
+    if ns.timeline:
+        ns.timeline.mkdir(parents=True, exist_ok=True)
+        (ns.timeline / f"{label}.json").write_text(json.dumps(entries))
     if "failed" in result:
         return result
     if Path(result["code"]) != code.resolve():
@@ -135,6 +138,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=20, help="the bucket, server and client")
     parser.add_argument("--latency-ms", type=float, default=600)
     parser.add_argument("--skip", type=int, default=40, help="requests left out at the start (the buckets)")
+    parser.add_argument("--timeline", type=Path, help="write each side's request log here (<side>.json)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per step before it is stopped")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)

@@ -13,9 +13,11 @@ from bench_support import (  # noqa: E402
     END_MARKER,
     START_MARKER,
     Sample,
+    bucket_empty_from,
     efficiency,
     floor_seconds,
     late_rate,
+    paced_rate,
     parse_base_url,
     replace_section,
     samples_of,
@@ -73,3 +75,28 @@ def test_floor_and_late_rate() -> None:
 def test_base_url_from_the_sandbox_ready_message() -> None:
     assert parse_base_url("export TWENTY_BASE_URL=http://127.0.0.1:41234\n") == "http://127.0.0.1:41234"
     assert parse_base_url("Twenty sandbox listening on http://127.0.0.1:1") is None
+
+
+def entry(left: float, took: float = 0.1) -> dict[str, float]:
+    return {"at": left + took, "duration_ms": took * 1000}
+
+
+def test_the_window_starts_where_the_clients_bucket_is_first_empty() -> None:
+    # A bucket of 3 at 60 a minute (one token a second): three requests at once spend it.
+    burst = [entry(0.0), entry(0.01), entry(0.02)]
+    paced = [{**entry(1.02 + i), "method": "POST", "path": "/rest/batch/people", "status": 201, "batch_size": 60}
+             for i in range(5)]
+    assert bucket_empty_from(burst + paced, capacity=3, per_minute=60) == 2
+    # From there: 5 writes of 60 arrived over 5 s, one a second: the limit, exactly.
+    assert paced_rate(burst + paced, 2) == (3600.0, 5, 5.0)
+    # Slow enough that a token is always back: the limit never set the pace.
+    assert bucket_empty_from([entry(2.0 * i) for i in range(6)], capacity=3, per_minute=60) is None
+
+
+def test_tokens_saved_during_a_slow_start_move_the_window_later() -> None:
+    # The same three requests, after a start so slow that each found the bucket full again.
+    slow = [entry(0.0), entry(3.0), entry(6.0)]
+    burst = [entry(6.1), entry(6.2), entry(6.3)]
+    assert bucket_empty_from(slow + burst + [entry(8.0)], capacity=3, per_minute=60) == 5
+    # A request that left the bucket with most of a token does not start the window.
+    assert bucket_empty_from([entry(0.0), entry(0.5), entry(0.6), entry(1.5)], capacity=2, per_minute=60) == 2
