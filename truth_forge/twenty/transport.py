@@ -64,6 +64,10 @@ _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 # machine) up to which the bucket, not the number on the wire, sets the pace by default.
 ROUND_TRIP_ALLOWANCE_SECONDS = 1.5
 MAX_IN_FLIGHT_CEILING = 16  # threads and connections a client holds at most by default
+# Node (Twenty) and uvicorn (the sandbox) close a connection idle for 5 s; httpx's default is to keep
+# one 5 s too, so a request can leave on a connection the server is closing at that moment, and a
+# plain create whose connection broke is never resent. Drop idle connections a second earlier.
+KEEPALIVE_EXPIRY_SECONDS = 4.0
 
 
 def in_flight_for(per_minute: float) -> int:
@@ -397,7 +401,7 @@ class Transport:
             base_url=base_url.rstrip("/"),
             timeout=timeout,
             transport=http_transport,
-            limits=httpx.Limits(max_connections=max(10, 2 * max_in_flight)),
+            limits=httpx.Limits(max_connections=max(10, 2 * max_in_flight), keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS),
             headers={
                 "Authorization": f"Bearer {api_key}",
                 "Accept": "application/json",
