@@ -157,6 +157,7 @@ def steady_push(mode: Mode, tmp: Path, batch: int, latency_ms: float) -> dict[st
             sandbox.set_latency(latency_ms)
         with warehouse_with(tmp, f"steady-{batch}-{latency_ms:.0f}", n) as warehouse, \
                 client(sandbox.base_url, batch=batch, per_minute=mode.steady_limit) as c:
+            taken = note_tokens(c)
             mark = sandbox.mark()
             started = time.perf_counter()
             sync(warehouse, c)
@@ -167,16 +168,31 @@ def steady_push(mode: Mode, tmp: Path, batch: int, latency_ms: float) -> dict[st
     # last: every request of the window waited for a token earned inside it (a pause later on earns
     # tokens inside it too, so their burst cannot lift the figure above the limit).
     capacity = c.transport.budget.capacity
-    skip = bucket_empty_from(entries, capacity, mode.steady_limit)
+    skip = bucket_empty_from(taken, capacity, mode.steady_limit)
     # Never empty with 10 requests to go: the sync process, not the limit, set the pace; said beside
     # the figure, which is then the whole run's (its bucket's start-up tokens included).
     never_paced = skip is None or len(samples) - skip < 10
-    per_minute, requests, seconds = paced_rate(entries, 0 if never_paced or skip is None else skip)
+    per_minute, requests, seconds = paced_rate(taken, entries, 0 if never_paced or skip is None else skip)
     return {"contacts": n, "batch": batch, "latency_ms": latency_ms, "records_per_minute": per_minute,
             "efficiency": efficiency(per_minute, mode.steady_limit, batch), "window_requests": requests,
             "window_seconds": seconds, "requests": len(entries), "rate_limited": count_status(entries, 429),
             "run_seconds": elapsed, "max_in_flight": c.transport.max_in_flight,
             "client_bucket": capacity, "skipped": skip, "never_paced": never_paced}
+
+
+def note_tokens(c: TwentyClient) -> list[float]:
+    """The times the client takes its tokens (each request's departure, as the client's bucket sees
+    it; the sandbox's arrival times can lag behind them while it is busy, then catch up)."""
+    taken: list[float] = []
+    budget = c.transport.budget
+    take = budget.acquire
+
+    def acquire() -> None:
+        take()
+        taken.append(time.monotonic())
+
+    budget.acquire = acquire  # type: ignore[method-assign]
+    return taken
 
 
 def steady_skip(mode: Mode, batch: int) -> int:
@@ -455,14 +471,15 @@ def render(mode: Mode, r: dict[str, Any], command: str, run_seconds: float) -> s
             f"about). truth-forge's client as users run it: told {lim}/min, nothing else, so its default bucket "
             f"({steady_bucket(s)} tokens, 90 % of the limit) and concurrency ({steady_in_flight(s)} on the wire at most). "
             f"Its bucket lets the first {steady_bucket(s)} or so requests go as fast as they can, so the window starts at "
-            f"the request that first leaves the client's bucket with less than 0.1 token (its tokens replayed from the "
-            f"requests' arrivals in the sandbox's log; from there every request waits for a token earned inside the "
+            f"the request that first leaves the client's bucket with less than 0.1 token (replayed from the times the "
+            f"client took its tokens: the sandbox's arrival times lag while it is busy, then catch up, and read up to "
+            f"143 % at load 13; from there every request waits for a token earned inside the "
             f"window, and a pause for a warehouse read earns tokens inside it too, so their burst cannot lift the "
             f"figure above the limit) and runs to the run's last request: {steady_windows(s)}. Each run is a first "
             f"sync of "
             f"{steady_skip(mode, 60) + mode.steady_window} × 60 or {steady_skip(mode, 200) + mode.steady_window} × 200 "
             f"contacts (plus contacts/20 companies); the rate is the "
-            f"records written by the requests that arrived after the window's first ÷ the span of their arrivals "
+            f"records written by the requests sent after the window's first ÷ the span of their tokens "
             f"(every request in it, reads included, spends the budget). "
             f"The 400 ms is the sandbox's latency fault on every `/rest` request. "
             f"Naive loop: the same sandbox settings, contacts finished in the second half of a {mode.naive_seconds:.0f} s "
