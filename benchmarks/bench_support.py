@@ -89,6 +89,36 @@ def steady_rate(samples: Sequence[Sample], skip: int) -> tuple[float, int, float
     return records * 60.0 / seconds, len(window) - 1, seconds
 
 
+def bucket_empty_from(taken: Sequence[float], capacity: float, per_minute: float,
+                      below: float = 0.1) -> int | None:
+    """The first token (its index in `taken`, the times the client took them) that left the
+    client's bucket with less than `below` of one: replayed from a full bucket refilled at the limit.
+    From there every later request waited for a token earned after it, so no token saved up before
+    can lift a rate measured from it above the limit (by more than `below` of a request). None:
+    never emptied (the limit never set the pace)."""
+    rate = per_minute / 60.0
+    tokens, last = capacity, taken[0] if taken else 0.0
+    for i, when in enumerate(taken):
+        tokens = min(capacity, tokens + (when - last) * rate) - 1.0
+        last = when
+        if tokens < below:
+            return i
+    return None
+
+
+def paced_rate(taken: Sequence[float], entries: Sequence[dict[str, Any]], start: int) -> tuple[float, int, float]:
+    """(records per minute, requests, seconds) from token `start` to the last one taken: the records
+    of the requests sent after it (the sandbox's log in order of arrival, matched to the tokens in
+    order) ÷ that span. Every request spends the budget, reads and refusals too; records count for
+    successful batch writes only."""
+    seconds = taken[-1] - taken[start] if len(taken) > start else 0.0
+    if seconds <= 0:
+        raise ValueError(f"no paced window from request {start} of {len(taken)}")
+    arrived = sorted(entries, key=lambda e: e["at"] - (e.get("duration_ms") or 0.0) / 1000)
+    records = sum(s.records for s in samples_of(arrived[start + 1 : len(taken)]))
+    return records * 60.0 / seconds, len(taken) - 1 - start, seconds
+
+
 def efficiency(records_per_minute: float, limit_per_minute: float, batch: int) -> float:
     """The issue's steady-push figure: records/min ÷ (limit × batch)."""
     return records_per_minute / (limit_per_minute * batch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,9 +14,11 @@ from bench_support import (  # noqa: E402
     END_MARKER,
     START_MARKER,
     Sample,
+    bucket_empty_from,
     efficiency,
     floor_seconds,
     late_rate,
+    paced_rate,
     parse_base_url,
     replace_section,
     samples_of,
@@ -73,3 +76,33 @@ def test_floor_and_late_rate() -> None:
 def test_base_url_from_the_sandbox_ready_message() -> None:
     assert parse_base_url("export TWENTY_BASE_URL=http://127.0.0.1:41234\n") == "http://127.0.0.1:41234"
     assert parse_base_url("Twenty sandbox listening on http://127.0.0.1:1") is None
+
+
+def write(left: float, took: float = 0.5) -> dict[str, Any]:
+    """A batch write of 60 as the sandbox logs it: arrived at `left`, answered `took` later."""
+    return {"at": left + took, "duration_ms": took * 1000, "method": "POST", "path": "/rest/batch/people",
+            "status": 201, "batch_size": 60}
+
+
+def test_the_window_starts_where_the_clients_bucket_is_first_empty() -> None:
+    # A bucket of 3 at 60 a minute (one token a second): three tokens taken at once spend it.
+    taken = [0.0, 0.01, 0.02] + [1.02 + i for i in range(5)]
+    assert bucket_empty_from(taken, capacity=3, per_minute=60) == 2
+    # From there: 5 writes of 60 sent over 5 s, one a second: the limit, exactly.
+    assert paced_rate(taken, [write(t) for t in taken], 2) == (3600.0, 5, 5.0)
+    # Slow enough that a token is always back: the limit never set the pace.
+    assert bucket_empty_from([2.0 * i for i in range(6)], capacity=3, per_minute=60) is None
+
+
+def test_tokens_saved_during_a_slow_start_move_the_window_later() -> None:
+    # The same three tokens, after a start so slow that each found the bucket full again.
+    assert bucket_empty_from([0.0, 3.0, 6.0, 6.1, 6.2, 6.3, 8.0], capacity=3, per_minute=60) == 5
+    # A token that left most of one in the bucket does not start the window.
+    assert bucket_empty_from([0.0, 0.5, 0.6, 1.5], capacity=2, per_minute=60) == 2
+
+
+def test_a_busy_sandbox_catching_up_does_not_lift_the_rate() -> None:
+    # Tokens taken once a second; the sandbox got to the last three in a rush after a stall.
+    taken = [float(i) for i in range(6)]
+    arrivals = [0.0, 1.0, 2.0, 4.9, 4.95, 5.0]
+    assert paced_rate(taken, [write(t) for t in arrivals], 0) == (3600.0, 5, 5.0)

@@ -121,3 +121,21 @@ def test_the_key_list_finds_our_key_by_the_id_in_a_jwt_token() -> None:
     payload = base64.urlsafe_b64encode(json.dumps({"sub": "w", "jti": "key-1"}).encode()).decode().rstrip("=")
     assert _api_key_id(f"eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln") == "key-1"
     assert _api_key_id("not-a-jwt") is None
+
+
+def test_the_name_learnt_from_the_companies_is_checked_while_the_people_are_pushed(store: Any) -> None:
+    """The check is one read: it goes out once the companies' answers taught the name, not after the
+    last write, so its round trip overlaps the people's push (on a slow Twenty, a request's latency)."""
+    with serve(named_api_keys={"ours": "sync", "theirs": "other"}) as sandbox, \
+            client_for(sandbox, "ours"), \
+            TwentyClient(sandbox.base_url, "ours", batch_size=2, max_in_flight=2, requests_per_minute=100_000,
+                         timeout=5) as client:
+        sandbox.set_faults(latency_ms=30)
+        first = run_sync(store, client, SCHEMA)
+        log = sandbox.request_log
+    assert first.status == "succeeded" and "warnings" not in first.counts
+    [check] = [e.seq for e in log if e.path.endswith("/apiKeys")]
+    companies = [e.seq for e in log if e.path == "/rest/batch/companies"]
+    people = [e.seq for e in log if e.path == "/rest/batch/people"]
+    assert len(people) == 20 and companies[-1] < check < people[-1]
+    assert own_writes.filter_clause(store, sandbox.base_url) is not None  # checked: ours alone

@@ -142,15 +142,17 @@ def test_a_huge_contact_id_does_not_stop_id_allocation(sandbox: Any, client: Twe
 
 def test_an_outage_stops_the_push_after_three_failed_writes_in_a_row(
         sandbox: Any, client: TwentyClient, store: Any) -> None:
-    client.transport.retry.max_retries = 0
-    client.records.batch_size = 2
-    sandbox.set_faults(error_rate=1.0, error_statuses=(502,), path_prefix="/rest/batch/people")
-    result = run_sync(store, client, SCHEMA)
+    # Four on the wire at most: the stream's window (8 batches) is then well short of the 20 to send.
+    with TwentyClient(sandbox.base_url, sandbox.api_key, requests_per_minute=100_000, timeout=5,
+                      max_in_flight=4, max_retries=0) as narrow:
+        narrow.records.batch_size = 2
+        sandbox.set_faults(error_rate=1.0, error_statuses=(502,), path_prefix="/rest/batch/people")
+        result = run_sync(store, narrow, SCHEMA)
+        window = 2 * narrow.records.pool.size
     assert result.status == "aborted"
     assert result.counts["push_person"]["failed"] == 6  # three batches of 2, then the push stopped
     # Writes already on the wire when the third failure is read cannot be called back, but no more
     # leave: at most the stream's window of cut batches plus the two cut while reading the failures.
-    window = 2 * client.records.pool.size
     assert 3 <= len(batch_writes(sandbox)) <= window + 2 < 20
     sandbox.clear_faults()
     assert run_sync(store, client, SCHEMA).status == "succeeded"

@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.twenty.test_client_sandbox import batch_posts, client_for, person
 from truth_forge.twenty.errors import TwentySchemaMismatch
+from truth_forge.twenty.inflight import DEFAULT_MAX_IN_FLIGHT
 
 
 def most_at_once(entries: list[Any]) -> int:
@@ -111,3 +112,14 @@ def test_a_paced_client_never_overspends_the_servers_bucket(sandbox: Any) -> Non
     posts = batch_posts(sandbox)
     assert len(posts) == 20 and not [e for e in posts if e.status == 429]
     assert 2 <= most_at_once(posts) <= peak <= 4
+
+
+def test_at_600_a_minute_and_slow_answers_the_bucket_not_the_gate_sets_the_pace(sandbox: Any) -> None:
+    """600 requests a minute with 1.2 s a request needs 12 on the wire (rate × round trip): the
+    default concurrency must allow them, or tokens wait while every slot waits for an answer."""
+    sandbox.set_faults(latency_ms=1200)
+    with client_for(sandbox, batch_size=1, requests_per_minute=600, burst=20) as client:
+        outcome = client.records.create_many("people", [person(i) for i in range(30)])
+        widest = client.transport.max_in_flight
+    assert len(outcome.succeeded) == 30
+    assert DEFAULT_MAX_IN_FLIGHT < most_at_once(batch_posts(sandbox)) <= widest

@@ -389,15 +389,26 @@ def check_key_name(client: TwentyClient, name: str) -> NameCheck:
     return judge_key_name(keys, name)
 
 
-def check_key_name_once(warehouse: SyncStore, client: TwentyClient) -> NameCheck | None:
-    """After a run: check a newly learnt name once. A shared name turns the filter off (and stops
-    the merge taking that actor's values for ours); a check that cannot be made is said, once."""
-    base_url = client.transport.base_url
+def name_to_check(warehouse: SyncStore, base_url: str) -> str | None:
+    """The learnt name that has not been checked yet (None: nothing to check)."""
     known = _read(warehouse, base_url)
     name = known.get("name")
     if "off" in known or not isinstance(name, str) or not name or known.get("checked") == name:
         return None
-    result = check_key_name(client, name)
+    return name
+
+
+def check_key_name_once(warehouse: SyncStore, client: TwentyClient,
+                        checked: tuple[str, NameCheck] | None = None) -> NameCheck | None:
+    """After a run: check a newly learnt name once. A shared name turns the filter off (and stops
+    the merge taking that actor's values for ours); a check that cannot be made is said, once.
+    `checked`: a name and its check made earlier in the run (used if that is still the name)."""
+    base_url = client.transport.base_url
+    known = _read(warehouse, base_url)
+    name = name_to_check(warehouse, base_url)
+    if name is None:
+        return None
+    result = checked[1] if checked is not None and checked[0] == name else check_key_name(client, name)
     if result.outcome == "shared":
         disable(warehouse, base_url, result.said)
         return result

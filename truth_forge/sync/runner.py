@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -115,6 +116,16 @@ def _require_setup(warehouse: SyncStore, client: TwentyClient, schema: CrmSchema
     )
 
 
+def _start_name_check(warehouse: SyncStore, client: TwentyClient) -> tuple[str, Future[own_writes.NameCheck]] | None:
+    """The unchecked name's check, sent on the client's pool (None: no name to check yet)."""
+    name = own_writes.name_to_check(warehouse, client.transport.base_url)
+    return None if name is None else (name, client.pool.submit(own_writes.check_key_name, client, name))
+
+
+def _name_checked(started: tuple[str, Future[own_writes.NameCheck]] | None) -> tuple[str, own_writes.NameCheck] | None:
+    return None if started is None else (started[0], started[1].result())
+
+
 def run_sync(
     warehouse: SyncStore,
     client: TwentyClient,
@@ -182,6 +193,7 @@ def _run_as_writer(
     billed_before = warehouse.statements.snapshot()
     known_batch_size = _recall_batch_size(warehouse, client)
     counts: dict[str, Any] = {}
+    name_check: tuple[str, Future[own_writes.NameCheck]] | None = None
     aborted = interrupted = False
     ctx.emit("run_started", detail={"run_id": run_id, "direction": direction})
     try:
@@ -211,6 +223,10 @@ def _run_as_writer(
             warehouse.fold_journal()
         if direction in ("both", "push"):
             for obj in order:
+                # The name our writes are stamped with is learnt from the first answers; its check (one
+                # read) goes out now, on the pool, so its round trip overlaps this push instead of
+                # following the last one. Its outcome is applied after the push, as before.
+                name_check = name_check or _start_name_check(warehouse, client)
                 ctx.emit("phase_started", phase="push", object_type=obj.object_type)
                 try:
                     pushed = push_object(ctx, obj)
@@ -222,7 +238,7 @@ def _run_as_writer(
                 ctx.emit("phase_finished", phase="push", object_type=obj.object_type,
                          detail=counts[f"push_{obj.object_type}"])
         # Our key's name, once learnt: is it ours alone? (One request, once per name.)
-        named = own_writes.check_key_name_once(warehouse, client)
+        named = own_writes.check_key_name_once(warehouse, client, _name_checked(name_check))
         if named is not None and named.outcome == "unknown":
             ctx.warn(f"own-writes filter unverified: {named.said}")
         # The filter turned off during this run (a refused filter, an unstamped answer, a shared

@@ -17,6 +17,7 @@ import datetime as dt
 import email.utils
 import json
 import logging
+import math
 import random
 import re
 import threading
@@ -59,6 +60,25 @@ MIN_REQUEST_LINE = 1024  # below this not even one id fits beside a filter's oth
 HTTP_VERSION = "HTTP/1.1"
 USER_AGENT = "truth-forge (+https://github.com/truth-forge)"
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+# The round trip of one request (the server's latency and work, our encoding and decoding on a busy
+# machine) up to which the bucket, not the number on the wire, sets the pace by default.
+ROUND_TRIP_ALLOWANCE_SECONDS = 1.5
+MAX_IN_FLIGHT_CEILING = 16  # threads and connections a client holds at most by default
+# Node (Twenty) and uvicorn (the sandbox) close a connection idle for 5 s; httpx's default is to keep
+# one 5 s too, so a request can leave on a connection the server is closing at that moment, and a
+# plain create whose connection broke is never resent. Drop idle connections a second earlier.
+KEEPALIVE_EXPIRY_SECONDS = 4.0
+
+
+def in_flight_for(per_minute: float) -> int:
+    """How many requests may be on the wire at once, by default, for a bucket refilled at `per_minute`.
+
+    Requests on the wire = rate × round trip (Little's law): 8 keep Twenty Cloud's 100 a minute busy
+    with seconds of latency to spare, but at 600 a minute and 600 ms a request (plus the server's own
+    work) 8 are all on the wire while tokens wait, and the gate, not the bucket, set the pace (issue
+    22). Enough for a round trip of ROUND_TRIP_ALLOWANCE_SECONDS, never below 8 nor above the ceiling."""
+    needed = min(MAX_IN_FLIGHT_CEILING, per_minute / 60.0 * ROUND_TRIP_ALLOWANCE_SECONDS)
+    return max(DEFAULT_MAX_IN_FLIGHT, math.ceil(needed))
 
 
 class RequestBudget:
@@ -345,7 +365,7 @@ class Transport:
         http_transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = shutdown.pause,  # a retry's wait ends when the process must stop
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight: int | None = None,  # None: in_flight_for(requests_per_minute)
         deadline: float = DEFAULT_DEADLINE_SECONDS,
         max_request_line: int = DEFAULT_MAX_REQUEST_LINE,
     ) -> None:
@@ -364,6 +384,8 @@ class Transport:
         self.max_request_line = max_request_line
         self.retry = retry or RetryPolicy()
         self.budget = RequestBudget(requests_per_minute, burst, clock=clock, sleep=sleep)
+        if max_in_flight is None:
+            max_in_flight = in_flight_for(requests_per_minute)
         # More requests on the wire than the bucket could ever pay for at once would only queue.
         self.gate = InFlightGate(max(1, min(max_in_flight, int(self.budget.capacity))))
         self.stats = TransportStats()
@@ -379,7 +401,7 @@ class Transport:
             base_url=base_url.rstrip("/"),
             timeout=timeout,
             transport=http_transport,
-            limits=httpx.Limits(max_connections=max(10, 2 * max_in_flight)),
+            limits=httpx.Limits(max_connections=max(10, 2 * max_in_flight), keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS),
             headers={
                 "Authorization": f"Bearer {api_key}",
                 "Accept": "application/json",
