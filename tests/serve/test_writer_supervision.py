@@ -14,6 +14,7 @@ import httpx
 from tests.sandbox.util import create_person
 from tests.serve.conftest import ServeHarness, ServeProcess, serve_env, wait_until
 from tests.serve.test_end_to_end import contact_of
+from truth_forge.realtime.supervisor import restart_pause
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse import open_warehouse
 
@@ -78,3 +79,8 @@ def test_a_sigkilled_servers_writer_releases_the_lease_and_exits(
     with open_warehouse(url) as wh:
         lease = wh.read_lease("writer")
         assert lease is not None and lease["owner"] is None  # released on the way out, not left to expire
+
+
+def test_the_restart_pause_doubles_with_each_quick_failure_up_to_its_limit() -> None:
+    assert [restart_pause(n, 1.0, 60.0) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert restart_pause(10_000, 1.0, 60.0) == 60  # no overflow however long it keeps failing

@@ -79,7 +79,7 @@ class WriterProcess:
                 continue
             ran = time.monotonic() - self._started_at
             quick_failures = 1 if ran >= options.restart_backoff_max else quick_failures + 1
-            pause = min(options.restart_backoff_max, options.restart_backoff * 2 ** (quick_failures - 1))
+            pause = restart_pause(quick_failures, options.restart_backoff, options.restart_backoff_max)
             self.last_exit = f"the writer process exited ({_describe_exit(self._process.exitcode)}) after {ran:.0f} s"
             log.error("%s; a new one starts in %.0f s", self.last_exit, pause)
             self._restart_at = time.monotonic() + pause
@@ -133,6 +133,12 @@ class WriterProcess:
             reported.update(state="failed", detail=f"the writer process exited ({self._process.exitcode})")
         reported["process"] = {"pid": self.pid, "restarts": self.restarts, "last_exit": self.last_exit}
         return reported
+
+
+def restart_pause(quick_failures: int, first: float, most: float) -> float:
+    """Seconds before starting the next writer: `first` after one failure, doubled after each
+    further quick one, never more than `most`."""
+    return float(min(most, first * 2 ** min(max(0, quick_failures - 1), 32)))
 
 
 def _describe_exit(code: int | None) -> str:
