@@ -86,7 +86,11 @@ class WriterProcess:
             if self._stopping.wait(pause):
                 return
             self.restarts += 1
-            self._spawn(previous_exit=f"{self.last_exit}; restarted (restart {self.restarts})")
+            try:
+                self._spawn(previous_exit=f"{self.last_exit}; restarted (restart {self.restarts})")
+            except OSError as exc:  # no process could be made (memory, process limit): try again, later each time
+                log.error("Could not start a new writer process: %s", exc)
+                self._started_at = time.monotonic()
         self._finish()
 
     def _finish(self) -> None:
