@@ -9,7 +9,8 @@ every few minutes for completeness. The process has two halves:
   together in one commit, truth_forge/realtime/group_commit.py), answer 200, all in a few
   milliseconds; it never touches the warehouse, so a slow MERGE or a running sync cannot make
   Twenty's 5-second delivery time out;
-* the writer (a child process, truth_forge/realtime/writer.py): holds the warehouse's writer lease for as
+* the writer (a child process, truth_forge/realtime/writer.py, started again if it dies:
+  truth_forge/realtime/supervisor.py): holds the warehouse's writer lease for as
   long as the server runs, applies the inbox in micro-batches and runs the scheduled sync, one
   thing at a time. On shutdown (after uvicorn has finished the requests in flight) it finishes what
   it is doing, applies what is already in the inbox (for a bounded time), then releases the lease.
@@ -24,8 +25,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import multiprocessing
-import os
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -39,6 +38,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from truth_forge.realtime.console_app import serve_console_routes
 from truth_forge.realtime.group_commit import GroupCommit
 from truth_forge.realtime.inbox import Arrival, Inbox
+from truth_forge.realtime.supervisor import WriterProcess
 from truth_forge.realtime.webhooks import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
@@ -47,58 +47,11 @@ from truth_forge.realtime.webhooks import (
     parse_event,
     verify_delivery,
 )
-from truth_forge.realtime.writer import ServeOptions, WriterSpec, now_ms, writer_main
+from truth_forge.realtime.writer import ServeOptions, WriterSpec, now_ms
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhooks/twenty"
-
-
-class WriterProcess:
-    """The server's handle on its writer process (truth_forge/realtime/writer.py)."""
-
-    def __init__(self, spec: WriterSpec, inbox: Inbox) -> None:
-        self.spec = spec
-        self.inbox = inbox
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited threads or sockets
-        self._stop: Any = context.Event()
-        self._process = context.Process(target=writer_main, args=(spec, self._stop, os.getpid()),
-                                        name="truth-forge-writer", daemon=False)
-
-    def start(self) -> None:
-        self.inbox.clear_writer_status()
-        self._process.start()
-
-    def stop(self) -> None:
-        """Let the writer finish its work and drain the inbox (bounded), then wait for it to exit."""
-        self._stop.set()
-        self._process.join(self.spec.options.drain_seconds + self.spec.options.lease_ttl.total_seconds() + 30)
-        if self._process.is_alive():
-            log.error("The writer did not stop in time; terminating it (the inbox keeps what it had not applied)")
-            self._process.kill()
-            self._process.join(10)
-        if not self._process.is_alive():
-            # The stop flag's semaphores are unlinked when the flag is collected: now, since uvicorn ends
-            # the process by re-raising SIGTERM, which runs no exit handlers, and multiprocessing's
-            # resource tracker would then warn of "leaked semaphore objects".
-            self._stop = _StopAlreadySet()
-
-    @property
-    def alive(self) -> bool:
-        return self._process.is_alive()
-
-    def status(self) -> dict[str, Any]:
-        reported = self.inbox.writer_status() or {"state": "starting", "detail": ""}
-        if not self.alive and reported.get("state") not in ("stopped", "failed"):
-            reported = {**reported, "state": "failed", "detail": f"the writer process exited ({self._process.exitcode})"}
-        return reported
-
-
-class _StopAlreadySet:
-    """What is left of the stop flag once the writer has exited."""
-
-    def set(self) -> None:
-        return None
 
 
 # --- the request path ------------------------------------------------------------------------------
