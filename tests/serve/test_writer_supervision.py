@@ -39,6 +39,7 @@ def test_a_killed_writer_is_restarted_and_applies_the_events_that_waited(
     process = harness.status()["writer"]["process"]
     assert process["pid"] != first_writer and process["restarts"] == 1
     assert "killed by SIGKILL" in process["last_exit"]
+    assert "truth_forge_writer_restarts_total 1" in httpx.get(harness.url + "/metrics").text.splitlines()
     with harness.paused() as wh:
         contact = contact_of(wh, grace["id"])
         assert contact is not None and contact["primary_email"] == "grace@example.com"

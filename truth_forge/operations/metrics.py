@@ -116,6 +116,11 @@ def collect(overview: Overview, *, writer: Mapping[str, Any] | None, inbox_count
                            .add(max(0.0, (now_ms - int(beat)) / 1000)))
         metrics.append(Metric(f"{PREFIX}writer_ready", "gauge", "1 when serve's writer holds the lease and works")
                        .add(1.0 if writer.get("state") == "ready" else 0.0))
+        process = writer.get("process")
+        if isinstance(process, Mapping):
+            metrics.append(Metric(f"{PREFIX}writer_restarts", "counter",
+                                  "Times serve started its writer process again after it died")
+                           .add(float(process.get("restarts", 0) or 0)))
     return metrics
 
 
