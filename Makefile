@@ -39,12 +39,17 @@ lint: venv
 	$(VENV)/bin/ruff check truth_forge tests benchmarks scripts
 	$(VENV)/bin/mypy truth_forge
 
+# The full suite, each test file whole in one of TEST_WORKERS processes (pytest-xdist): most of the
+# time is spent waiting on subprocesses, servers and the emulator, so more workers than cores pay.
+# Each worker starts its own sandbox and bqemulator on ports the OS gives. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
+
 test: venv bqemu chromium lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # Everything except the BigQuery-emulator contract tests.
 test-fast: venv chromium lint
-	$(PY) -m pytest -m "not bigquery"
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not bigquery"
 
 # Seeded recovery trials (kills, fault storms, hostile data), minutes not hours; see docs/soak.md.
 # Never part of `make test`: tests/soak/conftest.py deselects them unless TRUTH_FORGE_SOAK=1.

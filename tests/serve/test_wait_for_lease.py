@@ -81,7 +81,9 @@ def test_a_sync_that_waited_long_enough_refuses_with_the_file_in_use(sandbox: An
     open_warehouse(url).close()
     holder = hold_the_file(url)
     try:
-        refused = subprocess.run([sys.executable, "-m", "truth_forge", "sync", "--wait-for-lease", "1"],
+        # 3 s, not 1: on a busy machine the first attempt alone can take a second, and then the sync
+        # refuses without having said that it waits.
+        refused = subprocess.run([sys.executable, "-m", "truth_forge", "sync", "--wait-for-lease", "3"],
                                  env=sync_env(sandbox, url), cwd=tmp_path, capture_output=True, text=True,
                                  timeout=120)
     finally:
