@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ from tests.fixtures.sandbox import as_person
 from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
+from truth_forge.warehouse.detection import DetectionPolicy
 from truth_forge.warehouse.sample_data import generate_sample_data
 
 SCHEMA = CrmSchema.load()
@@ -323,3 +325,24 @@ def test_warehouse_wins_puts_the_warehouse_value_in_twenty(sandbox: Any, client:
     sandbox.clear_request_log()
     run_sync(store, client, SCHEMA, conflict_policy="warehouse_wins")
     assert record_writes(sandbox) == []
+
+
+def test_a_json_edit_made_without_a_stamp_reaches_twenty_even_when_a_pull_touches_the_record(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    """A writer that rewrites a JSON column and leaves updated_at alone breaks the contract; the
+    audit is what catches it. A Twenty edit of the same record that needs no warehouse write must
+    not record the row as synced meanwhile (on BigQuery the merge reads no JSON): the audit still
+    finds the row and sends the edit."""
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    [five] = store.get_rows("person", [5])
+    relationship = "FAMILY" if five["relationship_category"] != "FAMILY" else "FRIEND"
+    store._run("UPDATE {contacts} AS t SET ai_insights = JSON('{{\"unstamped\": 1}}'), "
+               f"relationship_category = '{relationship}' WHERE t.contact_id = 5", ())
+    [twenty_five] = [p for p in people(client) if p["contactId"] == "5"]
+    with crm(sandbox) as http:  # a person sets the same value in Twenty: nothing to write in the warehouse
+        http.patch(f"/rest/people/{twenty_five['id']}", json={"relationshipCategory": relationship}).raise_for_status()
+    assert run_sync(store, client, SCHEMA).status == "succeeded"
+    audit = run_sync(store, client, SCHEMA, detection=dataclasses.replace(DetectionPolicy(), audit=True))
+    assert audit.status == "succeeded"
+    [after] = [p for p in people(client) if p["contactId"] == "5"]
+    assert '"unstamped":1' in after["aiInsights"].replace(" ", "")

@@ -474,13 +474,21 @@ def apply_records(ctx: SyncContext, obj: SyncedObject, records: Sequence[Mapping
         landing.check_landings(ctx)  # (serve's webhook batches come here with no run of their own)
     # From the read of the rows to the saved state, no landing of staged values comes in between
     # (the read-ahead thread may land them): what is staged and what the state says stay one.
+    narrow = _reads_narrow(ctx, obj)
     with warehouse.holding_pending():
         current = {r[obj.key_column]: r for r in warehouse.get_rows(
-            obj.object_type, [k for k in keys.values() if k], narrow=_reads_narrow(ctx, obj))}
+            obj.object_type, [k for k in keys.values() if k], narrow=narrow)}
+        if narrow:
+            _hash_rows_without_base(page, changed, keys, current)
         plans = [_plan(page, record, keys[record["id"]], current.get(keys[record["id"]])) for record in changed]  # type: ignore[arg-type]
         # Written at once, or staged to land later (BigQuery: warehouse/pending_rows.py).
         staged = warehouse.land_pulled(obj.object_type, [p.row for p in plans if p.row is not None], current)
-        hashes_after = warehouse.row_hashes(obj.object_type, [p.key for p in plans if p.key not in staged])
+        # A row read without its JSON and left as it was keeps the hash its state had: recording its
+        # hash now would cover a JSON edit nobody checked (the push and the audit compare it instead).
+        kept: dict[int, str | None] = {p.key: (page.states.get(p.record["id"]) or {}).get("warehouse_hash")
+                                       for p in plans if narrow and p.key in current and p.key not in staged}
+        hashes_after: dict[int, str | None] = {**warehouse.row_hashes(
+            obj.object_type, [p.key for p in plans if p.key not in staged and p.key not in kept]), **kept}
         hashes_after.update(dict.fromkeys(staged, STAGED_HASH))
 
         now, state_rows, to_key = now_utc(), [], []
@@ -575,6 +583,17 @@ def _plan(page: _Apply, record: Mapping[str, Any], key: int, row: Mapping[str, A
         or _json_unseen(row, state)
     return _Plan(record, key, written if len(written) > 1 else None, {**(base or {}), **result.base}, to_send,
                  [(name, ours.get(name), value) for name, value in result.to_warehouse.items()])
+
+
+def _hash_rows_without_base(page: _Apply, records: Sequence[Mapping[str, Any]], keys: Mapping[str, int | None],
+                            current: dict[int, dict[str, Any]]) -> None:
+    """Rows read without their JSON whose state has no merge base (synced by a truth-forge from before
+    bases were kept) get their hash, so `_plan` can still tell an unchanged row (its values are the
+    base) from one to merge field by field."""
+    legacy = [k for r in records if (k := keys.get(r["id"])) in current and "row_hash" not in current[k]
+              and (state := page.states.get(r["id"])) is not None and state.get("base") is None]
+    for key, row_hash in page.warehouse.row_hashes(page.obj.object_type, legacy).items():
+        current[key] = {**current[key], "row_hash": row_hash}
 
 
 def _json_unseen(row: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
