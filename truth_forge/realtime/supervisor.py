@@ -63,7 +63,12 @@ class WriterProcess:
             writer_end, server_end = self._context.Pipe(duplex=False)
             process = self._context.Process(target=writer_main, args=(self.spec, writer_end, os.getpid(), previous_exit),
                                             name="truth-forge-writer", daemon=False)
-            process.start()
+            try:
+                process.start()
+            except BaseException:
+                writer_end.close()  # no writer got them: each failed attempt would leak two descriptors
+                server_end.close()
+                raise
             writer_end.close()  # the writer has its copy; the pipe's end of file is then the server's doing alone
             if self._stop_end is not None:
                 self._stop_end.close()  # the pipe of the writer that died
@@ -88,8 +93,8 @@ class WriterProcess:
             self.restarts += 1
             try:
                 self._spawn(previous_exit=f"{self.last_exit}; restarted (restart {self.restarts})")
-            except OSError as exc:  # no process could be made (memory, process limit): try again, later each time
-                log.error("Could not start a new writer process: %s", exc)
+            except Exception as exc:  # no process could be made (memory, process limit...): try again, later each time
+                log.error("Could not start a new writer process: %s: %s", type(exc).__name__, exc)
                 self._started_at = time.monotonic()
         self._finish()
 

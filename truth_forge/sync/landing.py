@@ -30,8 +30,7 @@ def check_landings(ctx: SyncContext) -> None:
     of what landing keeps back in the run's."""
     ctx.warehouse.check_landed_rows_with(
         lambda object_type, rows, states: as_merged(ctx.schema, object_type, rows, states),
-        # Appended at once: a landing is rare, and may come after this run's history was flushed.
-        lambda kept: ctx.warehouse.append_history(kept_back(ctx, kept)))
+        lambda kept: kept_back(ctx, kept))  # appended at once by the landing handle
 
 
 def as_merged(schema: CrmSchema, object_type: str, rows: Mapping[int, Mapping[str, Any]],

@@ -128,8 +128,8 @@ class _Pending:
     # Which landed rows still read as their merge decided (object type, landed rows by key, their sync
     # states) -> keys; given by the sync, which knows what the merge base means. None: none is trusted.
     landing_check: LandingCheck | None = None
-    # Told of staged values that landing kept back for a newer warehouse value (the record history).
-    on_kept: Callable[[list[KeptValue]], object] | None = None
+    # Staged values that landing kept back for a newer warehouse value -> their record history rows.
+    on_kept: Callable[[list[KeptValue]], list[dict[str, Any]]] | None = None
 
 
 class PendingRows:
@@ -171,6 +171,9 @@ class PendingRows:
         def upsert_sync_state(self, rows: Iterable[Mapping[str, Any]]) -> int:
             raise NotImplementedError
 
+        def append_history(self, rows: Iterable[Mapping[str, Any]]) -> int:
+            raise NotImplementedError
+
     def _init_pending(self) -> None:
         self._pending = _Pending()
 
@@ -178,7 +181,7 @@ class PendingRows:
         self._pending = other._pending
 
     def check_landed_rows_with(self, check: LandingCheck,
-                               on_kept: Callable[[list[KeptValue]], object] | None = None) -> None:
+                               on_kept: Callable[[list[KeptValue]], list[dict[str, Any]]] | None = None) -> None:
         """How landing tells a row that holds what its merge decided (see `_Entry.verify`), and
         whom it tells of values kept back."""
         self._pending.landing_check, self._pending.on_kept = check, on_kept
@@ -382,8 +385,9 @@ class PendingRows:
         states = self._record_landed(object_type, clean, to_check, unsure)
         if kept_values and self._pending.on_kept is not None:
             # The record history said Twenty's value was applied when it was staged.
-            self._pending.on_kept([dataclasses.replace(k, crm_id=states.get(str(k.key), {}).get("crm_id"))
-                                   for k in kept_values])
+            # Appended by this handle: landing may run on another thread than the run's own.
+            self.append_history(self._pending.on_kept([
+                dataclasses.replace(k, crm_id=states.get(str(k.key), {}).get("crm_id")) for k in kept_values]))
         return kept
 
     def _record_landed(self, object_type: str, clean: list[int], to_check: list[int], unsure: list[int]
