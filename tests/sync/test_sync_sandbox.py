@@ -10,6 +10,10 @@ import pytest
 
 from tests.fixtures.sandbox import as_person
 from truth_forge.core.crm_schema import CrmSchema
+from truth_forge.core.reporting import ErrorReporter
+from truth_forge.sync.context import SyncContext
+from truth_forge.sync.objects import PERSON
+from truth_forge.sync.pull import pull_records
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
 from truth_forge.warehouse.detection import DetectionPolicy
@@ -346,3 +350,26 @@ def test_a_json_edit_made_without_a_stamp_reaches_twenty_even_when_a_pull_touche
     assert audit.status == "succeeded"
     [after] = [p for p in people(client) if p["contactId"] == "5"]
     assert '"unstamped":1' in after["aiInsights"].replace(" ", "")
+
+
+def test_an_edit_made_while_the_key_is_written_back_is_not_taken_for_synced(
+        sandbox: Any, client: TwentyClient, store: Any) -> None:
+    """A person created in Twenty is merged from the record as read; the write-back of its new key
+    answers with the record as it is by then. An edit made in between must still be merged when the
+    record comes again (a webhook's echo, the next pull), not recorded as already synced."""
+    run_sync(store, client, SCHEMA)
+    with crm(sandbox) as http:
+        created = http.post("/rest/people", json={"name": {"firstName": "Eve", "lastName": "Stone"},
+                                                  "emails": {"primaryEmail": "eve@example.com"}})
+        created.raise_for_status()
+        eve_id = created.json()["data"]["createPerson"]["id"]
+        as_read = client.records.get("people", eve_id)
+        http.patch(f"/rest/people/{eve_id}", json={"name": {"firstName": "Evelyn", "lastName": "Stone"}}
+                   ).raise_for_status()
+    ctx = SyncContext(store, client, SCHEMA, ErrorReporter("test"))
+    pull_records(ctx, PERSON, [as_read])  # merged as read; the key write-back answers with "Evelyn"
+    now = client.records.get("people", eve_id)
+    assert now["name"]["firstName"] == "Evelyn" and now["contactId"]
+    pull_records(ctx, PERSON, [now])  # the write-back's echo
+    [row] = store.get_rows("person", [int(now["contactId"])])
+    assert row["canonical_name"] == "Evelyn Stone"

@@ -672,9 +672,12 @@ def _write_back_keys(
     def confirmed(landed: list[tuple[int, dict[str, Any]]]) -> None:
         own_writes.observe(ctx.warehouse, ctx.client.transport.base_url, (record for _, record in landed))
         now = now_utc()
+        # The hash and time of the record as it was merged, not of the answer: an edit made in Twenty
+        # since the read is in the answer, and would read as synced (the hash leaves the key out).
         ctx.warehouse.upsert_sync_state([
             {"object_type": obj.object_type, "record_key": str(pending[i][1]), "crm_id": record["id"],
-             "crm_hash": obj.crm_hash(record, ctx.schema), "crm_updated_at": parse_timestamp(record.get("updatedAt")),
+             "crm_hash": obj.crm_hash(pending[i][0], ctx.schema),
+             "crm_updated_at": parse_timestamp(pending[i][0].get("updatedAt")),
              "warehouse_hash": pending[i][2], "last_synced_at": now, "status": "synced", "last_error": None,
              "base": {**pending[i][3], obj.key_column: str(pending[i][1])}}
             for i, record in landed
