@@ -75,7 +75,6 @@ class KeptValue:
 
 # Fields written together or not at all (the warehouse replaces a contact's emails/phones as a pair).
 _PAIRS = (("primary_email", "additional_emails"), ("primary_phone", "additional_phones"))
-_VIEW_COLUMNS = {"person": q.CONTACT_VIEW_COLUMNS, "company": q.BUSINESS_VIEW_COLUMNS}
 
 
 def _text(value: Any) -> str:
@@ -206,7 +205,7 @@ class PendingRows:
         for group in _by_field_set(new):
             self.insert_new_rows(object_type, group)
         batch, now = uuid.uuid4().hex, dt.datetime.now(dt.UTC)
-        narrow = (*(c for c in _VIEW_COLUMNS[object_type] if c not in q.VIEW_JSON_COLUMNS), "updated_at")
+        narrow = (*q.NARROW_VIEW_COLUMNS[object_type], "updated_at")
         staged: list[tuple[int, _Entry]] = []
         for row in rows:
             key = int(row[key_column])
@@ -354,7 +353,7 @@ class PendingRows:
         key_column = KEY_COLUMN[object_type]
         # The values Twenty edits, without the JSON (most of a row's bytes: BigQuery bills the columns
         # read); a row whose staged fields include a JSON column is read whole.
-        narrow = set(_VIEW_COLUMNS[object_type]) - q.VIEW_JSON_COLUMNS
+        narrow = set(q.NARROW_VIEW_COLUMNS[object_type])
         wide = [k for k, e in entries.items() if not set(e.fields) <= narrow]
         current = {int(r[key_column]): r for r in self._table_rows(object_type, entries.keys() - set(wide),
                                                                    narrow=True)}
@@ -458,16 +457,21 @@ def _as_staged(entry: _Entry, row: Mapping[str, Any]) -> bool:
     and stamp; an edit the columns read cannot show is checked again when the values land)."""
     if entry.expected_hash is not None and "row_hash" in row:
         return bool(row["row_hash"] == entry.expected_hash)
-    if entry.seen is None:
-        return False
-    return all(_text(row[c]) == _text(v) for c, v in entry.seen.items() if c in row)
+    return _reads_as_seen(entry, row)
 
 
 def _unmoved(entry: _Entry, row: Mapping[str, Any] | None) -> bool:
     """Whether the table row reads as the first merge saw it: nothing but this landing changed it."""
-    if row is None or entry.seen is None:
-        return row is None and entry.expected is None
-    return all(_text(row.get(c)) == _text(v) for c, v in entry.seen.items())
+    if row is None:
+        return entry.expected is None
+    return _reads_as_seen(entry, row)
+
+
+def _reads_as_seen(entry: _Entry, row: Mapping[str, Any]) -> bool:
+    """Whether the values of `row` read as the first merge saw them (those the row carries)."""
+    if entry.seen is None:
+        return False
+    return all(_text(row[c]) == _text(v) for c, v in entry.seen.items() if c in row)
 
 
 def _decoded(entry: _Entry) -> _Entry:

@@ -50,6 +50,11 @@ BUSINESS_VIEW_COLUMNS: tuple[str, ...] = (
     "deleted_at",
 )
 VIEW_JSON_COLUMNS = frozenset(CONTACT_JSON_COLUMNS) | frozenset(BUSINESS_JSON_COLUMNS)
+# The view columns without the JSON ones: what `narrow_select` reads (the JSON is most of a row's bytes).
+NARROW_VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
+    "person": tuple(c for c in CONTACT_VIEW_COLUMNS if c not in VIEW_JSON_COLUMNS),
+    "company": tuple(c for c in BUSINESS_VIEW_COLUMNS if c not in VIEW_JSON_COLUMNS),
+}
 VIEW_LIST_COLUMNS = frozenset({"additional_emails", "additional_phones"})
 
 
@@ -185,11 +190,10 @@ def narrow_select(object_type: str, scope: Scope) -> str:
     """The CRM-facing rows of a scope without their JSON columns and hash: the values Twenty edits,
     for a reader that needs no more (the JSON is most of a contact's bytes)."""
     if object_type == "person":
-        ctes, cols, key = contact_view_ctes(scope, with_json=False), CONTACT_VIEW_COLUMNS, "contact_id"
+        ctes, key = contact_view_ctes(scope, with_json=False), "contact_id"
     else:
-        ctes, cols, key = business_view_ctes(scope, with_json=False), BUSINESS_VIEW_COLUMNS, "business_id"
-    narrow = [c for c in cols if c not in VIEW_JSON_COLUMNS]
-    return (f"WITH {ctes}\nSELECT {_output_columns('h', narrow)}, h.updated_at AS updated_at, h.copies AS copies "
+        ctes, key = business_view_ctes(scope, with_json=False), "business_id"
+    return (f"WITH {ctes}\nSELECT {_output_columns('h', NARROW_VIEW_COLUMNS[object_type])}, h.updated_at AS updated_at, h.copies AS copies "
             f"FROM h ORDER BY h.{key}")
 
 
