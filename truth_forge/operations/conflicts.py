@@ -15,7 +15,7 @@ from typing import Any
 
 from truth_forge.sync import changelog, views
 from truth_forge.sync.context import SyncContext
-from truth_forge.sync.objects import COMPANY, PERSON, now_utc
+from truth_forge.sync.objects import BY_TYPE, PERSON, now_utc
 from truth_forge.sync.push import PushStats, push_keys
 from truth_forge.warehouse.pending_rows import STAGED_HASH
 
@@ -72,7 +72,7 @@ def resolve_conflict(ctx: SyncContext, conflict_id: str, take: str, by: str) -> 
         raise ConflictAlreadyResolved(f"conflict {conflict['conflict_id']} was already resolved by "
                                       f"{conflict['resolved_by']} at {conflict['resolved_at']}; nothing changed")
     value = chosen_value(conflict, take)
-    obj = PERSON if conflict["object_type"] == "person" else COMPANY
+    obj = BY_TYPE[conflict["object_type"]]
     key, field = int(conflict["record_key"]), conflict["field"]
     rows = warehouse.get_rows(obj.object_type, [key])
     if rows and rows[0]["row_hash"] == STAGED_HASH:

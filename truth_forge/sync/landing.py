@@ -21,7 +21,7 @@ from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync import changelog, views
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.merge import changed_since
-from truth_forge.sync.objects import COMPANY, PERSON, SyncedObject, now_utc
+from truth_forge.sync.objects import BY_TYPE, now_utc
 from truth_forge.warehouse.pending_rows import KeptValue
 
 
@@ -36,7 +36,7 @@ def check_landings(ctx: SyncContext) -> None:
 def as_merged(schema: CrmSchema, object_type: str, rows: Mapping[int, Mapping[str, Any]],
               states: Mapping[str, Mapping[str, Any]]) -> set[int]:
     """The keys of `rows` whose every field holds what their merge base says."""
-    obj = _object(object_type)
+    obj = BY_TYPE[object_type]
     good = set()
     for key, row in rows.items():
         base = views.comparable_base(obj, schema, states.get(str(key), {}).get("base"))
@@ -48,11 +48,8 @@ def as_merged(schema: CrmSchema, object_type: str, rows: Mapping[int, Mapping[st
 def kept_back(ctx: SyncContext, kept: list[KeptValue]) -> list[dict[str, Any]]:
     """History rows: Twenty's staged value did not land, the warehouse's newer one stays."""
     now = now_utc()
-    return [{**changelog.history_row(ctx, _object(k.object_type), k.key, k.crm_id, (k.column, k.twenty_value, k.warehouse_value),
-                             side="warehouse", actor="warehouse", changed_at=k.warehouse_stamp, applied_at=now),
+    return [{**changelog.history_row(ctx, BY_TYPE[k.object_type], k.key, k.crm_id,
+                                     (k.column, k.twenty_value, k.warehouse_value), side="warehouse",
+                                     actor="warehouse", changed_at=k.warehouse_stamp, applied_at=now),
              "via": "landing"}
             for k in kept]
-
-
-def _object(object_type: str) -> SyncedObject:
-    return PERSON if object_type == PERSON.object_type else COMPANY

@@ -36,6 +36,7 @@ COMPANY = SyncedObject("company", "companies", "business_id", "businessId", mapp
 # Companies go first: a person links to its company by the company's Twenty id.
 SYNC_ORDER = (COMPANY, PERSON)
 OBJECT_TYPES = tuple(obj.object_type for obj in SYNC_ORDER)
+BY_TYPE: dict[str, SyncedObject] = {obj.object_type: obj for obj in SYNC_ORDER}
 
 
 def selected(object_types: Iterable[str] | None) -> tuple[SyncedObject, ...]:

@@ -602,6 +602,11 @@ def _json_unseen(row: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
     land (sync/landing.py)."""
     if "row_hash" in row:
         return False  # read whole, or laid over by staged values whose landing checks them
+    return _stamped_since_sync(row, state)
+
+
+def _stamped_since_sync(row: Mapping[str, Any], state: Mapping[str, Any]) -> bool:
+    """Whether a writer stamped the row after its last sync (or either time is unknown)."""
     stamp, synced = row.get("updated_at"), state.get("last_synced_at")
     return stamp is None or synced is None or stamp > synced
 
@@ -616,8 +621,7 @@ def _edited_since_sync(ctx: SyncContext, obj: SyncedObject, state: Mapping[str, 
         return False
     if row.get("row_hash") is not None:
         return bool(row["row_hash"] != state.get("warehouse_hash"))
-    stamp, synced = row.get("updated_at"), state.get("last_synced_at")
-    if state.get("warehouse_hash") is None or stamp is None or synced is None or stamp > synced:
+    if state.get("warehouse_hash") is None or _stamped_since_sync(row, state):
         return True
     base = views.comparable_base(obj, ctx.schema, state.get("base"))
     return base is None or bool(changed_since(base, views.two_way(obj, ctx.schema,
