@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from truth_forge.warehouse.binds import parse_json
 from truth_forge.warehouse.errors import WarehouseDataError
 from truth_forge.warehouse.schema import BOOL, INT64, JSON, STRING, TIMESTAMP
-from truth_forge.warehouse.validate import STRING_LIST, canonical_json, parse_json, validate_rows
+from truth_forge.warehouse.validate import STRING_LIST, canonical_json, validate_rows
 
 FIELDS = {"id": INT64, "name": STRING, "flag": BOOL, "at": TIMESTAMP, "doc": JSON, "tags": STRING_LIST}
 PLAIN = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

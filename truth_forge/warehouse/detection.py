@@ -36,9 +36,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from truth_forge.warehouse import base_keys
 from truth_forge.warehouse import queries as q
-from truth_forge.warehouse.binds import Bind, KeySet, Scalar, plain_row
+from truth_forge.warehouse.binds import Bind, KeySet, Scalar, json_value, plain_row
 from truth_forge.warehouse.schema import INT64, STRING, TIMESTAMP
-from truth_forge.warehouse.validate import parse_json
 
 if TYPE_CHECKING:
     from truth_forge.core.config import Settings
@@ -345,7 +344,7 @@ class ChangeDetection:
             key = str(row[key_column])
             if exists:
                 if whole:
-                    carried["base"] = base_keys.decode(_json(carried["base"]))
+                    carried["base"] = base_keys.decode(json_value(carried["base"]))
                 carried = {"object_type": object_type, "record_key": key, **carried}
             state = self._settle_detected(object_type, key, carried if exists else None, keep=whole)
             if not _still_changed(row, state):
@@ -371,7 +370,7 @@ def _view_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     for name, value in out.items():
         if name in _VIEW_JSON:
-            out[name] = _json(value)
+            out[name] = json_value(value)
         elif name in _VIEW_LISTS:
             out[name] = list(value or [])
         elif isinstance(value, dt.datetime):
@@ -380,11 +379,6 @@ def _view_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _VIEW_JSON, _VIEW_LISTS = q.VIEW_JSON_COLUMNS, q.VIEW_LIST_COLUMNS
-
-
-def _json(value: Any) -> Any:
-    """`binds.json_value` with the faster parse (every changed row has six JSON columns)."""
-    return parse_json(value) if isinstance(value, str) else value
 
 
 def _add_stamps(stamps: dict[int, set[Any]], rows: Sequence[Mapping[str, Any]]) -> None:

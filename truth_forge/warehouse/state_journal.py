@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 from truth_forge.warehouse import base_keys
 from truth_forge.warehouse import queries as q
-from truth_forge.warehouse.binds import Bind, KeySet, RowSet, Scalar, plain_row
+from truth_forge.warehouse.binds import Bind, KeySet, RowSet, Scalar, json_value, plain_row
 from truth_forge.warehouse.errors import WarehouseDataError
 from truth_forge.warehouse.schema import CRM_SYNC_JOURNAL, CRM_SYNC_STATE, INT64, JSON, STRING
-from truth_forge.warehouse.validate import parse_json, validate_rows
+from truth_forge.warehouse.validate import validate_rows
 
 log = logging.getLogger(__name__)
 
@@ -585,4 +585,4 @@ def _readable(cached: dict[str, Any]) -> dict[str, Any]:
 
 def _read_json(value: Any) -> Any:
     """A JSON column as stored (text or parsed) as the sync reads it (the only one, base, decoded)."""
-    return base_keys.decode(parse_json(value) if isinstance(value, str) else value)
+    return base_keys.decode(json_value(value))

@@ -41,20 +41,6 @@ def canonical_json(value: Any) -> str:
         return _CANONICAL.encode(value)  # the same text, or the plain encoder's own error
 
 
-# The decoder's C scanner, called directly: `json.loads` wraps it in three Python layers and two
-# whitespace matches, which for the short JSON columns of a row cost twice the scan itself.
-_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def parse_json(text: str) -> Any:
-    """`json.loads(text)`: the same value, or the same error."""
-    try:
-        value, end = _SCAN(text, 0)
-    except StopIteration:
-        return json.loads(text)  # not a value where one should start: json.loads says why
-    return value if end == len(text) else json.loads(text)  # whitespace around it, or extra data
-
-
 def _coerce(value: Any, type_: str) -> Any:
     """Return the value in the form the engines bind, or raise TypeError/ValueError saying why."""
     if value is None:
