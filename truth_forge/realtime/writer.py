@@ -330,9 +330,10 @@ class Writer:
         arrivals = self.inbox.pending_arrivals(self.options.batch_size)
         if not arrivals:
             return False
-        gathering = self.options.batch_window - (now_ms() - arrivals[0]) / 1000
-        if len(arrivals) < self.options.batch_size and gathering > 0 and not draining:
-            self._pause(gathering)
+        if len(arrivals) < self.options.batch_size and not draining:
+            self._pause(self._gathering(arrivals[0]))  # a second at most: the loop must stay responsive
+            if self._gathering(arrivals[0]) > 0:
+                return False  # still gathering: the loop comes back (a window can be minutes long)
         items = self.inbox.pending(self.options.batch_size)  # read (and decoded) once, after the wait
         seqs = [item.seq for item in items]
         try:
@@ -356,6 +357,10 @@ class Writer:
             self._snapshot(ctx.warehouse)
         log.debug("Applied %d webhook events (oldest waited %d ms)", len(items), now_ms() - items[0].received_ms)
         return True
+
+    def _gathering(self, oldest_arrival_ms: int) -> float:
+        """Seconds the batch whose oldest event arrived then may still gather."""
+        return max(0.0, self.options.batch_window - (now_ms() - oldest_arrival_ms) / 1000)
 
     def _scheduled_sync(self, warehouse: Any, lease: WriterLease) -> None:
         webhook_run = current_run_id()
