@@ -25,7 +25,7 @@ def serve_command(
     host: Annotated[str | None, typer.Option(help="Address to bind (default: serve_host, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind, 0 for any free one (default: serve_port).")] = None,
     sync_interval: Annotated[float | None, typer.Option(
-        help="Minutes between scheduled syncs (default: serve_sync_interval_minutes).")] = None,
+        help="Minutes between scheduled syncs (default: serve_sync_interval_minutes; 10, 30 on BigQuery).")] = None,
     sync_on_start: Annotated[bool, typer.Option(help="Run a sync as soon as the writer lease is held.")] = True,
     log_format: Annotated[str, typer.Option(
         "--log-format", help="text | json (one JSON object a line on stderr, the writer's lines too)")] = "text",
@@ -57,11 +57,12 @@ def serve_command(
         _fail(str(exc))
     options = ServeOptions(
         host=host or settings.serve_host, port=settings.serve_port if port is None else port,
-        sync_interval=60 * (sync_interval or settings.serve_sync_interval_minutes), sync_on_start=sync_on_start,
+        sync_interval=60 * (sync_interval or settings.serve_sync_interval()), sync_on_start=sync_on_start,
         tolerance_ms=settings.webhook_tolerance_seconds * 1000, max_body_bytes=settings.webhook_max_body_bytes,
         lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds), detection=DetectionPolicy.from_settings(settings),
         sweep=SweepPolicy.from_settings(settings),
-        batch_window=settings.serve_batch_window(), fold_minutes=settings.serve_fold_minutes_or_default(),
+        batch_window=settings.serve_batch_window(), batch_size=settings.serve_batch_events(),
+        fold_minutes=settings.serve_fold_minutes_or_default(),
         stall_seconds=2 * settings.twenty_request_deadline_seconds,
         console_token=settings.console_token.get_secret_value() if settings.console_token else None,
     )

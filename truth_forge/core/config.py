@@ -23,9 +23,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 DEFAULT_TWENTY_BASE_URL = "https://api.twenty.com"
 DEFAULT_WAREHOUSE_URL = "duckdb:///truth_forge.duckdb"
-# serve's gathering window on BigQuery: each apply reads the stamps of the batch's contacts by key
-# (their key and updated_at columns, whole: the table is clustered by updated_at).
-BIGQUERY_SERVE_BATCH_WINDOW = 60.0
+# serve on BigQuery works in rounds, not per event: each webhook batch's merge reads its records'
+# rows and state by key, and a few hundred random keys touch every storage block of
+# contact_identifiers and of the state (1.5-2 GB at 10M contacts, whatever the batch's size), so
+# the bill follows the number of batches. Pulled values reach `contacts` only when they land
+# (BIGQUERY_SERVE_FOLD_MINUTES) anyway; the window delays the history, conflicts and key write-backs.
+BIGQUERY_SERVE_BATCH_WINDOW = 300.0
+BIGQUERY_SERVE_BATCH_EVENTS = 2_000  # events one batch merges at most (sync/pull.py APPLY_RECORDS)
+# The scheduled sync behind the webhooks: each reads the state of what changed since the last one.
+BIGQUERY_SERVE_SYNC_INTERVAL_MINUTES = 30.0
+SERVE_SYNC_INTERVAL_MINUTES = 10.0
 # How long pulled values wait in crm_sync_pending under serve on BigQuery: each landing is a MERGE
 # billing contacts whole (warehouse/pending_rows.py).
 BIGQUERY_SERVE_FOLD_MINUTES = 30.0
@@ -167,14 +174,15 @@ class Settings(BaseSettings):
         None, validation_alias=_env("CONSOLE_TOKEN"),
         description="Token the console and /metrics ask for when `serve` or `console` binds beyond loopback",
     )
-    serve_sync_interval_minutes: float = Field(
-        10.0, gt=0, validation_alias=_env("SERVE_SYNC_INTERVAL_MINUTES"),
-        description="Minutes between the scheduled two-way syncs that catch what webhooks missed",
+    serve_sync_interval_minutes: float | None = Field(
+        None, gt=0, validation_alias=_env("SERVE_SYNC_INTERVAL_MINUTES"),
+        description="Minutes between the scheduled two-way syncs that catch what webhooks missed; by default 10, "
+                    "and 30 on BigQuery, where each reads the sync state of everything changed since the last",
     )
     serve_batch_window_seconds: float | None = Field(
         None, ge=0, validation_alias=_env("SERVE_BATCH_WINDOW_SECONDS"),
         description="How long `serve` lets webhook events gather before applying them together; by default 0.25 s, "
-                    "and 60 s on BigQuery, where every apply reads the key and stamp columns of contacts",
+                    "and 300 s on BigQuery, where every apply reads whole storage blocks of the tables it merges",
     )
     serve_fold_minutes: float | None = Field(
         None, ge=0, validation_alias=_env("SERVE_FOLD_MINUTES"),
@@ -231,12 +239,24 @@ class Settings(BaseSettings):
     def serve_fold_minutes_or_default(self) -> float:
         if self.serve_fold_minutes is not None:
             return self.serve_fold_minutes
-        return BIGQUERY_SERVE_FOLD_MINUTES if self.warehouse_url.startswith("bigquery://") else 0.0
+        return BIGQUERY_SERVE_FOLD_MINUTES if self._on_bigquery() else 0.0
 
     def serve_batch_window(self) -> float:
         if self.serve_batch_window_seconds is not None:
             return self.serve_batch_window_seconds
-        return BIGQUERY_SERVE_BATCH_WINDOW if self.warehouse_url.startswith("bigquery://") else 0.25
+        return BIGQUERY_SERVE_BATCH_WINDOW if self._on_bigquery() else 0.25
+
+    def serve_batch_events(self) -> int:
+        return BIGQUERY_SERVE_BATCH_EVENTS if self._on_bigquery() else 500
+
+    def serve_sync_interval(self) -> float:
+        """Minutes between serve's scheduled syncs."""
+        if self.serve_sync_interval_minutes is not None:
+            return self.serve_sync_interval_minutes
+        return BIGQUERY_SERVE_SYNC_INTERVAL_MINUTES if self._on_bigquery() else SERVE_SYNC_INTERVAL_MINUTES
+
+    def _on_bigquery(self) -> bool:
+        return self.warehouse_url.startswith("bigquery://")
 
     @field_validator("twenty_base_url")
     @classmethod
