@@ -12,7 +12,9 @@ import pytest
 
 from tests.sandbox.util import create_person
 from tests.serve.conftest import ServeHarness, wait_until
+from tests.serve.test_end_to_end import contact_of
 from truth_forge.core.config import Settings
+from truth_forge.warehouse import open_warehouse
 
 
 @pytest.mark.parametrize(("url", "setting", "window", "events", "interval"), [
@@ -63,3 +65,19 @@ def test_events_gather_for_the_whole_window_then_apply_together(
 
     harness.wait_applied(2, timeout=window + 15)
     assert harness.status()["writer"]["batches"] == 1  # both in one batch
+
+
+def test_a_stop_applies_what_is_still_gathering(
+        make_harness: Callable[..., ServeHarness], sandbox_client: httpx.Client) -> None:
+    """An hour-long window does not strand events at shutdown: the drain applies them at once."""
+    harness = make_harness(batch_window=3600.0)
+    harness.wait_ready()
+    harness.register(sandbox_client)
+    kim = create_person(sandbox_client, first="Kim", email="kim@example.com")
+    wait_until(lambda: harness.inbox.counts()["pending"] >= 1, "the event to be stored")
+    assert harness.inbox.counts()["applied"] == 0
+
+    harness.stop()
+    with open_warehouse(harness.warehouse_url) as wh:
+        contact = contact_of(wh, kim["id"])
+    assert contact is not None and contact["primary_email"] == "kim@example.com"
