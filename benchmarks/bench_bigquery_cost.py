@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import re
 import shlex
@@ -63,7 +64,12 @@ import httpx  # noqa: E402
 from bench_support import ROOT, Deadline, git_commit, load_average, machine_line, today  # noqa: E402
 
 from tests.fixtures.bqemulator import BQEMU_BIN, running_bqemulator  # noqa: E402
-from truth_forge.core.config import BIGQUERY_SERVE_BATCH_WINDOW, BIGQUERY_SERVE_FOLD_MINUTES  # noqa: E402
+from truth_forge.core.config import (  # noqa: E402
+    BIGQUERY_SERVE_BATCH_EVENTS,
+    BIGQUERY_SERVE_BATCH_WINDOW,
+    BIGQUERY_SERVE_FOLD_MINUTES,
+    BIGQUERY_SERVE_SYNC_INTERVAL_MINUTES,
+)
 from truth_forge.core.crm_schema import CrmSchema, setup_schema  # noqa: E402
 from truth_forge.sandbox import SandboxConfig, SandboxServer  # noqa: E402
 from truth_forge.sync.runner import run_sync  # noqa: E402
@@ -72,6 +78,7 @@ from truth_forge.twenty import TwentyClient  # noqa: E402
 from truth_forge.warehouse.accounting import Statement  # noqa: E402
 from truth_forge.warehouse.bigquery import BigQueryWarehouse  # noqa: E402
 from truth_forge.warehouse.cost_model import (  # noqa: E402
+    Cost,
     CostModel,
     SampleProfile,
     TableSizes,
@@ -332,8 +339,9 @@ def serve_batches(sample: Sample, warehouse: BigQueryWarehouse, sandbox: Sandbox
     """`serve`'s writer applying webhook micro-batches, in process: the lease claimed, a run row
     opened, then batches of real Twenty edits applied by `apply_events` (the writer's own call), the
     lease renewed once (recorded apart: renewals come by the clock), the run closed. The batch sizes
-    are those of the target's hour (`webhook_batches` at 3 statements a batch: the sizes matter
-    little, the statements per batch do not depend on them)."""
+    are those of the target's hour (`webhook_batches` at 3 statements a batch), as many of them as
+    the sample has people for: the statements per batch do not depend on the size, but the storage
+    blocks a statement reads do (one per key, up to all of them)."""
     from truth_forge.core.lease import WriterLease
     from truth_forge.core.reporting import ErrorReporter
     from truth_forge.realtime.applier import apply_events
@@ -341,13 +349,20 @@ def serve_batches(sample: Sample, warehouse: BigQueryWarehouse, sandbox: Sandbox
     from truth_forge.realtime.writer import ServeOptions
     from truth_forge.sync.context import SyncContext
 
-    options = ServeOptions(batch_window=BIGQUERY_SERVE_BATCH_WINDOW)  # what serve chooses on BigQuery
+    options = ServeOptions(batch_window=BIGQUERY_SERVE_BATCH_WINDOW, batch_size=BIGQUERY_SERVE_BATCH_EVENTS)  # what serve chooses on BigQuery
     sizes = webhook_batches(SERVE_EVENTS_PER_HOUR, 3600, 3, options.batch_window, options.batch_size)
     batches = sizes[:sample.serve_batches]
     rows, _ = warehouse._run(
         "SELECT s.crm_id AS crm_id FROM {crm_sync_state} AS s WHERE s.object_type = 'person' "
         "AND s.crm_id IS NOT NULL ORDER BY s.record_key DESC LIMIT @n", (_scalar_int("n", sum(batches)),), fetch=True)
     crm_ids = [r["crm_id"] for r in rows]
+    # Each batch edits records of its own, as many as the target's batches hold (the keys a batch
+    # looks up decide how many storage blocks it reads): as many whole batches as the sample has people.
+    batches = list(itertools.takewhile(lambda end: end <= len(crm_ids), itertools.accumulate(batches)))
+    batches = [end - start for start, end in zip([0, *batches], batches, strict=False)]
+    if len(batches) < 2:
+        raise SystemExit(f"the sample of {sample.contacts:,} contacts holds fewer than two webhook batches of "
+                         f"{sizes[0]:,} events: raise --small/--large")
     events = []
 
     def as_event(http: httpx.Client, crm_id: str) -> None:
@@ -466,10 +481,23 @@ class ShapePrice:
     count: float  # at the target
     billed_each: float
     sample_counts: list[int]
+    # Bytes each statement bills per table (averaged over the examples), the DML target whole included.
+    by_table: dict[str, float] = field(default_factory=dict)
 
     @property
     def billed(self) -> float:
         return self.count * self.billed_each
+
+
+def _bytes_by_table(costs: list[Cost]) -> dict[str, float]:
+    """What the statements read of each table on average (the DML target's whole size counted to it)."""
+    out: dict[str, float] = defaultdict(float)
+    for cost in costs:
+        for read in cost.reads:
+            out[read.table] += read.bytes / len(costs)
+        if cost.target:
+            out[cost.target] += cost.target_bytes / len(costs)
+    return dict(out)
 
 
 def price_kind(kind: str, runs: list[KindRun], names: list[dict[str, str]], profile: SampleProfile,
@@ -506,10 +534,10 @@ def price_kind(kind: str, runs: list[KindRun], names: list[dict[str, str]], prof
     largest = max(range(len(runs)), key=lambda i: (runs[i].records, runs[i].x, len(runs[i].statements)))
     for shape in sorted({s for g in by_shape for s in g}):
         counts = [len(g.get(shape, [])) for g in by_shape]
+        if kind in KINDS and LEASE_RENEWAL.match(shape):
+            continue  # by the clock, whether or not a sample ran long enough to renew (`lease_renewals`)
         a, b, c = fit([(r.x, r.u, n) for r, n in zip(runs, counts)])
         count = max(0.0, round(a + b * x_n + c * u_n))
-        if kind in KINDS and LEASE_RENEWAL.match(shape):
-            count = renewals_during(x_n)
         examples = by_shape[largest].get(shape) or next(g[shape] for g in by_shape if shape in g)
         physical = names[largest] if by_shape[largest].get(shape) else names[0]
         model = CostModel(sizes, physical)
@@ -517,7 +545,8 @@ def price_kind(kind: str, runs: list[KindRun], names: list[dict[str, str]], prof
         each = sum(cost.bytes_billed for cost in costs) / len(costs)
         first = costs[0]
         touched = sorted({r.table for r in first.reads if r.columns} | ({first.target} if first.target else set()))
-        out.append(ShapePrice(shape, first.kind, ", ".join(touched) or "no table", count, each, counts))
+        out.append(ShapePrice(shape, first.kind, ", ".join(touched) or "no table", count, each, counts,
+                              _bytes_by_table(costs)))
     if folds and entries:
         # One fold per FOLD_SHARE x state rows of entries; this run's part of it.
         full = round(FOLD_SHARE * state_rows)
@@ -529,13 +558,24 @@ def price_kind(kind: str, runs: list[KindRun], names: list[dict[str, str]], prof
     return out
 
 
+def lease_renewals(kind: str, runs: list[dict[str, KindRun]], names: list[dict[str, str]], profile: SampleProfile,
+                   clustering: dict[str, tuple[str, ...]], contacts: int, range_rows: int | None,
+                   block_bytes: int) -> list[ShapePrice]:
+    """A run's lease renewals, counted over the time it takes at Twenty Cloud's ceiling, priced as
+    the renewal the serve sample recorded (every sample records one, however fast its runs were)."""
+    prices = price_kind("serve: lease renewal", [r["serve: lease renewal"] for r in runs], names, profile,
+                        clustering, contacts, range_rows, block_bytes, x_n=0)
+    for price in prices:
+        price.count = renewals_during(changed_at(kind, contacts))
+    return [p for p in prices if p.count]
+
+
 def serve_hour(runs: list[dict[str, KindRun]], names: list[dict[str, str]], profile: SampleProfile,
                clustering: dict[str, tuple[str, ...]], contacts: int, range_rows: int | None,
                block_bytes: int) -> list[ShapePrice]:
     """An hour of `serve` with SERVE_EVENTS_PER_HOUR events: the webhook batches the writer forms
     (fitted per batch), a lease renewal every third of its TTL, and the scheduled syncs (each priced
     as a pull of the edits of its interval: they find the webhooks' records already applied)."""
-    from truth_forge.core.config import Settings
     from truth_forge.core.lease import DEFAULT_TTL
     from truth_forge.realtime.writer import ServeOptions
 
@@ -543,7 +583,7 @@ def serve_hour(runs: list[dict[str, KindRun]], names: list[dict[str, str]], prof
     if not batch_runs:
         return []
     total = fit([(r.x, r.u, len(r.statements)) for r in batch_runs])
-    options = ServeOptions(batch_window=BIGQUERY_SERVE_BATCH_WINDOW)  # what serve chooses on BigQuery
+    options = ServeOptions(batch_window=BIGQUERY_SERVE_BATCH_WINDOW, batch_size=BIGQUERY_SERVE_BATCH_EVENTS)  # what serve chooses on BigQuery
     batches = len(webhook_batches(SERVE_EVENTS_PER_HOUR, 3600, max(1.0, total[1]), options.batch_window,
                                   options.batch_size))
     folds = [r[FOLD] for r in runs if FOLD in r]
@@ -552,7 +592,7 @@ def serve_hour(runs: list[dict[str, KindRun]], names: list[dict[str, str]], prof
     renewals = 3600 / (DEFAULT_TTL.total_seconds() / 3)
     renewal = price_kind("serve: lease renewal", [r["serve: lease renewal"] for r in runs], names, profile,
                          clustering, contacts, range_rows, block_bytes, x_n=0)
-    syncs = 3600 / (Settings.model_fields["serve_sync_interval_minutes"].default * 60)
+    syncs = 60 / BIGQUERY_SERVE_SYNC_INTERVAL_MINUTES
     per_sync = round(SERVE_EVENTS_PER_HOUR / syncs)
     pulls = price_kind(KINDS[3], [r[KINDS[3]] for r in runs], names, profile, clustering, contacts, range_rows,
                        block_bytes, x_n=per_sync, folds=folds)
@@ -643,9 +683,11 @@ def render(label: str, results: dict[int, dict[str, list[ShapePrice]]], command:
         f"from empty). A run's lease renewals (every 20 s, by the clock) are counted over the time the run takes "
         f"at Twenty Cloud's ceiling ({TWENTY_CLOUD_RECORDS_PER_SECOND:.0f} records a second), not fitted per record. "
         f"The serve hour: webhook micro-batches applied in process by the writer's own `apply_events` "
-        f"(20-60 batches per sample), fitted per batch and counted for {SERVE_EVENTS_PER_HOUR:,} events arriving at "
-        f"random with {BIGQUERY_SECONDS_PER_STATEMENT:g} s per BigQuery statement; plus a lease renewal every 20 s "
-        "and the scheduled syncs, each priced as a pull of its interval's edits (extrapolated, not a real hour).",
+        f"(batches of the hour's sizes, as many as a sample has people for), fitted per batch and counted for "
+        f"{SERVE_EVENTS_PER_HOUR:,} events arriving at random, gathered for {BIGQUERY_SERVE_BATCH_WINDOW:g} s "
+        f"(serve's window on BigQuery), {BIGQUERY_SECONDS_PER_STATEMENT:g} s per BigQuery statement; plus a lease "
+        f"renewal every 20 s and the scheduled syncs (every {BIGQUERY_SERVE_SYNC_INTERVAL_MINUTES:g} minutes), "
+        "each priced as a pull of its interval's edits (extrapolated, not a real hour).",
         "",
         "Pulled values are staged beside contacts on BigQuery (`crm_sync_pending`, INSERT only) and land with one "
         "MERGE per table (`warehouse/pending_rows.py`): the pull row pays one landing of its edits, as a `sync` "
@@ -735,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
             folds = None if kind in ("first sync", "sync --full") else [r[FOLD] for r in runs if FOLD in r]
             results[contacts][kind] = price_kind(kind, kind_runs, names, profile, clustering, contacts,
                                                  engine_range_rows, block_bytes, folds=folds)
+            results[contacts][kind] += lease_renewals(kind, runs, names, profile, clustering, contacts,
+                                                      engine_range_rows, block_bytes)
             if kind == KINDS[3]:  # a `sync` lands what its pull staged before it ends
                 results[contacts][kind] += price_kind(LANDING, [r[LANDING] for r in runs], names, profile,
                                                       clustering, contacts, engine_range_rows, block_bytes,
@@ -762,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in sorted(results[TARGETS[-1]][kind], key=lambda p: -p.billed)[:6]:
             print(f"  {p.count:>9,.0f} × {fmt_gb(p.billed_each):>9}  {p.kind:<12} {p.tables:<45} "
                   f"samples {p.sample_counts}  {p.shape[:90]}")
+            parts = sorted(p.by_table.items(), key=lambda kv: -kv[1])
+            print("              " + " · ".join(f"{table} {fmt_gb(b)}" for table, b in parts if b >= 1e6))
     if args.write:
         text = args.write.read_text() if args.write.exists() else "# Benchmarks\n"
         args.write.write_text(replace_section(text, args.label, section))
