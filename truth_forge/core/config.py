@@ -29,7 +29,7 @@ DEFAULT_WAREHOUSE_URL = "duckdb:///truth_forge.duckdb"
 # the bill follows the number of batches. Pulled values reach `contacts` only when they land
 # (BIGQUERY_SERVE_FOLD_MINUTES) anyway; the window delays the history, conflicts and key write-backs.
 BIGQUERY_SERVE_BATCH_WINDOW = 300.0
-BIGQUERY_SERVE_BATCH_EVENTS = 2_000  # events one batch merges at most (sync/pull.py APPLY_RECORDS)
+BIGQUERY_SERVE_BATCH_EVENTS = 2_000  # events one batch merges at most
 # The scheduled sync behind the webhooks: each reads the state of what changed since the last one.
 BIGQUERY_SERVE_SYNC_INTERVAL_MINUTES = 30.0
 SERVE_SYNC_INTERVAL_MINUTES = 10.0

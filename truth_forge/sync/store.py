@@ -22,6 +22,7 @@ class SyncStore(Protocol):
     statements: Accounting  # what every statement sent cost (warehouse/accounting.py)
     before_write: Callable[[], None] | None  # the writer lease's fence (truth_forge/core/lease.py)
     stage_pulled_rows: bool  # pulled values are staged and land later (warehouse/pending_rows.py)
+    pull_merge_records: int  # pulled records merged together (warehouse/pending_rows.py)
 
     def for_another_thread(self) -> SyncStore: ...  # a handle another thread may use meanwhile
 

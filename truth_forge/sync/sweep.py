@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.objects import PERSON, SyncedObject, format_timestamp, now_utc, parse_timestamp
-from truth_forge.sync.pull import APPLY_RECORDS, PAGE_SIZE, PullStats, apply_records, read_again
+from truth_forge.sync.pull import PAGE_SIZE, PullStats, apply_records, read_again
 from truth_forge.sync.store import per_server
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def sweep_object(ctx: SyncContext, obj: SyncedObject, policy: SweepPolicy, allow
         ctx.emit("page_read", phase="sweep", object_type=obj.object_type, count=len(page.records),
                  total=page.total_count)
         finished = not page.has_next_page or not page.records
-        if finished or len(pending) >= APPLY_RECORDS:
+        if finished or len(pending) >= warehouse.pull_merge_records:
             _merge(ctx, obj, pending, stats)
             position = read_to if not finished else _Position(now, remaining=read_to.swept)
             warehouse.set_watermark(_mark(ctx, obj), position.dump())

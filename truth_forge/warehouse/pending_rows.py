@@ -138,6 +138,9 @@ class PendingRows:
     stage_pulled_rows = False
     # Staged rows land at the end of a run's pull once the oldest has waited this many minutes (0: every run).
     pending_fold_minutes = 0.0
+    # Pulled records merged together (the latest version of each). On BigQuery a merge's lookups by
+    # key read every storage block of the tables they touch whatever its size, so it takes more at once.
+    pull_merge_records = 2_000
 
     if TYPE_CHECKING:  # provided by Warehouse and its other parts
         read_only: bool
