@@ -38,7 +38,11 @@ def test_sync_options_name_what_they_take(cli: Cli) -> None:
 
 def test_show_completion_prints_a_bash_script(cli: Cli) -> None:
     entry_point = Path(sys.executable).parent / "truth-forge"  # the name the completion is for
-    done = subprocess.run([str(entry_point), "--show-completion", "bash"], env=cli.env, cwd=cli.cwd,
+    # Typer finds the shell from the process tree (shellingham) and then ignores "bash"; a test run
+    # under make/nohup/xdist may have no shell above it ("Shell  not supported"). Its own switch makes
+    # the option take the shell named, whatever runs the test.
+    env = {**cli.env, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    done = subprocess.run([str(entry_point), "--show-completion", "bash"], env=env, cwd=cli.cwd,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "complete " in done.stdout and "_TRUTH_FORGE_COMPLETE" in done.stdout
