@@ -32,6 +32,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# `--code DIR` measures the truth_forge package in DIR instead of this checkout's (the "before" side of
+# a comparison: `git archive main truth_forge | tar -x -C DIR`); read here, before the imports below.
+_CODE = next((sys.argv[i + 1] for i, arg in enumerate(sys.argv[:-1]) if arg == "--code"), None)
+if _CODE:
+    sys.path.insert(0, str(Path(_CODE).resolve()))
 
 import dlt_pull  # noqa: E402
 import naive_loop  # noqa: E402
@@ -613,16 +618,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=["steady", "first", "reruns", "memory", "pull"],
                         help="measure only these rows (for working on the harness)")
     parser.add_argument("--fresh-dlt-venv", action="store_true", help="rebuild .bench/dlt-venv-*")
+    parser.add_argument("--no-naive", action="store_true", help="leave out the naive loop's measurements")
+    parser.add_argument("--first-runs", type=int, default=1, metavar="N",
+                        help="row 3 N times (each printed; the row shows the median run)")
+    parser.add_argument("--code", type=Path, metavar="DIR",
+                        help="measure the truth_forge package in DIR (e.g. main's, exported with git archive)")
     args = parser.parse_args(argv)
+    if args.write and (args.only or args.code or args.no_naive):
+        parser.error("--write rewrites every row: not with --only, --code or --no-naive")
     mode = FULL if args.full else QUICK
     logging.basicConfig(level=logging.ERROR)
     only = set(args.only or ["steady", "first", "reruns", "memory", "pull"])
     deadline = Deadline(mode.bound_seconds)
     command = "make bench-full" if args.full else "make bench"
-    if args.only:
-        command = " ".join(["python benchmarks/scoreboard.py", f"--{mode.name}", "--only", *args.only])
+    if args.only or args.code or args.no_naive or args.first_runs != 1:
+        command = " ".join(["python benchmarks/scoreboard.py", *(sys.argv[1:] if argv is None else argv)])
+    code = f"truth_forge/ from {args.code}" if args.code else git_commit()
     results: dict[str, Any] = {"mode": mode.name, "machine": machine_line(), "date": today(),
-                               "commit": git_commit(), "errors": [], "load_before": load_average()}
+                               "commit": code, "errors": [], "load_before": load_average()}
     started = time.perf_counter()
     bench_dir = ROOT / ".bench"
 
@@ -650,13 +663,22 @@ def main(argv: list[str] | None = None) -> int:
                     if value:
                         steady[f"{batch}-{latency}"] = value
                         say(f"  {fmt_pct(value['efficiency'])} ({value['records_per_minute']:,.0f} records/min)")
-                value = step(f"row {1 if not latency else 2}: naive loop, +{latency} ms", steady_naive, mode, tmp, latency)
+                value = None if args.no_naive else step(f"row {1 if not latency else 2}: naive loop, +{latency} ms",
+                                                        steady_naive, mode, tmp, latency)
                 if value:
                     steady[f"naive-{latency}"] = value
             results["steady"] = steady
         if "first" in only:
-            results["first"] = step("row 3: truth-forge first push", first_push, mode, tmp)
-            results["first_naive"] = step("row 3: naive loop", first_push_naive, mode, tmp)
+            runs = [step(f"row 3: truth-forge first push ({n + 1} of {args.first_runs})", first_push, mode, tmp)
+                    for n in range(max(1, args.first_runs))]
+            measured = sorted((run for run in runs if run), key=lambda run: run["of_floor"])
+            for run in measured:
+                say(f"  row 3: {fmt_pct(run['of_floor'])}, {run['seconds']:.2f} s for {run['requests']} requests "
+                    f"({run['rate_limited']} answered 429){first_push_parts(run)}")
+            results["first"] = measured[len(measured) // 2] if measured else None
+            results["first_runs"] = [run["of_floor"] for run in measured]
+            if not args.no_naive:
+                results["first_naive"] = step("row 3: naive loop", first_push_naive, mode, tmp)
         if "reruns" in only:
             results["reruns"] = step("rows 4-6: reruns", reruns, mode, tmp, deadline)
         if "pull" in only:
