@@ -32,6 +32,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# `--code DIR` measures the truth_forge package in DIR instead of this checkout's (the "before" side of
+# a comparison: `git archive main truth_forge | tar -x -C DIR`); read here, before the imports below.
+_CODE = next((sys.argv[i + 1] for i, arg in enumerate(sys.argv[:-1]) if arg == "--code"), None)
+if _CODE:
+    sys.path.insert(0, str(Path(_CODE).resolve()))
 
 import dlt_pull  # noqa: E402
 import naive_loop  # noqa: E402
@@ -222,13 +227,14 @@ def bucket_floor_seconds(answered: int, bucket: int, limit_per_minute: float) ->
     return floor_seconds(max(0, answered - bucket), limit_per_minute)
 
 
-def first_push(mode: Mode, tmp: Path) -> dict[str, Any]:
+def first_push(mode: Mode, tmp: Path, run: int = 1) -> dict[str, Any]:
     with SandboxProcess(rate_limit=FIRST_LIMIT, burst=FIRST_BUCKET) as sandbox:
         setup(sandbox)
         sandbox.set_latency(FIRST_LATENCY)
-        with warehouse_with(tmp, "first-push", mode.first_push) as warehouse, \
+        with warehouse_with(tmp, f"first-push-{run}", mode.first_push) as warehouse, \
                 client(sandbox.base_url, batch=None, per_minute=FIRST_LIMIT) as c:
             mark = sandbox.mark()
+            started_at = time.time()  # the sandbox logs on the same clock: where the first request falls
             started = time.perf_counter()
             sync(warehouse, c)
             elapsed = time.perf_counter() - started
@@ -236,10 +242,11 @@ def first_push(mode: Mode, tmp: Path) -> dict[str, Any]:
         entries = sandbox.since(mark)
     answered = len(entries) - count_status(entries, 429)
     floor = bucket_floor_seconds(answered, FIRST_BUCKET, FIRST_LIMIT)
+    first_request = min((e["at"] - e["duration_ms"] / 1000 for e in entries), default=started_at)
     return {"contacts": mode.first_push, "seconds": elapsed, "requests": len(entries), "batch": batch,
             "rate_limited": count_status(entries, 429), "floor_seconds": floor, "of_floor": floor / elapsed,
             "floor_without_bucket_seconds": floor_seconds(answered, FIRST_LIMIT),
-            "timeline": _timeline(entries)}
+            "timeline": _timeline(entries), "first_request_after": max(0.0, first_request - started_at)}
 
 
 def _timeline(entries: list[dict[str, Any]]) -> list[tuple[float, float, str, int | None]]:
@@ -407,9 +414,11 @@ def first_push_parts(f: dict[str, Any]) -> str:
     people = [start for start, _, what in writes if what.endswith("/people")]
     if not writes or not companies or not people:
         return ""
-    return (f": {writes[0][0]:.1f} s before the first write, {min(people) - max(companies):.1f} s from the "
-            f"companies' last answer to the people's first request, {f['seconds'] - max(e for _, e, _ in writes):.1f} s "
-            f"after the last write's answer (the run's bookkeeping; the key-name check overlaps the people's push)")
+    lead = f.get("first_request_after", 0.0)  # the timeline counts from the first request, the time from the run's start
+    return (f": {lead + writes[0][0]:.1f} s before the first write ({lead:.1f} s of it before the first request), "
+            f"{min(people) - max(companies):.1f} s from the companies' last answer to the people's first request, "
+            f"{f['seconds'] - lead - max(e for _, e, _ in writes):.1f} s after the last write's answer (the run's "
+            f"bookkeeping; the key-name check overlaps the people's push)")
 
 
 def steady_bucket(s: dict[str, Any]) -> str:
@@ -523,7 +532,8 @@ def render(mode: Mode, r: dict[str, Any], command: str, run_seconds: float) -> s
             f"the sandbox's bucket of {FIRST_BUCKET}) ÷ {FIRST_LIMIT}/min: the bucket's first {FIRST_BUCKET} tokens are "
             f"there at once, every other request waits for one earned at the limit (the issue's answered ÷ limit, "
             f"which ignores the bucket, is {fmt_s(f.get('floor_without_bucket_seconds'))}). The time is the whole "
-            f"`run_sync`, its serial start (setup check, one pull page per object) included{first_push_parts(f)}. "
+            f"`run_sync`, its start (the setup check and one pull page per object, sent together) included"
+            f"{first_push_parts(f)}. "
             f"{mode.first_push:,} contacts plus {mode.first_push // 20} companies. The naive loop ran for "
             f"{mode.naive_seconds:.0f} s and is **extrapolated** linearly to {mode.first_push:,} contacts.")
 
@@ -613,16 +623,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=["steady", "first", "reruns", "memory", "pull"],
                         help="measure only these rows (for working on the harness)")
     parser.add_argument("--fresh-dlt-venv", action="store_true", help="rebuild .bench/dlt-venv-*")
+    parser.add_argument("--no-naive", action="store_true", help="leave out the naive loop's measurements")
+    parser.add_argument("--first-runs", type=int, default=1, metavar="N",
+                        help="row 3 N times (each printed; the row shows the median run)")
+    parser.add_argument("--code", type=Path, metavar="DIR",
+                        help="measure the truth_forge package in DIR (e.g. main's, exported with git archive)")
     args = parser.parse_args(argv)
+    if args.write and (args.only or args.code or args.no_naive):
+        parser.error("--write rewrites every row: not with --only, --code or --no-naive")
     mode = FULL if args.full else QUICK
     logging.basicConfig(level=logging.ERROR)
     only = set(args.only or ["steady", "first", "reruns", "memory", "pull"])
     deadline = Deadline(mode.bound_seconds)
     command = "make bench-full" if args.full else "make bench"
-    if args.only:
-        command = " ".join(["python benchmarks/scoreboard.py", f"--{mode.name}", "--only", *args.only])
+    if args.only or args.code or args.no_naive or args.first_runs != 1:
+        command = " ".join(["python benchmarks/scoreboard.py", *(sys.argv[1:] if argv is None else argv)])
+    code = f"truth_forge/ from {args.code}" if args.code else git_commit()
     results: dict[str, Any] = {"mode": mode.name, "machine": machine_line(), "date": today(),
-                               "commit": git_commit(), "errors": [], "load_before": load_average()}
+                               "commit": code, "errors": [], "load_before": load_average()}
     started = time.perf_counter()
     bench_dir = ROOT / ".bench"
 
@@ -650,13 +668,22 @@ def main(argv: list[str] | None = None) -> int:
                     if value:
                         steady[f"{batch}-{latency}"] = value
                         say(f"  {fmt_pct(value['efficiency'])} ({value['records_per_minute']:,.0f} records/min)")
-                value = step(f"row {1 if not latency else 2}: naive loop, +{latency} ms", steady_naive, mode, tmp, latency)
+                value = None if args.no_naive else step(f"row {1 if not latency else 2}: naive loop, +{latency} ms",
+                                                        steady_naive, mode, tmp, latency)
                 if value:
                     steady[f"naive-{latency}"] = value
             results["steady"] = steady
         if "first" in only:
-            results["first"] = step("row 3: truth-forge first push", first_push, mode, tmp)
-            results["first_naive"] = step("row 3: naive loop", first_push_naive, mode, tmp)
+            runs = [step(f"row 3: truth-forge first push ({n + 1} of {args.first_runs})", first_push, mode, tmp, n + 1)
+                    for n in range(max(1, args.first_runs))]
+            measured = sorted((run for run in runs if run), key=lambda run: run["of_floor"])
+            for run in measured:
+                say(f"  row 3: {fmt_pct(run['of_floor'])}, {run['seconds']:.2f} s for {run['requests']} requests "
+                    f"({run['rate_limited']} answered 429){first_push_parts(run)}")
+            results["first"] = measured[len(measured) // 2] if measured else None
+            results["first_runs"] = [run["of_floor"] for run in measured]
+            if not args.no_naive:
+                results["first_naive"] = step("row 3: naive loop", first_push_naive, mode, tmp)
         if "reruns" in only:
             results["reruns"] = step("rows 4-6: reruns", reruns, mode, tmp, deadline)
         if "pull" in only:

@@ -27,6 +27,7 @@ from typing import Any
 
 from truth_forge.sync import mapping, views
 from truth_forge.sync.context import SyncContext
+from truth_forge.sync.early_pages import ChangedPages
 from truth_forge.sync.merge import FieldConflict, changed_since, merge_fields
 from truth_forge.sync.objects import PERSON, SyncedObject, selected
 from truth_forge.sync.pull import DEFAULT_OVERLAP, changed_pages
@@ -107,11 +108,18 @@ def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelt
     before = ctx.client.transport.stats.requests
     billed_before = ctx.warehouse.statements.snapshot()
     plan = SyncPlan()
-    _require_setup(ctx.warehouse, ctx.client, ctx.schema, remember=False)
+    # As a run does: the pages go out beside the setup check, and are read only after its verdict.
+    early = {obj.object_type: changed_pages(ctx, obj, overlap, remember=False, ahead=True)
+             for obj in order} if direction in ("both", "pull") else {}
     merged: dict[str, set[str]] = {}
-    if direction in ("both", "pull"):
+    try:
+        _require_setup(ctx.warehouse, ctx.client, ctx.schema, remember=False)
         for obj in order:
-            merged[obj.object_type] = _plan_pull(ctx, obj, plan, overlap)
+            if obj.object_type in early:
+                merged[obj.object_type] = _plan_pull(ctx, obj, plan, overlap, early.pop(obj.object_type))
+    finally:
+        for pages in early.values():
+            pages.close()
     if direction in ("both", "push"):
         for obj in order:
             _plan_push(ctx, obj, plan, merged.get(obj.object_type, set()))
@@ -123,11 +131,13 @@ def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelt
     return plan
 
 
-def _plan_pull(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, overlap: dt.timedelta) -> set[str]:
+def _plan_pull(ctx: SyncContext, obj: SyncedObject, plan: SyncPlan, overlap: dt.timedelta,
+               early: ChangedPages | None = None) -> set[str]:
     """Twenty's changes since the watermarks; returns the warehouse keys the pull would merge."""
     warehouse = ctx.warehouse
     merged: set[str] = set()
-    for page in changed_pages(ctx, obj, overlap, remember=False):  # the very pages the pull would read
+    # The very pages the pull would read.
+    for page in changed_pages(ctx, obj, overlap, remember=False, early=early):
         states = warehouse.read_sync_state_by_crm_id(obj.object_type, [r["id"] for r in page.records])
         companies = _company_keys(ctx, page.records) if obj is PERSON else {}
         for record in page.records:

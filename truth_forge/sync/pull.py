@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import itertools
 import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from typing import Any
 
 from truth_forge.sync import changelog, landing, own_writes, views
 from truth_forge.sync.context import SyncContext
+from truth_forge.sync.early_pages import ChangedPages
 from truth_forge.sync.merge import FieldConflict, base_after_our_write, changed_since, merge_fields
 from truth_forge.sync.objects import (
     PERSON,
@@ -101,10 +101,17 @@ def _watermark(obj: SyncedObject) -> str:
     return f"pull:{obj.object_type}"
 
 
-def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = DEFAULT_OVERLAP) -> PullStats:
+def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = DEFAULT_OVERLAP,
+                early: ChangedPages | None = None) -> PullStats:
+    """`early`: this object's pages of changes, their first asked for ahead (`changed_pages(ahead=True)`)."""
     stats = PullStats()
     warehouse, records_api = ctx.warehouse, ctx.client.records
     retry = _RetryList(warehouse, f"pull-retry:{obj.object_type}")
+    if early is not None and retry.ids:
+        # Read before the retry list's records, which are merged first: an older version of one of
+        # them must not be merged over its newer one. Asked for again, after them.
+        early.close()
+        early = None
     # As many ids a request as keep its URL within the client's limit (records.py `in_runs`).
     for chunk in records_api.in_runs(obj.plural, "id", sorted(retry.ids)):
         found = records_api.find_in(obj.plural, "id", chunk)
@@ -118,12 +125,13 @@ def pull_object(ctx: SyncContext, obj: SyncedObject, *, overlap: dt.timedelta = 
     # Records of several pages are merged together (the latest version of each): a merge's lookups
     # by key cost about the same for ten records as for thousands on BigQuery (`pull_merge_records`).
     pending: dict[str, dict[str, Any]] = {}
-    for page in changed_pages(ctx, obj, overlap):
+    pages = changed_pages(ctx, obj, overlap, early=early)
+    for page in pages:
         if signpost is None:
-            # The server's time when it answered the first page: every edit committed before then
-            # was in this query's reach, so the next pull can start there (less the overlap)
-            # whether or not this one found anything.
-            signpost = ctx.client.transport.server_time
+            # The server's time no later than it ran the first page's query: every edit committed
+            # before then was in this query's reach, so the next pull can start there (less the
+            # overlap) whether or not this one found anything.
+            signpost = pages.signpost
         for record in page.records:
             pending.pop(record["id"], None)  # seen again (edited while paging): its later version counts
             pending[record["id"]] = record
@@ -160,27 +168,32 @@ def _apply_pending(ctx: SyncContext, obj: SyncedObject, pending: dict[str, dict[
 
 
 def changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta, *,
-                  remember: bool = True) -> Iterator[Page]:
+                  remember: bool = True, ahead: bool = False, early: ChangedPages | None = None) -> ChangedPages:
     """The pages of changes since the watermark, our own writes left out where the server can tell.
     A server that refuses the filter on `updatedBy` gets the plain query, now and (unless
-    `remember` is off: a dry run writes nothing) from then on."""
+    `remember` is off: a dry run writes nothing) from then on. With `ahead`, the first page is asked
+    for at once, on the client's pool (early_pages.py). `early`, pages asked for ahead before, are
+    read instead of asking again while their query is still the one asked now (the watermark and the
+    own-writes filter unchanged since); else they are dropped."""
     base_url, records_api = ctx.client.transport.base_url, ctx.client.records
     not_ours = own_writes.filter_clause(ctx.warehouse, base_url)
-    pages = walk_by_updated_at(records_api, obj.plural, changes_query(ctx.warehouse, obj, overlap, not_ours))
-    if not_ours is None:
-        return pages
-    try:
-        first = next(pages)
-    except StopIteration:
-        return iter(())
-    except (TwentyRecordRejected, TwentySchemaMismatch) as exc:
+    query = changes_query(ctx.warehouse, obj, overlap, not_ours)
+    if early is not None:
+        if early.query == query:
+            return early
+        early.close()
+
+    def plain(refused: TwentyRecordRejected | TwentySchemaMismatch) -> ChangedPages:
         if remember:
             # Twenty's own words, not the error's advice (a SchemaMismatch says "run setup", wrong here).
-            said = "; ".join(exc.messages) or exc.summary
+            said = "; ".join(refused.messages) or refused.summary
             own_writes.disable(ctx.warehouse, base_url, f"Twenty refused the pull's filter on updatedBy "
-                                                        f"(HTTP {exc.status}: {said})")
-        return walk_by_updated_at(records_api, obj.plural, changes_query(ctx.warehouse, obj, overlap))
-    return itertools.chain([first], pages)
+                                                        f"(HTTP {refused.status}: {said})")
+        unfiltered = changes_query(ctx.warehouse, obj, overlap)
+        return ChangedPages(unfiltered, walk_by_updated_at(records_api, obj.plural, unfiltered), ctx.client.transport)
+
+    return ChangedPages(query, walk_by_updated_at(records_api, obj.plural, query), ctx.client.transport,
+                        pool=ctx.client.pool if ahead else None, fallback=None if not_ours is None else plain)
 
 
 def walk_by_updated_at(records_api: RecordsApi, plural: str, query: str) -> Iterator[Page]:

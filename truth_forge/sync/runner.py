@@ -26,8 +26,9 @@ from truth_forge.core.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
 from truth_forge.core.reporting import ErrorReporter
 from truth_forge.sync import changelog, landing, own_writes
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
+from truth_forge.sync.early_pages import ChangedPages
 from truth_forge.sync.objects import SYNC_ORDER, SyncedObject, format_timestamp, now_utc, parse_timestamp, selected
-from truth_forge.sync.pull import DEFAULT_OVERLAP, pull_object
+from truth_forge.sync.pull import DEFAULT_OVERLAP, changed_pages, pull_object
 from truth_forge.sync.push import PushAborted, push_object
 from truth_forge.sync.reconcile import reconcile_object
 from truth_forge.sync.store import SyncStore, per_server
@@ -196,7 +197,12 @@ def _run_as_writer(
     name_check: tuple[str, Future[own_writes.NameCheck]] | None = None
     aborted = interrupted = False
     ctx.emit("run_started", detail={"run_id": run_id, "direction": direction})
+    early: dict[str, ChangedPages] = {}
     try:
+        if direction in ("both", "pull") and not full:
+            # Every object's first page of changes goes out now, beside the setup check: none is
+            # merged before the check's verdict, each in its turn (early_pages.py).
+            early = {obj.object_type: changed_pages(ctx, obj, pull_overlap, ahead=True) for obj in order}
         _require_setup(warehouse, client, schema)
         if full:
             # A full pass sees what the own-writes filter cannot; whether the server stamps our
@@ -207,7 +213,8 @@ def _run_as_writer(
             budget = SweepBudget(sweep.max_requests, len(order))
             for obj in order:
                 ctx.emit("phase_started", phase=phase, object_type=obj.object_type)
-                done = reconcile_object(ctx, obj) if full else pull_object(ctx, obj, overlap=pull_overlap)
+                done = reconcile_object(ctx, obj) if full else pull_object(
+                    ctx, obj, overlap=pull_overlap, early=early.pop(obj.object_type, None))
                 counts[f"{phase}_{obj.object_type}"] = done.as_dict()
                 ctx.emit("phase_finished", phase=phase, object_type=obj.object_type, detail=done.as_dict())
                 if full and sweep.enabled:
@@ -272,6 +279,8 @@ def _run_as_writer(
         reporter.record(object_type=None, operation="run", error=exc)
         raise
     finally:
+        for pages in early.values():  # asked for, never read: the run stopped before their turn
+            pages.close()
         counts["errors"] = reporter.count
         counts["requests"] = client.transport.stats.requests - requests_before
         if ctx.warnings:
