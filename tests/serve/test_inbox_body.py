@@ -1,5 +1,7 @@
 """The inbox keeps each delivery's body as it came and the writer's reads decode the record from it;
-an inbox file from before the body was kept still gives its pending events (real SQLite files)."""
+an inbox file from before the body was kept still gives its pending events; a group with no replay
+or duplicate is stored in a few multi-row statements, any other one delivery by one, with the same
+outcomes (real SQLite files)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from truth_forge.realtime.inbox import Arrival, Inbox
-from truth_forge.realtime.webhooks import SignedDelivery, parse_event
+from truth_forge.realtime.webhooks import Rejected, SignedDelivery, parse_event
 
 # The events table as servers before this change created it: no body column.
 _OLD_EVENTS = """
@@ -65,3 +67,44 @@ def test_an_inbox_from_before_the_body_was_kept_gives_old_and_new_events(tmp_pat
     finally:
         inbox.close()
         writers.close()
+
+
+def redelivered(original: Arrival) -> Arrival:
+    """The same body again under a fresh nonce and signature (Twenty sending an event twice)."""
+    return Arrival(SignedDelivery(original.received_ms, secrets.token_hex(16), secrets.token_hex(32)),
+                   original.event, original.raw_body, original.received_ms)
+
+
+def person() -> dict[str, object]:
+    return {"id": str(uuid.uuid4()), "name": {"firstName": "P", "lastName": "Q"}}
+
+
+def test_a_redelivered_body_in_a_group_is_a_duplicate_and_the_others_are_stored(tmp_path: Path) -> None:
+    inbox = Inbox(tmp_path / "inbox.sqlite3")
+    try:
+        earlier = arrival(person())
+        assert inbox.accept_group([earlier]) == ["stored"]
+        fresh, again = arrival(person()), arrival(person())
+        outcomes = inbox.accept_group([fresh, redelivered(earlier), again, redelivered(again)])
+        assert outcomes == ["stored", "duplicate", "stored", "duplicate"]
+        assert [item.event.record_id for item in inbox.pending(10)] == \
+            [earlier.event.record_id, fresh.event.record_id, again.event.record_id]
+    finally:
+        inbox.close()
+
+
+def test_a_group_larger_than_one_statement_holds_stores_all_and_still_finds_a_replay_at_its_end(
+        tmp_path: Path) -> None:
+    inbox = Inbox(tmp_path / "inbox.sqlite3")
+    try:
+        group = [arrival(person()) for _ in range(250)]
+        assert inbox.accept_group(group) == ["stored"] * 250
+        assert [item.event.record_id for item in inbox.pending(300)] == \
+            [a.event.record_id for a in group]
+        late = [arrival(person()) for _ in range(249)] + [group[-1]]
+        outcomes = inbox.accept_group(late)
+        assert outcomes[:249] == ["stored"] * 249
+        assert isinstance(outcomes[249], Rejected) and outcomes[249].reason == "replayed nonce"
+        assert len(inbox.pending(1000)) == 499
+    finally:
+        inbox.close()
