@@ -5,7 +5,9 @@ the warehouse on the same two cores; here another owner holds the warehouse's wr
 serve's writer only waits and the server process's CPU is the request path's: read, verify the
 signature, parse, store in the inbox (fsync'd), answer. Signed `person.updated` deliveries of
 realistic size (about 1.2 kB) are posted paced at `--rate` over `--connections` keep-alive
-connections; bodies are signed before the clock starts. With `--before REV` the same runs first
+connections; bodies are signed before the clock starts. The server's CPU is also split between its
+event loop thread (HTTP, verifying, parsing) and its other threads (the inbox's storing thread,
+nearly all of it), with their context switches per event. With `--before REV` the same runs first
 against serve from that git revision. Every loop is bounded by a count and a deadline.
 
     .venv/bin/python benchmarks/bench_receiver.py --rate 1000 --seconds 10 --before main
@@ -52,6 +54,33 @@ def person(i: int) -> dict[str, Any]:
             "warehouseKey": str(i), "sourceSystem": "warehouse", "lastSyncedAt": stamp}
 
 
+def thread_times(pid: int) -> dict[int, tuple[float, int]]:
+    """CPU seconds (user + system) and context switches of each thread of a process (Linux /proc)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (task / "status").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        switches = sum(int(line.split()[1]) for line in status.splitlines()
+                       if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")))
+        found[int(task.name)] = ((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), switches)
+    return found
+
+
+def split_by_thread(pid: int, before: dict[int, tuple[float, int]], after: dict[int, tuple[float, int]],
+                    events: int) -> str:
+    """'loop X ms, N switches; others Y ms, M switches' per event: the main thread runs the event loop."""
+    def used(tids: list[int]) -> tuple[float, float]:
+        cpu = sum(after[t][0] - before.get(t, (0.0, 0))[0] for t in tids)
+        switches = sum(after[t][1] - before.get(t, (0.0, 0))[1] for t in tids)
+        return cpu / events * 1000, switches / events
+    loop_ms, loop_switches = used([pid])
+    others_ms, others_switches = used([t for t in after if t != pid])
+    return f"{loop_ms:.2f} ms, {loop_switches:.1f} | {others_ms:.2f} ms, {others_switches:.1f}"
+
+
 def run_side(args: argparse.Namespace, code: str, code_dir: Path | None, sandbox: SandboxServer) -> str:
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,10 +101,11 @@ def run_side(args: argparse.Namespace, code: str, code_dir: Path | None, sandbox
                     raise SystemExit("serve's writer did not reach waiting-for-lease")
                 time.sleep(0.05)
             count = int(args.rate * args.seconds)
-            cpu_start = cpu_seconds(proc.pid)
-            sent = send_all(base + "/webhooks/twenty", [person(i) for i in range(count)], count, first_index=0,
+            people = [person(i) for i in range(count)]
+            threads_start, cpu_start = thread_times(proc.pid), cpu_seconds(proc.pid)
+            sent = send_all(base + "/webhooks/twenty", people, count, first_index=0,
                             concurrency=args.connections, rate=args.rate)
-            cpu = cpu_seconds(proc.pid) - cpu_start
+            cpu, threads_end = cpu_seconds(proc.pid) - cpu_start, thread_times(proc.pid)
             status = httpx.get(base + "/status").json()
         finally:
             proc.terminate()
@@ -89,7 +119,8 @@ def run_side(args: argparse.Namespace, code: str, code_dir: Path | None, sandbox
     per_commit = f"{status['inbox']['pending'] / commits:.1f}" if commits else "1 (no group commit)"
     return (f"| {code} | {acked} | {acked / span:.0f} | {pct(sent.latencies_ms, 50):.1f} ms | "
             f"{pct(sent.latencies_ms, 99):.1f} ms | {max(sent.latencies_ms):.1f} ms | {sent.refused} | "
-            f"{cpu / max(1, acked) * 1000:.2f} ms | {per_commit} | {load_start:.1f} -> {os.getloadavg()[0]:.1f} |")
+            f"{cpu / max(1, acked) * 1000:.2f} ms | {split_by_thread(proc.pid, threads_start, threads_end, max(1, acked))} "
+            f"| {per_commit} | {load_start:.1f} -> {os.getloadavg()[0]:.1f} |")
 
 
 def main() -> None:
@@ -111,8 +142,9 @@ def main() -> None:
     print(f"Paced at {args.rate:.0f} events/s for {args.seconds:.0f} s over {args.connections} connections; "
           f"{os.cpu_count()} cores; serve's writer idle (lease held elsewhere).\n")
     print("| code | acknowledged | acknowledged/s | ack p50 | ack p99 | ack max | refused | server CPU per event "
+          "| event loop thread: CPU, switches per event | other threads: CPU, switches per event "
           "| deliveries per inbox commit | load average (1 min, start -> end) |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         print(row)
 

@@ -28,7 +28,7 @@ from truth_forge.realtime.inbox import Arrival, Inbox
 
 log = logging.getLogger(__name__)
 
-MAX_GROUP = 256  # deliveries per transaction at most: bounds how long the first of them waits
+MAX_GROUP = 256  # deliveries per transaction at most: bounds how long the last of them waits
 GATHER_SECONDS = 0.002  # how long a group's first delivery waits for companions at most
 _Waiting = tuple[Arrival, "asyncio.Future[str]", float]  # the delivery, its answer, when it came (monotonic)
 
@@ -70,12 +70,15 @@ class GroupCommit:
             first = self._waiting.get()
             if first is None:
                 return
+            # Sleep through the gathering, then take what came: a thread blocked in `get` would be
+            # woken (and take the interpreter lock) once per arrival, here once per group.
+            left = first[2] + self.gather_seconds - time.monotonic()
+            if left > 0:
+                time.sleep(left)
             group = [first]
-            gathered_by = first[2] + self.gather_seconds
             while len(group) < self.max_group:
-                left = gathered_by - time.monotonic()
                 try:
-                    waiting = self._waiting.get(timeout=left) if left > 0 else self._waiting.get_nowait()
+                    waiting = self._waiting.get_nowait()
                 except queue.Empty:
                     break
                 if waiting is None:

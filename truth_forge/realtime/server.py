@@ -149,17 +149,19 @@ class _ClientGone(Exception):
     """The client disconnected before its body was read."""
 
 
-_WANTED_HEADERS = frozenset({TIMESTAMP_HEADER, SIGNATURE_HEADER, NONCE_HEADER, "content-length"})
+_WANTED_HEADERS = frozenset(name.encode("latin-1")
+                            for name in (TIMESTAMP_HEADER, SIGNATURE_HEADER, NONCE_HEADER, "content-length"))
 
 
 def _delivery_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """The headers a delivery is checked by, names lower-cased (as ASGI servers give them); the
-    first of repeated ones, as Starlette's `headers.get` would."""
+    """The headers a delivery is checked by, names lower-cased (ASGI servers give them so: only the
+    wanted ones are decoded); the first of repeated ones, as Starlette's `headers.get` would."""
     found: dict[str, str] = {}
     for name, value in raw:
-        key = name.decode("latin-1").lower()
-        if key in _WANTED_HEADERS and key not in found:
-            found[key] = value.decode("latin-1")
+        if name in _WANTED_HEADERS:
+            key = name.decode("latin-1")
+            if key not in found:
+                found[key] = value.decode("latin-1")
     return found
 
 
@@ -168,7 +170,15 @@ async def _read_limited(headers: dict[str, str], receive: Receive, limit: int) -
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return None
-    body = bytearray()
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _ClientGone
+    first: bytes = message.get("body", b"")
+    if len(first) > limit:
+        return None
+    if not message.get("more_body", False):
+        return first  # the whole body in one piece, the usual case: no copy
+    body = bytearray(first)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
