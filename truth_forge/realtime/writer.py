@@ -48,7 +48,7 @@ from truth_forge.core.secrets import redact
 from truth_forge.operations.logs import current_run_id, set_run_id, tracking_run_id, use_json_logs
 from truth_forge.operations.snapshot import Throttle, write_snapshot
 from truth_forge.realtime.applier import ApplyStats, apply_events
-from truth_forge.realtime.inbox import Inbox
+from truth_forge.realtime.inbox import MAX_ATTEMPTS, Inbox
 from truth_forge.realtime.webhooks import DEFAULT_TOLERANCE_MS
 from truth_forge.sync.context import SyncContext
 from truth_forge.sync.runner import run_sync
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.05  # how often an idle writer looks at the inbox
 BEAT_SECONDS = 1.0  # how often the writer's status is republished to show it is making progress
 WRITER_NICENESS = 10  # added to the writer's nice value: the request path gets the CPU first
+RETRY_PAUSE_MAX = 60.0  # seconds between attempts once failures in a row have doubled the pause this far
 
 
 @dataclass
@@ -86,7 +87,7 @@ class ServeOptions:
     # (truth_forge/realtime/supervisor.py).
     restart_backoff: float = 1.0
     restart_backoff_max: float = 60.0
-    retry_pause: float = 2.0  # after a failed batch
+    retry_pause: float = 2.0  # after a failed batch; doubled after each failure in a row, up to RETRY_PAUSE_MAX
     # No progress for this long (no loop turn, no page or batch of a sync) and `/readyz` says stalled;
     # the default is two request deadlines: one request at its longest, and as long again around it.
     stall_seconds: float = 240.0
@@ -217,6 +218,10 @@ class Writer:
         self.parent_pid = parent_pid
         self.secrets = (*secrets, *client.transport.secrets)
         self.status = WriterStatus()
+        # After a failed batch: how many events the next attempt takes, and not before when.
+        self._batch_limit = options.batch_size
+        self._failed_in_a_row = 0
+        self._retry_at = 0.0
 
     def _stopping(self) -> bool:
         return self.stop.is_set() or self._orphaned()
@@ -326,29 +331,27 @@ class Writer:
                 return
 
     def _apply_next_batch(self, ctx: SyncContext, *, draining: bool = False) -> bool:
-        """Apply the oldest pending events; False when there were none (or a batch failed while draining)."""
-        arrivals = self.inbox.pending_arrivals(self.options.batch_size)
+        """Apply the oldest pending events; False when there were none, while a batch gathers or a
+        failed one waits for its retry, or when a batch failed while draining."""
+        if not draining and time.monotonic() < self._retry_at:
+            return False
+        limit = self._batch_limit
+        arrivals = self.inbox.pending_arrivals(limit)
         if not arrivals:
             return False
-        if len(arrivals) < self.options.batch_size and not draining:
+        if len(arrivals) < limit and not draining:
             self._pause(self._gathering(arrivals[0]))  # a second at most: the loop must stay responsive
             if self._gathering(arrivals[0]) > 0:
                 return False  # still gathering: the loop comes back (a window can be minutes long)
-        items = self.inbox.pending(self.options.batch_size)  # read (and decoded) once, after the wait
+        items = self.inbox.pending(limit)  # read (and decoded) once, after the wait
         seqs = [item.seq for item in items]
         try:
             stats = apply_events(ctx, [i.event for i in items])
             ctx.reporter.flush(ctx.warehouse)
         except Exception as exc:
-            message = redact(f"{type(exc).__name__}: {exc}", *self.secrets)
-            log.error("Applying %d webhook events failed (they stay in the inbox): %s", len(items), message)
-            self.inbox.mark_attempt_failed(seqs, message)
-            self.status.failed_batches += 1
-            ctx.reporter.record(object_type=None, operation="webhook", error=message)
-            self._publish()
-            if not draining:
-                self._pause(self.options.retry_pause)
+            self._batch_failed(ctx, seqs, redact(f"{type(exc).__name__}: {exc}", *self.secrets))
             return not draining
+        self._failed_in_a_row, self._batch_limit = 0, self.options.batch_size
         self.inbox.mark_applied(seqs)
         self.status.applied.add(stats)
         self.status.batches += 1
@@ -357,6 +360,28 @@ class Writer:
             self._snapshot(ctx.warehouse)
         log.debug("Applied %d webhook events (oldest waited %d ms)", len(items), now_ms() - items[0].received_ms)
         return True
+
+    def _batch_failed(self, ctx: SyncContext, seqs: list[int], message: str) -> None:
+        """A batch that failed as a whole says nothing of any one of its events (a warehouse outage
+        fails them all), so none is counted against it: the next attempt takes half as many, and an
+        event that cannot be applied ends up alone. Only an event failing alone is counted, and set
+        aside after `inbox.MAX_ATTEMPTS` (the scheduled pull still reads its record). Retries back off,
+        doubling from `retry_pause` up to RETRY_PAUSE_MAX: a long outage sets aside one event per
+        five retries at most, not a whole window's batch within seconds."""
+        if len(seqs) == 1:
+            self.inbox.mark_attempt_failed(seqs, message)
+            log.error("Applying a webhook event failed (it stays in the inbox until it has failed %d times): %s",
+                      MAX_ATTEMPTS, message)
+        else:
+            self._batch_limit = max(1, len(seqs) // 2)
+            log.error("Applying %d webhook events failed (they stay in the inbox; the next attempt takes %d): %s",
+                      len(seqs), self._batch_limit, message)
+        self._failed_in_a_row += 1
+        pause = min(self.options.retry_pause * 2 ** min(self._failed_in_a_row - 1, 16), RETRY_PAUSE_MAX)
+        self._retry_at = time.monotonic() + pause
+        self.status.failed_batches += 1
+        ctx.reporter.record(object_type=None, operation="webhook", error=message)
+        self._publish()
 
     def _gathering(self, oldest_arrival_ms: int) -> float:
         """Seconds the batch whose oldest event arrived then may still gather."""
