@@ -180,3 +180,15 @@ def test_a_full_pass_starts_the_walk_again(sandbox: Any, client: TwentyClient, s
     assert run_sync(store, client, SCHEMA, full=True, sweep=policy(clock)).status == "succeeded"
     assert f'"started": "{clock.now:%Y-%m-%dT%H:%M}' in (store.get_watermark(mark) or "")
     assert '"after": null' in (store.get_watermark(mark) or "")
+
+
+def test_runs_further_apart_get_a_larger_default_cap_but_a_set_cap_stays() -> None:
+    """serve on BigQuery syncs every 30 minutes: the default cap (chosen for 10) triples, so the
+    sweep still re-reads as many records a day; a cap someone set is theirs."""
+    from truth_forge.sync.sweep import DEFAULT_MAX_REQUESTS, SweepPolicy
+
+    policy = SweepPolicy()
+    assert policy.per_run_of(30, explicit=False).max_requests == 3 * DEFAULT_MAX_REQUESTS
+    assert policy.per_run_of(10, explicit=False).max_requests == DEFAULT_MAX_REQUESTS
+    assert policy.per_run_of(5, explicit=False).max_requests == DEFAULT_MAX_REQUESTS
+    assert SweepPolicy(max_requests=7).per_run_of(30, explicit=True).max_requests == 7

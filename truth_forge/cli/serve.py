@@ -55,12 +55,13 @@ def serve_command(
         api_key = resolve_api_key(settings)
     except ValueError as exc:
         _fail(str(exc))
+    minutes = sync_interval or settings.serve_sync_interval()
     options = ServeOptions(
         host=host or settings.serve_host, port=settings.serve_port if port is None else port,
-        sync_interval=60 * (sync_interval or settings.serve_sync_interval()), sync_on_start=sync_on_start,
+        sync_interval=60 * minutes, sync_on_start=sync_on_start,
         tolerance_ms=settings.webhook_tolerance_seconds * 1000, max_body_bytes=settings.webhook_max_body_bytes,
         lease_ttl=dt.timedelta(seconds=settings.lease_ttl_seconds), detection=DetectionPolicy.from_settings(settings),
-        sweep=SweepPolicy.from_settings(settings),
+        sweep=SweepPolicy.from_settings(settings).per_run_of(minutes, explicit="sweep_max_requests" in settings.model_fields_set),
         batch_window=settings.serve_batch_window(), batch_size=settings.serve_batch_events(),
         fold_minutes=settings.serve_fold_minutes_or_default(),
         stall_seconds=2 * settings.twenty_request_deadline_seconds,

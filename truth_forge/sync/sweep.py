@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = dt.timedelta(hours=24)
 DEFAULT_MAX_REQUESTS = 50
+RUN_MINUTES_OF_THE_DEFAULT_CAP = 10.0  # the cadence the default cap was chosen for (serve's scheduled syncs)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,14 @@ class SweepPolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> SweepPolicy:
         return cls(window=dt.timedelta(hours=settings.sweep_window_hours), max_requests=settings.sweep_max_requests)
+
+    def per_run_of(self, minutes: float, *, explicit: bool) -> SweepPolicy:
+        """The policy for runs `minutes` apart: the default cap is for runs ten minutes apart, so runs
+        further apart get as much more (the same share of Twenty's rate, the same records a day);
+        a cap someone set stays as set."""
+        if explicit or minutes <= RUN_MINUTES_OF_THE_DEFAULT_CAP:
+            return self
+        return dataclasses.replace(self, max_requests=round(self.max_requests * minutes / RUN_MINUTES_OF_THE_DEFAULT_CAP))
 
 
 DEFAULT_SWEEP = SweepPolicy()
