@@ -55,7 +55,6 @@ class BigQueryWarehouse(Warehouse):
     # bills the state table twice, while reading the journal beside the state bills the journal.
     journal_fold_share = 0.1
     stage_pulled_rows = True  # a MERGE into contacts bills the whole table: pulled values land once a run
-    pull_merge_records = 5_000  # a bulk edit of 100k records in Twenty: 20 merges' reads, not 50
 
     def __init__(
         self,

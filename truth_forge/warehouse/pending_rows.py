@@ -139,7 +139,8 @@ class PendingRows:
     # Staged rows land at the end of a run's pull once the oldest has waited this many minutes (0: every run).
     pending_fold_minutes = 0.0
     # Pulled records merged together (the latest version of each). On BigQuery a merge's lookups by
-    # key read every storage block of the tables they touch whatever its size, so it takes more at once.
+    # key read every storage block of the tables they touch whatever its size, so more at once would
+    # be cheaper; but its statements carry the rows as parameters, and a request is limited to 10 MB.
     pull_merge_records = 2_000
 
     if TYPE_CHECKING:  # provided by Warehouse and its other parts
