@@ -29,7 +29,7 @@ from truth_forge.realtime.inbox import Arrival, Inbox
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 256  # deliveries per transaction at most: bounds how long the last of them waits
-GATHER_SECONDS = 0.002  # how long a group's first delivery waits for companions at most
+GATHER_SECONDS = 0.002  # how long a group's first delivery waits for companions (the storing thread sleeps it through)
 _Waiting = tuple[Arrival, "asyncio.Future[str]", float]  # the delivery, its answer, when it came (monotonic)
 
 
