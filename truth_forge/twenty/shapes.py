@@ -103,18 +103,21 @@ def _phone_parts(number: str, default_region: str | None) -> tuple[str, str, str
     region = phonenumbers.region_code_for_number(parsed) or ""
     return (phonenumbers.national_significant_number(parsed),
             # Non-geographic numbers (+800 ...) have region "001", which Twenty refuses as a country code.
-            region if re.fullmatch(r"[A-Z]{2}", region) and region != "ZZ" else "",
+            region if _COUNTRY.fullmatch(region) and region != "ZZ" else "",
             f"+{parsed.country_code}")
+
+
+_COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 def phones_value(
     primary: str | None, additional: Iterable[str] = (), *, default_region: str | None = None
 ) -> dict[str, Any]:
-    main = phone_parts(primary, default_region) if primary else {"number": "", "countryCode": "", "callingCode": ""}
+    number, country, calling = _phone_parts(primary, default_region) if primary else ("", "", "")
     return {
-        "primaryPhoneNumber": main["number"],
-        "primaryPhoneCountryCode": main["countryCode"],
-        "primaryPhoneCallingCode": main["callingCode"],
+        "primaryPhoneNumber": number,
+        "primaryPhoneCountryCode": country,
+        "primaryPhoneCallingCode": calling,
         "additionalPhones": [phone_parts(p, default_region) for p in additional if p and p != primary],
     }
 
@@ -128,9 +131,16 @@ def phone_to_e164(number: str | None, calling_code: str | None) -> str | None:
         return None
     if number.startswith("+"):
         return number
-    digits = _NOT_DIGITS.sub("", number)
-    code = _NOT_DIGITS.sub("", calling_code or "")
+    digits = _digits_only(number)
+    code = _digits_only(calling_code or "")
     return f"+{code}{digits}" if code else digits
+
+
+def _digits_only(text: str) -> str:
+    """`_NOT_DIGITS.sub("", text)`; text that is ASCII digits already (a "+" before them at most: as
+    Twenty and the push store numbers and calling codes) is sliced, not searched."""
+    rest = text[1:] if text.startswith("+") else text
+    return rest if rest.isascii() and rest.isdigit() else _NOT_DIGITS.sub("", text)
 
 
 def phones_to_list(phones: Mapping[str, Any] | None) -> list[str]:

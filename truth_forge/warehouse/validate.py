@@ -137,8 +137,14 @@ def validate_rows(
         clean: dict[str, Any] = {}
         for name, value in row.items():
             kind = fields[name]
-            if (value is None and kind != STRING_LIST) or (kind == STRING and type(value) is str):
-                clean[name] = value  # the common cases, as _coerce would give them, without the call
+            # The common cases, as _coerce would give them, without the call: no value, a plain
+            # string, a timestamp already in UTC (astimezone(UTC) gives that same datetime back).
+            if value is None:
+                clean[name] = [] if kind == STRING_LIST else None
+                continue
+            if (kind == STRING and type(value) is str) or (
+                    kind == TIMESTAMP and type(value) is dt.datetime and value.tzinfo is dt.UTC):
+                clean[name] = value
                 continue
             try:
                 clean[name] = _coerce(value, kind)
