@@ -58,8 +58,11 @@ def _custom_fields(schema: CrmSchema, obj: str, row: Mapping[str, Any]) -> dict[
 
 def _text_field(value: Any) -> Any:
     """`to_twenty_value` of a TEXT field's value other than None."""
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         return value  # what str() gives back
+    if kind is dict or kind is list:
+        return shapes.TEXT_JSON.encode(value)  # shapes.text_value, without its own look at the type
     return shapes.text_value(value) if isinstance(value, (dict, list)) else str(value)
 
 
@@ -121,13 +124,16 @@ def _has_nul(value: Any) -> bool:
     while waiting:
         item = waiting.pop()
         kind = type(item)  # exact types first: an ABC check costs several times more
-        if kind is str:
+        if kind is dict or kind is list:
+            for inner in (item.values() if kind is dict else item):
+                if type(inner) is str:
+                    if "\x00" in inner:
+                        return True
+                elif inner is not None:  # nothing to look at in None: not worth a turn of the loop
+                    waiting.append(inner)
+        elif kind is str:
             if "\x00" in item:
                 return True
-        elif kind is dict:
-            waiting.extend(item.values())
-        elif kind is list:
-            waiting.extend(item)
         elif isinstance(item, str):
             if "\x00" in item:
                 return True

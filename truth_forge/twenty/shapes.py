@@ -33,14 +33,14 @@ def camel_to_snake(name: str) -> str:
 
 def split_full_name(name: str | Mapping[str, Any] | None) -> dict[str, str]:
     """`"Jane van Doe"` -> `{"firstName": "Jane", "lastName": "van Doe"}` (split at the first space)."""
-    if isinstance(name, Mapping):
+    if type(name) is not str and isinstance(name, Mapping):  # a plain string, most often: no ABC check
         return {"firstName": str(name.get("firstName") or ""), "lastName": str(name.get("lastName") or "")}
     first, _, last = " ".join(str(name or "").split()).partition(" ")
     return {"firstName": first, "lastName": last}
 
 
 def join_full_name(name: Any) -> str:
-    if isinstance(name, Mapping):
+    if type(name) is dict or isinstance(name, Mapping):  # a plain dict, most often: no ABC check
         return " ".join(p for p in (name.get("firstName"), name.get("lastName")) if p)
     return str(name or "")
 
@@ -174,13 +174,13 @@ def link_value(url: str | None) -> dict[str, Any]:
 
 
 # json.dumps(value, sort_keys=True, separators=(",", ":"), default=str), six JSON columns a row.
-_TEXT_JSON = CompactJson(sort_keys=True, ensure_ascii=True, default=str)
+TEXT_JSON = CompactJson(sort_keys=True, ensure_ascii=True, default=str)
 
 
 def text_value(value: Any) -> Any:
     """TEXT fields hold the seed's JSON columns as strings; dicts and lists are serialised here."""
     if isinstance(value, (dict, list)):
-        return _TEXT_JSON.encode(value)
+        return TEXT_JSON.encode(value)
     return value
 
 
