@@ -85,6 +85,25 @@ def _native_thread_cpu() -> dict[int, float]:
     return out
 
 
+def _python_thread_cpu() -> dict[str, float]:
+    """CPU seconds of the live Python threads other than this one, summed by name without its number
+    (the request pool's, ...), from /proc: threads that ended before this call are not in it."""
+    import threading
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or thread.native_id is None:
+            continue
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = thread.name.rstrip("0123456789_-") or thread.name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_options: str) -> dict[str, Any]:
     """One first sync with the code on sys.path (PYTHONPATH picks the tree), measuring its CPU."""
     import truth_forge
@@ -123,6 +142,8 @@ def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_optio
         main_thread = time.thread_time() - main0
         # DuckDB's own threads (its workers live as long as the database): what the engine spent.
         engine = sum(t - engine0.get(tid, 0.0) for tid, t in _native_thread_cpu().items())
+        # The request pool's threads, still alive while the client is open (started by this run).
+        threads = {name: round(t, 2) for name, t in _python_thread_cpu().items()}
     load_after = os.getloadavg()
     if profiler is not None:
         profiler.dump_stats(profile)
@@ -130,7 +151,7 @@ def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_optio
     return {"code": str(Path(truth_forge.__file__).resolve().parents[1]), "status": result.status,
             "people": written["person"], "companies": written["company"], "errors": result.counts.get("errors"),
             "cpu_s": round(cpu, 2), "main_thread_cpu_s": round(main_thread, 2),
-            "engine_threads_cpu_s": round(engine, 2), "wall_s": round(wall, 1), "records_per_cpu_s": round(records / cpu) if cpu else None,
+            "engine_threads_cpu_s": round(engine, 2), "python_threads_cpu_s": threads, "wall_s": round(wall, 1), "records_per_cpu_s": round(records / cpu) if cpu else None,
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "load": f"{load_before[0]:.2f} -> {load_after[0]:.2f}",
             # What failed, when something did (a figure from a partial run is not comparable).

@@ -1,6 +1,7 @@
 """The push reads the next warehouse batch on a thread while it writes this one (sync/read_ahead.py).
 
-What must hold: at most one batch is read ahead; an error the read raises reaches the push where it
+What must hold: at most one batch is read ahead (and prepared there, when asked: the push maps its
+rows on that thread); an error the read raises reaches the push where it
 asks for that batch (not lost on the thread, not raised earlier); closing waits for a read in
 progress. And in a real sync (DuckDB file, the sandbox over HTTP): a read that fails mid-push
 stops the run with that error, what landed before is recorded, and the next run finishes the rest.
@@ -51,6 +52,20 @@ def test_one_batch_is_read_ahead_and_no_more() -> None:
     finally:
         ahead.close()
     assert seen == [0, 1, 2, 3, 4]
+
+
+def test_each_batch_is_prepared_on_the_reading_thread_and_handed_over_prepared() -> None:
+    caller = threading.current_thread()
+
+    def prepare(batch: list[int]) -> tuple[list[int], bool]:
+        return [n * 10 for n in batch], threading.current_thread() is caller
+
+    ahead = ReadAhead([[1, 2], [3]], prepare=prepare)
+    try:
+        seen = list(ahead)
+    finally:
+        ahead.close()
+    assert seen == [([10, 20], False), ([30], False)]  # prepared, and not on the caller's thread
 
 
 def test_an_error_reading_the_next_batch_is_raised_where_that_batch_is_asked_for() -> None:

@@ -8,8 +8,9 @@ lets a pull recognise the echo of our own push.
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -47,8 +48,47 @@ def from_twenty_value(spec: FieldSpec, value: Any) -> Any:
 
 
 def _custom_fields(schema: CrmSchema, obj: str, row: Mapping[str, Any]) -> dict[str, Any]:
-    return {spec.name: to_twenty_value(spec, row.get(spec.column))
-            for spec in schema.for_object(obj) if spec.column in row}  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+    for name, column, spec, convert in _sent_fields(schema, obj):
+        if column in row:
+            value = row[column]
+            out[name] = None if value is None else convert(value) if convert is not None else to_twenty_value(spec, value)
+    return out
+
+
+def _text_field(value: Any) -> Any:
+    """`to_twenty_value` of a TEXT field's value other than None."""
+    kind = type(value)
+    if kind is str:
+        return value  # what str() gives back
+    if kind is dict or kind is list:
+        return shapes.TEXT_JSON.encode(value)  # shapes.text_value, without its own look at the type
+    return shapes.text_value(value) if isinstance(value, (dict, list)) else str(value)
+
+
+# SELECT values repeat (a handful of categories): their option value remembered by the text.
+_option_of_text = functools.lru_cache(maxsize=1024)(to_option_value)
+
+
+def _select_field(value: Any) -> Any:
+    """`to_twenty_value` of a SELECT field's value other than None."""
+    return _option_of_text(value) if type(value) is str else to_option_value(value)
+
+
+@functools.lru_cache(maxsize=16)
+def _sent_fields(schema: CrmSchema, obj: str) -> tuple[tuple[str, str, FieldSpec, Callable[[Any], Any] | None], ...]:
+    """(Twenty name, column, spec, its conversion when it has a shortcut) of each custom field, in
+    the schema's order: every body is mapped through it, so it is worked out once a schema."""
+    shortcut = {"TEXT": _text_field, "SELECT": _select_field}
+    return tuple((spec.name, spec.column, spec, shortcut.get(spec.type))
+                 for spec in schema.for_object(obj))  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=16)
+def _two_way_fields(schema: CrmSchema, obj: str) -> tuple[tuple[str, str], ...]:
+    """(column, Twenty name) of each custom field that a person may edit in Twenty."""
+    return tuple((spec.column, spec.name) for spec in schema.for_object(obj)  # type: ignore[arg-type]
+                 if spec.sync == "both")
 
 
 def _checked_emails(row: Mapping[str, Any], left_out: list[str] | None) -> dict[str, Any]:
@@ -73,7 +113,7 @@ def _leave_out(left_out: list[str] | None, reason: str) -> None:
 def check_storable(body: Mapping[str, Any]) -> None:
     """Refuse text Twenty's Postgres cannot store (a NUL character), naming the field."""
     for name, value in body.items():
-        if isinstance(value, str) and "\x00" not in value:
+        if value is None or (isinstance(value, str) and "\x00" not in value):
             continue  # most fields: one look, no walk
         if _has_nul(value):
             raise ValueError(f"{name} contains a NUL character, which Twenty's database cannot store")
@@ -84,13 +124,16 @@ def _has_nul(value: Any) -> bool:
     while waiting:
         item = waiting.pop()
         kind = type(item)  # exact types first: an ABC check costs several times more
-        if kind is str:
+        if kind is dict or kind is list:
+            for inner in (item.values() if kind is dict else item):
+                if type(inner) is str:
+                    if "\x00" in inner:
+                        return True
+                elif inner is not None:  # nothing to look at in None: not worth a turn of the loop
+                    waiting.append(inner)
+        elif kind is str:
             if "\x00" in item:
                 return True
-        elif kind is dict:
-            waiting.extend(item.values())
-        elif kind is list:
-            waiting.extend(item)
         elif isinstance(item, str):
             if "\x00" in item:
                 return True
@@ -142,9 +185,12 @@ def business_to_company(row: Mapping[str, Any], schema: CrmSchema, *, left_out: 
 
 
 def _editable_custom(schema: CrmSchema, obj: str, record: Mapping[str, Any]) -> dict[str, Any]:
-    return {spec.column: from_twenty_value(spec, record.get(spec.name))
-            for spec in schema.for_object(obj)  # type: ignore[arg-type]
-            if spec.sync == "both" and spec.name in record}
+    out: dict[str, Any] = {}
+    for column, name in _two_way_fields(schema, obj):
+        if name in record:
+            value = record[name]
+            out[column] = None if value == "" or value is None else value  # from_twenty_value, inline
+    return out
 
 
 def person_to_contact(record: Mapping[str, Any], schema: CrmSchema) -> dict[str, Any]:

@@ -20,7 +20,10 @@ missing fields, an outage that outlasted the retries several writes in a row).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -112,10 +115,47 @@ class _Item:
     base: dict[str, Any] | None = None  # the merge base once this body has landed
     # What the body changes, for the record history: (field, base value, warehouse value); None: whole.
     changes: list[changelog.Change] | None = None
+    ahead: _Mapped | None = None  # the row as the read-ahead thread mapped it, until its view is taken
 
 
 def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
+    with _rarer_full_collections():
+        return _push_object(ctx, obj)
+
+
+# A push makes and drops containers by the hundred thousand (rows, bodies, answers of 200 records,
+# state rows), and those alive across a request outlive two young collections; with CPython's
+# default thresholds that sets off a full collection (a walk over every object the process holds)
+# every few thousand records: 15 % of a first push's CPU, measured with gc.callbacks. What a push
+# drops is freed by its reference count, not by the collector, so full collections are made this
+# many times rarer while a push runs (the young generations are left as they are).
+FULL_COLLECTION_SPACING = 10
+_collections_lock = threading.Lock()
+_pushes_running = 0
+_thresholds_before: tuple[int, int, int] = (0, 0, 0)
+
+
+@contextlib.contextmanager
+def _rarer_full_collections() -> Iterator[None]:
+    """While any push runs in this process; the thresholds it found are put back when the last ends."""
+    global _pushes_running, _thresholds_before
+    with _collections_lock:
+        if _pushes_running == 0:
+            _thresholds_before = gc.get_threshold()
+            young, middle, full = _thresholds_before
+            gc.set_threshold(young, middle, full * FULL_COLLECTION_SPACING)
+        _pushes_running += 1
+    try:
+        yield
+    finally:
+        with _collections_lock:
+            _pushes_running -= 1
+            if _pushes_running == 0:
+                gc.set_threshold(*_thresholds_before)
+
+
+def _push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     # Detection reads on a handle of its own, a batch ahead of the push (read_ahead.py); the push
     # records what lands on this thread's handle, as before.
     reader = ctx.warehouse.for_another_thread()
@@ -123,7 +163,9 @@ def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
         reader.before_write = ctx.warehouse.before_write  # its folds and watermark obey the writer lease too
     try:
         scan = reader.detect_changes(obj.object_type, batch_size=READ_BATCH, policy=ctx.detection)
-        ahead = ReadAhead(scan)
+        # The read-ahead thread also maps each batch's rows (bodies and merge views: pure work on the
+        # row), so the push's own thread, which the requests wait for, does not.
+        ahead = ReadAhead(scan, prepare=lambda rows: _map_ahead(ctx, obj, rows))
         try:
             stats = _push_batches(ctx, obj, _reported(ctx, obj, scan, ahead))
         finally:
@@ -141,8 +183,7 @@ def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     return stats
 
 
-def _reported(ctx: SyncContext, obj: SyncedObject, scan: ChangeScan,
-              batches: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+def _reported(ctx: SyncContext, obj: SyncedObject, scan: ChangeScan, batches: Iterable[_Batch]) -> Iterator[_Batch]:
     """The scan's batches (as read ahead), with its progress told: once incremental detection has
     its candidates the push's total is known (an audit's is not, until it ends), and candidates that
     turn out unchanged count as looked at."""
@@ -171,16 +212,74 @@ def push_keys(ctx: SyncContext, obj: SyncedObject, keys: Sequence[int]) -> PushS
         if not state and row.get("deleted_at") is not None:
             continue  # never in Twenty, nothing to delete there
         rows.append({**row, "crm_id": state.get("crm_id")})
-    return _push_batches(ctx, obj, [rows])
+    return _push_batches(ctx, obj, [_Batch(rows)])
 
 
-def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[list[dict[str, Any]]]) -> PushStats:
+@dataclass
+class _Mapped:
+    """A row's body and merge view as `_Push._item` and `_landed_view` make them (the body before
+    its company link and Twenty id), or the error either raised, to be raised where it would have been."""
+
+    body: dict[str, Any] | None
+    left_out: list[str]
+    view: dict[str, Any] | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _Batch:
+    """Rows detection handed out, and what was mapped of them ahead (by id, with the row itself,
+    which keeps that id from being reused while the entry lives)."""
+
+    rows: list[dict[str, Any]]
+    mapped: dict[int, tuple[Mapping[str, Any], _Mapped]] = field(default_factory=dict)
+
+
+def _map_ahead(ctx: SyncContext, obj: SyncedObject, rows: list[dict[str, Any]]) -> _Batch:
+    """On the read-ahead thread: the rows the push will map whole (not deleted, not duplicated)."""
+    batch = _Batch(rows)
+    for row in rows:
+        if row.get("deleted_at") is None and (row.get("copies") or 1) <= 1:
+            batch.mapped[id(row)] = (row, _mapped(ctx, obj, row))
+    return batch
+
+
+def _mapped(ctx: SyncContext, obj: SyncedObject, row: Mapping[str, Any]) -> _Mapped:
+    left_out: list[str] = []
+    try:
+        body = _body(ctx, obj, row, left_out)
+    except Exception as exc:  # raised again by _item, on the push's thread, as if it had mapped the row
+        return _Mapped(None, left_out, error=exc)
+    try:
+        return _Mapped(body, left_out, view=_view_of(ctx, obj, row, body))
+    except Exception as exc:  # raised again by _landed_view
+        return _Mapped(body, left_out, error=exc)
+
+
+def _body(ctx: SyncContext, obj: SyncedObject, row: Mapping[str, Any], left_out: list[str]) -> dict[str, Any]:
+    """A row's whole body, before the push adds its company link and Twenty id."""
+    if obj is PERSON:
+        return mapping.contact_to_person(row, ctx.schema, default_region=ctx.default_region, left_out=left_out)
+    return mapping.business_to_company(row, ctx.schema, left_out=left_out)
+
+
+def _view_of(ctx: SyncContext, obj: SyncedObject, row: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+    """What both sides hold once this body landed (a company link still waiting left in: the push
+    takes it out). A view reads no key the push adds to a body (its company link, its Twenty id)."""
+    if ctx.default_region is None:
+        return views.body_view(obj, ctx.schema, row, body)  # the row is mapped once
+    # Views read phones without a region (as the pull's and the plan's do): mapped again so they agree.
+    return views.warehouse_view(obj, ctx.schema, row)
+
+
+def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[_Batch]) -> PushStats:
     push = _Push(ctx, obj)
     try:
         # Leaving on an exception stops both streams; what their requests on the wire stored is still saved.
         with push.updates.stream, push.creates.stream:
-            for rows in batches:
-                rows = push.refuse_duplicates(rows)
+            for batch in batches:
+                push.mapped = batch.mapped
+                rows = push.refuse_duplicates(batch.rows)
                 push.delete([r for r in rows if r.get("deleted_at") is not None])
                 push.upsert([r for r in rows if r.get("deleted_at") is None])
             push.updates.stream.finish()
@@ -209,6 +308,7 @@ class _Push:
         self.company_keys: dict[str, int] = {}  # the other way round (Twenty id -> business_id), to read answers
         # business_ids that contacts link to but the warehouse has no row for: those links wait, with an error.
         self.missing_businesses: set[str] = set()
+        self.mapped: dict[int, tuple[Mapping[str, Any], _Mapped]] = {}  # this batch's rows mapped ahead
         # One stream each for the whole push, so batches flow across the warehouse's read batches.
         self.updates = _Lane(self, upsert=True)
         self.creates = _Lane(self, upsert=False)
@@ -255,12 +355,9 @@ class _Push:
         hold. Otherwise someone edited a field we did not send in the instant before our write: no
         hash, so the next pull takes the record as changed and merges that edit instead of losing it."""
         editable = self.obj.editable_from_crm(record, self.schema)  # read once for the view and the hash
-        if item.base is None:
+        if item.base is None or views.agrees(self.obj, record, editable, item.base, self.company_keys, self.push_only):
             return self.obj.crm_hash(record, self.schema, editable)
-        theirs = views.twenty_view(self.obj, self.schema, record, self.company_keys, editable)
-        expected = views.two_way(self.obj, self.schema, item.base, self.push_only)
-        agree = all(theirs[name] == expected[name] for name in theirs.keys() & expected.keys())
-        return self.obj.crm_hash(record, self.schema, editable) if agree else None
+        return None
 
     def _outage(self, error: TwentyError, rows: Sequence[Mapping[str, Any]], operation: str) -> None:
         """A write that failed as a whole: its rows are saved as failed (retried next run); abort when
@@ -395,11 +492,13 @@ class _Push:
 
     def _landed_view(self, item: _Item) -> dict[str, Any]:
         """What both sides hold once this item's body landed (a link still waiting is not among it)."""
-        if self.ctx.default_region is None:
-            view = views.body_view(self.obj, self.schema, item.row, item.body)  # the row is mapped once
+        ahead, item.ahead = item.ahead, None
+        if ahead is None:
+            view = _view_of(self.ctx, self.obj, item.row, item.body)
+        elif ahead.view is None:
+            raise ahead.error  # type: ignore[misc]  # the view's own error, as if raised here
         else:
-            # Views read phones without a region (as the pull's and the plan's do): mapped again so they agree.
-            view = views.warehouse_view(self.obj, self.schema, item.row)
+            view = ahead.view
         if item.waiting:
             view.pop(views.COMPANY_LINK, None)
         return view
@@ -517,10 +616,17 @@ class _Push:
         return out, states
 
     def _item(self, row: Mapping[str, Any]) -> _Item:
-        left_out: list[str] = []
+        ahead = self.mapped.pop(id(row), None)
+        ready = ahead[1] if ahead is not None and ahead[0] is row else None  # used once: _item adds to it
+        if ready is None:
+            left_out: list[str] = []
+            body = _body(self.ctx, self.obj, row, left_out)
+        elif ready.body is None:
+            raise ready.error  # type: ignore[misc]  # the mapping's own error, as if raised here
+        else:
+            body, left_out = ready.body, ready.left_out
         waiting = False
         if self.obj is PERSON:
-            body = mapping.contact_to_person(row, self.schema, default_region=self.ctx.default_region, left_out=left_out)
             link = None if row.get("business_id") is None else self.links.get(str(row["business_id"]), _NOT_YET)
             if link is _NOT_YET:
                 waiting = True  # sent without a link now; linked on a later run, once the company is there
@@ -531,11 +637,9 @@ class _Push:
                                     f"businesses; the contact waits, unlinked, until that business is added")
             else:
                 body["companyId"] = link
-        else:
-            body = mapping.business_to_company(row, self.schema, left_out=left_out)
         if row.get("crm_id"):
             body["id"] = row["crm_id"]
-        return _Item(row, body, waiting, left_out)
+        return _Item(row, body, waiting, left_out, ahead=ready)
 
     def _write(self, items: Sequence[_Item], *, upsert: bool) -> list[tuple[_Item, TwentyRecordRejected]]:
         """These items now, on a stream of their own (the claims and retries of `_recover`).

@@ -16,9 +16,9 @@ without the thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +27,19 @@ _END = object()  # the read is over
 
 
 class ReadAhead(Generic[T]):
-    """Iterate `batches` one batch ahead, on a thread; `close()` when done (or stopping early)."""
+    """Iterate `batches` one batch ahead, on a thread; `close()` when done (or stopping early).
+    `prepare`, when given, is applied to each batch on that thread too (what the push can do with a
+    batch before its own thread gets to it), and the iteration yields what it returns."""
 
-    def __init__(self, batches: Iterable[T]) -> None:
+    def __init__(self, batches: Iterable[Any], prepare: Callable[[Any], T] | None = None) -> None:
         self._batches = iter(batches)
+        self._prepare = prepare
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warehouse-read-ahead")
         self._next: Future[object] | None = self._thread.submit(self._read)
 
     def _read(self) -> object:
-        return next(self._batches, _END)
+        batch = next(self._batches, _END)
+        return batch if batch is _END or self._prepare is None else self._prepare(batch)
 
     def __iter__(self) -> Iterator[T]:
         return self

@@ -9,8 +9,10 @@ what was last sent. A person's company link is the `business_id` (Twenty names i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
 from truth_forge.core.crm_schema import CrmSchema
@@ -61,6 +63,29 @@ def twenty_view(obj: SyncedObject, schema: CrmSchema, record: Mapping[str, Any],
     return view
 
 
+def agrees(obj: SyncedObject, record: Mapping[str, Any], editable: Mapping[str, Any], base: Mapping[str, Any],
+           company_keys: Mapping[str, int], push_only: Collection[str]) -> bool:
+    """Whether a Twenty record's view (`twenty_view`, of `editable`) holds what the merge base's two-way
+    fields (`two_way`) hold, on every field both have: the same answer, without building either."""
+    link: Any = _NO_LINK  # the company link twenty_view sets, if it sets one
+    if obj is PERSON and "companyId" in record:
+        company = record["companyId"]
+        if company is None:
+            link = None
+        elif company in company_keys:
+            link = company_keys[company]
+    for name, value in editable.items():
+        if name == COMPANY_LINK and link is not _NO_LINK:
+            continue  # the view holds the link instead
+        if name in base and name not in push_only and not value == base[name]:
+            return False
+    return (link is _NO_LINK or COMPANY_LINK not in base or COMPANY_LINK in push_only
+            or bool(link == base[COMPANY_LINK]))
+
+
+_NO_LINK = object()
+
+
 def warehouse_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any]) -> dict[str, Any]:
     """A warehouse row's two-way fields as Twenty would store them, and its push-only fields as sent."""
     try:
@@ -81,21 +106,29 @@ def body_view(obj: SyncedObject, schema: CrmSchema, row: Mapping[str, Any], body
     the same view, without mapping the row a second time. Keys the push adds to a body (its Twenty
     id, its company link) are not among the fields a view reads."""
     view = obj.editable_from_crm(body, schema)
-    for spec in schema.for_object(obj.object_type):
-        if spec.sync == "push":
-            view[spec.column] = digest(body.get(spec.name))
+    for column, name in _push_only_fields(schema, obj.object_type):
+        view[column] = digest(body.get(name))
     if obj is PERSON:
         view[COMPANY_LINK] = row.get(COMPANY_LINK)
     return view
 
 
+@functools.lru_cache(maxsize=16)
+def _push_only_fields(schema: CrmSchema, object_type: str) -> tuple[tuple[str, str], ...]:
+    """(column, Twenty name) of each push-only field: asked for by every view of a body."""
+    return tuple((s.column, s.name) for s in schema.for_object(object_type) if s.sync == "push")  # type: ignore[arg-type]
+
+
 # json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).
 _DIGEST_JSON = CompactJson(sort_keys=True, ensure_ascii=False, default=str)
+_sha256 = hashlib.sha256
 
 
 def digest(value: Any) -> str:
     """A push-only value as views hold it: the digest of its canonical JSON."""
-    return DIGEST + hashlib.sha256(_DIGEST_JSON.encode(value).encode()).hexdigest()[:DIGEST_HEX]
+    # A string's JSON is its quoted text (most push-only values: JSON columns sent as text, ids).
+    text = encode_basestring(value) if type(value) is str else _DIGEST_JSON.encode(value)
+    return DIGEST + _sha256(text.encode()).hexdigest()[:DIGEST_HEX]
 
 
 def comparable_base(obj: SyncedObject, schema: CrmSchema, base: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -33,14 +33,14 @@ def camel_to_snake(name: str) -> str:
 
 def split_full_name(name: str | Mapping[str, Any] | None) -> dict[str, str]:
     """`"Jane van Doe"` -> `{"firstName": "Jane", "lastName": "van Doe"}` (split at the first space)."""
-    if isinstance(name, Mapping):
+    if type(name) is not str and isinstance(name, Mapping):  # a plain string, most often: no ABC check
         return {"firstName": str(name.get("firstName") or ""), "lastName": str(name.get("lastName") or "")}
     first, _, last = " ".join(str(name or "").split()).partition(" ")
     return {"firstName": first, "lastName": last}
 
 
 def join_full_name(name: Any) -> str:
-    if isinstance(name, Mapping):
+    if type(name) is dict or isinstance(name, Mapping):  # a plain dict, most often: no ABC check
         return " ".join(p for p in (name.get("firstName"), name.get("lastName")) if p)
     return str(name or "")
 
@@ -103,18 +103,21 @@ def _phone_parts(number: str, default_region: str | None) -> tuple[str, str, str
     region = phonenumbers.region_code_for_number(parsed) or ""
     return (phonenumbers.national_significant_number(parsed),
             # Non-geographic numbers (+800 ...) have region "001", which Twenty refuses as a country code.
-            region if re.fullmatch(r"[A-Z]{2}", region) and region != "ZZ" else "",
+            region if _COUNTRY.fullmatch(region) and region != "ZZ" else "",
             f"+{parsed.country_code}")
+
+
+_COUNTRY = re.compile(r"[A-Z]{2}")
 
 
 def phones_value(
     primary: str | None, additional: Iterable[str] = (), *, default_region: str | None = None
 ) -> dict[str, Any]:
-    main = phone_parts(primary, default_region) if primary else {"number": "", "countryCode": "", "callingCode": ""}
+    number, country, calling = _phone_parts(primary, default_region) if primary else ("", "", "")
     return {
-        "primaryPhoneNumber": main["number"],
-        "primaryPhoneCountryCode": main["countryCode"],
-        "primaryPhoneCallingCode": main["callingCode"],
+        "primaryPhoneNumber": number,
+        "primaryPhoneCountryCode": country,
+        "primaryPhoneCallingCode": calling,
         "additionalPhones": [phone_parts(p, default_region) for p in additional if p and p != primary],
     }
 
@@ -128,9 +131,16 @@ def phone_to_e164(number: str | None, calling_code: str | None) -> str | None:
         return None
     if number.startswith("+"):
         return number
-    digits = _NOT_DIGITS.sub("", number)
-    code = _NOT_DIGITS.sub("", calling_code or "")
+    digits = _digits_only(number)
+    code = _digits_only(calling_code or "")
     return f"+{code}{digits}" if code else digits
+
+
+def _digits_only(text: str) -> str:
+    """`_NOT_DIGITS.sub("", text)`; text that is ASCII digits already (a "+" before them at most: as
+    Twenty and the push store numbers and calling codes) is sliced, not searched."""
+    rest = text[1:] if text.startswith("+") else text
+    return rest if rest.isascii() and rest.isdigit() else _NOT_DIGITS.sub("", text)
 
 
 def phones_to_list(phones: Mapping[str, Any] | None) -> list[str]:
@@ -164,13 +174,13 @@ def link_value(url: str | None) -> dict[str, Any]:
 
 
 # json.dumps(value, sort_keys=True, separators=(",", ":"), default=str), six JSON columns a row.
-_TEXT_JSON = CompactJson(sort_keys=True, ensure_ascii=True, default=str)
+TEXT_JSON = CompactJson(sort_keys=True, ensure_ascii=True, default=str)
 
 
 def text_value(value: Any) -> Any:
     """TEXT fields hold the seed's JSON columns as strings; dicts and lists are serialised here."""
     if isinstance(value, (dict, list)):
-        return _TEXT_JSON.encode(value)
+        return TEXT_JSON.encode(value)
     return value
 
 

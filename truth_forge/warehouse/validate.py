@@ -128,17 +128,23 @@ def validate_rows(
     first_keys: Any = None  # the first row's keys: a later row with the same ones has the same shape
     for index, row in enumerate(rows):
         if first_keys is not None and isinstance(row, Mapping) and row.keys() == first_keys:
-            missing = [k for k in keys if row.get(k) is None]
-            if missing:
-                raise WarehouseDataError(table, index, f"missing its key {missing[0]!r}")
+            for k in keys:
+                if row.get(k) is None:
+                    raise WarehouseDataError(table, index, f"missing its key {k!r}")
         else:
             field_set = _checked_shape(table, index, row, fields, keys, field_set, required_together)
             first_keys = row.keys() if first_keys is None else first_keys
         clean: dict[str, Any] = {}
         for name, value in row.items():
             kind = fields[name]
-            if (value is None and kind != STRING_LIST) or (kind == STRING and type(value) is str):
-                clean[name] = value  # the common cases, as _coerce would give them, without the call
+            # The common cases, as _coerce would give them, without the call: no value, a plain
+            # string, a timestamp already in UTC (astimezone(UTC) gives that same datetime back).
+            if value is None:
+                clean[name] = [] if kind == STRING_LIST else None
+                continue
+            if (kind == STRING and type(value) is str) or (
+                    kind == TIMESTAMP and type(value) is dt.datetime and value.tzinfo is dt.UTC):
+                clean[name] = value
                 continue
             try:
                 clean[name] = _coerce(value, kind)
@@ -146,7 +152,7 @@ def validate_rows(
                 raise WarehouseDataError(
                     table, index, f"{_key_text(row, keys)}: column {name!r} {exc}"
                 ) from exc
-        ident = tuple(clean[k] for k in keys)
+        ident = tuple([clean[k] for k in keys])  # a list first: a generator costs more for two or three keys
         out.pop(ident, None)  # re-insert so the last occurrence also keeps the last position
         out[ident] = clean
     return list(out.values()), field_set or ()
