@@ -195,6 +195,12 @@ class DuckDBWarehouse(Warehouse):
         except duckdb.Error:
             pass  # another connection's transaction is open: the next range (or close) flushes
 
+    def _after_fold_window(self) -> None:
+        # The fold MERGEs every saved record into crm_sync_state: as with the push's writes, a
+        # checkpoint after each window keeps at most one window's rows in memory (without it, a
+        # first sync's fold held every state row until the run's closing checkpoint).
+        self._between_ranges()
+
     # --- primitives ------------------------------------------------------------------------------
 
     def _render(self, template: str, binds: Sequence[Bind]) -> str:
