@@ -13,6 +13,8 @@ written batch, and reports ru_maxrss at the end. Run by hand (not part of the te
 The growth column is the slope of RSS against records written during the person push (second
 half of it, after the start-up allocations), in MiB per 1,000 records. `--trace` adds a
 tracemalloc snapshot at the end of the person push (slow: for finding the lines, not for figures).
+The details after the table: where the threads were at each new RSS high, and every second
+RSS beside DuckDB's `duckdb_memory()` by tag, glibc's mallinfo2 and the journal's read cache.
 Every step has a time limit (`--timeout`, per size); a step that runs over is killed and reported.
 """
 
@@ -58,6 +60,43 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def _malloc_mib() -> dict[str, float]:
+    """glibc's own account (mallinfo2): what its heaps hold from the OS, and how much of it is in use
+    (the rest is free inside the heaps: fragmentation, or memory not yet given back)."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    return {"malloc_heap": round(info.arena / 2**20, 1), "malloc_mmap": round(info.hblkhd / 2**20, 1),
+            "malloc_used": round((info.uordblks + info.hblkhd) / 2**20, 1), "malloc_free": round(info.fordblks / 2**20, 1)}
+
+
+def _where() -> str:
+    """The innermost truth_forge frames of each thread but the sampler's: what runs right now."""
+    me = threading.get_ident()
+    out = []
+    for ident, frame in sys._current_frames().items():
+        if ident == me:
+            continue
+        names: list[str] = []
+        f: Any = frame
+        while f is not None and len(names) < 3:
+            if "truth_forge" in f.f_code.co_filename:
+                names.append(f"{Path(f.f_code.co_filename).stem}.{f.f_code.co_name}:{f.f_lineno}")
+            f = f.f_back
+        if names:
+            out.append(" < ".join(names))
+    return " | ".join(out)
+
+
 # --- steps, each in its own process --------------------------------------------------------------
 
 
@@ -92,11 +131,43 @@ def step_sync(path: str, base_url: str, batch_size: int, url_options: str, trace
     current = ["open"]  # the phase running now
     phase_max: dict[str, float] = {}  # the largest RSS sampled during each phase
 
+    rises: list[str] = []  # where every thread of the sync was when RSS reached a new high (+4 MiB)
+    timeline: list[dict[str, Any]] = []  # every second: RSS beside what holds it (DuckDB, malloc, Python)
+    watched: list[Any] = []  # a DuckDB cursor of the sampler's own (a cursor serves one thread)
+    watching = threading.Lock()  # held while the sampler reads through it, and to close it
+
+    def account() -> dict[str, Any]:
+        point: dict[str, Any] = {"t": round(time.perf_counter() - started, 1), "phase": current[0],
+                                 "rss": round(_rss_mib(), 1), "written": written["person"]}
+        with watching:
+            if opened:
+                point.update(duck_account(opened[0]))
+        point.update(_malloc_mib())
+        point["py_blocks_k"] = sys.getallocatedblocks() // 1000
+        return point
+
+    def duck_account(wh: Any) -> dict[str, Any]:
+        """DuckDB's own account by tag (buffer pool), and the journal's read cache in rows."""
+        if not watched:
+            watched.append(wh._con.cursor())
+        tags = watched[0].execute("SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0").fetchall()
+        return {"duckdb": round(sum(b for _, b in tags) / 2**20, 1),
+                "duckdb_tags": {t: round(b / 2**20, 1) for t, b in tags},
+                "cache_rows": len(wh._journal.cache), "unsettled": len(wh._journal.unsettled)}
+
     def sample() -> None:
+        high = 0.0
+        ticks = 0
         while not stop.wait(SAMPLE_EVERY_S):
+            ticks += 1
+            if ticks % 5 == 0:
+                timeline.append(account())
             rss = _rss_mib()
             samples.append(rss)
             phase_max[current[0]] = round(max(rss, phase_max.get(current[0], 0.0)), 1)
+            if rss > high + 4:
+                high = rss
+                rises.append(f"{rss:7.1f} MiB {current[0]}: {_where()}")
 
     written = {"person": 0, "company": 0}
     curve: list[tuple[int, float]] = []  # (persons written so far, RSS) at every person batch
@@ -126,9 +197,9 @@ def step_sync(path: str, base_url: str, batch_size: int, url_options: str, trace
     before = _rss_mib()
     if trace:
         tracemalloc.start(1)
+    started = time.perf_counter()
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    started = time.perf_counter()
     with open_warehouse(f"duckdb:///{path}{url_options}") as wh, \
             TwentyClient(base_url, API_KEY, batch_size=batch_size, requests_per_minute=1e9) as client:
         opened.append(wh)
@@ -136,6 +207,10 @@ def step_sync(path: str, base_url: str, batch_size: int, url_options: str, trace
                            fetch=True)[0][0]
         result = run_sync(wh, client, CrmSchema.load(), on_event=on_event)
         current[0] = "close"
+        with watching:  # the closing checkpoint wants no other cursor busy
+            opened.clear()
+            for cursor in watched:
+                cursor.close()
     elapsed = time.perf_counter() - started
     stop.set()
     sampler.join()
@@ -149,7 +224,7 @@ def step_sync(path: str, base_url: str, batch_size: int, url_options: str, trace
             "rss_sampled_max_mib": round(max(samples, default=0.0), 1), "growth_mib_per_1k": round(slope, 3),
             "phase_end_rss_mib": phases, "phase_max_rss_mib": phase_max,
             "duckdb_memory_mib": duck, "duckdb": f"{settings['m']}, threads {settings['t']}",
-            "tracemalloc_top": snapshot}
+            "tracemalloc_top": snapshot, "rss_rises": rises, "timeline": timeline}
 
 
 # --- the driver ----------------------------------------------------------------------------------
@@ -270,9 +345,13 @@ def main() -> None:
               f"| {r['cpu_s']} / {r['sandbox_cpu_s']} | {r['rss_start_mib']} | {r['phase_end_rss_mib'].get('push_person', '')} | {r['rss_peak_mib']}{ok} "
               f"| {r['growth_mib_per_1k']} | {r['duckdb']} | {r['sandbox_peak_mib']} |", flush=True)
     for r in details:
-        print(f"\n<!-- {r['contacts']:,}: {json.dumps({k: v for k, v in r.items() if k != 'tracemalloc_top'})} -->")
+        print(f"\n<!-- {r['contacts']:,}: {json.dumps({k: v for k, v in r.items() if k not in ('tracemalloc_top', 'rss_rises', 'timeline')})} -->")
         for line in r.get("tracemalloc_top") or []:
             print(f"    {line}")
+        for line in r.get("rss_rises") or []:
+            print(f"    {line}")
+        for point in r.get("timeline") or []:
+            print(f"    {json.dumps(point)}")
 
 
 if __name__ == "__main__":

@@ -164,3 +164,32 @@ def test_a_saved_base_is_read_back_from_memory_as_it_was_given(warehouse: Wareho
     assert warehouse.statements.statements == before  # all three from memory
     assert first["base"] == base and second["base"] == base and detected is not None and detected["base"] == base
     assert (second["crm_id"], second["status"]) == ("x", "synced")
+
+
+def test_the_records_saved_clean_are_kept_by_their_latest_fold_and_read_back_among_given_ones(
+        warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `close_settled_errors` looks up: keys as whole numbers or as any text, Twenty ids as
+    UUIDs or not, the latest fold's word winning; settled in batches smaller than the fold."""
+    import truth_forge.warehouse.state_journal as journal
+
+    monkeypatch.setattr(journal, "STATUS_CHUNK", 2)  # three batches for five records
+    uuid_a, uuid_b = "0b9d4c3e-52f1-4a7e-9d1b-2f6c8e0a7b11", "7f3e2a10-1c4d-4e5f-8a9b-0c1d2e3f4a5b"
+    save(warehouse, "10", crm_id=uuid_a, status="synced", last_error=None)
+    save(warehouse, "011", crm_id="not-a-uuid", status="synced", last_error=None)  # not a plain number
+    save(warehouse, "12", crm_id=uuid_b, status="failed", last_error="HTTP 500")
+    save(warehouse, "13", crm_id="c13", status="deleted", last_error=None)
+    save(warehouse, "14", crm_id="c14", status="synced", last_error="synced without a value: x")
+    warehouse.fold_journal()
+    keys, ids = warehouse.settled_since_forget()
+    assert keys["person"] == {"10", "011", "13"} and ids == {uuid_a, "not-a-uuid", "c13"}
+    assert sorted(warehouse.retry_keys("person") or []) == ["12"]
+    save(warehouse, "10", status="failed", last_error="HTTP 502")  # clean no more
+    save(warehouse, "12", status="synced", last_error=None)  # clean now
+    warehouse.fold_journal()
+    keys, ids = warehouse.settled_since_forget()
+    assert keys["person"] == {"011", "12", "13"} and {uuid_a, uuid_b} <= ids  # an id stays once clean
+    assert sorted(warehouse.retry_keys("person") or []) == ["10"]
+    assert warehouse.settled_since_forget({"person": ["12", "10", "99", "011"]}, [uuid_b, "c13", "zz"]) == (
+        {"person": {"12", "011"}, "company": set()}, {uuid_b, "c13"})
+    warehouse.fold_journal(forget=True)
+    assert warehouse.settled_since_forget() == ({"person": set(), "company": set()}, set())

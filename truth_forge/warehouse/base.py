@@ -499,10 +499,15 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
         folded first), the older rows its own errors supersede, and (after a run that succeeded) the
         run-level errors of other runs; returns how many closed."""
         self.fold_journal()
-        rows, _ = self._run(q.OPEN_ERRORS_EXIST, (), fetch=True)
-        if not rows or not int(rows[0]["n"] or 0):
+        # What is open, by record: only those records' keys and ids are looked up in what the folds
+        # found clean (a first sync settles every record clean); nothing open, nothing to send.
+        open_rows, _ = self._run(_OPEN_ERROR_RECORDS, (), fetch=True)
+        if not open_rows:
             return 0
-        keys, ids = self.settled_since_forget()
+        keys, ids = self.settled_since_forget(
+            {name: [r["record_key"] for r in open_rows if r["object_type"] == name and r["record_key"] is not None]
+             for name in ("person", "company")},
+            [r["crm_id"] for r in open_rows if r["record_key"] is None and r["crm_id"] is not None])
         _, affected = self._run(q.CLOSE_SETTLED_ERRORS, (
             KeySet("clean_person", STRING, sorted(keys["person"])),
             KeySet("clean_company", STRING, sorted(keys["company"])),
@@ -616,6 +621,10 @@ def _int_keys(object_type: str, keys: Iterable[int]) -> list[int]:
 _WRITES = re.compile(r"^\s*(INSERT|UPDATE|MERGE|DELETE)\b", re.IGNORECASE)
 _UNFENCED = re.compile(r"^\s*(MERGE\s+\{crm_sync_leases\}|UPDATE\s+\{crm_sync_leases\}|UPDATE\s+\{crm_sync_runs\}"
                        r"|INSERT\s+INTO\s+\{crm_sync_runs\}|INSERT\s+INTO\s+\{crm_sync_errors\})", re.IGNORECASE)
+
+
+_OPEN_ERROR_RECORDS = """SELECT DISTINCT e.object_type AS object_type, e.record_key AS record_key, e.crm_id AS crm_id
+FROM {crm_sync_errors} AS e WHERE e.resolved_at IS NULL"""
 
 
 def fenced(template: str) -> bool:

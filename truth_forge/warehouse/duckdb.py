@@ -83,8 +83,14 @@ class DuckDBWarehouse(Warehouse):
     """`duckdb:///path/file.duckdb` or `duckdb:///:memory:`."""
 
     # The journal's fold in windows: one MERGE of a first sync's million entries (each with its
-    # merge base) does not fit the default memory limit.
-    fold_window_rows = 20_000
+    # merge base) does not fit the default memory limit. Each window's new state rows stay in
+    # memory until the checkpoint after it (about 3.6 KB a row with its base: 72 MiB at 20,000).
+    fold_window_rows = 10_000
+    # Rows per change-detection range (the URL's change_range_rows overrides it): each range's
+    # query holds its hash join and sort, and the push's state writes stay in memory until the
+    # checkpoint between ranges; at 10,000 a first push stays under 400 MB peak RSS with the
+    # default memory_limit (BENCHMARKS.md, "Peak RSS, branch rss").
+    change_range_rows = 10_000
 
     def __init__(self, path: str, tables: TableNames | None = None, *, read_only: bool = False,
                  create: bool = True, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS,
@@ -194,6 +200,12 @@ class DuckDBWarehouse(Warehouse):
             self._con.execute("CHECKPOINT")
         except duckdb.Error:
             pass  # another connection's transaction is open: the next range (or close) flushes
+
+    def _after_fold_window(self) -> None:
+        # The fold MERGEs every saved record into crm_sync_state: as with the push's writes, a
+        # checkpoint after each window keeps at most one window's rows in memory (without it, a
+        # first sync's fold held every state row until the run's closing checkpoint).
+        self._between_ranges()
 
     # --- primitives ------------------------------------------------------------------------------
 

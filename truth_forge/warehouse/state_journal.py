@@ -30,11 +30,13 @@ A mixin of `Warehouse`: it runs the same BigQuery-dialect SQL on both engines th
 
 from __future__ import annotations
 
+import array
 import collections
 import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -155,8 +157,7 @@ class _JournalMemory:
         # crm_sync_kv as this process last read or wrote it (None: read it again first).
         self.kv: dict[str, str | None] | None = None
         # Records found clean (synced or deleted, no error) by the folds since the run began.
-        self.clean: dict[str, set[str]] = {"person": set(), "company": set()}
-        self.clean_ids: set[str] = set()
+        self.clean = _SettledClean()
 
     def next_seq(self) -> int:
         # Entries are ordered by seq across runs: nanoseconds since the epoch, strictly increasing
@@ -347,8 +348,7 @@ class SyncStateJournal:
                 self._journal.floor_known = False
                 self._journal.dirty = None  # another writer may have left entries since
                 self._journal.unfolded = None
-                self._journal.clean = {"person": set(), "company": set()}
-                self._journal.clean_ids.clear()
+                self._journal.clean = _SettledClean()
             if self.read_only and not force:
                 return 0  # a handle that only looks
         if self.read_only:
@@ -375,15 +375,18 @@ class SyncStateJournal:
                 log.warning("Dropped %d sync-state saves that landed after a later fold (a writer paused past "
                             "its lease); the state keeps the newer saves", stale)
                 self._run(_JOURNAL_TRIM, (Scalar("upto", INT64, folded.value),))
-            journal_says: list[dict[str, Any]] = []
-            if int(rows[0]["fresh"] or 0):
-                journal_says, _ = self._run(_STATUS_SEEN, (bound, folded, Scalar("settled", INT64, settled)), fetch=True)
+            # What the journal says of the records its new entries touched: read in batches after
+            # the fold (which leaves the entries in place until the trim below), a first sync of a
+            # million records settles a million of them.
+            says = (Scalar("upto", INT64, upto), folded, Scalar("settled", INT64, settled))
             if force or self._fold_due(count - stale):
                 for low, high in self._fold_windows(folded.value or 0, upto):
                     self._run(_FOLD, (Scalar("upto", INT64, high), Scalar("folded", INT64, low)))
+                    self._after_fold_window()
                 folded = Scalar("folded", INT64, upto)
                 done = count
-            self._settle_statuses(journal_says, bound, folded)
+            if int(rows[0]["fresh"] or 0):
+                self._settle_statuses(self._stream(_STATUS_SEEN, says, STATUS_CHUNK), bound, folded)
             if upto > settled:
                 self._kv_set(_SETTLED_MARK, str(upto))
             if done:
@@ -482,33 +485,42 @@ class SyncStateJournal:
             if self._journal.kv is not None:
                 self._journal.kv[key] = value
 
-    def _settle_statuses(self, seen: list[dict[str, Any]], upto: Scalar, folded: Scalar) -> None:
+    def _settle_statuses(self, seen: Iterable[list[dict[str, Any]]], upto: Scalar, folded: Scalar) -> None:
         """The records whose status the settled entries set go on or off the retry lists (failed or
         pending: on; synced or deleted: off), and the ones now clean (synced or deleted, no error)
-        are remembered for `close_settled_errors`. `seen`: what the journal says of them."""
-        if not seen:
-            return
-        lists = self._retry_lists()
+        are remembered for `close_settled_errors`. `seen`: what the journal says of them, in batches
+        (each record once); only the lists and the compact record of clean ones outlive a batch."""
+        lists: dict[str, list[str] | None] = {}
+        after: dict[str, set[str] | None] = {}
+        for batch in seen:
+            for name in ("person", "company"):
+                states, unknown = self._statuses_known(name, [r for r in batch if r["object_type"] == name])
+                for start in range(0, len(unknown), STATUS_CHUNK):
+                    got, _ = self._run(_STATUS_OF, (Scalar("object_type", STRING, name), upto, folded,
+                                                    KeySet("keys", STRING, unknown[start:start + STATUS_CHUNK])), fetch=True)
+                    states += got
+                if not states:
+                    continue
+                if not lists:
+                    lists = self._retry_lists()
+                    after = {name: None if listed is None else set(listed) for name, listed in lists.items()}
+                with self._journal.lock:
+                    for s in states:
+                        clean = s["status"] in ("synced", "deleted") and s["last_error"] is None
+                        self._journal.clean.note(name, s["record_key"], clean)
+                        if clean and s["crm_id"]:
+                            self._journal.clean.note_id(s["crm_id"])
+                kept = after.get(name)
+                if kept is not None:
+                    for s in states:
+                        if s["status"] in ("failed", "pending"):
+                            kept.add(s["record_key"])
+                        else:
+                            kept.discard(s["record_key"])
         for name in ("person", "company"):
-            states, unknown = self._statuses_known(name, [r for r in seen if r["object_type"] == name])
-            for start in range(0, len(unknown), STATUS_CHUNK):
-                got, _ = self._run(_STATUS_OF, (Scalar("object_type", STRING, name), upto, folded,
-                                                KeySet("keys", STRING, unknown[start:start + STATUS_CHUNK])), fetch=True)
-                states += got
-            if not states:
-                continue
-            waiting = {s["record_key"] for s in states if s["status"] in ("failed", "pending")}
-            clean = [s for s in states if s["status"] in ("synced", "deleted") and s["last_error"] is None]
-            clean_keys = {s["record_key"] for s in clean}
-            with self._journal.lock:
-                self._journal.clean[name].update(clean_keys)
-                self._journal.clean[name].difference_update({s["record_key"] for s in states} - clean_keys)
-                self._journal.clean_ids.update(s["crm_id"] for s in clean if s["crm_id"])
-            listed = lists.get(name)
-            if listed is not None:
-                after = (set(listed) | waiting) - ({s["record_key"] for s in states} - waiting)
-                if after != set(listed):
-                    self._write_retry_list(name, sorted(after))
+            listed, kept = lists.get(name), after.get(name)
+            if listed is not None and kept is not None and kept != set(listed):
+                self._write_retry_list(name, sorted(kept))
 
     def _statuses_known(self, object_type: str, seen: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
         """(record_key, crm_id, status, last_error) of the records whose entries set both status and
@@ -528,14 +540,98 @@ class SyncStateJournal:
                     unknown.append(key)
         return known, sorted(unknown)
 
-    def settled_since_forget(self) -> tuple[dict[str, set[str]], set[str]]:
+    def settled_since_forget(self, keys: Mapping[str, Iterable[str]] | None = None,
+                             crm_ids: Iterable[str] | None = None) -> tuple[dict[str, set[str]], set[str]]:
         """Keys (per object type) and Twenty ids of the records saved clean since the last
-        `fold_journal(forget=True)` (a run's start), as of the last fold."""
+        `fold_journal(forget=True)` (a run's start), as of the last fold; only those among `keys`
+        and `crm_ids` when given (one pass over what the folds kept, whatever their number)."""
         with self._journal.lock:
-            return {k: set(v) for k, v in self._journal.clean.items()}, set(self._journal.clean_ids)
+            return self._journal.clean.clean(keys, crm_ids)
+
+    def _after_fold_window(self) -> None:
+        """Called after each fold MERGE: where an engine that keeps written rows in memory flushes them."""
 
 
 _NOT_CACHED = object()
+_INT64 = range(-2**63, 2**63)
+
+
+class _SettledClean:
+    """What the folds since a run's start found of each record they settled: clean (synced or
+    deleted, no error) or not, the latest fold's word winning; and the Twenty ids of the clean ones.
+    Kept compact, since a first sync of a million records settles a million: a key that is a whole
+    number as 8 bytes and its word as one (sets of text took about 200 bytes a record with its id),
+    a Twenty id that is a UUID as 16 bytes; any other key or id as text."""
+
+    __slots__ = ("keys", "words", "other_keys", "ids", "other_ids")
+
+    def __init__(self) -> None:
+        self.keys = {"person": array.array("q"), "company": array.array("q")}
+        self.words = {"person": bytearray(), "company": bytearray()}
+        self.other_keys: dict[str, dict[str, bool]] = {"person": {}, "company": {}}
+        self.ids = bytearray()
+        self.other_ids: set[str] = set()
+
+    def note(self, object_type: str, key: str, clean: bool) -> None:
+        number = _whole(key)
+        if number is None:
+            self.other_keys[object_type][key] = clean
+        else:
+            self.keys[object_type].append(number)
+            self.words[object_type].append(clean)
+
+    def note_id(self, crm_id: str) -> None:
+        packed = _uuid_bytes(crm_id)
+        if packed is None:
+            self.other_ids.add(crm_id)
+        else:
+            self.ids += packed
+
+    def clean(self, among: Mapping[str, Iterable[str]] | None,
+              among_ids: Iterable[str] | None) -> tuple[dict[str, set[str]], set[str]]:
+        """The clean keys per object type and the clean ids: all of them, or those among the given."""
+        keys: dict[str, set[str]] = {}
+        for name in ("person", "company"):
+            wanted = None if among is None else {str(k) for k in among.get(name, ())}
+            latest: dict[int, int] = {}
+            numbers = None if wanted is None else {n for n in map(_whole, wanted) if n is not None}
+            for number, word in zip(self.keys[name], self.words[name]):
+                if numbers is None or number in numbers:
+                    latest[number] = word
+            found = {str(n) for n, word in latest.items() if word}
+            found.update(k for k, clean in self.other_keys[name].items() if clean and (wanted is None or k in wanted))
+            keys[name] = found
+        wanted_ids = None if among_ids is None else set(among_ids)
+        packed = {p: i for i, p in ((i, _uuid_bytes(i)) for i in wanted_ids) if p is not None} if wanted_ids is not None else None
+        ids = {i for i in self.other_ids if wanted_ids is None or i in wanted_ids}
+        view = memoryview(self.ids)
+        for start in range(0, len(view), 16):
+            one = bytes(view[start:start + 16])
+            if packed is None:
+                ids.add(str(uuid.UUID(bytes=one)))
+            elif one in packed:
+                ids.add(packed[one])
+        return keys, ids
+
+
+def _whole(key: str) -> int | None:
+    """A key that is a whole number written plainly (as the sync stores INT64 keys), else None."""
+    try:
+        number = int(key)
+    except ValueError:
+        return None
+    return number if number in _INT64 and str(number) == key else None
+
+
+def _uuid_bytes(crm_id: str) -> bytes | None:
+    """A Twenty id written as a lowercase UUID (what Twenty hands out) as its 16 bytes, else None."""
+    if len(crm_id) != 36:
+        return None
+    try:
+        value = uuid.UUID(crm_id)
+    except ValueError:
+        return None
+    return value.bytes if str(value) == crm_id else None
 
 
 def _check_object_type(object_type: str) -> None:
