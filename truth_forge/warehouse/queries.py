@@ -450,9 +450,6 @@ WHERE e.resolved_at IS NULL AND (
           AND COALESCE(n.record_key, CONCAT('crm:', n.crm_id)) = COALESCE(e.record_key, CONCAT('crm:', e.crm_id))
           AND (COALESCE(e.run_id, '') != @run_id OR n.occurred_at > e.occurred_at))))"""
 
-# Whether anything is open at all: one narrow column, so a run with nothing to close sends no UPDATE.
-OPEN_ERRORS_EXIST = "SELECT COUNT(*) AS n FROM {crm_sync_errors} AS e WHERE e.resolved_at IS NULL"
-
 
 # --- the writer lease (truth_forge/core/lease.py) -------------------------------------------------------
 # The row is created once by an insert-only MERGE (a duplicate from a race is harmless: every
