@@ -235,3 +235,29 @@ def test_without_a_landing_check_narrow_values_are_left_to_the_push(staging: War
     pull_narrow(staging, 3, category_code="C")
     assert staging.fold_pending(force=True) == 1
     assert left_for_the_push(staging, 3)
+
+
+def test_a_backlog_lands_in_parts_and_its_state_in_several_saves(
+        staging: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows go to BigQuery as query parameters (a request is limited to 10 MB): a large staged
+    backlog lands in MERGEs of `landing_records`, and its state in journal INSERTs of
+    JOURNAL_INSERT_ROWS, every value landing and every state recorded."""
+    from truth_forge.warehouse import state_journal
+
+    monkeypatch.setattr(state_journal, "JOURNAL_INSERT_ROWS", 2)
+    staging.landing_records = 2
+    for key in range(1, 6):
+        pull(staging, key, canonical_name=f"Backlog {key}")
+    merges = merges_into_contacts(staging)
+    saves: list[str] = []
+    staging.statements.listeners.append(
+        lambda s: saves.append(s.sql) if s.sql.lstrip().upper().startswith("INSERT INTO") and "journal" in s.sql else None)
+    assert staging.fold_pending(force=True) == 5
+    assert len(merges) == 3  # 2 + 2 + 1
+    assert len(saves) >= 3  # the landed states, two entries an INSERT
+    states = staging.read_sync_state("person", range(1, 6))
+    for key in range(1, 6):
+        landed = table_row(staging, key)
+        assert landed["canonical_name"] == f"Backlog {key}"
+        assert states[str(key)]["warehouse_hash"] == landed["row_hash"]
+    assert staging.count_rows("crm_sync_pending") == 0

@@ -142,6 +142,8 @@ class PendingRows:
     # key read every storage block of the tables they touch whatever its size, so more at once would
     # be cheaper; but its statements carry the rows as parameters, and a request is limited to 10 MB.
     pull_merge_records = 2_000
+    # Staged records one landing MERGE writes at most (about 200 bytes each as parameters).
+    landing_records = 20_000
 
     if TYPE_CHECKING:  # provided by Warehouse and its other parts
         read_only: bool
@@ -338,9 +340,11 @@ class PendingRows:
                 return 0
             kept_theirs = 0
             for object_type in ("company", "person"):
-                of_type = {k: e for (t, k), e in entries.items() if t == object_type}
-                if of_type:
-                    kept_theirs += self._land(object_type, of_type)
+                of_type = sorted(((k, e) for (t, k), e in entries.items() if t == object_type), key=lambda item: item[0])
+                # A backlog lands in parts: each MERGE carries its rows as query parameters (BigQuery
+                # limits a request to 10 MB), at the price of one whole-table MERGE per part.
+                for start in range(0, len(of_type), self.landing_records):
+                    kept_theirs += self._land(object_type, dict(of_type[start:start + self.landing_records]))
             batches = sorted({b for e in entries.values() for b in e.batches})
             # Only after everything landed: a kill before this lands the same entries again, harmlessly.
             self._run("DELETE FROM {crm_sync_pending} WHERE batch_id IN {keys_batches}",

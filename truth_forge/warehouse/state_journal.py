@@ -117,6 +117,9 @@ _STATUS_OF = q.state_with_journal("s1.object_type = @object_type AND s1.record_k
                                   "j1.object_type = @object_type AND j1.record_key IN {keys_keys} AND j1.seq <= @upto",
                                   ("crm_id", "status", "last_error"))
 STATUS_CHUNK = 10_000
+# Journal entries one INSERT carries at most: about 1 KB each as query parameters (the merge base),
+# well inside BigQuery's 10 MB request limit; a push's request saves 200, a pull's merge 2,000.
+JOURNAL_INSERT_ROWS = 2_000
 _KV_WRITE = """MERGE {crm_sync_kv} AS t USING (SELECT @key AS key, @value AS value) AS s ON t.key = s.key
 WHEN MATCHED THEN UPDATE SET value = s.value, updated_at = CURRENT_TIMESTAMP()
 WHEN NOT MATCHED THEN INSERT (key, value, updated_at) VALUES (s.key, s.value, CURRENT_TIMESTAMP())"""
@@ -207,7 +210,9 @@ class SyncStateJournal:
 
     def upsert_sync_state(self, rows: Iterable[Mapping[str, Any]]) -> int:
         """Save sync state rows keyed by (object_type, record_key); fields a row leaves out are left
-        as they are. One INSERT into the journal per call, whatever the number of rows."""
+        as they are. One INSERT into the journal per JOURNAL_INSERT_ROWS rows (a call's rows go as
+        query parameters, and BigQuery limits a request to 10 MB: a landing saves a whole backlog).
+        Each INSERT stands alone: a run killed between two saved the first, and redoes the rest."""
         stored = ({**r, "base": base_keys.encode(r["base"])} if "base" in r else r for r in rows)
         clean, fields = validate_rows("crm_sync_state", stored, SYNC_STATE_FIELDS, _KEY)
         for index, row in enumerate(clean):
@@ -231,8 +236,9 @@ class SyncStateJournal:
         columns = [(c.name, c.type) for c in CRM_SYNC_JOURNAL.columns
                    if c.name in ("seq", "fields", *_KEY, *value_fields)]
         names = ", ".join(n for n, _ in columns)
-        self._run(f"INSERT INTO {{crm_sync_journal}} ({names}) {q.source_select('rows', columns)}",
-                  (RowSet("rows", columns, clean),))
+        for start in range(0, len(clean), JOURNAL_INSERT_ROWS):
+            self._run(f"INSERT INTO {{crm_sync_journal}} ({names}) {q.source_select('rows', columns)}",
+                      (RowSet("rows", columns, clean[start:start + JOURNAL_INSERT_ROWS]),))
         with self._journal.lock:
             self._journal.dirty = True
             for row in clean:
