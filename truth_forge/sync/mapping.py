@@ -85,9 +85,9 @@ def _sent_fields(schema: CrmSchema, obj: str) -> tuple[tuple[str, str, FieldSpec
 
 
 @functools.lru_cache(maxsize=16)
-def _two_way_fields(schema: CrmSchema, obj: str) -> tuple[tuple[str, str], ...]:
-    """(column, Twenty name) of each custom field that a person may edit in Twenty."""
-    return tuple((spec.column, spec.name) for spec in schema.for_object(obj)  # type: ignore[arg-type]
+def _two_way_fields(schema: CrmSchema, obj: str) -> tuple[tuple[str, str, FieldSpec], ...]:
+    """(column, Twenty name, spec) of each custom field that a person may edit in Twenty."""
+    return tuple((spec.column, spec.name, spec) for spec in schema.for_object(obj)  # type: ignore[arg-type]
                  if spec.sync == "both")
 
 
@@ -186,10 +186,9 @@ def business_to_company(row: Mapping[str, Any], schema: CrmSchema, *, left_out: 
 
 def _editable_custom(schema: CrmSchema, obj: str, record: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for column, name in _two_way_fields(schema, obj):
+    for column, name, spec in _two_way_fields(schema, obj):
         if name in record:
-            value = record[name]
-            out[column] = None if value == "" or value is None else value  # from_twenty_value, inline
+            out[column] = from_twenty_value(spec, record[name])
     return out
 
 
