@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 
 from truth_forge.twenty.errors import TwentyRecordRejected, TwentySchemaMismatch
@@ -42,11 +42,6 @@ class ChangedPages:
         self._instead: ChangedPages | None = None
         self._first: Future[Page | None] | None = pool.submit(self._read_first) if pool is not None else None
         self._started = False
-
-    @property
-    def early(self) -> bool:
-        """Whether the first page was asked for ahead (on the pool)."""
-        return self._first is not None
 
     @property
     def signpost(self) -> dt.datetime | None:
@@ -77,6 +72,12 @@ class ChangedPages:
             return
         yield first
         yield from self._walk
+
+    @staticmethod
+    def close_unread(pages: Mapping[str, ChangedPages]) -> None:
+        """Close the pages asked for ahead that no pull read (the run stopped before their turn)."""
+        for each in pages.values():
+            each.close()
 
     def close(self) -> None:
         """Not to be read (the run stops, or the pull asks again): a first request on the wire is

@@ -30,7 +30,7 @@ from truth_forge.sync.context import SyncContext
 from truth_forge.sync.early_pages import ChangedPages
 from truth_forge.sync.merge import FieldConflict, changed_since, merge_fields
 from truth_forge.sync.objects import PERSON, SyncedObject, selected
-from truth_forge.sync.pull import DEFAULT_OVERLAP, changed_pages
+from truth_forge.sync.pull import DEFAULT_OVERLAP, changed_pages, first_pages_ahead
 from truth_forge.sync.runner import _require_setup
 from truth_forge.warehouse.accounting import format_bytes
 
@@ -109,8 +109,7 @@ def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelt
     billed_before = ctx.warehouse.statements.snapshot()
     plan = SyncPlan()
     # As a run does: the pages go out beside the setup check, and are read only after its verdict.
-    early = {obj.object_type: changed_pages(ctx, obj, overlap, remember=False, ahead=True)
-             for obj in order} if direction in ("both", "pull") else {}
+    early = first_pages_ahead(ctx, order, overlap, remember=False) if direction in ("both", "pull") else {}
     merged: dict[str, set[str]] = {}
     try:
         _require_setup(ctx.warehouse, ctx.client, ctx.schema, remember=False)
@@ -118,8 +117,7 @@ def plan_sync(ctx: SyncContext, *, direction: str = "both", overlap: dt.timedelt
             if obj.object_type in early:
                 merged[obj.object_type] = _plan_pull(ctx, obj, plan, overlap, early.pop(obj.object_type))
     finally:
-        for pages in early.values():
-            pages.close()
+        ChangedPages.close_unread(early)
     if direction in ("both", "push"):
         for obj in order:
             _plan_push(ctx, obj, plan, merged.get(obj.object_type, set()))

@@ -196,6 +196,20 @@ def changed_pages(ctx: SyncContext, obj: SyncedObject, overlap: dt.timedelta, *,
                         pool=ctx.client.pool if ahead else None, fallback=None if not_ours is None else plain)
 
 
+def first_pages_ahead(ctx: SyncContext, objects: Sequence[SyncedObject], overlap: dt.timedelta, *,
+                      remember: bool = True) -> dict[str, ChangedPages]:
+    """Each object's pages of changes by object type, every first page asked for now on the client's
+    pool (early_pages.py); if asking fails half-way, the pages already asked for are closed."""
+    early: dict[str, ChangedPages] = {}
+    try:
+        for obj in objects:
+            early[obj.object_type] = changed_pages(ctx, obj, overlap, remember=remember, ahead=True)
+    except BaseException:
+        ChangedPages.close_unread(early)
+        raise
+    return early
+
+
 def walk_by_updated_at(records_api: RecordsApi, plural: str, query: str) -> Iterator[Page]:
     """The pages of `query` oldest `updatedAt` first, each record once, on every Twenty version.
 

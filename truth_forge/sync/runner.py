@@ -28,7 +28,7 @@ from truth_forge.sync import changelog, landing, own_writes
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
 from truth_forge.sync.early_pages import ChangedPages
 from truth_forge.sync.objects import SYNC_ORDER, SyncedObject, format_timestamp, now_utc, parse_timestamp, selected
-from truth_forge.sync.pull import DEFAULT_OVERLAP, changed_pages, pull_object
+from truth_forge.sync.pull import DEFAULT_OVERLAP, first_pages_ahead, pull_object
 from truth_forge.sync.push import PushAborted, push_object
 from truth_forge.sync.reconcile import reconcile_object
 from truth_forge.sync.store import SyncStore, per_server
@@ -202,7 +202,7 @@ def _run_as_writer(
         if direction in ("both", "pull") and not full:
             # Every object's first page of changes goes out now, beside the setup check: none is
             # merged before the check's verdict, each in its turn (early_pages.py).
-            early = {obj.object_type: changed_pages(ctx, obj, pull_overlap, ahead=True) for obj in order}
+            early = first_pages_ahead(ctx, order, pull_overlap)
         _require_setup(warehouse, client, schema)
         if full:
             # A full pass sees what the own-writes filter cannot; whether the server stamps our
@@ -279,8 +279,7 @@ def _run_as_writer(
         reporter.record(object_type=None, operation="run", error=exc)
         raise
     finally:
-        for pages in early.values():  # asked for, never read: the run stopped before their turn
-            pages.close()
+        ChangedPages.close_unread(early)
         counts["errors"] = reporter.count
         counts["requests"] = client.transport.stats.requests - requests_before
         if ctx.warnings:
