@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
-from bench_support import ROOT, Deadline, git_commit, load_average, machine_line, today  # noqa: E402
+from bench_support import ROOT, Deadline, git_commit, load_average, machine_line, replace_marked, today  # noqa: E402
 
 from tests.fixtures.bqemulator import BQEMU_BIN, running_bqemulator  # noqa: E402
 from truth_forge.core.config import (  # noqa: E402
@@ -707,22 +707,9 @@ def render(label: str, results: dict[int, dict[str, list[ShapePrice]]], command:
     return "\n".join(lines)
 
 
-def markers(label: str) -> tuple[str, str]:
-    return (f"<!-- bigquery-cost-{label}:start (written by benchmarks/bench_bigquery_cost.py; edits inside are "
-            f"overwritten) -->", f"<!-- bigquery-cost-{label}:end -->")
-
-
 def replace_section(document: str, label: str, section: str) -> str:
     """The document with this label's section replaced (appended when it has none); nothing else changes."""
-    start_marker, end_marker = markers(label)
-    block = f"{start_marker}\n{section.strip()}\n{end_marker}"
-    start = re.search(rf"<!-- bigquery-cost-{re.escape(label)}:start[^>]*-->", document)
-    if start is None:
-        return document.rstrip("\n") + "\n\n" + block + "\n"
-    end = document.find(end_marker, start.end())
-    if end < 0:
-        raise ValueError(f"{label}: the start marker is there but not the end marker")
-    return document[:start.start()] + block + document[end + len(end_marker):]
+    return replace_marked(document, f"bigquery-cost-{label}", "benchmarks/bench_bigquery_cost.py", section)
 
 
 # -- main ----------------------------------------------------------------------------------------

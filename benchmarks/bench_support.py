@@ -26,9 +26,9 @@ from urllib import request as urlrequest
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
 
-START_MARKER = "<!-- issue-11-scoreboard:start (written by benchmarks/scoreboard.py; edits inside are overwritten) -->"
-END_MARKER = "<!-- issue-11-scoreboard:end -->"
-_START_RE = re.compile(r"<!-- issue-11-scoreboard:start[^>]*-->")
+SCOREBOARD = "issue-11-scoreboard"
+START_MARKER, END_MARKER = (f"<!-- {SCOREBOARD}:start (written by benchmarks/scoreboard.py; edits inside are overwritten) -->",
+                            f"<!-- {SCOREBOARD}:end -->")
 
 
 def export_code(ref: str, into: Path) -> Path:
@@ -38,22 +38,50 @@ def export_code(ref: str, into: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "truth_forge"], check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    _install_dropped_dependencies(into)
     return into
+
+
+# Packages older trees import that the project no longer installs (pyarrow left with issue 20), with
+# the version the project last pinned, so a "before" from then still runs: installed beside its code.
+_DROPPED_DEPENDENCIES = {"pyarrow": "pyarrow==26.0.1"}
+
+
+def _install_dropped_dependencies(tree: Path) -> None:
+    """pip-install into `tree` (which the side runs with on PYTHONPATH) each dropped package its code
+    imports and this venv lacks; pip's own cache makes the second time cheap."""
+    code = "\n".join(path.read_text(errors="replace") for path in (tree / "truth_forge").rglob("*.py"))
+    wanted = []
+    for module, requirement in _DROPPED_DEPENDENCIES.items():
+        imported = re.search(rf"^\s*(import|from) {module}\b", code, re.MULTILINE)
+        if imported and subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
+            wanted.append(requirement)
+    if wanted:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "--target", str(tree), *wanted], check=True)
 
 
 # -- BENCHMARKS.md --------------------------------------------------------------------------------
 
-def replace_section(document: str, section: str) -> str:
-    """The document with the text between the scoreboard markers replaced by `section` (markers kept);
-    the section (with markers) is appended when the document has none yet. Nothing else changes."""
-    block = f"{START_MARKER}\n{section.strip()}\n{END_MARKER}"
-    start = _START_RE.search(document)
+def replace_marked(document: str, name: str, writer: str, section: str) -> str:
+    """The document with the text between `name`'s start and end markers replaced by `section` (markers
+    kept; the start marker names the `writer` script); appended when the document has none yet.
+    Nothing else changes."""
+    start_marker = f"<!-- {name}:start (written by {writer}; edits inside are overwritten) -->"
+    end_marker = f"<!-- {name}:end -->"
+    block = f"{start_marker}\n{section.strip()}\n{end_marker}"
+    start = re.search(rf"<!-- {re.escape(name)}:start[^>]*-->", document)
     if start is None:
         return document.rstrip("\n") + "\n\n" + block + "\n"
-    end = document.find(END_MARKER, start.end())
+    end = document.find(end_marker, start.end())
     if end < 0:
-        raise ValueError("BENCHMARKS.md has the scoreboard's start marker but not its end marker")
-    return document[:start.start()] + block + document[end + len(END_MARKER):]
+        raise ValueError(f"BENCHMARKS.md has the start marker of {name} but not its end marker")
+    return document[:start.start()] + block + document[end + len(end_marker):]
+
+
+def replace_section(document: str, section: str) -> str:
+    """The document with the scoreboard's section replaced by `section`."""
+    return replace_marked(document, SCOREBOARD, "benchmarks/scoreboard.py", section)
 
 
 def write_section(path: Path, section: str) -> None:
