@@ -8,6 +8,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -129,5 +130,43 @@ def test_store_refuses_before_the_thread_runs(tmp_path: Path) -> None:
     try:
         with pytest.raises(RuntimeError, match="not running"):
             asyncio.run(GroupCommit(inbox).store(arrival("Ada")))
+    finally:
+        inbox.close()
+
+
+def test_the_writer_process_commits_without_an_fsync_of_its_own_and_the_request_path_with_one(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    receiving, writing = Inbox(path), Inbox(path, fsync_commits=False)
+    try:
+        assert receiving._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: an answer follows an fsync
+        assert writing._db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL: applied marks may be lost
+        first = arrival("Ada")
+        assert receiving.accept_group([first]) == ["stored"]
+        [item] = writing.pending(10)
+        writing.mark_applied([item.seq])
+        writing.save_writer_status({"state": "ready"})
+        # The request path's next commit waits for the writer's lock, not for a busy handler's sleep.
+        assert receiving.accept_group([arrival("Grace")]) == ["stored"]
+        assert receiving.counts() == {"pending": 1, "applied": 1, "failed": 0}
+        assert receiving.writer_status() == {"state": "ready"}
+    finally:
+        writing.close()
+        receiving.close()
+
+
+def test_a_write_waiting_for_the_other_process_goes_through_once_its_transaction_ends(tmp_path: Path) -> None:
+    path = tmp_path / "inbox.sqlite3"
+    inbox = Inbox(path)
+    try:
+        with sqlite3.connect(path, isolation_level=None, check_same_thread=False) as other:
+            other.execute("BEGIN IMMEDIATE")  # the writer process, say, marking a batch applied
+            timer = threading.Timer(0.1, other.execute, ("COMMIT",))
+            timer.start()
+            try:
+                outcome = inbox.accept_group([arrival("Ada")])
+            finally:
+                timer.join()
+        assert outcome == ["stored"]
+        assert len(stored_digests(path)) == 1
     finally:
         inbox.close()

@@ -179,7 +179,7 @@ def writer_main(spec: WriterSpec, stop_end: Connection, parent_pid: int, previou
 
     threading.Thread(target=_stop_requests_when_told, args=(stop, parent_pid), name="writer-stop",
                      daemon=True).start()
-    inbox = Inbox(spec.inbox_path)
+    inbox = Inbox(spec.inbox_path, fsync_commits=False)  # what it writes there is safe to lose (inbox.py)
     client = TwentyClient(spec.twenty_base_url, spec.api_key, **spec.client_options)
     try:
         Writer(inbox=inbox, open_warehouse=lambda: open_warehouse(spec.warehouse_url, tables=spec.warehouse_tables),
