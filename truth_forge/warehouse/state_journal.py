@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from truth_forge.warehouse import base_keys
 from truth_forge.warehouse import queries as q
-from truth_forge.warehouse.binds import Bind, KeySet, RowSet, Scalar, json_value, plain_row
+from truth_forge.warehouse.binds import Bind, KeySet, Scalar, json_value, plain_row
 from truth_forge.warehouse.errors import WarehouseDataError
 from truth_forge.warehouse.schema import CRM_SYNC_JOURNAL, CRM_SYNC_STATE, INT64, JSON, STRING
 from truth_forge.warehouse.validate import validate_rows
@@ -63,33 +63,6 @@ STATE_CACHE_ROWS = 20_000
 def _field_set(fields: Iterable[str]) -> str:
     # Commas on both ends, so `STRPOS(fields, ',name,')` matches whole names only.
     return "," + ",".join(sorted(fields)) + ","
-
-
-def _journal_insert(names: str, columns: Sequence[tuple[str, str]], rows: list[dict[str, Any]]
-                    ) -> tuple[str, tuple[Bind, ...]]:
-    """The INSERT of these journal entries. A text or integer column that every entry holds the same
-    value in (its field set and object type always; a push's status, attempts, no error) is bound
-    once as a parameter, not as a list with a copy per entry: DuckDB converts each value of a list
-    parameter and unnests each list, which is most of a push's save per request. Same rows stored."""
-    first = rows[0]
-    shared = [(n, t) for n, t in columns if t in (STRING, INT64) and n not in _NEVER_SHARED
-              and _one_value(first[n], n, rows)]
-    listed = [(n, t) for n, t in columns if (n, t) not in shared]
-    picks = {n: f"@{_SHARED}{n} AS {n}" for n, _ in shared}
-    picks.update({n: f"PARSE_JSON(r.{n}) AS {n}" if t == JSON else f"r.{n} AS {n}" for n, t in listed})
-    sql = (f"INSERT INTO {{crm_sync_journal}} ({names}) SELECT {', '.join(picks[n] for n, _ in columns)} "
-           "FROM {rows_rows} AS r")
-    return sql, (RowSet("rows", listed, rows), *(Scalar(_SHARED + n, t, first[n]) for n, t in shared))
-
-
-_SHARED = "shared_"  # the parameter names of the values an INSERT's entries share
-_NEVER_SHARED = frozenset({"seq", "record_key"})  # one per entry: never worth the look
-
-
-def _one_value(value: Any, name: str, rows: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether every row holds `value` (exactly: an int is not a bool, 0 is not None) in `name`."""
-    kind = type(value)
-    return all(r[name] == value and type(r[name]) is kind for r in rows)
 
 
 def _selected(alias: str) -> str:
@@ -262,9 +235,9 @@ class SyncStateJournal:
                 row["seq"], row["fields"] = self._journal.next_seq(), field_set
         columns = [(c.name, c.type) for c in CRM_SYNC_JOURNAL.columns
                    if c.name in ("seq", "fields", *_KEY, *value_fields)]
-        names = ", ".join(n for n, _ in columns)
         for start in range(0, len(clean), JOURNAL_INSERT_ROWS):
-            self._run(*_journal_insert(names, columns, clean[start:start + JOURNAL_INSERT_ROWS]))
+            self._run(*q.insert_select("{crm_sync_journal}", columns, clean[start:start + JOURNAL_INSERT_ROWS],
+                                          never_shared=("seq", "record_key")))
         with self._journal.lock:
             self._journal.dirty = True
             for row in clean:
