@@ -219,3 +219,22 @@ def test_a_save_stores_each_entry_as_given_whether_its_values_are_shared_or_not(
     warehouse.fold_journal(force=True)
     assert folded_state(warehouse, "13") == {"crm_id": "c", "status": "failed", "last_error": "x"}
     assert folded_state(warehouse, "14") == {"crm_id": None, "status": "synced", "last_error": None}
+
+
+@pytest.mark.parametrize("crm_id", [
+    "755b3887-8f9a-4c1c-b223-69a724104c29", "00000000-0000-0000-0000-000000000000",
+    "755B3887-8F9A-4C1C-B223-69A724104C29", "755b38878f9a4c1cb22369a724104c29", "{755b3887-8f9a-4c1c-b223-69a724104c29}",
+    "urn:uuid:755b3887-8f9a-4c1c-b223-69a724104c29", "755b3887-8f9a-4c1c-b223-69a724104c2\n", "755b3887_8f9a-4c1c-b223-69a724104c29",
+    "755b3887-8f9a-4c1c-b223-69a724104c2g", "", "x" * 36,
+])
+def test_a_twenty_id_is_kept_as_16_bytes_exactly_when_it_is_a_lowercase_uuid(crm_id: str) -> None:
+    import uuid
+
+    from truth_forge.warehouse.state_journal import _uuid_bytes
+
+    try:
+        parsed = uuid.UUID(crm_id)
+        expected = parsed.bytes if str(parsed) == crm_id else None
+    except ValueError:
+        expected = None
+    assert _uuid_bytes(crm_id) == expected
