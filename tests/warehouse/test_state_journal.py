@@ -193,3 +193,48 @@ def test_the_records_saved_clean_are_kept_by_their_latest_fold_and_read_back_amo
         {"person": {"12", "011"}, "company": set()}, {uuid_b, "c13"})
     warehouse.fold_journal(forget=True)
     assert warehouse.settled_since_forget() == ({"person": set(), "company": set()}, set())
+
+
+def test_a_save_stores_each_entry_as_given_whether_its_values_are_shared_or_not(warehouse: Warehouse) -> None:
+    # Values every entry of a save shares go to the engine once (state_journal._journal_insert):
+    # the stored entries are the same as when every value went with its own entry.
+    warehouse.upsert_sync_state([
+        {"object_type": "person", "record_key": "11", "crm_id": "a", "status": "synced", "attempts": 0, "last_error": None},
+        {"object_type": "person", "record_key": "12", "crm_id": "b", "status": "synced", "attempts": 0, "last_error": None},
+    ])
+    warehouse.upsert_sync_state([  # no value shared but the field set and the object type
+        {"object_type": "person", "record_key": "13", "crm_id": "c", "status": "failed", "attempts": 2, "last_error": "x"},
+        {"object_type": "person", "record_key": "14", "crm_id": None, "status": "synced", "attempts": 0, "last_error": None},
+    ])
+    rows, _ = warehouse._run("SELECT j.record_key AS record_key, j.fields AS fields, j.crm_id AS crm_id, "
+                             "j.status AS status, j.attempts AS attempts, j.last_error AS last_error "
+                             "FROM {crm_sync_journal} AS j ORDER BY j.seq", (), fetch=True)
+    fields = ",attempts,crm_id,last_error,status,"
+    assert [dict(r) for r in rows] == [
+        {"record_key": "11", "fields": fields, "crm_id": "a", "status": "synced", "attempts": 0, "last_error": None},
+        {"record_key": "12", "fields": fields, "crm_id": "b", "status": "synced", "attempts": 0, "last_error": None},
+        {"record_key": "13", "fields": fields, "crm_id": "c", "status": "failed", "attempts": 2, "last_error": "x"},
+        {"record_key": "14", "fields": fields, "crm_id": None, "status": "synced", "attempts": 0, "last_error": None},
+    ]
+    warehouse.fold_journal(force=True)
+    assert folded_state(warehouse, "13") == {"crm_id": "c", "status": "failed", "last_error": "x"}
+    assert folded_state(warehouse, "14") == {"crm_id": None, "status": "synced", "last_error": None}
+
+
+@pytest.mark.parametrize("crm_id", [
+    "755b3887-8f9a-4c1c-b223-69a724104c29", "00000000-0000-0000-0000-000000000000",
+    "755B3887-8F9A-4C1C-B223-69A724104C29", "755b38878f9a4c1cb22369a724104c29", "{755b3887-8f9a-4c1c-b223-69a724104c29}",
+    "urn:uuid:755b3887-8f9a-4c1c-b223-69a724104c29", "755b3887-8f9a-4c1c-b223-69a724104c2\n", "755b3887_8f9a-4c1c-b223-69a724104c29",
+    "755b3887-8f9a-4c1c-b223-69a724104c2g", "", "x" * 36,
+])
+def test_a_twenty_id_is_kept_as_16_bytes_exactly_when_it_is_a_lowercase_uuid(crm_id: str) -> None:
+    import uuid
+
+    from truth_forge.warehouse.state_journal import _uuid_bytes
+
+    try:
+        parsed = uuid.UUID(crm_id)
+        expected = parsed.bytes if str(parsed) == crm_id else None
+    except ValueError:
+        expected = None
+    assert _uuid_bytes(crm_id) == expected

@@ -15,10 +15,18 @@ Placeholders, filled by `Warehouse._render`:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal
 
-from truth_forge.warehouse.schema import BUSINESS_JSON_COLUMNS, CONTACT_JSON_COLUMNS, CRM_SYNC_STATE
+from truth_forge.warehouse.binds import Bind, RowSet, Scalar
+from truth_forge.warehouse.schema import (
+    BUSINESS_JSON_COLUMNS,
+    CONTACT_JSON_COLUMNS,
+    CRM_SYNC_STATE,
+    INT64,
+    JSON,
+    STRING,
+)
 
 # The sync state's columns other than its key (what a journal entry may set).
 STATE_VALUE_COLUMNS = tuple(c for c in CRM_SYNC_STATE.column_names if c not in ("object_type", "record_key"))
@@ -336,6 +344,33 @@ def source_select(source: str, columns: Sequence[tuple[str, str]]) -> str:
         for name, type_ in columns
     )
     return f"SELECT {cols} FROM {{rows_{source}}} AS r"
+
+
+def insert_select(table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]], *,
+                  never_shared: Collection[str] = ()) -> tuple[str, tuple[Bind, ...]]:
+    """`INSERT INTO table (columns...)` of these rows (at least one), as `source_select` reads them,
+    and its binds. A text or integer column that every row holds the same value in (a push's object
+    type, status, run id...) is bound once as a parameter instead of a list with a copy per row:
+    DuckDB converts each value of a list parameter and unnests each list, which is most of what a
+    save of a push's request costs. The same rows are stored. `never_shared`: columns that differ
+    row by row (keys), not worth the look."""
+    first = rows[0]
+    shared = {n for n, t in columns if t in (STRING, INT64) and n not in never_shared and _one_value(first[n], n, rows)}
+    listed = [(n, t) for n, t in columns if n not in shared]
+    picks = [f"@{_SHARED}{n} AS {n}" if n in shared else f"PARSE_JSON(r.{n}) AS {n}" if t == JSON else f"r.{n} AS {n}"
+             for n, t in columns]
+    sql = (f"INSERT INTO {table} ({', '.join(n for n, _ in columns)}) SELECT {', '.join(picks)} "
+           "FROM {rows_rows} AS r")
+    return sql, (RowSet("rows", listed, rows), *(Scalar(_SHARED + n, t, first[n]) for n, t in columns if n in shared))
+
+
+_SHARED = "shared_"  # the parameter names of the values an INSERT's rows share
+
+
+def _one_value(value: Any, name: str, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every row holds `value` in `name`, of the same type (True is not 1, 0 is not None)."""
+    kind = type(value)
+    return all(r[name] == value and type(r[name]) is kind for r in rows)
 
 
 def upsert_merge(

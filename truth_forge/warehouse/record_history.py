@@ -90,9 +90,7 @@ class RecordHistory:
             row["applied_at"] = row["applied_at"] or now
         if not prepared:
             return 0
-        names = ", ".join(name for name, _ in HISTORY_COLUMNS)
-        self._run(f"INSERT INTO {{crm_sync_history}} ({names}) {q.source_select('rows', HISTORY_COLUMNS)}",
-                  (RowSet("rows", HISTORY_COLUMNS, prepared),))
+        self._run(*q.insert_select("{crm_sync_history}", HISTORY_COLUMNS, prepared))
         return len(prepared)
 
     def history_of(self, object_type: str | None, *, record_key: str | int | None = None,
