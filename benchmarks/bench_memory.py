@@ -317,8 +317,19 @@ def main() -> None:
         ns.url_options = "?" + ns.url_options.lstrip("&")
     if ns.step:
         a = ns.args
-        result = (step_prepare(a[0], int(a[1]), a[2]) if ns.step == "prepare"
-                  else step_sync(a[0], a[1], int(a[2]), a[3], a[4] == "1"))
+        try:
+            result = (step_prepare(a[0], int(a[1]), a[2]) if ns.step == "prepare"
+                      else step_sync(a[0], a[1], int(a[2]), a[3], a[4] == "1"))
+        except Exception as exc:
+            # One line (the driver shows the last line naming an Error): what failed, and where.
+            import traceback
+
+            frames = [f"{Path(f.filename).stem}.{f.name}:{f.lineno}" for f in traceback.extract_tb(exc.__traceback__)
+                      if "truth_forge" in f.filename]
+            sql = " ".join(str(getattr(exc, "statement", "")).split())[:160]
+            print(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} | at {' < '.join(frames[::-1][:6])}"
+                  f"{' | sql: ' + sql if sql else ''}", file=sys.stderr)
+            raise SystemExit(1) from None
         print(json.dumps(result))
         return
 

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from truth_forge.warehouse import Warehouse, WarehouseConfigError, open_warehouse
-from truth_forge.warehouse.duckdb import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS
+from truth_forge.warehouse.duckdb import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, ROW_GROUP_ROWS
 from truth_forge.warehouse.sample_data import generate_sample_data
 
 
@@ -99,3 +99,25 @@ def test_a_second_handle_closes_while_another_transaction_is_open(tmp_path: Path
             wh.set_bookkeeping("k", "v")
             twin.close()
         assert wh.get_bookkeeping("k") == "v"
+
+
+def _row_groups(wh: Warehouse, table: str) -> int:
+    rows, _ = wh._run(f"SELECT COUNT(DISTINCT row_group_id) AS n FROM pragma_storage_info('{table}')", (), fetch=True)
+    return int(rows[0]["n"])
+
+
+def test_a_files_tables_are_written_in_small_row_groups_every_time_it_is_opened(tmp_path: Path) -> None:
+    """A checkpoint reloads the partly filled row group it appends to: with DuckDB's 122,880 rows a
+    group, that was the sync journal's whole memory limit. DuckDB does not keep the size in the file,
+    so a reopened file must get it again (opened without it, the next checkpoint merges them back)."""
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    rows = 2 * ROW_GROUP_ROWS + 1
+    for opened in (1, 2):
+        with open_warehouse(url) as wh:
+            wh._run("CREATE TABLE IF NOT EXISTS probe (i BIGINT)", ())
+            wh._run(f"INSERT INTO probe SELECT range AS i FROM range({rows})", ())
+            wh.checkpoint()
+            assert _row_groups(wh, "probe") == -(-opened * rows // ROW_GROUP_ROWS)
+    with open_warehouse(url) as wh, open_warehouse(url) as second:  # one file, two handles, one process
+        wh.upsert_contacts([{"contact_id": 1, "canonical_name": "seen by both"}])
+        assert second.count_rows("contacts") == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import re
 import tempfile
@@ -54,6 +55,14 @@ DEFAULT_MEMORY_LIMIT = "160MB"
 # Each thread keeps its own partitions of a hash table or sort: more threads, more memory, and the
 # sync is bound by Twenty's request budget, not by the warehouse's CPU.
 DEFAULT_THREADS = 2
+# Rows per row group of the file's tables (DuckDB's default is 122,880). A checkpoint rewrites the
+# last, partly filled row group of a table it appends to, loading it whole into memory: with the
+# sync journal's rows (a few KB each with their merge base) that was up to the whole memory_limit
+# at every checkpoint between change-detection ranges. A smaller group bounds that to a few MiB.
+# DuckDB does not keep the size in the file: it is given each time the file is attached.
+ROW_GROUP_ROWS = 16_384
+# The name the file is attached under (then made the default for every cursor, `USE`).
+_CATALOG = "warehouse"
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
 
 
@@ -77,6 +86,27 @@ def _check_file(path: Path, *, create: bool) -> None:
 def to_duckdb_sql(bigquery_sql: str) -> str:
     """The DuckDB text of a BigQuery-dialect statement (cached: the same few statements recur)."""
     return sqlglot.transpile(bigquery_sql, read="bigquery", write="duckdb")[0]
+
+
+def _connect(path: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """A connection whose default database is the file, attached with `ROW_GROUP_ROWS` per row group
+    (an option only ATTACH takes); `:memory:` as DuckDB opens it. Handles on one file in one process
+    share one DuckDB instance (a named in-memory one, as `duckdb.connect(file)` shares its own): a
+    file may be attached once per process."""
+    if path == ":memory:":
+        return duckdb.connect(path)
+    resolved = os.path.abspath(os.path.expanduser(path))
+    instance = hashlib.sha1(f"{resolved}|{read_only}".encode()).hexdigest()
+    con = duckdb.connect(f":memory:truth_forge_{instance}")
+    try:
+        options = f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}" + (", READ_ONLY" if read_only else "")
+        quoted = path.replace("'", "''")
+        con.execute(f"ATTACH IF NOT EXISTS '{quoted}' AS {_CATALOG} ({options})")
+        con.execute(f"USE {_CATALOG}")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 class DuckDBWarehouse(Warehouse):
@@ -117,7 +147,7 @@ class DuckDBWarehouse(Warehouse):
         if path != ":memory:":
             _check_file(Path(path).expanduser(), create=create and not read_only)
         try:
-            self._con = duckdb.connect(path, read_only=read_only)
+            self._con = _connect(path, read_only=read_only)
         except duckdb.IOException as exc:
             if "lock" in str(exc).lower():
                 raise WarehouseLockedError(path, str(exc)) from exc
@@ -143,6 +173,8 @@ class DuckDBWarehouse(Warehouse):
         # UTC so FORMAT_TIMESTAMP inside hashes does not depend on the machine's time zone. A large
         # checkpoint threshold avoids DuckDB's slow auto-checkpoint in the middle of a big MERGE;
         # we checkpoint ourselves on close.
+        if self.path != ":memory:":
+            self._con.execute(f"USE {_CATALOG}")  # a cursor starts on the in-memory default
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute("SET checkpoint_threshold = '1GB'")
         self._refs = {name: f"`{self.tables[name]}`" for name in TABLES}
@@ -260,6 +292,8 @@ class DuckDBWarehouse(Warehouse):
         # while this read keeps its snapshot.
         cur = self._con.cursor()
         try:
+            if self.path != ":memory:":
+                cur.execute(f"USE {_CATALOG}")
             bound, params = self._bind(sql, binds)
             try:
                 cur.execute(bound, params)
