@@ -52,9 +52,10 @@ log = logging.getLogger(__name__)
 BODY_EXCERPT_CHARS = 500
 DEFAULT_DEADLINE_SECONDS = 120.0
 DEADLINE_SETTING = "TRUTH_FORGE_TWENTY_REQUEST_DEADLINE_SECONDS"
-# nginx refuses request lines longer than its 8 KB header buffer (414), Node headers over 16 KiB
-# (431): half of nginx's default leaves room for whatever a proxy adds or counts differently.
-DEFAULT_MAX_REQUEST_LINE = 4096
+# Front ends' defaults: nginx refuses a request line longer than one 8 KB header buffer (414), Apache
+# one over 8,190 bytes (414), Node a whole head over 16 KiB (431). Just under all three; a proxy
+# set lower is learned from its refusal (`Transport.learn_request_line`).
+DEFAULT_MAX_REQUEST_LINE = 8000
 MAX_REQUEST_LINE_SETTING = "TRUTH_FORGE_TWENTY_MAX_REQUEST_LINE"
 MIN_REQUEST_LINE = 1024  # below this not even one id fits beside a filter's other conditions
 HTTP_VERSION = "HTTP/1.1"
@@ -380,8 +381,11 @@ class Transport:
         if max_request_line < MIN_REQUEST_LINE:
             raise ValueError(f"max_request_line must be at least {MIN_REQUEST_LINE} bytes")
         # Longest request line (method, path, encoded query, HTTP version) this client sends;
-        # callers that put lists in a query split them to fit (RecordsApi.split_to_fit).
+        # callers that put lists in a query split them to fit (RecordsApi.split_to_fit). It starts
+        # at the setting (never above it) and only falls, when a front end refuses a line as too long.
         self.max_request_line = max_request_line
+        self._request_line_warned = False
+        self._request_line_lock = threading.Lock()
         self.retry = retry or RetryPolicy()
         self.budget = RequestBudget(requests_per_minute, burst, clock=clock, sleep=sleep)
         if max_in_flight is None:
@@ -507,6 +511,8 @@ class Transport:
                     self.server_time = _http_date(response.headers.get("date")) or self.server_time
                     self._refuse_capped_read(response, method, url, clean_params)
                     return self._decode(response, method, url)
+                if status in (414, 431):
+                    self.learn_request_line(line, status)
                 failure = error_for_response(response, method, url, self._api_key, request_line=line,
                                              max_request_line=self.max_request_line)
                 if status == 429:
@@ -532,6 +538,24 @@ class Transport:
                 attempt += 1
                 continue
             raise failure
+
+    def learn_request_line(self, refused: int, status: int) -> None:
+        """A front end refused a request line of `refused` bytes (414/431): send none that long again.
+        Half of it, as the batch size is learned from a refusal: a proxy's limit is mostly a power
+        of two (4 or 8 KB), so one refusal usually finds it. Never below MIN_REQUEST_LINE. The request
+        itself is not resent here: only a caller that can cut its list again does that (a read's
+        `RecordsApi.find_in`); a write so refused fails."""
+        with self._request_line_lock:  # several workers can be refused at once
+            lowered = max(MIN_REQUEST_LINE, min(self.max_request_line, refused // 2))
+            if lowered >= self.max_request_line:
+                return
+            self.max_request_line = lowered
+            # Once at warning (the setting saves the refused request every run), then at info.
+            level = logging.INFO if self._request_line_warned else logging.WARNING
+            self._request_line_warned = True
+        log.log(level, "Twenty, or a proxy in front of it, refused a request line of %d bytes (HTTP %d); sending "
+                "request lines of at most %d bytes from now on (set %s to start there)", refused, status, lowered,
+                MAX_REQUEST_LINE_SETTING)
 
     def _not_connected(self, exc: httpx.ConnectError, method: str, url: str) -> tuple[TwentyError, int]:
         """The error for a connection never made, and how many retries it deserves. Before Twenty has
