@@ -124,18 +124,38 @@ class RequestBudget:
             with self._lock:
                 self._refill()
                 held = self._hold_until - self._clock()
-                if held <= 0 and self._tokens >= 1.0:
+                # A hair short of a whole token counts as one: a wait shorter than the clock's
+                # resolution would never move it.
+                if held <= 0 and self._tokens >= 1.0 - 1e-9:
                     self._tokens -= 1.0
                     return
                 wait = held if held > 0 else (1.0 - self._tokens) / self.rate
                 self.waited_seconds += wait
             self._sleep(wait)
 
-    def drain(self) -> None:
-        """The server said 429: whatever we thought was left is not, so start refilling from zero."""
+    def drain(self, *, learn_burst: bool = False, in_flight_elsewhere: int = 0) -> None:
+        """The server said 429: whatever we thought was left is not, so start refilling from zero.
+
+        `learn_burst` (a 429 that did not say the server's count): its bucket is smaller than ours.
+        Both refill at the limit, so since ours was last full we have spent at least what its bucket
+        holds: ours becomes no bigger than that, less the requests still on the wire (the server may
+        not have counted them yet), and from here requests leave at the limit, not in a burst that a
+        quiet moment refilled past the server's bucket."""
         with self._lock:
             self._refill()
+            if learn_burst:
+                spent = math.floor(self.capacity - self._tokens) - in_flight_elsewhere
+                # Spent nothing and refused: another client took the server's tokens; that says nothing of its burst.
+                if 1 <= spent < self.capacity:
+                    log.info("Twenty refused a request for rate after %d in a burst; bursts of at most %d "
+                             "from now on", spent, spent)
+                    self.capacity = float(spent)
             self._tokens = min(self._tokens, 0.0)
+
+    @property
+    def token_seconds(self) -> float:
+        """Seconds between two tokens at the limit."""
+        return 1.0 / self.rate
 
     def hold(self, seconds: float) -> None:
         """No request of any thread leaves for `seconds` (a 429 pauses every worker together)."""
@@ -575,6 +595,7 @@ class Transport:
         """One request on the wire: a slot in the gate first, then a token, then at once out
         (taking the token last keeps our departures as spread out as the bucket made them)."""
         with self.gate:
+            entered = self.gate.narrowed  # 429s of requests sent before a narrowing do not narrow it again
             self.budget.acquire()
             if self.before_write is not None and method.upper() in _WRITE_METHODS:
                 self.before_write()
@@ -590,8 +611,8 @@ class Transport:
             if said is not None:
                 self.budget.observe(said.limit, said.remaining, self.gate.others())
             if status == 429:
-                self.budget.drain()
-                self.gate.narrow()
+                self.budget.drain(learn_burst=said is None, in_flight_elsewhere=self.gate.others())
+                self.gate.narrow(since=entered)
             else:
                 self.gate.widen()
         return response
@@ -637,8 +658,11 @@ class Transport:
             # The server knows when its bucket refills; a little jitter on top avoids a thundering herd.
             return min(self.retry.max_delay, asked) + backoff * 0.1
         if response.status_code == 429:
-            # Legacy limiter: no headers. A token comes back every 60 s / 100; wait a few of them.
-            return max(backoff, 0.6 * (attempt + 1))
+            # Legacy limiter: no headers. The bucket is drained and paces at the limit from here
+            # (`RequestBudget.drain`), so the first resend waits one token; a 429 again means the
+            # limit itself is lower than we were told (or shared): back off more each time.
+            token = self.budget.token_seconds
+            return token if attempt == 0 else max(backoff, token * (attempt + 1))
         return backoff
 
     def _pause(self, wait: float, method: str, path: str, why: str, attempt: int) -> None:
