@@ -101,9 +101,13 @@ def test_a_headerless_429_shrinks_the_bucket_to_what_was_spent_and_paces_from_em
     budget = RequestBudget(600, clock=clock, sleep=clock.sleep)  # 540 tokens: told the limit only
     for _ in range(30):
         budget.acquire()
-    budget.drain(learn_burst=True, in_flight_elsewhere=6)  # the server's bucket was smaller
+    took = budget.drains
+    budget.drain(learn_burst=True, in_flight_elsewhere=6, since=took)  # the server's bucket was smaller
     assert budget.capacity == 24 and budget.tokens_left() == 0
-    budget.drain(learn_burst=True)  # pacing from empty and refused again: not a smaller burst
+    for _ in range(5):  # the rest of the burst, refused too: the burst was learned, nothing more to learn
+        budget.drain(learn_burst=True, in_flight_elsewhere=5, since=took)
+    assert budget.capacity == 24
+    budget.drain(learn_burst=True, since=budget.drains)  # pacing from empty, refused again: no smaller burst
     assert budget.capacity == 24
     clock.now += 60  # a quiet minute: ours refills to what the server's held, not to 540
     assert budget.tokens_left() == 24

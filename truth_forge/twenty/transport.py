@@ -112,6 +112,7 @@ class RequestBudget:
         self._lock = threading.Lock()
         self._hold_until = float("-inf")
         self.waited_seconds = 0.0
+        self.drains = 0  # how many 429s emptied it (read when a token is taken, passed back to drain)
 
     def _refill(self) -> None:
         now = self._clock()
@@ -133,17 +134,19 @@ class RequestBudget:
                 self.waited_seconds += wait
             self._sleep(wait)
 
-    def drain(self, *, learn_burst: bool = False, in_flight_elsewhere: int = 0) -> None:
+    def drain(self, *, learn_burst: bool = False, in_flight_elsewhere: int = 0, since: int | None = None) -> None:
         """The server said 429: whatever we thought was left is not, so start refilling from zero.
 
         `learn_burst` (a 429 that did not say the server's count): its bucket is smaller than ours.
         Both refill at the limit, so since ours was last full we have spent at least what its bucket
         holds: ours becomes no bigger than that, less the requests still on the wire (the server may
         not have counted them yet), and from here requests leave at the limit, not in a burst that a
-        quiet moment refilled past the server's bucket."""
+        quiet moment refilled past the server's bucket. `since`: the value of `drains` when the refused
+        request took its token; drained after that (another refusal of the same burst), the burst
+        was learned already: only drain."""
         with self._lock:
             self._refill()
-            if learn_burst:
+            if learn_burst and (since is None or since == self.drains):
                 spent = math.floor(self.capacity - self._tokens) - in_flight_elsewhere
                 # Spent nothing and refused: another client took the server's tokens; that says nothing of its burst.
                 if 1 <= spent < self.capacity:
@@ -151,6 +154,7 @@ class RequestBudget:
                              "from now on", spent, spent)
                     self.capacity = float(spent)
             self._tokens = min(self._tokens, 0.0)
+            self.drains += 1
 
     @property
     def token_seconds(self) -> float:
@@ -597,6 +601,7 @@ class Transport:
         with self.gate:
             entered = self.gate.narrowed  # 429s of requests sent before a narrowing do not narrow it again
             self.budget.acquire()
+            drained = self.budget.drains  # nor, once drained, teach the bucket the same burst again
             if self.before_write is not None and method.upper() in _WRITE_METHODS:
                 self.before_write()
             shutdown.check()  # told to stop (SIGTERM): no new request leaves; those on the wire finish
@@ -611,7 +616,7 @@ class Transport:
             if said is not None:
                 self.budget.observe(said.limit, said.remaining, self.gate.others())
             if status == 429:
-                self.budget.drain(learn_burst=said is None, in_flight_elsewhere=self.gate.others())
+                self.budget.drain(learn_burst=said is None, in_flight_elsewhere=self.gate.others(), since=drained)
                 self.gate.narrow(since=entered)
             else:
                 self.gate.widen()
