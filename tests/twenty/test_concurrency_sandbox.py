@@ -123,3 +123,15 @@ def test_at_600_a_minute_and_slow_answers_the_bucket_not_the_gate_sets_the_pace(
         widest = client.transport.max_in_flight
     assert len(outcome.succeeded) == 30
     assert DEFAULT_MAX_IN_FLIGHT < most_at_once(batch_posts(sandbox)) <= widest
+
+
+def test_a_client_told_only_the_limit_learns_the_servers_smaller_burst_from_its_first_429(sandbox: Any) -> None:
+    """Told 600 a minute and nothing else, the client's bucket is 540; the server's is 10. Its first
+    headerless 429 makes its bucket no bigger than what it had spent, and every record lands once."""
+    sandbox.set_rate_limit(600, burst=10, style="legacy")
+    with client_for(sandbox, batch_size=1, requests_per_minute=600, max_in_flight=4) as client:
+        outcome = client.records.create_many("people", [person(i) for i in range(40)])
+        assert client.transport.stats.rate_limited >= 1
+        assert client.transport.budget.capacity <= 10 + 4  # at most the server's burst and what was on the wire
+    assert len(outcome.succeeded) == 40
+    assert sum(1 for e in batch_posts(sandbox) if e.status == 201) == 40

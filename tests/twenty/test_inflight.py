@@ -84,3 +84,41 @@ def test_the_servers_remaining_count_caps_our_tokens_and_its_limit_caps_the_buck
 ])
 def test_rate_limit_headers_are_read_only_when_sent(headers: dict[str, str], expected: object) -> None:
     assert RateLimitHeaders.read(headers) == expected
+
+
+def test_a_burst_refused_together_halves_the_window_once() -> None:
+    gate = InFlightGate(8)
+    entered = [gate.narrowed for _ in range(5)]  # five requests on the wire at once, all refused
+    for since in entered:
+        gate.narrow(since=since)
+    assert gate.limit == 4
+    gate.narrow(since=gate.narrowed)  # a request sent after the halving, refused too: a new signal
+    assert gate.limit == 2
+
+
+def test_a_headerless_429_shrinks_the_bucket_to_what_was_spent_and_paces_from_empty() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(600, clock=clock, sleep=clock.sleep)  # 540 tokens: told the limit only
+    for _ in range(30):
+        budget.acquire()
+    took = budget.drains
+    budget.drain(learn_burst=True, in_flight_elsewhere=6, since=took)  # the server's bucket was smaller
+    assert budget.capacity == 24 and budget.tokens_left() == 0
+    for _ in range(5):  # the rest of the burst, refused too: the burst was learned, nothing more to learn
+        budget.drain(learn_burst=True, in_flight_elsewhere=5, since=took)
+    assert budget.capacity == 24
+    budget.drain(learn_burst=True, since=budget.drains)  # pacing from empty, refused again: no smaller burst
+    assert budget.capacity == 24
+    clock.now += 60  # a quiet minute: ours refills to what the server's held, not to 540
+    assert budget.tokens_left() == 24
+    budget.drain(learn_burst=True)  # refused with ours full: another client spent the server's
+    assert budget.capacity == 24 and budget.tokens_left() == 0
+
+
+def test_a_429_that_says_the_servers_count_leaves_the_burst_to_the_headers() -> None:
+    clock = FakeClock()
+    budget = RequestBudget(600, clock=clock, sleep=clock.sleep)
+    for _ in range(30):
+        budget.acquire()
+    budget.drain()
+    assert budget.capacity == 540 and budget.tokens_left() == 0

@@ -96,6 +96,20 @@ def test_legacy_429_without_headers_backs_off_and_drains_budget(clock: FakeClock
     assert sum(clock.sleeps) >= 0.6
 
 
+def test_a_headerless_429_is_resent_after_one_token_then_backs_off_more(clock: FakeClock) -> None:
+    transport = make_transport(clock, per_minute=200)  # a token every 0.3 s
+    with respx.mock(base_url=BASE) as mock:
+        refused = httpx.Response(429, json={"messages": ["Limit reached (200 tokens per 60000 ms)"]})
+        mock.get("/rest/people").mock(side_effect=[refused, refused, ok()])
+        transport.request("GET", "/rest/people")
+    assert transport.stats.rate_limited == 2
+    # The first resend waits one token (the pause and the drained bucket's token are the same wait),
+    # not a long hold; the second waits longer (the limit may be lower than we were told).
+    assert clock.sleeps[0] == pytest.approx(0.3) and clock.sleeps[1] >= 0.6
+    assert sum(clock.sleeps) == pytest.approx(0.3 + clock.sleeps[1])  # no other wait
+    assert transport.budget.capacity < 180  # the burst learned: no more than was spent
+
+
 def test_gives_up_after_max_retries_with_typed_error(clock: FakeClock) -> None:
     with respx.mock(base_url=BASE) as mock:
         route = mock.get("/rest/people").mock(return_value=httpx.Response(429, json={"messages": ["nope"]}))

@@ -143,9 +143,10 @@ class Settings(BaseSettings):
                     "a request past it is retried like a broken connection",
     )
     twenty_max_request_line: int = Field(
-        4096, ge=1024, validation_alias=_env("TWENTY_MAX_REQUEST_LINE"),
+        8000, ge=1024, validation_alias=_env("TWENTY_MAX_REQUEST_LINE"),
         description="Longest request line sent to Twenty, in bytes (method, path, encoded query, HTTP version); "
-                    "lists of ids are split into more requests to stay within it (nginx refuses over 8 KB)",
+                    "lists of ids are split into more requests to stay within it (nginx and Apache refuse over "
+                    "8 KB by default); a read refused as too long (414/431) lowers it for the rest of the run",
     )
     twenty_max_retries: int = Field(
         6,

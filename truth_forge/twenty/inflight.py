@@ -3,7 +3,9 @@
 The token bucket (`transport.RequestBudget`) decides *when* a request may leave; this gate decides
 *how many* may be waiting for their answers at the same time, so latency above the request slot is
 not lost. The gate adapts like TCP's window: a 429 halves it for every worker at once, and each run of
-answered requests as long as the window grows it by one again, up to the configured maximum.
+answered requests as long as the window grows it by one again, up to the configured maximum. Like
+TCP, it halves once per round: the 429s of requests that were already on the wire when it was
+halved do not halve it again (a burst refused together is one signal, not eight).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class InFlightGate:
         self.active = 0
         self.peak = 0  # the most requests ever on the wire at once (read by tests and benchmarks)
         self._answered = 0
+        self.narrowed = 0  # how many times it was halved (read on entry, passed back to narrow)
         self._cond = threading.Condition()
 
     def __enter__(self) -> InFlightGate:
@@ -48,11 +51,15 @@ class InFlightGate:
         with self._cond:
             return max(0, self.active - 1)
 
-    def narrow(self) -> None:
-        """The server refused for rate: halve the window (never below one)."""
+    def narrow(self, since: int | None = None) -> None:
+        """The server refused for rate: halve the window (never below one). `since`: the value of
+        `narrowed` when the refused request entered; if it was halved after that, not again."""
         with self._cond:
+            if since is not None and since != self.narrowed:
+                return
             self.limit = max(1, self.limit // 2)
             self._answered = 0
+            self.narrowed += 1
 
     def widen(self) -> None:
         """An answered request: one window's worth of them earns one more slot."""

@@ -8,7 +8,8 @@ stalls the others. Batch writes keep several requests on the wire (`batch_stream
 
 Lists of ids or keys travel in the query string (`id[in]:[...]`), and proxies refuse long request
 lines (nginx: 414 past 8 KB). Every such list is cut here, by measuring the encoded request line,
-into as many requests as keep it within the transport's limit (`split_to_fit`).
+into as many requests as keep it within the transport's limit (`split_to_fit`); a read refused as
+too long anyway is cut again to the limit the transport learned from the refusal (`find_in`).
 """
 
 from __future__ import annotations
@@ -243,10 +244,22 @@ class RecordsApi:
     def find_in(self, plural: str, field: str, values: Sequence[str], *, with_deleted: bool = False,
                 ) -> list[dict[str, Any]]:
         """Records whose `field` is one of `values` (live ones; soft-deleted too with `with_deleted`),
-        in as many requests as keep each request line within the limit."""
+        in as many requests as keep each request line within the limit.
+
+        A front end that refuses a request as too long (414/431) has lowered the transport's limit
+        (`Transport.learn_request_line`): the values not yet read are cut again to the new limit and
+        read (a read is safe to send again); a run's records count only once all its pages are in."""
         found: list[dict[str, Any]] = []
-        for run in self.in_runs(plural, field, values, with_deleted=with_deleted):
-            found += self.iter_records(plural, filter=in_filter(field, run, with_deleted=with_deleted))
+        left = list(values)
+        while left:
+            cut_at = self.transport.max_request_line
+            try:
+                for run in self.in_runs(plural, field, left, with_deleted=with_deleted):
+                    found += list(self.iter_records(plural, filter=in_filter(field, run, with_deleted=with_deleted)))
+                    left = left[len(run):]
+            except TwentyRequestTooLong:
+                if self.transport.max_request_line >= cut_at:
+                    raise  # no lower limit learned (a single value too long, or the floor reached)
         return found
 
     # -- writes ----------------------------------------------------------------------------------

@@ -52,9 +52,10 @@ log = logging.getLogger(__name__)
 BODY_EXCERPT_CHARS = 500
 DEFAULT_DEADLINE_SECONDS = 120.0
 DEADLINE_SETTING = "TRUTH_FORGE_TWENTY_REQUEST_DEADLINE_SECONDS"
-# nginx refuses request lines longer than its 8 KB header buffer (414), Node headers over 16 KiB
-# (431): half of nginx's default leaves room for whatever a proxy adds or counts differently.
-DEFAULT_MAX_REQUEST_LINE = 4096
+# Front ends' defaults: nginx refuses a request line longer than one 8 KB header buffer (414), Apache
+# one over 8,190 bytes (414), Node a whole head over 16 KiB (431). Just under all three; a proxy
+# set lower is learned from its refusal (`Transport.learn_request_line`).
+DEFAULT_MAX_REQUEST_LINE = 8000
 MAX_REQUEST_LINE_SETTING = "TRUTH_FORGE_TWENTY_MAX_REQUEST_LINE"
 MIN_REQUEST_LINE = 1024  # below this not even one id fits beside a filter's other conditions
 HTTP_VERSION = "HTTP/1.1"
@@ -111,6 +112,7 @@ class RequestBudget:
         self._lock = threading.Lock()
         self._hold_until = float("-inf")
         self.waited_seconds = 0.0
+        self.drains = 0  # how many 429s emptied it (read when a token is taken, passed back to drain)
 
     def _refill(self) -> None:
         now = self._clock()
@@ -123,18 +125,41 @@ class RequestBudget:
             with self._lock:
                 self._refill()
                 held = self._hold_until - self._clock()
-                if held <= 0 and self._tokens >= 1.0:
+                # A hair short of a whole token counts as one: a wait shorter than the clock's
+                # resolution would never move it.
+                if held <= 0 and self._tokens >= 1.0 - 1e-9:
                     self._tokens -= 1.0
                     return
                 wait = held if held > 0 else (1.0 - self._tokens) / self.rate
                 self.waited_seconds += wait
             self._sleep(wait)
 
-    def drain(self) -> None:
-        """The server said 429: whatever we thought was left is not, so start refilling from zero."""
+    def drain(self, *, learn_burst: bool = False, in_flight_elsewhere: int = 0, since: int | None = None) -> None:
+        """The server said 429: whatever we thought was left is not, so start refilling from zero.
+
+        `learn_burst` (a 429 that did not say the server's count): its bucket is smaller than ours.
+        Both refill at the limit, so since ours was last full we have spent at least what its bucket
+        holds: ours becomes no bigger than that, less the requests still on the wire (the server may
+        not have counted them yet), and from here requests leave at the limit, not in a burst that a
+        quiet moment refilled past the server's bucket. `since`: the value of `drains` when the refused
+        request took its token; drained after that (another refusal of the same burst), the burst
+        was learned already: only drain."""
         with self._lock:
             self._refill()
+            if learn_burst and (since is None or since == self.drains):
+                spent = math.floor(self.capacity - self._tokens) - in_flight_elsewhere
+                # Spent nothing and refused: another client took the server's tokens; that says nothing of its burst.
+                if 1 <= spent < self.capacity:
+                    log.info("Twenty refused a request for rate after %d in a burst; bursts of at most %d "
+                             "from now on", spent, spent)
+                    self.capacity = float(spent)
             self._tokens = min(self._tokens, 0.0)
+            self.drains += 1
+
+    @property
+    def token_seconds(self) -> float:
+        """Seconds between two tokens at the limit."""
+        return 1.0 / self.rate
 
     def hold(self, seconds: float) -> None:
         """No request of any thread leaves for `seconds` (a 429 pauses every worker together)."""
@@ -380,8 +405,11 @@ class Transport:
         if max_request_line < MIN_REQUEST_LINE:
             raise ValueError(f"max_request_line must be at least {MIN_REQUEST_LINE} bytes")
         # Longest request line (method, path, encoded query, HTTP version) this client sends;
-        # callers that put lists in a query split them to fit (RecordsApi.split_to_fit).
+        # callers that put lists in a query split them to fit (RecordsApi.split_to_fit). It starts
+        # at the setting (never above it) and only falls, when a front end refuses a line as too long.
         self.max_request_line = max_request_line
+        self._request_line_warned = False
+        self._request_line_lock = threading.Lock()
         self.retry = retry or RetryPolicy()
         self.budget = RequestBudget(requests_per_minute, burst, clock=clock, sleep=sleep)
         if max_in_flight is None:
@@ -507,6 +535,8 @@ class Transport:
                     self.server_time = _http_date(response.headers.get("date")) or self.server_time
                     self._refuse_capped_read(response, method, url, clean_params)
                     return self._decode(response, method, url)
+                if status in (414, 431):
+                    self.learn_request_line(line, status)
                 failure = error_for_response(response, method, url, self._api_key, request_line=line,
                                              max_request_line=self.max_request_line)
                 if status == 429:
@@ -533,6 +563,24 @@ class Transport:
                 continue
             raise failure
 
+    def learn_request_line(self, refused: int, status: int) -> None:
+        """A front end refused a request line of `refused` bytes (414/431): send none that long again.
+        Half of it, as the batch size is learned from a refusal: a proxy's limit is mostly a power
+        of two (4 or 8 KB), so one refusal usually finds it. Never below MIN_REQUEST_LINE. The request
+        itself is not resent here: only a caller that can cut its list again does that (a read's
+        `RecordsApi.find_in`); a write so refused fails."""
+        with self._request_line_lock:  # several workers can be refused at once
+            lowered = max(MIN_REQUEST_LINE, min(self.max_request_line, refused // 2))
+            if lowered >= self.max_request_line:
+                return
+            self.max_request_line = lowered
+            # Once at warning (the setting saves the refused request every run), then at info.
+            level = logging.INFO if self._request_line_warned else logging.WARNING
+            self._request_line_warned = True
+        log.log(level, "Twenty, or a proxy in front of it, refused a request line of %d bytes (HTTP %d); sending "
+                "request lines of at most %d bytes from now on (set %s to start there)", refused, status, lowered,
+                MAX_REQUEST_LINE_SETTING)
+
     def _not_connected(self, exc: httpx.ConnectError, method: str, url: str) -> tuple[TwentyError, int]:
         """The error for a connection never made, and how many retries it deserves. Before Twenty has
         answered once, a name that does not resolve or TLS against plain HTTP is a wrong URL (no retry)
@@ -551,7 +599,9 @@ class Transport:
         """One request on the wire: a slot in the gate first, then a token, then at once out
         (taking the token last keeps our departures as spread out as the bucket made them)."""
         with self.gate:
+            entered = self.gate.narrowed  # 429s of requests sent before a narrowing do not narrow it again
             self.budget.acquire()
+            drained = self.budget.drains  # nor, once drained, teach the bucket the same burst again
             if self.before_write is not None and method.upper() in _WRITE_METHODS:
                 self.before_write()
             shutdown.check()  # told to stop (SIGTERM): no new request leaves; those on the wire finish
@@ -566,8 +616,8 @@ class Transport:
             if said is not None:
                 self.budget.observe(said.limit, said.remaining, self.gate.others())
             if status == 429:
-                self.budget.drain()
-                self.gate.narrow()
+                self.budget.drain(learn_burst=said is None, in_flight_elsewhere=self.gate.others(), since=drained)
+                self.gate.narrow(since=entered)
             else:
                 self.gate.widen()
         return response
@@ -613,8 +663,11 @@ class Transport:
             # The server knows when its bucket refills; a little jitter on top avoids a thundering herd.
             return min(self.retry.max_delay, asked) + backoff * 0.1
         if response.status_code == 429:
-            # Legacy limiter: no headers. A token comes back every 60 s / 100; wait a few of them.
-            return max(backoff, 0.6 * (attempt + 1))
+            # Legacy limiter: no headers. The bucket is drained and paces at the limit from here
+            # (`RequestBudget.drain`), so the first resend waits one token; a 429 again means the
+            # limit itself is lower than we were told (or shared): back off more each time.
+            token = self.budget.token_seconds
+            return token if attempt == 0 else max(backoff, token * (attempt + 1))
         return backoff
 
     def _pause(self, wait: float, method: str, path: str, why: str, attempt: int) -> None:
