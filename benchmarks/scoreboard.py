@@ -527,7 +527,8 @@ def render(mode: Mode, r: dict[str, Any], command: str, run_seconds: float) -> s
     if f:
         notes.append(
             f"Row 3: truth-forge's client as users run it: told the limit ({FIRST_LIMIT}/min) and nothing else, so its "
-            f"default bucket ({FIRST_LIMIT * 9 // 10} tokens, more than the sandbox's {FIRST_BUCKET}) and concurrency, "
+            f"default bucket ({FIRST_LIMIT * 9 // 10} tokens, more than the sandbox's {FIRST_BUCKET}, until the first "
+            f"429, which says no count, shrinks it to the burst that was let through) and concurrency, "
             f"and no batch size: it learned {f.get('batch', '?')}. Floor = (answered requests − "
             f"the sandbox's bucket of {FIRST_BUCKET}) ÷ {FIRST_LIMIT}/min: the bucket's first {FIRST_BUCKET} tokens are "
             f"there at once, every other request waits for one earned at the limit (the issue's answered ÷ limit, "
