@@ -92,6 +92,8 @@ def run_step(step: Step, timeout: float, log) -> tuple[list[str], str, str]:
             failed = f"stopped after {timeout:.0f} s"
             log.write(out)
         later = bool(kept)  # a later command of the step adds rows to the first one's table
+        while later and not kept[-1].strip():
+            kept.pop()  # a blank line would end the table its rows go on
         for line in out.splitlines():
             if line.startswith("<!--") or line.startswith("WARNING"):
                 continue  # per-run JSON details (in the log) and pip's notices
