@@ -99,6 +99,9 @@ def run_step(step: Step, timeout: float, log) -> tuple[list[str], str, str]:
                 continue  # per-run JSON details (in the log) and pip's notices
             if later and (line.startswith("# ") or not line.strip() or (line.startswith("|") and line in kept)):
                 continue  # its machine line (in the section's header), blank lines, the table's header
+            if line.startswith("# "):  # a script's "# machine, settings" line: text here, not a heading
+                kept += [line[2:], ""]
+                continue
             # A script's own section heading goes under this step's.
             kept.append("#### " + line[3:] if line.startswith("## ") else line)
         if failed:
