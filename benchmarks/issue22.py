@@ -75,10 +75,10 @@ def steps(before: str, sizes: list[int]) -> list[Step]:
 
 
 def run_step(step: Step, timeout: float, log) -> tuple[list[str], str, str]:
-    """The step's Markdown lines (tables and their notes; each table's header once), and the load
-    average before and after it."""
+    """The step's Markdown lines (its commands' outputs, `step_lines`), and the load average before
+    and after it."""
     load_before = load_average()
-    kept: list[str] = []
+    outputs: list[tuple[str, str]] = []
     for command in step.commands:
         argv = [sys.executable, str(ROOT / "benchmarks" / command[0]), *command[1:]]
         log.write(f"\n$ {' '.join(argv[1:])}\n")
@@ -91,32 +91,42 @@ def run_step(step: Step, timeout: float, log) -> tuple[list[str], str, str]:
             out = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
             failed = f"stopped after {timeout:.0f} s"
             log.write(out)
-        later = bool(kept)  # a later command of the step adds rows to the first one's table
+        outputs.append((out, f"**`{command[0]}` {failed}**: its output is in the log." if failed else ""))
+    return step_lines(outputs), load_before, load_average()
+
+
+def step_lines(outputs: list[tuple[str, str]]) -> list[str]:
+    """What a step's commands printed, as one piece of Markdown: each (output, failure) in turn, the
+    later commands' table rows joining the first one's table (its header, machine line and blank lines
+    left out), a script's "# machine" line as text and its "## section" heading under the step's."""
+    kept: list[str] = []
+    for out, failure in outputs:
+        later = bool(kept)
         while later and not kept[-1].strip():
             kept.pop()  # a blank line would end the table its rows go on
         for line in out.splitlines():
             if line.startswith("<!--") or line.startswith("WARNING"):
                 continue  # per-run JSON details (in the log) and pip's notices
             if later and (line.startswith("# ") or not line.strip() or (line.startswith("|") and line in kept)):
-                continue  # its machine line (in the section's header), blank lines, the table's header
-            if line.startswith("# "):  # a script's "# machine, settings" line: text here, not a heading
-                kept += [line[2:], ""]
                 continue
-            # A script's own section heading goes under this step's.
-            kept.append("#### " + line[3:] if line.startswith("## ") else line)
-        if failed:
-            kept.append(f"\n**`{command[0]}` {failed}**: its output is in the log.\n")
-    return kept, load_before, load_average()
+            if line.startswith("# "):
+                kept += [line[2:], ""]
+            else:
+                kept.append("#### " + line[3:] if line.startswith("## ") else line)
+        if failure:
+            kept += ["", failure, ""]
+    return kept
 
 
-def render(results: list[tuple[Step, list[str], str, str]], before: str, started: str, commands: str) -> str:
+def render(results: list[tuple[Step, list[str], str, str]], before: str, started: str, commands: str,
+           code: str) -> str:
     lines = ["## Issue 22: every figure, before and after, in one run", "",
              "What it shows: the figures issue 22 asks for, each measured by its own benchmark script, "
              f"all in one run of `benchmarks/issue22.py`: before = {before} (main when the issue was filed, "
              "exported with `git archive`), after = this checkout. Each step's load average (1, 5 and 15 "
              "minutes) is read before and after it; 2 cores, so a load above 2 means the runs shared them.",
              "", f"Command: `{commands}`  ", f"Machine: {machine_line()}  ",
-             f"Started {started}; code: {git_commit()}", ""]
+             f"Started {started}; code: {code}", ""]
     for step, kept, load_before, load_after in results:
         lines += [f"### {step.title}", "", step.note, "",
                   "Commands: " + "; ".join(f"`{' '.join(c)}`" for c in step.commands) + "  ",
@@ -136,7 +146,7 @@ def main() -> None:
     args = parser.parse_args()
     chosen = [s for s in steps(args.before, args.sizes) if s.name not in args.skip]
     command = "benchmarks/issue22.py " + " ".join(sys.argv[1:])
-    started = today()
+    started, code = today(), git_commit()  # what runs is the code as it was when the run began
     args.log.parent.mkdir(parents=True, exist_ok=True)
     results = []
     with args.log.open("w") as log:
@@ -144,7 +154,7 @@ def main() -> None:
             began = time.monotonic()
             print(f"{today()}: {step.name} ...", flush=True)
             results.append((step, *run_step(step, args.timeout, log)))
-            section = render(results, args.before, started, command)
+            section = render(results, args.before, started, command, code)
             print(f"  {time.monotonic() - began:.0f} s", flush=True)
             if args.write:
                 args.write.write_text(replace_marked(args.write.read_text(), SECTION,
