@@ -9,7 +9,7 @@ benchmark script; this one runs them in turn, "before" being the code the issue 
 its section of BENCHMARKS.md after every step, so a run cut short keeps what it measured. The full
 output of every step goes to `--log`.
 
-    .venv/bin/python benchmarks/issue22.py --write BENCHMARKS.md            # about 40 minutes
+    .venv/bin/python benchmarks/issue22.py --write BENCHMARKS.md            # 19 minutes on an idle machine
     .venv/bin/python benchmarks/issue22.py --sizes 50000 --skip scoreboard  # quicker, no 1M
 
 The before side's first push runs with DuckDB's `memory_limit=1GB`: at the default (160 MB) that code
