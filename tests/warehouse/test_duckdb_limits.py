@@ -121,3 +121,24 @@ def test_a_files_tables_are_written_in_small_row_groups_every_time_it_is_opened(
     with open_warehouse(url) as wh, open_warehouse(url) as second:  # one file, two handles, one process
         wh.upsert_contacts([{"contact_id": 1, "canonical_name": "seen by both"}])
         assert second.count_rows("contacts") == 1
+
+
+def test_a_checkpoint_during_another_handles_update_is_left_for_later(tmp_path: Path) -> None:
+    """A run checkpoints when it ends, and the lease renewal (an UPDATE) or serve's writer may have a
+    transaction open on another handle then: DuckDB refuses that CHECKPOINT, and a run that had
+    stored everything failed for it. What is committed is in the WAL either way."""
+    url = f"duckdb:///{tmp_path / 'w.duckdb'}"
+    with open_warehouse(url) as wh:
+        wh.set_bookkeeping("k", "v1")
+        twin = wh.for_another_thread()
+        assert twin is not wh
+        try:
+            with twin._atomic():
+                twin.set_bookkeeping("k", "v2")  # an UPDATE of the row, its transaction open
+                wh.checkpoint()
+        finally:
+            twin.close()
+        assert wh.get_bookkeeping("k") == "v2"
+        wh.checkpoint()  # nothing open now: this one is done
+    with open_warehouse(url) as reopened:
+        assert reopened.get_bookkeeping("k") == "v2"
