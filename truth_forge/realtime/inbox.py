@@ -13,12 +13,13 @@ writer process also reports its state here, the one channel between the two proc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,20 @@ class Inbox:
                     raise
             time.sleep(_LOCK_RETRY_SECONDS)
 
+    @contextlib.contextmanager
+    def _write_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the file (its lock taken by `_begin`), committed when the block
+        ends, rolled back if it raises."""
+        with self._lock:
+            self._begin()
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
     # --- the request path ------------------------------------------------------------------------
 
     def accept_group(self, arrivals: Sequence[Arrival]) -> list[str | Rejected]:
@@ -160,19 +175,12 @@ class Inbox:
         (same body seen), 'ignored' (an object the sync does not move), or Rejected(401) for a replay,
         which stores nothing of that delivery. Returns only once the group is durable; raises (and
         stores none of it) if the transaction fails."""
-        with self._lock:
-            self._begin()
-            try:
-                outcomes = self._accept_all_new(arrivals)
-                if outcomes is None:  # a replay or a duplicate among them: one by one, from the start
-                    self._db.execute("ROLLBACK")
-                    self._begin()
-                    outcomes = [self._accept(arrival) for arrival in arrivals]
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._write_transaction() as db:
+            outcomes = self._accept_all_new(arrivals)
+            if outcomes is None:  # a replay or a duplicate among them: one by one, from the start
+                db.execute("ROLLBACK")
+                self._begin()
+                outcomes = [self._accept(arrival) for arrival in arrivals]
         return outcomes
 
     def _accept_all_new(self, arrivals: Sequence[Arrival]) -> list[str | Rejected] | None:
@@ -249,15 +257,8 @@ class Inbox:
                            "WHERE seq = ?", error[:2000])
 
     def _update(self, seqs: Sequence[int], sql: str, value: object) -> None:
-        with self._lock:
-            self._begin()
-            try:
-                self._db.executemany(sql, [(value, seq) for seq in seqs])
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._write_transaction() as db:
+            db.executemany(sql, [(value, seq) for seq in seqs])
 
     def counts(self) -> dict[str, int]:
         with self._read_lock:
@@ -266,9 +267,10 @@ class Inbox:
 
     def save_writer_status(self, status: dict[str, object]) -> None:
         """The writer process's report (state, counts), read by the server's /readyz and /status."""
-        self._write_one("INSERT INTO writer_status (id, status, updated_ms) VALUES (1, ?, ?) "
-                        "ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_ms = excluded.updated_ms",
-                        (json.dumps(status, default=str), _now_ms()))
+        with self._write_transaction() as db:
+            db.execute("INSERT INTO writer_status (id, status, updated_ms) VALUES (1, ?, ?) "
+                       "ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_ms = excluded.updated_ms",
+                       (json.dumps(status, default=str), _now_ms()))
 
     def writer_status(self) -> dict[str, object] | None:
         with self._read_lock:
@@ -277,33 +279,15 @@ class Inbox:
 
     def clear_writer_status(self) -> None:
         """Forget a previous writer's report (a new server starts from 'starting')."""
-        self._write_one("DELETE FROM writer_status", ())
-
-    def _write_one(self, sql: str, values: Sequence[object]) -> None:
-        with self._lock:
-            self._begin()
-            try:
-                self._db.execute(sql, values)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._write_transaction() as db:
+            db.execute("DELETE FROM writer_status")
 
     def prune(self, now_ms: int, replay_window_ms: int) -> None:
         """Forget replay keys older than the timestamp tolerance allows (such a copy is refused as
         stale anyway) and applied events older than a day."""
-        with self._lock:
-            self._begin()
-            try:
-                self._db.execute("DELETE FROM replay_keys WHERE seen_ms < ?", (now_ms - 2 * replay_window_ms,))
-                self._db.execute("DELETE FROM events WHERE status = 'applied' AND applied_ms < ?",
-                                 (now_ms - KEEP_APPLIED_MS,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        with self._write_transaction() as db:
+            db.execute("DELETE FROM replay_keys WHERE seen_ms < ?", (now_ms - 2 * replay_window_ms,))
+            db.execute("DELETE FROM events WHERE status = 'applied' AND applied_ms < ?", (now_ms - KEEP_APPLIED_MS,))
 
 
 def _record(record: str, body: bytes | None) -> dict[str, Any]:
