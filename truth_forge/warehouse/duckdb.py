@@ -176,13 +176,23 @@ class DuckDBWarehouse(Warehouse):
         # UTC so FORMAT_TIMESTAMP inside hashes does not depend on the machine's time zone. A large
         # checkpoint threshold avoids DuckDB's slow auto-checkpoint in the middle of a big MERGE;
         # we checkpoint ourselves on close.
-        if self.path != ":memory:":
-            self._con.execute(f"USE {_CATALOG}")  # a cursor starts on the in-memory default
         self._con.execute("SET TimeZone = 'UTC'")
         self._con.execute("SET checkpoint_threshold = '1GB'")
         self._refs = {name: f"`{self.tables[name]}`" for name in TABLES}
         self._depth = 0
         self._closed = False
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """Another cursor on this handle's database, on the file (a cursor starts on the in-memory
+        instance the file is attached to, `_connect`)."""
+        cur = self._con.cursor()
+        if self.path != ":memory:":
+            try:
+                cur.execute(f"USE {_CATALOG}")
+            except BaseException:
+                cur.close()
+                raise
+        return cur
 
     def for_another_thread(self) -> DuckDBWarehouse:
         """A second connection to the same database (DuckDB connections are not shared across threads)."""
@@ -197,7 +207,7 @@ class DuckDBWarehouse(Warehouse):
         twin._share_pending(self)
         twin.statements = self.statements  # one account for the store, whichever thread sent it
         twin._share_journal(self)
-        twin._con = self._con.cursor()
+        twin._con = self._cursor()
         twin._prepare_connection()
         twin._twin = True
         return twin
@@ -301,10 +311,8 @@ class DuckDBWarehouse(Warehouse):
         sql = self._render(template, binds)
         # A cursor of its own: the caller writes sync state between batches on the main connection
         # while this read keeps its snapshot.
-        cur = self._con.cursor()
+        cur = self._cursor()
         try:
-            if self.path != ":memory:":
-                cur.execute(f"USE {_CATALOG}")
             bound, params = self._bind(sql, binds)
             try:
                 cur.execute(bound, params)
