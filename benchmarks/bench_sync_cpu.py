@@ -85,23 +85,50 @@ def _native_thread_cpu() -> dict[int, float]:
     return out
 
 
-def _python_thread_cpu() -> dict[str, float]:
-    """CPU seconds of the live Python threads other than this one, summed by name without its number
-    (the request pool's, ...), from /proc: threads that ended before this call are not in it."""
-    import threading
+class _PythonThreadCpu:
+    """CPU seconds of the Python threads other than the caller's, summed by name without its number
+    (the request pool's, the read-ahead's, ...), from /proc. A thread's figure is its last reading,
+    taken every 0.1 s while the run lasts, so a thread that ends before the run does still counts
+    (its last 0.1 s excepted)."""
 
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
-    for thread in threading.enumerate():
-        if thread is threading.current_thread() or thread.native_id is None:
-            continue
-        try:
-            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        name = thread.name.rstrip("0123456789_-") or thread.name
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
+    def __init__(self) -> None:
+        import threading
+
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._caller = threading.current_thread()
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._start: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._read(self._start)
+        self._sampler = threading.Thread(target=self._sample, name="bench-sampler", daemon=True)
+        self._sampler.start()
+
+    def _read(self, into: dict[int, Any]) -> None:
+        import threading
+
+        for thread in threading.enumerate():
+            if thread in (self._caller, getattr(self, "_sampler", None)) or thread.native_id is None:
+                continue
+            try:
+                fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            cpu = (int(fields[11]) + int(fields[12])) / self._tick
+            name = thread.name.rstrip("0123456789_-") or thread.name
+            into[thread.native_id] = cpu if into is self._start else (name, cpu)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            self._read(self._seen)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._sampler.join()
+        self._read(self._seen)
+        out: dict[str, float] = {}
+        for tid, (name, cpu) in self._seen.items():
+            out[name] = round(out.get(name, 0.0) + cpu - self._start.get(tid, 0.0), 2)
+        return out
 
 
 def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_options: str) -> dict[str, Any]:
@@ -132,6 +159,7 @@ def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_optio
             # the main thread's waits show as such (lock acquire, future result).
             profiler = cProfile.Profile()
         engine0 = _native_thread_cpu()
+        python_threads = _PythonThreadCpu()
         cpu0, main0, wall0 = time.process_time(), time.thread_time(), time.perf_counter()
         if profiler is not None:
             profiler.enable()
@@ -142,8 +170,7 @@ def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_optio
         main_thread = time.thread_time() - main0
         # DuckDB's own threads (its workers live as long as the database): what the engine spent.
         engine = sum(t - engine0.get(tid, 0.0) for tid, t in _native_thread_cpu().items())
-        # The request pool's threads, still alive while the client is open (started by this run).
-        threads = {name: round(t, 2) for name, t in _python_thread_cpu().items()}
+        threads = python_threads.stop()
     load_after = os.getloadavg()
     if profiler is not None:
         profiler.dump_stats(profile)
