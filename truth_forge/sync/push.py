@@ -29,6 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from truth_forge.core.memory import release_free_memory
 from truth_forge.core.secrets import redact
 from truth_forge.sync import changelog, mapping, own_writes, views
 from truth_forge.sync.context import SyncContext
@@ -120,8 +121,11 @@ class _Item:
 
 def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
-    with _rarer_full_collections():
-        return _push_object(ctx, obj)
+    try:
+        with _rarer_full_collections():
+            return _push_object(ctx, obj)
+    finally:
+        release_free_memory()  # what the push freed, back before the run's closing fold fills DuckDB's pool
 
 
 # A push makes and drops containers by the hundred thousand (rows, bodies, answers of 200 records,
