@@ -330,7 +330,7 @@ class ChangeDetection:
         for raw in rows:
             row = _view_row(raw)
             row.update(landing.get(row[key_column], {}))
-            carried = {c: row.pop(f"state_{c}") for c in q.STATE_CARRIED if f"state_{c}" in row}
+            carried = {c: row.pop(name) for c, name in _STATE_COLUMNS if name in row}
             whole = "base" in carried  # the audit's rows carry their state without the merge base
             exists = row.pop("state_record_key") is not None
             if "company_state_key" in row:
@@ -379,6 +379,8 @@ def _view_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 _VIEW_JSON, _VIEW_LISTS = q.VIEW_JSON_COLUMNS, q.VIEW_LIST_COLUMNS
+# (state column, the name a detection row carries it under), built once: every row handed out is read through it.
+_STATE_COLUMNS = tuple((c, f"state_{c}") for c in q.STATE_CARRIED)
 
 
 def _add_stamps(stamps: dict[int, set[Any]], rows: Sequence[Mapping[str, Any]]) -> None:
