@@ -15,10 +15,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-import logging
 from collections.abc import Callable
-
-log = logging.getLogger(__name__)
 
 
 @functools.cache
