@@ -152,3 +152,18 @@ def test_resends_timed_from_the_refused_requests_departure_land_once_without_a_s
     posts = batch_posts(sandbox)
     assert sum(1 for e in posts if e.status == 201) == 24
     assert 1 <= refused == sum(1 for e in posts if e.status == 429) <= 8
+
+
+def test_finish_runs_the_callers_bookkeeping_while_answers_are_still_on_the_wire(sandbox: Any) -> None:
+    """`while_waiting` runs on the caller's thread, each time the next answer is not back yet, after
+    every answer already back was handed over: never once the last one was."""
+    sandbox.set_faults(latency_ms=200)
+    handed: list[int] = []
+    waits: list[tuple[int, int]] = []  # (thread, records handed over so far)
+    with client_for(sandbox, batch_size=10, max_in_flight=4) as client:
+        client.transport.while_waiting = lambda: waits.append((threading.get_ident(), len(handed)))
+        outcome = client.records.create_many("people", [person(i) for i in range(60)],
+                                             on_write=lambda landed: handed.extend(i for i, _ in landed))
+    assert len(outcome.succeeded) == 60 and handed == list(range(60))
+    assert waits and {thread for thread, _ in waits} == {threading.get_ident()}
+    assert all(n < 60 for _, n in waits)

@@ -229,6 +229,9 @@ def _run_as_writer(
             # Change detection compares with the folded state: what the pull merged is not sent back.
             warehouse.fold_journal()
         if direction in ("both", "push"):
+            # While a push waits for its last answers, what it saved so far is folded (DuckDB), so
+            # the run's own fold after the last answer is small. None for a store that cannot.
+            client.transport.while_waiting = getattr(warehouse, "fold_journal_while_idle", None)
             for obj in order:
                 # The name our writes are stamped with is learnt from the first answers; its check (one
                 # read) goes out now, on the pool, so its round trip overlaps this push instead of
@@ -279,6 +282,7 @@ def _run_as_writer(
         reporter.record(object_type=None, operation="run", error=exc)
         raise
     finally:
+        client.transport.while_waiting = None
         ChangedPages.close_unread(early)
         counts["errors"] = reporter.count
         counts["requests"] = client.transport.stats.requests - requests_before

@@ -448,6 +448,9 @@ class Transport:
         # Called before every write request leaves (POST, PATCH, DELETE, PUT): the writer lease's
         # fence (truth_forge/core/lease.py), which raises LeaseLost, so nothing is sent, once it is lost.
         self.before_write: Callable[[], None] | None = None
+        # Called by a batch stream's `finish` while its last answers are on the wire, on the caller's
+        # thread (the sync's warehouse thread): bookkeeping that would otherwise wait for the last one.
+        self.while_waiting: Callable[[], None] | None = None
         # Whether Twenty has answered at all: a failure to connect means a wrong URL before, an outage after.
         self._answered = False
         self._http = httpx.Client(
