@@ -131,6 +131,27 @@ def test_a_headerless_429_counts_the_refusals_round_trip_as_earned(clock: FakeCl
     assert transport.budget.tokens_left() == pytest.approx(2 - 0.1 - 1 + 2)
 
 
+def test_a_429_that_says_the_servers_count_is_believed_over_the_round_trip(clock: FakeClock) -> None:
+    """Rate limits v2 say what is left (0) and when to come back: nothing is credited for the time
+    the refusal took to come back; the bucket refills from empty while the resend waits."""
+    transport = make_transport(clock, per_minute=200)
+    said = httpx.Response(429, headers={"Retry-After": "1", "X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0"},
+                          json={"statusCode": 429, "error": "RATE_LIMITED"})
+    answers = iter([said, ok()])
+
+    def slow_server(request: httpx.Request) -> httpx.Response:
+        clock.now += 0.6
+        return next(answers)
+
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/rest/people").mock(side_effect=slow_server)
+        transport.request("GET", "/rest/people")
+    waited = sum(clock.sleeps)
+    assert waited >= 1.0
+    # Empty at the refusal, refilled while waiting and during the resend's round trip, less the resend.
+    assert transport.budget.tokens_left() == pytest.approx((waited + 0.6) * 200 / 60 - 1)
+
+
 def test_gives_up_after_max_retries_with_typed_error(clock: FakeClock) -> None:
     with respx.mock(base_url=BASE) as mock:
         route = mock.get("/rest/people").mock(return_value=httpx.Response(429, json={"messages": ["nope"]}))

@@ -644,8 +644,10 @@ class Transport:
             if said is not None:
                 self.budget.observe(said.limit, said.remaining, self.gate.others())
             if status == 429:
-                self.budget.drain(learn_burst=said is None, in_flight_elsewhere=self.gate.others(), since=drained,
-                                  ticket=ticket, sent_at=started)
+                # A 429 that said the server's count: that count (observed above) is better than ours.
+                headerless = said is None
+                self.budget.drain(learn_burst=headerless, in_flight_elsewhere=self.gate.others(), since=drained,
+                                  ticket=ticket if headerless else None, sent_at=started if headerless else None)
                 self.gate.narrow(since=entered)
             else:
                 self.gate.widen()
