@@ -7,7 +7,8 @@ whole target: docs/reference/standard-sql/dml-syntax, "On-demand query size calc
 save is an INSERT into `crm_sync_journal` (it reads no table, so it bills nothing).
 
 Between phases the journal is *settled* (`fold_journal`, called by the runner at the start of a run,
-after the pull and at the end): the records whose status the new entries set go on or off the retry
+after the pull and at the end, and on DuckDB while a push waits for its last answers,
+`fold_journal_while_idle`): the records whose status the new entries set go on or off the retry
 lists, and the clean ones are remembered for closing their errors. It is *folded* into the state by
 one MERGE only when that is due: on DuckDB every time (a scan is free there, and the state table
 then always says everything), on BigQuery once the entries not folded reach a share of the state's
