@@ -4,11 +4,12 @@ nothing (tests/sync/test_kill_recovery.py), as each fold is one that a later one
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from tests.sync.conftest import SCHEMA
 from truth_forge.core.crm_schema import setup_schema
-from truth_forge.sync.runner import run_sync
+from truth_forge.sync.runner import _on_this_thread, run_sync
 from truth_forge.twenty import TwentyClient
 
 
@@ -33,3 +34,15 @@ def test_the_saves_so_far_are_folded_while_the_push_waits_and_the_hook_ends_with
     assert [(b, a) for b, a in waits if b] and all(a == 0 for _, a in waits)  # folded in the waits
     assert store.count_rows("crm_sync_journal") == 0
     assert store.count_rows("crm_sync_state") == 48  # 40 contacts and 8 businesses, all in the state
+
+
+def test_the_fold_runs_only_on_the_runs_own_thread() -> None:
+    """Another thread's stream on the same client must not reach the run's warehouse connection."""
+    folds: list[int] = []
+    hook = _on_this_thread(lambda: folds.append(threading.get_ident()))
+    assert hook is not None and _on_this_thread(None) is None
+    other = threading.Thread(target=hook)
+    other.start()
+    other.join()
+    hook()
+    assert folds == [threading.get_ident()]
