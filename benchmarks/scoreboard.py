@@ -192,9 +192,10 @@ def note_tokens(c: TwentyClient) -> list[float]:
     budget = c.transport.budget
     take = budget.acquire
 
-    def acquire() -> None:
-        take()
+    def acquire() -> int:
+        ticket = take()
         taken.append(time.monotonic())
+        return ticket
 
     budget.acquire = acquire  # type: ignore[method-assign]
     return taken

@@ -135,3 +135,35 @@ def test_a_client_told_only_the_limit_learns_the_servers_smaller_burst_from_its_
         assert client.transport.budget.capacity <= 10 + 4  # at most the server's burst and what was on the wire
     assert len(outcome.succeeded) == 40
     assert sum(1 for e in batch_posts(sandbox) if e.status == 201) == 40
+
+
+def test_resends_timed_from_the_refused_requests_departure_land_once_without_a_storm(sandbox: Any) -> None:
+    """Told only the limit, the client outruns the server's bucket of 6 once, with half a second of
+    latency. Its refused requests are resent on what the server earned since they left (the rule is
+    pinned in test_inflight.py), which never outruns the server a second time: every record lands
+    once and the 429s stay within the first refused round (the burst's overflow and the requests its
+    answers sent before the refusals came back)."""
+    sandbox.set_rate_limit(300, burst=6, style="legacy")
+    sandbox.set_faults(latency_ms=500)
+    with client_for(sandbox, batch_size=1, requests_per_minute=300, max_in_flight=8) as client:
+        outcome = client.records.create_many("people", [person(i) for i in range(24)])
+        refused = client.transport.stats.rate_limited
+    assert len(outcome.succeeded) == 24
+    posts = batch_posts(sandbox)
+    assert sum(1 for e in posts if e.status == 201) == 24
+    assert 1 <= refused == sum(1 for e in posts if e.status == 429) <= 8
+
+
+def test_finish_runs_the_callers_bookkeeping_while_answers_are_still_on_the_wire(sandbox: Any) -> None:
+    """`while_waiting` runs on the caller's thread, each time the next answer is not back yet, after
+    every answer already back was handed over: never once the last one was."""
+    sandbox.set_faults(latency_ms=200)
+    handed: list[int] = []
+    waits: list[tuple[int, int]] = []  # (thread, records handed over so far)
+    with client_for(sandbox, batch_size=10, max_in_flight=4) as client:
+        client.transport.while_waiting = lambda: waits.append((threading.get_ident(), len(handed)))
+        outcome = client.records.create_many("people", [person(i) for i in range(60)],
+                                             on_write=lambda landed: handed.extend(i for i, _ in landed))
+    assert len(outcome.succeeded) == 60 and handed == list(range(60))
+    assert waits and {thread for thread, _ in waits} == {threading.get_ident()}
+    assert all(n < 60 for _, n in waits)

@@ -122,3 +122,44 @@ def test_a_429_that_says_the_servers_count_leaves_the_burst_to_the_headers() -> 
         budget.acquire()
     budget.drain()
     assert budget.capacity == 540 and budget.tokens_left() == 0
+
+
+def test_a_refusal_restarts_the_bucket_from_the_refused_requests_departure() -> None:
+    """Two requests sent together are refused, answered 0.6 s later: the server earned two tokens
+    (at 200 a minute) between counting them and counting their resends, less the requests sent
+    after them; a refusal of an earlier request, answered last, says less and changes nothing."""
+    clock = FakeClock()
+    budget = RequestBudget(200, 20, clock=clock, sleep=clock.sleep)
+    tickets = [budget.acquire() for _ in range(20)]
+    assert tickets == list(range(1, 21))
+    sent_at = clock.now
+    clock.now += 0.6
+    budget.drain(learn_burst=True, since=0, ticket=19, sent_at=sent_at)
+    assert budget.tokens_left() == pytest.approx(2 - 0.1 - 1)  # request 20 left after 19: counted before its resend
+    budget.drain(learn_burst=True, since=0, ticket=20, sent_at=sent_at)
+    assert budget.tokens_left() == pytest.approx(2 - 0.1)
+    budget.drain(learn_burst=True, since=0, ticket=18, sent_at=sent_at)  # an earlier refusal, answered last
+    assert budget.tokens_left() == pytest.approx(2 - 0.1)
+    budget.drain(learn_burst=True, since=0)  # no departure known: from empty, now
+    assert budget.tokens_left() == 0
+
+
+def test_a_thread_asleep_on_an_empty_bucket_sees_tokens_a_refusal_gives_back() -> None:
+    """A thread waiting for a token wakes at least once a token's time to look again: another
+    request's refusal may have given the bucket tokens back meanwhile."""
+    clock = FakeClock()
+    budget = RequestBudget(60, 5, clock=clock, sleep=clock.sleep)  # a token a second
+    for _ in range(5):
+        budget.acquire()
+    clock.now += 0.5
+    budget.drain(ticket=1, sent_at=1000.0)  # the first request refused: four left after it
+    assert budget.tokens_left() == 0
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.sleeps) == 1:  # meanwhile the last request's refusal is answered
+            budget.drain(ticket=5, sent_at=1000.0)
+
+    budget._sleep = sleep
+    budget.acquire()
+    assert clock.sleeps == [pytest.approx(1.0)]  # not the 4.6 s the first refusal alone asked for

@@ -103,11 +103,53 @@ def test_a_headerless_429_is_resent_after_one_token_then_backs_off_more(clock: F
         mock.get("/rest/people").mock(side_effect=[refused, refused, ok()])
         transport.request("GET", "/rest/people")
     assert transport.stats.rate_limited == 2
-    # The first resend waits one token (the pause and the drained bucket's token are the same wait),
-    # not a long hold; the second waits longer (the limit may be lower than we were told).
-    assert clock.sleeps[0] == pytest.approx(0.3) and clock.sleeps[1] >= 0.6
-    assert sum(clock.sleeps) == pytest.approx(0.3 + clock.sleeps[1])  # no other wait
+    # Answered at once (this clock stands still on the wire): the first resend waits one token (and
+    # the margin) from the refused request's departure, nothing more; the second waits longer (the
+    # limit may be lower than we were told).
+    first_resend = sum(clock.sleeps[:-1])
+    assert first_resend == pytest.approx(0.3 * 1.1) and clock.sleeps[-1] >= 0.6
     assert transport.budget.capacity < 180  # the burst learned: no more than was spent
+
+
+def test_a_headerless_429_counts_the_refusals_round_trip_as_earned(clock: FakeClock) -> None:
+    """The server counted the refused request somewhere on its round trip and counts the resend at
+    the same point of its own: the tokens it earned while the refusal travelled back are there."""
+    transport = make_transport(clock, per_minute=200)  # a token every 0.3 s
+    refused = httpx.Response(429, json={"messages": ["Limit reached (200 tokens per 60000 ms)"]})
+    answers = iter([refused, ok()])
+
+    def slow_server(request: httpx.Request) -> httpx.Response:
+        clock.now += 0.6  # a 600 ms round trip: two tokens
+        return next(answers)
+
+    with respx.mock(base_url=BASE) as mock:
+        route = mock.get("/rest/people").mock(side_effect=slow_server)
+        transport.request("GET", "/rest/people")
+    assert route.call_count == 2
+    assert sum(clock.sleeps) == 0  # resent at once, not a round trip and a token later
+    # The resend took one of them, and its own round trip earned two more.
+    assert transport.budget.tokens_left() == pytest.approx(2 - 0.1 - 1 + 2)
+
+
+def test_a_429_that_says_the_servers_count_is_believed_over_the_round_trip(clock: FakeClock) -> None:
+    """Rate limits v2 say what is left (0) and when to come back: nothing is credited for the time
+    the refusal took to come back; the bucket refills from empty while the resend waits."""
+    transport = make_transport(clock, per_minute=200)
+    said = httpx.Response(429, headers={"Retry-After": "1", "X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0"},
+                          json={"statusCode": 429, "error": "RATE_LIMITED"})
+    answers = iter([said, ok()])
+
+    def slow_server(request: httpx.Request) -> httpx.Response:
+        clock.now += 0.6
+        return next(answers)
+
+    with respx.mock(base_url=BASE) as mock:
+        mock.get("/rest/people").mock(side_effect=slow_server)
+        transport.request("GET", "/rest/people")
+    waited = sum(clock.sleeps)
+    assert waited >= 1.0
+    # Empty at the refusal, refilled while waiting and during the resend's round trip, less the resend.
+    assert transport.budget.tokens_left() == pytest.approx((waited + 0.6) * 200 / 60 - 1)
 
 
 def test_gives_up_after_max_retries_with_typed_error(clock: FakeClock) -> None:

@@ -238,3 +238,22 @@ def test_a_twenty_id_is_kept_as_16_bytes_exactly_when_it_is_a_lowercase_uuid(crm
     except ValueError:
         expected = None
     assert _uuid_bytes(crm_id) == expected
+
+
+def test_a_push_waiting_for_answers_folds_only_where_a_fold_is_always_due(warehouse: Warehouse) -> None:
+    """While a push waits for its last answers its saves so far are folded where a fold is a free scan
+    (a share of 0: DuckDB's way); with a share (BigQuery's way) nothing is sent: the entries wait for it."""
+    warehouse.journal_fold_share = 0.0
+    save(warehouse, "7", crm_id="g", status="synced")
+    warehouse.fold_journal_while_idle()
+    assert warehouse.count_rows("crm_sync_journal") == 0
+    assert folded_state(warehouse, "7") == {"crm_id": "g", "status": "synced", "last_error": None}
+    before = warehouse.statements.statements
+    warehouse.fold_journal_while_idle()  # nothing new saved: nothing sent
+    assert warehouse.statements.statements == before
+    warehouse.journal_fold_share = 0.1
+    save(warehouse, "8", crm_id="h", status="synced")
+    before = warehouse.statements.statements
+    warehouse.fold_journal_while_idle()
+    assert warehouse.statements.statements == before
+    assert warehouse.count_rows("crm_sync_journal") == 1

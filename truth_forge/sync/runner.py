@@ -15,7 +15,8 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -127,6 +128,19 @@ def _name_checked(started: tuple[str, Future[own_writes.NameCheck]] | None) -> t
     return None if started is None else (started[0], started[1].result())
 
 
+def _on_this_thread(fold: Callable[[], None] | None) -> Callable[[], None] | None:
+    """`fold`, run only when called from this thread: the warehouse's connection is not thread-safe,
+    and another thread's stream on the same client must not reach it (None: a store that cannot)."""
+    if fold is None:
+        return None
+    mine = threading.get_ident()
+
+    def on_mine() -> None:
+        if threading.get_ident() == mine:
+            fold()
+    return on_mine
+
+
 def run_sync(
     warehouse: SyncStore,
     client: TwentyClient,
@@ -229,6 +243,9 @@ def _run_as_writer(
             # Change detection compares with the folded state: what the pull merged is not sent back.
             warehouse.fold_journal()
         if direction in ("both", "push"):
+            # While a push waits for its last answers, what it saved so far is folded (DuckDB), so
+            # the run's own fold after the last answer is small.
+            client.transport.while_waiting = _on_this_thread(getattr(warehouse, "fold_journal_while_idle", None))
             for obj in order:
                 # The name our writes are stamped with is learnt from the first answers; its check (one
                 # read) goes out now, on the pool, so its round trip overlaps this push instead of
@@ -279,6 +296,7 @@ def _run_as_writer(
         reporter.record(object_type=None, operation="run", error=exc)
         raise
     finally:
+        client.transport.while_waiting = None
         ChangedPages.close_unread(early)
         counts["errors"] = reporter.count
         counts["requests"] = client.transport.stats.requests - requests_before

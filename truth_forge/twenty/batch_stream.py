@@ -188,10 +188,16 @@ class BatchStream:
         self._hand_over(wait=False)
 
     def finish(self) -> None:
-        """Send what is left and hand every answer over."""
+        """Send what is left and hand every answer over. Each time the next answer is not back yet,
+        the transport's `while_waiting` runs first (the caller's bookkeeping of the answers handed
+        over so far, done while the rest are on the wire instead of after the last one)."""
         if self._pending and not self.stopped:
             self._cut()
-        self._hand_over(wait=True)
+        while self._flight:
+            idle = self.api.transport.while_waiting
+            if idle is not None and not self.stopped and not self._flight[0][0].done():
+                idle()
+            self._hand_over_head()
 
     def __enter__(self) -> BatchStream:
         return self

@@ -69,6 +69,10 @@ MAX_IN_FLIGHT_CEILING = 16  # threads and connections a client holds at most by 
 # one 5 s too, so a request can leave on a connection the server is closing at that moment, and a
 # plain create whose connection broke is never resent. Drop idle connections a second earlier.
 KEEPALIVE_EXPIRY_SECONDS = 4.0
+# After a headerless 429 the bucket restarts from what the server earned since the refused request
+# left (`RequestBudget.drain`), less this much: a resend that reaches the server's count a little
+# sooner than the refused request did (jitter, a connection already open) still finds its token.
+REFUSAL_MARGIN_TOKENS = 0.1
 
 
 def in_flight_for(per_minute: float) -> int:
@@ -113,14 +117,17 @@ class RequestBudget:
         self._hold_until = float("-inf")
         self.waited_seconds = 0.0
         self.drains = 0  # how many 429s emptied it (read when a token is taken, passed back to drain)
+        self.taken = 0  # tokens ever taken: each request's ticket, in the order they left
+        self._refused_ticket = 0  # the ticket of the latest-sent refused request the bucket was set from
 
     def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
         self._last = now
 
-    def acquire(self) -> None:
-        """Take one token, sleeping until one is there (and until any pause the server asked for is over)."""
+    def acquire(self) -> int:
+        """Take one token, sleeping until one is there (and until any pause the server asked for is
+        over); returns the request's ticket (1, 2, ...: the order requests left in), for `drain`."""
         while True:
             with self._lock:
                 self._refill()
@@ -129,13 +136,17 @@ class RequestBudget:
                 # resolution would never move it.
                 if held <= 0 and self._tokens >= 1.0 - 1e-9:
                     self._tokens -= 1.0
-                    return
-                wait = held if held > 0 else (1.0 - self._tokens) / self.rate
+                    self.taken += 1
+                    return self.taken
+                # At most one token's time at once: a 429's `drain` can give the bucket back tokens
+                # (what the server earned while the refusal travelled) to a thread already asleep.
+                wait = held if held > 0 else min(1.0, 1.0 - self._tokens) / self.rate
                 self.waited_seconds += wait
             self._sleep(wait)
 
-    def drain(self, *, learn_burst: bool = False, in_flight_elsewhere: int = 0, since: int | None = None) -> None:
-        """The server said 429: whatever we thought was left is not, so start refilling from zero.
+    def drain(self, *, learn_burst: bool = False, in_flight_elsewhere: int = 0, since: int | None = None,
+              ticket: int | None = None, sent_at: float | None = None) -> None:
+        """The server said 429: whatever we thought was left is not.
 
         `learn_burst` (a 429 that did not say the server's count): its bucket is smaller than ours.
         Both refill at the limit, so since ours was last full we have spent at least what its bucket
@@ -143,7 +154,16 @@ class RequestBudget:
         not have counted them yet), and from here requests leave at the limit, not in a burst that a
         quiet moment refilled past the server's bucket. `since`: the value of `drains` when the refused
         request took its token; drained after that (another refusal of the same burst), the burst
-        was learned already: only drain."""
+        was learned already: only drain.
+
+        `ticket` and `sent_at` (our clock when the refused request left): the server had no token for
+        it when it counted it, somewhere between its departure and its answer. The request sent again
+        takes the same way to that count (same path, same body), so what the server earns between
+        the two counts is what our bucket earns between the two departures: the bucket restarts from
+        empty at `sent_at`, less every request that left after it (counted before a resend). Counting
+        from the answer instead would waste the whole round trip, seconds of tokens behind a slow
+        proxy. Without them, or after an earlier request's refusal (a later one's says more), it
+        restarts from empty now."""
         with self._lock:
             self._refill()
             if learn_burst and (since is None or since == self.drains):
@@ -153,7 +173,12 @@ class RequestBudget:
                     log.info("Twenty refused a request for rate after %d in a burst; bursts of at most %d "
                              "from now on", spent, spent)
                     self.capacity = float(spent)
-            self._tokens = min(self._tokens, 0.0)
+            if ticket is None or sent_at is None:
+                self._tokens = min(self._tokens, 0.0)
+            elif ticket > self._refused_ticket:
+                earned = max(0.0, self._clock() - sent_at) * self.rate - REFUSAL_MARGIN_TOKENS
+                self._tokens = min(self.capacity, earned - (self.taken - ticket))
+                self._refused_ticket = ticket
             self.drains += 1
 
     @property
@@ -423,6 +448,9 @@ class Transport:
         # Called before every write request leaves (POST, PATCH, DELETE, PUT): the writer lease's
         # fence (truth_forge/core/lease.py), which raises LeaseLost, so nothing is sent, once it is lost.
         self.before_write: Callable[[], None] | None = None
+        # Called by a batch stream's `finish` while its last answers are on the wire, on the caller's
+        # thread (the sync's warehouse thread): bookkeeping that would otherwise wait for the last one.
+        self.while_waiting: Callable[[], None] | None = None
         # Whether Twenty has answered at all: a failure to connect means a wrong URL before, an outage after.
         self._answered = False
         self._http = httpx.Client(
@@ -600,7 +628,7 @@ class Transport:
         (taking the token last keeps our departures as spread out as the bucket made them)."""
         with self.gate:
             entered = self.gate.narrowed  # 429s of requests sent before a narrowing do not narrow it again
-            self.budget.acquire()
+            ticket = self.budget.acquire()
             drained = self.budget.drains  # nor, once drained, teach the bucket the same burst again
             if self.before_write is not None and method.upper() in _WRITE_METHODS:
                 self.before_write()
@@ -616,7 +644,10 @@ class Transport:
             if said is not None:
                 self.budget.observe(said.limit, said.remaining, self.gate.others())
             if status == 429:
-                self.budget.drain(learn_burst=said is None, in_flight_elsewhere=self.gate.others(), since=drained)
+                # A 429 that said the server's count: that count (observed above) is better than ours.
+                headerless = said is None
+                self.budget.drain(learn_burst=headerless, in_flight_elsewhere=self.gate.others(), since=drained,
+                                  ticket=ticket if headerless else None, sent_at=started if headerless else None)
                 self.gate.narrow(since=entered)
             else:
                 self.gate.widen()
@@ -669,11 +700,12 @@ class Transport:
             # The server knows when its bucket refills; a little jitter on top avoids a thundering herd.
             return min(self.retry.max_delay, asked) + backoff * 0.1
         if response.status_code == 429:
-            # Legacy limiter: no headers. The bucket is drained and paces at the limit from here
-            # (`RequestBudget.drain`), so the first resend waits one token; a 429 again means the
-            # limit itself is lower than we were told (or shared): back off more each time.
+            # Legacy limiter: no headers. The bucket was set to what the server can have earned since
+            # the refused request left, and paces at the limit from there (`RequestBudget.drain`), so
+            # the first resend waits for its token and nothing more; a 429 again means the limit
+            # itself is lower than we were told (or shared): back off more each time.
             token = self.budget.token_seconds
-            return token if attempt == 0 else max(backoff, token * (attempt + 1))
+            return 0.0 if attempt == 0 else max(backoff, token * (attempt + 1))
         return backoff
 
     def _pause(self, wait: float, method: str, path: str, why: str, attempt: int) -> None:

@@ -7,7 +7,8 @@ whole target: docs/reference/standard-sql/dml-syntax, "On-demand query size calc
 save is an INSERT into `crm_sync_journal` (it reads no table, so it bills nothing).
 
 Between phases the journal is *settled* (`fold_journal`, called by the runner at the start of a run,
-after the pull and at the end): the records whose status the new entries set go on or off the retry
+after the pull and at the end, and on DuckDB while a push waits for its last answers,
+`fold_journal_while_idle`): the records whose status the new entries set go on or off the retry
 lists, and the clean ones are remembered for closing their errors. It is *folded* into the state by
 one MERGE only when that is due: on DuckDB every time (a scan is free there, and the state table
 then always says everything), on BigQuery once the entries not folded reach a share of the state's
@@ -405,6 +406,14 @@ class SyncStateJournal:
             self._journal.dirty = self._journal.last_seq > max(seen, upto)
             self._journal.unfolded = bool(count) and not done or self._journal.dirty
         return done
+
+    def fold_journal_while_idle(self) -> None:
+        """The push waits for its last answers: fold what it saved so far now, so the fold after the
+        last answer has only the last few requests' entries to take in. Only where a fold is always
+        due (scans are free: DuckDB); on BigQuery every statement bills at least 10 MB a table, and
+        the journal waits for its share as before. Nothing is sent when nothing new was saved."""
+        if self.journal_fold_share <= 0 and not self.read_only:
+            self.fold_journal()
 
     def _unfolded_keys_unsettled(self) -> None:
         rows, _ = self._run(_UNFOLDED_KEYS, (self.folded_mark(),), fetch=True)
