@@ -62,6 +62,7 @@ from bench_support import (  # noqa: E402
 )
 
 from truth_forge.core.crm_schema import CrmSchema, setup_schema  # noqa: E402
+from truth_forge.sandbox.app import UNTHROTTLED_PREFIXES  # noqa: E402
 from truth_forge.sync import pull as pull_module  # noqa: E402
 from truth_forge.sync.runner import run_sync  # noqa: E402
 from truth_forge.twenty import TwentyClient  # noqa: E402
@@ -243,9 +244,15 @@ def first_push(mode: Mode, tmp: Path, run: int = 1) -> dict[str, Any]:
         entries = sandbox.since(mark)
     answered = len(entries) - count_status(entries, 429)
     floor = bucket_floor_seconds(answered, FIRST_BUCKET, FIRST_LIMIT)
+    # The metadata requests (the setup and key-name checks) are answered but never throttled, by
+    # Twenty as by the sandbox: the floor of the throttled requests alone is the stricter figure.
+    throttled = [e for e in entries if not e["path"].startswith(UNTHROTTLED_PREFIXES)]
+    strict_floor = bucket_floor_seconds(len(throttled) - count_status(throttled, 429), FIRST_BUCKET, FIRST_LIMIT)
     first_request = min((e["at"] - e["duration_ms"] / 1000 for e in entries), default=started_at)
     return {"contacts": mode.first_push, "seconds": elapsed, "requests": len(entries), "batch": batch,
             "rate_limited": count_status(entries, 429), "floor_seconds": floor, "of_floor": floor / elapsed,
+            "unthrottled": len(entries) - len(throttled), "throttled_floor_seconds": strict_floor,
+            "of_throttled_floor": strict_floor / elapsed,
             "floor_without_bucket_seconds": floor_seconds(answered, FIRST_LIMIT),
             "timeline": _timeline(entries), "first_request_after": max(0.0, first_request - started_at)}
 
@@ -422,6 +429,17 @@ def first_push_parts(f: dict[str, Any]) -> str:
             f"bookkeeping; the key-name check overlaps the people's push)")
 
 
+def throttled_note(f: dict[str, Any]) -> str:
+    """Row 3 against the floor of the throttled requests alone (older results lack it)."""
+    if "throttled_floor_seconds" not in f:
+        return ""
+    return (f"{f['unthrottled']} of the answered requests are metadata requests, which Twenty does not throttle "
+            f"(its API-key throttle is in the record query runner; the sandbox does the same): counting only the "
+            f"throttled ones the floor is {fmt_s(f['throttled_floor_seconds'])} and the run "
+            f"{fmt_pct(f['of_throttled_floor'])} of it (no run reaches either floor: the last answer comes "
+            f"{FIRST_LATENCY} ms after the last request leaves). ")
+
+
 def steady_bucket(s: dict[str, Any]) -> str:
     return "/".join(sorted({f"{m['client_bucket']:.0f}" for k, m in s.items() if "client_bucket" in m})) or "?"
 
@@ -535,7 +553,7 @@ def render(mode: Mode, r: dict[str, Any], command: str, run_seconds: float) -> s
             f"there at once, every other request waits for one earned at the limit (the issue's answered ÷ limit, "
             f"which ignores the bucket, is {fmt_s(f.get('floor_without_bucket_seconds'))}). The time is the whole "
             f"`run_sync`, its start (the setup check and one pull page per object, sent together) included"
-            f"{first_push_parts(f)}. "
+            f"{first_push_parts(f)}. {throttled_note(f)}"
             f"{mode.first_push:,} contacts plus {mode.first_push // 20} companies. The naive loop ran for "
             f"{mode.naive_seconds:.0f} s and is **extrapolated** linearly to {mode.first_push:,} contacts.")
 

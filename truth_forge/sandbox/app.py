@@ -45,7 +45,7 @@ from truth_forge.sandbox.runtime import SandboxRuntime
 log = logging.getLogger(__name__)
 
 # Not record queries: Twenty's API-key throttle sits in the common query runner only.
-_METADATA_PREFIXES = ("/rest/metadata", "/rest/webhooks", "/rest/open-api", "/rest/apiKeys")
+UNTHROTTLED_PREFIXES = ("/rest/metadata", "/rest/webhooks", "/rest/open-api", "/rest/apiKeys")
 # A filter that lists record ids (`id[in]:[...]`), not another field ending in "Id".
 _LISTS_IDS = re.compile(r"(?<![A-Za-z0-9_.])id\[in\]:")
 # What nginx sends with its 414 (an HTML page, not Twenty's JSON).
@@ -238,7 +238,7 @@ class SandboxASGI:
                 if decision.action == "rate_limit":
                     fault.append("rate_limit")
                     raise self.rt.rate_limiter.too_many_requests(_key_id(cred.token), 60.0)
-                if cred.rate_limited and not path.startswith(_METADATA_PREFIXES):
+                if cred.rate_limited and not path.startswith(UNTHROTTLED_PREFIXES):
                     # Twenty throttles record queries made with an API key (common query
                     # runner), per workspace; a logged-in user's requests are not throttled.
                     limit_headers.update(self.rt.rate_limiter.check(_key_id(cred.token)))
