@@ -128,11 +128,9 @@ def _name_checked(started: tuple[str, Future[own_writes.NameCheck]] | None) -> t
     return None if started is None else (started[0], started[1].result())
 
 
-def _on_this_thread(fold: Callable[[], None] | None) -> Callable[[], None] | None:
+def _on_this_thread(fold: Callable[[], None]) -> Callable[[], None]:
     """`fold`, run only when called from this thread: the warehouse's connection is not thread-safe,
-    and another thread's stream on the same client must not reach it (None: a store that cannot)."""
-    if fold is None:
-        return None
+    and another thread's stream on the same client must not reach it."""
     mine = threading.get_ident()
 
     def on_mine() -> None:
@@ -245,7 +243,7 @@ def _run_as_writer(
         if direction in ("both", "push"):
             # While a push waits for its last answers, what it saved so far is folded (DuckDB), so
             # the run's own fold after the last answer is small.
-            client.transport.while_waiting = _on_this_thread(getattr(warehouse, "fold_journal_while_idle", None))
+            client.transport.while_waiting = _on_this_thread(warehouse.fold_journal_while_idle)
             for obj in order:
                 # The name our writes are stamped with is learnt from the first answers; its check (one
                 # read) goes out now, on the pool, so its round trip overlaps this push instead of
