@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.core import memory
+from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync import push
 from truth_forge.sync.context import SyncEvent
 from truth_forge.sync.runner import run_sync
