@@ -257,3 +257,21 @@ def test_a_push_waiting_for_answers_folds_only_where_a_fold_is_always_due(wareho
     warehouse.fold_journal_while_idle()
     assert warehouse.statements.statements == before
     assert warehouse.count_rows("crm_sync_journal") == 1
+
+
+def test_more_than_a_fold_window_saved_is_left_for_the_end_of_the_push(warehouse: Warehouse) -> None:
+    """A fold while a push waits takes in at most a fold window of saves: a bigger one (a first push
+    of a million records) would fill DuckDB's pool while the push still holds its rows; it waits for
+    the run's fold, after the push has ended and freed them."""
+    warehouse.journal_fold_share = 0.0
+    warehouse.fold_window_rows = 2
+    for key in ("1", "2", "3"):
+        save(warehouse, key, crm_id=f"id-{key}", status="synced")
+    warehouse.fold_journal_while_idle()
+    assert warehouse.count_rows("crm_sync_journal") == 3  # three saves, a window of two: not folded now
+    warehouse.fold_journal()
+    assert warehouse.count_rows("crm_sync_journal") == 0
+    save(warehouse, "4", crm_id="id-4", status="synced")
+    warehouse.fold_journal_while_idle()  # counted from the last fold: one save, within the window
+    assert warehouse.count_rows("crm_sync_journal") == 0
+    assert folded_state(warehouse, "4") == {"crm_id": "id-4", "status": "synced", "last_error": None}
