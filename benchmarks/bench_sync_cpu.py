@@ -62,26 +62,30 @@ def step_prepare(path: str, contacts: int) -> dict[str, Any]:
     return {"businesses": report.businesses}
 
 
+def _task_cpu(tid: int) -> float | None:
+    """User + system CPU seconds of one thread of this process, from /proc (None: it has ended)."""
+    try:
+        fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _native_thread_cpu() -> dict[int, float]:
     """CPU seconds of each thread of this process that Python did not start (DuckDB's workers), by
     thread id, from /proc (empty where there is none)."""
     import threading
 
     python_threads = {t.native_id for t in threading.enumerate()}
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[int, float] = {}
     try:
         tids = [int(name) for name in os.listdir("/proc/self/task")]
     except OSError:
         return out
     for tid in tids:
-        if tid in python_threads:
-            continue
-        try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        out[tid] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        cpu = None if tid in python_threads else _task_cpu(tid)
+        if cpu is not None:  # a Python thread, or one that ended meanwhile
+            out[tid] = cpu
     return out
 
 
@@ -94,37 +98,36 @@ class _PythonThreadCpu:
     def __init__(self) -> None:
         import threading
 
-        self._tick = os.sysconf("SC_CLK_TCK")
         self._caller = threading.current_thread()
+        self._sampler: threading.Thread | None = None
+        self._start = {tid: cpu for tid, (_, cpu) in self._read().items()}
         self._seen: dict[int, tuple[str, float]] = {}
-        self._start: dict[int, float] = {}
         self._stop = threading.Event()
-        self._read(self._start)
         self._sampler = threading.Thread(target=self._sample, name="bench-sampler", daemon=True)
         self._sampler.start()
 
-    def _read(self, into: dict[int, Any]) -> None:
+    def _read(self) -> dict[int, tuple[str, float]]:
+        """(name without its number, CPU seconds) of each live Python thread but the caller's and the sampler."""
         import threading
 
+        out: dict[int, tuple[str, float]] = {}
         for thread in threading.enumerate():
-            if thread in (self._caller, getattr(self, "_sampler", None)) or thread.native_id is None:
+            if thread in (self._caller, self._sampler) or thread.native_id is None:
                 continue
-            try:
-                fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # ended meanwhile
-            cpu = (int(fields[11]) + int(fields[12])) / self._tick
-            name = thread.name.rstrip("0123456789_-") or thread.name
-            into[thread.native_id] = cpu if into is self._start else (name, cpu)
+            cpu = _task_cpu(thread.native_id)
+            if cpu is not None:  # None: ended meanwhile
+                out[thread.native_id] = (thread.name.rstrip("0123456789_-") or thread.name, cpu)
+        return out
 
     def _sample(self) -> None:
         while not self._stop.wait(0.1):
-            self._read(self._seen)
+            self._seen.update(self._read())
 
     def stop(self) -> dict[str, float]:
         self._stop.set()
-        self._sampler.join()
-        self._read(self._seen)
+        if self._sampler is not None:
+            self._sampler.join()
+        self._seen.update(self._read())
         out: dict[str, float] = {}
         for tid, (name, cpu) in self._seen.items():
             out[name] = round(out.get(name, 0.0) + cpu - self._start.get(tid, 0.0), 2)
