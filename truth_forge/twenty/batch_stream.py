@@ -185,7 +185,7 @@ class BatchStream:
                 self._pending_keys.add(key)
             if len(self._pending) >= self.api.batch_size:
                 self._cut()
-        self._hand_over(wait=False)
+        self._hand_over_answered()
 
     def finish(self) -> None:
         """Send what is left and hand every answer over. Each time the next answer is not back yet,
@@ -221,8 +221,9 @@ class BatchStream:
         self._busy |= keys
         self._flight.append((self.pool.submit(self.writer.run, chunk), keys))
 
-    def _hand_over(self, *, wait: bool) -> None:
-        while self._flight and (wait or self._flight[0][0].done()):
+    def _hand_over_answered(self) -> None:
+        """Hand over the answers already back, in order, without waiting for one."""
+        while self._flight and self._flight[0][0].done():
             self._hand_over_head()
 
     def _hand_over_head(self) -> None:
