@@ -9,6 +9,7 @@ import pytest
 from truth_forge.core.crm_schema import CrmSchema
 from truth_forge.sync.mapping import (
     business_to_company,
+    check_storable,
     company_to_business,
     contact_to_person,
     crm_hash,
@@ -48,6 +49,16 @@ def test_contact_becomes_a_whole_twenty_person() -> None:
     assert body["communicationStats"] is None
     assert body["companyId"] == "c0ffee00-0000-4000-8000-000000000000"
     assert not any("_" in key for key in body)  # nothing snake_case reaches Twenty
+
+
+def test_what_twenty_cannot_store_is_refused_naming_the_field() -> None:
+    """NUL in text (Postgres refuses it) and NaN or Infinity anywhere (JSON has none: the request's
+    encoder would send null), at the top or nested; finite numbers and None pass."""
+    check_storable({"score": 1.5, "data": {"x": [0.0, -2e300, None, "text"]}, "none": None})
+    for body, field in [({"score": float("nan")}, "score"), ({"data": {"x": [1.5, float("-inf")]}}, "data"),
+                        ({"name": "a\x00b"}, "name"), ({"data": ["ok", {"deep": "nul\x00"}]}, "data")]:
+        with pytest.raises(ValueError, match=f"^{field} (holds|contains)"):
+            check_storable(body)
 
 
 def test_bad_phone_is_a_clear_error() -> None:

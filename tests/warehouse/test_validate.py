@@ -82,9 +82,21 @@ def test_canonical_json_is_the_plain_encoders_text_and_errors() -> None:
 
 
 @pytest.mark.parametrize("text", ['{"a":[1,2.5,null,true],"b":"\\u00e9"}', ' {"a":1}', '{"a":1}\n', "[]", '"s"', "12",
-                                  "NaN", "1e400", '"\\ud800"'])
+                                  "NaN", "1e400", '"\\ud800"', "123456789012345678901234567890",
+                                  '{"n":18446744073709551616,"m":-9223372036854775809}', "1.0", "-0", "5e-324",
+                                  '\t[1.5e300, 0.1, 1E2] ', '"\\ud83d\\ude00 \\u007f"'])
 def test_parse_json_is_json_loads(text: str) -> None:
     assert repr(parse_json(text)) == repr(json.loads(text))
+
+
+def test_parse_json_reads_json_texts_of_every_kind_as_json_loads() -> None:
+    """Texts json.dumps wrote of random values (floats of every exponent, integers past 64 bits,
+    text of every plane): orjson's reading or json's, the same value (repr tells 1 from 1.0)."""
+    from tests.test_json_text import RANDOM
+
+    for value in RANDOM:
+        text = json.dumps(value)
+        assert repr(parse_json(text)) == repr(json.loads(text)), text
 
 
 @pytest.mark.parametrize("text", ["", "nul", '{"a":1}x', '{"a":1} 2', "{'a':1}", "[1,]"])

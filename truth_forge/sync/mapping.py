@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from truth_forge.core.crm_schema import CrmSchema, FieldSpec, to_option_value
+from truth_forge.core.json_text import CompactJson
 from truth_forge.twenty import shapes
-from truth_forge.twenty.json_text import CompactJson
 
 
 def to_twenty_value(spec: FieldSpec, value: Any) -> Any:
@@ -111,15 +112,17 @@ def _leave_out(left_out: list[str] | None, reason: str) -> None:
 
 
 def check_storable(body: Mapping[str, Any]) -> None:
-    """Refuse text Twenty's Postgres cannot store (a NUL character), naming the field."""
+    """Refuse what Twenty cannot store, naming the field: text with a NUL character (its Postgres
+    refuses it), and NaN or Infinity (JSON has no such number; the request's encoder would send null)."""
     for name, value in body.items():
         if value is None or (isinstance(value, str) and "\x00" not in value):
             continue  # most fields: one look, no walk
-        if _has_nul(value):
-            raise ValueError(f"{name} contains a NUL character, which Twenty's database cannot store")
+        why = _unstorable(value)
+        if why is not None:
+            raise ValueError(f"{name} {why}")
 
 
-def _has_nul(value: Any) -> bool:
+def _unstorable(value: Any) -> str | None:
     waiting = [value]
     while waiting:
         item = waiting.pop()
@@ -128,20 +131,23 @@ def _has_nul(value: Any) -> bool:
             for inner in (item.values() if kind is dict else item):
                 if type(inner) is str:
                     if "\x00" in inner:
-                        return True
+                        return _NUL
                 elif inner is not None:  # nothing to look at in None: not worth a turn of the loop
                     waiting.append(inner)
-        elif kind is str:
-            if "\x00" in item:
-                return True
         elif isinstance(item, str):
             if "\x00" in item:
-                return True
+                return _NUL
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"holds {item!r}, which is not a number JSON or Twenty can hold"
         elif isinstance(item, Mapping):
             waiting.extend(item.values())
         elif isinstance(item, list):
             waiting.extend(item)
-    return False
+    return None
+
+
+_NUL = "contains a NUL character, which Twenty's database cannot store"
 
 
 def contact_to_person(

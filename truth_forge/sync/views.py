@@ -16,9 +16,9 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from truth_forge.core.crm_schema import CrmSchema
+from truth_forge.core.json_text import CompactJson
 from truth_forge.sync import mapping
 from truth_forge.sync.objects import PERSON, SyncedObject
-from truth_forge.twenty.json_text import CompactJson
 
 COMPANY_LINK = "business_id"  # a person's company, as the merge sees it
 # Push-only fields (LLM context, statistics: kilobytes of JSON) are only ever compared with what was

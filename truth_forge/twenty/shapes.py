@@ -15,7 +15,7 @@ from typing import Any
 
 import phonenumbers
 
-from truth_forge.twenty.json_text import CompactJson
+from truth_forge.core.json_text import CompactJson
 
 FRIENDLY_KEYS = {"name", "email", "emails", "phone", "phones", "customFields", "domainName", "id"}
 

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
 from truth_forge.core import shutdown
+from truth_forge.core.json_text import read_json
 from truth_forge.twenty import unreachable
 from truth_forge.twenty.errors import (
     TwentyAuthError,
@@ -252,6 +254,20 @@ def _http_date(value: str | None) -> dt.datetime | None:
     except (TypeError, ValueError):
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+_JSON_CONTENT = {"Content-Type": "application/json"}
+
+
+def _encoded_body(value: Any) -> bytes:
+    """A request's JSON body: orjson's compact UTF-8 (a push encodes 200 records a request: 4 times
+    faster than json), or httpx's own encoding of what orjson refuses (integers past 64 bits) and its
+    error. Record bodies hold no NaN or Infinity (mapping refuses them: JSON has none, and orjson
+    would write null)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _retry_after_seconds(headers: Mapping[str, str], clock_now: float) -> float | None:
@@ -521,12 +537,13 @@ class Transport:
             raise TwentyRequestTooLong(
                 f"A request line of {line} bytes is over the {self.max_request_line} of {MAX_REQUEST_LINE_SETTING}; "
                 f"not sent", method=method, path=url)
+        body = None if json_body is None else _encoded_body(json_body)  # once, whatever the retries
         attempt = 0
         while True:
             retry_limit = self.retry.max_retries
             failure: TwentyError
             try:
-                response = self._send(method, path, clean_params, json_body)
+                response = self._send(method, path, clean_params, body)
             except httpx.ConnectError as exc:
                 # Nothing reached the server: always safe to resend, when waiting can help at all.
                 failure, retry_limit = self._not_connected(exc, method, url)
@@ -623,7 +640,7 @@ class Transport:
         limit = unreachable.REFUSED_RETRIES if why.kind == "refused" else self.retry.max_retries
         return TwentyTransientError(summary, method=method, path=url), min(limit, self.retry.max_retries)
 
-    def _send(self, method: str, path: str, params: Mapping[str, Any], json_body: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, params: Mapping[str, Any], body: bytes | None) -> httpx.Response:
         """One request on the wire: a slot in the gate first, then a token, then at once out
         (taking the token last keeps our departures as spread out as the bucket made them)."""
         with self.gate:
@@ -635,7 +652,7 @@ class Transport:
             shutdown.check()  # told to stop (SIGTERM): no new request leaves; those on the wire finish
             self.stats.count(request=True)
             started = self._clock()
-            response = self._within_deadline(method, path, params, json_body, started + self.deadline)
+            response = self._within_deadline(method, path, params, body, started + self.deadline)
             self._answered = True
             status = response.status_code
             self.stats.count(status=status)
@@ -653,11 +670,12 @@ class Transport:
                 self.gate.widen()
         return response
 
-    def _within_deadline(self, method: str, path: str, params: Mapping[str, Any], json_body: Any,
+    def _within_deadline(self, method: str, path: str, params: Mapping[str, Any], body: bytes | None,
                          deadline: float) -> httpx.Response:
         """The response, its body read piece by piece and given up once `deadline` (our clock) has passed;
         each piece is still bounded by the per-read timeout."""
-        with self._http.stream(method, path, params=params or None, json=json_body) as streamed:
+        with self._http.stream(method, path, params=params or None, content=body,
+                               headers=None if body is None else _JSON_CONTENT) as streamed:
             raw = bytearray()
             for piece in streamed.iter_raw():
                 raw += piece
@@ -718,7 +736,7 @@ class Transport:
         if not response.content:
             return None
         try:
-            return response.json()
+            return read_json(response.content, lambda _: response.json())
         except ValueError:
             raise TwentyProtocolError(
                 "Twenty answered with something that is not JSON (is TWENTY_BASE_URL right?)",

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from truth_forge.core.json_text import read_json
+
 
 @dataclass(frozen=True)
 class Scalar:
@@ -66,7 +68,11 @@ _SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # t
 
 
 def parse_json(text: str) -> Any:
-    """`json.loads(text)`: the same value, or the same error."""
+    """`json.loads(text)`: the same value, or the same error (orjson reads it where it may)."""
+    return read_json(text, _json_loads)
+
+
+def _json_loads(text: str) -> Any:
     try:
         value, end = _SCAN(text, 0)
     except StopIteration:

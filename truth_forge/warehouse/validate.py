@@ -10,10 +10,10 @@ stores the same text and so hashes the same.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from truth_forge.core.json_text import CompactJson
 from truth_forge.warehouse.errors import WarehouseDataError
 from truth_forge.warehouse.schema import BOOL, INT64, JSON, STRING, TIMESTAMP
 
@@ -21,24 +21,14 @@ STRING_LIST = "ARRAY<STRING>"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-# json.dumps with these options, built once (every saved merge base goes through it).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-# Its C encoder, made once too (`JSONEncoder.encode` makes one per call: a third of a base's cost).
-# No circular-reference bookkeeping: a value that holds itself fails there, and the plain encoder
-# then says why, as it does for every value it refuses.
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-_CANONICAL_FAST = None if _c_make_encoder is None else _c_make_encoder(
-    None, _CANONICAL.default, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False), built
+# once (every saved merge base goes through it); orjson writes it where that is json's own text.
+_CANONICAL = CompactJson(sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
 def canonical_json(value: Any) -> str:
-    """The one text form of a JSON value that the warehouse stores."""
-    if _CANONICAL_FAST is None or isinstance(value, str):
-        return _CANONICAL.encode(value)
-    try:
-        return "".join(_CANONICAL_FAST(value, 0))
-    except (RecursionError, TypeError, ValueError):
-        return _CANONICAL.encode(value)  # the same text, or the plain encoder's own error
+    """The one text form of a JSON value that the warehouse stores (or json.dumps' own error)."""
+    return _CANONICAL.encode(value)
 
 
 def _coerce(value: Any, type_: str) -> Any:
