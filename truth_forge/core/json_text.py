@@ -21,7 +21,7 @@ when the text holds a run of 19 digits (orjson reads an integer past 64 bits as 
 Dates, times and dataclasses go to `default` as with json (orjson would write them itself). One
 difference is left: a plain `Enum` member (json needs `default` for one) is written by its value;
 no value read from a warehouse or from Twenty is one.
-`tests/twenty/test_json_text.py` holds both paths to json's text over every kind of value.
+`tests/test_json_text.py` holds both paths to json's text over every kind of value.
 """
 
 from __future__ import annotations
