@@ -118,10 +118,7 @@ class DuckDBWarehouse(Warehouse):
     # The journal's fold in windows: one MERGE of a first sync's million entries (each with its
     # merge base) does not fit the default memory limit. Each window's new state rows stay in
     # memory until the checkpoint after it (about 3.6 KB a row with its base: 72 MiB at 20,000).
-    # A window of one row group: a checkpoint compresses every row group its window wrote into,
-    # so 10,000-row windows compressed most state rows twice (a fold of 100,000 entries over a
-    # 1M-row state: 27.0 -> 15.7 us a row of CPU, peak RSS no higher).
-    fold_window_rows = ROW_GROUP_ROWS
+    fold_window_rows = 10_000
     # Rows per change-detection range (the URL's change_range_rows overrides it): each range's
     # query holds its hash join and sort, and the push's state writes stay in memory until the
     # checkpoint between ranges; at 10,000 a first push stays under 400 MB peak RSS with the
