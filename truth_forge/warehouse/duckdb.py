@@ -56,8 +56,13 @@ _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 # with an out-of-memory error naming the setting instead of taking the machine's RAM.
 DEFAULT_MEMORY_LIMIT = "160MB"
 # Each thread keeps its own partitions of a hash table or sort: more threads, more memory, and the
-# sync is bound by Twenty's request budget, not by the warehouse's CPU.
-DEFAULT_THREADS = 2
+# sync is bound by Twenty's request budget, not by the warehouse's CPU. One thread: the statements
+# of a push are small (a save per request, a range read), and a second DuckDB thread only adds its
+# wake-ups (an INSERT of one row: 0.49 ms of CPU with two threads, 0.28 with one). Side by side in
+# one run, a first push's CPU per record fell 2 % at 50k and 4 % at 1M, peak RSS 15 and 7 MiB, its
+# wall time the same (BENCHMARKS.md, "After the report: JSON by orjson ..."); the two sync threads
+# that read and write still run their statements at once.
+DEFAULT_THREADS = 1
 # Rows per row group of the file's tables (DuckDB's default is 122,880). A checkpoint rewrites the
 # last, partly filled row group of a table it appends to, loading it whole into memory: with the
 # sync journal's rows (a few KB each with their merge base) that was up to the whole memory_limit
