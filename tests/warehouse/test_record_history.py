@@ -39,6 +39,19 @@ def test_history_is_appended_in_one_statement_and_read_by_record_newest_first(wa
     assert warehouse.history_of("company", record_key=42) == []
 
 
+def test_a_single_row_is_stored_whole_though_every_value_it_holds_is_shared(warehouse: Any) -> None:
+    # insert_select binds a value every row holds once; with one row that is every value, and the
+    # row's count still has to come from a list (this INSERT once failed to parse on DuckDB).
+    now = dt.datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    assert warehouse.append_history([change("5", "alone", now)]) == 1
+    [row] = warehouse.history_of("person", record_key=5)
+    assert {k: row[k] for k in ("record_key", "crm_id", "field", "old_value", "new_value", "side", "actor",
+                                "changed_at", "applied_at", "run_id", "via")} == {
+        "record_key": "5", "crm_id": "crm-5", "field": "alone", "old_value": '"a"', "new_value": '"b"',
+        "side": "twenty", "actor": "Ada Lovelace", "changed_at": now - dt.timedelta(seconds=5), "applied_at": now,
+        "run_id": "r1", "via": "sync"}
+
+
 def test_retention_deletes_whole_days_before_the_cutoff_once_a_day(warehouse: Any) -> None:
     now = dt.datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
     warehouse.append_history([change("1", "old", now - dt.timedelta(days=40)),

@@ -6,13 +6,14 @@ overwrites the newer state, and a machine whose clock is behind still has its sa
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from truth_forge.warehouse import Warehouse, open_warehouse
-from truth_forge.warehouse.binds import RowSet
+from truth_forge.warehouse.binds import RowSet, plain_row
 from truth_forge.warehouse.queries import source_select
 from truth_forge.warehouse.sample_data import generate_sample_data
 from truth_forge.warehouse.schema import INT64, STRING
@@ -196,25 +197,37 @@ def test_the_records_saved_clean_are_kept_by_their_latest_fold_and_read_back_amo
 
 
 def test_a_save_stores_each_entry_as_given_whether_its_values_are_shared_or_not(warehouse: Warehouse) -> None:
-    # Values every entry of a save shares go to the engine once (state_journal._journal_insert):
-    # the stored entries are the same as when every value went with its own entry.
+    # Values every entry of a save shares go to the engine once (queries.insert_select): the stored
+    # entries are the same as when every value went with its own entry. Timestamps too (a push's
+    # answer is taken in at one time), a shared NULL among them.
+    at = dt.datetime(2026, 12, 4, 18, 5, 6, 123456, tzinfo=dt.UTC)
+    later = at + dt.timedelta(microseconds=1)
     warehouse.upsert_sync_state([
-        {"object_type": "person", "record_key": "11", "crm_id": "a", "status": "synced", "attempts": 0, "last_error": None},
-        {"object_type": "person", "record_key": "12", "crm_id": "b", "status": "synced", "attempts": 0, "last_error": None},
+        {"object_type": "person", "record_key": "11", "crm_id": "a", "status": "synced", "attempts": 0, "last_error": None,
+         "last_synced_at": at, "crm_updated_at": None},
+        {"object_type": "person", "record_key": "12", "crm_id": "b", "status": "synced", "attempts": 0, "last_error": None,
+         "last_synced_at": at.astimezone(dt.timezone(dt.timedelta(hours=2))), "crm_updated_at": None},
     ])
     warehouse.upsert_sync_state([  # no value shared but the field set and the object type
-        {"object_type": "person", "record_key": "13", "crm_id": "c", "status": "failed", "attempts": 2, "last_error": "x"},
-        {"object_type": "person", "record_key": "14", "crm_id": None, "status": "synced", "attempts": 0, "last_error": None},
+        {"object_type": "person", "record_key": "13", "crm_id": "c", "status": "failed", "attempts": 2, "last_error": "x",
+         "last_synced_at": at, "crm_updated_at": later},
+        {"object_type": "person", "record_key": "14", "crm_id": None, "status": "synced", "attempts": 0, "last_error": None,
+         "last_synced_at": later, "crm_updated_at": None},
     ])
     rows, _ = warehouse._run("SELECT j.record_key AS record_key, j.fields AS fields, j.crm_id AS crm_id, "
-                             "j.status AS status, j.attempts AS attempts, j.last_error AS last_error "
+                             "j.status AS status, j.attempts AS attempts, j.last_error AS last_error, "
+                             "j.last_synced_at AS last_synced_at, j.crm_updated_at AS crm_updated_at "
                              "FROM {crm_sync_journal} AS j ORDER BY j.seq", (), fetch=True)
-    fields = ",attempts,crm_id,last_error,status,"
-    assert [dict(r) for r in rows] == [
-        {"record_key": "11", "fields": fields, "crm_id": "a", "status": "synced", "attempts": 0, "last_error": None},
-        {"record_key": "12", "fields": fields, "crm_id": "b", "status": "synced", "attempts": 0, "last_error": None},
-        {"record_key": "13", "fields": fields, "crm_id": "c", "status": "failed", "attempts": 2, "last_error": "x"},
-        {"record_key": "14", "fields": fields, "crm_id": None, "status": "synced", "attempts": 0, "last_error": None},
+    fields = ",attempts,crm_id,crm_updated_at,last_error,last_synced_at,status,"
+    assert [plain_row(r) for r in rows] == [
+        {"record_key": "11", "fields": fields, "crm_id": "a", "status": "synced", "attempts": 0, "last_error": None,
+         "last_synced_at": at, "crm_updated_at": None},
+        {"record_key": "12", "fields": fields, "crm_id": "b", "status": "synced", "attempts": 0, "last_error": None,
+         "last_synced_at": at, "crm_updated_at": None},
+        {"record_key": "13", "fields": fields, "crm_id": "c", "status": "failed", "attempts": 2, "last_error": "x",
+         "last_synced_at": at, "crm_updated_at": later},
+        {"record_key": "14", "fields": fields, "crm_id": None, "status": "synced", "attempts": 0, "last_error": None,
+         "last_synced_at": later, "crm_updated_at": None},
     ]
     warehouse.fold_journal(force=True)
     assert folded_state(warehouse, "13") == {"crm_id": "c", "status": "failed", "last_error": "x"}

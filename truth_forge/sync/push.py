@@ -21,6 +21,7 @@ missing fields, an outage that outlasted the retries several writes in a row).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
 import logging
 import threading
@@ -344,7 +345,8 @@ class _Push:
         # warehouse_hash stays as it was, so the row is still "changed" and is retried next run.
         return self._state(row, status="failed", last_error=entry["error_message"][:1000], last_synced_at=now_utc())
 
-    def _landed(self, item: _Item, record: Mapping[str, Any]) -> dict[str, Any]:
+    def _landed(self, item: _Item, record: Mapping[str, Any], at: dt.datetime) -> dict[str, Any]:
+        """The state of a record one answer stored (`at`: when that answer was taken in)."""
         self.stats.upserted += 1
         note = "; ".join(item.left_out) or None
         if note:
@@ -353,7 +355,7 @@ class _Push:
                                  crm_id=record["id"], error=f"synced without a value: {note}")
         return self._state(
             item.row, crm_id=record["id"], crm_hash=self._crm_hash(item, record),
-            crm_updated_at=parse_timestamp(record.get("updatedAt")), last_synced_at=now_utc(),
+            crm_updated_at=parse_timestamp(record.get("updatedAt")), last_synced_at=at,
             # A row still waiting for its company keeps no hash, so the next run sends it again.
             warehouse_hash=None if item.waiting else item.row["row_hash"],
             status="pending" if item.waiting else "synced", attempts=0, last_error=note, base=item.base,
@@ -769,7 +771,8 @@ class _Lane:
         push = self.push
         own_writes.observe(push.warehouse, push.client.transport.base_url, (record for _, record in landed))
         items = [(self.items.pop(i), record) for i, record in landed]
-        states = [push._landed(item, record) for item, record in items]
+        at = now_utc()  # one time for the whole answer: the journal binds it once, not a copy per row
+        states = [push._landed(item, record, at) for item, record in items]
         late = [s["crm_id"] for s in states if s.get("crm_hash") is None]
         if late:
             read_again(push.warehouse, push.obj, late)  # our stamp now hides that edit from the pull's filter

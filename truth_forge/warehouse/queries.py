@@ -26,6 +26,7 @@ from truth_forge.warehouse.schema import (
     INT64,
     JSON,
     STRING,
+    TIMESTAMP,
 )
 
 # The sync state's columns other than its key (what a journal entry may set).
@@ -349,13 +350,17 @@ def source_select(source: str, columns: Sequence[tuple[str, str]]) -> str:
 def insert_select(table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, Any]], *,
                   never_shared: Collection[str] = ()) -> tuple[str, tuple[Bind, ...]]:
     """`INSERT INTO table (columns...)` of these rows (at least one), as `source_select` reads them,
-    and its binds. A text or integer column that every row holds the same value in (a push's object
-    type, status, run id...) is bound once as a parameter instead of a list with a copy per row:
-    DuckDB converts each value of a list parameter and unnests each list, which is most of what a
-    save of a push's request costs. The same rows are stored. `never_shared`: columns that differ
-    row by row (keys), not worth the look."""
+    and its binds. A text, integer or timestamp column that every row holds the same value in (a
+    push's object type, status, run id, the time its answer was taken in) is bound once as a
+    parameter instead of a list with a copy per row: DuckDB converts each value of a list parameter
+    and unnests each list, which is most of what a save of a push's request costs (a timestamp the
+    most). The same rows are stored. `never_shared`: columns that differ row by row (keys), not
+    worth the look."""
     first = rows[0]
-    shared = {n for n, t in columns if t in (STRING, INT64) and n not in never_shared and _one_value(first[n], n, rows)}
+    shared = {n for n, t in columns
+              if t in (STRING, INT64, TIMESTAMP) and n not in never_shared and _one_value(first[n], n, rows)}
+    if len(shared) == len(columns):
+        shared.discard(columns[0][0])  # one list at least: the rows' count is the lists' length
     listed = [(n, t) for n, t in columns if n not in shared]
     picks = [f"@{_SHARED}{n} AS {n}" if n in shared else f"PARSE_JSON(r.{n}) AS {n}" if t == JSON else f"r.{n} AS {n}"
              for n, t in columns]
