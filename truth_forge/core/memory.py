@@ -1,12 +1,21 @@
-"""Memory a finished push freed, handed back to the operating system.
+"""The C heap of a sync process kept small: one arena, large buffers mapped, free pages handed back.
 
 Why it exists: CPython and DuckDB allocate through the C allocator, which keeps what is freed for
-reuse instead of returning it. After a push of a million records its rows, bodies and answers are
-gone, yet glibc's heap still held about 60 MiB of free chunks while the run's closing fold filled
-DuckDB's buffer pool: the sync process's peak RSS (issue 22's goal: 400 MB at any N). Here the
-young garbage is collected (a push makes collections rare) and glibc is asked to release its free
-pages (`malloc_trim`); once per pushed object, so its cost (milliseconds) does not count. On a C
-library without `malloc_trim` (musl, macOS) only the collection happens.
+reuse instead of returning it. Two of glibc's defaults cost a push of a million records most of
+what stood between its peak RSS and issue 22's goal (400 MB at any N):
+
+- an arena per thread that allocates while another holds the lock (up to 8 per core): the request
+  threads, the read-ahead and the push's own each kept their free chunks apart, 75-85 MiB free in
+  120 MiB of heap during a 1M push;
+- a mmap threshold that rises to the largest block freed so far (up to 32 MiB): once a 400 KB
+  request body or answer is freed, every later one comes from the heap and fragments it.
+
+`bound_heap` sets one arena and a fixed 128 KiB threshold at the start of a run (mallopt), unless
+the operator set either through glibc's own variables (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_).
+Measured (BENCHMARKS.md, issue 22): malloc's heap 120 -> 50 MiB. After each object's push,
+`release_free_memory` collects the young garbage (a push makes collections rare) and asks glibc
+to release its free pages (`malloc_trim`); its cost (milliseconds) does not count. On a C library
+without these calls (musl, macOS) only the collection happens.
 """
 
 from __future__ import annotations
@@ -15,25 +24,46 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-from collections.abc import Callable
+import os
+from typing import Any
+
+# glibc's mallopt parameters (malloc.h) and what a sync process sets them to.
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
+HEAP_ARENAS = 1  # the GIL serialises most allocations anyway; tcache keeps the rest off the lock
+MMAP_THRESHOLD = 128 * 1024  # glibc's starting value, kept: blocks this large are mapped and unmapped
+_OPERATOR_SETTINGS = {_M_ARENA_MAX: "MALLOC_ARENA_MAX", _M_MMAP_THRESHOLD: "MALLOC_MMAP_THRESHOLD_"}
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
+def _libc_function(name: str, argtypes: tuple[Any, ...], restype: Any) -> Any:
+    """A function of the C library, or None when it has none by that name (not glibc)."""
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError, TypeError):  # no C library by that name, or no malloc_trim in it
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("c")), name)
+    except (OSError, AttributeError, TypeError):
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    function.argtypes, function.restype = list(argtypes), restype
+    return function
+
+
+@functools.cache
+def bound_heap() -> bool:
+    """One heap arena and a fixed mmap threshold for this process, once; True when glibc took them.
+    A setting the operator made in glibc's environment variables is left as they made it."""
+    mallopt = _libc_function("mallopt", (ctypes.c_int, ctypes.c_int), ctypes.c_int)
+    if mallopt is None:
+        return False
+    taken = True
+    for param, value in ((_M_ARENA_MAX, HEAP_ARENAS), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD)):
+        if os.environ.get(_OPERATOR_SETTINGS[param]) is None:
+            taken = bool(mallopt(param, value)) and taken
+    return taken
 
 
 def release_free_memory() -> bool:
     """Collect the young generations, then return free heap pages to the system; True when the C
     library could be asked (glibc)."""
     gc.collect(1)
-    trim = _malloc_trim()
+    trim = _libc_function("malloc_trim", (ctypes.c_size_t,), ctypes.c_int)
     if trim is None:
         return False
     trim(0)

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from truth_forge.core import shutdown
 from truth_forge.core.crm_schema import CrmSchema, verify_schema
 from truth_forge.core.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
+from truth_forge.core.memory import bound_heap
 from truth_forge.core.reporting import ErrorReporter
 from truth_forge.sync import changelog, landing, own_writes
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
@@ -172,6 +173,7 @@ def run_sync(
     `objects` limits the run to some object types ("person", "company"; None: both).
     """
     order = selected(objects)  # an unknown name fails before the lease is taken
+    bound_heap()  # before the run's threads allocate: one arena, large buffers mapped (core/memory.py)
     policy = detection or DetectionPolicy()
     if full:
         policy = dataclasses.replace(policy, audit=True)
