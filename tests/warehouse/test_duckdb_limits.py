@@ -83,7 +83,7 @@ def test_change_detection_is_right_under_a_tight_limit(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_first_audit_of_sixty_thousand_contacts_fits_the_default_memory(tmp_path: Path) -> None:
-    """Ranges of 50,000 rows ran out of the default 160 MB here; the default range fits."""
+    """Ranges of 50,000 rows ran out of 160 MB here; the default range fits the default limit."""
     with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}") as wh:
         generate_sample_data(wh, contacts=60_000, businesses=3_000, seed=1)
         seen = sum(len(batch) for batch in wh.detect_changes("person", batch_size=2_000))

@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Rows per change-detection range of an audit unless the engine or the caller says otherwise. A
-# range's hashing and aggregation must fit DuckDB's default 160 MB: ranges of 50,000 ran out of it on
-# a first sync of 60,000 contacts (ranges of 20,000 pass at 200,000).
+# range's hashing and aggregation must fit DuckDB's memory limit: ranges of 50,000 ran out of 160 MB
+# on a first sync of 60,000 contacts (ranges of 20,000 passed at 200,000; DuckDB's own are 10,000).
 DEFAULT_CHANGE_RANGE_ROWS = 20_000
 ONE_RANGE = 2**62  # a range size no table reaches: the audit reads everything in one query
 # How far before the last detection's start the next one looks: writers' statements commit after

@@ -50,11 +50,14 @@ _LIST_TYPES = {
 }
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
-# What DuckDB may hold in its buffer pool before it spills to `temp_directory`. With the sync's
-# Python side (~150 MiB with its libraries) a 1M-contact first push peaked at 424 MiB with 160MB
-# and at 519 MiB with 256MB (BENCHMARKS.md, "Sync process memory"). Queries that cannot spill fail
-# with an out-of-memory error naming the setting instead of taking the machine's RAM.
-DEFAULT_MEMORY_LIMIT = "160MB"
+# What DuckDB may hold in its buffer pool before it spills to `temp_directory`. A first push fills
+# the pool to its limit (cached table blocks, each range's join, each fold window's rows), so the
+# limit is most of the difference between sizes of peak RSS: a 1M-contact first push peaked at
+# 519 MiB with 256MB, 434-443 with 160MB, and 378-379 with 128MB and the bounded C heap
+# (core/memory.py; BENCHMARKS.md, issue 22). Its closing fold's windows of 10,000 entries fit 128MB
+# with the sample data's merge bases; much wider ones could not, and fail with DuckDB's
+# out-of-memory error naming the setting (nothing is lost: the journal waits for a larger limit).
+DEFAULT_MEMORY_LIMIT = "128MB"
 # Each thread keeps its own partitions of a hash table or sort: more threads, more memory, and the
 # sync is bound by Twenty's request budget, not by the warehouse's CPU. One thread: the statements
 # of a push are small (a save per request, a range read), and a second DuckDB thread only adds its

@@ -438,7 +438,7 @@ class SyncStateJournal:
     def _fold_windows(self, folded: int, upto: int) -> list[tuple[int, int]]:
         """(after, upto] seq windows of at most `fold_window_rows` entries, oldest first: folding them
         one after the other gives what one fold gives (each field takes its latest entry's value),
-        and bounds the memory of each MERGE (DuckDB's is 160 MB by default; a first sync of a
+        and bounds the memory of each MERGE (DuckDB's is 128 MB by default; a first sync of a
         million contacts leaves a million entries)."""
         if not self.fold_window_rows:
             return [(folded, upto)]
