@@ -142,3 +142,52 @@ def test_a_checkpoint_during_another_handles_update_is_left_for_later(tmp_path: 
         wh.checkpoint()  # nothing open now: this one is done
     with open_warehouse(url) as reopened:
         assert reopened.get_bookkeeping("k") == "v2"
+
+
+def _wide_entries(wh: Warehouse, count: int, width: int) -> None:
+    """`count` sync states whose merge bases hold `width` characters that do not compress, saved with a
+    checkpoint after each request's worth (as the push's checkpoints between ranges do)."""
+    import random
+    import string
+
+    rnd = random.Random(7)
+    for start in range(0, count, 200):
+        wh.upsert_sync_state([{"object_type": "person", "record_key": str(i), "crm_id": f"c{i}", "status": "synced",
+                               "base": {"canonical_name": "".join(rnd.choices(string.ascii_letters, k=width))}}
+                              for i in range(start, min(count, start + 200))])
+        wh.checkpoint()
+
+
+def test_a_fold_window_that_does_not_fit_the_memory_limit_is_folded_in_halves(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # 2,000 entries of 8 KB in one window need more than 48 MB here (a wider base than the limit was
+    # chosen for); 1,000 fit. The failed MERGE changed nothing, so its halves give the whole fold.
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}?memory_limit=48MB") as wh:
+        wh.fold_window_rows = 2_000
+        _wide_entries(wh, 2_000, 8_000)
+        folds: list[str] = []
+        wh.statements.listeners.append(lambda st: folds.append(st.sql) if "MERGE INTO" in st.sql and "crm_sync_state" in st.sql else None)
+        assert wh.fold_journal(force=True) == 2_000
+        assert len(folds) == 2  # the two halves (a failed statement is not accounted)
+        assert "did not fit the warehouse's memory limit: folding it in windows of 1000" in caplog.text
+        states = wh.read_sync_state("person", ["0", "999", "1000", "1999"])
+        assert sorted(states) == ["0", "1000", "1999", "999"] and states["1999"]["crm_id"] == "c1999"
+        assert len(states["1000"]["base"]["canonical_name"]) == 8_000
+        rows, _ = wh._run("SELECT COUNT(*) AS n FROM {crm_sync_state}", (), fetch=True)
+        assert rows[0]["n"] == 2_000
+
+
+def test_a_fold_that_does_not_fit_even_in_small_windows_says_so_and_keeps_the_journal(tmp_path: Path) -> None:
+    from truth_forge.warehouse import WarehouseOutOfMemory
+    from truth_forge.warehouse.state_journal import MIN_FOLD_WINDOW_ROWS
+
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}?memory_limit=32MB") as wh:
+        wh.fold_window_rows = 2_000
+        _wide_entries(wh, 2_000, 8_000)
+        with pytest.raises(WarehouseOutOfMemory, match="memory_limit|Out of Memory"):
+            wh.fold_journal(force=True)
+        rows, _ = wh._run("SELECT COUNT(*) AS n FROM {crm_sync_journal}", (), fetch=True)
+        assert rows[0]["n"] == 2_000 and MIN_FOLD_WINDOW_ROWS == 500  # every entry still there, for a larger limit
+    with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}?memory_limit=256MB") as roomy:
+        assert roomy.fold_journal(force=True) == 2_000
+        assert roomy.read_sync_state("person", ["1999"])["1999"]["crm_id"] == "c1999"

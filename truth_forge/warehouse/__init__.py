@@ -11,6 +11,7 @@ from truth_forge.warehouse.errors import (
     WarehouseError,
     WarehouseLockedError,
     WarehouseMissing,
+    WarehouseOutOfMemory,
     WarehouseQueryError,
 )
 from truth_forge.warehouse.factory import open_warehouse, parse_warehouse_url
@@ -26,6 +27,7 @@ __all__ = [
     "WarehouseError",
     "WarehouseLockedError",
     "WarehouseMissing",
+    "WarehouseOutOfMemory",
     "WarehouseQueryError",
     "open_warehouse",
     "parse_warehouse_url",

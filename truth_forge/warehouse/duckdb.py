@@ -35,6 +35,7 @@ from truth_forge.warehouse.errors import (
     WarehouseConfigError,
     WarehouseLockedError,
     WarehouseMissing,
+    WarehouseOutOfMemory,
     WarehouseQueryError,
 )
 from truth_forge.warehouse.schema import BOOL, INT64, JSON, STRING, TABLES, TIMESTAMP, TableNames
@@ -55,8 +56,8 @@ _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 # limit is most of the difference between sizes of peak RSS: a 1M-contact first push peaked at
 # 519 MiB with 256MB, 434-443 with 160MB, and 378-379 with 128MB and the bounded C heap
 # (core/memory.py; BENCHMARKS.md, issue 22). Its closing fold's windows of 10,000 entries fit 128MB
-# with the sample data's merge bases; much wider ones could not, and fail with DuckDB's
-# out-of-memory error naming the setting (nothing is lost: the journal waits for a larger limit).
+# with the sample data's merge bases; a window of wider ones that does not is folded in halves
+# (state_journal.py), and what fits in none fails naming the setting, its journal kept.
 DEFAULT_MEMORY_LIMIT = "128MB"
 # Each thread keeps its own partitions of a hash table or sort: more threads, more memory, and the
 # sync is bound by Twenty's request budget, not by the warehouse's CPU. One thread: the statements
@@ -309,6 +310,8 @@ class DuckDBWarehouse(Warehouse):
             cur = self._con.execute(bound, params)
             names = [d[0] for d in cur.description or []]
             rows = cur.fetchall()  # always drain: an unfinished result blocks the connection (2.0)
+        except duckdb.OutOfMemoryException as exc:
+            raise WarehouseOutOfMemory("DuckDB", str(exc), sql) from exc
         except duckdb.Error as exc:
             raise WarehouseQueryError("DuckDB", str(exc), sql) from exc
         self._account(sql, binds)
@@ -324,6 +327,8 @@ class DuckDBWarehouse(Warehouse):
             bound, params = self._bind(sql, binds)
             try:
                 cur.execute(bound, params)
+            except duckdb.OutOfMemoryException as exc:
+                raise WarehouseOutOfMemory("DuckDB", str(exc), sql) from exc
             except duckdb.Error as exc:
                 raise WarehouseQueryError("DuckDB", str(exc), sql) from exc
             self._account(sql, binds)

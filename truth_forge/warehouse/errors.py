@@ -65,6 +65,11 @@ class WarehouseQueryError(WarehouseError):
         super().__init__(f"{engine} failed: {detail} (in a statement starting {first_line!r})")
 
 
+class WarehouseOutOfMemory(WarehouseQueryError):
+    """The statement needed more than the engine's memory limit (DuckDB's `memory_limit`) and was
+    undone whole: nothing it would have written is there."""
+
+
 class HistoryNotKept(WarehouseError):
     """The warehouse has no record history or conflicts table yet (made by an older truth-forge and
     opened read-only since): a sync by this version creates them."""

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from truth_forge.warehouse import base_keys
 from truth_forge.warehouse import queries as q
 from truth_forge.warehouse.binds import Bind, KeySet, Scalar, json_value, plain_row
-from truth_forge.warehouse.errors import WarehouseDataError
+from truth_forge.warehouse.errors import WarehouseDataError, WarehouseOutOfMemory
 from truth_forge.warehouse.schema import CRM_SYNC_JOURNAL, CRM_SYNC_STATE, INT64, JSON, STRING
 from truth_forge.warehouse.validate import validate_rows
 
@@ -119,6 +119,8 @@ _STATUS_OF = q.state_with_journal("s1.object_type = @object_type AND s1.record_k
                                   "j1.object_type = @object_type AND j1.record_key IN {keys_keys} AND j1.seq <= @upto",
                                   ("crm_id", "status", "last_error"))
 STATUS_CHUNK = 10_000
+# The smallest window a fold halves down to when one runs out of memory; below it the error stands.
+MIN_FOLD_WINDOW_ROWS = 500
 # Journal entries one INSERT carries at most: about 1 KB each as query parameters (the merge base),
 # well inside BigQuery's 10 MB request limit; a push's request saves 200, a pull's merge 2,000.
 JOURNAL_INSERT_ROWS = 2_000
@@ -390,9 +392,8 @@ class SyncStateJournal:
             # million records settles a million of them.
             says = (Scalar("upto", INT64, upto), folded, Scalar("settled", INT64, settled))
             if force or self._fold_due(count - stale):
-                for low, high in self._fold_windows(folded.value or 0, upto):
-                    self._run(_FOLD, (Scalar("upto", INT64, high), Scalar("folded", INT64, low)))
-                    self._after_fold_window()
+                for low, high in self._fold_windows(folded.value or 0, upto, self.fold_window_rows):
+                    self._fold_window(low, high, self.fold_window_rows)
                 folded = Scalar("folded", INT64, upto)
                 done = count
             if int(rows[0]["fresh"] or 0):
@@ -435,15 +436,32 @@ class SyncStateJournal:
                 self._journal.cache.pop(key, None)
                 self._journal.unsettled.add(key)
 
-    def _fold_windows(self, folded: int, upto: int) -> list[tuple[int, int]]:
-        """(after, upto] seq windows of at most `fold_window_rows` entries, oldest first: folding them
-        one after the other gives what one fold gives (each field takes its latest entry's value),
-        and bounds the memory of each MERGE (DuckDB's is 128 MB by default; a first sync of a
-        million contacts leaves a million entries)."""
-        if not self.fold_window_rows:
+    def _fold_window(self, low: int, high: int, entries: int | None) -> None:
+        """MERGE the entries in (low, high] (at most `entries`; None: no bound) into the state. A
+        window that does not fit the engine's memory (merge bases wider than the limit was chosen
+        for) is folded in halves: the failed MERGE changed nothing, and halves give what it gives."""
+        try:
+            self._run(_FOLD, (Scalar("upto", INT64, high), Scalar("folded", INT64, low)))
+        except WarehouseOutOfMemory:
+            if entries is None or entries <= MIN_FOLD_WINDOW_ROWS:
+                raise
+            half = -(-entries // 2)
+            log.warning("A fold window of %d journal entries did not fit the warehouse's memory limit: folding "
+                        "it in windows of %d (a larger limit folds faster)", entries, half)
+            for a, b in self._fold_windows(low, high, half):
+                self._fold_window(a, b, half)
+            return
+        self._after_fold_window()
+
+    def _fold_windows(self, folded: int, upto: int, size: int | None) -> list[tuple[int, int]]:
+        """(after, upto] seq windows of at most `size` entries (None: one window), oldest first:
+        folding them one after the other gives what one fold gives (each field takes its latest
+        entry's value), and bounds the memory of each MERGE (DuckDB's is 128 MB by default; a first
+        sync of a million contacts leaves a million entries)."""
+        if not size:
             return [(folded, upto)]
         rows, _ = self._run(_FOLD_BOUNDS, (Scalar("folded", INT64, folded), Scalar("upto", INT64, upto),
-                                           Scalar("window", INT64, self.fold_window_rows)), fetch=True)
+                                           Scalar("window", INT64, size)), fetch=True)
         bounds = [int(r["seq"]) for r in rows if int(r["seq"]) < upto] + [upto]
         return list(zip([folded] + bounds[:-1], bounds))
 
