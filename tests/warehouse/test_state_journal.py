@@ -167,6 +167,25 @@ def test_a_saved_base_is_read_back_from_memory_as_it_was_given(warehouse: Wareho
     assert (second["crm_id"], second["status"]) == ("x", "synced")
 
 
+def test_a_shed_read_cache_reads_saves_not_folded_yet_through_the_store(warehouse: Warehouse) -> None:
+    # A run's end drops the cache before its closing fold (runner.py): reads still see every save,
+    # from the journal, and a row carried from before those saves is not taken at its word.
+    base = {"canonical_name": "Ann"}
+    assert warehouse.read_sync_state("person", [9]) == {}  # remembered: no state yet
+    save(warehouse, "9", crm_id="x", status="synced", base=base)
+    warehouse.shed_read_cache()
+    before = warehouse.statements.statements
+    again = warehouse.read_sync_state("person", [9])["9"]
+    assert warehouse.statements.statements > before  # read through to the store
+    assert (again["crm_id"], again["status"], again["base"]) == ("x", "synced", base)
+    warehouse.shed_read_cache()
+    stale = {"object_type": "person", "record_key": "9", "crm_id": None, "status": None}  # as a query before the save read it
+    detected = warehouse._settle_detected("person", "9", stale, keep=False)
+    assert detected is not None and detected["crm_id"] == "x"
+    warehouse.fold_journal(force=True)
+    assert folded_state(warehouse, "9") == {"crm_id": "x", "status": "synced", "last_error": None}
+
+
 def test_the_records_saved_clean_are_kept_by_their_latest_fold_and_read_back_among_given_ones(
         warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
     """What `close_settled_errors` looks up: keys as whole numbers or as any text, Twenty ids as

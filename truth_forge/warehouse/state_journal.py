@@ -413,6 +413,14 @@ class SyncStateJournal:
                 self._journal.saved_since_fold = 0
         return done
 
+    def shed_read_cache(self) -> None:
+        """Drop the state rows this process keeps read (at a run's end: its closing fold then has
+        their memory). Reads go through to the store again; keys whose cached row carried saves not
+        yet folded are marked so that a row read before those saves is not taken at its word."""
+        with self._journal.lock:
+            self._journal.unsettled.update(key for key, row in self._journal.cache.items() if row is not None)
+            self._journal.cache.clear()
+
     def fold_journal_while_idle(self) -> None:
         """The push waits for its last answers: fold what it saved so far now, so the fold after the
         last answer has only the last few requests' entries to take in. Only where a fold is always
