@@ -121,11 +121,13 @@ def step_sync(path: str, base_url: str, batch_size: int, url_options: str, trace
     import tracemalloc
 
     from truth_forge.core.crm_schema import CrmSchema
+    from truth_forge.core.memory import bound_heap
     from truth_forge.sync.context import SyncEvent
     from truth_forge.sync.runner import run_sync
     from truth_forge.twenty import TwentyClient
     from truth_forge.warehouse import open_warehouse
 
+    bound_heap()  # first, as `truth-forge` does (cli/main.py): the sampler below is a thread of its own
     samples: list[float] = []
     stop = threading.Event()
     current = ["open"]  # the phase running now

@@ -134,8 +134,20 @@ class _PythonThreadCpu:
         return out
 
 
+
+def _bound_heap_as_the_cli_does() -> None:
+    """`truth-forge` bounds the C heap before any thread starts (cli/main.py); this step starts
+    threads of its own before `run_sync` does it, so it does it first, as the command would. Code
+    from before `bound_heap` existed (a --before tree) runs as it is."""
+    from truth_forge.core import memory
+
+    bound = getattr(memory, "bound_heap", None)
+    if bound is not None:
+        bound()
+
 def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_options: str) -> dict[str, Any]:
     """One first sync with the code on sys.path (PYTHONPATH picks the tree), measuring its CPU."""
+    _bound_heap_as_the_cli_does()
     import truth_forge
     from truth_forge.core.crm_schema import CrmSchema, setup_schema
     from truth_forge.sync.context import SyncEvent

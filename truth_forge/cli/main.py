@@ -63,6 +63,9 @@ def main(
     _state["verbose"] = verbose
     ctx.obj = {"verbose": verbose}
     _warn_unknown_variables()
+    from truth_forge.core.memory import bound_heap
+
+    bound_heap()  # before any thread allocates: a thread started earlier keeps an arena of its own
 
 
 def _warn_unknown_variables() -> None:

@@ -10,8 +10,10 @@ what stood between its peak RSS and issue 22's goal (400 MB at any N):
 - a mmap threshold that rises to the largest block freed so far (up to 32 MiB): once a 400 KB
   request body or answer is freed, every later one comes from the heap and fragments it.
 
-`bound_heap` sets one arena and a fixed 128 KiB threshold at the start of a run (mallopt), unless
-the operator set either through glibc's own variables (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_).
+`bound_heap` sets one arena and a fixed 128 KiB threshold (mallopt) as the command line starts, and
+again at the start of a run for a program that calls `run_sync` itself (a thread that allocated
+before keeps its own arena), unless the operator set either through glibc's own variables
+(MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_).
 Measured (BENCHMARKS.md, issue 22): malloc's heap 120 -> 50 MiB. After each object's push,
 `release_free_memory` collects the young garbage (a push makes collections rare) and asks glibc
 to release its free pages (`malloc_trim`); its cost (milliseconds) does not count. On a C library
@@ -21,7 +23,6 @@ without these calls (musl, macOS) only the collection happens.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import gc
 import os
@@ -36,9 +37,10 @@ _OPERATOR_SETTINGS = {_M_ARENA_MAX: "MALLOC_ARENA_MAX", _M_MMAP_THRESHOLD: "MALL
 
 @functools.cache
 def _libc_function(name: str, argtypes: tuple[Any, ...], restype: Any) -> Any:
-    """A function of the C library, or None when it has none by that name (not glibc)."""
+    """A function of the C library this process runs on, or None when it has none by that name
+    (not glibc). Looked up among the process's own symbols: `find_library` would run ldconfig."""
     try:
-        function = getattr(ctypes.CDLL(ctypes.util.find_library("c")), name)
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError, TypeError):
         return None
     function.argtypes, function.restype = list(argtypes), restype
