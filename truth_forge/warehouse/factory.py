@@ -3,7 +3,7 @@
 Why it exists: callers name a warehouse by one URL setting and never import an engine module:
   duckdb:///relative/file.duckdb   duckdb:////absolute/file.duckdb   duckdb:///:memory:
     optional ?read_only=true (several readers may share a file; no writer then)
-    &memory_limit=128MB &threads=1 &temp_directory=DIR (DuckDB's memory bound and spill folder)
+    &memory_limit=120MB &threads=1 &temp_directory=DIR (DuckDB's memory bound and spill folder)
   bigquery://PROJECT/DATASET       bigquery:///DATASET (project from gcp_project_id or the client)
     optional ?endpoint=http://127.0.0.1:9050 (an emulator: anonymous credentials) &location=EU
   either engine: &change_range_rows=N (rows per change-detection range; see Warehouse.changed_rows)

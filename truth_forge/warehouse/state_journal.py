@@ -464,7 +464,7 @@ class SyncStateJournal:
     def _fold_windows(self, folded: int, upto: int, size: int | None) -> list[tuple[int, int]]:
         """(after, upto] seq windows of at most `size` entries (None: one window), oldest first:
         folding them one after the other gives what one fold gives (each field takes its latest
-        entry's value), and bounds the memory of each MERGE (DuckDB's is 128 MB by default; a first
+        entry's value), and bounds the memory of each MERGE (DuckDB's is 120 MB by default; a first
         sync of a million contacts leaves a million entries)."""
         if not size:
             return [(folded, upto)]
