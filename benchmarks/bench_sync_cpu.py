@@ -134,7 +134,6 @@ class _PythonThreadCpu:
         return out
 
 
-
 def _bound_heap_as_the_cli_does() -> None:
     """`truth-forge` bounds the C heap before any thread starts (cli/main.py); this step starts
     threads of its own before `run_sync` does it, so it does it first, as the command would. Code
@@ -144,6 +143,7 @@ def _bound_heap_as_the_cli_does() -> None:
     bound = getattr(memory, "bound_heap", None)
     if bound is not None:
         bound()
+
 
 def step_sync(path: str, base_url: str, batch_size: int, profile: str, url_options: str) -> dict[str, Any]:
     """One first sync with the code on sys.path (PYTHONPATH picks the tree), measuring its CPU."""
