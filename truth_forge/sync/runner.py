@@ -309,8 +309,8 @@ def _run_as_writer(
         try:
             _remember_batch_size(warehouse, client, known_batch_size)
             changelog.flush(ctx)  # the history of a run that stopped half-way through a phase
-            # Nothing reads sync state from here on (the next run starts by forgetting it): the closing
-            # fold gets the read cache's memory (a first push of 1M left 20,000 rows with their bases).
+            # The closing fold gets the read cache's memory (a first push of 1M left 20,000 rows with
+            # their bases) where reads are free (DuckDB; on BigQuery serve's webhooks read it, shed_read_cache).
             warehouse.shed_read_cache()
             release_free_memory()
             # Folds the run's journal first, then closes what the run saved clean.
