@@ -311,8 +311,8 @@ def _run_as_writer(
             changelog.flush(ctx)  # the history of a run that stopped half-way through a phase
             # The closing fold gets the read cache's memory (a first push of 1M left 20,000 rows with
             # their bases) where reads are free (DuckDB; on BigQuery serve's webhooks read it, shed_read_cache).
-            warehouse.shed_read_cache()
-            release_free_memory()
+            if warehouse.shed_read_cache():
+                release_free_memory()  # each push released its own already: only the cache is new
             # Folds the run's journal first, then closes what the run saved clean.
             counts["errors_closed"] = warehouse.close_settled_errors(run_id=run_id,
                                                                      run_succeeded=status == "succeeded")

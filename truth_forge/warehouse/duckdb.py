@@ -122,6 +122,13 @@ def _connect(path: str, *, read_only: bool) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _failed(exc: duckdb.Error, sql: str) -> WarehouseQueryError:
+    """A statement's failure in DuckDB's own words; running out of `memory_limit` as its own kind
+    (the statement was undone whole: a caller may retry it smaller)."""
+    kind = WarehouseOutOfMemory if isinstance(exc, duckdb.OutOfMemoryException) else WarehouseQueryError
+    return kind("DuckDB", str(exc), sql)
+
+
 class DuckDBWarehouse(Warehouse):
     """`duckdb:///path/file.duckdb` or `duckdb:///:memory:`."""
 
@@ -311,10 +318,8 @@ class DuckDBWarehouse(Warehouse):
             cur = self._con.execute(bound, params)
             names = [d[0] for d in cur.description or []]
             rows = cur.fetchall()  # always drain: an unfinished result blocks the connection (2.0)
-        except duckdb.OutOfMemoryException as exc:
-            raise WarehouseOutOfMemory("DuckDB", str(exc), sql) from exc
         except duckdb.Error as exc:
-            raise WarehouseQueryError("DuckDB", str(exc), sql) from exc
+            raise _failed(exc, sql) from exc
         self._account(sql, binds)
         affected = int(rows[0][0]) if names == ["Count"] and rows else None
         return ([dict(zip(names, r)) for r in rows] if fetch else []), affected
@@ -328,10 +333,8 @@ class DuckDBWarehouse(Warehouse):
             bound, params = self._bind(sql, binds)
             try:
                 cur.execute(bound, params)
-            except duckdb.OutOfMemoryException as exc:
-                raise WarehouseOutOfMemory("DuckDB", str(exc), sql) from exc
             except duckdb.Error as exc:
-                raise WarehouseQueryError("DuckDB", str(exc), sql) from exc
+                raise _failed(exc, sql) from exc
             self._account(sql, binds)
             names = [d[0] for d in cur.description or []]
             while batch := cur.fetchmany(batch_size):

@@ -413,17 +413,18 @@ class SyncStateJournal:
                 self._journal.saved_since_fold = 0
         return done
 
-    def shed_read_cache(self) -> None:
+    def shed_read_cache(self) -> bool:
         """Drop the state rows this process keeps read (at a run's end: its closing fold then has
         their memory). Reads go through to the store again; keys whose cached row carried saves not
         yet folded are marked so that a row read before those saves is not taken at its word. Only
         where reads are free (a fold always due: DuckDB): on BigQuery each read through bills, and
-        `serve`'s webhooks between runs read what the run left in the cache."""
+        `serve`'s webhooks between runs read what the run left in the cache. True when dropped."""
         if self.journal_fold_share > 0:
-            return
+            return False
         with self._journal.lock:
             self._journal.unsettled.update(key for key, row in self._journal.cache.items() if row is not None)
             self._journal.cache.clear()
+        return True
 
     def fold_journal_while_idle(self) -> None:
         """The push waits for its last answers: fold what it saved so far now, so the fold after the
