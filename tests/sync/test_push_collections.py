@@ -1,10 +1,11 @@
-"""While a push runs, garbage collections are rarer (sync/push.py, issue 22).
+"""While a sync runs, garbage collections are rarer (core/memory.py `rarer_collections`, issue 22).
 
 A first push keeps each request's answers and rows alive across young collections; with CPython's
 default thresholds that set off a full collection every few thousand records (15 % of the push's
-CPU). What must hold: during a push (a real one: DuckDB file, the sandbox over HTTP) the young
-collection waits for push.YOUNG_COLLECTION_AT new objects and the older two are rarer; afterwards the process has its own thresholds back, also
-when pushes overlap or one fails.
+CPU), and the run's closing fold made hundreds of young ones. What must hold: from a run's start to
+its end (a real one: DuckDB file, the sandbox over HTTP) the young collection waits for
+memory.YOUNG_COLLECTION_AT new objects and the older two are rarer; afterwards the process has its
+own thresholds back, also when uses overlap or one fails.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ import pytest
 
 from truth_forge.core import memory
 from truth_forge.core.crm_schema import CrmSchema
-from truth_forge.sync import push
 from truth_forge.sync.context import SyncEvent
 from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
 
 SCHEMA = CrmSchema.load()
 # What a push sets, starting from CPython's defaults (700, 10, 10).
-RARER = (push.YOUNG_COLLECTION_AT, 10 * push.MIDDLE_COLLECTION_SPACING, 10 * push.FULL_COLLECTION_SPACING)
+RARER = (memory.YOUNG_COLLECTION_AT, 10 * memory.MIDDLE_COLLECTION_SPACING, 10 * memory.FULL_COLLECTION_SPACING)
 
 
 @pytest.fixture
@@ -36,25 +36,26 @@ def thresholds() -> Iterator[tuple[int, int, int]]:
     gc.set_threshold(*found)
 
 
-def test_a_push_makes_full_collections_rarer_and_gives_the_thresholds_back(
+def test_a_sync_makes_collections_rarer_from_start_to_end_and_gives_the_thresholds_back(
         thresholds: tuple[int, int, int], client: TwentyClient, store: Any) -> None:
-    seen: list[tuple[int, int, int]] = []
+    seen: dict[str, set[tuple[int, int, int]]] = {}
 
     def during(event: SyncEvent) -> None:
-        if event.kind == "batch_written":
-            seen.append(gc.get_threshold())
+        seen.setdefault(event.kind, set()).add(gc.get_threshold())
 
     result = run_sync(store, client, SCHEMA, on_event=during)
     assert result.status == "succeeded", result.sync_errors
-    assert seen and set(seen) == {RARER}
+    # The push's writes, and the run's first and last events (its closing fold runs before the last).
+    assert {"batch_written", "run_started", "run_finished"} <= set(seen), sorted(seen)
+    assert all(found == {RARER} for found in seen.values()), seen
     assert gc.get_threshold() == thresholds
 
 
 def test_overlapping_pushes_and_a_failing_one_leave_the_thresholds_as_found(
         thresholds: tuple[int, int, int]) -> None:
     rarer = RARER
-    with push._rarer_full_collections():
-        with pytest.raises(RuntimeError), push._rarer_full_collections():
+    with memory.rarer_collections():
+        with pytest.raises(RuntimeError), memory.rarer_collections():
             assert gc.get_threshold() == rarer  # not multiplied twice
             raise RuntimeError("a push failing inside another")
         assert gc.get_threshold() == rarer  # the other one still runs

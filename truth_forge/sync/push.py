@@ -20,11 +20,8 @@ missing fields, an outage that outlasted the retries several writes in a row).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
 import logging
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -122,47 +119,10 @@ class _Item:
 
 def push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:
     """Push every changed row of one object type; raises PushAborted when Twenty cannot go on."""
-    try:
-        with _rarer_full_collections():
-            return _push_object(ctx, obj)
+    try:  # garbage collections are rarer meanwhile: run_sync makes them so for the whole run
+        return _push_object(ctx, obj)
     finally:
         release_free_memory()  # what the push freed, back before the run's closing fold fills DuckDB's pool
-
-
-# A push makes and drops containers by the hundred thousand (rows, bodies, answers of 200 records,
-# state rows), and those alive across a request outlive two young collections; with CPython's
-# default thresholds that sets off a full collection (a walk over every object the process holds)
-# every few thousand records: 15 % of a first push's CPU, measured with gc.callbacks. What a push
-# drops is freed by its reference count, not by the collector, so while a push runs full
-# collections are made this many times rarer, and a young collection waits for this many new
-# objects instead of 700: the batches in flight then outlive a few dozen young collections, not
-# thousands (collector time in a 50k push 0.97 -> 0.61 s, measured with gc.callbacks).
-FULL_COLLECTION_SPACING = 10
-YOUNG_COLLECTION_AT = 50_000
-MIDDLE_COLLECTION_SPACING = 2
-_collections_lock = threading.Lock()
-_pushes_running = 0
-_thresholds_before: tuple[int, int, int] = (0, 0, 0)
-
-
-@contextlib.contextmanager
-def _rarer_full_collections() -> Iterator[None]:
-    """While any push runs in this process; the thresholds it found are put back when the last ends."""
-    global _pushes_running, _thresholds_before
-    with _collections_lock:
-        if _pushes_running == 0:
-            _thresholds_before = gc.get_threshold()
-            young, middle, full = _thresholds_before
-            gc.set_threshold(max(young, YOUNG_COLLECTION_AT), middle * MIDDLE_COLLECTION_SPACING,
-                             full * FULL_COLLECTION_SPACING)
-        _pushes_running += 1
-    try:
-        yield
-    finally:
-        with _collections_lock:
-            _pushes_running -= 1
-            if _pushes_running == 0:
-                gc.set_threshold(*_thresholds_before)
 
 
 def _push_object(ctx: SyncContext, obj: SyncedObject) -> PushStats:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from truth_forge.core import shutdown
 from truth_forge.core.crm_schema import CrmSchema, verify_schema
 from truth_forge.core.lease import DEFAULT_TTL, LeaseLost, WriterLease, writing
-from truth_forge.core.memory import bound_heap, release_free_memory
+from truth_forge.core.memory import bound_heap, rarer_collections, release_free_memory
 from truth_forge.core.reporting import ErrorReporter
 from truth_forge.sync import changelog, landing, own_writes
 from truth_forge.sync.context import ConflictPolicy, EventHook, SyncContext
@@ -179,7 +179,8 @@ def run_sync(
         policy = dataclasses.replace(policy, audit=True)
     # Run rows still `running` that started before we set out to take the lease are not alive: closed below.
     stale_before = None if lease is not None and lease.held else now_utc()
-    with writing(warehouse, purpose="sync", held=lease, wait=lease_wait, ttl=lease_ttl) as holder, \
+    with rarer_collections(), \
+            writing(warehouse, purpose="sync", held=lease, wait=lease_wait, ttl=lease_ttl) as holder, \
             holder.fencing(client.transport):
         return _run_as_writer(warehouse, client, schema, direction, conflict_policy, pull_overlap, secrets,
                               on_event, full, policy, stale_before, sweep, order)
