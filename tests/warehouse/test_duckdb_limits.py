@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from truth_forge.warehouse import Warehouse, WarehouseConfigError, open_warehouse
+from truth_forge.warehouse import duckdb as duckdb_engine
 from truth_forge.warehouse.duckdb import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, ROW_GROUP_ROWS
 from truth_forge.warehouse.sample_data import generate_sample_data
 
@@ -191,3 +192,32 @@ def test_a_fold_that_does_not_fit_even_in_small_windows_says_so_and_keeps_the_jo
     with open_warehouse(f"duckdb:///{tmp_path / 'w.duckdb'}?memory_limit=256MB") as roomy:
         assert roomy.fold_journal(force=True) == 2_000
         assert roomy.read_sync_state("person", ["1999"])["1999"]["crm_id"] == "c1999"
+
+
+def test_the_writes_made_while_ranges_are_read_are_checkpointed_once_the_log_is_large(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push saves state while detection reads its ranges; DuckDB keeps those writes in memory until
+    a checkpoint. One after every range rewrote the journal's last row group each time (a tenth of a
+    first push's CPU); one once the log holds BETWEEN_RANGES_WAL_BYTES bounds what is held all the same."""
+    limit = 256 * 1024  # scaled down with the data: 1,000 rows of state in ranges of 50
+    monkeypatch.setattr(duckdb_engine, "BETWEEN_RANGES_WAL_BYTES", limit)
+    path = tmp_path / "w.duckdb"
+    wal = Path(f"{path}.wal")
+    with open_warehouse(f"duckdb:///{path}?change_range_rows=50") as wh:
+        generate_sample_data(wh, 1_000, 50, seed=3)
+        wh.checkpoint()
+        def wal_size() -> int:
+            return wal.stat().st_size if wal.exists() else 0
+
+        saved, checkpoints, ranges = [], 0, 0
+        for batch in wh.changed_rows("person", batch_size=50):  # a batch a range
+            ranges += 1
+            if saved and wal_size() < saved[-1]:
+                checkpoints += 1  # between the last range's writes and this range
+            wh.upsert_sync_state([{"object_type": "person", "record_key": str(r["contact_id"]), "status": "synced",
+                                   "warehouse_hash": r["row_hash"], "base": {"llm_context": "x" * 500}} for r in batch])
+            saved.append(wal_size())
+        assert ranges >= 20
+        assert 2 <= checkpoints <= ranges // 3, saved  # once the log is large, not after every range
+        assert max(saved) < 2 * limit, saved  # what waits for a checkpoint stays bounded
+        assert len(wh.read_sync_state("person", range(1, 1_001))) == 1_000

@@ -68,6 +68,11 @@ DEFAULT_MEMORY_LIMIT = "120MB"
 # wall time the same (BENCHMARKS.md, "After the report: JSON by orjson ..."); the two sync threads
 # that read and write still run their statements at once.
 DEFAULT_THREADS = 1
+# How much the write-ahead log holds before a checkpoint between change-detection ranges: the push's
+# state rows (about 700 bytes each in the log) and record history since the last one. A checkpoint
+# after every range of 10,000 rows cost a 50k first push about a tenth of its CPU: each rewrote the
+# journal's last, partly filled row group (BENCHMARKS.md, issue 22).
+BETWEEN_RANGES_WAL_BYTES = 16 * 2**20
 # Rows per row group of the file's tables (DuckDB's default is 122,880). A checkpoint rewrites the
 # last, partly filled row group of a table it appends to, loading it whole into memory: with the
 # sync journal's rows (a few KB each with their merge base) that was up to the whole memory_limit
@@ -263,7 +268,20 @@ class DuckDBWarehouse(Warehouse):
         # The push writes a sync state row per record while it reads the changes; with the large
         # checkpoint_threshold those writes stay in memory (duckdb_memory(): IN_MEMORY_TABLE) until
         # the WAL reaches 1GB, which at a million contacts is most of the run. A checkpoint once
-        # a range bounds them to one range's writes. Skipped when another transaction is open.
+        # the WAL holds BETWEEN_RANGES_WAL_BYTES bounds them to that; not after every range (10,000
+        # rows), where each checkpoint rewrote the tables' last, partly filled row groups again.
+        if self._wal_bytes() >= BETWEEN_RANGES_WAL_BYTES:
+            self._flush_writes()
+
+    def _after_fold_window(self) -> None:
+        # The fold MERGEs every saved record into crm_sync_state: as with the push's writes, a
+        # checkpoint after each window keeps at most one window's rows in memory (without it, a
+        # first sync's fold held every state row until the run's closing checkpoint). After every
+        # window: the fold is when DuckDB's pool is fullest (a 1M first push's peak RSS).
+        self._flush_writes()
+
+    def _flush_writes(self) -> None:
+        """Checkpoint between statements; skipped when another transaction is open."""
         if self.path == ":memory:" or self._read_only or self._depth:
             return
         try:
@@ -271,11 +289,14 @@ class DuckDBWarehouse(Warehouse):
         except duckdb.Error:
             pass  # another connection's transaction is open: the next range (or close) flushes
 
-    def _after_fold_window(self) -> None:
-        # The fold MERGEs every saved record into crm_sync_state: as with the push's writes, a
-        # checkpoint after each window keeps at most one window's rows in memory (without it, a
-        # first sync's fold held every state row until the run's closing checkpoint).
-        self._between_ranges()
+    def _wal_bytes(self) -> int:
+        """The size of the file's write-ahead log: what was committed since the last checkpoint."""
+        if self.path == ":memory:":
+            return 0
+        try:
+            return os.stat(f"{os.path.expanduser(self.path)}.wal").st_size
+        except OSError:
+            return 0  # none yet (nothing committed since the last checkpoint)
 
     # --- primitives ------------------------------------------------------------------------------
 
