@@ -38,8 +38,10 @@ import orjson
 c_make_encoder: Callable[..., Callable[[Any, int], Any]] | None = getattr(json.encoder, "c_make_encoder", None)
 
 _ORJSON_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-# Number forms orjson writes unlike json (a match inside a string only costs the slower path).
-_FLOAT_FORM_DIFFERS = re.compile(rb"0\.0000|e-\d(?!\d)")
+# Number forms orjson writes unlike json (a match inside a string only costs the slower path):
+# `0.0000`, or a one-digit negative exponent. Looked for with `in` first: the regex alone scanned a
+# 300-byte text in 1.5 us, four times orjson's own encoding of it; `e-` is rare outside words.
+_SHORT_NEGATIVE_EXPONENT = re.compile(rb"e-\d(?!\d)")
 _PAST_ASCII = re.compile("[\x7f-\U0010ffff]")
 # A run of 19 digits may be an integer orjson would read as a float. Found by mapping every digit
 # to NUL and looking for 19 of them (a regex is 15 times slower on a 160 KB answer; a run inside a
@@ -106,7 +108,7 @@ class CompactJson:
             out = orjson.dumps(value, default=self._default, option=self._options)
         except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
             return None
-        if _FLOAT_FORM_DIFFERS.search(out):
+        if b"0.0000" in out or (b"e-" in out and _SHORT_NEGATIVE_EXPONENT.search(out)):
             return None
         if b"null" in out and orjson.loads(out) != value:
             return None  # a NaN or Infinity became null (or a type json writes its own way)
