@@ -77,8 +77,10 @@ BETWEEN_RANGES_WAL_BYTES = 16 * 2**20
 # last, partly filled row group of a table it appends to, loading it whole into memory: with the
 # sync journal's rows (a few KB each with their merge base) that was up to the whole memory_limit
 # at every checkpoint between change-detection ranges. A smaller group bounds that to a few MiB.
-# DuckDB does not keep the size in the file: it is given each time the file is attached.
-ROW_GROUP_ROWS = 16_384
+# DuckDB does not keep the size in the file: it is given each time the file is attached. At 8,192
+# the sample data's file is as large as at 16,384 (7.9 against 7.6 MB for 50k contacts); at 4,096
+# it doubles (the strings' compression works on fewer rows).
+ROW_GROUP_ROWS = 8_192
 # The name the file is attached under (then made the default for every cursor, `USE`).
 _CATALOG = "warehouse"
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)\s*$", re.IGNORECASE)
@@ -139,11 +141,12 @@ class DuckDBWarehouse(Warehouse):
 
     # The journal's fold in windows: one MERGE of a first sync's million entries (each with its
     # merge base) does not fit the default memory limit. Each window's new state rows stay in
-    # memory until the checkpoint after it (about 3.6 KB a row with its base: 59 MiB at 16,384).
+    # memory until the checkpoint after it (about 3.6 KB a row with its base: 29 MiB at 8,192).
     # A window of a row group: a first sync's windows (one new state row an entry) then fill whole
-    # row groups, and each checkpoint writes them once; windows of 10,000 left the last group
-    # partly filled, and every checkpoint rewrote it (a fold of 300,000 entries: 7.7 -> 4.5 s of
-    # CPU, its checkpoints 3.6 -> 0.1 s).
+    # row groups, and each checkpoint writes them once; windows of 10,000 in groups of 16,384 left
+    # the last group partly filled, and every checkpoint rewrote it (a fold of 300,000 entries:
+    # 7.7 -> 5.3 s of CPU, its checkpoints 3.6 -> 0.1 s; windows and groups of 16,384: 4.5 s, but
+    # each window holds twice the rows, at the 1M push's peak).
     fold_window_rows = ROW_GROUP_ROWS
     # Rows per change-detection range (the URL's change_range_rows overrides it): each range's
     # query holds its hash join and sort, and the push's state writes stay in memory until the
