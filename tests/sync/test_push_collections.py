@@ -24,7 +24,7 @@ from truth_forge.sync.runner import run_sync
 from truth_forge.twenty import TwentyClient
 
 SCHEMA = CrmSchema.load()
-# What a push sets, starting from CPython's defaults (700, 10, 10).
+# What a sync sets, starting from CPython's defaults (700, 10, 10).
 RARER = (memory.YOUNG_COLLECTION_AT, 10 * memory.MIDDLE_COLLECTION_SPACING, 10 * memory.FULL_COLLECTION_SPACING)
 
 

@@ -206,6 +206,7 @@ def test_the_writes_made_while_ranges_are_read_are_checkpointed_once_the_log_is_
     with open_warehouse(f"duckdb:///{path}?change_range_rows=50") as wh:
         generate_sample_data(wh, 1_000, 50, seed=3)
         wh.checkpoint()
+
         def wal_size() -> int:
             return wal.stat().st_size if wal.exists() else 0
 

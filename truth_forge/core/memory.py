@@ -1,4 +1,5 @@
-"""The C heap of a sync process kept small: one arena, large buffers mapped, free pages handed back.
+"""The memory of a sync process: the C heap kept small (one arena, large buffers mapped, free pages
+handed back), and Python's collector made rarer while a run lasts (`rarer_collections`).
 
 Why it exists: CPython and DuckDB allocate through the C allocator, which keeps what is freed for
 reuse instead of returning it. Two of glibc's defaults cost a push of a million records most of
@@ -15,7 +16,7 @@ again at the start of a run for a program that calls `run_sync` itself (a thread
 before keeps its own arena), unless the operator set either through glibc's own variables
 (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_).
 Measured (BENCHMARKS.md, issue 22): malloc's heap 120 -> 50 MiB. After each object's push,
-`release_free_memory` collects the young garbage (a push makes collections rare) and asks glibc
+`release_free_memory` collects the young garbage (a run makes collections rare) and asks glibc
 to release its free pages (`malloc_trim`); its cost (milliseconds) does not count. On a C library
 without these calls (musl, macOS) only the collection happens.
 """
@@ -95,8 +96,8 @@ _thresholds_before: tuple[int, int, int] = (0, 0, 0)
 
 @contextlib.contextmanager
 def rarer_collections() -> Iterator[None]:
-    """Rarer garbage collections while any sync or push of this process runs; the thresholds found
-    are put back when the last one ends (nested and overlapping uses change them once)."""
+    """Rarer garbage collections while any sync of this process runs (`run_sync`); the thresholds
+    found are put back when the last one ends (nested and overlapping uses change them once)."""
     global _collections_held, _thresholds_before
     with _collections_lock:
         if _collections_held == 0:

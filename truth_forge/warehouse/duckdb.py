@@ -70,8 +70,8 @@ DEFAULT_MEMORY_LIMIT = "120MB"
 DEFAULT_THREADS = 1
 # How much the write-ahead log holds before a checkpoint between change-detection ranges: the push's
 # state rows (about 700 bytes each in the log) and record history since the last one. A checkpoint
-# after every range of 10,000 rows cost a 50k first push about a tenth of its CPU: each rewrote the
-# journal's last, partly filled row group (BENCHMARKS.md, issue 22).
+# after every range of 10,000 rows cost a 50k first push 0.5 s of its 12 s of CPU (0.2 s now): each
+# rewrote the journal's last, partly filled row group (BENCHMARKS.md, issue 22, stop 32).
 BETWEEN_RANGES_WAL_BYTES = 16 * 2**20
 # Rows per row group of the file's tables (DuckDB's default is 122,880). A checkpoint rewrites the
 # last, partly filled row group of a table it appends to, loading it whole into memory: with the
