@@ -56,9 +56,9 @@ _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 # limit is most of the difference between sizes of peak RSS: a 1M-contact first push peaked at
 # 519 MiB with 256MB, 434-445 with 160MB, 376-384 with 128MB and 373 with 120MB, both with the
 # bounded C heap (core/memory.py; BENCHMARKS.md, issue 22: the goal is 400 MB). Its closing fold's
-# windows of 10,000 entries fit with the sample data's merge bases; a window of wider ones that
-# does not is folded in halves (state_journal.py), and what fits in none fails naming the setting,
-# its journal kept.
+# windows (a row group of entries each, below) fit with the sample data's merge bases; a window of
+# wider ones that does not is folded in halves (state_journal.py), and what fits in none fails
+# naming the setting, its journal kept.
 DEFAULT_MEMORY_LIMIT = "120MB"
 # Each thread keeps its own partitions of a hash table or sort: more threads, more memory, and the
 # sync is bound by Twenty's request budget, not by the warehouse's CPU. One thread: the statements
