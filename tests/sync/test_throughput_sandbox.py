@@ -66,8 +66,9 @@ def test_a_changed_rerun_reads_back_in_short_requests_and_writes_full_batches_wi
     # Read back as the update batches are cut (200, then 50), each list in requests of at most 8000
     # bytes (TRUTH_FORGE_TWENTY_MAX_REQUEST_LINE): about 170 ids a request, so 2 + 1.
     assert len(read_backs(sandbox)) == 3 and len(writes) == math.ceil(250 / 60)
-    # Every write's records were saved as its answer came: one bookkeeping event per write, each record once.
-    assert sorted(written) == sorted(e.batch_size for e in writes) and sum(written) == 250
+    # Every write's records were saved, each once: answers handed over together are saved together
+    # (a bookkeeping event per save), so there are at most as many saves as writes.
+    assert sum(written) == 250 and len(written) <= len(writes)
     assert all(s["status"] == "synced" for s in states.values()) and len(states) == 250
     assert most_at_once(sandbox.request_log) <= 3
     assert len(keys) == 450

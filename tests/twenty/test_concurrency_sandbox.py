@@ -4,6 +4,7 @@ never timed."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from tests.twenty.test_client_sandbox import batch_posts, client_for, person
@@ -167,3 +168,45 @@ def test_finish_runs_the_callers_bookkeeping_while_answers_are_still_on_the_wire
     assert len(outcome.succeeded) == 60 and handed == list(range(60))
     assert waits and {thread for thread, _ in waits} == {threading.get_ident()}
     assert all(n < 60 for _, n in waits)
+
+
+def test_answers_handed_over_together_get_one_pause_and_none_is_left_unpaused_when_the_stream_waits(
+        sandbox: Any) -> None:
+    """`on_pause` (where the sync saves the answers it kept) runs on the caller's thread after
+    answers were handed over, before the stream waits for one and before `add` or `finish` returns:
+    answers back at the same moment share one pause, and no answer waits through a wait unpaused."""
+    sandbox.set_faults(latency_ms=150)
+    events: list[tuple[str, int]] = []
+    threads: set[int] = set()
+
+    def on_write(landed: Any) -> None:
+        threads.add(threading.get_ident())
+        events.append(("write", len(landed)))
+
+    def on_pause() -> None:
+        threads.add(threading.get_ident())
+        events.append(("pause", 0))
+
+    with client_for(sandbox, batch_size=10, max_in_flight=4) as client:
+        client.transport.while_waiting = lambda: events.append(("wait", 0))
+        with client.records.stream("people", upsert=False, match_key=None, on_write=on_write,
+                                   on_pause=on_pause) as stream:
+            stream.add([person(i) for i in range(40)])  # four requests on the wire, none back yet
+            assert events == []
+            deadline = time.monotonic() + 10
+            while len(batch_posts(sandbox)) < 4 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.1)  # their answers are read by the workers
+            stream.add([])  # hands over the four answers already back: one pause for them
+            assert events == [("write", 10)] * 4 + [("pause", 0)]
+            events.clear()
+            stream.add([person(i) for i in range(40, 80)])
+            stream.finish()
+    assert threads == {threading.get_ident()}
+    assert sum(n for kind, n in events if kind == "write") == 40
+    assert events[-1] == ("pause", 0)  # nothing left unpaused when finish returned
+    for at, (kind, _) in enumerate(events):
+        if kind == "wait":  # the answers handed over before a wait were paused first
+            before = [k for k, _ in events[:at] if k != "wait"]
+            assert not before or before[-1] == "pause"
+    assert ("wait", 0) in events and events.count(("pause", 0)) >= 2

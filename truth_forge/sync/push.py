@@ -10,9 +10,11 @@ take over someone else's record); `PushStats.upserted` counts both.
 
 Requests overlap: read-backs, update writes, creates and deletes share the client's request pool
 (several on the wire, within the one token bucket), and a write only leaves after its own rows' read
-is merged. What every write request stored is saved in the sync state as its answer is handed over
-(on this thread, in the order the writes were cut), so a run killed anywhere loses at most the
-answers of the requests on the wire, and the next run recovers those by rule: an update by id is
+is merged. What every write request stored is saved in the sync state on this thread, in the order
+the writes were cut: the answers handed over in one go are saved together, before the stream waits
+for another answer or goes back to the push (one INSERT for several requests), so a run killed
+anywhere loses at most the answers of the requests on the wire and of the few handed over since
+the last save, and the next run recovers those by rule: an update by id is
 simply sent again, and a refused create is always checked for "is this record already ours" (our
 key, live or soft-deleted) before it is reported. Record-level refusals never stop a run; only what no record can get past does (auth,
 missing fields, an outage that outlasted the retries several writes in a row).
@@ -63,6 +65,8 @@ READ_BACK = MAX_PAGE_SIZE  # rows whose records are read back together before th
 # Records a read-back answer lacked, checked one by one (GET by id) per read-back: past this, the
 # rest wait for the next run (a lossy proxy must not turn every update into a GET).
 CONFIRM_BY_ID = 20
+# Answers' states kept at most before they are saved, whatever the stream call handing them over.
+SAVE_ROWS = 1_000
 RECOVER_AT = 200  # refused creates held before their holders are looked up (and at the end of the push)
 # Write requests in a row that failed after every retry: past this, Twenty is taken to be down and
 # the rest of the push waits for the next run. Fewer failures are recorded and the push goes on.
@@ -246,14 +250,17 @@ def _push_batches(ctx: SyncContext, obj: SyncedObject, batches: Iterable[_Batch]
     push = _Push(ctx, obj)
     try:
         # Leaving on an exception stops both streams; what their requests on the wire stored is still saved.
-        with push.updates.stream, push.creates.stream:
-            for batch in batches:
-                push.mapped = batch.mapped
-                rows = push.refuse_duplicates(batch.rows)
-                push.delete([r for r in rows if r.get("deleted_at") is not None])
-                push.upsert([r for r in rows if r.get("deleted_at") is None])
-            push.updates.stream.finish()
-            push.creates.stream.finish()
+        try:
+            with push.updates.stream, push.creates.stream:
+                for batch in batches:
+                    push.mapped = batch.mapped
+                    rows = push.refuse_duplicates(batch.rows)
+                    push.delete([r for r in rows if r.get("deleted_at") is not None])
+                    push.upsert([r for r in rows if r.get("deleted_at") is None])
+                push.updates.stream.finish()
+                push.creates.stream.finish()
+        finally:
+            push.save_landed()  # what the answers on the wire stored, when the push stopped early
         push.recover()
         push.went_through()  # no outage stopped it: failed batches' rows get their errors
         changelog.flush(ctx)
@@ -279,6 +286,9 @@ class _Push:
         # business_ids that contacts link to but the warehouse has no row for: those links wait, with an error.
         self.missing_businesses: set[str] = set()
         self.mapped: dict[int, tuple[Mapping[str, Any], _Mapped]] = {}  # this batch's rows mapped ahead
+        # States of answers handed over and not saved yet: saved together once the stream call that
+        # handed them over returns (`_Lane`), or sooner past SAVE_ROWS (`save_landed`).
+        self.landed: list[dict[str, Any]] = []
         # One stream each for the whole push, so batches flow across the warehouse's read batches.
         self.updates = _Lane(self, upsert=True)
         self.creates = _Lane(self, upsert=False)
@@ -286,7 +296,18 @@ class _Push:
     # -- bookkeeping --------------------------------------------------------------------------
 
     def _save(self, states: list[dict[str, Any]]) -> None:
-        """Write what one request changed (one statement per set of fields), with its error rows."""
+        """Write what one request changed (one statement per set of fields), with its error rows;
+        the answers handed over before it first, so the journal keeps the order things happened in."""
+        self.save_landed()
+        self._store(states)
+
+    def save_landed(self) -> None:
+        """Save the states of the answers handed over since the last save (`_Lane.on_write`)."""
+        if self.landed:
+            states, self.landed = self.landed, []
+            self._store(states)
+
+    def _store(self, states: list[dict[str, Any]]) -> None:
         write_by_field_set(self.warehouse.upsert_sync_state, states)
         self.reporter.flush(self.warehouse)
         landed = sum(1 for s in states if s.get("status") in ("synced", "pending", "deleted"))
@@ -619,9 +640,12 @@ class _Push:
         is recorded as that record's failure.
         """
         lane = _Lane(self, upsert=upsert)
-        with lane.stream:
-            lane.send(items)
-            lane.stream.finish()
+        try:
+            with lane.stream:
+                lane.send(items)
+                lane.stream.finish()
+        finally:
+            self.save_landed()  # what the answers on the wire stored, when the stream stopped early
         return lane.refused
 
     def _recover(self, refused: Sequence[tuple[_Item, TwentyRecordRejected]], *, last_try: bool = False) -> None:
@@ -719,7 +743,7 @@ class _Lane:
         key = "id" if upsert else push.obj.key_field
         self.stream = push.client.records.stream(push.obj.plural, upsert=upsert, match_key=key,
                                                  on_write=self.on_write, on_failures=self.on_failures,
-                                                 on_abort=self.on_abort)
+                                                 on_abort=self.on_abort, on_pause=push.save_landed)
 
     def send(self, items: Sequence[_Item]) -> None:
         first = self.stream.next_index  # registered first: add() may hand answers over at once
@@ -727,7 +751,9 @@ class _Lane:
         self.stream.add([item.body for item in items])
 
     def on_write(self, landed: list[tuple[int, dict[str, Any]]]) -> None:
-        """The push's on_write: what one request stored, saved in the sync state."""
+        """The push's on_write: what one request stored, kept for the sync state. Saved with the
+        other answers handed over before the stream next waits or returns (`on_pause`): one INSERT
+        for several requests, where each INSERT costs DuckDB milliseconds whatever its size."""
         push = self.push
         own_writes.observe(push.warehouse, push.client.transport.base_url, (record for _, record in landed))
         items = [(self.items.pop(i), record) for i, record in landed]
@@ -736,7 +762,9 @@ class _Lane:
         late = [s["crm_id"] for s in states if s.get("crm_hash") is None]
         if late:
             read_again(push.warehouse, push.obj, late)  # our stamp now hides that edit from the pull's filter
-        push._save(states)
+        push.landed += states
+        if len(push.landed) >= SAVE_ROWS:
+            push.save_landed()
         changelog.append(push.ctx, changelog.pushed(push.ctx, push.obj,
                                                     ((item.row, record, item.changes) for item, record in items)))
         push.went_through()

@@ -1,11 +1,14 @@
 """Batch writes with several requests on the wire: chunks cut from a stream of records, sent by the
 request pool, their answers handed back on the caller's thread in the order the chunks were cut.
 
-Why the order matters: the sync saves its bookkeeping in `on_write`, on a warehouse connection that is
+Why the order matters: the sync keeps its bookkeeping in `on_write`, on a warehouse connection that is
 not thread-safe, so every callback runs on the caller's thread, one request's records at a time, in
-chunk order (the same sequence a one-request-at-a-time writer would give). Why the keys matter: two
-writes to one record on the wire at once could land in either order, so a chunk that names a key
-still on the wire waits for that chunk's answer first, and one request never names a key twice.
+chunk order (the same sequence a one-request-at-a-time writer would give). It saves what it kept in
+`on_pause`, which runs once answers were handed over, before the stream waits for the next one or
+returns to the caller: answers back at the same moment are saved together, none through a wait.
+Why the keys matter: two writes to one record on the wire at once could land in either order, so a
+chunk that names a key still on the wire waits for that chunk's answer first, and one request never
+names a key twice.
 
 Failure semantics are those of `RecordsApi.create_many`: a chunk Twenty refuses because of one record
 is split (by the worker that sent it) until the bad records stand alone; a refusal for a taken unique
@@ -48,6 +51,9 @@ class ChunkApi(Protocol):
 
 Landed = list[tuple[int, dict[str, Any]]]
 OnWrite = Callable[[Landed], None]
+# Called when the stream is about to wait for an answer or go back to its caller, after answers were
+# handed over: where a caller that keeps several answers' bookkeeping together saves it.
+OnPause = Callable[[], None]
 
 
 @dataclass
@@ -158,9 +164,12 @@ class BatchStream:
 
     def __init__(self, api: ChunkApi, pool: RequestPool, plural: str, *, upsert: bool, key: str | None,
                  on_write: OnWrite | None = None, on_failures: OnFailures | None = None,
-                 on_abort: OnAbort | None = None, window: int | None = None) -> None:
+                 on_abort: OnAbort | None = None, on_pause: OnPause | None = None,
+                 window: int | None = None) -> None:
         self.api, self.pool, self.key = api, pool, key
         self.on_write, self.on_failures, self.on_abort = on_write, on_failures, on_abort
+        self.on_pause = on_pause
+        self._handed_over = False  # answers handed over since on_pause last ran
         self.writer = _ChunkWriter(api, plural, upsert, key)
         # Chunks cut but not yet handed over; beyond the workers so a slow head does not idle them.
         self.window = window or 2 * pool.size
@@ -186,6 +195,7 @@ class BatchStream:
             if len(self._pending) >= self.api.batch_size:
                 self._cut()
         self._hand_over_answered()
+        self._pause()
 
     def finish(self) -> None:
         """Send what is left and hand every answer over. Each time the next answer is not back yet,
@@ -195,9 +205,12 @@ class BatchStream:
             self._cut()
         while self._flight:
             idle = self.api.transport.while_waiting
-            if idle is not None and not self.stopped and not self._flight[0][0].done():
-                idle()
+            if not self._flight[0][0].done():
+                self._pause()
+                if idle is not None and not self.stopped:
+                    idle()
             self._hand_over_head()
+        self._pause()
 
     def __enter__(self) -> BatchStream:
         return self
@@ -226,13 +239,22 @@ class BatchStream:
         while self._flight and self._flight[0][0].done():
             self._hand_over_head()
 
+    def _pause(self) -> None:
+        if self._handed_over:
+            self._handed_over = False
+            if self.on_pause is not None:
+                self.on_pause()
+
     def _hand_over_head(self) -> None:
+        if not self._flight[0][0].done():
+            self._pause()  # never wait for an answer with the ones handed over before it unsaved
         future, keys = self._flight.popleft()
         try:
             result = future.result()
         finally:
             self._busy -= keys
         self.requests += result.requests
+        self._handed_over = True
         for landed in result.landed:
             if self.on_write is not None:
                 self.on_write(landed)
@@ -260,6 +282,7 @@ class BatchStream:
                 continue
             result = future.result()
             self.requests += result.requests
+            self._handed_over = True
             try:
                 for landed in result.landed:
                     if self.on_write is not None:
@@ -271,3 +294,7 @@ class BatchStream:
                 # by key on the next run, as after a kill.
                 log.warning("Stopped recording batch answers after a failure: %s", exc)
                 return
+        try:
+            self._pause()
+        except Exception as exc:
+            log.warning("Could not save the batch answers handed over: %s", exc)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from truth_forge.twenty.batch_stream import BatchStream, OnAbort, OnFailures, OnWrite, RecordFailure
+from truth_forge.twenty.batch_stream import BatchStream, OnAbort, OnFailures, OnPause, OnWrite, RecordFailure
 from truth_forge.twenty.envelope import data_of
 from truth_forge.twenty.errors import (
     TwentyError,
@@ -323,10 +323,11 @@ class RecordsApi:
         return outcome
 
     def stream(self, plural: str, *, upsert: bool, match_key: str | None, on_write: OnWrite | None = None,
-               on_failures: OnFailures | None = None, on_abort: OnAbort | None = None) -> BatchStream:
+               on_failures: OnFailures | None = None, on_abort: OnAbort | None = None,
+               on_pause: OnPause | None = None) -> BatchStream:
         """Batch writes fed a few records at a time, several requests on the wire (`batch_stream.py`)."""
         return BatchStream(self, self.pool, plural, upsert=upsert, key=match_key, on_write=on_write,
-                           on_failures=on_failures, on_abort=on_abort)
+                           on_failures=on_failures, on_abort=on_abort, on_pause=on_pause)
 
     @staticmethod
     def _drop_duplicate_keys(records: Sequence[dict[str, Any]], key: str | None, outcome: BatchOutcome) -> list[int]:
