@@ -1,6 +1,8 @@
 """The push folds its saves while its last answers are on the wire (DuckDB), so the run's own fold
 after the last answer takes in only the last requests' entries; a kill at any point still loses
-nothing (tests/sync/test_kill_recovery.py), as each fold is one that a later one does again."""
+nothing (tests/sync/test_kill_recovery.py), as each fold is one that a later one does again. (A
+first sync's creates go into the state directly, with no entries to fold: the run here is the
+second, updating every contact.)"""
 
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ from truth_forge.twenty import TwentyClient
 
 def test_the_saves_so_far_are_folded_while_the_push_waits_and_the_hook_ends_with_the_run(
         sandbox: Any, store: Any) -> None:
+    with TwentyClient(sandbox.base_url, sandbox.api_key, requests_per_minute=100_000, timeout=5) as client:
+        setup_schema(client, SCHEMA)
+        assert run_sync(store, client, SCHEMA).status == "succeeded"
+    store.upsert_contacts([{"contact_id": k, "canonical_name": f"Renamed Person {k}"} for k in range(1, 41)])
     sandbox.set_faults(latency_ms=150)  # answers the push must wait for
     fold_while_idle = store.fold_journal_while_idle
     waits: list[tuple[int, int]] = []  # (journal entries before the fold, after it)
@@ -27,7 +33,6 @@ def test_the_saves_so_far_are_folded_while_the_push_waits_and_the_hook_ends_with
     store.fold_journal_while_idle = watched
     with TwentyClient(sandbox.base_url, sandbox.api_key, requests_per_minute=100_000, timeout=5,
                       batch_size=5, max_in_flight=4) as client:
-        setup_schema(client, SCHEMA)
         result = run_sync(store, client, SCHEMA)
         assert client.transport.while_waiting is None  # the run's alone: later requests fold nothing
     assert result.status == "succeeded"

@@ -309,3 +309,41 @@ def test_more_than_a_fold_window_saved_is_left_for_the_end_of_the_push(warehouse
     warehouse.fold_journal_while_idle()  # counted from the last fold: one save, within the window
     assert warehouse.count_rows("crm_sync_journal") == 0
     assert folded_state(warehouse, "4") == {"crm_id": "id-4", "status": "synced", "last_error": None}
+
+
+def test_a_record_known_to_have_no_state_is_saved_into_the_state_directly_where_folds_are_always_due(
+        warehouse: Warehouse) -> None:
+    """DuckDB (a fold always due): a synced save of a record this process found without state goes
+    into crm_sync_state at once, as its fold would have put it (fields left out NULL), read back
+    and noted clean like a folded one. Anything else is journalled: a record not looked up, a
+    failed or pending save, a record with state, and every save where the journal waits for its
+    share of the state (BigQuery)."""
+    direct = warehouse.journal_fold_share <= 0 and warehouse.one_writing_process
+    assert warehouse.read_sync_state("person", ["20", "21", "22", "23"]) == {}  # looked up: none has state
+    uuid = "0b9d4c3e-52f1-4a7e-9d1b-2f6c8e0a7b11"
+    save(warehouse, "20", crm_id=uuid, status="synced", last_error=None)
+    save(warehouse, "21", crm_id="c21", status="failed", last_error="HTTP 500")
+    save(warehouse, "22", crm_id="c22", status="pending", last_error=None)
+    save(warehouse, "23", crm_id="c23", status="synced", last_error="synced without a value: phone")
+    save(warehouse, "24", crm_id="c24", status="synced", last_error=None)  # never looked up
+    assert warehouse.count_rows("crm_sync_state") == (2 if direct else 0)
+    assert warehouse.count_rows("crm_sync_journal") == (3 if direct else 5)
+    if direct:
+        assert folded_state(warehouse, "20") == {"crm_id": uuid, "status": "synced", "last_error": None}
+        rows, _ = warehouse._run("SELECT t.warehouse_hash AS h, t.base AS base FROM {crm_sync_state} AS t "
+                                 "WHERE t.record_key = '20'", (), fetch=True)
+        assert rows == [{"h": None, "base": None}]  # left out: NULL, as a fold of its one entry gives
+    save(warehouse, "20", status="failed", last_error="HTTP 502")  # has state now: journalled
+    assert warehouse.count_rows("crm_sync_journal") == (4 if direct else 6)
+    got = warehouse.read_sync_state("person", ["20", "23"])
+    assert (got["20"]["crm_id"], got["20"]["status"], got["23"]["last_error"]) == (
+        uuid, "failed", "synced without a value: phone")
+    warehouse.fold_journal()
+    assert folded_state(warehouse, "20") == {"crm_id": uuid, "status": "failed", "last_error": "HTTP 502"}
+    assert folded_state(warehouse, "23")["last_error"] == "synced without a value: phone"
+    keys, ids = warehouse.settled_since_forget()
+    # 20 was clean, then failed (its Twenty id stays noted once clean, as after two folds); 23 holds an error.
+    assert keys["person"] == {"24"} and ids == ({uuid, "c24"} if direct else {"c24"})
+    assert sorted(warehouse.retry_keys("person") or []) == ["20", "21", "22"]
+    warehouse.fold_journal(forget=True)
+    assert warehouse.read_sync_state("person", ["20"])["20"]["status"] == "failed"  # from the store alone

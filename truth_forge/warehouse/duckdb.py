@@ -153,6 +153,8 @@ class DuckDBWarehouse(Warehouse):
     # checkpoint between ranges; at 10,000 a first push stays under 400 MB peak RSS with the
     # default memory_limit (BENCHMARKS.md, "Peak RSS, branch rss").
     change_range_rows = 10_000
+    # A second process cannot open the file while this one has it ("Could not set lock on file").
+    one_writing_process = True
 
     def __init__(self, path: str, tables: TableNames | None = None, *, read_only: bool = False,
                  create: bool = True, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int = DEFAULT_THREADS,
