@@ -156,7 +156,8 @@ def test_a_saved_base_is_read_back_from_memory_as_it_was_given(warehouse: Wareho
     # hand out the base decoded (aliases back to field names), parsed once.
     base = {"canonical_name": "Ann", "llm_context": "#0123456789abcdef", "additional_emails": ["a@b.c"],
             "business_id": 7, "not_aliased": {"nested": [1, None]}}
-    assert warehouse.read_sync_state("person", [9]) == {}  # remembered: no state yet
+    save(warehouse, "9", status="pending")  # a state to begin with (a record with none is saved past the cache)
+    assert warehouse.read_sync_state("person", [9])["9"]["status"] == "pending"  # remembered
     save(warehouse, "9", crm_id="x", status="synced", base=base)
     before = warehouse.statements.statements
     first = warehouse.read_sync_state("person", [9])["9"]
@@ -172,7 +173,8 @@ def test_a_shed_read_cache_reads_saves_not_folded_yet_through_the_store(warehous
     # still see every save, from the journal, and a row carried from before those saves is not
     # taken at its word. On BigQuery (reads bill; serve's webhooks read what a run left) it stays.
     base = {"canonical_name": "Ann"}
-    assert warehouse.read_sync_state("person", [9]) == {}  # remembered: no state yet
+    save(warehouse, "9", status="pending")  # a state to begin with (a record with none is saved past the cache)
+    assert warehouse.read_sync_state("person", [9])["9"]["status"] == "pending"  # remembered
     save(warehouse, "9", crm_id="x", status="synced", base=base)
     warehouse.shed_read_cache()
     before = warehouse.statements.statements
@@ -342,8 +344,33 @@ def test_a_record_known_to_have_no_state_is_saved_into_the_state_directly_where_
     assert folded_state(warehouse, "20") == {"crm_id": uuid, "status": "failed", "last_error": "HTTP 502"}
     assert folded_state(warehouse, "23")["last_error"] == "synced without a value: phone"
     keys, ids = warehouse.settled_since_forget()
-    # 20 was clean, then failed (its Twenty id stays noted once clean, as after two folds); 23 holds an error.
-    assert keys["person"] == {"24"} and ids == ({uuid, "c24"} if direct else {"c24"})
+    assert keys["person"] == {"24"} and ids == {"c24"}  # 20 failed at last; 23 holds an error
     assert sorted(warehouse.retry_keys("person") or []) == ["20", "21", "22"]
     warehouse.fold_journal(forget=True)
     assert warehouse.read_sync_state("person", ["20"])["20"]["status"] == "failed"  # from the store alone
+
+
+def test_a_record_saved_into_the_state_directly_has_its_open_errors_closed(warehouse: Warehouse) -> None:
+    """A direct save notes as clean the records with open errors (read at the run's first direct
+    save, and every error recorded since): their errors close at the run's end, like a folded
+    record's. Records with no open error are not noted (a first push of a million would keep a
+    million notes)."""
+    warehouse.record_errors([{"run_id": "r0", "object_type": "person", "record_key": "30", "operation": "push",
+                              "error_message": "HTTP 500"},
+                             {"run_id": "r0", "object_type": "person", "crm_id": "c32", "operation": "pull",
+                              "error_message": "could not apply"}])
+    warehouse.fold_journal(forget=True)  # a run's start
+    assert warehouse.read_sync_state("person", ["30", "31", "32", "33"]) == {}
+    save(warehouse, "33", crm_id="c33", status="synced", last_error=None)  # reads the open errors
+    warehouse.record_errors([{"run_id": "r1", "object_type": "person", "record_key": "31", "operation": "push",
+                              "error_message": "HTTP 502"}])  # recorded after they were read
+    save(warehouse, "30", crm_id="c30", status="synced", last_error=None)
+    save(warehouse, "31", crm_id="c31", status="synced", last_error=None)
+    save(warehouse, "32", crm_id="c32", status="synced", last_error=None)  # claimed: its error is by id
+    direct = warehouse.journal_fold_share <= 0 and warehouse.one_writing_process
+    assert warehouse.count_rows("crm_sync_journal") == (0 if direct else 4)
+    assert warehouse.close_settled_errors(run_id="r1", run_succeeded=True) == 3
+    assert warehouse.open_errors() == []
+    keys, ids = warehouse.settled_since_forget()
+    assert keys["person"] >= {"30", "31", "32"} and ids >= {"c30", "c31", "c32"}
+    assert ("33" in keys["person"]) is not direct  # a fold notes every record; a direct save only those with errors

@@ -492,6 +492,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
             f"INSERT INTO {{crm_sync_errors}} ({names}) {q.source_select('rows', columns)}",
             (RowSet("rows", columns, clean),),
         )
+        self._errors_opened(clean)
         return len(clean)
 
     def close_settled_errors(self, *, run_id: str, run_succeeded: bool) -> int:
@@ -501,7 +502,7 @@ class Warehouse(ChangeDetection, SyncStateJournal, PendingRows, RunHistory, Reco
         self.fold_journal()
         # What is open, by record: only those records' keys and ids are looked up in what the folds
         # found clean (a first sync settles every record clean); nothing open, nothing to send.
-        open_rows, _ = self._run(_OPEN_ERROR_RECORDS, (), fetch=True)
+        open_rows, _ = self._run(q.OPEN_ERROR_RECORDS, (), fetch=True)
         if not open_rows:
             return 0
         keys, ids = self.settled_since_forget(
@@ -621,10 +622,6 @@ def _int_keys(object_type: str, keys: Iterable[int]) -> list[int]:
 _WRITES = re.compile(r"^\s*(INSERT|UPDATE|MERGE|DELETE)\b", re.IGNORECASE)
 _UNFENCED = re.compile(r"^\s*(MERGE\s+\{crm_sync_leases\}|UPDATE\s+\{crm_sync_leases\}|UPDATE\s+\{crm_sync_runs\}"
                        r"|INSERT\s+INTO\s+\{crm_sync_runs\}|INSERT\s+INTO\s+\{crm_sync_errors\})", re.IGNORECASE)
-
-
-_OPEN_ERROR_RECORDS = """SELECT DISTINCT e.object_type AS object_type, e.record_key AS record_key, e.crm_id AS crm_id
-FROM {crm_sync_errors} AS e WHERE e.resolved_at IS NULL"""
 
 
 def fenced(template: str) -> bool:

@@ -477,6 +477,9 @@ def kv_select(seq_name: str) -> str:
 # per record and operation; the older rows stay as its history). No clock decides: an error stamped
 # by a clock that ran ahead closes like any other. One statement per run, reading the errors table
 # once; a killed run's closings are done by the next one.
+# The records with open errors (by key, or by Twenty id alone).
+OPEN_ERROR_RECORDS = """SELECT DISTINCT e.object_type AS object_type, e.record_key AS record_key, e.crm_id AS crm_id
+FROM {crm_sync_errors} AS e WHERE e.resolved_at IS NULL"""
 CLOSE_SETTLED_ERRORS = """UPDATE {crm_sync_errors} AS e
 SET resolved_at = CURRENT_TIMESTAMP()
 WHERE e.resolved_at IS NULL AND (

@@ -167,6 +167,9 @@ class _JournalMemory:
         self.clean = _SettledClean()
         # Entries this process saved since its last fold (what a fold while a push waits would take in).
         self.saved_since_fold = 0
+        # The records with open errors (keys by object type, Twenty ids), read at the run's first
+        # direct save and kept up with the errors this process records since (None: not read).
+        self.open_errors: tuple[set[tuple[str, str]], set[str]] | None = None
 
     def next_seq(self) -> int:
         # Entries are ordered by seq across runs: nanoseconds since the epoch, strictly increasing
@@ -290,20 +293,42 @@ class SyncStateJournal:
 
     def _insert_new_records(self, rows: list[dict[str, Any]], value_fields: list[str]) -> None:
         """INSERT rows of records with no state straight into crm_sync_state, as the fold of their
-        one entry would (the fields a row leaves out stay NULL), and note them as a fold would: in
-        this process's memory of the state, and clean or not for closing their errors."""
+        one entry would (the fields a row leaves out stay NULL). They leave the read cache (a read
+        finds them in the state; a first push of a million records would otherwise keep its last
+        20,000 states whole in memory), and those with open errors are noted clean or not, as a
+        fold would note them, for `close_settled_errors` (noting every record cost 25 bytes a
+        record: 25 MiB in a 1M push)."""
         columns = [(c.name, c.type) for c in CRM_SYNC_STATE.columns if c.name in (*_KEY, *value_fields)]
         for start in range(0, len(rows), JOURNAL_INSERT_ROWS):
             self._run(*q.insert_select("{crm_sync_state}", columns, rows[start:start + JOURNAL_INSERT_ROWS],
                                           never_shared=("record_key",)))
+        if self._journal.open_errors is None:
+            found, _ = self._run(q.OPEN_ERROR_RECORDS, (), fetch=True)
+            with self._journal.lock:
+                self._journal.open_errors = (set(), set())
+            self._errors_opened(found)
         with self._journal.lock:
+            keys, ids = self._journal.open_errors or (set(), set())
             for row in rows:
                 key = (row["object_type"], row["record_key"])
-                self._journal.remember(key, _apply(_empty(key), _unread(row), value_fields))
-                clean = row.get("last_error") is None
-                self._journal.clean.note(row["object_type"], row["record_key"], clean)
-                if clean and row.get("crm_id"):
-                    self._journal.clean.note_id(row["crm_id"])
+                self._journal.cache.pop(key, None)
+                if key in keys or row.get("crm_id") in ids:
+                    clean = row.get("last_error") is None
+                    self._journal.clean.note(row["object_type"], row["record_key"], clean)
+                    if clean and row.get("crm_id"):
+                        self._journal.clean.note_id(row["crm_id"])
+
+    def _errors_opened(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Error rows now open (read, or recorded by this process): kept up with once read."""
+        with self._journal.lock:
+            if self._journal.open_errors is None:
+                return
+            keys, ids = self._journal.open_errors
+            for row in rows:
+                if row.get("object_type") and row.get("record_key") is not None:
+                    keys.add((row["object_type"], str(row["record_key"])))
+                if row.get("crm_id"):
+                    ids.add(row["crm_id"])
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -410,6 +435,7 @@ class SyncStateJournal:
                 self._journal.dirty = None  # another writer may have left entries since
                 self._journal.unfolded = None
                 self._journal.clean = _SettledClean()
+                self._journal.open_errors = None
             if self.read_only and not force:
                 return 0  # a handle that only looks
         if self.read_only:
