@@ -14,9 +14,9 @@ is merged. What every write request stored is saved in the sync state on this th
 the writes were cut: the answers handed over in one go are saved together, before the stream waits
 for another answer or goes back to the push (one INSERT for several requests), so a run killed
 anywhere loses at most the answers of the requests on the wire and of the few handed over since
-the last save, and the next run recovers those by rule: an update by id is
-simply sent again, and a refused create is always checked for "is this record already ours" (our
-key, live or soft-deleted) before it is reported. Record-level refusals never stop a run; only what no record can get past does (auth,
+the last save, and the next run recovers those by rule: an update by id is simply sent again, and a
+refused create is always checked for "is this record already ours" (our key, live or soft-deleted)
+before it is reported. Record-level refusals never stop a run; only what no record can get past does (auth,
 missing fields, an outage that outlasted the retries several writes in a row).
 """
 
@@ -65,7 +65,7 @@ READ_BACK = MAX_PAGE_SIZE  # rows whose records are read back together before th
 # Records a read-back answer lacked, checked one by one (GET by id) per read-back: past this, the
 # rest wait for the next run (a lossy proxy must not turn every update into a GET).
 CONFIRM_BY_ID = 20
-# Answers' states kept at most before they are saved, whatever the stream call handing them over.
+# Answers' states kept at most before they are saved, pause or not.
 SAVE_ROWS = 1_000
 RECOVER_AT = 200  # refused creates held before their holders are looked up (and at the end of the push)
 # Write requests in a row that failed after every retry: past this, Twenty is taken to be down and
@@ -286,8 +286,8 @@ class _Push:
         # business_ids that contacts link to but the warehouse has no row for: those links wait, with an error.
         self.missing_businesses: set[str] = set()
         self.mapped: dict[int, tuple[Mapping[str, Any], _Mapped]] = {}  # this batch's rows mapped ahead
-        # States of answers handed over and not saved yet: saved together once the stream call that
-        # handed them over returns (`_Lane`), or sooner past SAVE_ROWS (`save_landed`).
+        # States of answers handed over and not saved yet: saved together at the stream's next pause
+        # (`on_pause`: before it waits for an answer or returns), or sooner past SAVE_ROWS.
         self.landed: list[dict[str, Any]] = []
         # One stream each for the whole push, so batches flow across the warehouse's read batches.
         self.updates = _Lane(self, upsert=True)

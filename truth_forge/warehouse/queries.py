@@ -470,16 +470,17 @@ def kv_select(seq_name: str) -> str:
     return f"SELECT t.value AS value FROM {{crm_sync_kv}} AS t WHERE t.key = '{seq_name}'"
 
 
+# The records with open errors (by key, or by Twenty id alone).
+OPEN_ERROR_RECORDS = """SELECT DISTINCT e.object_type AS object_type, e.record_key AS record_key, e.crm_id AS crm_id
+FROM {crm_sync_errors} AS e WHERE e.resolved_at IS NULL"""
+
 # An open error closes once its record is saved clean (synced or deleted, no error) by this run
 # (matched by key, or by Twenty id for pull errors that never got a key; the keys come from the
-# run's folded journal, state_journal.py); a run-level error (no key, no Twenty id) closes with a
+# run's folded journal and its direct saves, state_journal.py); a run-level error (no key, no Twenty id) closes with a
 # later run that succeeded; an error seen again is superseded by this run's newer row (one open row
 # per record and operation; the older rows stay as its history). No clock decides: an error stamped
 # by a clock that ran ahead closes like any other. One statement per run, reading the errors table
 # once; a killed run's closings are done by the next one.
-# The records with open errors (by key, or by Twenty id alone).
-OPEN_ERROR_RECORDS = """SELECT DISTINCT e.object_type AS object_type, e.record_key AS record_key, e.crm_id AS crm_id
-FROM {crm_sync_errors} AS e WHERE e.resolved_at IS NULL"""
 CLOSE_SETTLED_ERRORS = """UPDATE {crm_sync_errors} AS e
 SET resolved_at = CURRENT_TIMESTAMP()
 WHERE e.resolved_at IS NULL AND (
