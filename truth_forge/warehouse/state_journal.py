@@ -313,10 +313,8 @@ class SyncStateJournal:
                 key = (row["object_type"], row["record_key"])
                 self._journal.cache.pop(key, None)
                 if key in keys or row.get("crm_id") in ids:
-                    clean = row.get("last_error") is None
-                    self._journal.clean.note(row["object_type"], row["record_key"], clean)
-                    if clean and row.get("crm_id"):
-                        self._journal.clean.note_id(row["crm_id"])
+                    self._journal.clean.note_record(row["object_type"], row["record_key"], row.get("crm_id"),
+                                                    row.get("last_error") is None)
 
     def _errors_opened(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Error rows now open (read, or recorded by this process): kept up with once read."""
@@ -640,9 +638,7 @@ class SyncStateJournal:
                 with self._journal.lock:
                     for s in states:
                         clean = s["status"] in ("synced", "deleted") and s["last_error"] is None
-                        self._journal.clean.note(name, s["record_key"], clean)
-                        if clean and s["crm_id"]:
-                            self._journal.clean.note_id(s["crm_id"])
+                        self._journal.clean.note_record(name, s["record_key"], s["crm_id"], clean)
                 kept = after.get(name)
                 if kept is not None:
                     for s in states:
@@ -712,6 +708,12 @@ class _SettledClean:
         else:
             self.keys[object_type].append(number)
             self.words[object_type].append(clean)
+
+    def note_record(self, object_type: str, key: str, crm_id: str | None, clean: bool) -> None:
+        """A record's word (clean or not), and its Twenty id when clean."""
+        self.note(object_type, key, clean)
+        if clean and crm_id:
+            self.note_id(crm_id)
 
     def note_id(self, crm_id: str) -> None:
         packed = _uuid_bytes(crm_id)
